@@ -1,0 +1,54 @@
+// Clock: the time source of every tiercache component, injectable for tests.
+//
+// Two readings are offered. Now() is monotonic (steady_clock) and is what
+// in-process deadlines, TTLs and latencies use. WallNow() is the system clock
+// and is used only where a time must mean the same thing in several processes
+// (the logical expiry stored in an L2 envelope).
+//
+// Thread-safety: all methods may be called concurrently from any thread.
+#ifndef TIERCACHE_CLOCK_H_
+#define TIERCACHE_CLOCK_H_
+
+#include <atomic>
+#include <chrono>
+
+namespace tiercache {
+
+class Clock {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  using WallTimePoint = std::chrono::system_clock::time_point;
+  using Duration = std::chrono::nanoseconds;
+
+  virtual ~Clock() = default;
+  virtual TimePoint Now() const noexcept = 0;
+  virtual WallTimePoint WallNow() const noexcept = 0;
+
+  // The process-wide real clock. Never null; lives for the whole process.
+  static Clock* Real() noexcept;
+};
+
+// A manually advanced clock for tests. Starts at an arbitrary fixed point;
+// Advance() moves both readings forward together. Never goes backwards.
+class FakeClock final : public Clock {
+ public:
+  FakeClock() = default;
+  TimePoint Now() const noexcept override {
+    return TimePoint(Duration(offset_ns_.load(std::memory_order_acquire)));
+  }
+  WallTimePoint WallNow() const noexcept override {
+    return WallTimePoint(std::chrono::duration_cast<WallTimePoint::duration>(
+        Duration(kWallEpochNs + offset_ns_.load(std::memory_order_acquire))));
+  }
+  // REQUIRES: d >= 0.
+  void Advance(Duration d) noexcept { offset_ns_.fetch_add(d.count(), std::memory_order_acq_rel); }
+
+ private:
+  // 2026-01-01T00:00:00Z, so wall readings look like real ones.
+  static constexpr long long kWallEpochNs = 1767225600LL * 1000000000LL;
+  std::atomic<long long> offset_ns_{1000000000LL};
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_CLOCK_H_
