@@ -1,0 +1,70 @@
+// Envelope: the versioned binary format of every value tiercache stores in L2.
+//
+// An envelope wraps a codec's payload with what the cache needs to stay
+// correct across pods: the kind of entry (value / negative / tombstone), the
+// domain version that fences fills, the logical expiry (wall-clock, shared by
+// every pod), when it was written, and how long the load that produced it took
+// (δ, for probabilistic early refresh). The byte layout is specified in
+// docs/envelope.md and frozen by a golden-bytes test; change it only by
+// bumping kEnvelopeFormatVersion.
+//
+// Thread-safety: pure functions over values; safe from any thread.
+#ifndef TIERCACHE_ENVELOPE_H_
+#define TIERCACHE_ENVELOPE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "tiercache/status.h"
+
+namespace tiercache {
+
+inline constexpr uint8_t kEnvelopeFormatVersion = 1;
+inline constexpr size_t kEnvelopeHeaderSize = 40;   // bytes before the payload
+inline constexpr size_t kEnvelopeTrailerSize = 4;   // CRC-32C after the payload
+inline constexpr size_t kEnvelopeMaxPayload = 512u * 1024 * 1024;  // Redis' string limit
+
+enum class EntryKind : uint8_t {
+  kValue = 0,      // a value the loader produced
+  kNegative = 1,   // the loader said the key does not exist
+  kTombstone = 2,  // invalidated at `version`: refuses fills of older versions
+};
+
+// Codec ids 0..127 are tiercache's; 128..255 are free for users' codecs.
+inline constexpr uint8_t kCodecBytes = 0;
+inline constexpr uint8_t kCodecString = 1;
+inline constexpr uint8_t kCodecJson = 2;
+
+using WallTime = std::chrono::system_clock::time_point;
+
+// A decoded envelope. `payload` views the bytes passed to DecodeEnvelope (or
+// the caller's buffer when encoding): it lives as long as they do.
+struct EnvelopeView {
+  EntryKind kind = EntryKind::kValue;
+  uint8_t codec_id = kCodecBytes;
+  uint64_t version = 0;
+  WallTime expires_at{};   // logical expiry, millisecond precision
+  WallTime written_at{};   // millisecond precision
+  std::chrono::microseconds load_duration{0};  // δ; saturates at ~71 minutes
+  std::string_view payload;
+};
+
+// Serializes `e`. Negative entries and tombstones may carry an empty payload.
+// Errors: InvalidArgument if the payload exceeds kEnvelopeMaxPayload.
+Result<std::string> EncodeEnvelope(const EnvelopeView& e);
+
+// Parses `bytes` (as read from L2). The result's payload views `bytes`.
+// Errors (all DataLoss, with the reason in the message): shorter than a
+// header, not a tiercache envelope (magic), an unknown format version, an
+// unknown kind, non-zero reserved bytes, a length mismatch (truncated or
+// trailing bytes), a checksum mismatch.
+Result<EnvelopeView> DecodeEnvelope(std::string_view bytes);
+
+// CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start).
+uint32_t Crc32c(std::string_view data, uint32_t crc = 0);
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_ENVELOPE_H_

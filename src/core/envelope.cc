@@ -1,0 +1,92 @@
+#include "tiercache/envelope.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace tiercache {
+namespace {
+
+constexpr unsigned char kMagic0 = 'T';
+constexpr unsigned char kMagic1 = 'C';
+
+void PutBe(std::string* out, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+uint64_t GetBe(std::string_view in, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
+  return v;
+}
+
+int64_t ToUnixMs(WallTime t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+WallTime FromUnixMs(int64_t ms) {
+  return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::milliseconds(ms)));
+}
+
+}  // namespace
+
+Result<std::string> EncodeEnvelope(const EnvelopeView& e) {
+  if (e.payload.size() > kEnvelopeMaxPayload) {
+    return Status::InvalidArgument("envelope payload of " + std::to_string(e.payload.size()) +
+                                   " bytes exceeds the limit of " + std::to_string(kEnvelopeMaxPayload));
+  }
+  std::string out;
+  out.reserve(kEnvelopeHeaderSize + e.payload.size() + kEnvelopeTrailerSize);
+  out.push_back(static_cast<char>(kMagic0));
+  out.push_back(static_cast<char>(kMagic1));
+  out.push_back(static_cast<char>(kEnvelopeFormatVersion));
+  out.push_back(static_cast<char>(e.kind));
+  out.push_back(static_cast<char>(e.codec_id));
+  out.append(3, '\0');
+  PutBe(&out, e.version, 8);
+  PutBe(&out, static_cast<uint64_t>(ToUnixMs(e.expires_at)), 8);
+  PutBe(&out, static_cast<uint64_t>(ToUnixMs(e.written_at)), 8);
+  const int64_t delta_us = std::clamp<int64_t>(e.load_duration.count(), 0, std::numeric_limits<uint32_t>::max());
+  PutBe(&out, static_cast<uint64_t>(delta_us), 4);
+  PutBe(&out, e.payload.size(), 4);
+  out.append(e.payload);
+  PutBe(&out, Crc32c(out), 4);
+  return out;
+}
+
+Result<EnvelopeView> DecodeEnvelope(std::string_view in) {
+  if (in.size() < 2 || static_cast<unsigned char>(in[0]) != kMagic0 || static_cast<unsigned char>(in[1]) != kMagic1) {
+    return Status::DataLoss("not a tiercache envelope (bad magic)");
+  }
+  if (in.size() < kEnvelopeHeaderSize + kEnvelopeTrailerSize) {
+    return Status::DataLoss("envelope truncated: " + std::to_string(in.size()) + " bytes");
+  }
+  const auto format = static_cast<uint8_t>(in[2]);
+  if (format != kEnvelopeFormatVersion) {
+    return Status::DataLoss("unsupported envelope format version " + std::to_string(format));
+  }
+  const auto kind = static_cast<uint8_t>(in[3]);
+  if (kind > static_cast<uint8_t>(EntryKind::kTombstone)) {
+    return Status::DataLoss("unknown envelope kind " + std::to_string(kind));
+  }
+  if (in[5] != '\0' || in[6] != '\0' || in[7] != '\0') return Status::DataLoss("envelope reserved bytes not zero");
+  const uint64_t length = GetBe(in, 36, 4);
+  if (in.size() != kEnvelopeHeaderSize + length + kEnvelopeTrailerSize) {
+    return Status::DataLoss("envelope length mismatch: header says " + std::to_string(length) +
+                            " payload bytes, have " + std::to_string(in.size()));
+  }
+  const size_t body = kEnvelopeHeaderSize + length;
+  if (Crc32c(in.substr(0, body)) != static_cast<uint32_t>(GetBe(in, body, 4))) {
+    return Status::DataLoss("envelope checksum mismatch");
+  }
+  EnvelopeView e;
+  e.kind = static_cast<EntryKind>(kind);
+  e.codec_id = static_cast<uint8_t>(in[4]);
+  e.version = GetBe(in, 8, 8);
+  e.expires_at = FromUnixMs(static_cast<int64_t>(GetBe(in, 16, 8)));
+  e.written_at = FromUnixMs(static_cast<int64_t>(GetBe(in, 24, 8)));
+  e.load_duration = std::chrono::microseconds(GetBe(in, 32, 4));
+  e.payload = in.substr(kEnvelopeHeaderSize, length);
+  return e;
+}
+
+}  // namespace tiercache

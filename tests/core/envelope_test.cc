@@ -1,0 +1,153 @@
+#include "tiercache/envelope.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tiercache {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string FromHex(std::string_view hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  return out;
+}
+
+std::string ToHex(std::string_view bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+WallTime UnixMs(int64_t ms) { return WallTime(milliseconds(ms)); }
+
+EnvelopeView SampleValue() {
+  EnvelopeView e;
+  e.kind = EntryKind::kValue;
+  e.codec_id = kCodecString;
+  e.version = 0x0102030405060708ULL;
+  e.expires_at = UnixMs(1767225600000);  // 2026-01-01T00:00:00Z
+  e.written_at = UnixMs(1767225599000);
+  e.load_duration = std::chrono::microseconds(50000);
+  e.payload = "hello";
+  return e;
+}
+
+TEST(Crc32cTest, MatchesTheStandardCheckValue) {
+  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(Crc32c(""), 0u);
+  // Continuation gives the same result as one pass.
+  EXPECT_EQ(Crc32c("56789", Crc32c("1234")), 0xE3069283u);
+}
+
+// The golden bytes freeze format version 1 (docs/envelope.md). They were
+// derived by hand from the spec, the CRC by an independent implementation. If
+// this test fails, the format drifted: bump kEnvelopeFormatVersion instead.
+TEST(EnvelopeTest, GoldenBytesOfAValue) {
+  Result<std::string> bytes = EncodeEnvelope(SampleValue());
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(ToHex(*bytes),
+            "5443"               // magic "TC"
+            "01"                 // format version
+            "00"                 // kind: value
+            "01"                 // codec: string
+            "000000"             // reserved
+            "0102030405060708"   // domain version
+            "0000019b76daa800"   // logical expiry, unix ms
+            "0000019b76daa418"   // written at, unix ms
+            "0000c350"           // load duration, us (50 ms)
+            "00000005"           // payload length
+            "68656c6c6f"         // payload
+            "e6278d08");         // CRC-32C of everything before
+}
+
+TEST(EnvelopeTest, GoldenBytesOfATombstone) {
+  EnvelopeView e;
+  e.kind = EntryKind::kTombstone;
+  e.version = 42;
+  e.expires_at = UnixMs(1767225600000);
+  e.written_at = UnixMs(1767225599000);
+  Result<std::string> bytes = EncodeEnvelope(e);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(ToHex(*bytes),
+            "5443010200000000000000000000002a0000019b76daa8000000019b76daa41800000000000000001023e897");
+}
+
+TEST(EnvelopeTest, RoundTripsEveryField) {
+  Result<std::string> bytes = EncodeEnvelope(SampleValue());
+  ASSERT_TRUE(bytes.ok());
+  Result<EnvelopeView> e = DecodeEnvelope(*bytes);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->kind, EntryKind::kValue);
+  EXPECT_EQ(e->codec_id, kCodecString);
+  EXPECT_EQ(e->version, 0x0102030405060708ULL);
+  EXPECT_EQ(e->expires_at, UnixMs(1767225600000));
+  EXPECT_EQ(e->written_at, UnixMs(1767225599000));
+  EXPECT_EQ(e->load_duration, std::chrono::microseconds(50000));
+  EXPECT_EQ(e->payload, "hello");
+}
+
+TEST(EnvelopeTest, DecodesTheGoldenBytes) {
+  Result<EnvelopeView> e = DecodeEnvelope(FromHex(
+      "5443010200000000000000000000002a0000019b76daa8000000019b76daa41800000000000000001023e897"));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->kind, EntryKind::kTombstone);
+  EXPECT_EQ(e->version, 42u);
+  EXPECT_TRUE(e->payload.empty());
+}
+
+TEST(EnvelopeTest, LoadDurationSaturates) {
+  EnvelopeView e = SampleValue();
+  e.load_duration = std::chrono::hours(5);
+  Result<std::string> bytes = EncodeEnvelope(e);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(DecodeEnvelope(*bytes)->load_duration, std::chrono::microseconds(0xFFFFFFFFu));
+}
+
+void ExpectDataLoss(std::string_view bytes, std::string_view reason) {
+  Result<EnvelopeView> e = DecodeEnvelope(bytes);
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(e.status().IsDataLoss()) << e.status().ToString();
+  EXPECT_NE(e.status().message().find(reason), std::string_view::npos) << e.status().ToString();
+}
+
+TEST(EnvelopeTest, CorruptTruncatedAndForeignBytesAreDataLoss) {
+  const std::string good = *EncodeEnvelope(SampleValue());
+  ExpectDataLoss("", "magic");
+  ExpectDataLoss("{\"id\":7,\"title\":\"a foreign JSON value\"}", "magic");
+  ExpectDataLoss(good.substr(0, 20), "truncated");
+  ExpectDataLoss(good.substr(0, good.size() - 1), "length");
+  ExpectDataLoss(good + "x", "length");
+
+  std::string flipped = good;
+  flipped[kEnvelopeHeaderSize + 1] ^= 0x20;  // a payload bit
+  ExpectDataLoss(flipped, "checksum");
+
+  std::string future = good;
+  future[2] = 2;  // a format this build does not know
+  ExpectDataLoss(future, "format version 2");
+
+  std::string bad_kind = good;
+  bad_kind[3] = 9;
+  ExpectDataLoss(bad_kind, "kind");
+
+  std::string reserved = good;
+  reserved[6] = 1;
+  ExpectDataLoss(reserved, "reserved");
+}
+
+TEST(EnvelopeTest, EveryTruncationIsRejected) {
+  const std::string good = *EncodeEnvelope(SampleValue());
+  for (size_t n = 0; n < good.size(); ++n) {
+    EXPECT_FALSE(DecodeEnvelope(good.substr(0, n)).ok()) << "prefix of " << n << " bytes decoded";
+  }
+}
+
+}  // namespace
+}  // namespace tiercache
