@@ -1,0 +1,70 @@
+#include "core/circuit_breaker.h"
+
+namespace tiercache {
+
+CircuitBreaker::CircuitBreaker(const CircuitBreakerOptions& options, Clock* clock)
+    : options_(options), clock_(clock) {}
+
+Status CircuitBreaker::Validate(const CircuitBreakerOptions& options) {
+  if (options.failure_threshold < 1) return Status::InvalidArgument("breaker failure_threshold must be >= 1");
+  if (options.open_duration <= std::chrono::milliseconds::zero()) {
+    return Status::InvalidArgument("breaker open_duration must be > 0");
+  }
+  return Status::Ok();
+}
+
+bool CircuitBreaker::Allow() {
+  std::lock_guard<std::mutex> lock(mu_);
+  switch (state_) {
+    case BreakerState::kClosed:
+      return true;
+    case BreakerState::kOpen:
+      if (clock_->Now() < open_until_) return false;
+      state_ = BreakerState::kHalfOpen;
+      probe_in_flight_ = true;
+      open_until_ = clock_->Now() + options_.open_duration;  // probe's own deadline
+      return true;
+    case BreakerState::kHalfOpen:
+      if (probe_in_flight_ && clock_->Now() < open_until_) return false;
+      probe_in_flight_ = true;  // the previous probe never reported: try another
+      open_until_ = clock_->Now() + options_.open_duration;
+      return true;
+  }
+  return false;
+}
+
+void CircuitBreaker::RecordSuccess() {
+  std::lock_guard<std::mutex> lock(mu_);
+  consecutive_failures_ = 0;
+  probe_in_flight_ = false;
+  state_ = BreakerState::kClosed;
+}
+
+void CircuitBreaker::RecordFailure() {
+  std::lock_guard<std::mutex> lock(mu_);
+  probe_in_flight_ = false;
+  if (state_ == BreakerState::kHalfOpen) {
+    OpenLocked();
+    return;
+  }
+  if (state_ == BreakerState::kClosed && ++consecutive_failures_ >= options_.failure_threshold) OpenLocked();
+}
+
+void CircuitBreaker::OpenLocked() {
+  state_ = BreakerState::kOpen;
+  open_until_ = clock_->Now() + options_.open_duration;
+  consecutive_failures_ = 0;
+  ++times_opened_;
+}
+
+BreakerState CircuitBreaker::state() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_;
+}
+
+uint64_t CircuitBreaker::times_opened() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return times_opened_;
+}
+
+}  // namespace tiercache
