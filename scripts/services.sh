@@ -310,6 +310,10 @@ pg_prepare_dir() {
   return 0
 }
 
+# The PostgreSQL tools get the real path (the postgres user may not traverse
+# the run folder when it is a link to /var/tmp).
+pg_resolve() { [ -L "$pg_dir" ] && pg_dir="$(readlink -f "$pg_dir")"; return 0; }
+
 pg_up() {
   local pid
   if pid=$(pg_pid); then
@@ -322,6 +326,7 @@ pg_up() {
   fi
   require_free_port "$pg_port" "postgresql" TIERCACHE_PG_PORT || return 1
   pg_prepare_dir
+  pg_resolve
   if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
     rm -rf "$pg_dir/data"
     if ! as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --no-sync \
@@ -368,6 +373,7 @@ pg_status() {
 
 # ---- main ------------------------------------------------------------------
 
+pg_resolve
 case "${1:-}" in
   up)
     mkdir -p "$run_dir"
