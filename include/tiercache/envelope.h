@@ -60,7 +60,10 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e);
 // header, not a tiercache envelope (magic), an unknown format version, an
 // unknown kind, non-zero reserved bytes, a length mismatch (truncated or
 // trailing bytes), a checksum mismatch.
-Result<EnvelopeView> DecodeEnvelope(std::string_view bytes);
+// With verify_checksum == false the CRC is not computed (for bytes this
+// process encoded itself and kept in memory, e.g. in L1); every other check
+// still runs.
+Result<EnvelopeView> DecodeEnvelope(std::string_view bytes, bool verify_checksum = true);
 
 // CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start).
 uint32_t Crc32c(std::string_view data, uint32_t crc = 0);

@@ -53,7 +53,7 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e) {
   return out;
 }
 
-Result<EnvelopeView> DecodeEnvelope(std::string_view in) {
+Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
   if (in.size() < 2 || static_cast<unsigned char>(in[0]) != kMagic0 || static_cast<unsigned char>(in[1]) != kMagic1) {
     return Status::DataLoss("not a tiercache envelope (bad magic)");
   }
@@ -75,7 +75,7 @@ Result<EnvelopeView> DecodeEnvelope(std::string_view in) {
                             " payload bytes, have " + std::to_string(in.size()));
   }
   const size_t body = kEnvelopeHeaderSize + length;
-  if (Crc32c(in.substr(0, body)) != static_cast<uint32_t>(GetBe(in, body, 4))) {
+  if (verify_checksum && Crc32c(in.substr(0, body)) != static_cast<uint32_t>(GetBe(in, body, 4))) {
     return Status::DataLoss("envelope checksum mismatch");
   }
   EnvelopeView e;

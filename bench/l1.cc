@@ -1,0 +1,293 @@
+// bench_l1: L1 hit throughput against a textbook mutex LRU, and hit ratio of
+// LRU vs W-TinyLFU on a Zipf(0.9) stream with and without a one-off scan.
+//
+// Part 1 (Google Benchmark): every thread reads keys that are all cached, in a
+// per-thread shuffled order, through L1Cache::get() and through MutexLru::Get()
+// (one std::mutex + std::unordered_map + std::list, a hit moves the node to
+// the front and copies the shared_ptr, as L1 does). Figures are real time.
+// Part 2: a single-threaded replay of a fixed-seed trace (get, and set on a
+// miss) into a 10,000-entry cache (1% of 1 M keys), for both policies.
+// The RESULT lines at the end are computed from this run's measurements.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "tiercache/l1_cache.h"
+
+namespace {
+
+using tiercache::L1Cache;
+using tiercache::L1Fill;
+using tiercache::L1Options;
+using tiercache::L1Policy;
+using tiercache::L1Value;
+
+constexpr std::size_t kHotKeys = 1000;  // the throughput working set, all cached
+constexpr std::uint64_t kSeed = 20261127;
+
+// The textbook baseline: one lock around a map and an LRU list.
+class MutexLru {
+ public:
+  explicit MutexLru(std::size_t capacity) : capacity_(capacity) {}
+
+  L1Value Get(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->second;
+  }
+
+  void Put(const std::string& key, L1Value value) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    if (it != map_.end()) {
+      it->second->second = std::move(value);
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return;
+    }
+    lru_.emplace_front(key, std::move(value));
+    map_.emplace(key, lru_.begin());
+    if (map_.size() > capacity_) {
+      map_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+  }
+
+ private:
+  using Item = std::pair<std::string, L1Value>;
+  const std::size_t capacity_;
+  std::mutex mu_;
+  std::list<Item> lru_;
+  std::unordered_map<std::string, std::list<Item>::iterator> map_;
+};
+
+std::string KeyName(const char* prefix, std::uint64_t i) {
+  return std::string(prefix) + std::to_string(i);
+}
+
+struct ThroughputFixture {
+  std::vector<std::string> keys;
+  std::vector<std::vector<std::uint32_t>> orders;  // one shuffled order per thread
+  std::unique_ptr<L1Cache> l1;
+  std::unique_ptr<MutexLru> baseline;
+};
+
+ThroughputFixture* g_fixture = nullptr;
+
+void BuildThroughputFixture() {
+  static ThroughputFixture fixture;
+  L1Options options;
+  options.max_entries = 4 * kHotKeys;
+  options.default_ttl = std::chrono::hours(1);
+  auto created = L1Cache::Create(options);
+  if (!created.ok()) {
+    std::fprintf(stderr, "L1Cache::Create: %s\n", created.status().ToString().c_str());
+    std::abort();
+  }
+  fixture.l1 = std::move(*created);
+  fixture.baseline = std::make_unique<MutexLru>(4 * kHotKeys);
+  L1Fill fill;
+  fill.version = 1;
+  for (std::size_t i = 0; i < kHotKeys; ++i) {
+    // One value per key, as in real use (a shared one would make every hit
+    // of every key bump the same reference count).
+    auto value = std::make_shared<const std::string>(200, 'v');
+    fixture.keys.push_back(KeyName("feed:{community:42}:page:", i));
+    fixture.l1->set(fixture.keys.back(), value, fill).IgnoreError();  // checked by every hit
+    fixture.baseline->Put(fixture.keys.back(), value);
+  }
+  std::mt19937_64 rng(kSeed);
+  for (int t = 0; t < 8; ++t) {
+    std::vector<std::uint32_t> order(kHotKeys);
+    for (std::uint32_t i = 0; i < kHotKeys; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    fixture.orders.push_back(std::move(order));
+  }
+  g_fixture = &fixture;
+}
+
+void SetThroughputCounters(benchmark::State& state) {
+  using benchmark::Counter;
+  const auto n = static_cast<double>(state.iterations());
+  state.counters["hits_per_s_per_thread"] = Counter(n, Counter::kIsRate | Counter::kAvgThreads);
+  state.counters["hits_per_s_total"] = Counter(n, Counter::kIsRate);
+}
+
+void BM_L1Hit(benchmark::State& state) {
+  const auto& order = g_fixture->orders[static_cast<std::size_t>(state.thread_index()) % 8];
+  L1Cache& cache = *g_fixture->l1;
+  std::size_t i = 0;
+  std::size_t misses = 0;
+  for (auto _ : state) {
+    auto r = cache.get(g_fixture->keys[order[i]]);
+    if (!r.ok() || !r->has_value()) ++misses;
+    benchmark::DoNotOptimize(r);
+    if (++i == order.size()) i = 0;
+  }
+  if (misses != 0) state.SkipWithError("L1 bench: a read missed");
+  SetThroughputCounters(state);
+}
+
+void BM_MutexLruHit(benchmark::State& state) {
+  const auto& order = g_fixture->orders[static_cast<std::size_t>(state.thread_index()) % 8];
+  MutexLru& cache = *g_fixture->baseline;
+  std::size_t i = 0;
+  std::size_t misses = 0;
+  for (auto _ : state) {
+    L1Value v = cache.Get(g_fixture->keys[order[i]]);
+    if (v == nullptr) ++misses;
+    benchmark::DoNotOptimize(v);
+    if (++i == order.size()) i = 0;
+  }
+  if (misses != 0) state.SkipWithError("baseline bench: a read missed");
+  SetThroughputCounters(state);
+}
+
+BENCHMARK(BM_L1Hit)->Threads(1)->Threads(2)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_MutexLruHit)->Threads(1)->Threads(2)->UseRealTime()->MinTime(1.0);
+
+// Keeps the counters of every run, keyed "<function>/<threads>".
+class CapturingReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      const std::string id = run.run_name.function_name + "/" + std::to_string(run.threads);
+      for (const auto& [name, counter] : run.counters) figures[id + "/" + name] = counter.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  double Get(const std::string& id) const {
+    auto it = figures.find(id);
+    return it == figures.end() ? 0.0 : it->second;
+  }
+  std::map<std::string, double> figures;
+};
+
+// ---- hit ratio -------------------------------------------------------------
+
+constexpr std::size_t kUniverse = 1'000'000;
+constexpr std::size_t kCacheEntries = kUniverse / 100;
+constexpr std::size_t kRequests = 8'000'000;
+constexpr double kZipfSkew = 0.9;
+constexpr double kScanShare = 0.2;
+constexpr std::int64_t kScan = -1;  // trace marker: the next never-seen scan key
+
+// Ranks 0..n-1 drawn with P(k) proportional to 1/(k+1)^s, by inverse CDF.
+std::vector<std::int64_t> ZipfTrace(std::size_t requests, double scan_share, std::uint64_t seed) {
+  std::vector<double> cdf(kUniverse);
+  double sum = 0;
+  for (std::size_t k = 0; k < kUniverse; ++k) {
+    sum += 1.0 / std::pow(static_cast<double>(k + 1), kZipfSkew);
+    cdf[k] = sum;
+  }
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::vector<std::int64_t> trace(requests);
+  for (auto& r : trace) {
+    if (scan_share > 0 && unit(rng) < scan_share) {
+      r = kScan;
+      continue;
+    }
+    const double u = unit(rng) * sum;
+    r = std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin();
+  }
+  return trace;
+}
+
+double ReplayHitRatio(const std::vector<std::int64_t>& trace,
+                      const std::vector<std::string>& keys, L1Policy policy) {
+  L1Options options;
+  options.max_entries = kCacheEntries;
+  options.policy = policy;
+  options.default_ttl = std::chrono::hours(24);
+  auto created = L1Cache::Create(options);
+  if (!created.ok()) std::abort();
+  L1Cache& cache = **created;
+  auto value = std::make_shared<const std::string>(64, 'v');
+  L1Fill fill;
+  std::uint64_t hits = 0;
+  std::uint64_t scan_keys = 0;
+  std::string scan_key;
+  for (std::int64_t r : trace) {
+    const std::string* key = &keys[static_cast<std::size_t>(r < 0 ? 0 : r)];
+    if (r == kScan) {
+      scan_key = KeyName("scan:", scan_keys++);
+      key = &scan_key;
+    }
+    auto got = cache.get(*key);
+    if (got.ok() && got->has_value()) {
+      ++hits;
+    } else {
+      cache.set(*key, value, fill).IgnoreError();  // a refusal only lowers the ratio
+    }
+  }
+  return 100.0 * static_cast<double>(hits) / static_cast<double>(trace.size());
+}
+
+struct HitRatios {
+  double zipf_lru, zipf_tinylfu, scan_lru, scan_tinylfu;
+};
+
+HitRatios MeasureHitRatios() {
+  std::vector<std::string> keys;
+  keys.reserve(kUniverse);
+  for (std::size_t k = 0; k < kUniverse; ++k) keys.push_back(KeyName("key:", k));
+  HitRatios h{};
+  const auto plain = ZipfTrace(kRequests, 0.0, kSeed);
+  h.zipf_lru = ReplayHitRatio(plain, keys, L1Policy::kLru);
+  h.zipf_tinylfu = ReplayHitRatio(plain, keys, L1Policy::kTinyLfu);
+  const auto scan = ZipfTrace(kRequests, kScanShare, kSeed + 1);
+  h.scan_lru = ReplayHitRatio(scan, keys, L1Policy::kLru);
+  h.scan_tinylfu = ReplayHitRatio(scan, keys, L1Policy::kTinyLfu);
+  return h;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  BuildThroughputFixture();
+  CapturingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+
+  // For profiling the throughput part alone.
+  if (std::getenv("TIERCACHE_BENCH_SKIP_HIT_RATIO") != nullptr) return 0;
+  std::printf("\nhit ratio: Zipf(%.1f) over %zu keys, %zu requests, cache of %zu entries;\n"
+              "scan mix: %.0f%% of requests are never-repeated keys, interleaved at random\n",
+              kZipfSkew, kUniverse, kRequests, kCacheEntries, kScanShare * 100);
+  const HitRatios h = MeasureHitRatios();
+
+  // Per thread: the goal is 10 M hits/s per thread.
+  const double hit_1t = reporter.Get("BM_L1Hit/1/hits_per_s_per_thread");
+  const double hit_2t = reporter.Get("BM_L1Hit/2/hits_per_s_per_thread");
+  const double hit_2t_total = reporter.Get("BM_L1Hit/2/hits_per_s_total");
+  const double base_2t_total = reporter.Get("BM_MutexLruHit/2/hits_per_s_total");
+  const double ratio = base_2t_total > 0 ? hit_2t_total / base_2t_total : 0.0;
+  std::printf("RESULT l1_hit_1t %.0f ops/s\n", hit_1t);
+  std::printf("RESULT l1_hit_2t %.0f ops/s\n", hit_2t);  // per thread
+  std::printf("RESULT l1_hit_2t_total %.0f ops/s\n", hit_2t_total);
+  std::printf("RESULT mutex_lru_hit_2t_total %.0f ops/s\n", base_2t_total);
+  std::printf("RESULT l1_vs_mutex_lru_2t %.2f x\n", ratio);  // total vs total
+  std::printf("RESULT hit_ratio_zipf_lru %.2f %%\n", h.zipf_lru);
+  std::printf("RESULT hit_ratio_zipf_tinylfu %.2f %%\n", h.zipf_tinylfu);
+  std::printf("RESULT hit_ratio_scan_lru %.2f %%\n", h.scan_lru);
+  std::printf("RESULT hit_ratio_scan_tinylfu %.2f %%\n", h.scan_tinylfu);
+  return 0;
+}

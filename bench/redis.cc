@@ -1,0 +1,220 @@
+// bench_redis: GET of a 200-byte value through RedisClient on the local
+// cluster — 1 caller, 64 sync caller threads, 64 requests in flight through
+// the async API — and, in the same run, redis-benchmark --cluster with
+// -c 1, -c 64 and -c 64 -P 16 for comparison. Prints RESULT lines last.
+//
+// Environment: TIERCACHE_REDIS_PORT_BASE (7000), BENCH_REDIS_SECONDS (3, per
+// threaded phase).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tiercache/redis/redis_client.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using tiercache::redis::Endpoint;
+using tiercache::redis::RedisClient;
+using tiercache::redis::RedisClientOptions;
+
+constexpr int kKeys = 1000;
+
+int EnvInt(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+std::string Key(int i) { return "bench:get:" + std::to_string(i); }
+
+struct Figures {
+  double ops = 0, p50_us = 0, p99_us = 0;
+};
+
+Figures Summarize(std::vector<int64_t>& lat_ns, double seconds) {
+  Figures f;
+  if (lat_ns.empty()) return f;
+  std::sort(lat_ns.begin(), lat_ns.end());
+  f.ops = static_cast<double>(lat_ns.size()) / seconds;
+  f.p50_us = static_cast<double>(lat_ns[lat_ns.size() / 2]) / 1000.0;
+  f.p99_us = static_cast<double>(lat_ns[lat_ns.size() * 99 / 100]) / 1000.0;
+  return f;
+}
+
+void Print(const char* name, const Figures& f, int64_t errors) {
+  std::printf("%-28s %10.0f ops/s  p50 %7.1f us  p99 %7.1f us  errors %lld\n", name, f.ops, f.p50_us, f.p99_us,
+              static_cast<long long>(errors));
+}
+
+Figures OneCaller(RedisClient& client, int n, int64_t* errors) {
+  std::vector<int64_t> lat;
+  lat.reserve(n);
+  for (int i = 0; i < 2000; ++i) (void)client.Get(Key(i % kKeys)).ok();
+  auto begin = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    std::string key = Key(i % kKeys);
+    auto start = Clock::now();
+    auto r = client.Get(key);
+    lat.push_back((Clock::now() - start).count());
+    if (!r.ok() || !r->has_value()) ++*errors;
+  }
+  return Summarize(lat, std::chrono::duration<double>(Clock::now() - begin).count());
+}
+
+Figures SyncThreads(RedisClient& client, int threads, std::chrono::seconds duration, int64_t* errors) {
+  std::vector<std::vector<int64_t>> lat(threads);
+  std::atomic<int64_t> errs{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  auto begin = Clock::now();
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      lat[t].reserve(200000);
+      for (int i = t; !stop.load(std::memory_order_relaxed); i += threads) {
+        std::string key = Key(i % kKeys);
+        auto start = Clock::now();
+        auto r = client.Get(key);
+        lat[t].push_back((Clock::now() - start).count());
+        if (!r.ok() || !r->has_value()) errs.fetch_add(1);
+      }
+    });
+  }
+  std::this_thread::sleep_for(duration);
+  stop.store(true);
+  for (auto& w : workers) w.join();
+  double secs = std::chrono::duration<double>(Clock::now() - begin).count();
+  std::vector<int64_t> all;
+  for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+  *errors = errs.load();
+  return Summarize(all, secs);
+}
+
+// `inflight` GETs kept in flight: each completion (on the I/O thread) records
+// its latency and issues the next.
+Figures Async(RedisClient& client, int inflight, std::chrono::seconds duration, int64_t* errors) {
+  struct State {
+    RedisClient* client;
+    std::atomic<bool> stop{false};
+    std::atomic<int> active{0};
+    std::atomic<int64_t> errs{0};
+    std::atomic<uint64_t> counter{0};
+    std::mutex mu;
+    std::vector<int64_t> lat;  // appended by the I/O thread only
+  };
+  auto st = std::make_shared<State>();
+  st->client = &client;
+  st->lat.reserve(5000000);
+  struct Issuer {
+    static void Issue(const std::shared_ptr<State>& st) {
+      if (st->stop.load(std::memory_order_relaxed)) {
+        st->active.fetch_sub(1);
+        return;
+      }
+      uint64_t i = st->counter.fetch_add(1, std::memory_order_relaxed);
+      auto start = Clock::now();
+      st->client->GetAsync(Key(static_cast<int>(i % kKeys)), {},
+                           [st, start](tiercache::Result<std::optional<std::string>> r) {
+                             st->lat.push_back((Clock::now() - start).count());
+                             if (!r.ok() || !r->has_value()) st->errs.fetch_add(1);
+                             Issue(st);
+                           });
+    }
+  };
+  auto begin = Clock::now();
+  st->active.store(inflight);
+  for (int i = 0; i < inflight; ++i) Issuer::Issue(st);
+  std::this_thread::sleep_for(duration);
+  st->stop.store(true);
+  while (st->active.load() > 0) std::this_thread::sleep_for(1ms);
+  double secs = std::chrono::duration<double>(Clock::now() - begin).count();
+  *errors = st->errs.load();
+  return Summarize(st->lat, secs);
+}
+
+// Runs redis-benchmark and parses its CSV line: rps, p50 (ms -> us), p99.
+Figures RedisBenchmark(int port, const std::string& extra, int n) {
+  std::string cmd = "redis-benchmark --cluster -h 127.0.0.1 -p " + std::to_string(port) +
+                    " -t get -d 200 --csv -n " + std::to_string(n) + " " + extra + " 2>/dev/null";
+  Figures f;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return f;
+  char line[512];
+  while (std::fgets(line, sizeof(line), p) != nullptr) {
+    double rps, avg, mn, p50, p95, p99, mx;
+    if (std::sscanf(line, "\"GET\",\"%lf\",\"%lf\",\"%lf\",\"%lf\",\"%lf\",\"%lf\",\"%lf\"", &rps, &avg, &mn, &p50, &p95,
+                    &p99, &mx) == 7) {
+      f.ops = rps;
+      f.p50_us = p50 * 1000.0;
+      f.p99_us = p99 * 1000.0;
+    }
+  }
+  pclose(p);
+  return f;
+}
+
+}  // namespace
+
+int main() {
+  int base = EnvInt("TIERCACHE_REDIS_PORT_BASE", 7000);
+  auto seconds = std::chrono::seconds(EnvInt("BENCH_REDIS_SECONDS", 3));
+  RedisClientOptions o;
+  for (int i = 0; i < 6; ++i) o.seeds.push_back(Endpoint{"127.0.0.1", base + i});
+  o.command_timeout = 2000ms;
+  auto created = RedisClient::Create(o);
+  if (!created.ok()) {
+    std::fprintf(stderr, "bench_redis: %s\n", created.status().ToString().c_str());
+    return 1;
+  }
+  auto& client = **created;
+  std::vector<std::vector<std::string>> sets;
+  for (int i = 0; i < kKeys; ++i) sets.push_back({"SET", Key(i), std::string(200, 'v')});
+  for (const auto& r : client.Pipeline(sets)) {
+    if (!r.ok()) {
+      std::fprintf(stderr, "bench_redis: preload: %s\n", r.status().ToString().c_str());
+      return 1;
+    }
+  }
+
+  int64_t e1 = 0, e64 = 0, ea = 0;
+  Figures one = OneCaller(client, 30000, &e1);
+  Print("tiercache GET 1 caller", one, e1);
+  Figures sync64 = SyncThreads(client, 64, seconds, &e64);
+  Print("tiercache GET 64 sync", sync64, e64);
+  Figures async64 = Async(client, 64, seconds, &ea);
+  Print("tiercache GET 64 async", async64, ea);
+
+  Figures rb1 = RedisBenchmark(base, "-c 1", 30000);
+  Print("redis-benchmark -c 1", rb1, 0);
+  Figures rb64 = RedisBenchmark(base, "-c 64", 300000);
+  Print("redis-benchmark -c 64", rb64, 0);
+  Figures rbp = RedisBenchmark(base, "-c 64 -P 16", 2000000);
+  Print("redis-benchmark -c 64 -P 16", rbp, 0);
+
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  std::printf("RESULT redis_get_1c_p50 %.1f us\n", one.p50_us);
+  std::printf("RESULT redis_get_1c_p99 %.1f us\n", one.p99_us);
+  std::printf("RESULT redis_get_1c_ops %.0f ops/s\n", one.ops);
+  std::printf("RESULT redis_get_sync64_ops %.0f ops/s\n", sync64.ops);
+  std::printf("RESULT redis_get_sync64_p50 %.1f us\n", sync64.p50_us);
+  std::printf("RESULT redis_get_sync64_p99 %.1f us\n", sync64.p99_us);
+  std::printf("RESULT redis_get_async64_ops %.0f ops/s\n", async64.ops);
+  std::printf("RESULT redis_get_async64_p50 %.1f us\n", async64.p50_us);
+  std::printf("RESULT redis_get_async64_p99 %.1f us\n", async64.p99_us);
+  std::printf("RESULT rb_get_c1_p50 %.1f us\n", rb1.p50_us);
+  std::printf("RESULT rb_get_c1_ops %.0f ops/s\n", rb1.ops);
+  std::printf("RESULT rb_get_c64_ops %.0f ops/s\n", rb64.ops);
+  std::printf("RESULT rb_get_c64_p16_ops %.0f ops/s\n", rbp.ops);
+  std::printf("RESULT redis_get_1c_p50_vs_rb %.2f x\n", ratio(one.p50_us, rb1.p50_us));
+  std::printf("RESULT redis_get_async64_vs_rb_p16 %.2f x\n", ratio(async64.ops, rbp.ops));
+  std::printf("RESULT redis_get_sync64_vs_rb_c64 %.2f x\n", ratio(sync64.ops, rb64.ops));
+  std::printf("RESULT redis_get_errors %lld calls\n", static_cast<long long>(e1 + e64 + ea));
+  return 0;
+}

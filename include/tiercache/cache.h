@@ -1,0 +1,330 @@
+// Cache: the tiered get-or-load cache. L1 (in-process) → L2 (Redis Cluster or
+// any L2Store) → the loader (the service that owns the data).
+//
+// What it guarantees, and how:
+//   * One load per key across all pods: in-process single-flight, then a
+//     distributed lease in L2 (SET NX PX with a random token, in the key's
+//     slot; released only by a token-checked script). Callers that lose the
+//     lease serve the stale value if they have one, else poll L2 with
+//     backoff until the value appears, the lease frees up (its holder died:
+//     they take it), or their lease wait ends (then they load anyway or fail,
+//     as configured).
+//   * Probabilistic early refresh (XFetch): on a fresh hit, when
+//     now − δ·β·ln(u) ≥ expiry (δ = the measured load time kept in the
+//     envelope), the value is reloaded in the background under the lease
+//     while callers keep getting the current value at hit latency.
+//   * Version-fenced fills: L2 refuses a fill whose domain version is lower
+//     than the stored value's or tombstone's (a Lua script), and so does L1.
+//     invalidate(key, v) leaves a tombstone of version v living
+//     tombstone_ttl, so a slow loader that read old data cannot put it back.
+//     When a fill is refused because the source moved on during the load, the
+//     cache reloads once.
+//   * Fail-safe: when the loader fails, or runs past the soft timeout, and a
+//     stale value younger than max_stale exists, that value is returned
+//     (CachedValue::stale() == true) and the load finishes in the background.
+//     The hard timeout ends any wait with kDeadlineExceeded. Nothing older
+//     than max_stale past its expiry is ever served.
+//   * Redis trouble: a circuit breaker opens after repeated L2 failures; then
+//     gets are served from L1 and the loader (single-flight still holds), the
+//     breaker probes, and closes when L2 answers again.
+//   * Negative caching: a loader's "not found" is cached (negative_ttl).
+//
+// Loaders without a version (LoadResult::version empty): the cache uses the
+// wall-clock time at which the load started, in microseconds since the Unix
+// epoch, as the version; invalidate(key) without a version writes a
+// tombstone stamped with the current time. Fencing then holds as long as the
+// pods' clocks agree to within the time a load takes to start. Do not mix
+// versioned and unversioned use on one key.
+//
+// Keys are bytes, 1..L1Options::max_key_bytes long. The lease of a key lives
+// in the key's hash slot (see LeaseKeyFor).
+//
+// Thread-safety: every method may be called from any thread at once.
+// Loaders run on the cache's loader threads (never the caller's), with no
+// cache lock held; they must be thread-safe and should bound their own time.
+#ifndef TIERCACHE_CACHE_H_
+#define TIERCACHE_CACHE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tiercache/clock.h"
+#include "tiercache/codec.h"
+#include "tiercache/envelope.h"
+#include "tiercache/l1_cache.h"
+#include "tiercache/l2_store.h"
+#include "tiercache/metrics.h"
+#include "tiercache/status.h"
+
+namespace tiercache {
+
+using std::chrono::milliseconds;
+
+// What a loader returns for one key.
+struct LoadResult {
+  // The value's bytes (encoded by the cache's codec); nullopt: the key does
+  // not exist in the source, cached as a negative entry.
+  std::optional<std::string> payload;
+  // The source's version of the entity (e.g. the row's version column).
+  // nullopt: see "Loaders without a version" above.
+  std::optional<uint64_t> version;
+};
+
+// Loads one key. Runs on a cache loader thread. May return any error; an
+// exception is caught and becomes kInternal.
+using Loader = std::function<Result<LoadResult>(std::string_view key)>;
+// Loads many keys at once; returns one LoadResult per key, in order.
+using BatchLoader = std::function<Result<std::vector<LoadResult>>(const std::vector<std::string>& keys)>;
+
+enum class LeaseWaitTimeoutAction : uint8_t {
+  kFail,  // return kDeadlineExceeded
+  kLoad,  // load without the lease (more loads, but an answer)
+};
+
+struct LeaseOptions {
+  // Lifetime of a lease. Bounds how long others wait when its holder dies;
+  // should exceed the hard timeout. > 0.
+  milliseconds ttl{3000};
+  // How long a caller without a stale value waits for another pod's load.
+  // Capped by the hard timeout. > 0.
+  milliseconds max_wait{1000};
+  LeaseWaitTimeoutAction on_wait_timeout = LeaseWaitTimeoutAction::kLoad;
+  // Polling of L2 while waiting: starts at poll_min, doubles, capped at
+  // poll_max. 0 < poll_min <= poll_max.
+  milliseconds poll_min{5};
+  milliseconds poll_max{50};
+};
+
+struct CacheOptions {
+  // The L1. Its default_ttl is the L1 TTL (an L1 copy never outlives the L2
+  // entry's logical expiry either); its clock is replaced by `clock`.
+  bool use_l1 = true;
+  L1Options l1;
+
+  // The shared tier; null means no L2 (L1 + loader only).
+  std::shared_ptr<L2Store> l2;
+  // Bound on one L2 call (read, fill, lease). > 0.
+  milliseconds l2_timeout{100};
+
+  // Logical TTL of values and of negative entries in L2. > 0.
+  milliseconds ttl{60000};
+  milliseconds negative_ttl{5000};
+  // Each TTL is scaled by a uniform factor in [1 - jitter, 1 + jitter]. [0, 0.5].
+  double ttl_jitter = 0.1;
+  // Lifetime of a tombstone: longer than the slowest load plus replica lag. > 0.
+  milliseconds tombstone_ttl{30000};
+
+  // XFetch eagerness β (0: no early refresh). >= 0.
+  double early_refresh_beta = 1.0;
+
+  // Fail-safe: a stale value is served when the loader fails or passes
+  // soft_timeout, if it expired at most max_stale ago. The L2 key lives
+  // ttl + max_stale. The hard timeout bounds every get. 0 < soft <= hard.
+  milliseconds soft_timeout{200};
+  milliseconds hard_timeout{2000};
+  milliseconds max_stale{300000};
+
+  LeaseOptions lease;
+
+  // L2 circuit breaker: opens after this many consecutive L2 failures, stays
+  // open this long, then probes. >= 1, > 0.
+  int breaker_failure_threshold = 5;
+  milliseconds breaker_open_duration{1000};
+
+  // Background threads for loads and refreshes, and their queue. >= 1.
+  int loader_threads = 4;
+  size_t loader_queue = 1024;
+  // Threads serving get_async() calls that miss L1, and their queue. >= 1.
+  int async_threads = 4;
+  size_t async_queue = 4096;
+
+  // Codec id written into envelopes and required when reading them.
+  uint8_t codec_id = kCodecBytes;
+
+  // Not owned; must outlive the cache. Null: Metrics::Noop() / Clock::Real().
+  Metrics* metrics = nullptr;
+  Clock* clock = nullptr;
+
+  // Fencing on (the default). Off only to demonstrate the race it prevents.
+  bool version_fencing = true;
+};
+
+// Per-call overrides; unset fields take the cache's options.
+struct GetOptions {
+  std::optional<milliseconds> ttl;
+  std::optional<milliseconds> negative_ttl;
+  std::optional<milliseconds> soft_timeout;
+  std::optional<milliseconds> hard_timeout;
+  std::optional<milliseconds> max_stale;
+  std::optional<double> early_refresh_beta;
+};
+
+enum class ValueSource : uint8_t { kL1, kL2, kLoader };
+
+// A value as the cache returns it. Shares the stored bytes: copying is cheap
+// and the payload stays valid as long as a copy lives.
+class CachedValue {
+ public:
+  CachedValue() = default;
+  // False: the source said the key does not exist (a negative entry).
+  bool found() const noexcept { return found_; }
+  // The payload bytes; empty when !found().
+  std::string_view payload() const noexcept { return payload_; }
+  uint64_t version() const noexcept { return version_; }
+  // Served past its logical expiry (fail-safe or stale-while-revalidate).
+  bool stale() const noexcept { return stale_; }
+  ValueSource source() const noexcept { return source_; }
+  WallTime expires_at() const noexcept { return expires_at_; }
+  std::chrono::microseconds load_duration() const noexcept { return load_duration_; }
+
+ private:
+  friend class Cache;
+  std::shared_ptr<const std::string> envelope_;  // null for an L1 negative entry
+  std::string_view payload_;
+  bool found_ = false;
+  bool stale_ = false;
+  uint64_t version_ = 0;
+  ValueSource source_ = ValueSource::kLoader;
+  WallTime expires_at_{};
+  std::chrono::microseconds load_duration_{0};
+};
+
+// The lease key of `key`: in the same hash slot, so one script sees both.
+std::string LeaseKeyFor(std::string_view key);
+
+class Cache {
+ public:
+  // Validates `options` and builds the cache.
+  // Errors: kInvalidArgument naming the first nonsensical option.
+  static Result<std::unique_ptr<Cache>> Create(CacheOptions options);
+
+  // Stops background work: queued loads are cancelled, running ones finish.
+  ~Cache();
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+
+  // L1 → L2 → loader. Blocks up to the hard timeout.
+  // Errors: kInvalidArgument (bad key or option), kDeadlineExceeded (hard
+  // timeout, or a lease wait that ran out with on_wait_timeout == kFail),
+  // kResourceExhausted (loader queue full and nothing stale to serve),
+  // kAborted (the source kept moving: a fill was refused twice), or the
+  // loader's own error when nothing stale can be served.
+  Result<CachedValue> get(std::string_view key, const Loader& loader, const GetOptions& options = {});
+
+  // get() without blocking the caller: an L1 hit completes at once; anything
+  // else runs on the cache's async threads. Errors as get(), plus
+  // kResourceExhausted when the async queue is full and kCancelled when the
+  // cache is destroyed first.
+  std::future<Result<CachedValue>> get_async(std::string key, Loader loader, GetOptions options = {});
+
+  // One result per key, in order. L1 first, then one L2 round trip (per slot
+  // group) for the misses, then one `loader` call for what is still missing.
+  // No distributed lease is taken for batches. Errors per key as get();
+  // the call itself fails only for an empty key list.
+  Result<std::vector<Result<CachedValue>>> get_many(const std::vector<std::string>& keys,
+                                                    const BatchLoader& loader,
+                                                    const GetOptions& options = {});
+
+  // Writes a value through both tiers, fenced by `version`.
+  // Errors: kInvalidArgument, kAborted (a newer version or tombstone is
+  // stored), kUnavailable / kDeadlineExceeded (L2).
+  Status set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
+             const GetOptions& options = {});
+
+  // Tombstones `key` at `version` in both tiers (nullopt: now, see above).
+  // Idempotent; an older version than the stored one is a no-op.
+  // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; L1 is
+  // invalidated regardless).
+  Status invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt);
+
+  // The L1 (null when use_l1 is false), for stats and tests.
+  L1Cache* l1() const;
+
+ private:
+  struct Impl;
+  explicit Cache(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// TypedCache<C>: the same cache over values of C::Value, encoded by codec C.
+// Hits decode the payload (a copy for the bytes and string codecs).
+template <Codec C>
+class TypedCache {
+ public:
+  using Value = typename C::Value;
+  struct Loaded {
+    std::optional<Value> value;  // nullopt: not found
+    std::optional<uint64_t> version;
+  };
+  using TypedLoader = std::function<Result<Loaded>(std::string_view key)>;
+  struct Got {
+    std::optional<Value> value;  // nullopt: not found (negative)
+    uint64_t version = 0;
+    bool stale = false;
+    ValueSource source = ValueSource::kLoader;
+  };
+
+  static Result<std::unique_ptr<TypedCache>> Create(CacheOptions options) {
+    options.codec_id = C::kId;
+    Result<std::unique_ptr<Cache>> cache = Cache::Create(std::move(options));
+    if (!cache.ok()) return cache.status();
+    return std::unique_ptr<TypedCache>(new TypedCache(std::move(*cache)));
+  }
+
+  // As Cache::get; also kDataLoss if a stored payload cannot be decoded.
+  Result<Got> get(std::string_view key, const TypedLoader& loader, const GetOptions& options = {}) {
+    Result<CachedValue> v = cache_->get(
+        key,
+        [&loader](std::string_view k) -> Result<LoadResult> {
+          Result<Loaded> loaded = loader(k);
+          if (!loaded.ok()) return loaded.status();
+          LoadResult out;
+          out.version = loaded->version;
+          if (loaded->value) {
+            Result<std::string> bytes = C::Encode(*loaded->value);
+            if (!bytes.ok()) return bytes.status();
+            out.payload = std::move(*bytes);
+          }
+          return out;
+        },
+        options);
+    if (!v.ok()) return v.status();
+    Got got;
+    got.version = v->version();
+    got.stale = v->stale();
+    got.source = v->source();
+    if (v->found()) {
+      Result<Value> decoded = C::Decode(v->payload());
+      if (!decoded.ok()) return decoded.status();
+      got.value = std::move(*decoded);
+    }
+    return got;
+  }
+
+  Status set(std::string_view key, const Value& value, std::optional<uint64_t> version) {
+    Result<std::string> bytes = C::Encode(value);
+    if (!bytes.ok()) return bytes.status();
+    return cache_->set(key, *bytes, version);
+  }
+
+  Status invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt) {
+    return cache_->invalidate(key, version);
+  }
+
+  Cache& untyped() { return *cache_; }
+
+ private:
+  explicit TypedCache(std::unique_ptr<Cache> cache) : cache_(std::move(cache)) {}
+  std::unique_ptr<Cache> cache_;
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_CACHE_H_

@@ -1,0 +1,266 @@
+// L1Cache: the per-process cache that absorbs the hottest reads.
+//
+// A sharded, bounded, thread-safe map from a string key to an L1Entry: an
+// immutable shared value (a hit copies a pointer, never the bytes), a logical
+// expiry, a domain version, a kind (value / negative / tombstone) and the
+// duration of the load that produced it (the δ of XFetch early refresh).
+//
+// Rules the cache enforces:
+//   * Bounds: at most `max_entries` entries and `max_bytes` of charge (from the
+//     weigher). Each of the N shards holds 1/N of both bounds, so one entry may
+//     charge at most max_entry_charge() == max_bytes / N.
+//   * Expiry: an entry is fresh while now < expiry. get() never returns an
+//     expired entry. A value or negative entry is kept for `max_stale` after its
+//     expiry so that get_stale() can serve it (fail-safe); after that it is dead
+//     and dropped. A tombstone is dead at its expiry.
+//   * Version guard: a fill (set / set_negative) whose version is lower than the
+//     version of the live entry present (value, negative, stale or tombstone) is
+//     refused with kAborted and counted in refused_fills. An EQUAL version is
+//     accepted and replaces the entry: this is how a value is refilled after it
+//     expires, and how the reader that loaded the version a writer invalidated
+//     with stores it. invalidate(key, v) replaces any live entry of version <= v
+//     with a tombstone; with v lower than the present version it is a no-op.
+//   * Eviction: LRU, or W-TinyLFU (a 1% LRU window in front of a segmented LRU
+//     main space; a window victim enters the main space only if a count-min
+//     sketch says it is used more often than the main space's victim), so a
+//     one-off scan does not flush the hot set.
+//   * Single-flight: get_or_load() runs one loader per key at a time in this
+//     process; concurrent callers wait for its result (see single_flight.h).
+//
+// Thread-safety: every method may be called concurrently from any thread. Each
+// shard has one mutex, held only for map and list updates: never while a
+// loader, a weigher or any other user code runs, and never across I/O.
+// Blocking: only get_or_load() blocks (running the loader, or waiting for
+// another thread's load until the caller's deadline).
+#ifndef TIERCACHE_L1_CACHE_H_
+#define TIERCACHE_L1_CACHE_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "tiercache/clock.h"
+#include "tiercache/status.h"
+
+namespace tiercache {
+
+// The cached bytes: immutable and shared, so a hit copies only the pointer.
+using L1Value = std::shared_ptr<const std::string>;
+
+enum class L1EntryKind : std::uint8_t {
+  kValue,      // a value; L1Entry::value is non-null.
+  kNegative,   // the key is known not to exist at this version.
+  kTombstone,  // invalidated at this version; refuses older fills. Never read.
+};
+
+// What a lookup returns. A copy: holding it keeps the value alive but pins
+// nothing in the cache.
+struct L1Entry {
+  L1EntryKind kind = L1EntryKind::kValue;
+  L1Value value;                              // non-null iff kind == kValue
+  std::uint64_t version = 0;                  // the domain version
+  Clock::TimePoint expiry{};                  // fresh while now < expiry
+  Clock::Duration load_duration{};            // δ: how long its load took
+
+  bool negative() const noexcept { return kind == L1EntryKind::kNegative; }
+  bool FreshAt(Clock::TimePoint now) const noexcept { return now < expiry; }
+};
+
+// Per-fill parameters of set() / set_negative().
+struct L1Fill {
+  std::uint64_t version = 0;
+  // Time to live; zero means the cache default (default_ttl for a value,
+  // negative_ttl for a negative entry). Must be >= 0 and <= kL1MaxTtl. The
+  // options' ttl_jitter is applied to it.
+  Clock::Duration ttl{0};
+  // If set, the expiry is capped at this point (e.g. the L2 entry's expiry, so
+  // an L1 copy never outlives its source).
+  std::optional<Clock::TimePoint> not_after;
+  // δ: how long the load that produced this value took.
+  Clock::Duration load_duration{0};
+};
+
+// What a get_or_load() loader returns.
+struct L1Loaded {
+  L1Value value;                 // null means "does not exist": cached as negative
+  std::uint64_t version = 0;
+  Clock::Duration ttl{0};        // zero: the cache default for the kind
+};
+
+// Runs on the calling thread of get_or_load(), with no lock held. May throw:
+// an exception becomes kInternal and is not cached.
+using L1Loader = std::function<Result<L1Loaded>()>;
+
+// Charge of one entry against max_bytes. Called outside any lock, once per
+// fill; `value` is empty for negative entries and tombstones. Must not throw
+// (an exception makes the fill fail with kInternal).
+using L1Weigher = std::function<std::size_t(std::string_view key, std::string_view value)>;
+
+// Fixed per-entry overhead the default weigher adds to key and value sizes
+// (node, hash chain, list links, shared_ptr control block).
+inline constexpr std::size_t kL1EntryOverheadBytes = 128;
+// Largest accepted TTL (per fill or in the options).
+inline constexpr Clock::Duration kL1MaxTtl = std::chrono::hours(24 * 365);
+
+enum class L1Policy : std::uint8_t {
+  kLru,      // plain LRU per shard.
+  kTinyLfu,  // W-TinyLFU: LRU window + frequency-gated segmented LRU.
+};
+
+struct L1Options {
+  // Bound on the number of entries (tombstones and negatives included). > 0.
+  std::size_t max_entries = 100'000;
+  // Bound on the sum of charges. > 0.
+  std::size_t max_bytes = std::size_t{256} << 20;
+  // Number of shards: a power of two in [1, 1024]. Reduced (to a power of
+  // two) when there are fewer max_entries or max_bytes than shards.
+  std::size_t num_shards = 16;
+  L1Policy policy = L1Policy::kTinyLfu;
+  // TinyLFU only: share of each shard's entries given to the LRU window, in
+  // (0, 0.5]. At least one entry.
+  double window_fraction = 0.01;
+
+  // TTL of a value when the fill gives none. In (0, kL1MaxTtl].
+  Clock::Duration default_ttl = std::chrono::seconds(5);
+  // TTL of a negative entry when the fill gives none. In (0, kL1MaxTtl].
+  Clock::Duration negative_ttl = std::chrono::seconds(1);
+  // TTL of a tombstone when invalidate() gives none. It should outlive the
+  // slowest load plus replica lag. In (0, kL1MaxTtl].
+  Clock::Duration tombstone_ttl = std::chrono::seconds(10);
+  // How long an expired value / negative entry is retained for get_stale().
+  // Zero: dropped at expiry. In [0, kL1MaxTtl].
+  Clock::Duration max_stale = std::chrono::seconds(60);
+  // Each value / negative TTL is multiplied by a uniform factor in
+  // [1 - ttl_jitter, 1 + ttl_jitter], so keys filled together do not expire
+  // together. In [0, 0.5]. Tombstones are not jittered.
+  double ttl_jitter = 0.0;
+
+  // Keys must be 1..max_key_bytes bytes long. In [1, 1 MiB].
+  std::size_t max_key_bytes = 1024;
+  // Entry charge; empty means key.size() + value.size() + kL1EntryOverheadBytes.
+  L1Weigher weigher;
+  // Time source; null means Clock::Real(). Not owned; must outlive the cache.
+  Clock* clock = nullptr;
+};
+
+// Counters since creation (entries and bytes: current). Each shard is read
+// under its own lock, so the snapshot is per-shard consistent, not global.
+struct L1Stats {
+  std::uint64_t hits = 0;           // fresh entries returned
+  std::uint64_t misses = 0;         // lookups that returned nothing
+  std::uint64_t stale_hits = 0;     // expired entries returned by get_stale()
+  std::uint64_t evictions = 0;      // entries dropped (or not admitted) for room
+  std::uint64_t expirations = 0;    // dead entries dropped (past expiry + retention)
+  std::uint64_t refused_fills = 0;  // fills refused by the version guard
+  std::uint64_t entries = 0;
+  std::uint64_t bytes = 0;
+};
+
+class L1Cache final {
+ public:
+  // Validates `options` and builds the cache.
+  // Errors: kInvalidArgument naming the first nonsensical option.
+  static Result<std::unique_ptr<L1Cache>> Create(const L1Options& options);
+
+  L1Cache(const L1Cache&) = delete;
+  L1Cache& operator=(const L1Cache&) = delete;
+  ~L1Cache();
+
+  // The fresh entry (value or negative) for `key`, or nullopt (absent, expired,
+  // or a tombstone). Counts a hit or a miss; a hit refreshes recency.
+  // Errors: kInvalidArgument (empty or oversized key).
+  Result<std::optional<L1Entry>> get(std::string_view key);
+
+  // Like get(), but also returns an expired value / negative entry whose
+  // expiry passed at most `max_stale` ago (further capped by options.max_stale).
+  // Use FreshAt() on the result to tell fresh from stale. Counts a hit, a stale
+  // hit or a miss.
+  // Errors: kInvalidArgument (bad key, max_stale < 0).
+  Result<std::optional<L1Entry>> get_stale(std::string_view key, Clock::Duration max_stale);
+
+  // Stores `value` under `key`. Evicts as needed to stay within the bounds.
+  // Errors (the cache is unchanged):
+  //   kInvalidArgument  bad key, null value, ttl < 0 or > kL1MaxTtl.
+  //   kResourceExhausted the entry's charge exceeds max_entry_charge().
+  //   kAborted          version guard: a live entry of a higher version is
+  //                     present (counted in refused_fills).
+  //   kInternal         the weigher threw.
+  Status set(std::string_view key, L1Value value, const L1Fill& fill);
+
+  // Records that `key` does not exist at fill.version. Same rules and errors
+  // as set().
+  Status set_negative(std::string_view key, const L1Fill& fill);
+
+  // Replaces the entry of `key` with a tombstone of `version` living
+  // `tombstone_ttl` (zero: options.tombstone_ttl), which refuses fills of a
+  // lower version until it expires. A no-op (returning OK) when a live entry
+  // of a higher version is present.
+  // Errors: kInvalidArgument (bad key, ttl < 0 or > kL1MaxTtl), kInternal
+  // (the weigher threw).
+  Status invalidate(std::string_view key, std::uint64_t version,
+                    Clock::Duration tombstone_ttl = Clock::Duration::zero());
+
+  // Removes whatever `key` holds, tombstone included (so it also lifts the
+  // version guard). OK whether or not the key was present.
+  // Errors: kInvalidArgument (bad key).
+  Status erase(std::string_view key);
+
+  // Removes every entry (tombstones included). Counters are kept.
+  void clear();
+
+  // Drops every dead entry now (expired beyond its retention) and returns how
+  // many. Dead entries are otherwise dropped when looked up or evicted; this
+  // only frees their room earlier. O(entries); locks one shard at a time.
+  std::size_t purge_expired();
+
+  // The fresh entry for `key`; on a miss runs `loader` once for all concurrent
+  // callers in this process (single-flight), measures its duration (δ),
+  // stores the result (value, or negative when the loader returns a null
+  // value) and returns it. Callers that find a load in flight wait for it
+  // until `deadline` (by options.clock). The loader's error is returned to
+  // all callers of that flight and is not cached: the next call loads again.
+  // The caller that runs the loader is not bounded by `deadline`: the loader
+  // should bound itself.
+  // Errors:
+  //   kInvalidArgument   bad key, or the loader returned a TTL < 0 or > kL1MaxTtl.
+  //   kDeadlineExceeded  waited for another caller's load past `deadline`.
+  //   kAborted           the loaded version was refused by the version guard
+  //                      (a tombstone of a higher version) and no fresh entry
+  //                      is present; retry later.
+  //   kInternal          the loader or the weigher threw.
+  //   any status the loader returned.
+  // A loaded value too large to cache (kResourceExhausted from set) is still
+  // returned to the callers, uncached.
+  Result<L1Entry> get_or_load(std::string_view key, const L1Loader& loader,
+                              Clock::TimePoint deadline);
+
+  L1Stats stats() const;
+
+  // Largest charge one entry may have: max_bytes / number of shards.
+  std::size_t max_entry_charge() const noexcept;
+  // The number of shards actually used (see L1Options::num_shards).
+  std::size_t shard_count() const noexcept;
+
+ private:
+  struct Impl;
+  explicit L1Cache(std::unique_ptr<Impl> impl);
+
+  // Validates, weighs and stores one entry. *built (if non-null) receives the
+  // entry as stored once its expiry is known, even if storing then fails.
+  Status Store(std::string_view key, L1Value value, L1EntryKind kind, const L1Fill& fill,
+               L1Entry* built);
+  Result<L1Entry> LoadAndFill(std::string_view key, const L1Loader& loader);
+  Result<std::optional<L1Entry>> Lookup(std::string_view key,
+                                        std::optional<Clock::Duration> stale_bound);
+
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_L1_CACHE_H_

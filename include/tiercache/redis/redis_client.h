@@ -1,0 +1,154 @@
+// RedisClient: tiercache's client for Redis Cluster (and standalone Redis
+// through the same API), built on hiredis's protocol reader.
+//
+// Why our own: Debian ships hiredis 0.14 and no C++ cluster client. This one
+// routes by hash slot, follows MOVED/ASK, refreshes its slot map (on MOVED, on
+// a lost connection, on an uncovered slot, and every
+// topology_refresh_interval), retries TRYAGAIN/CLUSTERDOWN/LOADING with
+// backoff, and keeps working through a failover within each call's deadline.
+//
+// Engine: one I/O thread per client owns every socket (one connection per node
+// by default). Commands from all caller threads are queued to it and written
+// together in one send per node (automatic pipelining); replies are matched
+// in order. Sync calls block the caller until the reply or the deadline;
+// async calls run a callback on the I/O thread.
+//
+// Thread-safety: every method may be called concurrently from any number of
+// threads, except the destructor, which must not race with other calls.
+// Blocking: sync calls block at most until their deadline (CallOptions or
+// command_timeout); no call blocks longer. Create() blocks up to
+// connect_timeout + command_timeout while it fetches the first slot map.
+//
+// Errors (every call returns a Status/Result, never throws):
+//   kDeadlineExceeded   the deadline passed; the message names the node.
+//   kUnavailable        no connection to the node owning the key, the
+//                       connection was lost after a non-idempotent command was
+//                       sent (it may have run), redirects exhausted, or the
+//                       cluster stayed down (CLUSTERDOWN/TRYAGAIN) until the
+//                       deadline left no time to retry. The message names the node.
+//   kInternal           the server answered with an error (message:
+//                       "server error from host:port: <error text>"), or a
+//                       reply had an unexpected shape.
+//   kFailedPrecondition a connection handshake (AUTH/READONLY) was rejected.
+//   kResourceExhausted  more than max_outstanding_requests in flight.
+//   kInvalidArgument    bad arguments (e.g. empty command).
+//   kCancelled          the client is being destroyed.
+#ifndef TIERCACHE_REDIS_REDIS_CLIENT_H_
+#define TIERCACHE_REDIS_REDIS_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tiercache/redis/options.h"
+#include "tiercache/redis/reply.h"
+#include "tiercache/status.h"
+
+namespace tiercache::redis {
+
+namespace internal {
+class Engine;
+}
+
+// A Lua script; its SHA-1 is computed once here. The client runs it with
+// EVALSHA and, on NOSCRIPT, loads it (SCRIPT LOAD) on that node and retries.
+class Script {
+ public:
+  explicit Script(std::string body);
+  const std::string& body() const { return body_; }
+  const std::string& sha1() const { return sha1_; }
+
+ private:
+  std::string body_;
+  std::string sha1_;
+};
+
+// Counters since Create() (monotonic; read with relaxed ordering).
+struct ClientStats {
+  uint64_t moved = 0;                // MOVED redirections followed
+  uint64_t ask = 0;                  // ASK redirections followed
+  uint64_t retries = 0;              // TRYAGAIN/CLUSTERDOWN/LOADING/MASTERDOWN retries
+  uint64_t connections_opened = 0;   // connections that became ready
+  uint64_t connection_failures = 0;  // connects failed or connections lost
+  uint64_t topology_refreshes = 0;   // CLUSTER SLOTS requests sent
+  uint64_t topology_changes = 0;     // refreshes that changed the slot map
+};
+
+// Callbacks of the async API run on the client's I/O thread (or, when the
+// request is rejected at submission, inline in the calling thread). They must
+// not block: a blocking callback stalls every request of the client. They may
+// submit further async requests; they must not make sync calls.
+using ReplyCallback = std::function<void(Result<Reply>)>;
+using GetCallback = std::function<void(Result<std::optional<std::string>>)>;
+
+class RedisClient {
+ public:
+  // Validates `options`, starts the I/O thread and (cluster mode) fetches the
+  // slot map from the seeds. kInvalidArgument for bad options; kUnavailable
+  // when no seed answers CLUSTER SLOTS in time.
+  static Result<std::unique_ptr<RedisClient>> Create(RedisClientOptions options);
+
+  // Stops and joins the I/O thread, closes every socket. Requests still
+  // outstanding complete with kCancelled (async callbacks run before return).
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // GET: the value, or nullopt when the key does not exist. Idempotent.
+  Result<std::optional<std::string>> Get(std::string_view key, CallOptions call = {});
+
+  // SET with optional PX and NX. True when the value was stored; false when
+  // NX was asked and the key existed. Not idempotent with NX (never resent).
+  Result<bool> Set(std::string_view key, std::string_view value, SetOptions options = {});
+
+  // DEL / UNLINK of keys in any slots (split by slot); the number removed.
+  // Idempotent (resent after a lost connection).
+  Result<int64_t> Del(const std::vector<std::string>& keys, CallOptions call = {});
+  Result<int64_t> Unlink(const std::vector<std::string>& keys, CallOptions call = {});
+
+  // MGET of keys in any slots: split into one MGET per slot, sent together,
+  // values returned in the order of `keys`. Fails as a whole if any part fails.
+  Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys,
+                                                        CallOptions call = {});
+
+  // EVALSHA of `script` on the node owning keys[0] (all keys should share a
+  // hash tag; the server rejects cross-slot scripts). Keyless scripts go to
+  // any master. Not resent after a lost connection.
+  Result<Reply> Eval(const Script& script, const std::vector<std::string>& keys,
+                     const std::vector<std::string>& args, CallOptions call = {});
+
+  // Any command. args[0] is the command name; routing per `options`.
+  Result<Reply> Command(const std::vector<std::string>& args, CommandOptions options = {});
+
+  // Many commands, routed each by its own key (CommandOptions per command are
+  // the defaults: key at index 1, not idempotent), sent together; one result
+  // per command, in order. `call` bounds the whole batch.
+  std::vector<Result<Reply>> Pipeline(const std::vector<std::vector<std::string>>& commands,
+                                      CallOptions call = {});
+
+  // Async forms. `done` is called exactly once (see ReplyCallback).
+  void CommandAsync(const std::vector<std::string>& args, CommandOptions options, ReplyCallback done);
+  void GetAsync(std::string_view key, CallOptions call, GetCallback done);
+  std::future<Result<Reply>> CommandFuture(const std::vector<std::string>& args, CommandOptions options = {});
+
+  ClientStats Stats() const;
+
+  // ---- test hooks (block until the I/O thread has run them) ----
+  // Makes the client believe `slot` is served by `owner` (to test MOVED).
+  Status SetSlotOwnerForTesting(uint16_t slot, const Endpoint& owner);
+  // The master the client would send `slot` to; kNotFound when uncovered.
+  Result<Endpoint> SlotOwnerForTesting(uint16_t slot);
+
+ private:
+  explicit RedisClient(std::unique_ptr<internal::Engine> engine);
+  std::unique_ptr<internal::Engine> engine_;
+};
+
+}  // namespace tiercache::redis
+
+#endif  // TIERCACHE_REDIS_REDIS_CLIENT_H_

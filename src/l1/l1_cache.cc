@@ -1,0 +1,247 @@
+#include "tiercache/l1_cache.h"
+
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "l1/l1_options.h"
+#include "l1/shard.h"
+#include "tiercache/single_flight.h"
+
+namespace tiercache {
+namespace {
+
+// splitmix64's finaliser, applied to std::hash so that both the shard bits
+// (high) and the bucket bits (low) are well mixed.
+std::uint64_t Mix(std::uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ULL;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// A short-key hash: one multiply per 8 bytes, then a full mix. Keys are
+// cache keys chosen by the application, so speed matters more than
+// resistance to deliberately colliding keys.
+std::uint64_t HashKey(std::string_view key) {
+  constexpr std::uint64_t kMul = 0x9E3779B97F4A7C15ULL;
+  std::uint64_t h = key.size() * 0xC2B2AE3D27D4EB4FULL;
+  const char* p = key.data();
+  std::size_t n = key.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * kMul;
+    h ^= h >> 29;
+  }
+  if (n > 0) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    h = (h ^ w) * kMul;
+  }
+  // Light finaliser: spreads high bits into the low (bucket) bits and back.
+  h ^= h >> 32;
+  h *= 0xD6E8FEB86659FD93ULL;
+  return h ^ (h >> 29);
+}
+
+// Uniform in [0, 1), per thread, for TTL jitter (no shared RNG state).
+double UnitRandom() {
+  thread_local std::uint64_t state =
+      Mix(reinterpret_cast<std::uintptr_t>(&state) ^
+          static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  state += 0x9E3779B97F4A7C15ULL;
+  return static_cast<double>(Mix(state) >> 11) * 0x1.0p-53;
+}
+
+}  // namespace
+
+struct L1Cache::Impl {
+  explicit Impl(const L1Options& o)
+      : options(o), clock(o.clock ? o.clock : Clock::Real()), flights(clock) {}
+
+  l1::Shard& ShardFor(std::uint64_t hash) { return shards[(hash >> 40) & shard_mask]; }
+
+  L1Options options;
+  Clock* clock;
+  std::unique_ptr<l1::Shard[]> shards;
+  std::size_t shard_count = 1;
+  std::size_t shard_mask = 0;
+  std::size_t max_entry_charge = 0;
+  SingleFlight<L1Entry> flights;
+};
+
+Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
+  TIERCACHE_RETURN_IF_ERROR(l1::ValidateOptions(options));
+  auto impl = std::make_unique<Impl>(options);
+  const std::size_t n = l1::EffectiveShardCount(options);
+  impl->shard_count = n;
+  impl->shard_mask = n - 1;
+  impl->shards = std::make_unique<l1::Shard[]>(n);
+  // Split both bounds exactly: the shards' sum is the configured bound.
+  for (std::size_t i = 0; i < n; ++i) {
+    l1::ShardLimits limits;
+    limits.max_entries = options.max_entries / n + (i < options.max_entries % n ? 1 : 0);
+    limits.max_bytes = options.max_bytes / n + (i < options.max_bytes % n ? 1 : 0);
+    limits.policy = options.policy;
+    limits.window_fraction = options.window_fraction;
+    impl->shards[i].Configure(limits);
+  }
+  impl->max_entry_charge = options.max_bytes / n;
+  return std::unique_ptr<L1Cache>(new L1Cache(std::move(impl)));
+}
+
+L1Cache::L1Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+L1Cache::~L1Cache() = default;
+
+Result<std::optional<L1Entry>> L1Cache::get(std::string_view key) {
+  return Lookup(key, std::nullopt);
+}
+
+Result<std::optional<L1Entry>> L1Cache::get_stale(std::string_view key,
+                                                  Clock::Duration max_stale) {
+  if (max_stale < Clock::Duration::zero()) {
+    return Status::InvalidArgument("get_stale: max_stale must be >= 0");
+  }
+  return Lookup(key, std::min(max_stale, impl_->options.max_stale));
+}
+
+Result<std::optional<L1Entry>> L1Cache::Lookup(std::string_view key,
+                                               std::optional<Clock::Duration> stale_bound) {
+  if (key.empty() || key.size() > impl_->options.max_key_bytes) {
+    return l1::KeyError(key, impl_->options.max_key_bytes);
+  }
+  const std::uint64_t hash = HashKey(key);
+  std::optional<L1Entry> entry;
+  impl_->ShardFor(hash).Lookup(hash, key, impl_->clock->Now(), stale_bound,
+                               l1::Accounting::kCount, &entry);
+  return entry;
+}
+
+Status L1Cache::set(std::string_view key, L1Value value, const L1Fill& fill) {
+  if (value == nullptr) return Status::InvalidArgument("set: null value (use set_negative)");
+  return Store(key, std::move(value), L1EntryKind::kValue, fill, nullptr);
+}
+
+Status L1Cache::set_negative(std::string_view key, const L1Fill& fill) {
+  return Store(key, nullptr, L1EntryKind::kNegative, fill, nullptr);
+}
+
+Status L1Cache::invalidate(std::string_view key, std::uint64_t version,
+                           Clock::Duration tombstone_ttl) {
+  L1Fill fill;
+  fill.version = version;
+  fill.ttl = tombstone_ttl;
+  Status s = Store(key, nullptr, L1EntryKind::kTombstone, fill, nullptr);
+  if (s.IsAborted()) return Status::Ok();  // a newer version is present: no-op
+  return s;
+}
+
+Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, const L1Fill& fill,
+                      L1Entry* built) {
+  const L1Options& o = impl_->options;
+  if (key.empty() || key.size() > o.max_key_bytes) return l1::KeyError(key, o.max_key_bytes);
+  TIERCACHE_RETURN_IF_ERROR(l1::CheckTtl(fill.ttl, "ttl"));
+  const std::string_view bytes = value ? std::string_view(*value) : std::string_view();
+  Result<std::size_t> charge = l1::Weigh(o.weigher, key, bytes);
+  if (!charge.ok()) return charge.status();
+
+  const Clock::TimePoint now = impl_->clock->Now();
+  l1::NodePtr node = l1::NewNode(key);
+  node->hash = HashKey(key);
+  node->kind = kind;
+  node->version = fill.version;
+  node->load_duration = fill.load_duration;
+  node->charge = *charge;
+  Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
+  if (kind != L1EntryKind::kTombstone && o.ttl_jitter > 0) {
+    ttl = l1::Jitter(ttl, o.ttl_jitter, UnitRandom());
+  }
+  node->expiry = now + ttl;
+  if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
+  node->dead_at = kind == L1EntryKind::kTombstone ? node->expiry : node->expiry + o.max_stale;
+  node->value = std::move(value);
+  if (built != nullptr) *built = node->ToEntry();
+
+  TIERCACHE_RETURN_IF_ERROR(l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge));
+  if (!impl_->ShardFor(node->hash).Upsert(std::move(node), now, /*count_refusal=*/true)) {
+    return Status::Aborted("version " + std::to_string(fill.version) +
+                           " refused: a higher version is cached for this key");
+  }
+  return Status::Ok();
+}
+
+Status L1Cache::erase(std::string_view key) {
+  if (key.empty() || key.size() > impl_->options.max_key_bytes) {
+    return l1::KeyError(key, impl_->options.max_key_bytes);
+  }
+  const std::uint64_t hash = HashKey(key);
+  impl_->ShardFor(hash).Erase(hash, key);
+  return Status::Ok();
+}
+
+void L1Cache::clear() {
+  for (std::size_t i = 0; i < impl_->shard_count; ++i) impl_->shards[i].Clear();
+}
+
+std::size_t L1Cache::purge_expired() {
+  std::size_t purged = 0;
+  for (std::size_t i = 0; i < impl_->shard_count; ++i) {
+    purged += impl_->shards[i].PurgeDead(impl_->clock->Now());
+  }
+  return purged;
+}
+
+Result<L1Entry> L1Cache::get_or_load(std::string_view key, const L1Loader& loader,
+                                     Clock::TimePoint deadline) {
+  Result<std::optional<L1Entry>> hit = get(key);
+  if (!hit.ok()) return hit.status();
+  if (hit->has_value()) return std::move(**hit);
+  return impl_->flights.Do(key, deadline, [&]() { return LoadAndFill(key, loader); });
+}
+
+// Runs as the single-flight leader. A loader exception propagates to
+// SingleFlight, which turns it into kInternal for every caller.
+Result<L1Entry> L1Cache::LoadAndFill(std::string_view key, const L1Loader& loader) {
+  const std::uint64_t hash = HashKey(key);
+  l1::Shard& shard = impl_->ShardFor(hash);
+  std::optional<L1Entry> current;
+  // A flight that ended between our miss and our becoming leader filled it.
+  if (shard.Lookup(hash, key, impl_->clock->Now(), std::nullopt, l1::Accounting::kQuiet,
+                   &current) == l1::LookupOutcome::kFresh) {
+    return std::move(*current);
+  }
+  const Clock::TimePoint start = impl_->clock->Now();
+  Result<L1Loaded> loaded = loader();
+  if (!loaded.ok()) return loaded.status();
+  L1Fill fill;
+  fill.version = loaded->version;
+  fill.ttl = loaded->ttl;
+  fill.load_duration = impl_->clock->Now() - start;
+  const L1EntryKind kind = loaded->value ? L1EntryKind::kValue : L1EntryKind::kNegative;
+  L1Entry built;
+  Status s = Store(key, std::move(loaded->value), kind, fill, &built);
+  if (s.ok() || s.IsResourceExhausted()) return built;  // too big: served, not cached
+  if (!s.IsAborted()) return s;
+  // Refused: a newer entry (or tombstone) is present. Serve a fresh newer one.
+  current.reset();
+  if (shard.Lookup(hash, key, impl_->clock->Now(), std::nullopt, l1::Accounting::kQuiet,
+                   &current) == l1::LookupOutcome::kFresh) {
+    return std::move(*current);
+  }
+  return s;
+}
+
+L1Stats L1Cache::stats() const {
+  L1Stats total;
+  for (std::size_t i = 0; i < impl_->shard_count; ++i) impl_->shards[i].AddStats(&total);
+  return total;
+}
+
+std::size_t L1Cache::max_entry_charge() const noexcept { return impl_->max_entry_charge; }
+std::size_t L1Cache::shard_count() const noexcept { return impl_->shard_count; }
+
+}  // namespace tiercache

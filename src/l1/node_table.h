@@ -1,0 +1,47 @@
+// NodeTable: a chained hash table of Nodes keyed by (hash, key).
+//
+// The 64-bit hash is computed once per call by the cache; the low bits pick
+// the bucket (the high bits pick the shard), and the full hash is compared
+// before the key bytes. Lookups take a string_view: no key copy on the hit
+// path. Grows by doubling at load factor 1; never shrinks. Not thread-safe.
+#ifndef TIERCACHE_L1_NODE_TABLE_H_
+#define TIERCACHE_L1_NODE_TABLE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "l1/node.h"
+
+namespace tiercache::l1 {
+
+class NodeTable {
+ public:
+  NodeTable() : buckets_(kInitialBuckets, nullptr) {}
+
+  Node* Find(std::uint64_t hash, std::string_view key) const {
+    for (Node* n = buckets_[hash & (buckets_.size() - 1)]; n != nullptr; n = n->chain) {
+      if (n->hash == hash && n->key() == key) return n;
+    }
+    return nullptr;
+  }
+  // REQUIRES: no node with the same key is present.
+  void Insert(Node* n);
+  // REQUIRES: `n` is present.
+  void Remove(Node* n);
+  // Forgets every node (does not free them).
+  void Reset();
+  std::size_t size() const { return size_; }
+
+ private:
+  static constexpr std::size_t kInitialBuckets = 16;
+  void Grow();
+
+  std::vector<Node*> buckets_;  // size is a power of two
+  std::size_t size_ = 0;
+};
+
+}  // namespace tiercache::l1
+
+#endif  // TIERCACHE_L1_NODE_TABLE_H_

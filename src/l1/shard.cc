@@ -1,0 +1,401 @@
+#include "l1/shard.h"
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <utility>
+
+namespace tiercache::l1 {
+
+Shard::~Shard() {
+  Clear();
+}
+
+void Shard::Configure(const ShardLimits& limits) {
+  max_entries_ = limits.max_entries;
+  max_bytes_ = limits.max_bytes;
+  policy_ = limits.policy;
+  if (policy_ == L1Policy::kTinyLfu) {
+    const auto window = static_cast<std::size_t>(
+        std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
+    window_cap_ = std::clamp<std::size_t>(window, 1, max_entries_);
+    protected_cap_ = (max_entries_ - window_cap_) * 8 / 10;
+    sketch_ = FrequencySketch(max_entries_);
+  }
+}
+
+std::size_t Shard::ThreadSlot() {
+  static std::atomic<std::uint32_t> next_slot{0};
+  thread_local const std::uint32_t slot = next_slot.fetch_add(1, std::memory_order_relaxed);
+  return slot & (kReaderSlots - 1);
+}
+
+Shard::ExclusiveSection::ExclusiveSection(Shard& shard) : shard_(shard), lock_(shard.mu_) {
+  shard_.writer_active_.store(true, std::memory_order_seq_cst);
+  shard_.WaitForReaders();
+  shard_.DrainReadBuffers();
+}
+
+Shard::ExclusiveSection::~ExclusiveSection() {
+  shard_.writer_active_.store(false, std::memory_order_release);
+}
+
+void Shard::WaitForReaders() {
+  for (ReaderSlot& slot : slots_) {
+    // A read section is a few hundred instructions without blocking calls;
+    // yield only in case its thread was descheduled inside.
+    for (int spins = 0; (slot.state.load(std::memory_order_seq_cst) & kReaderMask) != 0; ++spins) {
+      if (spins >= 64) std::this_thread::yield();
+    }
+  }
+}
+
+void Shard::DrainReadBuffers() {
+  for (ReaderSlot& slot : slots_) {
+    // No reader is inside, and newcomers back off without counting a hit,
+    // so the high half is stable while we fold it.
+    const std::uint64_t hits = slot.state.load(std::memory_order_relaxed) >> 32;
+    if (hits != 0) {
+      slot.state.fetch_sub(hits << 32, std::memory_order_relaxed);
+      counters_.hits += hits;
+    }
+    const std::uint32_t n =
+        std::min(slot.recorded.load(std::memory_order_relaxed), kReadBuffer);
+    for (std::uint32_t i = 0; i < n; ++i) Touch(slot.buffer[i].load(std::memory_order_relaxed));
+    slot.recorded.store(0, std::memory_order_relaxed);
+  }
+}
+
+void Shard::TryDrain() {
+  if (!mu_.try_lock()) return;  // someone else is writing; it drains too
+  std::lock_guard<std::mutex> adopt(mu_, std::adopt_lock);
+  writer_active_.store(true, std::memory_order_seq_cst);
+  WaitForReaders();
+  DrainReadBuffers();
+  writer_active_.store(false, std::memory_order_release);
+}
+
+LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
+                              std::optional<Clock::Duration> stale_bound) {
+  if (n == nullptr || now >= n->dead_at || n->kind == L1EntryKind::kTombstone) {
+    return LookupOutcome::kMiss;
+  }
+  if (now < n->expiry) return LookupOutcome::kFresh;
+  if (stale_bound.has_value() && now - n->expiry <= *stale_bound) return LookupOutcome::kStale;
+  return LookupOutcome::kMiss;
+}
+
+// The hit path: no mutex, writes only to this thread's slot.
+LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
+                            std::optional<Clock::Duration> stale_bound,
+                            Accounting accounting, std::optional<L1Entry>* out) {
+  ReaderSlot& slot = slots_[ThreadSlot()];
+  slot.state.fetch_add(1, std::memory_order_seq_cst);
+  if (writer_active_.load(std::memory_order_seq_cst)) {
+    slot.state.fetch_add(kLeave, std::memory_order_release);
+    return LookupExclusive(hash, key, now, stale_bound, accounting, out);
+  }
+  Node* n = table_.Find(hash, key);
+  const LookupOutcome outcome = Classify(n, now, stale_bound);
+  if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry());
+  const bool dead = n != nullptr && now >= n->dead_at;
+  bool full = false;
+  bool hit = false;
+  if (accounting == Accounting::kCount) {
+    hit = outcome == LookupOutcome::kFresh;
+    if (!hit) CountRead(slot, outcome);
+    if (outcome != LookupOutcome::kMiss) full = Record(slot, n);
+  }
+  slot.state.fetch_add(hit ? kLeaveWithHit : kLeave, std::memory_order_release);
+  if (dead) {
+    DropIfDead(hash, key, now);  // readers cannot unlink; once per dead entry
+  } else if (full) {
+    TryDrain();
+  }
+  return outcome;
+}
+
+void Shard::DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoint now) {
+  Node* retired;
+  {
+    ExclusiveSection section(*this);
+    Node* n = table_.Find(hash, key);
+    if (n != nullptr && now >= n->dead_at) {
+      Drop(n);
+      ++counters_.expirations;
+    }
+    retired = TakeRetired();
+  }
+  FreeChain(retired);
+}
+
+// The same lookup inside an exclusive section (a writer was active): it can
+// also drop a dead entry and apply recency directly.
+LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
+                                     Clock::TimePoint now,
+                                     std::optional<Clock::Duration> stale_bound,
+                                     Accounting accounting, std::optional<L1Entry>* out) {
+  LookupOutcome outcome;
+  Node* retired;
+  {
+    ExclusiveSection section(*this);
+    Node* n = table_.Find(hash, key);
+    if (n != nullptr && now >= n->dead_at) {
+      Drop(n);
+      ++counters_.expirations;
+      n = nullptr;
+    }
+    outcome = Classify(n, now, stale_bound);
+    if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry());
+    if (accounting == Accounting::kCount) {
+      if (outcome == LookupOutcome::kFresh) {
+        ++counters_.hits;
+      } else {
+        CountRead(slots_[ThreadSlot()], outcome);
+      }
+      if (outcome != LookupOutcome::kMiss) Touch(n);
+    }
+    retired = TakeRetired();
+  }
+  FreeChain(retired);
+  return outcome;
+}
+
+void Shard::CountRead(ReaderSlot& slot, LookupOutcome outcome) {
+  switch (outcome) {
+    case LookupOutcome::kFresh: break;  // counted in `state` or counters_
+    case LookupOutcome::kStale: slot.stale_hits.fetch_add(1, std::memory_order_relaxed); break;
+    case LookupOutcome::kMiss: slot.misses.fetch_add(1, std::memory_order_relaxed); break;
+  }
+}
+
+bool Shard::Record(ReaderSlot& slot, Node* n) {
+  const std::uint32_t i = slot.recorded.load(std::memory_order_relaxed);
+  if (i >= kReadBuffer) return true;  // full: this record is dropped
+  slot.buffer[i].store(n, std::memory_order_relaxed);
+  slot.recorded.store(i + 1, std::memory_order_relaxed);
+  return i + 1 == kReadBuffer;
+}
+
+bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
+  bool stored;
+  Node* retired;
+  {
+    ExclusiveSection section(*this);
+    stored = UpsertLocked(node, now, count_refusal);
+    retired = TakeRetired();
+  }
+  FreeChain(retired);
+  return stored;  // `node` (now holding the replaced value, if any) dies unlocked
+}
+
+bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal) {
+  Node* old = table_.Find(node->hash, node->key());
+  if (old != nullptr && now >= old->dead_at) {
+    Drop(old);
+    ++counters_.expirations;
+    old = nullptr;
+  }
+  if (old != nullptr && node->version < old->version) {
+    if (count_refusal) ++counters_.refused;
+    return false;
+  }
+  if (old == nullptr) {
+    Node* n = node.release();
+    table_.Insert(n);
+    bytes_ += n->charge;
+    Place(n);
+  } else {
+    bytes_ = bytes_ - old->charge + node->charge;
+    old->value.swap(node->value);
+    old->kind = node->kind;
+    old->version = node->version;
+    old->expiry = node->expiry;
+    old->dead_at = node->dead_at;
+    old->load_duration = node->load_duration;
+    old->charge = node->charge;
+    Touch(old);
+  }
+  EnforceBounds();
+  return true;
+}
+
+bool Shard::Erase(std::uint64_t hash, std::string_view key) {
+  Node* retired;
+  bool found;
+  {
+    ExclusiveSection section(*this);
+    Node* n = table_.Find(hash, key);
+    found = n != nullptr;
+    if (found) Drop(n);
+    retired = TakeRetired();
+  }
+  FreeChain(retired);
+  return found;
+}
+
+void Shard::Clear() {
+  Node* retired;
+  {
+    ExclusiveSection section(*this);
+    for (NodeList& l : lists_) {
+      while (Node* n = l.back()) {
+        l.remove(n);
+        n->chain = retired_;
+        retired_ = n;
+      }
+    }
+    table_.Reset();
+    bytes_ = 0;
+    retired = TakeRetired();
+  }
+  FreeChain(retired);
+}
+
+std::size_t Shard::PurgeDead(Clock::TimePoint now) {
+  std::size_t purged = 0;
+  Node* retired;
+  {
+    ExclusiveSection section(*this);
+    for (NodeList& l : lists_) {
+      for (Node* n = l.front(); n != nullptr;) {
+        Node* next = l.next(n);
+        if (now >= n->dead_at) {
+          Drop(n);
+          ++purged;
+        }
+        n = next;
+      }
+    }
+    counters_.expirations += purged;
+    retired = TakeRetired();
+  }
+  FreeChain(retired);
+  return purged;
+}
+
+void Shard::AddStats(L1Stats* stats) const {
+  std::lock_guard<std::mutex> lock(mu_);  // excludes folding
+  for (const ReaderSlot& slot : slots_) {
+    stats->hits += slot.state.load(std::memory_order_relaxed) >> 32;
+    stats->misses += slot.misses.load(std::memory_order_relaxed);
+    stats->stale_hits += slot.stale_hits.load(std::memory_order_relaxed);
+  }
+  stats->hits += counters_.hits;
+  stats->evictions += counters_.evictions;
+  stats->expirations += counters_.expirations;
+  stats->refused_fills += counters_.refused;
+  stats->entries += table_.size();
+  stats->bytes += bytes_;
+}
+
+void Shard::Touch(Node* n) {
+  if (policy_ == L1Policy::kLru) {
+    list(Segment::kLru).move_to_front(n);
+    return;
+  }
+  sketch_.Increment(n->hash);
+  switch (n->segment) {
+    case Segment::kWindow:
+    case Segment::kProtected:
+    case Segment::kLru:
+      list(n->segment).move_to_front(n);
+      break;
+    case Segment::kProbation: {
+      // A second use in the main space: promote; the protected overflow goes
+      // back to probation, where it competes for admission again.
+      list(Segment::kProbation).remove(n);
+      n->segment = Segment::kProtected;
+      list(Segment::kProtected).push_front(n);
+      if (list(Segment::kProtected).size() > protected_cap_) {
+        Node* demoted = list(Segment::kProtected).back();
+        list(Segment::kProtected).remove(demoted);
+        demoted->segment = Segment::kProbation;
+        list(Segment::kProbation).push_front(demoted);
+      }
+      break;
+    }
+  }
+}
+
+void Shard::Place(Node* n) {
+  if (policy_ == L1Policy::kLru) {
+    n->segment = Segment::kLru;
+  } else {
+    sketch_.Increment(n->hash);
+    n->segment = Segment::kWindow;
+  }
+  list(n->segment).push_front(n);
+}
+
+void Shard::EnforceBounds() {
+  if (policy_ == L1Policy::kTinyLfu) {
+    EnforceTinyLfu();
+    return;
+  }
+  while (OverBounds()) {
+    Node* victim = list(Segment::kLru).back();
+    if (victim == nullptr) break;
+    Evict(victim);
+  }
+}
+
+void Shard::EnforceTinyLfu() {
+  NodeList& window = list(Segment::kWindow);
+  while (window.size() > window_cap_) {
+    Node* candidate = window.back();
+    window.remove(candidate);
+    candidate->segment = Segment::kProbation;
+    list(Segment::kProbation).push_front(candidate);
+    if (OverBounds()) AdmitOrReject(candidate);
+  }
+  // Still over (by bytes): evict from the cold end of the main space first.
+  while (OverBounds()) {
+    Node* victim = list(Segment::kProbation).back();
+    if (victim == nullptr) victim = list(Segment::kProtected).back();
+    if (victim == nullptr) victim = window.back();
+    if (victim == nullptr) break;
+    Evict(victim);
+  }
+}
+
+// The main space is full: the window's victim (`candidate`, just moved to the
+// probation front) stays only if it is used more often than the main space's
+// victim. Ties go to the incumbent, so one-off keys never displace it.
+void Shard::AdmitOrReject(Node* candidate) {
+  Node* victim = list(Segment::kProbation).back();
+  if (victim == candidate) victim = list(Segment::kProtected).back();
+  if (victim == nullptr ||
+      sketch_.Frequency(candidate->hash) <= sketch_.Frequency(victim->hash)) {
+    Evict(candidate);
+  } else {
+    Evict(victim);
+  }
+}
+
+void Shard::Evict(Node* n) {
+  Drop(n);
+  ++counters_.evictions;
+}
+
+void Shard::Drop(Node* n) {
+  list(n->segment).remove(n);
+  table_.Remove(n);
+  bytes_ -= n->charge;
+  n->chain = retired_;
+  retired_ = n;
+}
+
+Node* Shard::TakeRetired() {
+  return std::exchange(retired_, nullptr);
+}
+
+void Shard::FreeChain(Node* n) {
+  while (n != nullptr) {
+    Node* next = n->chain;
+    NodeDeleter()(n);
+    n = next;
+  }
+}
+
+}  // namespace tiercache::l1

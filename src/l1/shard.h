@@ -1,0 +1,178 @@
+// Shard: one lock's worth of the L1 cache: a hash table, the policy lists,
+// the frequency sketch (TinyLFU) and counters.
+//
+// Read-mostly locking. Reads do not take the mutex: a reader announces itself
+// in its own cache line (ReaderSlot, picked by thread), checks that no writer
+// is active, and then only reads the table and the node. What a hit would
+// change (recency, frequency) is recorded in the slot's small read buffer and
+// applied later by a writer, as Caffeine does; when the buffer is full the
+// reader tries to drain it itself (try_lock, never waits). So a hit writes
+// only lines of its own slot, and two threads reading do not bounce lines.
+// Writers (fills, invalidations, evictions, drains) hold mu_, raise
+// writer_active_ and wait for the announced readers to leave: an "exclusive
+// section". A reader that finds a writer active falls back to the mutex. The
+// reader's announce-then-check and the writer's raise-then-scan are seq_cst,
+// so at least one of them sees the other (Dekker). Read buffers hold Node
+// pointers; every exclusive section drains them before touching the table, so
+// no buffered pointer outlives its node. Buffers are lossy by design: a
+// dropped record only makes the policy slightly less exact.
+//
+// The cache picks the shard from the key's hash, computes `now` and builds
+// new nodes (key copy, weigher) before calling in, so exclusive sections
+// hold only table and list updates. Nodes that leave the shard are chained on
+// retired_ and freed after the section ends, so no value destructor
+// (possibly the last owner of a large string) runs inside it.
+//
+// Thread-safety: all public methods may be called concurrently.
+#ifndef TIERCACHE_L1_SHARD_H_
+#define TIERCACHE_L1_SHARD_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include "l1/frequency_sketch.h"
+#include "l1/node.h"
+#include "l1/node_table.h"
+#include "tiercache/clock.h"
+#include "tiercache/l1_cache.h"
+
+namespace tiercache::l1 {
+
+struct ShardLimits {
+  std::size_t max_entries = 1;  // > 0
+  std::size_t max_bytes = 1;    // > 0; also the largest charge of one node
+  L1Policy policy = L1Policy::kLru;
+  double window_fraction = 0.01;
+};
+
+enum class LookupOutcome { kFresh, kStale, kMiss };
+// kCount: a caller's read (counters, recency, frequency). kQuiet: an internal
+// re-check that must not look like a second read.
+enum class Accounting { kCount, kQuiet };
+
+class alignas(64) Shard {
+ public:
+  Shard() = default;
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+  ~Shard();
+
+  // REQUIRES: called once, before any other method.
+  void Configure(const ShardLimits& limits);
+
+  // Fresh entry of `key` into *out (kFresh); with a stale_bound, also an
+  // expired one whose expiry is at most that far behind `now` (kStale).
+  // Tombstones and dead entries are misses (dead ones are dropped).
+  LookupOutcome Lookup(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
+                       std::optional<Clock::Duration> stale_bound, Accounting accounting,
+                       std::optional<L1Entry>* out);
+
+  // Stores `node` (REQUIRES: node->charge <= limits.max_bytes) unless a live
+  // entry of a higher version is present. Returns false when refused; a
+  // refusal is counted in refused_fills when `count_refusal`.
+  bool Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal);
+
+  // Drops the entry of `key` if any; true when one was present.
+  bool Erase(std::uint64_t hash, std::string_view key);
+  void Clear();
+  // Drops the entries dead at `now`; returns how many.
+  std::size_t PurgeDead(Clock::TimePoint now);
+  // Adds this shard's counters to *stats.
+  void AddStats(L1Stats* stats) const;
+
+ private:
+  static constexpr std::size_t kReaderSlots = 16;  // power of two
+  static constexpr std::uint32_t kReadBuffer = 32;
+
+  // One per thread (modulo kReaderSlots): written by its readers only, read
+  // by writers. Threads sharing a slot stay correct (the counters are exact
+  // RMWs; the read buffer may drop records).
+  struct alignas(64) ReaderSlot {
+    // Low 32 bits: readers inside a read section. High 32 bits: fresh hits
+    // not yet folded into Counters::hits. A hit leaves with one RMW that adds
+    // a hit and removes the reader; every exclusive section folds the hits
+    // (so the high half cannot overflow: a full read buffer forces one).
+    std::atomic<std::uint64_t> state{0};
+    std::atomic<std::uint32_t> recorded{0};  // filled prefix of `buffer`
+    std::atomic<std::uint64_t> misses{0};
+    std::atomic<std::uint64_t> stale_hits{0};
+    std::atomic<Node*> buffer[kReadBuffer] = {};
+  };
+
+  // mu_ held, no reader inside, read buffers drained, for its lifetime.
+  class ExclusiveSection {
+   public:
+    explicit ExclusiveSection(Shard& shard);
+    ~ExclusiveSection();
+    ExclusiveSection(const ExclusiveSection&) = delete;
+    ExclusiveSection& operator=(const ExclusiveSection&) = delete;
+
+   private:
+    Shard& shard_;
+    std::lock_guard<std::mutex> lock_;
+  };
+
+  static constexpr std::uint64_t kReaderMask = 0xFFFFFFFFULL;
+  static constexpr std::uint64_t kLeaveWithHit = (std::uint64_t{1} << 32) - 1;
+  static constexpr std::uint64_t kLeave = ~std::uint64_t{0};  // i.e. minus one
+
+  struct Counters {
+    std::uint64_t hits = 0, evictions = 0, expirations = 0, refused = 0;
+  };
+
+  NodeList& list(Segment s) { return lists_[static_cast<int>(s)]; }
+  bool OverBounds() const { return table_.size() > max_entries_ || bytes_ > max_bytes_; }
+
+  static std::size_t ThreadSlot();
+  static LookupOutcome Classify(const Node* n, Clock::TimePoint now,
+                                std::optional<Clock::Duration> stale_bound);
+  LookupOutcome LookupExclusive(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
+                                std::optional<Clock::Duration> stale_bound, Accounting accounting,
+                                std::optional<L1Entry>* out);
+  void DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoint now);
+  void CountRead(ReaderSlot& slot, LookupOutcome outcome);
+  // Records a hit on `n` for the next drain; true when the buffer is full.
+  static bool Record(ReaderSlot& slot, Node* n);
+  void TryDrain();
+  void WaitForReaders();
+  void DrainReadBuffers();
+
+  bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
+  void Touch(Node* n);           // a read or an overwrite: recency and frequency
+  void Place(Node* n);           // a new node enters the policy
+  void EnforceBounds();
+  void EnforceTinyLfu();
+  void AdmitOrReject(Node* candidate);
+  void Evict(Node* n);           // for room: counted in evictions
+  void Drop(Node* n);            // unlink and retire, no counter
+  Node* TakeRetired();
+  static void FreeChain(Node* n);
+
+  mutable std::mutex mu_;
+  // Raised for the whole of every exclusive section; on its own line since
+  // every reader loads it.
+  alignas(64) std::atomic<bool> writer_active_{false};
+  ReaderSlot slots_[kReaderSlots];
+  // Below: written only in exclusive sections; read in read sections too.
+  alignas(64) NodeTable table_;
+  NodeList lists_[4];                        // GUARDED_BY(mu_), indexed by Segment
+  FrequencySketch sketch_;                   // GUARDED_BY(mu_), TinyLFU only
+  std::size_t bytes_ = 0;                    // GUARDED_BY(mu_)
+  Counters counters_;                        // GUARDED_BY(mu_): writers' counts
+  Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it
+  // Set by Configure(), then read-only.
+  std::size_t max_entries_ = 1;
+  std::size_t max_bytes_ = 1;
+  std::size_t window_cap_ = 1;
+  std::size_t protected_cap_ = 0;
+  L1Policy policy_ = L1Policy::kLru;
+};
+
+}  // namespace tiercache::l1
+
+#endif  // TIERCACHE_L1_SHARD_H_

@@ -1,0 +1,581 @@
+#include "redis/engine.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "redis/connection_io.h"
+
+namespace tiercache::redis::internal {
+namespace {
+
+using std::chrono::milliseconds;
+
+const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
+
+Status ServerError(const std::string& node, const std::string& text) {
+  return Status::Internal("server error from " + node + ": " + text);
+}
+
+}  // namespace
+
+Engine::Engine(RedisClientOptions options) : options_(std::move(options)) { slot_master_.fill(-1); }
+
+Engine::~Engine() {
+  if (thread_.joinable()) {
+    stop_.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof(one));
+    thread_.join();
+  }
+  if (event_fd_ >= 0) ::close(event_fd_);
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
+}
+
+Status Engine::Start() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || event_fd_ < 0) return Status::Internal("epoll/eventfd creation failed");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
+  if (options_.mode == Mode::kStandalone) {
+    Node* n = EnsureNode(options_.seeds.front());
+    n->in_topology = true;
+    slot_master_.fill(static_cast<int16_t>(n->id));
+    shard_master_ = {n->id};
+    shard_replicas_ = {{}};
+    have_topology_ = true;
+  }
+  thread_ = std::thread([this] { Run(); });
+  if (options_.mode == Mode::kStandalone) return Status::Ok();
+
+  // Wait for the first slot map: a control task parks the request in the
+  // engine, which finishes it when the first refresh succeeds or fails.
+  auto* req = new Request;
+  req->refs.store(2);
+  req->deadline = SteadyClock::now() + options_.connect_timeout + options_.command_timeout +
+                  options_.min_refresh_interval;
+  req->task = [this](Request* r) {
+    topology_waiter_ = r;
+    refresh_wanted_ = true;
+    last_refresh_start_ = TimePoint{};
+    MaybeRefresh(SteadyClock::now());
+    return false;
+  };
+  Submit(req);
+  Result<Reply> r = AwaitRequest(req, std::chrono::microseconds(0));
+  if (!r.ok()) {
+    return Status::Unavailable("cannot fetch the cluster topology from the seeds: " + std::string(r.status().message()));
+  }
+  return Status::Ok();
+}
+
+void Engine::Submit(Request* req) { SubmitBatch(&req, 1); }
+
+void Engine::SubmitBatch(Request* const* reqs, size_t n) {
+  if (n == 0) return;
+  size_t before = outstanding_.fetch_add(n, std::memory_order_relaxed);
+  if (before + n > options_.max_outstanding_requests) {
+    outstanding_.fetch_sub(n, std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i) {
+      FinishRequest(reqs[i], Status::ResourceExhausted("more than max_outstanding_requests in flight"));
+    }
+    return;
+  }
+  bool stopping;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping = stopping_;
+    if (!stopping) {
+      for (size_t i = 0; i < n; ++i) {
+        reqs[i]->counted = true;
+        submitted_.push_back(reqs[i]);
+      }
+    }
+  }
+  if (stopping) {
+    outstanding_.fetch_sub(n, std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i) FinishRequest(reqs[i], Status::Cancelled("the Redis client is shutting down"));
+    return;
+  }
+  submitted_count_.fetch_add(n, std::memory_order_seq_cst);
+  if (io_sleeping_.load(std::memory_order_seq_cst) && io_sleeping_.exchange(false)) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(event_fd_, &one, sizeof(one));
+  }
+}
+
+void Engine::Finish(Request* req, Result<Reply> r) {
+  if (req->counted) outstanding_.fetch_sub(1, std::memory_order_relaxed);
+  FinishRequest(req, std::move(r));
+}
+
+void Engine::Run() {
+  epoll_event events[64];
+  last_activity_ = SteadyClock::now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    DrainSubmissions();
+    FlushDirty();
+    TimePoint now = SteadyClock::now();
+    if (now >= next_housekeeping_) {
+      Housekeeping(now);
+      FlushDirty();
+      bool busy = outstanding_.load(std::memory_order_relaxed) > 0 || !parked_.empty() || refresh_in_flight_;
+      next_housekeeping_ = now + (busy ? milliseconds(2) : milliseconds(100));
+    }
+    int timeout_ms = 0;
+    if (now - last_activity_ >= options_.io_busy_poll) {
+      io_sleeping_.store(true, std::memory_order_seq_cst);
+      if (submitted_count_.load(std::memory_order_seq_cst) != drained_count_) {
+        io_sleeping_.store(false, std::memory_order_relaxed);
+        continue;
+      }
+      auto wait = std::chrono::duration_cast<milliseconds>(next_housekeeping_ - now).count() + 1;
+      timeout_ms = static_cast<int>(std::clamp<long long>(wait, 1, 100));
+    }
+    int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
+    io_sleeping_.store(false, std::memory_order_relaxed);
+    if (n > 0) last_activity_ = SteadyClock::now();
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.ptr == nullptr) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(event_fd_, &v, sizeof(v));
+        continue;
+      }
+      ConnOnEvent(static_cast<Connection*>(events[i].data.ptr), events[i].events);
+    }
+  }
+  Shutdown();
+}
+
+void Engine::DrainSubmissions() {
+  drained_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    drained_.swap(submitted_);
+  }
+  if (drained_.empty()) return;
+  drained_count_ += drained_.size();
+  last_activity_ = SteadyClock::now();
+  TimePoint now = last_activity_;
+  for (Request* req : drained_) Dispatch(req, now);
+  drained_.clear();
+}
+
+Node* Engine::EnsureNode(const Endpoint& e) {
+  std::string name = e.ToString();
+  auto it = node_by_name_.find(name);
+  if (it != node_by_name_.end()) return nodes_[it->second].get();
+  auto node = std::make_unique<Node>();
+  node->id = static_cast<int>(nodes_.size());
+  node->endpoint = e;
+  node->name = name;
+  for (int i = 0; i < options_.connections_per_node; ++i) {
+    auto c = std::make_unique<Connection>();
+    c->engine = this;
+    c->node = node.get();
+    node->conns.push_back(std::move(c));
+  }
+  node_by_name_[name] = node->id;
+  nodes_.push_back(std::move(node));
+  return nodes_.back().get();
+}
+
+Node* Engine::RouteNode(const Request* req) {
+  if (req->target_node >= 0) return nodes_[req->target_node].get();
+  if (!have_topology_) return nullptr;
+  if (req->slot < 0) {
+    for (int i = 0; i < 8; ++i) {
+      keyless_rr_ += 4093;
+      int m = slot_master_[keyless_rr_ & (kSlotCount - 1)];
+      if (m >= 0) return nodes_[m].get();
+    }
+    return nullptr;
+  }
+  int m = slot_master_[req->slot];
+  if (m < 0) return nullptr;
+  if (req->read_only && options_.read_from_replicas) {
+    int shard = slot_shard_[req->slot];
+    if (shard < static_cast<int>(shard_master_.size()) && shard_master_[shard] == m &&
+        !shard_replicas_[shard].empty()) {
+      const auto& reps = shard_replicas_[shard];
+      Node* r = nodes_[reps[replica_rr_++ % reps.size()]].get();
+      const Connection* c = r->conns.front().get();
+      bool backing_off = c->state == Connection::State::kDisconnected && !c->last_error.empty() &&
+                         SteadyClock::now() < c->next_connect;
+      if (!backing_off) return r;
+    }
+  }
+  return nodes_[m].get();
+}
+
+Connection* Engine::PickConnection(Node* n) {
+  if (n->conns.size() == 1) return n->conns.front().get();
+  return n->conns[n->next_conn++ % n->conns.size()].get();
+}
+
+void Engine::Dispatch(Request* req, TimePoint now) {
+  if (req->task) {
+    auto task = std::move(req->task);
+    if (task(req)) Finish(req, Reply::Nil());
+    return;
+  }
+  if (!req->Live() || shutting_down_) {
+    Finish(req, Status::Cancelled(shutting_down_ ? "the Redis client is shutting down" : "abandoned"));
+    return;
+  }
+  if (now >= req->deadline) {
+    Finish(req, Status::DeadlineExceeded("deadline exceeded" +
+                                         (req->last_error.empty() ? std::string() : "; last error: " + req->last_error)));
+    return;
+  }
+  Node* n = RouteNode(req);
+  if (n == nullptr) {
+    refresh_wanted_ = true;
+    Park(req, now, have_topology_ ? "slot " + std::to_string(req->slot) + " is not covered" : "no topology yet");
+    return;
+  }
+  req->node_name.store(&n->name, std::memory_order_release);
+  Connection* c = PickConnection(n);
+  if (c->state == Connection::State::kReady) {
+    WriteRequest(c, req);
+    return;
+  }
+  c->waiting.push_back(req);
+  if (c->state == Connection::State::kDisconnected && now >= c->next_connect) StartConnect(c, now);
+}
+
+void Engine::WriteRequest(Connection* c, Request* req) {
+  if (c->inflight.empty()) c->last_read = SteadyClock::now();
+  if (req->asking) {
+    c->out.append(kAsking, sizeof(kAsking) - 1);
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard});
+    req->asking = false;
+  }
+  if (req->load_script) {
+    AppendCommand(c->out, std::vector<std::string_view>{"SCRIPT", "LOAD", req->script});
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard});
+    req->load_script = false;
+  }
+  c->out.append(req->cmd);
+  c->inflight.push_back({req, Connection::InFlight::kUser});
+  MarkDirty(c);
+}
+
+void Engine::MarkDirty(Connection* c) {
+  if (c->dirty) return;
+  c->dirty = true;
+  dirty_.push_back(c);
+}
+
+void Engine::FlushDirty() {
+  while (!dirty_.empty()) {
+    std::vector<Connection*> batch;
+    batch.swap(dirty_);
+    for (Connection* c : batch) {
+      c->dirty = false;
+      ConnFlush(c);
+    }
+  }
+}
+
+void Engine::StartConnect(Connection* c, TimePoint now) {
+  c->connect_started = now;
+  c->next_connect = now + options_.reconnect_backoff;
+  std::string error;
+  if (!ConnOpen(c, &error)) OnConnectionFailed(c, error);
+}
+
+void Engine::OnConnectionReady(Connection* c) {
+  c->state = Connection::State::kHandshake;
+  c->handshake_left = 0;
+  c->handshake_rejected = false;
+  if (!options_.password.empty()) {
+    std::vector<std::string_view> auth{"AUTH"};
+    if (!options_.username.empty()) auth.push_back(options_.username);
+    auth.push_back(options_.password);
+    AppendCommand(c->out, auth);
+    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake});
+    ++c->handshake_left;
+  }
+  if (options_.read_from_replicas) {
+    AppendCommand(c->out, std::vector<std::string_view>{"READONLY"});
+    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake});
+    ++c->handshake_left;
+  }
+  if (c->handshake_left == 0) {
+    GoReady(c);
+  } else {
+    MarkDirty(c);
+  }
+}
+
+void Engine::GoReady(Connection* c) {
+  c->state = Connection::State::kReady;
+  c->last_error.clear();
+  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  std::deque<Request*> waiting;
+  waiting.swap(c->waiting);
+  for (Request* req : waiting) {
+    if (!req->Live()) {
+      Finish(req, Status::Cancelled("abandoned"));
+    } else {
+      WriteRequest(c, req);
+    }
+  }
+}
+
+void Engine::OnConnectionFailed(Connection* c, const std::string& reason) {
+  counters_.connection_failures.fetch_add(1, std::memory_order_relaxed);
+  DropConnection(c, reason, /*want_refresh=*/true);
+}
+
+void Engine::DropConnection(Connection* c, const std::string& reason, bool want_refresh) {
+  TimePoint now = SteadyClock::now();
+  std::string why = c->node->name + ": " + reason;
+  bool rejected = c->handshake_rejected;
+  ConnClose(c);
+  c->handshake_rejected = false;
+  c->last_error = why;
+  c->next_connect = std::max(c->next_connect, now + options_.reconnect_backoff);
+  if (want_refresh && options_.mode == Mode::kCluster) refresh_wanted_ = true;
+  std::deque<Connection::InFlight> inflight;
+  inflight.swap(c->inflight);
+  std::deque<Request*> waiting;
+  waiting.swap(c->waiting);
+  for (const Connection::InFlight& e : inflight) {
+    if (e.kind != Connection::InFlight::kUser) continue;
+    Request* req = e.req;
+    if (!req->Live()) {
+      Finish(req, Status::Cancelled("abandoned"));
+    } else if (req->internal) {
+      Finish(req, Status::Unavailable(why));
+    } else if (req->idempotent) {
+      Park(req, now, why);
+    } else {
+      Finish(req, Status::Unavailable("connection to " + why +
+                                      " lost after the command was sent; not retried because it may have run"));
+    }
+  }
+  for (Request* req : waiting) {
+    if (!req->Live()) {
+      Finish(req, Status::Cancelled("abandoned"));
+    } else if (rejected) {
+      Finish(req, Status::FailedPrecondition("connection handshake rejected by " + why));
+    } else if (req->internal) {
+      Finish(req, Status::Unavailable(why));
+    } else {
+      Park(req, now, why);
+    }
+  }
+}
+
+void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply) {
+  TimePoint now = SteadyClock::now();
+  c->last_read = now;
+  if (entry.kind == Connection::InFlight::kDiscard) return;
+  if (entry.kind == Connection::InFlight::kHandshake) {
+    if (reply.IsError()) {
+      c->handshake_rejected = true;
+      OnConnectionFailed(c, reply.str);
+      return;
+    }
+    if (--c->handshake_left == 0) GoReady(c);
+    return;
+  }
+  Request* req = entry.req;
+  if (!req->Live()) {
+    Finish(req, Status::Cancelled("abandoned"));
+    return;
+  }
+  if (!reply.IsError()) {
+    Finish(req, std::move(reply));
+    return;
+  }
+  ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
+  switch (info.kind) {
+    case ErrorKind::kMoved:
+    case ErrorKind::kAsk: {
+      bool moved = info.kind == ErrorKind::kMoved;
+      (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
+      if (++req->redirects > options_.max_redirects) {
+        Finish(req, Status::Unavailable("redirects exhausted after " + std::to_string(options_.max_redirects) +
+                                        " hops; last: " + reply.str + " from " + c->node->name));
+        return;
+      }
+      Node* target = EnsureNode(info.target);
+      if (moved) {
+        slot_master_[info.slot] = static_cast<int16_t>(target->id);
+        target->in_topology = true;
+        refresh_wanted_ = true;
+      }
+      req->target_node = target->id;
+      req->asking = !moved;
+      Dispatch(req, now);
+      return;
+    }
+    case ErrorKind::kTryAgain:
+    case ErrorKind::kClusterDown:
+    case ErrorKind::kLoading:
+    case ErrorKind::kMasterDown:
+      counters_.retries.fetch_add(1, std::memory_order_relaxed);
+      if (info.kind != ErrorKind::kTryAgain) refresh_wanted_ = true;
+      Park(req, now, c->node->name + ": " + reply.str);
+      return;
+    case ErrorKind::kNoScript:
+      if (!req->script.empty() && !req->script_reloaded) {
+        req->script_reloaded = true;
+        req->load_script = true;
+        req->target_node = c->node->id;
+        Dispatch(req, now);
+        return;
+      }
+      break;
+    case ErrorKind::kOther:
+      break;
+  }
+  Finish(req, ServerError(c->node->name, reply.str));
+}
+
+std::chrono::nanoseconds Engine::Backoff(int attempts) const {
+  auto d = std::chrono::nanoseconds(options_.retry_backoff_min);
+  for (int i = 1; i < attempts && d < options_.retry_backoff_max; ++i) d *= 2;
+  return std::min<std::chrono::nanoseconds>(d, options_.retry_backoff_max);
+}
+
+void Engine::Park(Request* req, TimePoint now, const std::string& why) {
+  ++req->attempts;
+  req->last_error = why;
+  req->target_node = -1;
+  req->asking = false;
+  req->retry_at = now + Backoff(req->attempts);
+  if (req->retry_at >= req->deadline) {
+    Finish(req, Status::Unavailable(why + " (no time left to retry before the deadline)"));
+    return;
+  }
+  parked_.push_back(req);
+}
+
+void Engine::RetryParked(TimePoint now, bool all) {
+  if (parked_.empty()) return;
+  std::vector<Request*> parked;
+  parked.swap(parked_);
+  for (Request* req : parked) {
+    if (all || now >= req->retry_at || !req->Live() || now >= req->deadline) {
+      Dispatch(req, now);
+    } else {
+      parked_.push_back(req);
+    }
+  }
+}
+
+void Engine::SweepExpired(TimePoint now) {
+  auto expire = [&](Request* req, const Node* n) {
+    if (req->callback && now >= req->deadline && req->Live()) {
+      ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + n->name));
+    }
+  };
+  for (auto& node : nodes_) {
+    for (auto& c : node->conns) {
+      for (const auto& e : c->inflight) {
+        if (e.kind == Connection::InFlight::kUser) expire(e.req, node.get());
+      }
+      for (Request* req : c->waiting) expire(req, node.get());
+    }
+  }
+}
+
+void Engine::Housekeeping(TimePoint now) {
+  SweepExpired(now);
+  RetryParked(now, /*all=*/false);
+  auto stall_limit = std::max<std::chrono::nanoseconds>(options_.command_timeout * 2, milliseconds(1000));
+  for (auto& node : nodes_) {
+    for (auto& conn : node->conns) {
+      Connection* c = conn.get();
+      switch (c->state) {
+        case Connection::State::kConnecting:
+        case Connection::State::kHandshake:
+          if (now - c->connect_started > options_.connect_timeout) OnConnectionFailed(c, "connect timeout");
+          break;
+        case Connection::State::kReady:
+          if (!c->inflight.empty() && now - c->last_read > stall_limit) {
+            OnConnectionFailed(c, "no reply within " +
+                                      std::to_string(std::chrono::duration_cast<milliseconds>(stall_limit).count()) +
+                                      " ms");
+          }
+          break;
+        case Connection::State::kDisconnected:
+          if (!c->waiting.empty() && now >= c->next_connect) StartConnect(c, now);
+          break;
+      }
+    }
+  }
+  MaybeRefresh(now);
+}
+
+void Engine::Shutdown() {
+  shutting_down_ = true;
+  std::vector<Request*> pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    pending.swap(submitted_);
+  }
+  Status cancelled = Status::Cancelled("the Redis client is shutting down");
+  for (Request* req : pending) {
+    if (req->task) req->task = nullptr;
+    Finish(req, cancelled);
+  }
+  for (Request* req : parked_) Finish(req, cancelled);
+  parked_.clear();
+  if (topology_waiter_ != nullptr) {
+    Finish(topology_waiter_, cancelled);
+    topology_waiter_ = nullptr;
+  }
+  for (auto& node : nodes_) {
+    for (auto& c : node->conns) {
+      ConnClose(c.get());
+      for (const auto& e : c->inflight) {
+        if (e.kind == Connection::InFlight::kUser) Finish(e.req, cancelled);
+      }
+      for (Request* req : c->waiting) Finish(req, cancelled);
+      c->inflight.clear();
+      c->waiting.clear();
+    }
+  }
+}
+
+}  // namespace tiercache::redis::internal
+
+namespace tiercache::redis::internal {
+
+Status Engine::RunOnIoThread(std::function<void()> fn, std::chrono::milliseconds timeout) {
+  auto* req = new Request;
+  req->refs.store(2);
+  req->deadline = SteadyClock::now() + timeout;
+  req->task = [fn = std::move(fn)](Request*) {
+    fn();
+    return true;
+  };
+  Submit(req);
+  Result<Reply> r = AwaitRequest(req, std::chrono::microseconds(0));
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
+  Node* n = EnsureNode(owner);
+  n->in_topology = true;
+  slot_master_[slot] = static_cast<int16_t>(n->id);
+}
+
+std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {
+  int m = slot_master_[slot];
+  if (m < 0) return std::nullopt;
+  return nodes_[m]->endpoint;
+}
+
+}  // namespace tiercache::redis::internal

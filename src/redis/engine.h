@@ -1,0 +1,189 @@
+// Engine: the I/O side of RedisClient. Internal.
+//
+// One I/O thread owns every socket, the slot map and all routing state, so
+// none of that needs a lock. Caller threads hand requests over through one
+// bounded submission queue (a mutex held only to push/swap a vector) and wake
+// the I/O thread through an eventfd when it sleeps in epoll_wait. The I/O
+// thread routes each request to a node connection, appends its RESP bytes to
+// the connection's output buffer (so all commands submitted together leave in
+// one send: automatic pipelining), and matches replies to requests in order,
+// parsing with hiredis's redisReader.
+//
+// Redirections and retries happen on the I/O thread: MOVED patches the slot
+// and resends at once; ASK sends ASKING + the command to the target, the map
+// untouched; TRYAGAIN/CLUSTERDOWN/LOADING/MASTERDOWN and lost connections park
+// the request for an exponential backoff. A request is never retried past its
+// deadline nor beyond max_redirects hops. A command that was written to a
+// connection that then broke is resent only when marked idempotent.
+#ifndef TIERCACHE_SRC_REDIS_ENGINE_H_
+#define TIERCACHE_SRC_REDIS_ENGINE_H_
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "redis/protocol.h"
+#include "redis/request.h"
+#include "tiercache/redis/options.h"
+#include "tiercache/redis/slot.h"
+
+struct redisReader;
+
+namespace tiercache::redis::internal {
+
+class Engine;
+struct Node;
+
+// Counters, updated by the I/O thread, read by anyone (relaxed).
+struct EngineCounters {
+  std::atomic<uint64_t> moved{0}, ask{0}, retries{0}, reconnects{0}, connection_failures{0},
+      topology_refreshes{0}, topology_changes{0};
+};
+
+struct Connection {
+  enum class State : uint8_t { kDisconnected, kConnecting, kHandshake, kReady };
+  struct InFlight {
+    enum Kind : uint8_t { kUser, kDiscard, kHandshake };
+    Request* req;  // null unless kind == kUser
+    Kind kind;
+  };
+
+  Engine* engine = nullptr;
+  Node* node = nullptr;
+  int fd = -1;
+  State state = State::kDisconnected;
+  redisReader* reader = nullptr;
+  std::string out;                // bytes not yet sent
+  bool want_write = false;        // EPOLLOUT armed
+  bool dirty = false;             // in the engine's flush list
+  int handshake_left = 0;         // handshake replies still expected
+  bool handshake_rejected = false;  // AUTH/READONLY refused: fail, do not retry
+  std::deque<InFlight> inflight;  // written, awaiting replies, in order
+  std::deque<Request*> waiting;   // routed here before the connection is ready
+  TimePoint connect_started{};
+  TimePoint next_connect{};       // reconnection backoff
+  TimePoint last_read{};          // for stall detection
+  std::string last_error;
+};
+
+struct Node {
+  int id = 0;
+  Endpoint endpoint;
+  std::string name;  // "host:port"; immutable, its address is handed to callers
+  bool in_topology = false;
+  size_t next_conn = 0;
+  std::vector<std::unique_ptr<Connection>> conns;
+};
+
+class Engine {
+ public:
+  explicit Engine(RedisClientOptions options);
+  ~Engine();  // stops and joins the I/O thread; outstanding requests end kCancelled
+
+  // Starts the I/O thread and, in cluster mode, fetches the first slot map.
+  // kUnavailable when no seed answers within connect + command timeout.
+  Status Start();
+
+  // Hands requests to the I/O thread. Never blocks on I/O. A request rejected
+  // at once (queue bound, shutdown) is finished inline in the calling thread.
+  void Submit(Request* req);
+  void SubmitBatch(Request* const* reqs, size_t n);
+
+  const RedisClientOptions& options() const { return options_; }
+  const EngineCounters& counters() const { return counters_; }
+
+  // Runs `fn` on the I/O thread and waits for it (bounded by `timeout`).
+  Status RunOnIoThread(std::function<void()> fn, std::chrono::milliseconds timeout);
+  // I/O thread only (via RunOnIoThread): test hooks on the slot map.
+  void SetSlotOwner(uint16_t slot, const Endpoint& owner);
+  std::optional<Endpoint> SlotOwner(uint16_t slot) const;
+
+  // Called by the I/O thread (connection.cc / topology.cc).
+  void OnConnectionReady(Connection* c);
+  void OnConnectionFailed(Connection* c, const std::string& reason);
+  void OnReply(Connection* c, Connection::InFlight entry, Reply reply);
+  void MarkDirty(Connection* c);
+  int epoll_fd() const { return epoll_fd_; }
+
+ private:
+  friend struct TopologyAccess;
+
+  void Run();
+  void DrainSubmissions();
+  void Dispatch(Request* req, TimePoint now);
+  void WriteRequest(Connection* c, Request* req);
+  void FlushDirty();
+  void Housekeeping(TimePoint now);
+  void Park(Request* req, TimePoint now, const std::string& why);
+  void RetryParked(TimePoint now, bool all);
+  void SweepExpired(TimePoint now);
+  void Shutdown();
+  void DropConnection(Connection* c, const std::string& reason, bool want_refresh);
+  void GoReady(Connection* c);
+  void Finish(Request* req, Result<Reply> r);
+  std::chrono::nanoseconds Backoff(int attempts) const;
+  Node* EnsureNode(const Endpoint& e);
+  Node* RouteNode(const Request* req);
+  Connection* PickConnection(Node* n);
+  void StartConnect(Connection* c, TimePoint now);
+
+  // Topology (topology.cc).
+  void MaybeRefresh(TimePoint now);
+  void StartRefresh(TimePoint now);
+  void OnRefreshReply(int node_id, Result<Reply> r);
+  void ApplyTopology(const std::vector<SlotRange>& ranges);
+
+  RedisClientOptions options_;
+  EngineCounters counters_;
+  int epoll_fd_ = -1;
+  int event_fd_ = -1;
+  std::thread thread_;
+
+  // Submission queue: guarded by mu_; drained by the I/O thread.
+  std::mutex mu_;
+  std::vector<Request*> submitted_;          // GUARDED_BY(mu_)
+  bool stopping_ = false;                    // GUARDED_BY(mu_)
+  std::atomic<uint64_t> submitted_count_{0};
+  uint64_t drained_count_ = 0;  // I/O thread only
+  std::atomic<bool> io_sleeping_{false};
+  std::atomic<size_t> outstanding_{0};
+  std::atomic<bool> stop_{false};
+
+  // ---- I/O thread only ----
+  std::vector<Request*> drained_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::unordered_map<std::string, int> node_by_name_;
+  std::array<int16_t, kSlotCount> slot_master_{};
+  std::array<uint16_t, kSlotCount> slot_shard_{};
+  std::vector<std::vector<int>> shard_replicas_;  // shard -> replica node ids
+  std::vector<int> shard_master_;
+  std::vector<Request*> parked_;
+  std::vector<Connection*> dirty_;
+  size_t keyless_rr_ = 0;
+  size_t replica_rr_ = 0;
+  bool have_topology_ = false;
+  bool shutting_down_ = false;
+  std::string last_refresh_error_;
+  bool refresh_wanted_ = false;
+  bool refresh_in_flight_ = false;
+  int refresh_attempts_left_ = 0;
+  size_t refresh_cursor_ = 0;
+  TimePoint last_refresh_start_{};
+  TimePoint last_refresh_ok_{};
+  TimePoint next_housekeeping_{};
+  TimePoint last_activity_{};
+
+  Request* topology_waiter_ = nullptr;  // Start() waits on it for the first map
+};
+
+}  // namespace tiercache::redis::internal
+
+#endif  // TIERCACHE_SRC_REDIS_ENGINE_H_

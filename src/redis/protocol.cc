@@ -1,0 +1,128 @@
+#include "redis/protocol.h"
+
+#include <charconv>
+
+namespace tiercache::redis::internal {
+namespace {
+
+void AppendBulk(std::string& out, std::string_view s) {
+  char buf[24];
+  out.push_back('$');
+  auto r = std::to_chars(buf, buf + sizeof(buf), s.size());
+  out.append(buf, r.ptr);
+  out.append("\r\n");
+  out.append(s);
+  out.append("\r\n");
+}
+
+template <typename Args>
+void AppendAll(std::string& out, const Args& args) {
+  char buf[24];
+  out.push_back('*');
+  auto r = std::to_chars(buf, buf + sizeof(buf), args.size());
+  out.append(buf, r.ptr);
+  out.append("\r\n");
+  for (const auto& a : args) AppendBulk(out, a);
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+bool ParseInt(std::string_view s, long long* out) {
+  if (s.empty()) return false;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+bool ParseRedirect(std::string_view rest, std::string_view default_host, ErrorInfo* info) {
+  size_t space = rest.find(' ');
+  if (space == std::string_view::npos) return false;
+  long long slot = 0;
+  if (!ParseInt(rest.substr(0, space), &slot) || slot < 0 || slot > 16383) return false;
+  std::string_view addr = rest.substr(space + 1);
+  size_t end = addr.find(' ');
+  if (end != std::string_view::npos) addr = addr.substr(0, end);
+  if (!ParseEndpoint(addr, &info->target)) return false;
+  if (info->target.host.empty()) info->target.host = std::string(default_host);
+  info->slot = static_cast<uint16_t>(slot);
+  return true;
+}
+
+Result<Endpoint> NodeOf(const Reply& r, std::string_view asked_host) {
+  if (!r.IsArray() || r.elements.size() < 2 || !r.elements[0].IsString() || !r.elements[1].IsInteger()) {
+    return Status::Internal("CLUSTER SLOTS: malformed node entry " + r.ToString());
+  }
+  Endpoint e;
+  e.host = r.elements[0].str;
+  if (e.host.empty() || e.host == "?") e.host = std::string(asked_host);
+  if (r.elements[1].integer <= 0 || r.elements[1].integer > 65535) {
+    return Status::Internal("CLUSTER SLOTS: bad port in " + r.ToString());
+  }
+  e.port = static_cast<int>(r.elements[1].integer);
+  return e;
+}
+
+}  // namespace
+
+void AppendCommand(std::string& out, const std::vector<std::string>& args) { AppendAll(out, args); }
+void AppendCommand(std::string& out, const std::vector<std::string_view>& args) { AppendAll(out, args); }
+
+bool ParseEndpoint(std::string_view text, Endpoint* out) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  long long port = 0;
+  if (!ParseInt(text.substr(colon + 1), &port) || port <= 0 || port > 65535) return false;
+  out->host = std::string(text.substr(0, colon));
+  out->port = static_cast<int>(port);
+  return true;
+}
+
+ErrorInfo ClassifyError(std::string_view error, std::string_view default_host) {
+  ErrorInfo info;
+  if (StartsWith(error, "MOVED ")) {
+    if (ParseRedirect(error.substr(6), default_host, &info)) info.kind = ErrorKind::kMoved;
+  } else if (StartsWith(error, "ASK ")) {
+    if (ParseRedirect(error.substr(4), default_host, &info)) info.kind = ErrorKind::kAsk;
+  } else if (StartsWith(error, "TRYAGAIN")) {
+    info.kind = ErrorKind::kTryAgain;
+  } else if (StartsWith(error, "CLUSTERDOWN")) {
+    info.kind = ErrorKind::kClusterDown;
+  } else if (StartsWith(error, "LOADING")) {
+    info.kind = ErrorKind::kLoading;
+  } else if (StartsWith(error, "MASTERDOWN")) {
+    info.kind = ErrorKind::kMasterDown;
+  } else if (StartsWith(error, "NOSCRIPT")) {
+    info.kind = ErrorKind::kNoScript;
+  }
+  return info;
+}
+
+Result<std::vector<SlotRange>> ParseClusterSlots(const Reply& reply, std::string_view asked_host) {
+  if (!reply.IsArray()) return Status::Internal("CLUSTER SLOTS: expected an array, got " + reply.ToString());
+  std::vector<SlotRange> ranges;
+  ranges.reserve(reply.elements.size());
+  for (const Reply& entry : reply.elements) {
+    if (!entry.IsArray() || entry.elements.size() < 3 || !entry.elements[0].IsInteger() ||
+        !entry.elements[1].IsInteger()) {
+      return Status::Internal("CLUSTER SLOTS: malformed range " + entry.ToString());
+    }
+    long long first = entry.elements[0].integer, last = entry.elements[1].integer;
+    if (first < 0 || last > 16383 || first > last) {
+      return Status::Internal("CLUSTER SLOTS: bad slot range " + entry.ToString());
+    }
+    SlotRange range;
+    range.first = static_cast<uint16_t>(first);
+    range.last = static_cast<uint16_t>(last);
+    Result<Endpoint> master = NodeOf(entry.elements[2], asked_host);
+    if (!master.ok()) return master.status();
+    range.master = std::move(*master);
+    for (size_t i = 3; i < entry.elements.size(); ++i) {
+      Result<Endpoint> replica = NodeOf(entry.elements[i], asked_host);
+      if (!replica.ok()) return replica.status();
+      range.replicas.push_back(std::move(*replica));
+    }
+    ranges.push_back(std::move(range));
+  }
+  return ranges;
+}
+
+}  // namespace tiercache::redis::internal

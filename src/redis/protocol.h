@@ -1,0 +1,60 @@
+// Protocol logic with no I/O, so it is unit-testable: RESP encoding of a
+// command, classification of error replies (MOVED/ASK/TRYAGAIN/...), and the
+// parsing of CLUSTER SLOTS into a topology. Internal to tiercache_redis.
+#ifndef TIERCACHE_SRC_REDIS_PROTOCOL_H_
+#define TIERCACHE_SRC_REDIS_PROTOCOL_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tiercache/redis/options.h"
+#include "tiercache/redis/reply.h"
+#include "tiercache/status.h"
+
+namespace tiercache::redis::internal {
+
+// Appends the RESP array of bulk strings for `args` to `out`.
+void AppendCommand(std::string& out, const std::vector<std::string>& args);
+void AppendCommand(std::string& out, const std::vector<std::string_view>& args);
+
+enum class ErrorKind : uint8_t {
+  kOther,        // a command error: returned to the caller
+  kMoved,        // MOVED <slot> <host>:<port>
+  kAsk,          // ASK <slot> <host>:<port>
+  kTryAgain,     // TRYAGAIN (multi-key command during resharding)
+  kClusterDown,  // CLUSTERDOWN (e.g. a failover under way)
+  kLoading,      // LOADING (the node loads its dataset)
+  kMasterDown,   // MASTERDOWN (a replica lost its master)
+  kNoScript,     // NOSCRIPT (EVALSHA of an unknown script)
+};
+
+struct ErrorInfo {
+  ErrorKind kind = ErrorKind::kOther;
+  uint16_t slot = 0;  // kMoved, kAsk
+  Endpoint target;    // kMoved, kAsk
+};
+
+// Classifies an error reply's text. A MOVED/ASK whose address cannot be
+// parsed is kOther. An empty host ("MOVED 3999 :6380", sent by nodes that do
+// not know their own address) is replaced by `default_host`.
+ErrorInfo ClassifyError(std::string_view error, std::string_view default_host);
+
+// Parses "host:port" (the last ':' separates the port). False when malformed.
+bool ParseEndpoint(std::string_view text, Endpoint* out);
+
+struct SlotRange {
+  uint16_t first = 0;
+  uint16_t last = 0;
+  Endpoint master;
+  std::vector<Endpoint> replicas;
+};
+
+// Parses a CLUSTER SLOTS reply. An empty or "?" host in it means the node that
+// was asked, `asked_host`. kInternal when the reply has an unexpected shape.
+Result<std::vector<SlotRange>> ParseClusterSlots(const Reply& reply, std::string_view asked_host);
+
+}  // namespace tiercache::redis::internal
+
+#endif  // TIERCACHE_SRC_REDIS_PROTOCOL_H_

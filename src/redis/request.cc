@@ -1,0 +1,86 @@
+#include "redis/request.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace tiercache::redis::internal {
+namespace {
+
+void FutexWait(std::atomic<int32_t>* word, int32_t expected, std::chrono::nanoseconds timeout) {
+  timespec ts;
+  ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
+  ts.tv_nsec = static_cast<long>(timeout.count() % 1000000000);
+  syscall(SYS_futex, reinterpret_cast<int32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts, nullptr, 0);
+}
+
+void FutexWakeAll(std::atomic<int32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<int32_t*>(word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+void FinishRequest(Request* req, Result<Reply> r) {
+  if (req->Live()) {
+    req->result = std::move(r);
+    int32_t expected = Request::kPending;
+    if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_seq_cst)) {
+      if (req->callback) {
+        ReplyCallback cb = std::move(req->callback);
+        cb(std::move(req->result));
+      } else if (req->caller_sleeping.load(std::memory_order_seq_cst) != 0) {
+        FutexWakeAll(&req->state);
+      }
+    }
+  }
+  req->Unref();
+}
+
+void ExpireRequest(Request* req, const Status& s) {
+  int32_t expected = Request::kPending;
+  if (req->state.compare_exchange_strong(expected, Request::kAbandoned, std::memory_order_acq_rel)) {
+    if (req->callback) {
+      ReplyCallback cb = std::move(req->callback);
+      cb(s);
+    }
+  }
+}
+
+Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin) {
+  auto spin_until = SteadyClock::now() + spin;
+  int32_t s = req->state.load(std::memory_order_acquire);
+  while (s == Request::kPending && SteadyClock::now() < spin_until) {
+    for (int i = 0; i < 16; ++i) CpuRelax();
+    s = req->state.load(std::memory_order_acquire);
+  }
+  while (s == Request::kPending) {
+    auto left = req->deadline - SteadyClock::now();
+    if (left <= std::chrono::nanoseconds::zero()) {
+      int32_t expected = Request::kPending;
+      if (req->state.compare_exchange_strong(expected, Request::kAbandoned, std::memory_order_acq_rel)) {
+        const std::string* node = req->node_name.load(std::memory_order_acquire);
+        Status st = Status::DeadlineExceeded("deadline exceeded waiting for " +
+                                             (node ? *node : std::string("a cluster node")));
+        req->Unref();
+        return st;
+      }
+      s = expected;
+      break;
+    }
+    req->caller_sleeping.store(1, std::memory_order_seq_cst);
+    FutexWait(&req->state, Request::kPending, left);
+    s = req->state.load(std::memory_order_acquire);
+  }
+  Result<Reply> out = std::move(req->result);
+  req->Unref();
+  return out;
+}
+
+}  // namespace tiercache::redis::internal

@@ -1,0 +1,90 @@
+// Request: one command travelling through the engine, shared by the caller
+// that submitted it and the I/O thread that runs it. Internal.
+//
+// Ownership: reference counted. A synchronous caller holds one reference and
+// the engine one; an asynchronous request is held by the engine only. The
+// engine drops its reference exactly once, when the request leaves its queues
+// (Finish). Completion is decided by one compare-and-swap on `state`:
+// kPending -> kDone (the engine delivered a result) or kPending -> kAbandoned
+// (the caller gave up at its deadline, or the deadline sweep expired an async
+// request). Whoever loses the race does nothing more.
+#ifndef TIERCACHE_SRC_REDIS_REQUEST_H_
+#define TIERCACHE_SRC_REDIS_REQUEST_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "tiercache/redis/reply.h"
+#include "tiercache/status.h"
+
+namespace tiercache::redis::internal {
+
+using SteadyClock = std::chrono::steady_clock;
+using TimePoint = SteadyClock::time_point;
+using ReplyCallback = std::function<void(Result<Reply>)>;
+
+struct Request {
+  enum State : int32_t { kPending = 0, kDone = 1, kAbandoned = 2 };
+
+  // What to send: one RESP-encoded command.
+  std::string cmd;
+  // Routing: slot of the key, or -1 (keyless: any master).
+  int slot = -1;
+  bool idempotent = false;
+  bool read_only = false;
+  bool internal = false;  // created by the engine (topology refresh)
+  bool counted = false;   // counted in the engine's outstanding bound
+  TimePoint deadline;
+
+  // Engine-private (I/O thread only).
+  int target_node = -1;         // forced by MOVED/ASK, else -1 (route by slot)
+  bool asking = false;          // send ASKING first (ASK redirection)
+  bool load_script = false;     // send SCRIPT LOAD <script> first (NOSCRIPT)
+  bool script_reloaded = false; // SCRIPT LOAD already tried once
+  int redirects = 0;
+  int attempts = 0;             // retries after TRYAGAIN/CLUSTERDOWN/lost connection
+  TimePoint retry_at;
+  std::string last_error;
+  std::string script;           // body, for EVALSHA requests (NOSCRIPT recovery)
+  // A control task run on the I/O thread instead of a command. Returns true
+  // when the engine should finish the request (with nil); false when the task
+  // kept the request to finish later.
+  std::function<bool(Request*)> task;
+
+  // Node name (immutable string owned by the engine) last routed to; read by
+  // the caller for its deadline message.
+  std::atomic<const std::string*> node_name{nullptr};
+
+  // Completion.
+  std::atomic<int32_t> state{kPending};
+  std::atomic<int32_t> caller_sleeping{0};
+  std::atomic<int32_t> refs{1};
+  Result<Reply> result{Status::Internal("no result")};
+  ReplyCallback callback;  // async: run once on the I/O thread
+
+  void Ref() { refs.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  bool Live() const { return state.load(std::memory_order_acquire) == kPending; }
+};
+
+// Engine side: delivers `r` unless the request was abandoned, wakes a sleeping
+// caller or runs the callback, and drops the engine's reference.
+void FinishRequest(Request* req, Result<Reply> r);
+
+// Engine side, async requests only: completes a still-pending request with
+// `s` (its deadline passed) without dropping the engine's reference.
+void ExpireRequest(Request* req, const Status& s);
+
+// Caller side: waits until the request completes or its deadline passes
+// (spinning up to `spin` first). Returns the result, or DeadlineExceeded
+// naming the node last tried. Drops the caller's reference.
+Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin);
+
+}  // namespace tiercache::redis::internal
+
+#endif  // TIERCACHE_SRC_REDIS_REQUEST_H_

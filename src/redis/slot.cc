@@ -1,0 +1,52 @@
+#include "tiercache/redis/slot.h"
+
+#include <array>
+
+namespace tiercache::redis {
+namespace {
+
+constexpr std::array<uint16_t, 256> MakeCrcTable() {
+  std::array<uint16_t, 256> table{};
+  for (int i = 0; i < 256; ++i) {
+    uint16_t crc = static_cast<uint16_t>(i << 8);
+    for (int bit = 0; bit < 8; ++bit) {
+      crc = (crc & 0x8000) ? static_cast<uint16_t>((crc << 1) ^ 0x1021) : static_cast<uint16_t>(crc << 1);
+    }
+    table[i] = crc;
+  }
+  return table;
+}
+
+constexpr std::array<uint16_t, 256> kCrcTable = MakeCrcTable();
+
+}  // namespace
+
+uint16_t Crc16(std::string_view data) noexcept {
+  uint16_t crc = 0;
+  for (unsigned char c : data) {
+    crc = static_cast<uint16_t>((crc << 8) ^ kCrcTable[((crc >> 8) ^ c) & 0xff]);
+  }
+  return crc;
+}
+
+std::string_view HashTagOf(std::string_view key) noexcept {
+  size_t open = key.find('{');
+  if (open == std::string_view::npos) return key;
+  size_t close = key.find('}', open + 1);
+  if (close == std::string_view::npos || close == open + 1) return key;
+  return key.substr(open + 1, close - open - 1);
+}
+
+uint16_t KeySlot(std::string_view key) noexcept {
+  return static_cast<uint16_t>(Crc16(HashTagOf(key)) & (kSlotCount - 1));
+}
+
+std::string TaggedKey(std::string_view prefix, std::string_view tag, std::string_view suffix) {
+  std::string key;
+  key.reserve(prefix.size() + tag.size() + suffix.size() + 4);
+  key.append(prefix).append(":{").append(tag).append("}");
+  if (!suffix.empty()) key.append(":").append(suffix);
+  return key;
+}
+
+}  // namespace tiercache::redis

@@ -1,0 +1,137 @@
+// Cluster topology: CLUSTER SLOTS refreshes (coalesced: one in flight;
+// rate-limited by min_refresh_interval; periodic), and installing the result.
+// I/O thread only.
+#include <algorithm>
+#include <unordered_set>
+
+#include "redis/connection_io.h"
+#include "redis/engine.h"
+
+namespace tiercache::redis::internal {
+
+void Engine::MaybeRefresh(TimePoint now) {
+  if (options_.mode != Mode::kCluster || refresh_in_flight_ || shutting_down_) return;
+  bool periodic = now - last_refresh_ok_ >= options_.topology_refresh_interval;
+  if (!refresh_wanted_ && !periodic && have_topology_) return;
+  if (now - last_refresh_start_ < options_.min_refresh_interval) return;
+  refresh_wanted_ = false;
+  // One round tries every known node, then the seeds.
+  size_t known = 0;
+  for (const auto& n : nodes_) known += n->in_topology ? 1 : 0;
+  refresh_attempts_left_ = static_cast<int>(known + options_.seeds.size());
+  last_refresh_error_.clear();
+  StartRefresh(now);
+}
+
+void Engine::StartRefresh(TimePoint now) {
+  // Candidates: nodes of the current map (those not backing off first), then seeds.
+  std::vector<int> fresh, backing_off;
+  auto consider = [&](Node* n) {
+    if (std::find(fresh.begin(), fresh.end(), n->id) != fresh.end() ||
+        std::find(backing_off.begin(), backing_off.end(), n->id) != backing_off.end()) {
+      return;
+    }
+    const Connection* c = n->conns.front().get();
+    bool failing = c->state == Connection::State::kDisconnected && !c->last_error.empty();
+    (failing ? backing_off : fresh).push_back(n->id);
+  };
+  for (auto& n : nodes_) {
+    if (n->in_topology) consider(n.get());
+  }
+  for (const Endpoint& seed : options_.seeds) consider(EnsureNode(seed));
+  std::vector<int> order = fresh;
+  order.insert(order.end(), backing_off.begin(), backing_off.end());
+  if (order.empty()) return;
+  int node_id = order[refresh_cursor_++ % order.size()];
+  if (!fresh.empty()) node_id = fresh[refresh_cursor_ % fresh.size()];
+
+  auto* req = new Request;
+  req->internal = true;
+  AppendCommand(req->cmd, std::vector<std::string_view>{"CLUSTER", "SLOTS"});
+  req->target_node = node_id;
+  req->deadline = now + options_.connect_timeout + options_.command_timeout;
+  req->callback = [this, node_id](Result<Reply> r) { OnRefreshReply(node_id, std::move(r)); };
+  refresh_in_flight_ = true;
+  last_refresh_start_ = now;
+  counters_.topology_refreshes.fetch_add(1, std::memory_order_relaxed);
+  Dispatch(req, now);
+}
+
+void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
+  if (shutting_down_) {
+    refresh_in_flight_ = false;
+    return;
+  }
+  TimePoint now = SteadyClock::now();
+  const Node* asked = nodes_[node_id].get();
+  if (r.ok()) {
+    Result<std::vector<SlotRange>> ranges = ParseClusterSlots(*r, asked->endpoint.host);
+    if (ranges.ok() && !ranges->empty()) {
+      refresh_in_flight_ = false;
+      last_refresh_ok_ = now;
+      ApplyTopology(*ranges);
+      if (topology_waiter_ != nullptr) {
+        Finish(topology_waiter_, Reply::Nil());
+        topology_waiter_ = nullptr;
+      }
+      return;
+    }
+    last_refresh_error_ = asked->name + ": " +
+                          (ranges.ok() ? std::string("empty CLUSTER SLOTS") : std::string(ranges.status().message()));
+  } else {
+    last_refresh_error_ = std::string(r.status().message());
+  }
+  if (--refresh_attempts_left_ > 0) {
+    StartRefresh(now);
+    return;
+  }
+  refresh_in_flight_ = false;
+  refresh_wanted_ = true;
+  if (topology_waiter_ != nullptr) {
+    Finish(topology_waiter_, Status::Unavailable("no node answered CLUSTER SLOTS; last error: " + last_refresh_error_));
+    topology_waiter_ = nullptr;
+  }
+}
+
+void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
+  std::array<int16_t, kSlotCount> masters;
+  masters.fill(-1);
+  std::vector<int> shard_master;
+  std::vector<std::vector<int>> shard_replicas;
+  std::unordered_set<int> members;
+  for (const SlotRange& range : ranges) {
+    Node* m = EnsureNode(range.master);
+    members.insert(m->id);
+    int shard = static_cast<int>(shard_master.size());
+    shard_master.push_back(m->id);
+    shard_replicas.emplace_back();
+    for (const Endpoint& e : range.replicas) {
+      Node* r = EnsureNode(e);
+      members.insert(r->id);
+      shard_replicas.back().push_back(r->id);
+    }
+    for (int s = range.first; s <= range.last; ++s) {
+      masters[s] = static_cast<int16_t>(m->id);
+      slot_shard_[s] = static_cast<uint16_t>(shard);
+    }
+  }
+  if (masters != slot_master_) counters_.topology_changes.fetch_add(1, std::memory_order_relaxed);
+  slot_master_ = masters;
+  shard_master_ = std::move(shard_master);
+  shard_replicas_ = std::move(shard_replicas);
+  have_topology_ = true;
+  for (auto& n : nodes_) {
+    n->in_topology = members.count(n->id) > 0;
+    if (n->in_topology) continue;
+    // A node that left the map: close its connections; what was queued there
+    // is routed again (or failed, when it may already have run).
+    for (auto& c : n->conns) {
+      if (c->state != Connection::State::kDisconnected || !c->waiting.empty()) {
+        DropConnection(c.get(), "node is no longer in the cluster topology", /*want_refresh=*/false);
+      }
+    }
+  }
+  RetryParked(SteadyClock::now(), /*all=*/true);
+}
+
+}  // namespace tiercache::redis::internal

@@ -1,0 +1,529 @@
+// The tiered cache's logic over the in-memory L2 store (same fencing rules as
+// the Redis scripts). The same behaviours run against the real Redis Cluster
+// in cache_itest.cc.
+#include "tiercache/cache.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "tiercache/redis/slot.h"
+
+namespace tiercache {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A loader returning "<key>@<version>" for a settable version, counting calls.
+struct CountingLoader {
+  std::atomic<int> calls{0};
+  std::atomic<uint64_t> version{1};
+  std::chrono::milliseconds delay{0};
+  std::atomic<bool> fail{false};
+  std::atomic<bool> missing{false};
+
+  Loader Get() {
+    return [this](std::string_view key) -> Result<LoadResult> {
+      calls.fetch_add(1);
+      if (delay.count() > 0) std::this_thread::sleep_for(delay);
+      if (fail) return Status::Unavailable("source down");
+      LoadResult r;
+      r.version = version.load();
+      if (!missing) r.payload = std::string(key) + "@" + std::to_string(*r.version);
+      return r;
+    };
+  }
+};
+
+CacheOptions BaseOptions(std::shared_ptr<L2Store> l2, Clock* clock = nullptr) {
+  CacheOptions o;
+  o.l2 = std::move(l2);
+  o.clock = clock;
+  o.ttl_jitter = 0;
+  o.early_refresh_beta = 0;  // tests that want XFetch turn it on
+  o.l1.default_ttl = 1s;
+  return o;
+}
+
+std::unique_ptr<Cache> Make(CacheOptions o) {
+  Result<std::unique_ptr<Cache>> c = Cache::Create(std::move(o));
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+TEST(CacheTest, RejectsNonsenseOptions) {
+  CacheOptions o;
+  o.soft_timeout = 3s;
+  o.hard_timeout = 1s;
+  EXPECT_TRUE(Cache::Create(o).status().IsInvalidArgument());
+  o = CacheOptions();
+  o.ttl_jitter = 0.9;
+  EXPECT_TRUE(Cache::Create(o).status().IsInvalidArgument());
+  o = CacheOptions();
+  o.lease.poll_max = 1ms;
+  o.lease.poll_min = 5ms;
+  EXPECT_TRUE(Cache::Create(o).status().IsInvalidArgument());
+}
+
+TEST(CacheTest, ColdGetLoadsOnceThenHitsL1ThenL2) {
+  auto l2 = MakeInMemoryL2Store();
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(l2));
+  Result<CachedValue> v = cache->get("posts:{community:42}:7", loader.Get());
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_TRUE(v->found());
+  EXPECT_EQ(v->payload(), "posts:{community:42}:7@1");
+  EXPECT_EQ(v->source(), ValueSource::kLoader);
+  EXPECT_EQ(cache->get("posts:{community:42}:7", loader.Get())->source(), ValueSource::kL1);
+
+  // A second "pod" with its own L1 finds the value in the shared L2.
+  auto other = Make(BaseOptions(l2));
+  Result<CachedValue> w = other->get("posts:{community:42}:7", loader.Get());
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->source(), ValueSource::kL2);
+  EXPECT_EQ(w->payload(), "posts:{community:42}:7@1");
+  EXPECT_EQ(loader.calls.load(), 1);
+}
+
+TEST(CacheTest, BadKeysAreRejectedWithoutLoading) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  EXPECT_TRUE(cache->get("", loader.Get()).status().IsInvalidArgument());
+  EXPECT_TRUE(cache->get(std::string(5000, 'k'), loader.Get()).status().IsInvalidArgument());
+  EXPECT_EQ(loader.calls.load(), 0);
+}
+
+TEST(CacheTest, L1CopyNeverOutlivesTheL2Expiry) {
+  FakeClock clock;
+  auto l2 = MakeInMemoryL2Store(&clock);
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(l2, &clock);
+  o.l1.default_ttl = 10s;
+  o.ttl = 2s;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  clock.Advance(1900ms);
+  EXPECT_EQ(cache->get("k", loader.Get())->source(), ValueSource::kL1);
+  clock.Advance(200ms);  // past the L2 expiry, well inside the L1 TTL
+  Result<CachedValue> v = cache->get("k", loader.Get());
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->source(), ValueSource::kLoader);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+TEST(CacheTest, NotFoundIsCachedAsNegativeForItsOwnTtl) {
+  FakeClock clock;
+  CountingLoader loader;
+  loader.missing = true;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store(&clock), &clock);
+  o.negative_ttl = 500ms;
+  o.l1.negative_ttl = 500ms;
+  auto cache = Make(o);
+  Result<CachedValue> v = cache->get("ghost", loader.Get());
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->found());
+  EXPECT_FALSE(cache->get("ghost", loader.Get())->found());
+  EXPECT_EQ(loader.calls.load(), 1);
+  clock.Advance(600ms);
+  loader.missing = false;
+  v = cache->get("ghost", loader.Get());
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->found());
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+TEST(CacheTest, TtlJitterSpreadsExpiries) {
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.ttl = 10s;
+  o.ttl_jitter = 0.2;
+  o.use_l1 = false;
+  auto cache = Make(o);
+  double lo = 1e9, hi = 0;
+  const auto now = std::chrono::system_clock::now();
+  for (int i = 0; i < 300; ++i) {
+    Result<CachedValue> v = cache->get("jit:" + std::to_string(i), loader.Get());
+    ASSERT_TRUE(v.ok());
+    const double secs = std::chrono::duration<double>(v->expires_at() - now).count();
+    lo = std::min(lo, secs);
+    hi = std::max(hi, secs);
+  }
+  EXPECT_GE(lo, 7.9);
+  EXPECT_LE(hi, 12.1);
+  EXPECT_GT(hi - lo, 3.0) << "300 draws in [8 s, 12 s] should spread over most of it";
+}
+
+TEST(CacheTest, CorruptOrForeignL2PayloadIsAMissThatGetsOverwritten) {
+  auto l2 = MakeInMemoryL2Store();
+  CounterMetrics metrics;
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(l2);
+  o.use_l1 = false;
+  o.metrics = &metrics;
+  auto cache = Make(o);
+  InMemoryL2StorePutRaw(l2.get(), "k1", "\x54\x43garbage that is not an envelope");
+  InMemoryL2StorePutRaw(l2.get(), "k2", "{\"written\":\"by another library\"}");
+  for (const char* k : {"k1", "k2"}) {
+    Result<CachedValue> v = cache->get(k, loader.Get());
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(v->source(), ValueSource::kLoader);
+  }
+  EXPECT_EQ(metrics.snapshot().get(Counter::kDecodeError, Tier::kL2), 2u);
+  // Overwritten: the next reads hit L2.
+  EXPECT_EQ(cache->get("k1", loader.Get())->source(), ValueSource::kL2);
+  EXPECT_EQ(cache->get("k2", loader.Get())->source(), ValueSource::kL2);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+TEST(CacheTest, PayloadOfAnotherCodecIsAMiss) {
+  auto l2 = MakeInMemoryL2Store();
+  CountingLoader loader;
+  CacheOptions json = BaseOptions(l2);
+  json.codec_id = kCodecJson;
+  json.use_l1 = false;
+  ASSERT_TRUE(Make(json)->get("k", loader.Get()).ok());
+  CacheOptions bytes = BaseOptions(l2);
+  bytes.use_l1 = false;
+  EXPECT_EQ(Make(bytes)->get("k", loader.Get())->source(), ValueSource::kLoader);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+TEST(CacheTest, PerCallOptionsOverrideTheCacheDefaults) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  GetOptions g;
+  g.ttl = 100s;
+  Result<CachedValue> v = cache->get("long", loader.Get(), g);
+  ASSERT_TRUE(v.ok());
+  EXPECT_GT(v->expires_at(), std::chrono::system_clock::now() + 90s);
+  g.hard_timeout = 0ms;
+  EXPECT_TRUE(cache->get("other", loader.Get(), g).status().IsInvalidArgument());
+}
+
+TEST(CacheTest, LoaderExceptionIsAnErrorAndNotCached) {
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  Result<CachedValue> v = cache->get("k", [](std::string_view) -> Result<LoadResult> {
+    throw std::runtime_error("boom");
+  });
+  EXPECT_TRUE(v.status().IsInternal()) << v.status().ToString();
+  CountingLoader loader;
+  EXPECT_TRUE(cache->get("k", loader.Get()).ok());
+  EXPECT_EQ(loader.calls.load(), 1);
+}
+
+TEST(CacheTest, ConcurrentColdCallersInOneProcessShareOneLoad) {
+  CountingLoader loader;
+  loader.delay = 100ms;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 64; ++i) {
+    threads.emplace_back([&] {
+      Result<CachedValue> v = cache->get("hot", loader.Get());
+      if (v.ok() && v->payload() == "hot@1") ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 64);
+  EXPECT_EQ(loader.calls.load(), 1);
+}
+
+TEST(CacheTest, TwoPodsSharingL2LoadOnceUnderTheLease) {
+  auto l2 = MakeInMemoryL2Store();
+  CountingLoader loader;
+  loader.delay = 150ms;
+  auto a = Make(BaseOptions(l2));
+  auto b = Make(BaseOptions(l2));
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 40; ++i) {
+    Cache* c = (i % 2) ? a.get() : b.get();
+    threads.emplace_back([&, c] {
+      Result<CachedValue> v = c->get("cold", loader.Get());
+      if (v.ok() && v->found()) ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 40);
+  EXPECT_EQ(loader.calls.load(), 1);
+}
+
+TEST(CacheTest, FailingLoaderServesStaleWithinMaxStale) {
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.ttl = 100ms;
+  o.l1.default_ttl = 50ms;
+  o.max_stale = 10s;
+  CounterMetrics metrics;
+  o.metrics = &metrics;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  std::this_thread::sleep_for(150ms);
+  loader.fail = true;
+  Result<CachedValue> v = cache->get("k", loader.Get());
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_TRUE(v->stale());
+  EXPECT_EQ(v->payload(), "k@1");
+  EXPECT_GE(metrics.snapshot().get(Counter::kStaleServe, Tier::kL1) +
+                metrics.snapshot().get(Counter::kStaleServe, Tier::kL2),
+            1u);
+}
+
+TEST(CacheTest, NothingOlderThanMaxStaleIsServed) {
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.ttl = 50ms;
+  o.l1.default_ttl = 50ms;
+  o.max_stale = 100ms;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  std::this_thread::sleep_for(300ms);
+  loader.fail = true;
+  EXPECT_TRUE(cache->get("k", loader.Get()).status().IsUnavailable());
+}
+
+TEST(CacheTest, SlowLoaderServesStaleAtTheSoftTimeoutAndFinishesInBackground) {
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.ttl = 100ms;
+  o.l1.default_ttl = 100ms;
+  o.soft_timeout = 50ms;
+  o.hard_timeout = 2s;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  std::this_thread::sleep_for(150ms);
+  loader.delay = 400ms;
+  loader.version = 2;
+  GetOptions longer;
+  longer.ttl = 10s;  // what the background load stores lives long enough to be read below
+  const auto t0 = std::chrono::steady_clock::now();
+  Result<CachedValue> v = cache->get("k", loader.Get(), longer);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->stale());
+  EXPECT_EQ(v->version(), 1u);
+  EXPECT_LT(took, 300ms);
+  std::this_thread::sleep_for(500ms);  // the background load fills both tiers
+  v = cache->get("k", loader.Get());
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->stale());
+  EXPECT_EQ(v->version(), 2u);
+}
+
+TEST(CacheTest, HardTimeoutEndsTheWaitWhenNothingIsStale) {
+  CountingLoader loader;
+  loader.delay = 1s;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.soft_timeout = 50ms;
+  o.hard_timeout = 150ms;
+  auto cache = Make(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  Result<CachedValue> v = cache->get("k", loader.Get());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_TRUE(v.status().IsDeadlineExceeded()) << v.status().ToString();
+  EXPECT_LT(took, 500ms);
+}
+
+// The stale-fill race: a loader reads version 1, the writer commits version 2
+// and invalidates, then the loader's fill arrives. Fencing refuses it (and the
+// cache reloads version 2); without fencing the old value sticks.
+void RunStaleFillRace(bool fencing, uint64_t* cached_version) {
+  auto l2 = MakeInMemoryL2Store();
+  CacheOptions o = BaseOptions(l2);
+  o.version_fencing = fencing;
+  auto cache = Make(o);
+  std::atomic<uint64_t> source_version{1};
+  std::barrier read_done(2), invalidated(2);
+  std::atomic<int> calls{0};
+  Loader loader = [&](std::string_view key) -> Result<LoadResult> {
+    const uint64_t v = source_version.load();
+    if (calls.fetch_add(1) == 0) {
+      read_done.arrive_and_wait();   // read v1 ...
+      invalidated.arrive_and_wait(); // ... the writer moved on meanwhile
+    }
+    return LoadResult{std::string(key) + "@" + std::to_string(v), v};
+  };
+  std::thread reader([&] { cache->get("post:1", loader).status().IgnoreError(); });
+  read_done.arrive_and_wait();
+  source_version = 2;
+  ASSERT_TRUE(cache->invalidate("post:1", 2).ok());
+  invalidated.arrive_and_wait();
+  reader.join();
+  auto other = Make(BaseOptions(l2));  // what another pod reads from L2
+  Result<CachedValue> v = other->get("post:1", loader);
+  ASSERT_TRUE(v.ok());
+  *cached_version = v->version();
+}
+
+TEST(CacheTest, FencedFillRefusesTheSlowLoadersOldValue) {
+  uint64_t version = 0;
+  RunStaleFillRace(/*fencing=*/true, &version);
+  EXPECT_EQ(version, 2u);
+}
+
+TEST(CacheTest, WithoutFencingTheRaceLeavesTheOldValue) {
+  uint64_t version = 0;
+  RunStaleFillRace(/*fencing=*/false, &version);
+  EXPECT_EQ(version, 1u) << "the race should reproduce when fencing is off";
+}
+
+TEST(CacheTest, InvalidateThenGetLoadsTheNewVersion) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  ASSERT_EQ(cache->get("k", loader.Get())->version(), 1u);
+  loader.version = 2;
+  ASSERT_TRUE(cache->invalidate("k", 2).ok());
+  EXPECT_EQ(cache->get("k", loader.Get())->version(), 2u);
+  EXPECT_TRUE(cache->invalidate("k", 1).ok());  // late, older event: a no-op
+  EXPECT_EQ(cache->get("k", loader.Get())->source(), ValueSource::kL1);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+TEST(CacheTest, SetIsFencedByVersion) {
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  ASSERT_TRUE(cache->set("k", "v5", 5).ok());
+  EXPECT_TRUE(cache->set("k", "v4", 4).IsAborted());
+  CountingLoader loader;
+  Result<CachedValue> v = cache->get("k", loader.Get());
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->payload(), "v5");
+  EXPECT_EQ(loader.calls.load(), 0);
+}
+
+TEST(CacheTest, GetManyUsesEachTierOnceAndKeepsOrder) {
+  auto l2 = MakeInMemoryL2Store();
+  auto cache = Make(BaseOptions(l2));
+  ASSERT_TRUE(cache->set("a", "A", 1).ok());               // L1 + L2
+  auto other = Make(BaseOptions(l2));
+  ASSERT_TRUE(other->set("b", "B", 1).ok());               // L2 only, for `cache`
+  std::atomic<int> calls{0};
+  std::vector<std::string> asked;
+  BatchLoader loader = [&](const std::vector<std::string>& keys) -> Result<std::vector<LoadResult>> {
+    calls.fetch_add(1);
+    asked = keys;
+    std::vector<LoadResult> out;
+    for (const auto& k : keys) out.push_back(k == "gone" ? LoadResult{} : LoadResult{"loaded:" + k, 1});
+    return out;
+  };
+  Result<std::vector<Result<CachedValue>>> got = cache->get_many({"a", "b", "c", "gone", ""}, loader);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 5u);
+  EXPECT_EQ((*got)[0]->payload(), "A");
+  EXPECT_EQ((*got)[0]->source(), ValueSource::kL1);
+  EXPECT_EQ((*got)[1]->payload(), "B");
+  EXPECT_EQ((*got)[1]->source(), ValueSource::kL2);
+  EXPECT_EQ((*got)[2]->payload(), "loaded:c");
+  EXPECT_FALSE((*got)[3]->found());
+  EXPECT_TRUE((*got)[4].status().IsInvalidArgument());
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(asked, (std::vector<std::string>{"c", "gone"}));
+}
+
+TEST(CacheTest, GetAsyncCompletesFromEveryTier) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  std::future<Result<CachedValue>> f = cache->get_async("k", loader.Get());
+  Result<CachedValue> v = f.get();
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->source(), ValueSource::kLoader);
+  f = cache->get_async("k", loader.Get());
+  EXPECT_EQ(f.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(f.get()->source(), ValueSource::kL1);
+}
+
+TEST(CacheTest, EarlyRefreshReloadsInTheBackgroundNearExpiry) {
+  FakeClock clock;
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store(&clock), &clock);
+  o.ttl = 10s;
+  o.early_refresh_beta = 1.0;
+  auto cache = Make(o);
+  // A load that "takes" 1 s on the fake clock gives δ = 1 s.
+  Loader slow = [&](std::string_view key) -> Result<LoadResult> {
+    loader.calls.fetch_add(1);
+    clock.Advance(1s);
+    return LoadResult{std::string(key), loader.version.load()};
+  };
+  ASSERT_TRUE(cache->get("k", slow).ok());
+  ASSERT_EQ(loader.calls.load(), 1);
+  // Right before expiry (10 ms left = δ/100) each read refreshes with
+  // probability e^-0.01; a few reads make it certain.
+  clock.Advance(9990ms);
+  for (int i = 0; i < 10 && loader.calls.load() < 2; ++i) {
+    Result<CachedValue> v = cache->get("k", slow);
+    ASSERT_TRUE(v.ok());
+    EXPECT_FALSE(v->stale()) << "callers keep getting the current value";
+    std::this_thread::sleep_for(20ms);
+  }
+  for (int i = 0; i < 200 && loader.calls.load() < 2; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+// An L2 that always fails after a delay, counting calls.
+class DeadL2 final : public L2Store {
+ public:
+  std::atomic<int> calls{0};
+  template <typename T>
+  Result<T> Fail() {
+    calls.fetch_add(1);
+    std::this_thread::sleep_for(20ms);
+    return Status::Unavailable("connection refused");
+  }
+  Result<std::optional<std::string>> Get(std::string_view, Clock::TimePoint) override {
+    return Fail<std::optional<std::string>>();
+  }
+  Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>&,
+                                                          Clock::TimePoint) override {
+    return Fail<std::vector<std::optional<std::string>>>();
+  }
+  Result<FenceOutcome> FencedFill(std::string_view, std::string_view, std::chrono::milliseconds, std::string_view,
+                                  std::string_view, Clock::TimePoint) override {
+    return Fail<FenceOutcome>();
+  }
+  Status Put(std::string_view, std::string_view, std::chrono::milliseconds, Clock::TimePoint) override {
+    return Fail<bool>().status();
+  }
+  Result<FenceOutcome> Tombstone(std::string_view, std::string_view, std::chrono::milliseconds,
+                                 Clock::TimePoint) override {
+    return Fail<FenceOutcome>();
+  }
+  Result<bool> AcquireLease(std::string_view, std::string_view, std::chrono::milliseconds,
+                            Clock::TimePoint) override {
+    return Fail<bool>();
+  }
+  Result<bool> ReleaseLease(std::string_view, std::string_view, Clock::TimePoint) override { return Fail<bool>(); }
+};
+
+TEST(CacheTest, BreakerStopsPayingForADeadL2AndGetsStillSucceed) {
+  auto dead = std::make_shared<DeadL2>();
+  CountingLoader loader;
+  CounterMetrics metrics;
+  CacheOptions o = BaseOptions(dead);
+  o.use_l1 = false;
+  o.breaker_failure_threshold = 3;
+  o.breaker_open_duration = 10s;
+  o.metrics = &metrics;
+  auto cache = Make(o);
+  for (int i = 0; i < 20; ++i) {
+    Result<CachedValue> v = cache->get("k" + std::to_string(i), loader.Get());
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+  }
+  EXPECT_LE(dead->calls.load(), 3) << "after the breaker opens, L2 is not called";
+  EXPECT_EQ(loader.calls.load(), 20);
+  EXPECT_TRUE(metrics.snapshot().breaker_open);
+  EXPECT_EQ(metrics.snapshot().get(Counter::kBreakerOpened, Tier::kL2), 1u);
+}
+
+TEST(CacheTest, LeaseKeyStaysInTheKeysSlot) {
+  EXPECT_EQ(LeaseKeyFor("posts:{community:42}:7"), "posts:{community:42}:7:lease");
+  for (const char* key : {"posts:{community:42}:7", "foo", "foo{}{bar}", "a}b{c", "{", "}", "x{y", "{{bar}}"}) {
+    EXPECT_EQ(redis::KeySlot(LeaseKeyFor(key)), redis::KeySlot(key)) << key;
+  }
+}
+
+}  // namespace
+}  // namespace tiercache

@@ -1,0 +1,393 @@
+// L1Cache rules, single-threaded, on a FakeClock: options, bad input, TTL,
+// stale reads, negative entries, tombstones, the version guard, stats.
+#include "tiercache/l1_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+
+namespace tiercache {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+L1Value V(const std::string& s) { return std::make_shared<const std::string>(s); }
+
+L1Fill Version(std::uint64_t v, Clock::Duration ttl = Clock::Duration::zero()) {
+  L1Fill f;
+  f.version = v;
+  f.ttl = ttl;
+  return f;
+}
+
+class L1CacheTest : public ::testing::Test {
+ protected:
+  L1Options Options() {
+    L1Options o;
+    o.clock = &clock_;
+    o.default_ttl = seconds(10);
+    o.negative_ttl = seconds(2);
+    o.tombstone_ttl = seconds(30);
+    o.max_stale = seconds(60);
+    return o;
+  }
+  std::unique_ptr<L1Cache> Make(const L1Options& o) {
+    auto r = L1Cache::Create(o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(*r) : nullptr;
+  }
+  // The fresh value of `key`, or "<miss>".
+  std::string Get(L1Cache& c, const std::string& key) {
+    auto r = c.get(key);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (!r.ok() || !r->has_value()) return "<miss>";
+    if ((*r)->negative()) return "<negative>";
+    return *(*r)->value;
+  }
+  FakeClock clock_;
+};
+
+TEST_F(L1CacheTest, CreateRejectsNonsenseOptions) {
+  auto expect_invalid = [&](auto mutate) {
+    L1Options o = Options();
+    mutate(o);
+    auto r = L1Cache::Create(o);
+    EXPECT_FALSE(r.ok());
+    EXPECT_TRUE(r.status().IsInvalidArgument()) << r.status().ToString();
+  };
+  expect_invalid([](L1Options& o) { o.max_entries = 0; });
+  expect_invalid([](L1Options& o) { o.max_bytes = 0; });
+  expect_invalid([](L1Options& o) { o.num_shards = 0; });
+  expect_invalid([](L1Options& o) { o.num_shards = 3; });
+  expect_invalid([](L1Options& o) { o.num_shards = 2048; });
+  expect_invalid([](L1Options& o) { o.window_fraction = 0; });
+  expect_invalid([](L1Options& o) { o.window_fraction = 0.9; });
+  expect_invalid([](L1Options& o) { o.default_ttl = Clock::Duration::zero(); });
+  expect_invalid([](L1Options& o) { o.negative_ttl = -seconds(1); });
+  expect_invalid([](L1Options& o) { o.tombstone_ttl = kL1MaxTtl + seconds(1); });
+  expect_invalid([](L1Options& o) { o.max_stale = -seconds(1); });
+  expect_invalid([](L1Options& o) { o.ttl_jitter = 0.7; });
+  expect_invalid([](L1Options& o) { o.ttl_jitter = -0.1; });
+  expect_invalid([](L1Options& o) { o.max_key_bytes = 0; });
+  expect_invalid([](L1Options& o) { o.policy = static_cast<L1Policy>(7); });
+}
+
+TEST_F(L1CacheTest, ShardCountShrinksToFitSmallBounds) {
+  L1Options o = Options();
+  o.num_shards = 16;
+  o.max_entries = 5;
+  auto c = Make(o);
+  EXPECT_EQ(c->shard_count(), 4u);
+  EXPECT_EQ(c->max_entry_charge(), o.max_bytes / 4);
+}
+
+TEST_F(L1CacheTest, SetThenGetReturnsSharedValueWithMetadata) {
+  auto c = Make(Options());
+  L1Value v = V("hello");
+  L1Fill f = Version(7);
+  f.load_duration = milliseconds(40);
+  ASSERT_TRUE(c->set("k", v, f).ok());
+  auto r = c->get("k");
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(r->has_value());
+  const L1Entry& e = **r;
+  EXPECT_EQ(e.kind, L1EntryKind::kValue);
+  EXPECT_EQ(e.value.get(), v.get()) << "a hit must share the value, not copy it";
+  EXPECT_EQ(e.version, 7u);
+  EXPECT_EQ(e.expiry, clock_.Now() + seconds(10));
+  EXPECT_EQ(e.load_duration, milliseconds(40));
+  EXPECT_TRUE(e.FreshAt(clock_.Now()));
+}
+
+TEST_F(L1CacheTest, BadKeysAreRejectedAndLeaveCacheUnchanged) {
+  L1Options o = Options();
+  o.max_key_bytes = 8;
+  auto c = Make(o);
+  EXPECT_TRUE(c->set("", V("x"), Version(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->set("123456789", V("x"), Version(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->set("12345678", V("x"), Version(1)).ok());
+  EXPECT_TRUE(c->get("").status().IsInvalidArgument());
+  EXPECT_TRUE(c->get("123456789").status().IsInvalidArgument());
+  EXPECT_TRUE(c->get_stale("", seconds(1)).status().IsInvalidArgument());
+  EXPECT_TRUE(c->invalidate("", 1).IsInvalidArgument());
+  EXPECT_TRUE(c->erase("123456789").IsInvalidArgument());
+  EXPECT_TRUE(c->set_negative("", Version(1)).IsInvalidArgument());
+  EXPECT_EQ(c->stats().entries, 1u);
+}
+
+TEST_F(L1CacheTest, NullValueAndBadTtlAreInvalid) {
+  auto c = Make(Options());
+  EXPECT_TRUE(c->set("k", nullptr, Version(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->set("k", V("x"), Version(1, -seconds(1))).IsInvalidArgument());
+  EXPECT_TRUE(c->set("k", V("x"), Version(1, kL1MaxTtl + seconds(1))).IsInvalidArgument());
+  EXPECT_TRUE(c->invalidate("k", 1, -seconds(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->get_stale("k", -seconds(1)).status().IsInvalidArgument());
+  EXPECT_EQ(c->stats().entries, 0u);
+}
+
+TEST_F(L1CacheTest, ValueLargerThanCapacityIsResourceExhausted) {
+  L1Options o = Options();
+  o.max_bytes = 1000;
+  o.num_shards = 1;
+  auto c = Make(o);
+  ASSERT_TRUE(c->set("small", V("x"), Version(1)).ok());
+  Status s = c->set("big", V(std::string(1000, 'b')), Version(1));
+  EXPECT_TRUE(s.IsResourceExhausted()) << s.ToString();
+  EXPECT_EQ(Get(*c, "big"), "<miss>");
+  EXPECT_EQ(Get(*c, "small"), "x") << "a refused entry must not evict anything";
+  EXPECT_EQ(c->stats().entries, 1u);
+}
+
+TEST_F(L1CacheTest, EntryLargerThanOneShardShareIsResourceExhausted) {
+  L1Options o = Options();
+  o.max_bytes = 4000;
+  o.num_shards = 4;  // 1000 bytes per shard
+  auto c = Make(o);
+  Status s = c->set("k", V(std::string(2000, 'b')), Version(1));
+  EXPECT_TRUE(s.IsResourceExhausted()) << s.ToString();
+  EXPECT_NE(s.message().find("shard"), std::string_view::npos);
+}
+
+TEST_F(L1CacheTest, ExpiredEntryIsNeverFreshButReadableAsStale) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("v1"), Version(1)).ok());
+  clock_.Advance(seconds(10) - std::chrono::nanoseconds(1));
+  EXPECT_EQ(Get(*c, "k"), "v1");
+  clock_.Advance(std::chrono::nanoseconds(1));  // exactly at expiry: expired
+  EXPECT_EQ(Get(*c, "k"), "<miss>");
+
+  clock_.Advance(seconds(5));
+  auto stale = c->get_stale("k", seconds(5));
+  ASSERT_TRUE(stale.ok());
+  ASSERT_TRUE(stale->has_value());
+  EXPECT_EQ(*(*stale)->value, "v1");
+  EXPECT_FALSE((*stale)->FreshAt(clock_.Now()));
+  auto too_old = c->get_stale("k", seconds(4));
+  ASSERT_TRUE(too_old.ok());
+  EXPECT_FALSE(too_old->has_value()) << "stale read must honour the caller's bound";
+}
+
+TEST_F(L1CacheTest, StaleReadIsCappedByRetention) {
+  L1Options o = Options();
+  o.max_stale = seconds(3);
+  auto c = Make(o);
+  ASSERT_TRUE(c->set("k", V("v"), Version(1)).ok());
+  clock_.Advance(seconds(10) + seconds(2));
+  EXPECT_TRUE(c->get_stale("k", seconds(100)).value().has_value());
+  clock_.Advance(seconds(1));  // expiry + max_stale: dead
+  EXPECT_FALSE(c->get_stale("k", seconds(100)).value().has_value());
+  EXPECT_EQ(c->stats().expirations, 1u);
+  EXPECT_EQ(c->stats().entries, 0u);
+}
+
+TEST_F(L1CacheTest, GetStaleReturnsFreshEntriesAsHits) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("v"), Version(1)).ok());
+  auto r = c->get_stale("k", seconds(1));
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_TRUE((*r)->FreshAt(clock_.Now()));
+  L1Stats s = c->stats();
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.stale_hits, 0u);
+}
+
+TEST_F(L1CacheTest, PerFillTtlAndNotAfterCap) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("a", V("x"), Version(1, seconds(1))).ok());
+  L1Fill capped = Version(1, seconds(100));
+  capped.not_after = clock_.Now() + seconds(3);
+  ASSERT_TRUE(c->set("b", V("y"), capped).ok());
+  EXPECT_EQ(c->get("b").value()->expiry, clock_.Now() + seconds(3));
+  clock_.Advance(seconds(1));
+  EXPECT_EQ(Get(*c, "a"), "<miss>");
+  EXPECT_EQ(Get(*c, "b"), "y");
+  clock_.Advance(seconds(2));
+  EXPECT_EQ(Get(*c, "b"), "<miss>");
+}
+
+TEST_F(L1CacheTest, TtlJitterSpreadsExpiriesWithinBounds) {
+  L1Options o = Options();
+  o.ttl_jitter = 0.1;
+  auto c = Make(o);
+  std::set<Clock::TimePoint> expiries;
+  for (int i = 0; i < 200; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    ASSERT_TRUE(c->set(key, V("v"), Version(1)).ok());
+    const Clock::TimePoint e = c->get(key).value()->expiry;
+    EXPECT_GE(e, clock_.Now() + seconds(9));
+    EXPECT_LE(e, clock_.Now() + seconds(11));
+    expiries.insert(e);
+  }
+  EXPECT_GT(expiries.size(), 150u) << "jitter should make expiries differ";
+}
+
+TEST_F(L1CacheTest, TombstonesAreNotJittered) {
+  L1Options o = Options();
+  o.ttl_jitter = 0.5;
+  auto c = Make(o);
+  ASSERT_TRUE(c->invalidate("k", 5).ok());
+  clock_.Advance(seconds(30) - milliseconds(1));
+  EXPECT_TRUE(c->set("k", V("old"), Version(4)).IsAborted());
+  clock_.Advance(milliseconds(1));
+  EXPECT_TRUE(c->set("k", V("old"), Version(4)).ok());
+}
+
+TEST_F(L1CacheTest, NegativeEntryIsAHitWithItsOwnTtl) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set_negative("gone", Version(3)).ok());
+  auto r = c->get("gone");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_TRUE((*r)->negative());
+  EXPECT_EQ((*r)->value, nullptr);
+  EXPECT_EQ((*r)->version, 3u);
+  clock_.Advance(seconds(2));
+  EXPECT_EQ(Get(*c, "gone"), "<miss>");
+  auto stale = c->get_stale("gone", seconds(1));
+  ASSERT_TRUE(stale.ok() && stale->has_value());
+  EXPECT_TRUE((*stale)->negative());
+}
+
+TEST_F(L1CacheTest, LowerVersionFillIsRefusedAndCounted) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("v5"), Version(5)).ok());
+  Status s = c->set("k", V("v4"), Version(4));
+  EXPECT_TRUE(s.IsAborted()) << s.ToString();
+  EXPECT_TRUE(c->set_negative("k", Version(4)).IsAborted());
+  EXPECT_EQ(Get(*c, "k"), "v5");
+  EXPECT_EQ(c->stats().refused_fills, 2u);
+  ASSERT_TRUE(c->set("k", V("v6"), Version(6)).ok());
+  EXPECT_EQ(Get(*c, "k"), "v6");
+}
+
+TEST_F(L1CacheTest, EqualVersionRefillsAfterExpiry) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("a"), Version(5)).ok());
+  clock_.Advance(seconds(11));
+  EXPECT_EQ(Get(*c, "k"), "<miss>");
+  ASSERT_TRUE(c->set("k", V("a"), Version(5)).ok());
+  EXPECT_EQ(Get(*c, "k"), "a");
+  EXPECT_EQ(c->stats().refused_fills, 0u);
+}
+
+TEST_F(L1CacheTest, StaleEntryStillGuardsItsVersion) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("v5"), Version(5)).ok());
+  clock_.Advance(seconds(11));  // expired, retained for stale reads
+  EXPECT_TRUE(c->set("k", V("v4"), Version(4)).IsAborted());
+  clock_.Advance(seconds(60));  // dead: nothing to guard any more
+  EXPECT_TRUE(c->set("k", V("v4"), Version(4)).ok());
+}
+
+TEST_F(L1CacheTest, TombstoneHidesValueAndRefusesOlderFillsUntilItExpires) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("v1"), Version(1)).ok());
+  ASSERT_TRUE(c->invalidate("k", 2).ok());
+  EXPECT_EQ(Get(*c, "k"), "<miss>");
+  EXPECT_FALSE(c->get_stale("k", seconds(60)).value().has_value())
+      << "a tombstone is never served, not even as stale";
+  // The classic race: a reader that loaded v1 before the write fills late.
+  EXPECT_TRUE(c->set("k", V("v1"), Version(1)).IsAborted());
+  EXPECT_EQ(c->stats().refused_fills, 1u);
+  // The version the writer invalidated with is accepted.
+  ASSERT_TRUE(c->set("k", V("v2"), Version(2)).ok());
+  EXPECT_EQ(Get(*c, "k"), "v2");
+}
+
+TEST_F(L1CacheTest, TombstoneExpiresAfterItsTtl) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->invalidate("k", 9, seconds(4)).ok());
+  clock_.Advance(seconds(4) - milliseconds(1));
+  EXPECT_TRUE(c->set("k", V("v3"), Version(3)).IsAborted());
+  clock_.Advance(milliseconds(1));
+  EXPECT_TRUE(c->set("k", V("v3"), Version(3)).ok());
+  EXPECT_EQ(Get(*c, "k"), "v3");
+}
+
+TEST_F(L1CacheTest, InvalidateWithLowerVersionIsANoOp) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("v5"), Version(5)).ok());
+  EXPECT_TRUE(c->invalidate("k", 4).ok());
+  EXPECT_EQ(Get(*c, "k"), "v5");
+  ASSERT_TRUE(c->invalidate("k", 8).ok());
+  EXPECT_TRUE(c->invalidate("k", 7).ok());  // keeps the tombstone of 8
+  EXPECT_TRUE(c->set("k", V("v7"), Version(7)).IsAborted());
+}
+
+TEST_F(L1CacheTest, EraseRemovesTombstoneToo) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->invalidate("k", 9).ok());
+  ASSERT_TRUE(c->erase("k").ok());
+  EXPECT_TRUE(c->set("k", V("v1"), Version(1)).ok());
+  ASSERT_TRUE(c->erase("k").ok());
+  EXPECT_EQ(Get(*c, "k"), "<miss>");
+  EXPECT_TRUE(c->erase("absent").ok());
+}
+
+TEST_F(L1CacheTest, ClearEmptiesAndPurgeDropsOnlyDeadEntries) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("short", V("v"), Version(1, seconds(1))).ok());
+  ASSERT_TRUE(c->set("long", V("v"), Version(1, seconds(100))).ok());
+  ASSERT_TRUE(c->invalidate("tomb", 1, seconds(1)).ok());
+  clock_.Advance(seconds(2));  // "short" stale (retained), "tomb" dead
+  EXPECT_EQ(c->purge_expired(), 1u);
+  EXPECT_EQ(c->stats().entries, 2u);
+  clock_.Advance(seconds(60));  // "short" dead too
+  EXPECT_EQ(c->purge_expired(), 1u);
+  EXPECT_EQ(c->stats().entries, 1u);
+  c->clear();
+  EXPECT_EQ(c->stats().entries, 0u);
+  EXPECT_EQ(c->stats().bytes, 0u);
+  EXPECT_EQ(Get(*c, "long"), "<miss>");
+}
+
+TEST_F(L1CacheTest, StatsCountHitsMissesStaleHitsAndBytes) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->set("k", V("12345"), Version(1)).ok());
+  EXPECT_EQ(c->stats().bytes, 1 + 5 + kL1EntryOverheadBytes);
+  EXPECT_EQ(Get(*c, "k"), "12345");
+  EXPECT_EQ(Get(*c, "nope"), "<miss>");
+  clock_.Advance(seconds(10));
+  EXPECT_EQ(Get(*c, "k"), "<miss>");
+  ASSERT_TRUE(c->get_stale("k", seconds(1)).value().has_value());
+  L1Stats s = c->stats();
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.misses, 2u);
+  EXPECT_EQ(s.stale_hits, 1u);
+  EXPECT_EQ(s.entries, 1u);
+  ASSERT_TRUE(c->set("k", V("1"), Version(1)).ok());
+  EXPECT_EQ(c->stats().bytes, 1 + 1 + kL1EntryOverheadBytes) << "overwrite re-charges";
+}
+
+TEST_F(L1CacheTest, CustomWeigherChargesEntries) {
+  L1Options o = Options();
+  o.num_shards = 1;
+  o.max_bytes = 100;
+  o.weigher = [](std::string_view, std::string_view value) { return value.size() * 10; };
+  auto c = Make(o);
+  ASSERT_TRUE(c->set("a", V("12345"), Version(1)).ok());  // 50
+  ASSERT_TRUE(c->set("b", V("1234"), Version(1)).ok());   // 40
+  EXPECT_EQ(c->stats().bytes, 90u);
+  ASSERT_TRUE(c->set("c", V("12"), Version(1)).ok());     // 20: something must go
+  EXPECT_LE(c->stats().bytes, 100u);
+  EXPECT_GE(c->stats().evictions, 1u);
+  EXPECT_TRUE(c->set("d", V(std::string(11, 'x')), Version(1)).IsResourceExhausted());
+}
+
+TEST_F(L1CacheTest, ThrowingWeigherIsInternalAndStoresNothing) {
+  L1Options o = Options();
+  o.weigher = [](std::string_view, std::string_view) -> std::size_t {
+    throw std::runtime_error("boom");
+  };
+  auto c = Make(o);
+  Status s = c->set("k", V("v"), Version(1));
+  EXPECT_TRUE(s.IsInternal()) << s.ToString();
+  EXPECT_EQ(c->stats().entries, 0u);
+}
+
+}  // namespace
+}  // namespace tiercache

@@ -1,0 +1,168 @@
+// Bounds and eviction: LRU order, W-TinyLFU admission, and the frequency
+// sketch underneath it.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "l1/frequency_sketch.h"
+#include "tiercache/l1_cache.h"
+
+namespace tiercache {
+namespace {
+
+L1Value V(const std::string& s) { return std::make_shared<const std::string>(s); }
+
+std::unique_ptr<L1Cache> MakeCache(L1Policy policy, std::size_t entries, Clock* clock) {
+  L1Options o;
+  o.policy = policy;
+  o.max_entries = entries;
+  o.num_shards = 1;  // one shard: eviction order is exact
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = clock;
+  auto r = L1Cache::Create(o);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return std::move(*r);
+}
+
+bool Has(L1Cache& c, const std::string& key) {
+  auto r = c.get(key);
+  return r.ok() && r->has_value();
+}
+
+void Put(L1Cache& c, const std::string& key) {
+  ASSERT_TRUE(c.set(key, V(key), L1Fill{}).ok()) << key;
+}
+
+TEST(L1LruTest, EvictsLeastRecentlyUsedAtEntryBound) {
+  FakeClock clock;
+  auto c = MakeCache(L1Policy::kLru, 3, &clock);
+  Put(*c, "a");
+  Put(*c, "b");
+  Put(*c, "c");
+  EXPECT_TRUE(Has(*c, "a"));  // a is now the most recent
+  Put(*c, "d");               // evicts b
+  EXPECT_FALSE(Has(*c, "b"));
+  EXPECT_TRUE(Has(*c, "a"));
+  EXPECT_TRUE(Has(*c, "c"));
+  EXPECT_TRUE(Has(*c, "d"));
+  EXPECT_EQ(c->stats().entries, 3u);
+  EXPECT_EQ(c->stats().evictions, 1u);
+}
+
+TEST(L1LruTest, EntryBoundHoldsAcrossShards) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kLru;
+  o.max_entries = 100;
+  o.num_shards = 8;
+  o.clock = &clock;
+  auto c = std::move(*L1Cache::Create(o));
+  for (int i = 0; i < 1000; ++i) Put(*c, "key" + std::to_string(i));
+  EXPECT_LE(c->stats().entries, 100u);
+  EXPECT_EQ(c->stats().entries + c->stats().evictions, 1000u);
+}
+
+TEST(L1LruTest, ByteBoundEvictsUntilItFits) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kLru;
+  o.num_shards = 1;
+  o.max_bytes = 3 * (1 + 100 + kL1EntryOverheadBytes);
+  o.clock = &clock;
+  auto c = std::move(*L1Cache::Create(o));
+  for (char k : std::string("abcd")) {
+    ASSERT_TRUE(c->set(std::string(1, k), V(std::string(100, k)), L1Fill{}).ok());
+  }
+  EXPECT_EQ(c->stats().entries, 3u);
+  EXPECT_LE(c->stats().bytes, o.max_bytes);
+  EXPECT_FALSE(Has(*c, "a"));
+  // A big value pushes out as many as needed.
+  ASSERT_TRUE(c->set("z", V(std::string(250, 'z')), L1Fill{}).ok());
+  EXPECT_LE(c->stats().bytes, o.max_bytes);
+  EXPECT_TRUE(Has(*c, "z"));
+}
+
+TEST(L1TinyLfuTest, OneOffScanDoesNotFlushHotSet) {
+  FakeClock clock;
+  constexpr int kHot = 50;
+  auto lru = MakeCache(L1Policy::kLru, 100, &clock);
+  auto lfu = MakeCache(L1Policy::kTinyLfu, 100, &clock);
+  for (L1Cache* c : {lru.get(), lfu.get()}) {
+    for (int round = 0; round < 5; ++round) {
+      for (int i = 0; i < kHot; ++i) {
+        const std::string key = "hot" + std::to_string(i);
+        if (!Has(*c, key)) Put(*c, key);
+      }
+    }
+    for (int i = 0; i < 1000; ++i) Put(*c, "scan" + std::to_string(i));
+  }
+  int lru_hot = 0, lfu_hot = 0;
+  for (int i = 0; i < kHot; ++i) {
+    lru_hot += Has(*lru, "hot" + std::to_string(i));
+    lfu_hot += Has(*lfu, "hot" + std::to_string(i));
+  }
+  EXPECT_EQ(lru_hot, 0) << "LRU is flushed by a scan larger than the cache";
+  EXPECT_GE(lfu_hot, kHot * 9 / 10) << "TinyLFU must keep the frequently used keys";
+  EXPECT_LE(lfu->stats().entries, 100u);
+}
+
+TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmitted) {
+  FakeClock clock;
+  auto c = MakeCache(L1Policy::kTinyLfu, 100, &clock);
+  for (int i = 0; i < 200; ++i) Put(*c, "old" + std::to_string(i));
+  // A key asked for again and again must eventually get in and stay.
+  for (int i = 0; i < 20; ++i) {
+    if (!Has(*c, "rising")) Put(*c, "rising");
+  }
+  for (int i = 0; i < 200; ++i) Put(*c, "noise" + std::to_string(i));
+  EXPECT_TRUE(Has(*c, "rising"));
+}
+
+TEST(L1TinyLfuTest, TinyCapacityStillBounded) {
+  FakeClock clock;
+  auto c = MakeCache(L1Policy::kTinyLfu, 1, &clock);
+  for (int i = 0; i < 50; ++i) Put(*c, "k" + std::to_string(i));
+  EXPECT_EQ(c->stats().entries, 1u);
+  EXPECT_EQ(c->stats().evictions, 49u);
+}
+
+TEST(FrequencySketchTest, CountsUpToFifteen) {
+  l1::FrequencySketch sketch(1000);
+  EXPECT_EQ(sketch.Frequency(42), 0);
+  for (int i = 0; i < 5; ++i) sketch.Increment(42);
+  EXPECT_EQ(sketch.Frequency(42), 5);
+  for (int i = 0; i < 50; ++i) sketch.Increment(42);
+  EXPECT_EQ(sketch.Frequency(42), l1::FrequencySketch::kMaxCount);
+}
+
+TEST(FrequencySketchTest, DistinguishesHotFromCold) {
+  l1::FrequencySketch sketch(1000);
+  for (std::uint64_t k = 0; k < 1000; ++k) sketch.Increment(k * 0x9E3779B97F4A7C15ULL);
+  for (int i = 0; i < 8; ++i) sketch.Increment(7);
+  EXPECT_GE(sketch.Frequency(7), 8);
+  int overestimated = 0;
+  for (std::uint64_t k = 0; k < 1000; ++k) {
+    overestimated += sketch.Frequency(k * 0x9E3779B97F4A7C15ULL) > 2;
+  }
+  EXPECT_LT(overestimated, 50) << "count-min error should stay small at this load";
+}
+
+TEST(FrequencySketchTest, AgingHalvesCounters) {
+  l1::FrequencySketch sketch(10);  // halves every 100 additions
+  ASSERT_EQ(sketch.sample_size(), 100u);
+  for (int i = 0; i < 12; ++i) sketch.Increment(1);
+  std::uint64_t k = 1000;
+  while (sketch.additions() < 99) sketch.Increment(k++);
+  const int before = sketch.Frequency(1);
+  EXPECT_GE(before, 12);
+  sketch.Increment(k);  // the 100th addition: everything is halved
+  EXPECT_EQ(sketch.additions(), 50u);
+  const int after = sketch.Frequency(1);
+  EXPECT_GE(after, before / 2);
+  EXPECT_LE(after, (before + 1) / 2);
+}
+
+}  // namespace
+}  // namespace tiercache

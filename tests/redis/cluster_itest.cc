@@ -1,0 +1,373 @@
+// RedisClient against the local 6-node cluster: routing, redirections (MOVED
+// repairs a corrupted map; ASK during a real slot migration), scripts,
+// pipelines, async calls, errors naming the node, and no leaked fds/threads.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "redis/redis_test_util.h"
+#include "tiercache/redis/redis_client.h"
+#include "tiercache/redis/slot.h"
+
+namespace tiercache::redis {
+namespace {
+
+using namespace std::chrono_literals;
+using ::tiercache::testing::RedisClusterPorts;
+using testing::ClusterOptions;
+using testing::NodeCommandText;
+
+std::string RunTag() { return std::to_string(::getpid()) + "-" + std::to_string(std::rand()); }
+
+std::unique_ptr<RedisClient> Connect(RedisClientOptions o = ClusterOptions()) {
+  auto c = RedisClient::Create(std::move(o));
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+#define REQUIRE_CLUSTER() TIERCACHE_REQUIRE_SERVER("redis cluster node", RedisClusterPorts()[0])
+
+TEST(ClusterTest, SetGetDelRoundTrip) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string key = "tc:rt:" + RunTag();
+  auto set = client->Set(key, std::string("v\0al", 4));
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_TRUE(*set);
+  auto got = client->Get(key);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ(**got, std::string("v\0al", 4));
+  auto del = client->Del({key, key + ":missing"});
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(*del, 1);
+  auto gone = client->Get(key);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST(ClusterTest, SetNxAndPx) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string key = "tc:nx:" + RunTag();
+  SetOptions nx;
+  nx.only_if_absent = true;
+  nx.ttl = 200ms;
+  auto first = client->Set(key, "a", nx);
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(*first);
+  auto second = client->Set(key, "b", nx);
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(*second);
+  auto pttl = client->Command({"PTTL", key});
+  ASSERT_TRUE(pttl.ok());
+  EXPECT_GT(pttl->integer, 0);
+  EXPECT_LE(pttl->integer, 200);
+  std::this_thread::sleep_for(300ms);
+  auto expired = client->Get(key);
+  ASSERT_TRUE(expired.ok());
+  EXPECT_FALSE(expired->has_value());
+}
+
+TEST(ClusterTest, CrossSlotMGetOfThousandKeysOverAllMastersKeepsOrder) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string tag = RunTag();
+  std::vector<std::string> keys;
+  std::vector<std::vector<std::string>> sets;
+  std::set<std::string> owners;
+  for (int i = 0; i < 1000; ++i) {
+    keys.push_back("tc:mget:" + tag + ":" + std::to_string(i));
+    if (i % 7 != 3) sets.push_back({"SET", keys.back(), "value-" + std::to_string(i)});
+    auto owner = client->SlotOwnerForTesting(KeySlot(keys.back()));
+    ASSERT_TRUE(owner.ok());
+    owners.insert(owner->ToString());
+  }
+  EXPECT_EQ(owners.size(), 3u) << "the keys should span every master";
+  for (const auto& r : client->Pipeline(sets)) ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto values = client->MGet(keys);
+  ASSERT_TRUE(values.ok()) << values.status().ToString();
+  ASSERT_EQ(values->size(), keys.size());
+  for (int i = 0; i < 1000; ++i) {
+    if (i % 7 == 3) {
+      EXPECT_FALSE((*values)[i].has_value()) << i;
+    } else {
+      ASSERT_TRUE((*values)[i].has_value()) << i;
+      EXPECT_EQ(*(*values)[i], "value-" + std::to_string(i));
+    }
+  }
+  auto removed = client->Unlink(keys);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, static_cast<int64_t>(sets.size()));
+}
+
+TEST(ClusterTest, PipelineRestoresReplyOrderAcrossSlots) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string tag = RunTag();
+  std::vector<std::vector<std::string>> cmds;
+  for (int i = 0; i < 50; ++i) cmds.push_back({"INCRBY", "tc:pipe:" + tag + ":" + std::to_string(i), std::to_string(i)});
+  cmds.push_back({"INCR", "tc:pipe:" + tag + ":0"});
+  auto results = client->Pipeline(cmds);
+  ASSERT_EQ(results.size(), cmds.size());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(results[i].ok()) << results[i].status().ToString();
+    EXPECT_EQ(results[i]->integer, i);
+  }
+  EXPECT_EQ(results[50]->integer, 1);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 50; ++i) keys.push_back("tc:pipe:" + tag + ":" + std::to_string(i));
+  EXPECT_TRUE(client->Del(keys).ok());
+}
+
+TEST(ClusterTest, CorruptedSlotMapIsRepairedByOneMovedWithoutCallerError) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string key = TaggedKey("posts", "community:" + RunTag(), "7");
+  uint16_t slot = KeySlot(key);
+  ASSERT_TRUE(client->Set(key, "v").ok());
+  auto owner = client->SlotOwnerForTesting(slot);
+  ASSERT_TRUE(owner.ok());
+  // Point the slot at another master.
+  Endpoint wrong;
+  for (int p : testing::MasterPorts(RedisClusterPorts())) {
+    if (p != owner->port) wrong = Endpoint{"127.0.0.1", p};
+  }
+  ASSERT_NE(wrong.port, owner->port);
+  ASSERT_TRUE(client->SetSlotOwnerForTesting(slot, wrong).ok());
+  ASSERT_EQ(client->SlotOwnerForTesting(slot)->port, wrong.port);
+  uint64_t moved_before = client->Stats().moved;
+
+  auto got = client->Get(key);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->value_or(""), "v");
+  EXPECT_EQ(client->Stats().moved, moved_before + 1);
+  EXPECT_EQ(client->SlotOwnerForTesting(slot)->port, owner->port);
+  // Repaired: the next call needs no redirection.
+  ASSERT_TRUE(client->Get(key).ok());
+  EXPECT_EQ(client->Stats().moved, moved_before + 1);
+  EXPECT_TRUE(client->Del({key}).ok());
+}
+
+// Moves every key of `slot` from `from` to `to` and assigns the slot to `to`
+// on every master (the same steps as redis-cli --cluster reshard).
+void MigrateSlot(int slot, int from, int to, const std::vector<int>& masters) {
+  std::string from_id = testing::NodeId(from), to_id = testing::NodeId(to);
+  std::string s = std::to_string(slot);
+  EXPECT_EQ(NodeCommandText(to, {"CLUSTER", "SETSLOT", s, "IMPORTING", from_id}), "OK");
+  EXPECT_EQ(NodeCommandText(from, {"CLUSTER", "SETSLOT", s, "MIGRATING", to_id}), "OK");
+  for (;;) {
+    auto keys = testing::NodeCommand(from, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
+    ASSERT_TRUE(keys && keys->type == REDIS_REPLY_ARRAY);
+    if (keys->elements == 0) break;
+    std::vector<std::string> mig{"MIGRATE", "127.0.0.1", std::to_string(to), "", "0", "5000", "KEYS"};
+    for (size_t i = 0; i < keys->elements; ++i) mig.emplace_back(keys->element[i]->str, keys->element[i]->len);
+    ASSERT_EQ(NodeCommandText(from, mig), "OK");
+  }
+  for (int m : masters) EXPECT_EQ(NodeCommandText(m, {"CLUSTER", "SETSLOT", s, "NODE", to_id}), "OK") << m;
+}
+
+TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
+  ASSERT_EQ(masters.size(), 3u);
+  std::string key = "tc:ask:{" + RunTag() + "}";
+  std::string key2 = key + ":second";
+  int slot = KeySlot(key);
+  std::string s = std::to_string(slot);
+  int source = testing::SlotOwnerPort(masters[0], slot);
+  int target = source == masters[0] ? masters[1] : masters[0];
+  ASSERT_TRUE(client->Set(key, "moved-value").ok());
+  ASSERT_TRUE(client->Set(key2, "stays").ok());
+  ASSERT_EQ(client->SlotOwnerForTesting(slot)->port, source);
+  std::string source_id = testing::NodeId(source), target_id = testing::NodeId(target);
+
+  // Half-migrate: key moves, key2 stays on the source.
+  ASSERT_EQ(NodeCommandText(target, {"CLUSTER", "SETSLOT", s, "IMPORTING", source_id}), "OK");
+  ASSERT_EQ(NodeCommandText(source, {"CLUSTER", "SETSLOT", s, "MIGRATING", target_id}), "OK");
+  ASSERT_EQ(NodeCommandText(source, {"MIGRATE", "127.0.0.1", std::to_string(target), key, "0", "5000"}), "OK");
+
+  uint64_t ask_before = client->Stats().ask, moved_before = client->Stats().moved;
+  auto got = client->Get(key);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->value_or(""), "moved-value");
+  EXPECT_EQ(client->Stats().ask, ask_before + 1);
+  EXPECT_EQ(client->SlotOwnerForTesting(slot)->port, source) << "ASK must not change the map";
+  auto stays = client->Get(key2);
+  ASSERT_TRUE(stays.ok());
+  EXPECT_EQ(stays->value_or(""), "stays");
+
+  // Finish the migration: now MOVED, and the map follows.
+  ASSERT_EQ(NodeCommandText(source, {"MIGRATE", "127.0.0.1", std::to_string(target), key2, "0", "5000"}), "OK");
+  for (int m : masters) ASSERT_EQ(NodeCommandText(m, {"CLUSTER", "SETSLOT", s, "NODE", target_id}), "OK");
+  auto after = client->Get(key);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(after->value_or(""), "moved-value");
+  EXPECT_EQ(client->Stats().moved, moved_before + 1);
+  EXPECT_EQ(client->SlotOwnerForTesting(slot)->port, target);
+
+  // Restore the slot to its original owner.
+  MigrateSlot(slot, target, source, masters);
+  EXPECT_TRUE(testing::WaitClusterHealthy(RedisClusterPorts(), 20));
+  auto back = client->Get(key2);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->value_or(""), "stays");
+  EXPECT_EQ(client->SlotOwnerForTesting(slot)->port, source);
+  EXPECT_TRUE(client->Del({key, key2}).ok());
+}
+
+TEST(ClusterTest, EvalLoadsAnUnknownScriptAndRunsOnTheKeysNode) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string tag = RunTag();
+  // A body no node has seen, so EVALSHA meets NOSCRIPT first.
+  Script script("-- " + tag + "\nredis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[2])");
+  std::string k1 = TaggedKey("lease", tag, "a"), k2 = TaggedKey("lease", tag, "b");
+  ASSERT_TRUE(client->Set(k2, "other").ok());
+  auto r = client->Eval(script, {k1, k2}, {"x"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->str, "other");
+  EXPECT_EQ(client->Get(k1)->value_or(""), "x");
+  auto again = client->Eval(script, {k1, k2}, {"y"});
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(client->Del({k1, k2}).ok());
+}
+
+TEST(ClusterTest, ServerErrorsAreValuesNamingTheNode) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string key = "tc:err:" + RunTag();
+  ASSERT_TRUE(client->Set(key, "not a number").ok());
+  auto r = client->Command({"INCR", key});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsInternal());
+  auto owner = client->SlotOwnerForTesting(KeySlot(key));
+  EXPECT_NE(r.status().message().find(owner->ToString()), std::string_view::npos) << r.status().ToString();
+  auto unknown = client->Command({"NOSUCHCOMMAND", key});
+  EXPECT_FALSE(unknown.ok());
+  EXPECT_TRUE(client->Del({key}).ok());
+}
+
+TEST(ClusterTest, KeylessCommandsGoToAMaster) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  CommandOptions keyless;
+  keyless.key_index = -1;
+  auto pong = client->Command({"PING"}, keyless);
+  ASSERT_TRUE(pong.ok()) << pong.status().ToString();
+  EXPECT_EQ(pong->str, "PONG");
+}
+
+TEST(ClusterTest, AsyncCallbacksAndFuturesComplete) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string tag = RunTag();
+  ASSERT_TRUE(client->Set("tc:async:" + tag, "v").ok());
+  std::atomic<int> done{0}, hits{0};
+  for (int i = 0; i < 200; ++i) {
+    client->GetAsync("tc:async:" + tag, {}, [&](Result<std::optional<std::string>> r) {
+      if (r.ok() && r->has_value() && **r == "v") hits.fetch_add(1);
+      done.fetch_add(1);
+    });
+  }
+  auto f = client->CommandFuture({"GET", "tc:async:" + tag});
+  auto r = f.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->str, "v");
+  for (int i = 0; i < 200 && done.load() < 200; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(done.load(), 200);
+  EXPECT_EQ(hits.load(), 200);
+  EXPECT_TRUE(client->Del({"tc:async:" + tag}).ok());
+}
+
+TEST(ClusterTest, ManyThreadsShareTheClient) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::string tag = RunTag();
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        std::string key = "tc:mt:" + tag + ":" + std::to_string(t) + ":" + std::to_string(i % 10);
+        std::string value = std::to_string(t * 1000 + i);
+        if (!client->Set(key, value).ok()) errors.fetch_add(1);
+        auto got = client->Get(key);
+        if (!got.ok() || got->value_or("") != value) errors.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+}
+
+TEST(ClusterTest, ShortDeadlineIsHonoured) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  // A blocking command that cannot complete in time.
+  CommandOptions opts;
+  opts.call.timeout = 100ms;
+  auto start = std::chrono::steady_clock::now();
+  auto r = client->Command({"BLPOP", "tc:blpop:" + RunTag(), "2"}, opts);
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsDeadlineExceeded()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("127.0.0.1:"), std::string_view::npos);
+  EXPECT_LT(took, 150ms);
+}
+
+TEST(ClusterTest, DestroyLeaksNoFdsOrThreads) {
+  REQUIRE_CLUSTER();
+  // Warm up libraries that keep fds/threads for the process lifetime.
+  { auto warm = Connect(); }
+  int fds_before = testing::CountOpenFds();
+  int threads_before = testing::CountThreads();
+  for (int round = 0; round < 3; ++round) {
+    auto client = Connect();
+    ASSERT_TRUE(client);
+    std::vector<std::string> keys;
+    for (int i = 0; i < 100; ++i) keys.push_back("tc:leak:" + std::to_string(i));
+    ASSERT_TRUE(client->MGet(keys).ok());  // touches every master
+    EXPECT_GT(testing::CountOpenFds(), fds_before);
+    EXPECT_EQ(testing::CountThreads(), threads_before + 1);
+  }
+  EXPECT_EQ(testing::CountOpenFds(), fds_before);
+  EXPECT_EQ(testing::CountThreads(), threads_before);
+}
+
+TEST(ClusterTest, ReplicaReadsWhenEnabled) {
+  REQUIRE_CLUSTER();
+  RedisClientOptions o = ClusterOptions();
+  o.read_from_replicas = true;
+  auto client = Connect(o);
+  ASSERT_TRUE(client);
+  std::string key = "tc:replica:" + RunTag();
+  ASSERT_TRUE(client->Set(key, "r").ok());
+  std::this_thread::sleep_for(200ms);  // let the replica catch up
+  int ok = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto got = client->Get(key);
+    if (got.ok() && got->value_or("") == "r") ++ok;
+  }
+  EXPECT_GE(ok, 18);  // replicas may lag briefly
+  EXPECT_TRUE(client->Del({key}).ok());
+}
+
+}  // namespace
+}  // namespace tiercache::redis

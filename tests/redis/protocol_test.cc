@@ -1,0 +1,121 @@
+// Protocol logic without a server: RESP encoding, error classification
+// (MOVED/ASK/TRYAGAIN/...), CLUSTER SLOTS parsing, script SHA-1.
+#include "redis/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include "redis/sha1.h"
+#include "tiercache/redis/redis_client.h"
+
+namespace tiercache::redis::internal {
+namespace {
+
+TEST(ProtocolTest, EncodesCommandsAsRespArraysOfBulkStrings) {
+  std::string out;
+  AppendCommand(out, std::vector<std::string>{"SET", "k", std::string("a\0b", 3)});
+  EXPECT_EQ(out, std::string("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\na\0b\r\n", 29));
+  out.clear();
+  AppendCommand(out, std::vector<std::string_view>{"GET", ""});
+  EXPECT_EQ(out, "*2\r\n$3\r\nGET\r\n$0\r\n\r\n");
+}
+
+TEST(ProtocolTest, ParsesMoved) {
+  ErrorInfo e = ClassifyError("MOVED 3999 127.0.0.1:6381", "10.0.0.1");
+  EXPECT_EQ(e.kind, ErrorKind::kMoved);
+  EXPECT_EQ(e.slot, 3999);
+  EXPECT_EQ(e.target.host, "127.0.0.1");
+  EXPECT_EQ(e.target.port, 6381);
+}
+
+TEST(ProtocolTest, ParsesAskAndFillsAnEmptyHost) {
+  ErrorInfo e = ClassifyError("ASK 16383 :7002", "10.0.0.1");
+  EXPECT_EQ(e.kind, ErrorKind::kAsk);
+  EXPECT_EQ(e.slot, 16383);
+  EXPECT_EQ(e.target.host, "10.0.0.1");
+  EXPECT_EQ(e.target.port, 7002);
+}
+
+TEST(ProtocolTest, ParsesIpv6Redirect) {
+  ErrorInfo e = ClassifyError("MOVED 1 ::1:7000", "x");
+  EXPECT_EQ(e.kind, ErrorKind::kMoved);
+  EXPECT_EQ(e.target.host, "::1");
+  EXPECT_EQ(e.target.port, 7000);
+}
+
+TEST(ProtocolTest, MalformedRedirectsAreOrdinaryErrors) {
+  EXPECT_EQ(ClassifyError("MOVED", "h").kind, ErrorKind::kOther);
+  EXPECT_EQ(ClassifyError("MOVED 99999 h:1", "h").kind, ErrorKind::kOther);
+  EXPECT_EQ(ClassifyError("MOVED 1 h:notaport", "h").kind, ErrorKind::kOther);
+  EXPECT_EQ(ClassifyError("ASK x h:1", "h").kind, ErrorKind::kOther);
+  EXPECT_EQ(ClassifyError("MOVED 1 h:70000", "h").kind, ErrorKind::kOther);
+}
+
+TEST(ProtocolTest, ClassifiesRetryableAndScriptErrors) {
+  EXPECT_EQ(ClassifyError("TRYAGAIN Multiple keys request during rehashing of slot", "h").kind, ErrorKind::kTryAgain);
+  EXPECT_EQ(ClassifyError("CLUSTERDOWN The cluster is down", "h").kind, ErrorKind::kClusterDown);
+  EXPECT_EQ(ClassifyError("LOADING Redis is loading the dataset in memory", "h").kind, ErrorKind::kLoading);
+  EXPECT_EQ(ClassifyError("MASTERDOWN Link with MASTER is down", "h").kind, ErrorKind::kMasterDown);
+  EXPECT_EQ(ClassifyError("NOSCRIPT No matching script. Please use EVAL.", "h").kind, ErrorKind::kNoScript);
+  EXPECT_EQ(ClassifyError("WRONGTYPE Operation against a key", "h").kind, ErrorKind::kOther);
+  EXPECT_EQ(ClassifyError("ERR unknown command", "h").kind, ErrorKind::kOther);
+}
+
+Reply NodeEntry(const std::string& host, int port) {
+  return Reply::Array({Reply::String(host), Reply::Integer(port), Reply::String("id")});
+}
+
+TEST(ProtocolTest, ParsesClusterSlots) {
+  Reply r = Reply::Array({
+      Reply::Array({Reply::Integer(0), Reply::Integer(5460), NodeEntry("127.0.0.1", 7000), NodeEntry("127.0.0.1", 7004)}),
+      Reply::Array({Reply::Integer(5461), Reply::Integer(10922), NodeEntry("", 7001)}),
+  });
+  auto ranges = ParseClusterSlots(r, "10.1.1.1");
+  ASSERT_TRUE(ranges.ok()) << ranges.status().ToString();
+  ASSERT_EQ(ranges->size(), 2u);
+  EXPECT_EQ((*ranges)[0].first, 0);
+  EXPECT_EQ((*ranges)[0].last, 5460);
+  EXPECT_EQ((*ranges)[0].master.ToString(), "127.0.0.1:7000");
+  ASSERT_EQ((*ranges)[0].replicas.size(), 1u);
+  EXPECT_EQ((*ranges)[0].replicas[0].ToString(), "127.0.0.1:7004");
+  EXPECT_EQ((*ranges)[1].master.ToString(), "10.1.1.1:7001");
+  EXPECT_TRUE((*ranges)[1].replicas.empty());
+}
+
+TEST(ProtocolTest, RejectsMalformedClusterSlots) {
+  EXPECT_FALSE(ParseClusterSlots(Reply::String("x"), "h").ok());
+  EXPECT_FALSE(ParseClusterSlots(Reply::Array({Reply::Array({Reply::Integer(0)})}), "h").ok());
+  EXPECT_FALSE(
+      ParseClusterSlots(Reply::Array({Reply::Array({Reply::Integer(5), Reply::Integer(2), NodeEntry("h", 1)})}), "h")
+          .ok());
+  EXPECT_FALSE(
+      ParseClusterSlots(Reply::Array({Reply::Array({Reply::Integer(0), Reply::Integer(2), NodeEntry("h", 0)})}), "h")
+          .ok());
+  auto s = ParseClusterSlots(Reply::Array({Reply::Array({Reply::Integer(0), Reply::Integer(16384), NodeEntry("h", 1)})}), "h");
+  EXPECT_TRUE(s.status().IsInternal());
+}
+
+TEST(ProtocolTest, ParsesEndpoints) {
+  Endpoint e;
+  EXPECT_TRUE(ParseEndpoint("redis.local:6379", &e));
+  EXPECT_EQ(e.host, "redis.local");
+  EXPECT_EQ(e.port, 6379);
+  EXPECT_FALSE(ParseEndpoint("noport", &e));
+  EXPECT_FALSE(ParseEndpoint("h:", &e));
+}
+
+TEST(ProtocolTest, Sha1MatchesKnownDigests) {
+  EXPECT_EQ(Sha1Hex(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+  EXPECT_EQ(Sha1Hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+  EXPECT_EQ(Sha1Hex(std::string(1000, 'a')), "291e9a6c66994949b57ba5e650361e98fc36b1ba");
+  // What Redis returns for SCRIPT LOAD "return 1".
+  EXPECT_EQ(Script("return 1").sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+}
+
+TEST(ReplyTest, RendersForMessages) {
+  EXPECT_EQ(Reply::Nil().ToString(), "(nil)");
+  EXPECT_EQ(Reply::Array({Reply::Integer(1), Reply::String("a")}).ToString(), "[1, \"a\"]");
+  EXPECT_EQ(Reply::Error("ERR x").ToString(), "(error) ERR x");
+}
+
+}  // namespace
+}  // namespace tiercache::redis::internal

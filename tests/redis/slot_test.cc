@@ -1,0 +1,47 @@
+// Key slots: CRC16-XMODEM vectors from the Redis Cluster spec and
+// CLUSTER KEYSLOT, the hash-tag rule, and the tagged-key helper.
+#include "tiercache/redis/slot.h"
+
+#include <gtest/gtest.h>
+
+namespace tiercache::redis {
+namespace {
+
+TEST(SlotTest, Crc16MatchesTheSpecVector) { EXPECT_EQ(Crc16("123456789"), 0x31C3); }
+
+TEST(SlotTest, KeySlotMatchesClusterKeyslot) {
+  EXPECT_EQ(KeySlot("foo"), 12182);
+  EXPECT_EQ(KeySlot("{user1000}.following"), 3443);
+  EXPECT_EQ(KeySlot("foo{}{bar}"), 8363);
+  EXPECT_EQ(KeySlot("foo{{bar}}zap"), 4015);
+  EXPECT_EQ(KeySlot("a{b}c"), 3300);
+  EXPECT_EQ(KeySlot(""), 0);
+}
+
+TEST(SlotTest, HashTagIsBetweenFirstOpenAndNextClose) {
+  EXPECT_EQ(HashTagOf("{user1000}.following"), "user1000");
+  EXPECT_EQ(HashTagOf("foo{}{bar}"), "foo{}{bar}");  // empty tag: whole key
+  EXPECT_EQ(HashTagOf("foo{{bar}}zap"), "{bar");
+  EXPECT_EQ(HashTagOf("foo{bar"), "foo{bar");         // no closing brace
+  EXPECT_EQ(HashTagOf("plain"), "plain");
+}
+
+TEST(SlotTest, KeysSharingATagShareASlot) {
+  EXPECT_EQ(KeySlot("posts:{community:42}:7"), KeySlot("feed:{community:42}:page:1"));
+  EXPECT_EQ(KeySlot("{user1000}.followers"), KeySlot("{user1000}.following"));
+}
+
+TEST(SlotTest, TaggedKeyBuildsTheDocumentedShape) {
+  EXPECT_EQ(TaggedKey("posts", "community:42", "7"), "posts:{community:42}:7");
+  EXPECT_EQ(TaggedKey("counters", "community:42", ""), "counters:{community:42}");
+  EXPECT_EQ(KeySlot(TaggedKey("posts", "community:42", "7")), KeySlot("community:42"));
+}
+
+TEST(SlotTest, BinaryKeysAreHashedByteForByte) {
+  std::string key("a\0b", 3);
+  EXPECT_LT(KeySlot(key), kSlotCount);
+  EXPECT_NE(KeySlot(key), KeySlot("a"));
+}
+
+}  // namespace
+}  // namespace tiercache::redis
