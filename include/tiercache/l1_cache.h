@@ -27,11 +27,18 @@
 //   * Single-flight: get_or_load() runs one loader per key at a time in this
 //     process; concurrent callers wait for its result (see single_flight.h).
 //
-// Thread-safety: every method may be called concurrently from any thread. Each
-// shard has one mutex, held only for map and list updates: never while a
-// loader, a weigher or any other user code runs, and never across I/O.
+// Thread-safety: every method may be called concurrently from any thread.
+// Reads (get, get_stale, a get_or_load hit) take no lock: they announce
+// themselves in a per-thread slot of the shard and only read; the recency /
+// frequency update a hit implies is buffered and applied by the next writer
+// (buffers are lossy under heavy read load, which only makes eviction order
+// approximate; counters stay exact). Writes (set, invalidate, erase, eviction)
+// take the shard's mutex and wait for in-flight reads of that shard to leave,
+// for a few hundred nanoseconds. No lock is held while a loader, a weigher or
+// any other user code runs, and none across I/O.
 // Blocking: only get_or_load() blocks (running the loader, or waiting for
-// another thread's load until the caller's deadline).
+// another thread's load until the caller's deadline); writes wait briefly for
+// the shard as above.
 #ifndef TIERCACHE_L1_CACHE_H_
 #define TIERCACHE_L1_CACHE_H_
 
@@ -172,7 +179,8 @@ class L1Cache final {
   ~L1Cache();
 
   // The fresh entry (value or negative) for `key`, or nullopt (absent, expired,
-  // or a tombstone). Counts a hit or a miss; a hit refreshes recency.
+  // or a tombstone). Counts a hit or a miss; a hit counts as a use for
+  // eviction. Takes no lock unless a writer is in the shard at that moment.
   // Errors: kInvalidArgument (empty or oversized key).
   Result<std::optional<L1Entry>> get(std::string_view key);
 

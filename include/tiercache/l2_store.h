@@ -14,7 +14,7 @@
 //   * A stored value that is not a decodable envelope never blocks a write.
 //   * Leases: AcquireLease is SET NX PX; ReleaseLease deletes only when the
 //     lease still holds the caller's token.
-//   * Every call ends by `deadline` (kDeadlineExceeded) or fails with
+//   * Every call ends within `timeout` (kDeadlineExceeded) or fails with
 //     kUnavailable when the store cannot be reached.
 //
 // Thread-safety: implementations are safe to call from any thread at once.
@@ -34,6 +34,8 @@
 
 namespace tiercache {
 
+using std::chrono::milliseconds;
+
 namespace redis {
 class RedisClient;
 }
@@ -48,35 +50,41 @@ class L2Store {
   virtual ~L2Store() = default;
 
   // The stored bytes of `key`, or nullopt when there are none.
-  virtual Result<std::optional<std::string>> Get(std::string_view key, Clock::TimePoint deadline) = 0;
+  virtual Result<std::optional<std::string>> Get(std::string_view key, milliseconds timeout) = 0;
 
   // Like Get for many keys, in their order; implementations batch them (one
   // round trip per slot group on a cluster).
   virtual Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
-                                                                  Clock::TimePoint deadline) = 0;
+                                                                  milliseconds timeout) = 0;
 
   // See the class comment. `lease_key` empty: no lease to release.
   // Errors: also kInvalidArgument if `envelope` is not a value/negative envelope.
   virtual Result<FenceOutcome> FencedFill(std::string_view key, std::string_view envelope,
                                           std::chrono::milliseconds physical_ttl, std::string_view lease_key,
-                                          std::string_view lease_token, Clock::TimePoint deadline) = 0;
+                                          std::string_view lease_token, milliseconds timeout) = 0;
 
   // Stores `envelope` without any fence (CacheOptions::version_fencing off:
   // only to demonstrate the race the fence prevents).
   virtual Status Put(std::string_view key, std::string_view envelope, std::chrono::milliseconds physical_ttl,
-                     Clock::TimePoint deadline) = 0;
+                     milliseconds timeout) = 0;
 
   virtual Result<FenceOutcome> Tombstone(std::string_view key, std::string_view envelope,
-                                         std::chrono::milliseconds ttl, Clock::TimePoint deadline) = 0;
+                                         std::chrono::milliseconds ttl, milliseconds timeout) = 0;
 
   // True when the lease was taken (it was free).
   virtual Result<bool> AcquireLease(std::string_view lease_key, std::string_view token,
-                                    std::chrono::milliseconds ttl, Clock::TimePoint deadline) = 0;
+                                    std::chrono::milliseconds ttl, milliseconds timeout) = 0;
 
   // True when the lease held `token` and was released.
   virtual Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token,
-                                    Clock::TimePoint deadline) = 0;
+                                    milliseconds timeout) = 0;
 };
+
+// The L2Store over Redis (cluster or standalone): GET, MGET (one per slot
+// group, sent together), SET NX PX for leases, and the Lua scripts of
+// src/core/scripts.cc (EVALSHA, loaded on NOSCRIPT) for fills, tombstones
+// and lease release. REQUIRES: client non-null; shared, it may serve others.
+std::shared_ptr<L2Store> MakeRedisL2Store(std::shared_ptr<redis::RedisClient> client);
 
 // An L2Store inside this process. `clock` (null: Clock::Real()) drives TTLs;
 // not owned, must outlive the store.

@@ -63,7 +63,7 @@ Result<std::vector<Result<CachedValue>>> Cache::get_many(const std::vector<std::
     std::vector<std::string> ask;
     for (size_t i : missing) ask.push_back(keys[i]);
     Result<std::vector<std::optional<std::string>>> got =
-        im.CallL2(deadline, [&](Clock::TimePoint dl) { return im.o.l2->GetMany(ask, dl); });
+        im.CallL2(deadline, [&](milliseconds dl) { return im.o.l2->GetMany(ask, dl); });
     if (got.ok() && got->size() == ask.size()) {
       std::vector<size_t> still;
       const WallTime now = im.clock->WallNow();
@@ -162,7 +162,7 @@ Status Cache::invalidate(std::string_view key, std::optional<uint64_t> version) 
   e.expires_at = e.written_at + im.o.tombstone_ttl;
   Result<std::string> bytes = EncodeEnvelope(e);
   if (!bytes.ok()) return bytes.status();
-  Result<FenceOutcome> r = im.CallL2(im.clock->Now() + im.o.l2_timeout, [&](Clock::TimePoint dl) {
+  Result<FenceOutcome> r = im.CallL2(im.clock->Now() + im.o.l2_timeout, [&](milliseconds dl) {
     return im.o.l2->Tombstone(key, *bytes, im.o.tombstone_ttl, dl);
   });
   return r.status();  // refused (a newer entry is stored) is success: nothing to invalidate

@@ -128,16 +128,15 @@ struct Cache::Impl {
     return std::max(milliseconds(1), milliseconds(static_cast<int64_t>(static_cast<double>(ttl.count()) * f)));
   }
 
-  Clock::TimePoint L2Deadline(Clock::TimePoint deadline) const {
-    return std::min(deadline, clock->Now() + o.l2_timeout);
-  }
-
-  // Runs one L2 call through the breaker. `call` takes the call's deadline.
+  // Runs one L2 call through the breaker. `call` takes its timeout: the
+  // l2_timeout, or less when `deadline` is nearer.
   template <typename Call>
-  auto CallL2(Clock::TimePoint deadline, Call&& call) -> decltype(call(deadline)) {
+  auto CallL2(Clock::TimePoint deadline, Call&& call) -> decltype(call(milliseconds(1))) {
+    const auto left = duration_cast<milliseconds>(std::min(deadline, clock->Now() + o.l2_timeout) - clock->Now());
+    if (left < milliseconds(1)) return Status::DeadlineExceeded("no time left for an L2 call");
     if (!breaker.Allow()) return Status::Unavailable("L2 circuit breaker open");
     const uint64_t opened_before = breaker.times_opened();
-    auto r = call(L2Deadline(deadline));
+    auto r = call(left);
     const Status& s = StatusOf(r);
     if (s.ok() || s.IsInvalidArgument() || s.IsAborted()) {
       breaker.RecordSuccess();
@@ -234,7 +233,7 @@ struct Cache::Impl {
     L2Read out;
     if (!o.l2) return out;
     Result<std::optional<std::string>> r =
-        CallL2(deadline, [&](Clock::TimePoint dl) { return o.l2->Get(key, dl); });
+        CallL2(deadline, [&](milliseconds dl) { return o.l2->Get(key, dl); });
     if (!r.ok()) return out;
     out.ok = true;
     if (!r->has_value()) {
@@ -295,10 +294,10 @@ struct Cache::Impl {
       const milliseconds physical =
           duration_cast<milliseconds>(v.expires_at_ - clock->WallNow()) + s.max_stale + milliseconds(1);
       if (!o.version_fencing) {
-        l2_status = CallL2(deadline, [&](Clock::TimePoint dl) { return o.l2->Put(key, *v.envelope_, physical, dl); });
+        l2_status = CallL2(deadline, [&](milliseconds dl) { return o.l2->Put(key, *v.envelope_, physical, dl); });
         if (!lease_key.empty()) ReleaseLease(lease_key, token);
       } else {
-        Result<FenceOutcome> r = CallL2(deadline, [&](Clock::TimePoint dl) {
+        Result<FenceOutcome> r = CallL2(deadline, [&](milliseconds dl) {
           return o.l2->FencedFill(key, *v.envelope_, physical, lease_key, token, dl);
         });
         if (r.ok() && !r->stored) {
@@ -360,7 +359,7 @@ struct Cache::Impl {
   void ReleaseLease(std::string_view lease_key, std::string_view token) {
     if (!o.l2 || lease_key.empty()) return;
     CallL2(clock->Now() + o.l2_timeout,
-           [&](Clock::TimePoint dl) { return o.l2->ReleaseLease(lease_key, token, dl); })
+           [&](milliseconds dl) { return o.l2->ReleaseLease(lease_key, token, dl); })
         .status()
         .IgnoreError();  // at worst the lease expires by itself
   }
@@ -459,7 +458,7 @@ struct Cache::Impl {
     milliseconds backoff = o.lease.poll_min;
     bool counted_wait = false;
     for (;;) {
-      Result<bool> won = CallL2(deadline, [&](Clock::TimePoint dl) {
+      Result<bool> won = CallL2(deadline, [&](milliseconds dl) {
         return o.l2->AcquireLease(lease_key, token, o.lease.ttl, dl);
       });
       if (!won.ok()) return RunLoad(key, loader, s, stale, "", "", start, deadline);  // L2 trouble
@@ -531,7 +530,7 @@ struct Cache::Impl {
       lease_key = LeaseKeyFor(key);
       token = NewToken();
       const Clock::TimePoint deadline = clock->Now() + o.l2_timeout;
-      Result<bool> won = CallL2(deadline, [&](Clock::TimePoint dl) {
+      Result<bool> won = CallL2(deadline, [&](milliseconds dl) {
         return o.l2->AcquireLease(lease_key, token, o.lease.ttl, dl);
       });
       if (!won.ok() || !*won) return;  // another pod refreshes (or L2 is down)

@@ -18,7 +18,7 @@ class InMemoryL2Store final : public L2Store {
  public:
   explicit InMemoryL2Store(Clock* clock) : clock_(clock ? clock : Clock::Real()) {}
 
-  Result<std::optional<std::string>> Get(std::string_view key, Clock::TimePoint) override {
+  Result<std::optional<std::string>> Get(std::string_view key, milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
     const Item* item = Find(key);
     if (item == nullptr) return std::optional<std::string>();
@@ -26,7 +26,7 @@ class InMemoryL2Store final : public L2Store {
   }
 
   Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
-                                                          Clock::TimePoint) override {
+                                                          milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::optional<std::string>> out;
     out.reserve(keys.size());
@@ -38,7 +38,7 @@ class InMemoryL2Store final : public L2Store {
   }
 
   Result<FenceOutcome> FencedFill(std::string_view key, std::string_view envelope, std::chrono::milliseconds ttl,
-                                  std::string_view lease_key, std::string_view token, Clock::TimePoint) override {
+                                  std::string_view lease_key, std::string_view token, milliseconds) override {
     Result<EnvelopeView> fresh = DecodeEnvelope(envelope);
     if (!fresh.ok() || fresh->kind == EntryKind::kTombstone) {
       return Status::InvalidArgument("fenced fill: not a value or negative envelope");
@@ -60,14 +60,14 @@ class InMemoryL2Store final : public L2Store {
   }
 
   Status Put(std::string_view key, std::string_view envelope, std::chrono::milliseconds ttl,
-             Clock::TimePoint) override {
+             milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
     StoreLocked(key, envelope, ttl);
     return Status::Ok();
   }
 
   Result<FenceOutcome> Tombstone(std::string_view key, std::string_view envelope, std::chrono::milliseconds ttl,
-                                 Clock::TimePoint) override {
+                                 milliseconds) override {
     Result<EnvelopeView> fresh = DecodeEnvelope(envelope);
     if (!fresh.ok() || fresh->kind != EntryKind::kTombstone) {
       return Status::InvalidArgument("tombstone: not a tombstone envelope");
@@ -83,14 +83,14 @@ class InMemoryL2Store final : public L2Store {
   }
 
   Result<bool> AcquireLease(std::string_view lease_key, std::string_view token, std::chrono::milliseconds ttl,
-                            Clock::TimePoint) override {
+                            milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (Find(lease_key) != nullptr) return false;
     StoreLocked(lease_key, token, ttl);
     return true;
   }
 
-  Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, Clock::TimePoint) override {
+  Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
     const Item* lease = Find(lease_key);
     if (lease == nullptr || lease->bytes != token) return false;

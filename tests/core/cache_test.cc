@@ -473,29 +473,29 @@ class DeadL2 final : public L2Store {
     std::this_thread::sleep_for(20ms);
     return Status::Unavailable("connection refused");
   }
-  Result<std::optional<std::string>> Get(std::string_view, Clock::TimePoint) override {
+  Result<std::optional<std::string>> Get(std::string_view, milliseconds) override {
     return Fail<std::optional<std::string>>();
   }
   Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>&,
-                                                          Clock::TimePoint) override {
+                                                          milliseconds) override {
     return Fail<std::vector<std::optional<std::string>>>();
   }
   Result<FenceOutcome> FencedFill(std::string_view, std::string_view, std::chrono::milliseconds, std::string_view,
-                                  std::string_view, Clock::TimePoint) override {
+                                  std::string_view, milliseconds) override {
     return Fail<FenceOutcome>();
   }
-  Status Put(std::string_view, std::string_view, std::chrono::milliseconds, Clock::TimePoint) override {
+  Status Put(std::string_view, std::string_view, std::chrono::milliseconds, milliseconds) override {
     return Fail<bool>().status();
   }
   Result<FenceOutcome> Tombstone(std::string_view, std::string_view, std::chrono::milliseconds,
-                                 Clock::TimePoint) override {
+                                 milliseconds) override {
     return Fail<FenceOutcome>();
   }
   Result<bool> AcquireLease(std::string_view, std::string_view, std::chrono::milliseconds,
-                            Clock::TimePoint) override {
+                            milliseconds) override {
     return Fail<bool>();
   }
-  Result<bool> ReleaseLease(std::string_view, std::string_view, Clock::TimePoint) override { return Fail<bool>(); }
+  Result<bool> ReleaseLease(std::string_view, std::string_view, milliseconds) override { return Fail<bool>(); }
 };
 
 TEST(CacheTest, BreakerStopsPayingForADeadL2AndGetsStillSucceed) {

@@ -75,10 +75,11 @@ struct RedisClientOptions {
   // beyond it fails at once with kResourceExhausted.
   size_t max_outstanding_requests = 100000;
 
-  // How long a synchronous caller spins before sleeping, and how long the I/O
-  // thread polls without sleeping after it last had work. Spinning lowers
-  // latency and costs CPU; keep both small on shared machines.
-  std::chrono::microseconds caller_spin{20};
+  // How long a synchronous caller spins before sleeping (only one caller of
+  // the client spins at a time; the others sleep at once), and how long the
+  // I/O thread polls without sleeping after it last had work. Spinning saves
+  // a sleep/wake-up per call (tens of microseconds) and costs CPU.
+  std::chrono::microseconds caller_spin{100};
   std::chrono::microseconds io_busy_poll{0};
 
   // kOk, or kInvalidArgument naming the first offending field.
