@@ -47,8 +47,12 @@ step "services up"
 scripts/services.sh up || exit 1
 
 rc=0
-step "tests: unit + integration"
-ctest --test-dir build --output-on-failure -j "$jobs" || rc=1
+step "tests: unit"
+ctest --test-dir build -L unit --output-on-failure -j "$jobs" || rc=1
+# One at a time: they share the servers, some kill or stop nodes, and some
+# measure timing, which parallel CPU load would disturb.
+step "tests: integration"
+ctest --test-dir build -L integration --output-on-failure || rc=1
 step "tests: concurrency under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L concurrency --no-tests=error --output-on-failure -j "$jobs" || rc=1

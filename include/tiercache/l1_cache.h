@@ -147,6 +147,16 @@ struct L1Options {
   // together. In [0, 0.5]. Tombstones are not jittered.
   double ttl_jitter = 0.0;
 
+  // Reference-count stripes per value, a power of two in [1, 16]. A hit hands
+  // out a shared_ptr, i.e. bumps a reference count; when several threads
+  // read the same hot key, that count's cache line bounces between cores.
+  // With N > 1, each value gets N - 1 extra control blocks (one allocation
+  // each, made when the value is stored) and threads bump different ones.
+  // The returned pointers point to the same bytes; only use_count() differs.
+  // Costs about 64 bytes per extra stripe per value (not in the default
+  // weigher's overhead).
+  std::size_t value_stripes = 1;
+
   // Keys must be 1..max_key_bytes bytes long. In [1, 1 MiB].
   std::size_t max_key_bytes = 1024;
   // Entry charge; empty means key.size() + value.size() + kL1EntryOverheadBytes.

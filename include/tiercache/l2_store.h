@@ -12,8 +12,11 @@
 //   * Tombstone stores a tombstone of version v unless the stored envelope is
 //     newer, or is a value/negative entry of the same version.
 //   * A stored value that is not a decodable envelope never blocks a write.
-//   * Leases: AcquireLease is SET NX PX; ReleaseLease deletes only when the
-//     lease still holds the caller's token.
+//   * Leases: AcquireLease is SET NX PX of the lease key and, in the same
+//     atomic step, a read of the value key (so a caller that takes a lease
+//     just freed by a finished load sees that load's value instead of
+//     loading again); ReleaseLease deletes only when the lease still holds
+//     the caller's token.
 //   * Every call ends within `timeout` (kDeadlineExceeded) or fails with
 //     kUnavailable when the store cannot be reached.
 //
@@ -39,6 +42,11 @@ using std::chrono::milliseconds;
 namespace redis {
 class RedisClient;
 }
+
+struct LeaseOutcome {
+  bool won = false;                  // the lease was free and is now ours
+  std::optional<std::string> value;  // the value key's bytes at that moment
+};
 
 struct FenceOutcome {
   bool stored = false;
@@ -71,9 +79,10 @@ class L2Store {
   virtual Result<FenceOutcome> Tombstone(std::string_view key, std::string_view envelope,
                                          std::chrono::milliseconds ttl, milliseconds timeout) = 0;
 
-  // True when the lease was taken (it was free).
-  virtual Result<bool> AcquireLease(std::string_view lease_key, std::string_view token,
-                                    std::chrono::milliseconds ttl, milliseconds timeout) = 0;
+  // Takes the lease `lease_key` (same slot as `key`) if free, and reads `key`.
+  virtual Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view lease_key,
+                                            std::string_view token, std::chrono::milliseconds ttl,
+                                            milliseconds timeout) = 0;
 
   // True when the lease held `token` and was released.
   virtual Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token,

@@ -148,6 +148,9 @@ struct Cache::Impl {
     metrics->SetBreakerOpen(breaker.state() != BreakerState::kClosed);
     return r;
   }
+  // True when the breaker keeps calls away from L2 (open, or probing).
+  bool L2Down() const { return breaker.state() != BreakerState::kClosed; }
+
   static const Status& StatusOf(const Status& s) { return s; }
   template <typename T>
   static Status StatusOf(const Result<T>& r) { return r.status(); }
@@ -230,23 +233,33 @@ struct Cache::Impl {
   }
 
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline) {
-    L2Read out;
-    if (!o.l2) return out;
+    if (!o.l2) return L2Read();
     Result<std::optional<std::string>> r =
         CallL2(deadline, [&](milliseconds dl) { return o.l2->Get(key, dl); });
-    if (!r.ok()) return out;
+    if (!r.ok()) return L2Read();
+    return Interpret(key, std::move(*r), s);
+  }
+
+  // What bytes read from L2 mean now: fresh (then also copied to L1), stale
+  // within max_stale, or a miss (absent, tombstone, expired, undecodable).
+  // Re-reads of a key already counted as missed (the lease's read) pass
+  // count_misses == false, so each get counts one L2 miss at most.
+  L2Read Interpret(std::string_view key, std::optional<std::string> raw, const CallSettings& s,
+                   bool count_misses = true) {
+    L2Read out;
     out.ok = true;
-    if (!r->has_value()) {
-      metrics->Add(Counter::kMiss, Tier::kL2);
+    const uint64_t miss = count_misses ? 1 : 0;
+    if (!raw) {
+      metrics->Add(Counter::kMiss, Tier::kL2, miss);
       return out;
     }
-    auto bytes = std::make_shared<const std::string>(std::move(**r));
+    auto bytes = std::make_shared<const std::string>(std::move(*raw));
     Result<std::optional<CachedValue>> v = FromEnvelope(std::move(bytes), ValueSource::kL2, /*verify=*/true);
     if (!v.ok()) {
-      metrics->Add(Counter::kDecodeError, Tier::kL2);  // a miss; the next fill overwrites it
+      metrics->Add(Counter::kDecodeError, Tier::kL2, miss);  // a miss; the next fill overwrites it
     }
     if (!v.ok() || !v->has_value()) {
-      metrics->Add(Counter::kMiss, Tier::kL2);
+      metrics->Add(Counter::kMiss, Tier::kL2, miss);
       return out;
     }
     CachedValue& got = **v;
@@ -256,10 +269,18 @@ struct Cache::Impl {
       FillL1(key, got);
       out.fresh = std::move(got);
     } else {
-      metrics->Add(Counter::kMiss, Tier::kL2);
+      metrics->Add(Counter::kMiss, Tier::kL2, miss);
       if (now - got.expires_at_ <= s.max_stale) out.stale = AsStale(std::move(got));
     }
     return out;
+  }
+
+  // Takes the lease of `key` and reads its value in one atomic step.
+  Result<LeaseOutcome> TryLease(std::string_view key, const std::string& lease_key, const std::string& token,
+                                Clock::TimePoint deadline) {
+    return CallL2(deadline, [&](milliseconds dl) {
+      return o.l2->AcquireLease(key, lease_key, token, o.lease.ttl, dl);
+    });
   }
 
   // ---- loads ---------------------------------------------------------------
@@ -449,7 +470,7 @@ struct Cache::Impl {
 
   // Takes the lease and loads, or waits for the holder's value.
   Result<CachedValue> LoadUnderLease(const std::string& key, const Loader& loader, const CallSettings& s,
-                                     const std::optional<CachedValue>& stale, Clock::TimePoint start,
+                                     std::optional<CachedValue> stale, Clock::TimePoint start,
                                      Clock::TimePoint deadline) {
     if (!o.l2) return RunLoad(key, loader, s, stale, "", "", start, deadline);
     const std::string lease_key = LeaseKeyFor(key);
@@ -458,18 +479,27 @@ struct Cache::Impl {
     milliseconds backoff = o.lease.poll_min;
     bool counted_wait = false;
     for (;;) {
-      Result<bool> won = CallL2(deadline, [&](milliseconds dl) {
-        return o.l2->AcquireLease(lease_key, token, o.lease.ttl, dl);
-      });
-      if (!won.ok()) return RunLoad(key, loader, s, stale, "", "", start, deadline);  // L2 trouble
-      if (*won) {
-        metrics->Add(Counter::kLeaseWon, Tier::kL2);
-        return RunLoad(key, loader, s, stale, lease_key, token, start, deadline);
+      Result<LeaseOutcome> lease = TryLease(key, lease_key, token, deadline);
+      if (lease.ok()) {
+        L2Read now = Interpret(key, std::move(lease->value), s, /*count_misses=*/false);
+        if (now.fresh) {  // a load finished meanwhile: use it, free the lease if we took it
+          if (lease->won) ReleaseLease(lease_key, token);
+          return std::move(*now.fresh);
+        }
+        if (now.stale && (!stale || now.stale->version_ >= stale->version_)) stale = std::move(now.stale);
+        if (lease->won) {
+          metrics->Add(Counter::kLeaseWon, Tier::kL2);
+          return RunLoad(key, loader, s, stale, lease_key, token, start, deadline);
+        }
+        if (!counted_wait) {
+          metrics->Add(Counter::kLeaseWait, Tier::kL2);
+          counted_wait = true;
+        }
+      } else if (L2Down()) {
+        // L2 down (breaker open): availability first, load without the lease.
+        return RunLoad(key, loader, s, stale, "", "", start, deadline);
       }
-      if (!counted_wait) {
-        metrics->Add(Counter::kLeaseWait, Tier::kL2);
-        counted_wait = true;
-      }
+      // Lost the lease, or a transient L2 failure: wait for the holder.
       if (stale) return ServeStale(*stale);  // stale-while-revalidate: the holder refreshes
       const Clock::TimePoint now = clock->Now();
       if (now >= wait_until) {
@@ -481,9 +511,6 @@ struct Cache::Impl {
       }
       std::this_thread::sleep_for(std::min<nanoseconds>(backoff, wait_until - now));
       backoff = std::min(backoff * 2, o.lease.poll_max);
-      L2Read again = ReadL2(key, s, deadline);
-      if (again.fresh) return std::move(*again.fresh);
-      if (!again.ok) return RunLoad(key, loader, s, stale, "", "", start, deadline);
     }
   }
 
@@ -496,7 +523,7 @@ struct Cache::Impl {
       return std::move(*read.fresh);
     }
     if (read.stale && (!stale || read.stale->version_ >= stale->version_)) stale = std::move(read.stale);
-    if (!read.ok) return RunLoad(key, loader, s, stale, "", "", start, deadline);  // no L2: no lease
+    if (!read.ok && L2Down()) return RunLoad(key, loader, s, stale, "", "", start, deadline);  // no lease
     return LoadUnderLease(key, loader, s, stale, start, deadline);
   }
 
@@ -529,12 +556,9 @@ struct Cache::Impl {
     if (o.l2) {
       lease_key = LeaseKeyFor(key);
       token = NewToken();
-      const Clock::TimePoint deadline = clock->Now() + o.l2_timeout;
-      Result<bool> won = CallL2(deadline, [&](milliseconds dl) {
-        return o.l2->AcquireLease(lease_key, token, o.lease.ttl, dl);
-      });
-      if (!won.ok() || !*won) return;  // another pod refreshes (or L2 is down)
-      L2Read now = ReadL2(key, s, deadline);
+      Result<LeaseOutcome> lease = TryLease(key, lease_key, token, clock->Now() + o.l2_timeout);
+      if (!lease.ok() || !lease->won) return;  // another pod refreshes (or L2 is down)
+      L2Read now = Interpret(key, std::move(lease->value), s, /*count_misses=*/false);
       if (now.fresh && now.fresh->expires_at_ > seen_expiry) {  // refreshed meanwhile
         ReleaseLease(lease_key, token);
         return;

@@ -82,12 +82,16 @@ class InMemoryL2Store final : public L2Store {
     return FenceOutcome{true, 0};
   }
 
-  Result<bool> AcquireLease(std::string_view lease_key, std::string_view token, std::chrono::milliseconds ttl,
-                            milliseconds) override {
+  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view lease_key, std::string_view token,
+                                    std::chrono::milliseconds ttl, milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (Find(lease_key) != nullptr) return false;
-    StoreLocked(lease_key, token, ttl);
-    return true;
+    LeaseOutcome out;
+    if (Find(lease_key) == nullptr) {
+      StoreLocked(lease_key, token, ttl);
+      out.won = true;
+    }
+    if (const Item* item = Find(key)) out.value = item->bytes;
+    return out;
   }
 
   Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds) override {

@@ -42,6 +42,7 @@ class RedisL2Store final : public L2Store {
       : client_(std::move(client)),
         fill_(std::string(scripts::kFencedFill)),
         tombstone_(std::string(scripts::kTombstone)),
+        acquire_(std::string(scripts::kLeaseAcquire)),
         release_(std::string(scripts::kLeaseRelease)) {}
 
   Result<std::optional<std::string>> Get(std::string_view key, milliseconds timeout) override {
@@ -89,15 +90,21 @@ class RedisL2Store final : public L2Store {
                                     *call));
   }
 
-  Result<bool> AcquireLease(std::string_view lease_key, std::string_view token, milliseconds ttl,
-                            milliseconds timeout) override {
+  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view lease_key, std::string_view token,
+                                    milliseconds ttl, milliseconds timeout) override {
     Result<redis::CallOptions> call = CallBy(timeout);
     if (!call.ok()) return call.status();
-    redis::SetOptions set;
-    set.ttl = std::max(ttl, milliseconds(1));
-    set.only_if_absent = true;
-    set.call = *call;
-    return client_->Set(lease_key, token, set);
+    Result<redis::Reply> r =
+        client_->Eval(acquire_, {std::string(key), std::string(lease_key)},
+                      {std::string(token), std::to_string(std::max<int64_t>(ttl.count(), 1))}, *call);
+    if (!r.ok()) return r.status();
+    if (!r->IsArray() || r->elements.empty() || !r->elements[0].IsInteger()) {
+      return Status::Internal("unexpected lease script reply: " + r->ToString());
+    }
+    LeaseOutcome out;
+    out.won = r->elements[0].integer == 1;
+    if (r->elements.size() > 1 && r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
+    return out;
   }
 
   Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds timeout) override {
@@ -112,6 +119,7 @@ class RedisL2Store final : public L2Store {
   std::shared_ptr<redis::RedisClient> client_;
   const redis::Script fill_;
   const redis::Script tombstone_;
+  const redis::Script acquire_;
   const redis::Script release_;
 };
 

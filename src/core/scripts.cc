@@ -49,6 +49,11 @@ const std::string_view kTombstone =
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "return {1}\n";
 
+const std::string_view kLeaseAcquire =
+    "-- tiercache lease acquire v1\n"
+    "local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])\n"
+    "return {won and 1 or 0, redis.call('GET', KEYS[1])}\n";
+
 const std::string_view kLeaseRelease =
     "-- tiercache lease release v1\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"

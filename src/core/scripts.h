@@ -31,6 +31,11 @@ extern const std::string_view kFencedFill;
 // newer, or is a value/negative entry of the same version (already fresh).
 extern const std::string_view kTombstone;
 
+// Takes a lease if it is free and reads the value, atomically.
+//   KEYS[1] value key, KEYS[2] lease key, ARGV[1] token, ARGV[2] lease TTL ms.
+// Returns {1 if taken else 0, value or nil}.
+extern const std::string_view kLeaseAcquire;
+
 // Releases a lease if it still holds the caller's token.
 //   KEYS[1] lease key, ARGV[1] token. Returns 1 if released, else 0.
 extern const std::string_view kLeaseRelease;

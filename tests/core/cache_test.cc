@@ -491,9 +491,9 @@ class DeadL2 final : public L2Store {
                                  milliseconds) override {
     return Fail<FenceOutcome>();
   }
-  Result<bool> AcquireLease(std::string_view, std::string_view, std::chrono::milliseconds,
-                            milliseconds) override {
-    return Fail<bool>();
+  Result<LeaseOutcome> AcquireLease(std::string_view, std::string_view, std::string_view, std::chrono::milliseconds,
+                                    milliseconds) override {
+    return Fail<LeaseOutcome>();
   }
   Result<bool> ReleaseLease(std::string_view, std::string_view, milliseconds) override { return Fail<bool>(); }
 };

@@ -96,13 +96,18 @@ struct CallOptions {
 // How a generic command is routed and retried.
 struct CommandOptions {
   // Index in args of the key that chooses the slot (1 for most commands);
-  // -1 for a keyless command, which goes to any master.
+  // -1 (or an index past the end of args) for a keyless command, which goes
+  // to any master.
   int key_index = 1;
   // True if running the command twice is harmless: then it is resent when its
   // connection breaks after it was written. Never resent otherwise.
   bool idempotent = false;
   // True if the command only reads: with read_from_replicas it may go to a
   // replica.
+  //
+  // Blocking commands (BLPOP, ...) must finish within the call's deadline;
+  // a connection silent for max(2 x command_timeout, 1 s) with replies due is
+  // treated as dead and reconnected.
   bool read_only = false;
   CallOptions call;
 };
