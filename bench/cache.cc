@@ -1,0 +1,332 @@
+// bench_cache (`make bench-cache`): the tiered cache on the local Redis Cluster.
+//
+//   1. get() throughput (Google Benchmark) and latency (p50/p99) for an L1 hit,
+//      an L2 hit (L1 off) and a miss with a 1 ms loader, at 1 and 64 callers.
+//   2. Cold stampede: 1,000 callers over 4 pods (4 caches, each with its own
+//      client, L1 and single-flight, in this process) on one cold key, loader
+//      sleeping 200 ms, 20 repetitions: loader calls per repetition (ideal 1).
+//   3. Early refresh at steady load: 200 reads/s for 20 s on one key, TTL 2 s,
+//      50 ms loader: loader calls against the ideal (20 s / 2 s = 10), and the
+//      read latency p99 against the L2-hit p99.
+// Ends with RESULT lines. Reads TIERCACHE_REDIS_PORT_BASE (default 7000).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tiercache/cache.h"
+#include "tiercache/redis/redis_client.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using tiercache::Cache;
+using tiercache::CacheOptions;
+using tiercache::CachedValue;
+using tiercache::LoadResult;
+using tiercache::Loader;
+using tiercache::Result;
+using SteadyClock = std::chrono::steady_clock;
+
+std::shared_ptr<tiercache::redis::RedisClient> NewClient() {
+  tiercache::redis::RedisClientOptions o;
+  const char* base = std::getenv("TIERCACHE_REDIS_PORT_BASE");
+  const int port = base ? std::atoi(base) : 7000;
+  for (int i = 0; i < 6; ++i) o.seeds.push_back({"127.0.0.1", port + i});
+  auto c = tiercache::redis::RedisClient::Create(o);
+  if (!c.ok()) {
+    std::fprintf(stderr, "bench_cache: cannot reach the Redis Cluster: %s\n", c.status().ToString().c_str());
+    std::exit(2);
+  }
+  return std::shared_ptr<tiercache::redis::RedisClient>(std::move(*c));
+}
+
+std::unique_ptr<Cache> NewCache(std::shared_ptr<tiercache::redis::RedisClient> client, bool use_l1,
+                                int loader_threads = 4) {
+  CacheOptions o;
+  o.l2 = tiercache::MakeRedisL2Store(std::move(client));
+  o.use_l1 = use_l1;
+  o.loader_threads = loader_threads;
+  o.early_refresh_beta = 0;  // steady-state hits, no background refresh noise
+  auto c = Cache::Create(o);
+  if (!c.ok()) std::exit(2);
+  return std::move(*c);
+}
+
+std::string Tag() {
+  static std::mt19937_64 rng(std::random_device{}());
+  return std::to_string(rng() % 1000000000000ULL);
+}
+
+const Loader kValueLoader = [](std::string_view) -> Result<LoadResult> {
+  return LoadResult{std::string(200, 'v'), 1};
+};
+const Loader kOneMsLoader = [](std::string_view) -> Result<LoadResult> {
+  std::this_thread::sleep_for(1ms);
+  return LoadResult{std::string(200, 'v'), 1};
+};
+
+constexpr int kHotKeys = 1000;
+struct Fixture {
+  std::shared_ptr<tiercache::redis::RedisClient> client = NewClient();
+  std::unique_ptr<Cache> with_l1 = NewCache(client, true);
+  std::unique_ptr<Cache> l2_only = NewCache(client, false);
+  std::unique_ptr<Cache> for_misses = NewCache(client, true, 64);
+  std::string tag = Tag();
+  std::atomic<uint64_t> miss_seq{0};
+  std::vector<std::string> keys;
+  Fixture() {
+    for (int i = 0; i < kHotKeys; ++i) {
+      keys.push_back("bench:{" + tag + ":" + std::to_string(i % 64) + "}:" + std::to_string(i));
+      (void)with_l1->get(keys.back(), kValueLoader);
+    }
+  }
+};
+Fixture* g_fixture = nullptr;
+
+// ---- 1. throughput with Google Benchmark ------------------------------------
+
+void BM_L1Hit(benchmark::State& state) {
+  size_t i = static_cast<size_t>(state.thread_index()) * 7919;
+  for (auto _ : state) {
+    Result<CachedValue> v = g_fixture->with_l1->get(g_fixture->keys[i++ % kHotKeys], kValueLoader);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_L1Hit)->Threads(1)->Threads(64)->UseRealTime()->MinTime(1.0);
+
+void BM_L2Hit(benchmark::State& state) {
+  size_t i = static_cast<size_t>(state.thread_index()) * 7919;
+  for (auto _ : state) {
+    Result<CachedValue> v = g_fixture->l2_only->get(g_fixture->keys[i++ % kHotKeys], kValueLoader);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_L2Hit)->Threads(1)->Threads(64)->UseRealTime()->MinTime(1.0);
+
+void BM_MissWith1msLoader(benchmark::State& state) {
+  for (auto _ : state) {
+    const std::string key = "bench:{" + g_fixture->tag + "}:miss:" + std::to_string(g_fixture->miss_seq++);
+    Result<CachedValue> v = g_fixture->for_misses->get(key, kOneMsLoader);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_MissWith1msLoader)->Threads(1)->Threads(64)->UseRealTime()->MinTime(1.0);
+
+// Keeps items_per_second of every run, by name.
+class Collector : public benchmark::ConsoleReporter {
+ public:
+  std::map<std::string, double> rates;
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      auto it = r.counters.find("items_per_second");
+      if (it != r.counters.end()) rates[r.benchmark_name()] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
+
+// ---- latency percentiles ------------------------------------------------------
+
+struct Latency {
+  double ops_per_s = 0, p50_us = 0, p99_us = 0;
+};
+
+// `callers` threads call `op(thread, i)` for `duration`.
+template <typename Op>
+Latency Measure(int callers, std::chrono::milliseconds duration, Op op) {
+  std::vector<std::vector<double>> per(callers);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  const auto t0 = SteadyClock::now();
+  for (int t = 0; t < callers; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const auto a = SteadyClock::now();
+        op(t, i);
+        per[t].push_back(std::chrono::duration<double, std::micro>(SteadyClock::now() - a).count());
+      }
+    });
+  }
+  std::this_thread::sleep_for(duration);
+  stop = true;
+  for (auto& th : threads) th.join();
+  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  std::vector<double> all;
+  for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  Latency l;
+  if (all.empty()) return l;
+  l.ops_per_s = static_cast<double>(all.size()) / secs;
+  l.p50_us = all[all.size() / 2];
+  l.p99_us = all[all.size() * 99 / 100];
+  return l;
+}
+
+// ---- 2. cold stampede -------------------------------------------------------------
+
+int ColdStampedeMaxLoads(int repetitions) {
+  std::vector<std::unique_ptr<Cache>> pods;
+  for (int p = 0; p < 4; ++p) {
+    CacheOptions o;
+    o.l2 = tiercache::MakeRedisL2Store(NewClient());
+    o.lease.max_wait = 3s;
+    o.hard_timeout = 5s;
+    o.soft_timeout = 5s;
+    o.l2_timeout = 1s;
+    pods.push_back(std::move(*Cache::Create(o)));
+  }
+  int max_loads = 0;
+  for (int rep = 0; rep < repetitions; ++rep) {
+    const std::string key = "stampede:{" + Tag() + "}:cold";
+    std::atomic<int> loads{0}, ok{0};
+    Loader loader = [&](std::string_view) -> Result<LoadResult> {
+      loads.fetch_add(1);
+      std::this_thread::sleep_for(200ms);
+      return LoadResult{"value", 1};
+    };
+    std::atomic<bool> go{false};
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 1000; ++c) {
+      Cache* pod = pods[c % 4].get();
+      callers.emplace_back([&, pod] {
+        while (!go.load()) std::this_thread::yield();
+        if (pod->get(key, loader).ok()) ok.fetch_add(1);
+      });
+    }
+    go = true;
+    for (auto& t : callers) t.join();
+    if (ok.load() != 1000) std::printf("stampede repetition %d: only %d of 1000 callers got the value\n", rep, ok.load());
+    max_loads = std::max(max_loads, loads.load());
+  }
+  return max_loads;
+}
+
+// ---- 3. early refresh at steady load -----------------------------------------------
+
+struct EarlyRefresh {
+  int loads = 0;
+  int waited = 0;
+  double p99_us = 0;
+};
+
+EarlyRefresh SteadyLoad(std::chrono::seconds duration) {
+  CacheOptions o;
+  o.l2 = tiercache::MakeRedisL2Store(NewClient());
+  o.use_l1 = false;  // every read goes to L2: the hardest case for refresh timing
+  o.ttl = 2s;
+  o.ttl_jitter = 0;
+  auto cache = std::move(*Cache::Create(o));
+  const std::string key = "xfetch:{" + Tag() + "}:k";
+  std::atomic<int> loads{0};
+  Loader loader = [&](std::string_view) -> Result<LoadResult> {
+    loads.fetch_add(1);
+    std::this_thread::sleep_for(50ms);
+    return LoadResult{"value", 1};
+  };
+  EarlyRefresh out;
+  std::vector<double> lat;
+  const auto start = SteadyClock::now();
+  for (auto next = start; SteadyClock::now() - start < duration; next += 5ms) {
+    std::this_thread::sleep_until(next);
+    const auto a = SteadyClock::now();
+    Result<CachedValue> v = cache->get(key, loader);
+    const double us = std::chrono::duration<double, std::micro>(SteadyClock::now() - a).count();
+    if (SteadyClock::now() - start > 500ms) {
+      lat.push_back(us);
+      if (v.ok() && v->source() == tiercache::ValueSource::kLoader) ++out.waited;
+    }
+  }
+  std::sort(lat.begin(), lat.end());
+  out.loads = loads.load();
+  out.p99_us = lat.empty() ? 0 : lat[lat.size() * 99 / 100];
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  Fixture fixture;
+  g_fixture = &fixture;
+  Collector collector;
+  benchmark::RunSpecifiedBenchmarks(&collector);
+
+  std::printf("\n-- latency (2 s each)\n");
+  auto l1_1 = Measure(1, 2s, [&](int t, uint64_t i) {
+    (void)fixture.with_l1->get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
+  });
+  auto l2_1 = Measure(1, 2s, [&](int t, uint64_t i) {
+    (void)fixture.l2_only->get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
+  });
+  auto l2_64 = Measure(64, 2s, [&](int t, uint64_t i) {
+    (void)fixture.l2_only->get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
+  });
+  auto miss_1 = Measure(1, 2s, [&](int, uint64_t) {
+    (void)fixture.for_misses->get("bench:{" + fixture.tag + "}:lm:" + std::to_string(fixture.miss_seq++),
+                                  kOneMsLoader);
+  });
+  auto miss_64 = Measure(64, 2s, [&](int, uint64_t) {
+    (void)fixture.for_misses->get("bench:{" + fixture.tag + "}:lm:" + std::to_string(fixture.miss_seq++),
+                                  kOneMsLoader);
+  });
+  auto row = [](const char* name, const Latency& l) {
+    std::printf("%-24s %12.0f ops/s  p50 %8.1f us  p99 %8.1f us\n", name, l.ops_per_s, l.p50_us, l.p99_us);
+  };
+  row("l1 hit, 1 caller", l1_1);
+  row("l2 hit, 1 caller", l2_1);
+  row("l2 hit, 64 callers", l2_64);
+  row("miss 1ms, 1 caller", miss_1);
+  row("miss 1ms, 64 callers", miss_64);
+
+  std::printf("\n-- cold stampede: 1000 callers over 4 pods, loader 200 ms, 20 repetitions\n");
+  const int stampede_max = ColdStampedeMaxLoads(20);
+  std::printf("most loader calls in one repetition: %d (ideal 1)\n", stampede_max);
+
+  std::printf("\n-- early refresh: 200 reads/s for 20 s, TTL 2 s, loader 50 ms, L1 off\n");
+  EarlyRefresh er = SteadyLoad(20s);
+  std::printf("loader calls: %d (ideal 10); reads that waited on a loader after warm-up: %d; "
+              "read p99 %.1f us vs L2-hit p99 %.1f us\n",
+              er.loads, er.waited, er.p99_us, l2_1.p99_us);
+
+  // Run names look like "BM_L1Hit/min_time:1.000/real_time/threads:64".
+  auto rate = [&](const std::string& bench, const std::string& threads) {
+    for (const auto& [name, r] : collector.rates) {
+      if (name.rfind(bench + "/", 0) == 0 && name.size() >= threads.size() &&
+          name.compare(name.size() - threads.size(), threads.size(), threads) == 0) {
+        return r;
+      }
+    }
+    return 0.0;
+  };
+  std::printf("\n");
+  std::printf("RESULT cache_l1_hit_1t %.0f ops/s\n", rate("BM_L1Hit", "/threads:1"));
+  std::printf("RESULT cache_l1_hit_64c %.0f ops/s\n", rate("BM_L1Hit", "/threads:64"));
+  std::printf("RESULT cache_l2_hit_1c %.0f ops/s\n", rate("BM_L2Hit", "/threads:1"));
+  std::printf("RESULT cache_l2_hit_64c %.0f ops/s\n", rate("BM_L2Hit", "/threads:64"));
+  std::printf("RESULT cache_miss_1ms_1c %.0f ops/s\n", rate("BM_MissWith1msLoader", "/threads:1"));
+  std::printf("RESULT cache_miss_1ms_64c %.0f ops/s\n", rate("BM_MissWith1msLoader", "/threads:64"));
+  std::printf("RESULT cache_l1_hit_1c_p50 %.2f us\n", l1_1.p50_us);
+  std::printf("RESULT cache_l2_hit_1c_p50 %.1f us\n", l2_1.p50_us);
+  std::printf("RESULT cache_l2_hit_1c_p99 %.1f us\n", l2_1.p99_us);
+  std::printf("RESULT cache_l2_hit_64c_p99 %.1f us\n", l2_64.p99_us);
+  std::printf("RESULT cache_miss_1ms_1c_p50 %.1f us\n", miss_1.p50_us);
+  std::printf("RESULT cache_miss_1ms_64c_p99 %.1f us\n", miss_64.p99_us);
+  std::printf("RESULT stampede_cold_loads_max %d calls\n", stampede_max);
+  std::printf("RESULT early_refresh_loads %d calls\n", er.loads);
+  std::printf("RESULT early_refresh_ideal %d calls\n", 10);
+  std::printf("RESULT early_refresh_waited_reads %d reads\n", er.waited);
+  std::printf("RESULT early_refresh_p99_vs_l2_hit_p99 %.2f x\n", l2_1.p99_us > 0 ? er.p99_us / l2_1.p99_us : 0.0);
+  return 0;
+}
