@@ -26,6 +26,7 @@
 #include "common/test_env.h"
 #include "redis/redis_test_util.h"
 #include "tiercache/cache.h"
+#include "tiercache/json_codec.h"
 #include "tiercache/redis/redis_client.h"
 
 extern char** environ;
@@ -446,6 +447,124 @@ TEST_F(CacheClusterTest, RedisOutageIsServedFromL1AndTheLoaderThenL2Returns) {
     if (!back_to_l2) std::this_thread::sleep_for(50ms);
   }
   EXPECT_TRUE(back_to_l2) << "the same cache did not return to L2 after the restart";
+}
+
+TEST_F(CacheClusterTest, CorruptOrForeignPayloadInRedisIsCountedAndOverwritten) {
+  CounterMetrics metrics;
+  CacheOptions o = ClusterCacheOptions(client_);
+  o.use_l1 = false;
+  o.metrics = &metrics;
+  auto cache = MakeCache(o);
+  const std::string tag = UniqueTag();
+  const std::string corrupt = "corrupt:{" + tag + "}:1";
+  const std::string foreign = "corrupt:{" + tag + "}:2";
+  ASSERT_TRUE(client_->Set(corrupt, std::string("TC\x01\x00garbage", 11)).ok());
+  ASSERT_TRUE(client_->Set(foreign, "{\"legacy\":\"json from the old service\"}").ok());
+  int loads = 0;
+  Loader loader = [&](std::string_view k) -> Result<LoadResult> {
+    ++loads;
+    return LoadResult{"fresh:" + std::string(k), 1};
+  };
+  for (const std::string& k : {corrupt, foreign}) {
+    Result<CachedValue> v = cache->get(k, loader);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(v->payload(), "fresh:" + k);
+  }
+  EXPECT_EQ(loads, 2);
+  EXPECT_EQ(metrics.snapshot().get(Counter::kDecodeError, Tier::kL2), 2u);
+  for (const std::string& k : {corrupt, foreign}) {
+    Result<std::optional<std::string>> raw = client_->Get(k);
+    ASSERT_TRUE(raw.ok() && raw->has_value());
+    EXPECT_TRUE(DecodeEnvelope(**raw).ok()) << "not overwritten with an envelope";
+    EXPECT_EQ(cache->get(k, loader)->source(), ValueSource::kL2);
+  }
+}
+
+TEST_F(CacheClusterTest, NegativeEntriesAreSharedThroughRedis) {
+  CacheOptions o = ClusterCacheOptions(client_);
+  o.negative_ttl = 500ms;
+  auto a = MakeCache(o);
+  auto b = MakeCache(o);
+  const std::string key = "negative:{" + UniqueTag() + "}:ghost";
+  std::atomic<int> loads{0};
+  Loader missing = [&](std::string_view) -> Result<LoadResult> {
+    loads.fetch_add(1);
+    return LoadResult{std::nullopt, 1};
+  };
+  Result<CachedValue> v = a->get(key, missing);
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->found());
+  v = b->get(key, missing);  // another pod: from L2
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->found());
+  EXPECT_EQ(v->source(), ValueSource::kL2);
+  EXPECT_EQ(loads.load(), 1);
+  std::this_thread::sleep_for(600ms);
+  EXPECT_FALSE(b->get(key, missing)->found());
+  EXPECT_EQ(loads.load(), 2) << "the negative entry outlived negative_ttl";
+}
+
+TEST_F(CacheClusterTest, GetManySpansSlotsInOneLoaderCall) {
+  auto cache = MakeCache(ClusterCacheOptions(client_));
+  auto other = MakeCache(ClusterCacheOptions(client_));
+  const std::string tag = UniqueTag();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 200; ++i) keys.push_back("many:{" + tag + ":" + std::to_string(i) + "}:post");
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(other->set(keys[i], "stored:" + keys[i], 1).ok());
+  int calls = 0;
+  size_t asked = 0;
+  BatchLoader loader = [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
+    ++calls;
+    asked = ks.size();
+    std::vector<LoadResult> out;
+    for (const auto& k : ks) out.push_back(LoadResult{"loaded:" + k, 1});
+    return out;
+  };
+  Result<std::vector<Result<CachedValue>>> got = cache->get_many(keys, loader);
+  ASSERT_TRUE(got.ok());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE((*got)[i].ok()) << i << ": " << (*got)[i].status().ToString();
+    EXPECT_EQ((*got)[i]->payload(), (i < 100 ? "stored:" : "loaded:") + keys[i]);
+  }
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(asked, 100u);
+  // Everything is now in L2 for a third pod.
+  auto third = MakeCache(ClusterCacheOptions(client_));
+  got = third->get_many(keys, loader);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(calls, 1);
+}
+
+struct Post {
+  int64_t id = 0;
+  std::string title;
+  int64_t version = 0;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Post, id, title, version)
+
+TEST_F(CacheClusterTest, TypedJsonCacheRoundTripsThroughRedis) {
+  CacheOptions o = ClusterCacheOptions(client_);
+  o.use_l1 = false;
+  auto made = TypedCache<JsonCodec<Post>>::Create(o);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  auto& cache = **made;
+  const std::string key = "posts:{community:" + UniqueTag() + "}:7";
+  using Typed = TypedCache<JsonCodec<Post>>;
+  Typed::TypedLoader loader = [](std::string_view) -> Result<Typed::Loaded> {
+    return Typed::Loaded{Post{7, "hello", 3}, 3};
+  };
+  Result<Typed::Got> first = cache.get(key, loader);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  Result<Typed::Got> second = cache.get(key, loader);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->source, ValueSource::kL2);
+  ASSERT_TRUE(second->value.has_value());
+  EXPECT_EQ(second->value->title, "hello");
+  EXPECT_EQ(second->version, 3u);
+  Result<std::optional<std::string>> raw = client_->Get(key);
+  ASSERT_TRUE(raw.ok() && raw->has_value());
+  EXPECT_EQ(DecodeEnvelope(**raw)->codec_id, kCodecJson);
+  EXPECT_EQ(DecodeEnvelope(**raw)->payload, R"({"id":7,"title":"hello","version":3})");
 }
 
 }  // namespace
