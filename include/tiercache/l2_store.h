@@ -84,6 +84,11 @@ class L2Store {
                                             std::string_view token, std::chrono::milliseconds ttl,
                                             milliseconds timeout) = 0;
 
+  // Pushes the lease's expiry to `ttl` from now if it still holds `token`.
+  // True when extended.
+  virtual Result<bool> ExtendLease(std::string_view lease_key, std::string_view token, std::chrono::milliseconds ttl,
+                                   milliseconds timeout) = 0;
+
   // True when the lease held `token` and was released.
   virtual Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token,
                                     milliseconds timeout) = 0;

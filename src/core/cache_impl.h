@@ -16,6 +16,7 @@
 #include "core/cache_options.h"
 #include "core/circuit_breaker.h"
 #include "core/executor.h"
+#include "core/lease_keeper.h"
 #include "core/xfetch.h"
 #include "tiercache/single_flight.h"
 
@@ -95,6 +96,7 @@ struct Cache::Impl {
   std::unordered_set<std::string> refreshing;  // GUARDED_BY(refresh_mu): early refreshes in flight
   std::unique_ptr<BoundedExecutor> loaders;
   std::unique_ptr<BoundedExecutor> async;
+  std::unique_ptr<LeaseKeeper> keeper;  // null without L2
 
   Impl(CacheOptions options, std::unique_ptr<L1Cache> l1_cache)
       : o(std::move(options)),
@@ -104,11 +106,21 @@ struct Cache::Impl {
         breaker({o.breaker_failure_threshold, o.breaker_open_duration}, clock),
         flights(clock),
         loaders(std::make_unique<BoundedExecutor>(o.loader_threads, o.loader_queue)),
-        async(std::make_unique<BoundedExecutor>(o.async_threads, o.async_queue)) {}
+        async(std::make_unique<BoundedExecutor>(o.async_threads, o.async_queue)) {
+    if (o.l2) {
+      keeper = std::make_unique<LeaseKeeper>(
+          std::max(milliseconds(1), o.lease.ttl / 3), [this](const std::string& lease_key, const std::string& token) {
+            CallL2(clock->Now() + o.l2_timeout, [&](milliseconds dl) {
+              return o.l2->ExtendLease(lease_key, token, o.lease.ttl, dl);
+            }).status().IgnoreError();  // a lease that cannot be extended simply expires
+          });
+    }
+  }
 
   ~Impl() {
     async->Shutdown();    // its tasks may still submit loads: stop it first
-    loaders->Shutdown();
+    loaders->Shutdown();  // running loads finish (and unregister their leases)
+    if (keeper) keeper->Stop();
   }
 
   // ---- small helpers ------------------------------------------------------
@@ -393,7 +405,10 @@ struct Cache::Impl {
     for (int attempt = 0;; ++attempt) {
       const WallTime started = clock->WallNow();
       const Clock::TimePoint t0 = clock->Now();
+      const bool keep_lease = attempt == 0 && keeper && !lease_key.empty();
+      if (keep_lease) keeper->Add(token, lease_key);  // extended while the loader runs
       Result<LoadResult> r = SafeLoad(loader, key);
+      if (keep_lease) keeper->Remove(token);
       const nanoseconds took = clock->Now() - t0;
       metrics->Add(Counter::kLoad, Tier::kLoader);
       metrics->ObserveLoad(took);

@@ -94,6 +94,15 @@ class InMemoryL2Store final : public L2Store {
     return out;
   }
 
+  Result<bool> ExtendLease(std::string_view lease_key, std::string_view token, std::chrono::milliseconds ttl,
+                           milliseconds) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Item* lease = Find(lease_key);
+    if (lease == nullptr || lease->bytes != token) return false;
+    StoreLocked(lease_key, token, ttl);
+    return true;
+  }
+
   Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds) override {
     std::lock_guard<std::mutex> lock(mu_);
     const Item* lease = Find(lease_key);

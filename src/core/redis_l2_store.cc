@@ -43,6 +43,7 @@ class RedisL2Store final : public L2Store {
         fill_(std::string(scripts::kFencedFill)),
         tombstone_(std::string(scripts::kTombstone)),
         acquire_(std::string(scripts::kLeaseAcquire)),
+        extend_(std::string(scripts::kLeaseExtend)),
         release_(std::string(scripts::kLeaseRelease)) {}
 
   Result<std::optional<std::string>> Get(std::string_view key, milliseconds timeout) override {
@@ -107,6 +108,17 @@ class RedisL2Store final : public L2Store {
     return out;
   }
 
+  Result<bool> ExtendLease(std::string_view lease_key, std::string_view token, milliseconds ttl,
+                           milliseconds timeout) override {
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return call.status();
+    Result<redis::Reply> r = client_->Eval(extend_, {std::string(lease_key)},
+                                           {std::string(token), std::to_string(std::max<int64_t>(ttl.count(), 1))},
+                                           *call);
+    if (!r.ok()) return r.status();
+    return r->IsInteger() && r->integer == 1;
+  }
+
   Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds timeout) override {
     Result<redis::CallOptions> call = CallBy(timeout);
     if (!call.ok()) return call.status();
@@ -120,6 +132,7 @@ class RedisL2Store final : public L2Store {
   const redis::Script fill_;
   const redis::Script tombstone_;
   const redis::Script acquire_;
+  const redis::Script extend_;
   const redis::Script release_;
 };
 

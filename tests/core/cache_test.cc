@@ -252,6 +252,24 @@ TEST(CacheTest, TwoPodsSharingL2LoadOnceUnderTheLease) {
   EXPECT_EQ(loader.calls.load(), 1);
 }
 
+TEST(CacheTest, LeaseIsKeptAliveWhileALoadOutlastsItsTtl) {
+  auto l2 = MakeInMemoryL2Store();
+  CountingLoader loader;
+  loader.delay = 400ms;
+  CacheOptions o = BaseOptions(l2);
+  o.lease.ttl = 100ms;  // far shorter than the load
+  o.lease.max_wait = 2s;
+  auto a = Make(o);
+  auto b = Make(o);
+  std::thread first([&] { EXPECT_TRUE(a->get("slow", loader.Get()).ok()); });
+  std::this_thread::sleep_for(200ms);  // twice the lease TTL into the load
+  Result<CachedValue> v = b->get("slow", loader.Get());
+  first.join();
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(v->source(), ValueSource::kL2);
+  EXPECT_EQ(loader.calls.load(), 1) << "the lease expired under a running load";
+}
+
 TEST(CacheTest, FailingLoaderServesStaleWithinMaxStale) {
   CountingLoader loader;
   CacheOptions o = BaseOptions(MakeInMemoryL2Store());
@@ -494,6 +512,9 @@ class DeadL2 final : public L2Store {
   Result<LeaseOutcome> AcquireLease(std::string_view, std::string_view, std::string_view, std::chrono::milliseconds,
                                     milliseconds) override {
     return Fail<LeaseOutcome>();
+  }
+  Result<bool> ExtendLease(std::string_view, std::string_view, std::chrono::milliseconds, milliseconds) override {
+    return Fail<bool>();
   }
   Result<bool> ReleaseLease(std::string_view, std::string_view, milliseconds) override { return Fail<bool>(); }
 };

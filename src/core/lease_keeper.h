@@ -1,0 +1,55 @@
+// LeaseKeeper: keeps the distributed leases of running loads alive.
+//
+// A load may outlast its lease's TTL (a slow source, a long soft timeout).
+// While it runs, its lease is registered here and a background thread
+// extends every registered lease each `period` (a third of the lease TTL), by
+// token: a lease that was freed or taken over is not touched. Without this,
+// another pod would take the expired lease and load the same key again.
+//
+// Thread-safety: Add/Remove from any thread. The extend callback runs on the
+// keeper's thread with no keeper lock held (it does network I/O). At most one
+// lease per running load is registered, so the set is bounded by the loader
+// threads.
+#ifndef TIERCACHE_CORE_LEASE_KEEPER_H_
+#define TIERCACHE_CORE_LEASE_KEEPER_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace tiercache {
+
+class LeaseKeeper {
+ public:
+  using Extend = std::function<void(const std::string& lease_key, const std::string& token)>;
+
+  // REQUIRES: period > 0.
+  LeaseKeeper(std::chrono::milliseconds period, Extend extend);
+  ~LeaseKeeper();  // Stop()
+  LeaseKeeper(const LeaseKeeper&) = delete;
+  LeaseKeeper& operator=(const LeaseKeeper&) = delete;
+
+  void Add(const std::string& token, const std::string& lease_key);
+  void Remove(const std::string& token);
+  // Stops and joins the thread. Idempotent.
+  void Stop();
+
+ private:
+  void Run();
+
+  const std::chrono::milliseconds period_;
+  const Extend extend_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::string> leases_;  // GUARDED_BY(mu_): token -> lease key
+  bool stop_ = false;                          // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_CORE_LEASE_KEEPER_H_
