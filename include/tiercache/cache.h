@@ -145,6 +145,11 @@ struct CacheOptions {
   int async_threads = 4;
   size_t async_queue = 4096;
 
+  // Largest payload stored in L2. A loaded value above it is returned to the
+  // callers but not shared through L2 (L1 applies its own byte bounds);
+  // set() refuses it. In [1, kEnvelopeMaxPayload].
+  size_t max_value_bytes = size_t{8} << 20;
+
   // Codec id written into envelopes and required when reading them.
   uint8_t codec_id = kCodecBytes;
 
@@ -233,7 +238,7 @@ class Cache {
                                                     const GetOptions& options = {});
 
   // Writes a value through both tiers, fenced by `version`.
-  // Errors: kInvalidArgument, kAborted (a newer version or tombstone is
+  // Errors: kInvalidArgument (bad key, payload above max_value_bytes), kAborted (a newer version or tombstone is
   // stored), kUnavailable / kDeadlineExceeded (L2).
   Status set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
              const GetOptions& options = {});

@@ -140,6 +140,10 @@ Status Cache::set(std::string_view key, std::string_view payload, std::optional<
   TIERCACHE_RETURN_IF_ERROR(im.CheckKey(key));
   Result<CallSettings> s = ResolveCallSettings(im.o, options);
   if (!s.ok()) return s.status();
+  if (payload.size() > im.o.max_value_bytes) {
+    return Status::InvalidArgument("value of " + std::to_string(payload.size()) + " bytes exceeds max_value_bytes " +
+                                   std::to_string(im.o.max_value_bytes));
+  }
   LoadResult r;
   r.payload = std::string(payload);
   bool negative = false;

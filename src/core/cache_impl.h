@@ -323,7 +323,9 @@ struct Cache::Impl {
   Status Fill(std::string_view key, const CachedValue& v, const CallSettings& s, std::string_view lease_key,
               std::string_view token, Clock::TimePoint deadline, bool report_l2_errors = false) {
     Status l2_status;
-    if (o.l2) {
+    if (o.l2 && v.payload_.size() > o.max_value_bytes) {
+      ReleaseLease(lease_key, token);  // too large to share: served, kept in L1 if it fits there
+    } else if (o.l2) {
       const milliseconds physical =
           duration_cast<milliseconds>(v.expires_at_ - clock->WallNow()) + s.max_stale + milliseconds(1);
       if (!o.version_fencing) {

@@ -37,6 +37,9 @@ Status ValidateCacheOptions(const CacheOptions& o) {
   if (o.async_threads < 1 || o.async_queue < 1) {
     return Status::InvalidArgument("async_threads and async_queue must be >= 1");
   }
+  if (o.max_value_bytes < 1 || o.max_value_bytes > kEnvelopeMaxPayload) {
+    return Status::InvalidArgument("max_value_bytes must be in [1, 512 MiB]");
+  }
   if (o.use_l1 && o.l1.max_key_bytes == 0) return Status::InvalidArgument("l1.max_key_bytes must be >= 1");
   return Status::Ok();
 }

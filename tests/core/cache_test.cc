@@ -204,6 +204,22 @@ TEST(CacheTest, PerCallOptionsOverrideTheCacheDefaults) {
   EXPECT_TRUE(cache->get("other", loader.Get(), g).status().IsInvalidArgument());
 }
 
+TEST(CacheTest, OversizedValuesAreServedButNotSharedAndSetRefusesThem) {
+  auto l2 = MakeInMemoryL2Store();
+  CacheOptions o = BaseOptions(l2);
+  o.max_value_bytes = 1000;
+  auto cache = Make(o);
+  Loader big = [](std::string_view) -> Result<LoadResult> { return LoadResult{std::string(5000, 'x'), 1}; };
+  Result<CachedValue> v = cache->get("big", big);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->payload().size(), 5000u);
+  EXPECT_FALSE(l2->Get("big", 100ms)->has_value()) << "an oversized value reached L2";
+  EXPECT_FALSE(l2->Get(LeaseKeyFor("big"), 100ms)->has_value()) << "its lease was not released";
+  EXPECT_TRUE(cache->set("big2", std::string(5000, 'x'), 1).IsInvalidArgument());
+  o.max_value_bytes = 0;
+  EXPECT_TRUE(Cache::Create(o).status().IsInvalidArgument());
+}
+
 TEST(CacheTest, LoaderExceptionIsAnErrorAndNotCached) {
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
   Result<CachedValue> v = cache->get("k", [](std::string_view) -> Result<LoadResult> {
