@@ -354,7 +354,7 @@ struct Cache::Impl {
                                                            const BatchLoader& loader, const CallSettings& s) {
     const WallTime started = clock->WallNow();
     const Clock::TimePoint t0 = clock->Now();
-    Result<std::vector<LoadResult>> r = SafeBatchLoad(loader, keys);
+    Result<std::vector<LoadResult>> r = SafeLoad(loader, keys);
     const nanoseconds took = clock->Now() - t0;
     metrics->Add(Counter::kLoad, Tier::kLoader);
     metrics->ObserveLoad(took);
@@ -378,17 +378,6 @@ struct Cache::Impl {
       out.push_back(std::move(v));
     }
     return out;
-  }
-
-  static Result<std::vector<LoadResult>> SafeBatchLoad(const BatchLoader& loader,
-                                                       const std::vector<std::string>& keys) noexcept {
-    try {
-      return loader(keys);
-    } catch (const std::exception& e) {
-      return Status::Internal(std::string("batch loader threw: ") + e.what());
-    } catch (...) {
-      return Status::Internal("batch loader threw a non-std exception");
-    }
   }
 
   void ReleaseLease(std::string_view lease_key, std::string_view token) {
@@ -434,9 +423,11 @@ struct Cache::Impl {
     }
   }
 
-  static Result<LoadResult> SafeLoad(const Loader& loader, std::string_view key) noexcept {
+  // Calls a user's loader; an exception becomes kInternal (none crosses the API).
+  template <typename Fn, typename Arg>
+  static auto SafeLoad(const Fn& loader, const Arg& arg) noexcept -> decltype(loader(arg)) {
     try {
-      return loader(key);
+      return loader(arg);
     } catch (const std::exception& e) {
       return Status::Internal(std::string("loader threw: ") + e.what());
     } catch (...) {
