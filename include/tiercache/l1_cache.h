@@ -30,9 +30,11 @@
 // Thread-safety: every method may be called concurrently from any thread.
 // Reads (get, get_stale, a get_or_load hit) take no lock: they announce
 // themselves in a per-thread slot of the shard and only read; the recency /
-// frequency update a hit implies is buffered and applied by the next writer
-// (buffers are lossy under heavy read load, which only makes eviction order
-// approximate; counters stay exact). Writes (set, invalidate, erase, eviction)
+// frequency update a hit implies is buffered and applied by the next writer,
+// or by the reader whose buffer fills if that needs no waiting (buffers are
+// lossy under heavy read load, which only makes eviction order approximate;
+// counters stay exact). A read that meets a dead entry, or a writer in the
+// shard, takes the shard's mutex instead. Writes (set, invalidate, erase, eviction)
 // take the shard's mutex and wait for in-flight reads of that shard to leave,
 // for a few hundred nanoseconds. No lock is held while a loader, a weigher or
 // any other user code runs, and none across I/O.
@@ -109,7 +111,7 @@ using L1Loader = std::function<Result<L1Loaded>()>;
 using L1Weigher = std::function<std::size_t(std::string_view key, std::string_view value)>;
 
 // Fixed per-entry overhead the default weigher adds to key and value sizes
-// (node, hash chain, list links, shared_ptr control block).
+// (node, hash chain, list links, bookkeeping; extra value stripes excluded).
 inline constexpr std::size_t kL1EntryOverheadBytes = 128;
 // Largest accepted TTL (per fill or in the options).
 inline constexpr Clock::Duration kL1MaxTtl = std::chrono::hours(24 * 365);
@@ -153,8 +155,10 @@ struct L1Options {
   // With N > 1, each value gets N - 1 extra control blocks (one allocation
   // each, made when the value is stored) and threads bump different ones.
   // The returned pointers point to the same bytes; only use_count() differs.
-  // Costs about 64 bytes per extra stripe per value (not in the default
-  // weigher's overhead).
+  // Costs about 64 bytes per extra stripe per value, not counted by the
+  // default weigher. bench_l1 reports both settings at 2 threads; on the
+  // shared 2-core development machine the difference was within noise, so
+  // the default is the cheaper 1.
   std::size_t value_stripes = 1;
 
   // Keys must be 1..max_key_bytes bytes long. In [1, 1 MiB].

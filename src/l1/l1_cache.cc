@@ -23,26 +23,38 @@ std::uint64_t Mix(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// A short-key hash: one multiply per 8 bytes, then a full mix. Keys are
-// cache keys chosen by the application, so speed matters more than
-// resistance to deliberately colliding keys.
+std::uint64_t Load64(const char* p) {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);  // fixed size: one unaligned load
+  return w;
+}
+
+std::uint64_t Round(std::uint64_t h, std::uint64_t w) {
+  h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+  return h ^ (h >> 29);
+}
+
+// A short-key hash: one multiply per 8 bytes (the last 8 bytes are read with
+// an overlapping load instead of a variable-length copy), then a light
+// finaliser. Keys are chosen by the application, so speed matters more here
+// than resistance to deliberately colliding keys.
 std::uint64_t HashKey(std::string_view key) {
-  constexpr std::uint64_t kMul = 0x9E3779B97F4A7C15ULL;
-  std::uint64_t h = key.size() * 0xC2B2AE3D27D4EB4FULL;
   const char* p = key.data();
-  std::size_t n = key.size();
-  for (; n >= 8; p += 8, n -= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = (h ^ w) * kMul;
-    h ^= h >> 29;
+  const std::size_t n = key.size();
+  std::uint64_t h = n * 0xC2B2AE3D27D4EB4FULL;
+  if (n >= 8) {
+    const char* last = p + n - 8;
+    for (; p < last; p += 8) h = Round(h, Load64(p));
+    h = Round(h, Load64(last));
+  } else if (n >= 4) {
+    std::uint32_t a, b;
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    h = Round(h, (std::uint64_t{a} << 32) | b);
+  } else if (n > 0) {
+    const auto byte = [p](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(p[i])}; };
+    h = Round(h, (byte(0) << 16) | (byte(n / 2) << 8) | byte(n - 1));
   }
-  if (n > 0) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, p, n);
-    h = (h ^ w) * kMul;
-  }
-  // Light finaliser: spreads high bits into the low (bucket) bits and back.
   h ^= h >> 32;
   h *= 0xD6E8FEB86659FD93ULL;
   return h ^ (h >> 29);
@@ -55,6 +67,16 @@ double UnitRandom() {
           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   state += 0x9E3779B97F4A7C15ULL;
   return static_cast<double>(Mix(state) >> 11) * 0x1.0p-53;
+}
+
+// Gives `node` stripes - 1 extra references to `value`, each with its own
+// control block whose deleter only drops a reference to the original.
+void AddStripes(l1::Node& node, const L1Value& value, std::size_t stripes) {
+  node.stripes = std::make_unique<L1Value[]>(stripes - 1);
+  for (std::size_t i = 0; i + 1 < stripes; ++i) {
+    node.stripes[i] = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
+  }
+  node.stripe_count = static_cast<std::uint8_t>(stripes);
 }
 
 }  // namespace
@@ -88,6 +110,7 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
     limits.max_bytes = options.max_bytes / n + (i < options.max_bytes % n ? 1 : 0);
     limits.policy = options.policy;
     limits.window_fraction = options.window_fraction;
+    limits.max_stale = options.max_stale;
     impl->shards[i].Configure(limits);
   }
   impl->max_entry_charge = options.max_bytes / n;
@@ -115,10 +138,10 @@ Result<std::optional<L1Entry>> L1Cache::Lookup(std::string_view key,
     return l1::KeyError(key, impl_->options.max_key_bytes);
   }
   const std::uint64_t hash = HashKey(key);
-  std::optional<L1Entry> entry;
+  Result<std::optional<L1Entry>> result{std::optional<L1Entry>()};  // filled in place
   impl_->ShardFor(hash).Lookup(hash, key, impl_->clock->Now(), stale_bound,
-                               l1::Accounting::kCount, &entry);
-  return entry;
+                               l1::Accounting::kCount, &*result);
+  return result;
 }
 
 Status L1Cache::set(std::string_view key, L1Value value, const L1Fill& fill) {
@@ -162,12 +185,14 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   }
   node->expiry = now + ttl;
   if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
-  node->dead_at = kind == L1EntryKind::kTombstone ? node->expiry : node->expiry + o.max_stale;
+  if (value != nullptr && o.value_stripes > 1) AddStripes(*node, value, o.value_stripes);
   node->value = std::move(value);
   if (built != nullptr) *built = node->ToEntry();
 
   TIERCACHE_RETURN_IF_ERROR(l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge));
-  if (!impl_->ShardFor(node->hash).Upsert(std::move(node), now, /*count_refusal=*/true)) {
+  // A refused invalidation is a no-op, not a refused fill.
+  const bool count_refusal = kind != L1EntryKind::kTombstone;
+  if (!impl_->ShardFor(node->hash).Upsert(std::move(node), now, count_refusal)) {
     return Status::Aborted("version " + std::to_string(fill.version) +
                            " refused: a higher version is cached for this key");
   }

@@ -39,6 +39,10 @@ Status ValidateOptions(const L1Options& o) {
   if (!(o.ttl_jitter >= 0.0 && o.ttl_jitter <= 0.5)) {
     return Status::InvalidArgument("ttl_jitter must be in [0, 0.5]");
   }
+  if (o.value_stripes == 0 || o.value_stripes > kMaxValueStripes ||
+      !std::has_single_bit(o.value_stripes)) {
+    return Status::InvalidArgument("value_stripes must be a power of two in [1, 16]");
+  }
   if (o.max_key_bytes == 0 || o.max_key_bytes > kMaxKeyBytesLimit) {
     return Status::InvalidArgument("max_key_bytes must be in [1, 1 MiB]");
   }

@@ -13,6 +13,7 @@
 namespace tiercache::l1 {
 
 inline constexpr std::size_t kMaxShards = 1024;
+inline constexpr std::size_t kMaxValueStripes = 16;
 inline constexpr std::size_t kMaxKeyBytesLimit = std::size_t{1} << 20;
 
 // kInvalidArgument naming the first nonsensical option, else OK.

@@ -28,37 +28,58 @@ struct ListLinks {
 
 // The key bytes follow the Node in the same allocation (see NewNode), so a
 // lookup reads one allocation, not a node plus a separately allocated key.
-// Fields a lookup reads come first.
-struct Node : ListLinks {
-  Node* chain = nullptr;  // next node in the same hash bucket
+// Layout by who writes what: line 0 is rewritten by the policy on every
+// drained hit (links, segment); line 1 holds what a lookup reads and only
+// fills write; the key follows in line 2. So one thread's recency updates do
+// not evict the lines another thread's lookups read.
+struct alignas(64) Node : ListLinks {
+  // Line 0: policy state.
+  Segment segment = Segment::kLru;
+  std::size_t charge = 0;
+  // Extra references to `value`, each with its own control block, so that
+  // readers on different threads bump different reference counts (see
+  // L1Options::value_stripes). Null when stripe_count == 1.
+  std::unique_ptr<L1Value[]> stripes;
+
+  // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
+  // max_stale (others) on: see Shard::DeadAt.
+  alignas(64) Node* chain = nullptr;  // next node in the same hash bucket
   std::uint64_t hash = 0;
   std::uint32_t key_size = 0;
   L1EntryKind kind = L1EntryKind::kValue;
-  Segment segment = Segment::kLru;
+  std::uint8_t stripe_count = 1;  // power of two; 1 + the size of `stripes`
   Clock::TimePoint expiry{};
-  Clock::TimePoint dead_at{};  // dropped from here on (expiry + retention)
   L1Value value;
   std::uint64_t version = 0;
   Clock::Duration load_duration{};
-  std::size_t charge = 0;
 
   std::string_view key() const {
     return {reinterpret_cast<const char*>(this) + sizeof(Node), key_size};
   }
-  L1Entry ToEntry() const { return L1Entry{kind, value, version, expiry, load_duration}; }
+  const L1Value& ValueFor(std::size_t reader) const {
+    const std::size_t i = reader & (stripe_count - 1u);
+    return i == 0 ? value : stripes[i - 1];
+  }
+  L1Entry ToEntry(std::size_t reader = 0) const {
+    return L1Entry{kind, ValueFor(reader), version, expiry, load_duration};
+  }
 };
+static_assert(sizeof(Node) == 128, "Node is two cache lines: policy, lookup");
 
 struct NodeDeleter {
   void operator()(Node* n) const noexcept {
     n->~Node();
-    ::operator delete(n);
+    ::operator delete(n, std::align_val_t{alignof(Node)});
   }
 };
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
 // A default-initialised Node followed by a copy of `key`.
 inline NodePtr NewNode(std::string_view key) {
-  void* memory = ::operator new(sizeof(Node) + key.size());
+  // Whole cache lines: no other allocation (say, a value's reference count,
+  // written on every hit) may share the line holding this node's key.
+  const std::size_t bytes = (sizeof(Node) + key.size() + alignof(Node) - 1) & ~(alignof(Node) - 1);
+  void* memory = ::operator new(bytes, std::align_val_t{alignof(Node)});
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
   if (!key.empty()) std::memcpy(static_cast<char*>(memory) + sizeof(Node), key.data(), key.size());

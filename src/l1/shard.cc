@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sched.h>
+
 #include <thread>
 #include <utility>
 
@@ -15,6 +17,7 @@ void Shard::Configure(const ShardLimits& limits) {
   max_entries_ = limits.max_entries;
   max_bytes_ = limits.max_bytes;
   policy_ = limits.policy;
+  max_stale_ = limits.max_stale;
   if (policy_ == L1Policy::kTinyLfu) {
     const auto window = static_cast<std::size_t>(
         std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
@@ -24,10 +27,14 @@ void Shard::Configure(const ShardLimits& limits) {
   }
 }
 
+// The slot of the CPU running the caller (glibc reads it from rseq, about a
+// nanosecond): threads running at the same time are on different CPUs, so
+// they use different slots and stripes, however many threads there are.
+// A thread may migrate or share a slot with a preempted one; the protocol
+// only needs each read section to leave the slot it entered.
 std::size_t Shard::ThreadSlot() {
-  static std::atomic<std::uint32_t> next_slot{0};
-  thread_local const std::uint32_t slot = next_slot.fetch_add(1, std::memory_order_relaxed);
-  return slot & (kReaderSlots - 1);
+  const int cpu = sched_getcpu();
+  return cpu < 0 ? 0 : static_cast<std::size_t>(cpu) & (kReaderSlots - 1);
 }
 
 Shard::ExclusiveSection::ExclusiveSection(Shard& shard) : shard_(shard), lock_(shard.mu_) {
@@ -66,18 +73,27 @@ void Shard::DrainReadBuffers() {
   }
 }
 
+// Called by a reader whose buffer filled up: drains only if that costs no
+// waiting (mutex free, no reader inside), so a reader never stalls behind a
+// descheduled reader; a later attempt or the next writer drains instead.
 void Shard::TryDrain() {
-  if (!mu_.try_lock()) return;  // someone else is writing; it drains too
+  if (!mu_.try_lock()) return;
   std::lock_guard<std::mutex> adopt(mu_, std::adopt_lock);
   writer_active_.store(true, std::memory_order_seq_cst);
-  WaitForReaders();
-  DrainReadBuffers();
+  bool readers_inside = false;
+  for (const ReaderSlot& slot : slots_) {
+    if ((slot.state.load(std::memory_order_seq_cst) & kReaderMask) != 0) {
+      readers_inside = true;
+      break;
+    }
+  }
+  if (!readers_inside) DrainReadBuffers();
   writer_active_.store(false, std::memory_order_release);
 }
 
 LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
-                              std::optional<Clock::Duration> stale_bound) {
-  if (n == nullptr || now >= n->dead_at || n->kind == L1EntryKind::kTombstone) {
+                              std::optional<Clock::Duration> stale_bound) const {
+  if (n == nullptr || now >= DeadAt(n) || n->kind == L1EntryKind::kTombstone) {
     return LookupOutcome::kMiss;
   }
   if (now < n->expiry) return LookupOutcome::kFresh;
@@ -89,7 +105,8 @@ LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
 LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
                             std::optional<Clock::Duration> stale_bound,
                             Accounting accounting, std::optional<L1Entry>* out) {
-  ReaderSlot& slot = slots_[ThreadSlot()];
+  const std::size_t reader = ThreadSlot();
+  ReaderSlot& slot = slots_[reader];
   slot.state.fetch_add(1, std::memory_order_seq_cst);
   if (writer_active_.load(std::memory_order_seq_cst)) {
     slot.state.fetch_add(kLeave, std::memory_order_release);
@@ -97,8 +114,8 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::Tim
   }
   Node* n = table_.Find(hash, key);
   const LookupOutcome outcome = Classify(n, now, stale_bound);
-  if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry());
-  const bool dead = n != nullptr && now >= n->dead_at;
+  if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry(reader));
+  const bool dead = n != nullptr && now >= DeadAt(n);
   bool full = false;
   bool hit = false;
   if (accounting == Accounting::kCount) {
@@ -106,9 +123,12 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::Tim
     if (!hit) CountRead(slot, outcome);
     if (outcome != LookupOutcome::kMiss) full = Record(slot, n);
   }
-  slot.state.fetch_add(hit ? kLeaveWithHit : kLeave, std::memory_order_release);
+  const std::uint64_t before =
+      slot.state.fetch_add(hit ? kLeaveWithHit : kLeave, std::memory_order_release);
   if (dead) {
     DropIfDead(hash, key, now);  // readers cannot unlink; once per dead entry
+  } else if (full && (before >> 32) >= kForceFoldHits) {
+    ExclusiveSection drain(*this);  // bound the unfolded hits: never overflow
   } else if (full) {
     TryDrain();
   }
@@ -120,7 +140,7 @@ void Shard::DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoin
   {
     ExclusiveSection section(*this);
     Node* n = table_.Find(hash, key);
-    if (n != nullptr && now >= n->dead_at) {
+    if (n != nullptr && now >= DeadAt(n)) {
       Drop(n);
       ++counters_.expirations;
     }
@@ -140,7 +160,7 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
   {
     ExclusiveSection section(*this);
     Node* n = table_.Find(hash, key);
-    if (n != nullptr && now >= n->dead_at) {
+    if (n != nullptr && now >= DeadAt(n)) {
       Drop(n);
       ++counters_.expirations;
       n = nullptr;
@@ -191,7 +211,7 @@ bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
 
 bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal) {
   Node* old = table_.Find(node->hash, node->key());
-  if (old != nullptr && now >= old->dead_at) {
+  if (old != nullptr && now >= DeadAt(old)) {
     Drop(old);
     ++counters_.expirations;
     old = nullptr;
@@ -208,10 +228,11 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
   } else {
     bytes_ = bytes_ - old->charge + node->charge;
     old->value.swap(node->value);
+    old->stripes.swap(node->stripes);
+    std::swap(old->stripe_count, node->stripe_count);
     old->kind = node->kind;
     old->version = node->version;
     old->expiry = node->expiry;
-    old->dead_at = node->dead_at;
     old->load_duration = node->load_duration;
     old->charge = node->charge;
     Touch(old);
@@ -260,7 +281,7 @@ std::size_t Shard::PurgeDead(Clock::TimePoint now) {
     for (NodeList& l : lists_) {
       for (Node* n = l.front(); n != nullptr;) {
         Node* next = l.next(n);
-        if (now >= n->dead_at) {
+        if (now >= DeadAt(n)) {
           Drop(n);
           ++purged;
         }

@@ -1,13 +1,14 @@
 // Shard: one lock's worth of the L1 cache: a hash table, the policy lists,
 // the frequency sketch (TinyLFU) and counters.
 //
-// Read-mostly locking. Reads do not take the mutex: a reader announces itself
-// in its own cache line (ReaderSlot, picked by thread), checks that no writer
-// is active, and then only reads the table and the node. What a hit would
-// change (recency, frequency) is recorded in the slot's small read buffer and
-// applied later by a writer, as Caffeine does; when the buffer is full the
-// reader tries to drain it itself (try_lock, never waits). So a hit writes
-// only lines of its own slot, and two threads reading do not bounce lines.
+// Read-mostly locking. Reads do not take the mutex: a reader announces
+// itself in its own cache line (a ReaderSlot, picked by the CPU it runs on),
+// checks that no writer is active, and then only reads the table and the
+// node. What a hit would change (recency, frequency) is recorded in the
+// slot's small read buffer and applied later by a writer, as Caffeine does;
+// when the buffer is full the reader drains it itself if it can do so
+// without waiting. So a hit writes only its own slot's lines (and the value's
+// reference count), and readers on different CPUs do not bounce lines.
 // Writers (fills, invalidations, evictions, drains) hold mu_, raise
 // writer_active_ and wait for the announced readers to leave: an "exclusive
 // section". A reader that finds a writer active falls back to the mutex. The
@@ -48,6 +49,7 @@ struct ShardLimits {
   std::size_t max_bytes = 1;    // > 0; also the largest charge of one node
   L1Policy policy = L1Policy::kLru;
   double window_fraction = 0.01;
+  Clock::Duration max_stale{0};  // retention of expired values / negatives
 };
 
 enum class LookupOutcome { kFresh, kStale, kMiss };
@@ -89,14 +91,16 @@ class alignas(64) Shard {
   static constexpr std::size_t kReaderSlots = 16;  // power of two
   static constexpr std::uint32_t kReadBuffer = 32;
 
-  // One per thread (modulo kReaderSlots): written by its readers only, read
-  // by writers. Threads sharing a slot stay correct (the counters are exact
-  // RMWs; the read buffer may drop records).
+  // One per CPU (modulo kReaderSlots): written by the readers running there,
+  // read by writers. Threads sharing a slot (a preempted reader, more CPUs
+  // than slots) stay correct: the counters are exact RMWs and the read
+  // buffer may only drop records.
   struct alignas(64) ReaderSlot {
     // Low 32 bits: readers inside a read section. High 32 bits: fresh hits
     // not yet folded into Counters::hits. A hit leaves with one RMW that adds
-    // a hit and removes the reader; every exclusive section folds the hits
-    // (so the high half cannot overflow: a full read buffer forces one).
+    // a hit and removes the reader; every exclusive section folds the hits,
+    // and a reader forces one past kForceFoldHits, so the high half cannot
+    // overflow.
     std::atomic<std::uint64_t> state{0};
     std::atomic<std::uint32_t> recorded{0};  // filled prefix of `buffer`
     std::atomic<std::uint64_t> misses{0};
@@ -120,6 +124,8 @@ class alignas(64) Shard {
   static constexpr std::uint64_t kReaderMask = 0xFFFFFFFFULL;
   static constexpr std::uint64_t kLeaveWithHit = (std::uint64_t{1} << 32) - 1;
   static constexpr std::uint64_t kLeave = ~std::uint64_t{0};  // i.e. minus one
+  // Unfolded hits at which a reader drains even if it has to wait.
+  static constexpr std::uint64_t kForceFoldHits = std::uint64_t{1} << 30;
 
   struct Counters {
     std::uint64_t hits = 0, evictions = 0, expirations = 0, refused = 0;
@@ -129,8 +135,11 @@ class alignas(64) Shard {
   bool OverBounds() const { return table_.size() > max_entries_ || bytes_ > max_bytes_; }
 
   static std::size_t ThreadSlot();
-  static LookupOutcome Classify(const Node* n, Clock::TimePoint now,
-                                std::optional<Clock::Duration> stale_bound);
+  Clock::TimePoint DeadAt(const Node* n) const {
+    return n->kind == L1EntryKind::kTombstone ? n->expiry : n->expiry + max_stale_;
+  }
+  LookupOutcome Classify(const Node* n, Clock::TimePoint now,
+                         std::optional<Clock::Duration> stale_bound) const;
   LookupOutcome LookupExclusive(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
                                 std::optional<Clock::Duration> stale_bound, Accounting accounting,
                                 std::optional<L1Entry>* out);
@@ -171,6 +180,7 @@ class alignas(64) Shard {
   std::size_t window_cap_ = 1;
   std::size_t protected_cap_ = 0;
   L1Policy policy_ = L1Policy::kLru;
+  Clock::Duration max_stale_{0};
 };
 
 }  // namespace tiercache::l1

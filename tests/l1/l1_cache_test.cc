@@ -9,6 +9,8 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace tiercache {
 namespace {
@@ -75,6 +77,9 @@ TEST_F(L1CacheTest, CreateRejectsNonsenseOptions) {
   expect_invalid([](L1Options& o) { o.ttl_jitter = -0.1; });
   expect_invalid([](L1Options& o) { o.max_key_bytes = 0; });
   expect_invalid([](L1Options& o) { o.policy = static_cast<L1Policy>(7); });
+  expect_invalid([](L1Options& o) { o.value_stripes = 0; });
+  expect_invalid([](L1Options& o) { o.value_stripes = 3; });
+  expect_invalid([](L1Options& o) { o.value_stripes = 32; });
 }
 
 TEST_F(L1CacheTest, ShardCountShrinksToFitSmallBounds) {
@@ -102,6 +107,42 @@ TEST_F(L1CacheTest, SetThenGetReturnsSharedValueWithMetadata) {
   EXPECT_EQ(e.expiry, clock_.Now() + seconds(10));
   EXPECT_EQ(e.load_duration, milliseconds(40));
   EXPECT_TRUE(e.FreshAt(clock_.Now()));
+}
+
+TEST_F(L1CacheTest, StripedValuesShareTheBytesAndOutliveTheCache) {
+  L1Options o = Options();
+  o.value_stripes = 4;
+  auto c = Make(o);
+  L1Value v = V("striped");
+  const std::string* bytes = v.get();
+  ASSERT_TRUE(c->set("k", std::move(v), Version(1)).ok());
+  std::vector<L1Value> got(8);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < got.size(); ++t) {
+    threads.emplace_back([&, t] {
+      auto r = c->get("k");
+      if (r.ok() && r->has_value()) got[t] = (*r)->value;
+    });
+  }
+  for (auto& t : threads) t.join();
+  c.reset();  // the cache and its stripes' owner go away first
+  for (const L1Value& g : got) {
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(g.get(), bytes);
+    EXPECT_EQ(*g, "striped");  // still alive (ASan checks)
+  }
+}
+
+TEST_F(L1CacheTest, UnstripedHitSharesTheOriginalReferenceCount) {
+  L1Options o = Options();
+  o.value_stripes = 1;
+  auto c = Make(o);
+  L1Value v = V("plain");
+  ASSERT_TRUE(c->set("k", v, Version(1)).ok());
+  auto r = c->get("k");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->value, v);
+  EXPECT_EQ(v.use_count(), 3) << "test, cache and the hit share one control block";
 }
 
 TEST_F(L1CacheTest, BadKeysAreRejectedAndLeaveCacheUnchanged) {
@@ -315,6 +356,7 @@ TEST_F(L1CacheTest, InvalidateWithLowerVersionIsANoOp) {
   EXPECT_EQ(Get(*c, "k"), "v5");
   ASSERT_TRUE(c->invalidate("k", 8).ok());
   EXPECT_TRUE(c->invalidate("k", 7).ok());  // keeps the tombstone of 8
+  EXPECT_EQ(c->stats().refused_fills, 0u) << "a no-op invalidation is not a refused fill";
   EXPECT_TRUE(c->set("k", V("v7"), Version(7)).IsAborted());
 }
 

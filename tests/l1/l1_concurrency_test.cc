@@ -25,7 +25,7 @@ using std::chrono::seconds;
 
 constexpr int kKeys = 32;
 constexpr int kThreads = 6;
-constexpr int kOpsPerThread = 6000;
+constexpr int kOpsPerThread = 20000;
 
 std::string Key(int i) { return "posts:{community:" + std::to_string(i % 4) + "}:" + std::to_string(i); }
 
@@ -174,6 +174,48 @@ TEST(L1ConcurrencyTest, EvictionUnderContentionKeepsBounds) {
     EXPECT_EQ(h.cache->stats().entries, 0u);
     EXPECT_EQ(h.cache->stats().bytes, 0u);
   }
+}
+
+// Hits are counted without a lock (folded from per-thread slots by writers);
+// the total must still be exact while writers keep folding.
+TEST(L1ConcurrencyTest, HitCountIsExactUnderConcurrentWrites) {
+  FakeClock clock;
+  auto cache = MakeCache(&clock, L1Policy::kTinyLfu, 1024, std::chrono::hours(1));
+  ASSERT_NE(cache, nullptr);
+  L1Fill fill;
+  fill.ttl = std::chrono::hours(1);
+  for (int k = 0; k < kKeys; ++k) {
+    ASSERT_TRUE(cache->set(Key(k), std::make_shared<const std::string>("v"), fill).ok());
+  }
+  constexpr int kReaders = 4;
+  constexpr int kReads = 20000;
+  std::atomic<int> missed{0};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::uint64_t v = 1;
+    while (!stop.load()) {
+      L1Fill f = fill;
+      f.version = v++;
+      if (!cache->set("writer:" + std::to_string(v % 64), std::make_shared<const std::string>("w"), f)
+               .ok()) {
+        ++missed;
+      }
+    }
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < kReaders; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = 0; i < kReads; ++i) {
+        auto r = cache->get(Key((i + t) % kKeys));
+        if (!r.ok() || !r->has_value()) ++missed;
+      }
+    });
+  }
+  for (auto& t : readers) t.join();
+  stop = true;
+  writer.join();
+  EXPECT_EQ(missed.load(), 0);
+  EXPECT_EQ(cache->stats().hits, static_cast<std::uint64_t>(kReaders) * kReads);
 }
 
 }  // namespace
