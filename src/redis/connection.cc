@@ -6,34 +6,22 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <new>
 
 #include "redis/connection_io.h"
+#include "redis/reply_reader.h"
 #include "redis/engine.h"
 
 namespace tiercache::redis::internal {
 namespace {
-
-Reply Convert(const redisReply* r) {
-  switch (r->type) {
-    case REDIS_REPLY_STRING: return Reply::String(std::string(r->str, r->len));
-    case REDIS_REPLY_STATUS: return Reply::StatusReply(std::string(r->str, r->len));
-    case REDIS_REPLY_ERROR: return Reply::Error(std::string(r->str, r->len));
-    case REDIS_REPLY_INTEGER: return Reply::Integer(r->integer);
-    case REDIS_REPLY_ARRAY: {
-      std::vector<Reply> elements;
-      elements.reserve(r->elements);
-      for (size_t i = 0; i < r->elements; ++i) elements.push_back(Convert(r->element[i]));
-      return Reply::Array(std::move(elements));
-    }
-    default: return Reply::Nil();
-  }
-}
 
 bool Resolve(const Endpoint& e, sockaddr_storage* addr, socklen_t* len, std::string* error) {
   sockaddr_in v4{};
@@ -61,7 +49,7 @@ bool Resolve(const Endpoint& e, sockaddr_storage* addr, socklen_t* len, std::str
 
 void SetEvents(Connection* c, bool want_write) {
   epoll_event ev{};
-  ev.events = EPOLLIN | (want_write ? EPOLLOUT : 0u);
+  ev.events = EPOLLIN | EPOLLET | (want_write ? EPOLLOUT : 0u);
   ev.data.ptr = c;
   epoll_ctl(c->engine->epoll_fd(), EPOLL_CTL_MOD, c->fd, &ev);
   c->want_write = want_write;
@@ -87,9 +75,11 @@ bool ConnOpen(Connection* c, std::string* error) {
     return false;
   }
   c->fd = fd;
-  c->reader = redisReaderCreate();
+  c->reader = NewReplyReader();
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT;
+  // Edge-triggered: a connection lent to a caller (direct I/O) must not keep
+  // waking the I/O thread while the caller reads its reply.
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
   ev.data.ptr = c;
   epoll_ctl(c->engine->epoll_fd(), EPOLL_CTL_ADD, fd, &ev);
   c->want_write = true;
@@ -108,6 +98,7 @@ void ConnClose(Connection* c) {
     c->reader = nullptr;
   }
   c->out.clear();
+  c->out_base = 0;
   c->want_write = false;
   c->handshake_left = 0;
   c->state = Connection::State::kDisconnected;
@@ -125,15 +116,18 @@ void ConnFlush(Connection* c) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     c->out.erase(0, sent);
+    c->out_base += sent;
     c->engine->OnConnectionFailed(c, std::string("send: ") + std::strerror(errno));
     return;
   }
   c->out.erase(0, sent);
+  c->out_base += sent;
   bool need = !c->out.empty();
   if (need != c->want_write) SetEvents(c, need);
 }
 
 void ConnOnEvent(Connection* c, uint32_t events) {
+  if (!c->engine->TryOwn(c)) return;  // lent to a caller, who reads its reply
   if (c->state == Connection::State::kConnecting) {
     if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return;
     int err = 0;
@@ -168,8 +162,9 @@ void ConnOnEvent(Connection* c, uint32_t events) {
           return;
         }
         if (raw == nullptr) break;
-        Reply reply = Convert(static_cast<redisReply*>(raw));
-        freeReplyObject(raw);
+        std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
+        Reply reply = std::move(*root);
+        root.reset();
         if (c->inflight.empty()) {
           c->engine->OnConnectionFailed(c, "reply without a request");
           return;
@@ -186,6 +181,68 @@ void ConnOnEvent(Connection* c, uint32_t events) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     c->engine->OnConnectionFailed(c, n == 0 ? "connection closed by server" : std::string("recv: ") + std::strerror(errno));
     return;
+  }
+}
+
+namespace {
+
+// Waits for `events` on fd until `deadline`; false on timeout.
+bool PollUntil(int fd, short events, TimePoint deadline) {
+  for (;;) {
+    auto left = deadline - SteadyClock::now();
+    if (left <= std::chrono::nanoseconds::zero()) return false;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    pollfd p{fd, events, 0};
+    int rc = ::ppoll(&p, 1, &ts, nullptr);
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) return true;  // let the next call report the error
+  }
+}
+
+}  // namespace
+
+DirectResult DirectExchange(Connection* c, const std::string& cmd, TimePoint deadline, Reply* reply,
+                            std::string* error) {
+  size_t sent = 0;
+  while (sent < cmd.size()) {
+    ssize_t n = ::send(c->fd, cmd.data() + sent, cmd.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    bool again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (!again) *error = std::string("send: ") + std::strerror(errno);
+    if (!again || !PollUntil(c->fd, POLLOUT, deadline)) {
+      if (again) *error = "deadline exceeded while sending";
+      return sent == 0 ? DirectResult::kNotSent : DirectResult::kBrokenAfterSend;
+    }
+  }
+  char buf[16 * 1024];
+  for (;;) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(c->reader, &raw) != REDIS_OK) {
+      *error = std::string("protocol error: ") + c->reader->errstr;
+      return DirectResult::kBrokenAfterSend;
+    }
+    if (raw != nullptr) {
+      std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
+      *reply = std::move(*root);
+      return DirectResult::kReply;
+    }
+    if (!PollUntil(c->fd, POLLIN, deadline)) return DirectResult::kTimedOut;
+    ssize_t n = ::recv(c->fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+      if (redisReaderFeed(c->reader, buf, static_cast<size_t>(n)) != REDIS_OK) {
+        *error = "protocol error";
+        return DirectResult::kBrokenAfterSend;
+      }
+      continue;
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    *error = n == 0 ? "connection closed by server" : std::string("recv: ") + std::strerror(errno);
+    return DirectResult::kBrokenAfterSend;
   }
 }
 

@@ -18,6 +18,18 @@ void ConnFlush(Connection* c);
 // Handles epoll events: connect completion, writability, replies.
 void ConnOnEvent(Connection* c, uint32_t events);
 
+enum class DirectResult : uint8_t {
+  kReply,             // *reply holds the reply
+  kNotSent,           // nothing was sent (error or deadline): safe to resend
+  kTimedOut,          // sent; the deadline passed before the reply (one orphan reply due)
+  kBrokenAfterSend,   // the connection failed after (part of) the command left
+};
+
+// Caller thread, on a borrowed connection: sends `cmd` and reads one reply,
+// waiting at most until `deadline`. On failure, *error says why.
+DirectResult DirectExchange(Connection* c, const std::string& cmd, TimePoint deadline, Reply* reply,
+                            std::string* error);
+
 }  // namespace tiercache::redis::internal
 
 #endif  // TIERCACHE_SRC_REDIS_CONNECTION_IO_H_

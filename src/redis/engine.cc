@@ -15,10 +15,6 @@ using std::chrono::milliseconds;
 
 const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
 
-Status ServerError(const std::string& node, const std::string& text) {
-  return Status::Internal("server error from " + node + ": " + text);
-}
-
 }  // namespace
 
 Engine::Engine(RedisClientOptions options) : options_(std::move(options)) { slot_master_.fill(-1); }
@@ -46,6 +42,7 @@ Status Engine::Start() {
     Node* n = EnsureNode(options_.seeds.front());
     n->in_topology = true;
     slot_master_.fill(static_cast<int16_t>(n->id));
+    for (int s = 0; s < kSlotCount; ++s) PublishSlot(s);
     shard_master_ = {n->id};
     shard_replicas_ = {{}};
     have_topology_ = true;
@@ -61,9 +58,11 @@ Status Engine::Start() {
                   options_.min_refresh_interval;
   req->task = [this](Request* r) {
     topology_waiter_ = r;
-    refresh_wanted_ = true;
-    last_refresh_start_ = TimePoint{};
-    MaybeRefresh(SteadyClock::now());
+    if (!refresh_in_flight_) {  // the I/O thread may have started one already
+      refresh_wanted_ = true;
+      last_refresh_start_ = TimePoint{};
+      MaybeRefresh(SteadyClock::now());
+    }
     return false;
   };
   Submit(req);
@@ -146,7 +145,9 @@ void Engine::Run() {
         [[maybe_unused]] ssize_t r = ::read(event_fd_, &v, sizeof(v));
         continue;
       }
-      ConnOnEvent(static_cast<Connection*>(events[i].data.ptr), events[i].events);
+      auto* c = static_cast<Connection*>(events[i].data.ptr);
+      ConnOnEvent(c, events[i].events);
+      MaybeLend(c);
     }
   }
   Shutdown();
@@ -229,7 +230,8 @@ void Engine::Dispatch(Request* req, TimePoint now) {
     return;
   }
   if (now >= req->deadline) {
-    Finish(req, Status::DeadlineExceeded("deadline exceeded" +
+    const std::string* node = req->node_name.load(std::memory_order_relaxed);
+    Finish(req, Status::DeadlineExceeded("deadline exceeded waiting for " + (node ? *node : std::string("a node")) +
                                          (req->last_error.empty() ? std::string() : "; last error: " + req->last_error)));
     return;
   }
@@ -242,7 +244,11 @@ void Engine::Dispatch(Request* req, TimePoint now) {
   req->node_name.store(&n->name, std::memory_order_release);
   Connection* c = PickConnection(n);
   if (c->state == Connection::State::kReady) {
-    WriteRequest(c, req);
+    if (Acquire(c)) {
+      WriteRequest(c, req);
+    } else {
+      c->waiting.push_back(req);  // written when the borrower hands it back
+    }
     return;
   }
   c->waiting.push_back(req);
@@ -253,16 +259,17 @@ void Engine::WriteRequest(Connection* c, Request* req) {
   if (c->inflight.empty()) c->last_read = SteadyClock::now();
   if (req->asking) {
     c->out.append(kAsking, sizeof(kAsking) - 1);
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard});
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
     req->asking = false;
   }
   if (req->load_script) {
     AppendCommand(c->out, std::vector<std::string_view>{"SCRIPT", "LOAD", req->script});
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard});
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
     req->load_script = false;
   }
+  uint64_t start = c->out_base + c->out.size();
   c->out.append(req->cmd);
-  c->inflight.push_back({req, Connection::InFlight::kUser});
+  c->inflight.push_back({req, Connection::InFlight::kUser, start});
   MarkDirty(c);
 }
 
@@ -279,166 +286,9 @@ void Engine::FlushDirty() {
     for (Connection* c : batch) {
       c->dirty = false;
       ConnFlush(c);
+      MaybeLend(c);
     }
   }
-}
-
-void Engine::StartConnect(Connection* c, TimePoint now) {
-  c->connect_started = now;
-  c->next_connect = now + options_.reconnect_backoff;
-  std::string error;
-  if (!ConnOpen(c, &error)) OnConnectionFailed(c, error);
-}
-
-void Engine::OnConnectionReady(Connection* c) {
-  c->state = Connection::State::kHandshake;
-  c->handshake_left = 0;
-  c->handshake_rejected = false;
-  if (!options_.password.empty()) {
-    std::vector<std::string_view> auth{"AUTH"};
-    if (!options_.username.empty()) auth.push_back(options_.username);
-    auth.push_back(options_.password);
-    AppendCommand(c->out, auth);
-    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake});
-    ++c->handshake_left;
-  }
-  if (options_.read_from_replicas) {
-    AppendCommand(c->out, std::vector<std::string_view>{"READONLY"});
-    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake});
-    ++c->handshake_left;
-  }
-  if (c->handshake_left == 0) {
-    GoReady(c);
-  } else {
-    MarkDirty(c);
-  }
-}
-
-void Engine::GoReady(Connection* c) {
-  c->state = Connection::State::kReady;
-  c->last_error.clear();
-  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
-  std::deque<Request*> waiting;
-  waiting.swap(c->waiting);
-  for (Request* req : waiting) {
-    if (!req->Live()) {
-      Finish(req, Status::Cancelled("abandoned"));
-    } else {
-      WriteRequest(c, req);
-    }
-  }
-}
-
-void Engine::OnConnectionFailed(Connection* c, const std::string& reason) {
-  counters_.connection_failures.fetch_add(1, std::memory_order_relaxed);
-  DropConnection(c, reason, /*want_refresh=*/true);
-}
-
-void Engine::DropConnection(Connection* c, const std::string& reason, bool want_refresh) {
-  TimePoint now = SteadyClock::now();
-  std::string why = c->node->name + ": " + reason;
-  bool rejected = c->handshake_rejected;
-  ConnClose(c);
-  c->handshake_rejected = false;
-  c->last_error = why;
-  c->next_connect = std::max(c->next_connect, now + options_.reconnect_backoff);
-  if (want_refresh && options_.mode == Mode::kCluster) refresh_wanted_ = true;
-  std::deque<Connection::InFlight> inflight;
-  inflight.swap(c->inflight);
-  std::deque<Request*> waiting;
-  waiting.swap(c->waiting);
-  for (const Connection::InFlight& e : inflight) {
-    if (e.kind != Connection::InFlight::kUser) continue;
-    Request* req = e.req;
-    if (!req->Live()) {
-      Finish(req, Status::Cancelled("abandoned"));
-    } else if (req->internal) {
-      Finish(req, Status::Unavailable(why));
-    } else if (req->idempotent) {
-      Park(req, now, why);
-    } else {
-      Finish(req, Status::Unavailable("connection to " + why +
-                                      " lost after the command was sent; not retried because it may have run"));
-    }
-  }
-  for (Request* req : waiting) {
-    if (!req->Live()) {
-      Finish(req, Status::Cancelled("abandoned"));
-    } else if (rejected) {
-      Finish(req, Status::FailedPrecondition("connection handshake rejected by " + why));
-    } else if (req->internal) {
-      Finish(req, Status::Unavailable(why));
-    } else {
-      Park(req, now, why);
-    }
-  }
-}
-
-void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply) {
-  TimePoint now = SteadyClock::now();
-  c->last_read = now;
-  if (entry.kind == Connection::InFlight::kDiscard) return;
-  if (entry.kind == Connection::InFlight::kHandshake) {
-    if (reply.IsError()) {
-      c->handshake_rejected = true;
-      OnConnectionFailed(c, reply.str);
-      return;
-    }
-    if (--c->handshake_left == 0) GoReady(c);
-    return;
-  }
-  Request* req = entry.req;
-  if (!req->Live()) {
-    Finish(req, Status::Cancelled("abandoned"));
-    return;
-  }
-  if (!reply.IsError()) {
-    Finish(req, std::move(reply));
-    return;
-  }
-  ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
-  switch (info.kind) {
-    case ErrorKind::kMoved:
-    case ErrorKind::kAsk: {
-      bool moved = info.kind == ErrorKind::kMoved;
-      (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
-      if (++req->redirects > options_.max_redirects) {
-        Finish(req, Status::Unavailable("redirects exhausted after " + std::to_string(options_.max_redirects) +
-                                        " hops; last: " + reply.str + " from " + c->node->name));
-        return;
-      }
-      Node* target = EnsureNode(info.target);
-      if (moved) {
-        slot_master_[info.slot] = static_cast<int16_t>(target->id);
-        target->in_topology = true;
-        refresh_wanted_ = true;
-      }
-      req->target_node = target->id;
-      req->asking = !moved;
-      Dispatch(req, now);
-      return;
-    }
-    case ErrorKind::kTryAgain:
-    case ErrorKind::kClusterDown:
-    case ErrorKind::kLoading:
-    case ErrorKind::kMasterDown:
-      counters_.retries.fetch_add(1, std::memory_order_relaxed);
-      if (info.kind != ErrorKind::kTryAgain) refresh_wanted_ = true;
-      Park(req, now, c->node->name + ": " + reply.str);
-      return;
-    case ErrorKind::kNoScript:
-      if (!req->script.empty() && !req->script_reloaded) {
-        req->script_reloaded = true;
-        req->load_script = true;
-        req->target_node = c->node->id;
-        Dispatch(req, now);
-        return;
-      }
-      break;
-    case ErrorKind::kOther:
-      break;
-  }
-  Finish(req, ServerError(c->node->name, reply.str));
 }
 
 std::chrono::nanoseconds Engine::Backoff(int attempts) const {
@@ -474,18 +324,23 @@ void Engine::RetryParked(TimePoint now, bool all) {
 }
 
 void Engine::SweepExpired(TimePoint now) {
-  auto expire = [&](Request* req, const Node* n) {
-    if (req->callback && now >= req->deadline && req->Live()) {
-      ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + n->name));
-    }
+  // Collect first: an expiry callback may dispatch (topology refresh) and so
+  // change the queues being walked.
+  std::vector<std::pair<Request*, const Node*>> expired;
+  auto check = [&](Request* req, const Node* n) {
+    if (req->callback && now >= req->deadline && req->Live()) expired.emplace_back(req, n);
   };
-  for (auto& node : nodes_) {
-    for (auto& c : node->conns) {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node* node = nodes_[i].get();
+    for (const auto& c : node->conns) {
       for (const auto& e : c->inflight) {
-        if (e.kind == Connection::InFlight::kUser) expire(e.req, node.get());
+        if (e.kind == Connection::InFlight::kUser) check(e.req, node);
       }
-      for (Request* req : c->waiting) expire(req, node.get());
+      for (Request* req : c->waiting) check(req, node);
     }
+  }
+  for (auto& [req, node] : expired) {
+    ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + node->name));
   }
 }
 
@@ -493,8 +348,8 @@ void Engine::Housekeeping(TimePoint now) {
   SweepExpired(now);
   RetryParked(now, /*all=*/false);
   auto stall_limit = std::max<std::chrono::nanoseconds>(options_.command_timeout * 2, milliseconds(1000));
-  for (auto& node : nodes_) {
-    for (auto& conn : node->conns) {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    for (auto& conn : nodes_[i]->conns) {
       Connection* c = conn.get();
       switch (c->state) {
         case Connection::State::kConnecting:
@@ -570,6 +425,7 @@ void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
   Node* n = EnsureNode(owner);
   n->in_topology = true;
   slot_master_[slot] = static_cast<int16_t>(n->id);
+  PublishSlot(slot);
 }
 
 std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {

@@ -9,6 +9,11 @@
 // one send: automatic pipelining), and matches replies to requests in order,
 // parsing with hiredis's redisReader.
 //
+// A lone synchronous caller may instead borrow an idle connection and do its
+// own send/receive (direct.cc); the connection's `lend` state says who may
+// touch its socket and reader, and anything unusual is handed back to the
+// I/O thread.
+//
 // Redirections and retries happen on the I/O thread: MOVED patches the slot
 // and resends at once; ASK sends ASKING + the command to the target, the map
 // untouched; TRYAGAIN/CLUSTERDOWN/LOADING/MASTERDOWN and lost connections park
@@ -54,6 +59,7 @@ struct Connection {
     enum Kind : uint8_t { kUser, kDiscard, kHandshake };
     Request* req;  // null unless kind == kUser
     Kind kind;
+    uint64_t start = 0;  // stream offset of the command's first byte
   };
 
   Engine* engine = nullptr;
@@ -62,6 +68,7 @@ struct Connection {
   State state = State::kDisconnected;
   redisReader* reader = nullptr;
   std::string out;                // bytes not yet sent
+  uint64_t out_base = 0;          // stream offset of out[0] (= bytes sent so far)
   bool want_write = false;        // EPOLLOUT armed
   bool dirty = false;             // in the engine's flush list
   int handshake_left = 0;         // handshake replies still expected
@@ -72,6 +79,18 @@ struct Connection {
   TimePoint next_connect{};       // reconnection backoff
   TimePoint last_read{};          // for stall detection
   std::string last_error;
+
+  // Direct I/O: an idle ready connection may be lent to one caller thread,
+  // which then sends its command and reads the reply itself (no hand-off).
+  // While lent (kBorrowed/kReclaim) only the borrower touches fd and reader.
+  // kReturning: handed back with work for the I/O thread (orphan reply,
+  // broken socket, queued requests); nobody may use it until that runs.
+  enum Lend : int { kOwned = 0, kLendable = 1, kBorrowed = 2, kReclaim = 3, kReturning = 4 };
+  std::atomic<int> lend{kOwned};
+  // Set by the borrower before it hands the connection back with a task.
+  int orphan_replies = 0;   // replies still due to a borrower that gave up
+  bool borrow_broken = false;
+  std::string borrow_error;
 };
 
 struct Node {
@@ -98,6 +117,23 @@ class Engine {
   void SubmitBatch(Request* const* reqs, size_t n);
 
   const RedisClientOptions& options() const { return options_; }
+
+  // Waits for a request submitted by the calling thread (see AwaitRequest).
+  Result<Reply> Await(Request* req) { return AwaitRequest(req, options_.caller_spin, &spinners_); }
+
+  // Runs a single sync request: in the calling thread on an idle connection
+  // (direct I/O) when possible, else through the I/O thread. Takes the
+  // caller's reference to `req` (refs must be 2: caller + engine).
+  Result<Reply> Call(Request* req);
+
+  // I/O thread: takes the connection back from lending; false when a caller
+  // has it (it will be handed back through OnConnectionReturned).
+  bool Acquire(Connection* c);
+  // I/O thread: like Acquire, but leaves a lent connection alone (for
+  // readiness events, which the borrower handles by reading its reply).
+  bool TryOwn(Connection* c);
+  // I/O thread: lends the connection out if it is idle.
+  void MaybeLend(Connection* c);
   const EngineCounters& counters() const { return counters_; }
 
   // Runs `fn` on the I/O thread and waits for it (bounded by `timeout`).
@@ -127,6 +163,10 @@ class Engine {
   void SweepExpired(TimePoint now);
   void Shutdown();
   void DropConnection(Connection* c, const std::string& reason, bool want_refresh);
+  bool TryDirect(Request* req, Result<Reply>* out);
+  void GiveBack(Connection* c, bool need_io_thread);
+  void OnConnectionReturned(Connection* c);
+  void PublishSlot(int slot);
   void GoReady(Connection* c);
   void Finish(Request* req, Result<Reply> r);
   std::chrono::nanoseconds Backoff(int attempts) const;
@@ -156,12 +196,15 @@ class Engine {
   std::atomic<bool> io_sleeping_{false};
   std::atomic<size_t> outstanding_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<int> spinners_{0};
 
   // ---- I/O thread only ----
   std::vector<Request*> drained_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::unordered_map<std::string, int> node_by_name_;
   std::array<int16_t, kSlotCount> slot_master_{};
+  // Read by caller threads for direct I/O: the connection serving each slot.
+  std::array<std::atomic<Connection*>, kSlotCount> direct_conn_{};
   std::array<uint16_t, kSlotCount> slot_shard_{};
   std::vector<std::vector<int>> shard_replicas_;  // shard -> replica node ids
   std::vector<int> shard_master_;

@@ -10,7 +10,6 @@
 
 namespace tiercache::redis {
 
-using internal::AwaitRequest;
 using internal::Request;
 using internal::SteadyClock;
 
@@ -57,8 +56,7 @@ Result<Reply> RedisClient::Command(const std::vector<std::string>& args, Command
   Request* req = NewRequest(args, options.key_index, options.idempotent, DeadlineOf(options.call, engine_->options()));
   req->read_only = options.read_only;
   req->refs.store(2, std::memory_order_relaxed);
-  engine_->Submit(req);
-  return AwaitRequest(req, engine_->options().caller_spin);
+  return engine_->Call(req);
 }
 
 Result<std::optional<std::string>> RedisClient::Get(std::string_view key, CallOptions call) {
@@ -66,8 +64,7 @@ Result<std::optional<std::string>> RedisClient::Get(std::string_view key, CallOp
   Request* req = NewRequest(args, 1, true, DeadlineOf(call, engine_->options()));
   req->read_only = true;
   req->refs.store(2, std::memory_order_relaxed);
-  engine_->Submit(req);
-  return ToOptionalString(AwaitRequest(req, engine_->options().caller_spin));
+  return ToOptionalString(engine_->Call(req));
 }
 
 Result<bool> RedisClient::Set(std::string_view key, std::string_view value, SetOptions options) {
@@ -81,8 +78,7 @@ Result<bool> RedisClient::Set(std::string_view key, std::string_view value, SetO
   if (options.only_if_absent) args.push_back("NX");
   Request* req = NewRequest(args, 1, !options.only_if_absent, DeadlineOf(options.call, engine_->options()));
   req->refs.store(2, std::memory_order_relaxed);
-  engine_->Submit(req);
-  Result<Reply> r = AwaitRequest(req, engine_->options().caller_spin);
+  Result<Reply> r = engine_->Call(req);
   if (!r.ok()) return r.status();
   if (r->IsNil()) return false;
   if (r->IsStatus() && r->str == "OK") return true;
@@ -127,7 +123,7 @@ Result<int64_t> CountKeys(internal::Engine& engine, std::string_view name, const
   int64_t total = 0;
   Status first_error;
   for (SlotPart& p : parts) {
-    Result<Reply> r = AwaitRequest(p.req, engine.options().caller_spin);
+    Result<Reply> r = engine.Await(p.req);
     if (!r.ok()) {
       if (first_error.ok()) first_error = r.status();
     } else if (r->IsInteger()) {
@@ -157,7 +153,7 @@ Result<std::vector<std::optional<std::string>>> RedisClient::MGet(const std::vec
   auto parts = SplitBySlot(*engine_, "MGET", keys, true, DeadlineOf(call, engine_->options()));
   Status first_error;
   for (SlotPart& p : parts) {
-    Result<Reply> r = AwaitRequest(p.req, engine_->options().caller_spin);
+    Result<Reply> r = engine_->Await(p.req);
     if (!first_error.ok()) continue;
     if (!r.ok()) {
       first_error = r.status();
@@ -184,7 +180,7 @@ Result<Reply> RedisClient::Eval(const Script& script, const std::vector<std::str
   req->script = script.body();
   req->refs.store(2, std::memory_order_relaxed);
   engine_->Submit(req);
-  return AwaitRequest(req, engine_->options().caller_spin);
+  return engine_->Await(req);
 }
 
 std::vector<Result<Reply>> RedisClient::Pipeline(const std::vector<std::vector<std::string>>& commands,
@@ -211,7 +207,7 @@ std::vector<Result<Reply>> RedisClient::Pipeline(const std::vector<std::vector<s
     if (r == nullptr) {
       results.emplace_back(Status::InvalidArgument("empty command"));
     } else {
-      results.emplace_back(AwaitRequest(r, engine_->options().caller_spin));
+      results.emplace_back(engine_->Await(r));
     }
   }
   return results;

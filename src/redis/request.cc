@@ -53,13 +53,23 @@ void ExpireRequest(Request* req, const Status& s) {
   }
 }
 
-Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin) {
-  auto spin_until = SteadyClock::now() + spin;
+Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin, std::atomic<int>* spinners) {
   int32_t s = req->state.load(std::memory_order_acquire);
-  while (s == Request::kPending && SteadyClock::now() < spin_until) {
-    for (int i = 0; i < 16; ++i) CpuRelax();
-    s = req->state.load(std::memory_order_acquire);
+  // `spinners` counts every caller waiting in this client; spin only alone.
+  bool alone = spinners == nullptr || spinners->fetch_add(1, std::memory_order_relaxed) == 0;
+  if (alone && s == Request::kPending && spin.count() > 0) {
+    auto spin_until = SteadyClock::now() + spin;
+    while (s == Request::kPending && SteadyClock::now() < spin_until) {
+      for (int i = 0; i < 16; ++i) CpuRelax();
+      s = req->state.load(std::memory_order_acquire);
+    }
   }
+  struct Leave {
+    std::atomic<int>* n;
+    ~Leave() {
+      if (n != nullptr) n->fetch_sub(1, std::memory_order_relaxed);
+    }
+  } leave{spinners};
   while (s == Request::kPending) {
     auto left = req->deadline - SteadyClock::now();
     if (left <= std::chrono::nanoseconds::zero()) {

@@ -80,10 +80,13 @@ void FinishRequest(Request* req, Result<Reply> r);
 // `s` (its deadline passed) without dropping the engine's reference.
 void ExpireRequest(Request* req, const Status& s);
 
-// Caller side: waits until the request completes or its deadline passes
-// (spinning up to `spin` first). Returns the result, or DeadlineExceeded
-// naming the node last tried. Drops the caller's reference.
-Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin);
+// Caller side: waits until the request completes or its deadline passes.
+// It first spins up to `spin`, but only when no other caller of the same
+// client is waiting (`spinners` counts the waiters): with one caller, spinning
+// saves a futex sleep/wake per call; with many, it would only burn the CPU
+// the I/O thread and the server need. Returns the result, or
+// DeadlineExceeded naming the node last tried. Drops the caller's reference.
+Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin, std::atomic<int>* spinners = nullptr);
 
 }  // namespace tiercache::redis::internal
 

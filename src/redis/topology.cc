@@ -35,8 +35,8 @@ void Engine::StartRefresh(TimePoint now) {
     bool failing = c->state == Connection::State::kDisconnected && !c->last_error.empty();
     (failing ? backing_off : fresh).push_back(n->id);
   };
-  for (auto& n : nodes_) {
-    if (n->in_topology) consider(n.get());
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i]->in_topology) consider(nodes_[i].get());
   }
   for (const Endpoint& seed : options_.seeds) consider(EnsureNode(seed));
   std::vector<int> order = fresh;
@@ -117,15 +117,18 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
   }
   if (masters != slot_master_) counters_.topology_changes.fetch_add(1, std::memory_order_relaxed);
   slot_master_ = masters;
+  for (int s = 0; s < kSlotCount; ++s) PublishSlot(s);
   shard_master_ = std::move(shard_master);
   shard_replicas_ = std::move(shard_replicas);
   have_topology_ = true;
-  for (auto& n : nodes_) {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node* n = nodes_[i].get();
     n->in_topology = members.count(n->id) > 0;
     if (n->in_topology) continue;
     // A node that left the map: close its connections; what was queued there
     // is routed again (or failed, when it may already have run).
     for (auto& c : n->conns) {
+      if (!Acquire(c.get())) continue;  // lent to a caller: closed at a later refresh
       if (c->state != Connection::State::kDisconnected || !c->waiting.empty()) {
         DropConnection(c.get(), "node is no longer in the cluster topology", /*want_refresh=*/false);
       }

@@ -157,6 +157,49 @@ TEST(ClusterTest, CorruptedSlotMapIsRepairedByOneMovedWithoutCallerError) {
   EXPECT_TRUE(client->Del({key}).ok());
 }
 
+TEST(ClusterTest, PeriodicRefreshRepairsTheMapWithoutTraffic) {
+  REQUIRE_CLUSTER();
+  RedisClientOptions o = ClusterOptions();
+  o.topology_refresh_interval = 200ms;
+  o.min_refresh_interval = 50ms;
+  auto client = Connect(o);
+  ASSERT_TRUE(client);
+  auto owner = client->SlotOwnerForTesting(42);
+  ASSERT_TRUE(owner.ok());
+  Endpoint wrong{"127.0.0.1", owner->port == RedisClusterPorts()[0] ? RedisClusterPorts()[1] : RedisClusterPorts()[0]};
+  ASSERT_TRUE(client->SetSlotOwnerForTesting(42, wrong).ok());
+  uint64_t refreshes = client->Stats().topology_refreshes;
+  std::this_thread::sleep_for(600ms);
+  EXPECT_GE(client->Stats().topology_refreshes, refreshes + 2);
+  EXPECT_EQ(client->SlotOwnerForTesting(42)->port, owner->port);
+  EXPECT_EQ(client->Stats().moved, 0u);
+}
+
+TEST(ClusterTest, MovedStormTriggersCoalescedRateLimitedRefreshes) {
+  REQUIRE_CLUSTER();
+  RedisClientOptions o = ClusterOptions();
+  o.min_refresh_interval = 500ms;
+  auto client = Connect(o);
+  ASSERT_TRUE(client);
+  uint64_t refreshes = client->Stats().topology_refreshes;
+  // Corrupt many slots at once: hundreds of MOVED replies in a short time.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; ++i) keys.push_back("tc:storm:" + std::to_string(i));
+  for (const auto& k : keys) {
+    uint16_t slot = KeySlot(k);
+    auto owner = client->SlotOwnerForTesting(slot);
+    ASSERT_TRUE(owner.ok());
+    Endpoint wrong{"127.0.0.1", owner->port == RedisClusterPorts()[0] ? RedisClusterPorts()[1] : RedisClusterPorts()[0]};
+    ASSERT_TRUE(client->SetSlotOwnerForTesting(slot, wrong).ok());
+  }
+  auto values = client->MGet(keys);
+  ASSERT_TRUE(values.ok()) << values.status().ToString();
+  EXPECT_GT(client->Stats().moved, 0u);
+  std::this_thread::sleep_for(100ms);
+  // One refresh at most per min_refresh_interval, however many MOVED came.
+  EXPECT_LE(client->Stats().topology_refreshes, refreshes + 1);
+}
+
 // Moves every key of `slot` from `from` to `to` and assigns the slot to `to`
 // on every master (the same steps as redis-cli --cluster reshard).
 void MigrateSlot(int slot, int from, int to, const std::vector<int>& masters) {
@@ -181,11 +224,17 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   ASSERT_TRUE(client);
   std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
   ASSERT_EQ(masters.size(), 3u);
-  std::string key = "tc:ask:{" + RunTag() + "}";
+  // A slot holding no other keys, so the test moves only its own.
+  std::string key, tag = RunTag();
+  int slot = -1, source = -1;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    key = "tc:ask:{" + tag + ":" + std::to_string(attempt) + "}";
+    slot = KeySlot(key);
+    source = testing::SlotOwnerPort(masters[0], slot);
+    if (NodeCommandText(source, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "0") break;
+  }
   std::string key2 = key + ":second";
-  int slot = KeySlot(key);
   std::string s = std::to_string(slot);
-  int source = testing::SlotOwnerPort(masters[0], slot);
   int target = source == masters[0] ? masters[1] : masters[0];
   ASSERT_TRUE(client->Set(key, "moved-value").ok());
   ASSERT_TRUE(client->Set(key2, "stays").ok());
@@ -207,8 +256,18 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   ASSERT_TRUE(stays.ok());
   EXPECT_EQ(stays->value_or(""), "stays");
 
-  // Finish the migration: now MOVED, and the map follows.
-  ASSERT_EQ(NodeCommandText(source, {"MIGRATE", "127.0.0.1", std::to_string(target), key2, "0", "5000"}), "OK");
+  // Finish the migration (every key left in the slot, then SETSLOT NODE):
+  // now MOVED, and the map follows.
+  {
+    for (;;) {
+      auto keys = testing::NodeCommand(source, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
+      ASSERT_TRUE(keys && keys->type == REDIS_REPLY_ARRAY);
+      if (keys->elements == 0) break;
+      std::vector<std::string> mig{"MIGRATE", "127.0.0.1", std::to_string(target), "", "0", "5000", "KEYS"};
+      for (size_t i = 0; i < keys->elements; ++i) mig.emplace_back(keys->element[i]->str, keys->element[i]->len);
+      ASSERT_EQ(NodeCommandText(source, mig), "OK");
+    }
+  }
   for (int m : masters) ASSERT_EQ(NodeCommandText(m, {"CLUSTER", "SETSLOT", s, "NODE", target_id}), "OK");
   auto after = client->Get(key);
   ASSERT_TRUE(after.ok()) << after.status().ToString();

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "redis/reply_reader.h"
 #include "redis/sha1.h"
 #include "tiercache/redis/redis_client.h"
 
@@ -115,6 +116,67 @@ TEST(ReplyTest, RendersForMessages) {
   EXPECT_EQ(Reply::Nil().ToString(), "(nil)");
   EXPECT_EQ(Reply::Array({Reply::Integer(1), Reply::String("a")}).ToString(), "[1, \"a\"]");
   EXPECT_EQ(Reply::Error("ERR x").ToString(), "(error) ERR x");
+}
+
+}  // namespace
+}  // namespace tiercache::redis::internal
+
+namespace tiercache::redis::internal {
+namespace {
+
+TEST(ReplyReaderTest, ParsesEveryReplyTypeAcrossChunkBoundaries) {
+  std::string bulk("a\0b\r\nc", 6);
+  std::string wire = "+OK\r\n-MOVED 1 127.0.0.1:7001\r\n:42\r\n$-1\r\n$6\r\n" + bulk +
+                     "\r\n*3\r\n$1\r\nx\r\n*-1\r\n*2\r\n:1\r\n$0\r\n\r\n";
+  // Fed one byte at a time, replies still come out whole and in order.
+  std::vector<std::string> bytes;
+  for (char c : wire) bytes.emplace_back(1, c);
+  std::vector<std::string_view> chunks(bytes.begin(), bytes.end());
+  auto replies = ParseReplies(chunks);
+  ASSERT_TRUE(replies.ok()) << replies.status().ToString();
+  ASSERT_EQ(replies->size(), 6u);
+  const auto& r = *replies;
+  EXPECT_TRUE(r[0].IsStatus());
+  EXPECT_EQ(r[0].str, "OK");
+  EXPECT_TRUE(r[1].IsError());
+  EXPECT_EQ(ClassifyError(r[1].str, "h").kind, ErrorKind::kMoved);
+  EXPECT_TRUE(r[2].IsInteger());
+  EXPECT_EQ(r[2].integer, 42);
+  EXPECT_TRUE(r[3].IsNil());
+  EXPECT_TRUE(r[4].IsString());
+  EXPECT_EQ(r[4].str, bulk);
+  ASSERT_TRUE(r[5].IsArray());
+  ASSERT_EQ(r[5].elements.size(), 3u);
+  EXPECT_EQ(r[5].elements[0].str, "x");
+  EXPECT_TRUE(r[5].elements[1].IsNil());
+  ASSERT_EQ(r[5].elements[2].elements.size(), 2u);
+  EXPECT_EQ(r[5].elements[2].elements[0].integer, 1);
+  EXPECT_TRUE(r[5].elements[2].elements[1].IsString());
+  EXPECT_EQ(r[5].elements[2].elements[1].str, "");
+}
+
+TEST(ReplyReaderTest, IncompleteInputYieldsNothingYet) {
+  auto replies = ParseReplies({"$5\r\nhel"});
+  ASSERT_TRUE(replies.ok());
+  EXPECT_TRUE(replies->empty());
+}
+
+TEST(ReplyReaderTest, ProtocolErrorIsAnError) {
+  auto replies = ParseReplies({"?garbage\r\n"});
+  EXPECT_FALSE(replies.ok());
+  EXPECT_TRUE(replies.status().IsInternal());
+}
+
+TEST(ReplyReaderTest, ParsesAClusterSlotsReplyFromTheWire) {
+  std::string wire =
+      "*1\r\n*4\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n*3\r\n$9\r\n127.0.0.1\r\n:7003\r\n$2\r\nid\r\n";
+  auto replies = ParseReplies({wire});
+  ASSERT_TRUE(replies.ok());
+  ASSERT_EQ(replies->size(), 1u);
+  auto ranges = ParseClusterSlots((*replies)[0], "h");
+  ASSERT_TRUE(ranges.ok()) << ranges.status().ToString();
+  EXPECT_EQ((*ranges)[0].last, 5460);
+  EXPECT_EQ((*ranges)[0].replicas[0].port, 7003);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -113,8 +114,21 @@ inline bool ClusterHealthyOnce(const std::vector<int>& ports, bool expect_replic
       if (InfoField(NodeCommandText(p, {"INFO", "replication"}, password), "master_link_status") != "up") return false;
     }
   }
-  if (expect_replicas) return masters == static_cast<int>(ports.size()) / 2 && replicas == masters;
-  return masters == static_cast<int>(ports.size());
+  bool roles = expect_replicas ? masters == static_cast<int>(ports.size()) / 2 && replicas == masters
+                               : masters == static_cast<int>(ports.size());
+  if (!roles) return false;
+  // All nodes agree on the slot map and no slot is left open (migrating/importing).
+  std::string cmd = "timeout 10 redis-cli --no-auth-warning " + (password.empty() ? "" : "-a " + password + " ") +
+                    "--cluster check 127.0.0.1:" + std::to_string(ports[0]) + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return false;
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  pclose(p);
+  return out.find("All nodes agree about slots configuration") != std::string::npos &&
+         out.find("All 16384 slots covered") != std::string::npos && out.find("[WARNING]") == std::string::npos &&
+         out.find("[ERR]") == std::string::npos;
 }
 
 inline bool WaitClusterHealthy(const std::vector<int>& ports, int seconds, bool expect_replicas = true,

@@ -82,6 +82,13 @@ struct RedisClientOptions {
   std::chrono::microseconds caller_spin{100};
   std::chrono::microseconds io_busy_poll{0};
 
+  // Direct I/O for single sync calls (Get, Set, Command): when no other call
+  // of the client is in progress and the connection of the key's node is
+  // idle, the calling thread sends the command and reads the reply itself
+  // instead of handing it to the I/O thread and back. Concurrent calls
+  // pipeline through the I/O thread as usual.
+  bool direct_io = true;
+
   // kOk, or kInvalidArgument naming the first offending field.
   Status Validate() const;
 };

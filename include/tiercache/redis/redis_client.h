@@ -11,7 +11,10 @@
 // by default). Commands from all caller threads are queued to it and written
 // together in one send per node (automatic pipelining); replies are matched
 // in order. Sync calls block the caller until the reply or the deadline;
-// async calls run a callback on the I/O thread.
+// async calls run a callback on the I/O thread. A lone sync caller (nothing
+// else in flight) uses "direct I/O": it borrows the idle connection and does
+// the send and receive itself, which keeps single-call latency at one round
+// trip plus parsing (RedisClientOptions::direct_io).
 //
 // Thread-safety: every method may be called concurrently from any number of
 // threads, except the destructor, which must not race with other calls.
@@ -90,7 +93,8 @@ class RedisClient {
  public:
   // Validates `options`, starts the I/O thread and (cluster mode) fetches the
   // slot map from the seeds. kInvalidArgument for bad options; kUnavailable
-  // when no seed answers CLUSTER SLOTS in time.
+  // when no seed answers CLUSTER SLOTS in time. In standalone mode Create()
+  // does not touch the network: the first call connects.
   static Result<std::unique_ptr<RedisClient>> Create(RedisClientOptions options);
 
   // Stops and joins the I/O thread, closes every socket. Requests still
@@ -123,6 +127,9 @@ class RedisClient {
                      const std::vector<std::string>& args, CallOptions call = {});
 
   // Any command. args[0] is the command name; routing per `options`.
+  // Connections are shared and pipelined, so commands that change connection
+  // state (MULTI/EXEC, WATCH, SELECT, SUBSCRIBE, CLIENT REPLY, ...) are not
+  // supported; use a Lua script (Eval) for atomic multi-step updates.
   Result<Reply> Command(const std::vector<std::string>& args, CommandOptions options = {});
 
   // Many commands, routed each by its own key (CommandOptions per command are

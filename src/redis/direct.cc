@@ -1,0 +1,164 @@
+// Direct I/O: a sync call finds the connection of its slot idle, borrows it,
+// and sends and receives in the calling thread, saving the two thread
+// hand-offs of the queued path (the 1-caller latency). Anything unusual —
+// a redirection, a retryable error, a broken connection — returns the
+// connection and falls back to the I/O thread, which owns all recovery.
+#include <sys/epoll.h>
+
+#include "redis/connection_io.h"
+#include "redis/engine.h"
+
+namespace tiercache::redis::internal {
+
+bool Engine::Acquire(Connection* c) {
+  for (;;) {
+    int s = c->lend.load(std::memory_order_acquire);
+    if (s == Connection::kOwned) return true;
+    if (s == Connection::kReclaim || s == Connection::kReturning) return false;
+    int next = s == Connection::kLendable ? Connection::kOwned : Connection::kReclaim;
+    if (c->lend.compare_exchange_weak(s, next, std::memory_order_acq_rel)) return next == Connection::kOwned;
+  }
+}
+
+bool Engine::TryOwn(Connection* c) {
+  int s = c->lend.load(std::memory_order_acquire);
+  if (s == Connection::kOwned) return true;
+  if (s != Connection::kLendable) return false;
+  return c->lend.compare_exchange_strong(s, Connection::kOwned, std::memory_order_acq_rel);
+}
+
+void Engine::MaybeLend(Connection* c) {
+  if (!options_.direct_io || c->state != Connection::State::kReady || !c->inflight.empty() || !c->out.empty() ||
+      !c->waiting.empty() || c->lend.load(std::memory_order_relaxed) != Connection::kOwned) {
+    return;
+  }
+  c->lend.store(Connection::kLendable, std::memory_order_release);
+}
+
+void Engine::PublishSlot(int slot) {
+  int m = slot_master_[slot];
+  direct_conn_[slot].store(m < 0 ? nullptr : nodes_[m]->conns.front().get(), std::memory_order_release);
+}
+
+void Engine::GiveBack(Connection* c, bool need_io_thread) {
+  if (!need_io_thread) {
+    int s = Connection::kBorrowed;
+    if (c->lend.compare_exchange_strong(s, Connection::kLendable, std::memory_order_acq_rel)) return;
+    // kReclaim: the I/O thread queued work behind us; hand over with a task.
+  }
+  // Not kOwned yet: until the task below has queued the orphan reply (or
+  // closed the socket), the I/O thread must neither write nor lend it.
+  c->lend.store(Connection::kReturning, std::memory_order_release);
+  auto* task = new Request;
+  task->deadline = SteadyClock::now() + std::chrono::hours(1);
+  task->task = [this, c](Request*) {
+    OnConnectionReturned(c);
+    return true;
+  };
+  Submit(task);  // if rejected (shutdown), the connection is closed anyway
+}
+
+void Engine::OnConnectionReturned(Connection* c) {
+  c->lend.store(Connection::kOwned, std::memory_order_release);
+  if (c->borrow_broken) {
+    c->borrow_broken = false;
+    c->orphan_replies = 0;
+    OnConnectionFailed(c, c->borrow_error);
+    return;
+  }
+  for (; c->orphan_replies > 0; --c->orphan_replies) {
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
+  }
+  if (!c->inflight.empty()) {
+    c->last_read = SteadyClock::now();
+    // A reply that arrived while the connection was lent raised no new edge.
+    ConnOnEvent(c, EPOLLIN);
+    if (c->fd < 0) return;
+  }
+  if (c->state == Connection::State::kReady) {
+    std::deque<Request*> waiting;
+    waiting.swap(c->waiting);
+    for (Request* req : waiting) {
+      if (!req->Live()) {
+        Finish(req, Status::Cancelled("abandoned"));
+      } else {
+        WriteRequest(c, req);
+      }
+    }
+  }
+  MaybeLend(c);
+}
+
+bool Engine::TryDirect(Request* req, Result<Reply>* out) {
+  if (!options_.direct_io || req->slot < 0 || (req->read_only && options_.read_from_replicas)) return false;
+  // Only a lone caller goes direct: with concurrent callers, pipelining
+  // through the I/O thread is what scales, and a borrowed connection would
+  // hold their commands back for a round trip. spinners_ counts the callers
+  // now waiting or borrowing.
+  if (spinners_.fetch_add(1, std::memory_order_acq_rel) != 0) {
+    spinners_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  struct Leave {
+    std::atomic<int>* n;
+    ~Leave() { n->fetch_sub(1, std::memory_order_relaxed); }
+  } leave{&spinners_};
+  Connection* c = direct_conn_[req->slot].load(std::memory_order_acquire);
+  if (c == nullptr) return false;
+  int s = Connection::kLendable;
+  if (!c->lend.compare_exchange_strong(s, Connection::kBorrowed, std::memory_order_acq_rel)) return false;
+  req->node_name.store(&c->node->name, std::memory_order_relaxed);
+
+  Reply reply;
+  std::string error;
+  switch (DirectExchange(c, req->cmd, req->deadline, &reply, &error)) {
+    case DirectResult::kReply:
+      break;
+    case DirectResult::kNotSent:
+      c->borrow_broken = !error.empty() && error.rfind("deadline", 0) != 0;
+      c->borrow_error = error;
+      GiveBack(c, c->borrow_broken);
+      return false;  // nothing left: the queued path retries or times out
+    case DirectResult::kTimedOut:
+      c->orphan_replies = 1;
+      GiveBack(c, true);
+      *out = Status::DeadlineExceeded("deadline exceeded waiting for " + c->node->name);
+      return true;
+    case DirectResult::kBrokenAfterSend:
+      c->borrow_broken = true;
+      c->borrow_error = error;
+      GiveBack(c, true);
+      if (req->idempotent) return false;  // resend through the I/O thread
+      *out = Status::Unavailable("connection to " + c->node->name + ": " + error +
+                                 " after the command was sent; not retried because it may have run");
+      return true;
+  }
+  if (reply.IsError()) {
+    ErrorKind kind = ClassifyError(reply.str, c->node->endpoint.host).kind;
+    if (kind != ErrorKind::kOther) {
+      // Redirection or retryable state: the command did not run. The I/O
+      // thread follows it (and repairs the map).
+      GiveBack(c, false);
+      return false;
+    }
+    GiveBack(c, false);
+    *out = Status::Internal("server error from " + c->node->name + ": " + reply.str);
+    return true;
+  }
+  GiveBack(c, false);
+  *out = std::move(reply);
+  return true;
+}
+
+Result<Reply> Engine::Call(Request* req) {
+  Result<Reply> direct = Status::Internal("unset");
+  if (TryDirect(req, &direct)) {
+    req->Unref();
+    req->Unref();
+    return direct;
+  }
+  Submit(req);
+  return Await(req);
+}
+
+}  // namespace tiercache::redis::internal

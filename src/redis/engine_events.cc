@@ -1,0 +1,179 @@
+// Connection lifecycle and reply handling on the I/O thread: connect and
+// handshake, lost connections (what is resent, what fails), and the reply
+// dispatcher that follows MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN/LOADING and
+// reloads scripts on NOSCRIPT.
+#include <algorithm>
+
+#include "redis/connection_io.h"
+#include "redis/engine.h"
+
+namespace tiercache::redis::internal {
+namespace {
+
+Status ServerError(const std::string& node, const std::string& text) {
+  return Status::Internal("server error from " + node + ": " + text);
+}
+
+}  // namespace
+
+void Engine::StartConnect(Connection* c, TimePoint now) {
+  c->connect_started = now;
+  c->next_connect = now + options_.reconnect_backoff;
+  std::string error;
+  if (!ConnOpen(c, &error)) OnConnectionFailed(c, error);
+}
+
+void Engine::OnConnectionReady(Connection* c) {
+  c->state = Connection::State::kHandshake;
+  c->handshake_left = 0;
+  c->handshake_rejected = false;
+  if (!options_.password.empty()) {
+    std::vector<std::string_view> auth{"AUTH"};
+    if (!options_.username.empty()) auth.push_back(options_.username);
+    auth.push_back(options_.password);
+    AppendCommand(c->out, auth);
+    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, 0});
+    ++c->handshake_left;
+  }
+  if (options_.read_from_replicas) {
+    AppendCommand(c->out, std::vector<std::string_view>{"READONLY"});
+    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, 0});
+    ++c->handshake_left;
+  }
+  if (c->handshake_left == 0) {
+    GoReady(c);
+  } else {
+    MarkDirty(c);
+  }
+}
+
+void Engine::GoReady(Connection* c) {
+  c->state = Connection::State::kReady;
+  c->last_error.clear();
+  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  std::deque<Request*> waiting;
+  waiting.swap(c->waiting);
+  for (Request* req : waiting) {
+    if (!req->Live()) {
+      Finish(req, Status::Cancelled("abandoned"));
+    } else {
+      WriteRequest(c, req);
+    }
+  }
+}
+
+void Engine::OnConnectionFailed(Connection* c, const std::string& reason) {
+  counters_.connection_failures.fetch_add(1, std::memory_order_relaxed);
+  DropConnection(c, reason, /*want_refresh=*/true);
+}
+
+void Engine::DropConnection(Connection* c, const std::string& reason, bool want_refresh) {
+  TimePoint now = SteadyClock::now();
+  std::string why = c->node->name + ": " + reason;
+  bool rejected = c->handshake_rejected;
+  uint64_t sent_upto = c->out_base;  // commands starting at or after it never left
+  ConnClose(c);
+  c->handshake_rejected = false;
+  c->last_error = why;
+  c->next_connect = std::max(c->next_connect, now + options_.reconnect_backoff);
+  if (want_refresh && options_.mode == Mode::kCluster) refresh_wanted_ = true;
+  std::deque<Connection::InFlight> inflight;
+  inflight.swap(c->inflight);
+  std::deque<Request*> waiting;
+  waiting.swap(c->waiting);
+  for (const Connection::InFlight& e : inflight) {
+    if (e.kind != Connection::InFlight::kUser) continue;
+    Request* req = e.req;
+    if (!req->Live()) {
+      Finish(req, Status::Cancelled("abandoned"));
+    } else if (req->internal) {
+      Finish(req, Status::Unavailable(why));
+    } else if (req->idempotent || e.start >= sent_upto) {
+      Park(req, now, why);
+    } else {
+      Finish(req, Status::Unavailable("connection to " + why +
+                                      " lost after the command was sent; not retried because it may have run"));
+    }
+  }
+  for (Request* req : waiting) {
+    if (!req->Live()) {
+      Finish(req, Status::Cancelled("abandoned"));
+    } else if (rejected) {
+      Finish(req, Status::FailedPrecondition("connection handshake rejected by " + why));
+    } else if (req->internal) {
+      Finish(req, Status::Unavailable(why));
+    } else {
+      Park(req, now, why);
+    }
+  }
+}
+
+void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply) {
+  TimePoint now = SteadyClock::now();
+  c->last_read = now;
+  if (entry.kind == Connection::InFlight::kDiscard) return;
+  if (entry.kind == Connection::InFlight::kHandshake) {
+    if (reply.IsError()) {
+      c->handshake_rejected = true;
+      OnConnectionFailed(c, reply.str);
+      return;
+    }
+    if (--c->handshake_left == 0) GoReady(c);
+    return;
+  }
+  Request* req = entry.req;
+  if (!req->Live()) {
+    Finish(req, Status::Cancelled("abandoned"));
+    return;
+  }
+  if (!reply.IsError()) {
+    Finish(req, std::move(reply));
+    return;
+  }
+  ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
+  switch (info.kind) {
+    case ErrorKind::kMoved:
+    case ErrorKind::kAsk: {
+      bool moved = info.kind == ErrorKind::kMoved;
+      (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
+      if (++req->redirects > options_.max_redirects) {
+        Finish(req, Status::Unavailable("redirects exhausted after " + std::to_string(options_.max_redirects) +
+                                        " hops; last: " + reply.str + " from " + c->node->name));
+        return;
+      }
+      Node* target = EnsureNode(info.target);
+      if (moved) {
+        slot_master_[info.slot] = static_cast<int16_t>(target->id);
+        PublishSlot(info.slot);
+        target->in_topology = true;
+        refresh_wanted_ = true;
+      }
+      req->target_node = target->id;
+      req->asking = !moved;
+      Dispatch(req, now);
+      return;
+    }
+    case ErrorKind::kTryAgain:
+    case ErrorKind::kClusterDown:
+    case ErrorKind::kLoading:
+    case ErrorKind::kMasterDown:
+      counters_.retries.fetch_add(1, std::memory_order_relaxed);
+      if (info.kind != ErrorKind::kTryAgain) refresh_wanted_ = true;
+      Park(req, now, c->node->name + ": " + reply.str);
+      return;
+    case ErrorKind::kNoScript:
+      if (!req->script.empty() && !req->script_reloaded) {
+        req->script_reloaded = true;
+        req->load_script = true;
+        req->target_node = c->node->id;
+        Dispatch(req, now);
+        return;
+      }
+      break;
+    case ErrorKind::kOther:
+      break;
+  }
+  Finish(req, ServerError(c->node->name, reply.str));
+}
+
+}  // namespace tiercache::redis::internal
