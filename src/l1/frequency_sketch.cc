@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <bit>
 
+#include "l1/mix.h"
+
 namespace tiercache::l1 {
 namespace {
 
@@ -10,14 +12,6 @@ namespace {
 // same hash.
 constexpr std::uint64_t kSeed = 0xC2B2AE3D27D4EB4FULL;
 
-// splitmix64's finaliser: a cheap, well-mixing bijection.
-std::uint64_t Mix(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ULL;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 }  // namespace
 

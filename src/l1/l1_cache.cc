@@ -7,21 +7,14 @@
 #include <utility>
 
 #include "l1/l1_options.h"
+#include "l1/mix.h"
 #include "l1/shard.h"
 #include "tiercache/single_flight.h"
 
 namespace tiercache {
 namespace {
 
-// splitmix64's finaliser, applied to std::hash so that both the shard bits
-// (high) and the bucket bits (low) are well mixed.
-std::uint64_t Mix(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ULL;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+using l1::Mix;
 
 std::uint64_t Load64(const char* p) {
   std::uint64_t w;

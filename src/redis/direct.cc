@@ -75,17 +75,7 @@ void Engine::OnConnectionReturned(Connection* c) {
     ConnOnEvent(c, EPOLLIN);
     if (c->fd < 0) return;
   }
-  if (c->state == Connection::State::kReady) {
-    std::deque<Request*> waiting;
-    waiting.swap(c->waiting);
-    for (Request* req : waiting) {
-      if (!req->Live()) {
-        Finish(req, Status::Cancelled("abandoned"));
-      } else {
-        WriteRequest(c, req);
-      }
-    }
-  }
+  if (c->state == Connection::State::kReady) WriteWaiting(c);
   MaybeLend(c);
 }
 

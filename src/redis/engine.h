@@ -168,6 +168,9 @@ class Engine {
   void OnConnectionReturned(Connection* c);
   void PublishSlot(int slot);
   void GoReady(Connection* c);
+  // Writes the requests that waited for `c` to become ready; abandoned ones
+  // finish as kCancelled.
+  void WriteWaiting(Connection* c);
   void Finish(Request* req, Result<Reply> r);
   std::chrono::nanoseconds Backoff(int attempts) const;
   Node* EnsureNode(const Endpoint& e);

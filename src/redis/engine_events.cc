@@ -47,10 +47,7 @@ void Engine::OnConnectionReady(Connection* c) {
   }
 }
 
-void Engine::GoReady(Connection* c) {
-  c->state = Connection::State::kReady;
-  c->last_error.clear();
-  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+void Engine::WriteWaiting(Connection* c) {
   std::deque<Request*> waiting;
   waiting.swap(c->waiting);
   for (Request* req : waiting) {
@@ -60,6 +57,13 @@ void Engine::GoReady(Connection* c) {
       WriteRequest(c, req);
     }
   }
+}
+
+void Engine::GoReady(Connection* c) {
+  c->state = Connection::State::kReady;
+  c->last_error.clear();
+  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  WriteWaiting(c);
 }
 
 void Engine::OnConnectionFailed(Connection* c, const std::string& reason) {

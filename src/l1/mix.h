@@ -1,0 +1,21 @@
+// Mix: splitmix64's finaliser, a cheap, well-mixing bijection on 64 bits.
+// The L1 applies it to std::hash so that the shard bits (high) and bucket
+// bits (low) are both well mixed, and to derive the sketch's row indexes.
+#ifndef TIERCACHE_L1_MIX_H_
+#define TIERCACHE_L1_MIX_H_
+
+#include <cstdint>
+
+namespace tiercache::l1 {
+
+inline std::uint64_t Mix(std::uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ULL;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace tiercache::l1
+
+#endif  // TIERCACHE_L1_MIX_H_
