@@ -135,15 +135,19 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::Tim
   return outcome;
 }
 
+Node* Shard::FindLiveLocked(std::uint64_t hash, std::string_view key, Clock::TimePoint now) {
+  Node* n = table_.Find(hash, key);
+  if (n == nullptr || now < DeadAt(n)) return n;
+  Drop(n);
+  ++counters_.expirations;
+  return nullptr;
+}
+
 void Shard::DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoint now) {
   Node* retired;
   {
     ExclusiveSection section(*this);
-    Node* n = table_.Find(hash, key);
-    if (n != nullptr && now >= DeadAt(n)) {
-      Drop(n);
-      ++counters_.expirations;
-    }
+    FindLiveLocked(hash, key, now);
     retired = TakeRetired();
   }
   FreeChain(retired);
@@ -159,12 +163,7 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
   Node* retired;
   {
     ExclusiveSection section(*this);
-    Node* n = table_.Find(hash, key);
-    if (n != nullptr && now >= DeadAt(n)) {
-      Drop(n);
-      ++counters_.expirations;
-      n = nullptr;
-    }
+    Node* n = FindLiveLocked(hash, key, now);
     outcome = Classify(n, now, stale_bound);
     if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry());
     if (accounting == Accounting::kCount) {

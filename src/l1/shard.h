@@ -143,6 +143,9 @@ class alignas(64) Shard {
   LookupOutcome LookupExclusive(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
                                 std::optional<Clock::Duration> stale_bound, Accounting accounting,
                                 std::optional<L1Entry>* out);
+  // The entry of `key` unless it is dead, which it then drops (and counts).
+  // REQUIRES: inside an ExclusiveSection.
+  Node* FindLiveLocked(std::uint64_t hash, std::string_view key, Clock::TimePoint now);
   void DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoint now);
   void CountRead(ReaderSlot& slot, LookupOutcome outcome);
   // Records a hit on `n` for the next drain; true when the buffer is full.

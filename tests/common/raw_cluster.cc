@@ -17,15 +17,19 @@ redisContext* RawCluster::Node(int port) {
     redisFree(it->second);
     nodes_.erase(it);
   }
-  timeval tv{2, 0};
-  redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+  redisContext* c = ConnectLoopback(port, timeval{2, 0});
+  if (c != nullptr) nodes_[port] = c;
+  return c;
+}
+
+redisContext* ConnectLoopback(int port, timeval io_timeout) {
+  redisContext* c = redisConnectWithTimeout("127.0.0.1", port, timeval{2, 0});
   if (c == nullptr) return nullptr;
   if (c->err != 0) {
     redisFree(c);
     return nullptr;
   }
-  redisSetTimeout(c, tv);
-  nodes_[port] = c;
+  redisSetTimeout(c, io_timeout);
   return c;
 }
 

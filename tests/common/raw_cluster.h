@@ -36,6 +36,10 @@ class RawCluster {
   std::map<int, redisContext*> nodes_;
 };
 
+// A hiredis connection to 127.0.0.1:port (2 s to connect, `io_timeout` per
+// command), or null. The caller owns it (redisFree).
+redisContext* ConnectLoopback(int port, timeval io_timeout);
+
 // Renders a reply for assertion messages.
 std::string DescribeReply(const redisReply* r);
 

@@ -31,14 +31,8 @@ namespace tiercache::redis::testing {
 using ::tiercache::testing::RawReply;
 
 inline RawReply NodeCommand(int port, const std::vector<std::string>& args, const std::string& password = "") {
-  timeval tv{2, 0};
-  redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+  redisContext* c = ::tiercache::testing::ConnectLoopback(port, timeval{10, 0});
   if (c == nullptr) return nullptr;
-  if (c->err != 0) {
-    redisFree(c);
-    return nullptr;
-  }
-  redisSetTimeout(c, timeval{10, 0});
   if (!password.empty()) {
     RawReply a(static_cast<redisReply*>(redisCommand(c, "AUTH %s", password.c_str())));
   }
