@@ -3,17 +3,7 @@
 #include <algorithm>
 #include <bit>
 
-#include "l1/mix.h"
-
 namespace tiercache::l1 {
-namespace {
-
-// Decorrelates the sketch's bits from the table's and the shard's use of the
-// same hash.
-constexpr std::uint64_t kSeed = 0xC2B2AE3D27D4EB4FULL;
-
-
-}  // namespace
 
 FrequencySketch::FrequencySketch(std::size_t capacity) {
   const std::size_t words = std::bit_ceil(std::max<std::size_t>(capacity, 8));

@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "l1/mix.h"
+
 namespace tiercache::l1 {
 
 class FrequencySketch {
@@ -28,6 +30,10 @@ class FrequencySketch {
 
   // Counts one occurrence of `hash`; ages the sketch every sample_size().
   void Increment(std::uint64_t hash);
+  // Starts loading the block of `hash`, for a batch of Increment()s.
+  void Prefetch(std::uint64_t hash) const {
+    __builtin_prefetch(&blocks_[BlockOf(Mix(hash + kSeed))], 1);
+  }
   // Estimated occurrences of `hash` since aging, in [0, kMaxCount].
   int Frequency(std::uint64_t hash) const;
 
@@ -39,6 +45,10 @@ class FrequencySketch {
   // Block of the mixed hash `h`, and the word and nibble shift of its counter
   // in row `row`.
   std::size_t BlockOf(std::uint64_t h) const { return static_cast<std::size_t>(h) & block_mask_; }
+  // Decorrelates the sketch's bits from the table's and the shard's use of
+  // the same hash.
+  static constexpr std::uint64_t kSeed = 0xC2B2AE3D27D4EB4FULL;
+
   static int WordOf(std::uint64_t h, int row) { return 2 * row + static_cast<int>((h >> (32 + row)) & 1); }
   static int ShiftOf(std::uint64_t h, int row) { return static_cast<int>((h >> (40 + 4 * row)) & 15) * 4; }
   void Halve();

@@ -86,6 +86,7 @@ struct L1Cache::Impl {
   std::size_t shard_count = 1;
   std::size_t shard_mask = 0;
   std::size_t max_entry_charge = 0;
+  std::size_t value_stripes = 1;
   SingleFlight<L1Entry> flights;
 };
 
@@ -107,6 +108,7 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
     impl->shards[i].Configure(limits);
   }
   impl->max_entry_charge = options.max_bytes / n;
+  impl->value_stripes = l1::EffectiveValueStripes(options);
   return std::unique_ptr<L1Cache>(new L1Cache(std::move(impl)));
 }
 
@@ -178,7 +180,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   }
   node->expiry = now + ttl;
   if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
-  if (value != nullptr && o.value_stripes > 1) AddStripes(*node, value, o.value_stripes);
+  if (value != nullptr && impl_->value_stripes > 1) AddStripes(*node, value, impl_->value_stripes);
   node->value = std::move(value);
   if (built != nullptr) *built = node->ToEntry();
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <exception>
 #include <string>
+#include <thread>
 
 namespace tiercache::l1 {
 namespace {
@@ -39,14 +40,20 @@ Status ValidateOptions(const L1Options& o) {
   if (!(o.ttl_jitter >= 0.0 && o.ttl_jitter <= 0.5)) {
     return Status::InvalidArgument("ttl_jitter must be in [0, 0.5]");
   }
-  if (o.value_stripes == 0 || o.value_stripes > kMaxValueStripes ||
-      !std::has_single_bit(o.value_stripes)) {
-    return Status::InvalidArgument("value_stripes must be a power of two in [1, 16]");
+  if (o.value_stripes != 0 &&
+      (o.value_stripes > kMaxValueStripes || !std::has_single_bit(o.value_stripes))) {
+    return Status::InvalidArgument("value_stripes must be 0 or a power of two in [1, 16]");
   }
   if (o.max_key_bytes == 0 || o.max_key_bytes > kMaxKeyBytesLimit) {
     return Status::InvalidArgument("max_key_bytes must be in [1, 1 MiB]");
   }
   return Status::Ok();
+}
+
+std::size_t EffectiveValueStripes(const L1Options& o) {
+  if (o.value_stripes != 0) return o.value_stripes;
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  return std::bit_ceil(std::min<std::size_t>(cpus, kAutoValueStripesMax));
 }
 
 std::size_t EffectiveShardCount(const L1Options& o) {

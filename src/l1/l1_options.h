@@ -14,6 +14,7 @@ namespace tiercache::l1 {
 
 inline constexpr std::size_t kMaxShards = 1024;
 inline constexpr std::size_t kMaxValueStripes = 16;
+inline constexpr std::size_t kAutoValueStripesMax = 4;
 inline constexpr std::size_t kMaxKeyBytesLimit = std::size_t{1} << 20;
 
 // kInvalidArgument naming the first nonsensical option, else OK.
@@ -22,6 +23,8 @@ Status ValidateOptions(const L1Options& options);
 // options.num_shards, halved until every shard gets at least one entry and
 // one byte. REQUIRES: ValidateOptions(options).ok().
 std::size_t EffectiveShardCount(const L1Options& options);
+// value_stripes, with 0 (automatic) resolved for this machine.
+std::size_t EffectiveValueStripes(const L1Options& options);
 
 // The kInvalidArgument for a key that is empty or longer than `max_key_bytes`.
 Status KeyError(std::string_view key, std::size_t max_key_bytes);

@@ -58,37 +58,44 @@ void Shard::WaitForReaders() {
 }
 
 void Shard::DrainReadBuffers() {
-  for (ReaderSlot& slot : slots_) {
-    // No reader is inside, and newcomers back off without counting a hit,
-    // so the high half is stable while we fold it.
-    const std::uint64_t hits = slot.state.load(std::memory_order_relaxed) >> 32;
-    if (hits != 0) {
-      slot.state.fetch_sub(hits << 32, std::memory_order_relaxed);
-      counters_.hits += hits;
-    }
-    const std::uint32_t n =
-        std::min(slot.recorded.load(std::memory_order_relaxed), kReadBuffer);
-    for (std::uint32_t i = 0; i < n; ++i) Touch(slot.buffer[i].load(std::memory_order_relaxed));
-    slot.recorded.store(0, std::memory_order_relaxed);
-  }
+  for (ReaderSlot& slot : slots_) DrainSlot(slot);
 }
 
-// Called by a reader whose buffer filled up: drains only if that costs no
-// waiting (mutex free, no reader inside), so a reader never stalls behind a
-// descheduled reader; a later attempt or the next writer drains instead.
-void Shard::TryDrain() {
+// Folds the slot's hits and applies its recorded reads. Needs only mu_: the
+// policy lists and the sketch it writes are not read by readers. Every
+// recorded pointer is live: it was recorded (in a read section, from the
+// table) after the last exclusive section drained this buffer, and nodes
+// leave the table only in exclusive sections, after their drain, while mu_
+// excludes a new one. Readers may be inside meanwhile, even on this slot (a
+// thread sharing the CPU's slot): the hits are folded with an exact RMW, and
+// a record racing with the reset is at worst applied twice or lost.
+void Shard::DrainSlot(ReaderSlot& slot) {
+  const std::uint64_t hits = slot.state.load(std::memory_order_relaxed) >> 32;
+  if (hits != 0) {
+    slot.state.fetch_sub(hits << 32, std::memory_order_relaxed);
+    counters_.hits += hits;
+  }
+  const std::uint32_t n = std::min(slot.recorded.load(std::memory_order_acquire), kReadBuffer);
+  Node* nodes[kReadBuffer];
+  // Two passes: start every node's and sketch block's load, then update, so
+  // the cache misses of a whole buffer overlap instead of queueing.
+  for (std::uint32_t i = 0; i < n; ++i) {
+    nodes[i] = slot.buffer[i].load(std::memory_order_relaxed);
+    __builtin_prefetch(nodes[i], 1);
+    if (policy_ == L1Policy::kTinyLfu) sketch_.Prefetch(nodes[i]->hash);
+  }
+  for (std::uint32_t i = 0; i < n; ++i) Touch(nodes[i]);
+  slot.recorded.store(0, std::memory_order_relaxed);
+}
+
+// Called by a reader whose buffer filled up: drains that buffer unless the
+// mutex is busy (a later attempt or the next writer drains it instead). It
+// neither raises writer_active_ nor waits for readers, so the other CPUs'
+// readers go on without noticing.
+void Shard::TryDrain(ReaderSlot& slot) {
   if (!mu_.try_lock()) return;
   std::lock_guard<std::mutex> adopt(mu_, std::adopt_lock);
-  writer_active_.store(true, std::memory_order_seq_cst);
-  bool readers_inside = false;
-  for (const ReaderSlot& slot : slots_) {
-    if ((slot.state.load(std::memory_order_seq_cst) & kReaderMask) != 0) {
-      readers_inside = true;
-      break;
-    }
-  }
-  if (!readers_inside) DrainReadBuffers();
-  writer_active_.store(false, std::memory_order_release);
+  DrainSlot(slot);
 }
 
 LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
@@ -128,9 +135,10 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::Tim
   if (dead) {
     DropIfDead(hash, key, now);  // readers cannot unlink; once per dead entry
   } else if (full && (before >> 32) >= kForceFoldHits) {
-    ExclusiveSection drain(*this);  // bound the unfolded hits: never overflow
+    std::lock_guard<std::mutex> lock(mu_);  // bound the unfolded hits: never overflow
+    DrainSlot(slot);
   } else if (full) {
-    TryDrain();
+    TryDrain(slot);
   }
   return outcome;
 }
@@ -192,7 +200,7 @@ bool Shard::Record(ReaderSlot& slot, Node* n) {
   const std::uint32_t i = slot.recorded.load(std::memory_order_relaxed);
   if (i >= kReadBuffer) return true;  // full: this record is dropped
   slot.buffer[i].store(n, std::memory_order_relaxed);
-  slot.recorded.store(i + 1, std::memory_order_relaxed);
+  slot.recorded.store(i + 1, std::memory_order_release);  // publishes buffer[i] to a drain
   return i + 1 == kReadBuffer;
 }
 

@@ -5,11 +5,13 @@
 // itself in its own cache line (a ReaderSlot, picked by the CPU it runs on),
 // checks that no writer is active, and then only reads the table and the
 // node. What a hit would change (recency, frequency) is recorded in the
-// slot's small read buffer and applied later by a writer, as Caffeine does;
-// when the buffer is full the reader drains it itself if it can do so
-// without waiting. So a hit writes only its own slot's lines (and the value's
-// reference count), and readers on different CPUs do not bounce lines.
-// Writers (fills, invalidations, evictions, drains) hold mu_, raise
+// slot's small read buffer and applied later under mu_, as Caffeine does:
+// when the buffer is full the reader drains it itself if the mutex is free.
+// A drain writes only the policy lists and the sketch, which readers never
+// read, so it holds mu_ alone and other readers go on. So a hit writes only
+// its own slot's lines (and the value's reference count), and readers on
+// different CPUs do not bounce lines.
+// Writers (fills, invalidations, evictions) hold mu_, raise
 // writer_active_ and wait for the announced readers to leave: an "exclusive
 // section". A reader that finds a writer active falls back to the mutex. The
 // reader's announce-then-check and the writer's raise-then-scan are seq_cst,
@@ -150,9 +152,10 @@ class alignas(64) Shard {
   void CountRead(ReaderSlot& slot, LookupOutcome outcome);
   // Records a hit on `n` for the next drain; true when the buffer is full.
   static bool Record(ReaderSlot& slot, Node* n);
-  void TryDrain();
+  void TryDrain(ReaderSlot& slot);
   void WaitForReaders();
-  void DrainReadBuffers();
+  void DrainReadBuffers();  // every slot; REQUIRES: inside an ExclusiveSection
+  void DrainSlot(ReaderSlot& slot);  // REQUIRES: mu_ held
 
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(Node* n);           // a read or an overwrite: recency and frequency
@@ -170,9 +173,11 @@ class alignas(64) Shard {
   // every reader loads it.
   alignas(64) std::atomic<bool> writer_active_{false};
   ReaderSlot slots_[kReaderSlots];
-  // Below: written only in exclusive sections; read in read sections too.
+  // Written only in exclusive sections; read in read sections too.
   alignas(64) NodeTable table_;
-  NodeList lists_[4];                        // GUARDED_BY(mu_), indexed by Segment
+  // Below: written by drains too, so on other lines than table_, which
+  // every reader reads.
+  alignas(64) NodeList lists_[4];            // GUARDED_BY(mu_), indexed by Segment
   FrequencySketch sketch_;                   // GUARDED_BY(mu_), TinyLFU only
   std::size_t bytes_ = 0;                    // GUARDED_BY(mu_)
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts

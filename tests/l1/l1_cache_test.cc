@@ -77,7 +77,6 @@ TEST_F(L1CacheTest, CreateRejectsNonsenseOptions) {
   expect_invalid([](L1Options& o) { o.ttl_jitter = -0.1; });
   expect_invalid([](L1Options& o) { o.max_key_bytes = 0; });
   expect_invalid([](L1Options& o) { o.policy = static_cast<L1Policy>(7); });
-  expect_invalid([](L1Options& o) { o.value_stripes = 0; });
   expect_invalid([](L1Options& o) { o.value_stripes = 3; });
   expect_invalid([](L1Options& o) { o.value_stripes = 32; });
 }
