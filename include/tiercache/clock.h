@@ -23,6 +23,17 @@ class Clock {
   virtual ~Clock() = default;
   virtual TimePoint Now() const noexcept = 0;
   virtual WallTimePoint WallNow() const noexcept = 0;
+  // A cheaper reading of the same clock as Now(), never ahead of it and
+  // behind it by at most kCoarseLag. For checks that only need to know that a
+  // time is still far away; anything closer than kCoarseLag must be checked
+  // with Now(). The real clock reads CLOCK_MONOTONIC_COARSE (about 7 ns
+  // against 25 for Now() on the development machine): the time of the
+  // kernel's last timekeeping tick, one tick (1-10 ms) behind at most, a
+  // few ticks if the CPU keeping time stalls. This default returns Now().
+  virtual TimePoint CoarseNow() const noexcept { return Now(); }
+  // The lag bound of CoarseNow() that callers rely on: 50 times the largest
+  // tick, so a stalled timekeeping CPU is covered too.
+  static constexpr Duration kCoarseLag = std::chrono::milliseconds(500);
 
   // The process-wide real clock. Never null; lives for the whole process.
   static Clock* Real() noexcept;

@@ -134,7 +134,7 @@ Result<std::optional<L1Entry>> L1Cache::Lookup(std::string_view key,
   }
   const std::uint64_t hash = HashKey(key);
   Result<std::optional<L1Entry>> result{std::optional<L1Entry>()};  // filled in place
-  impl_->ShardFor(hash).Lookup(hash, key, impl_->clock->Now(), stale_bound,
+  impl_->ShardFor(hash).Lookup(hash, key, *impl_->clock, stale_bound,
                                l1::Accounting::kCount, &*result);
   return result;
 }
@@ -230,7 +230,7 @@ Result<L1Entry> L1Cache::LoadAndFill(std::string_view key, const L1Loader& loade
   l1::Shard& shard = impl_->ShardFor(hash);
   std::optional<L1Entry> current;
   // A flight that ended between our miss and our becoming leader filled it.
-  if (shard.Lookup(hash, key, impl_->clock->Now(), std::nullopt, l1::Accounting::kQuiet,
+  if (shard.Lookup(hash, key, *impl_->clock, std::nullopt, l1::Accounting::kQuiet,
                    &current) == l1::LookupOutcome::kFresh) {
     return std::move(*current);
   }
@@ -248,7 +248,7 @@ Result<L1Entry> L1Cache::LoadAndFill(std::string_view key, const L1Loader& loade
   if (!s.IsAborted()) return s;
   // Refused: a newer entry (or tombstone) is present. Serve a fresh newer one.
   current.reset();
-  if (shard.Lookup(hash, key, impl_->clock->Now(), std::nullopt, l1::Accounting::kQuiet,
+  if (shard.Lookup(hash, key, *impl_->clock, std::nullopt, l1::Accounting::kQuiet,
                    &current) == l1::LookupOutcome::kFresh) {
     return std::move(*current);
   }

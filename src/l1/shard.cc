@@ -108,8 +108,10 @@ LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
   return LookupOutcome::kMiss;
 }
 
-// The hit path: no mutex, writes only to this thread's slot.
-LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
+// The hit path: no mutex, writes only to this thread's slot. An entry that
+// expires more than Clock::kCoarseLag after the coarse reading is fresh
+// (and not dead) whatever the precise time; only the others pay for Now().
+LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
                             std::optional<Clock::Duration> stale_bound,
                             Accounting accounting, std::optional<L1Entry>* out) {
   const std::size_t reader = ThreadSlot();
@@ -117,12 +119,19 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, Clock::Tim
   slot.state.fetch_add(1, std::memory_order_seq_cst);
   if (writer_active_.load(std::memory_order_seq_cst)) {
     slot.state.fetch_add(kLeave, std::memory_order_release);
-    return LookupExclusive(hash, key, now, stale_bound, accounting, out);
+    return LookupExclusive(hash, key, clock.Now(), stale_bound, accounting, out);
   }
   Node* n = table_.Find(hash, key);
-  const LookupOutcome outcome = Classify(n, now, stale_bound);
+  Clock::TimePoint now{};
+  LookupOutcome outcome = LookupOutcome::kFresh;
+  bool dead = false;
+  if (n == nullptr || n->kind == L1EntryKind::kTombstone ||
+      n->expiry - clock.CoarseNow() <= Clock::kCoarseLag) {
+    now = clock.Now();
+    outcome = Classify(n, now, stale_bound);
+    dead = n != nullptr && now >= DeadAt(n);
+  }
   if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry(reader));
-  const bool dead = n != nullptr && now >= DeadAt(n);
   bool full = false;
   bool hit = false;
   if (accounting == Accounting::kCount) {

@@ -70,9 +70,9 @@ class alignas(64) Shard {
   void Configure(const ShardLimits& limits);
 
   // Fresh entry of `key` into *out (kFresh); with a stale_bound, also an
-  // expired one whose expiry is at most that far behind `now` (kStale).
+  // expired one whose expiry is at most that far behind clock.Now() (kStale).
   // Tombstones and dead entries are misses (dead ones are dropped).
-  LookupOutcome Lookup(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
+  LookupOutcome Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
                        std::optional<Clock::Duration> stale_bound, Accounting accounting,
                        std::optional<L1Entry>* out);
 
