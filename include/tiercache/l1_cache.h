@@ -10,7 +10,8 @@
 //     weigher). Each of the N shards holds 1/N of both bounds, so one entry may
 //     charge at most max_entry_charge() == max_bytes / N.
 //   * Expiry: an entry is fresh while now < expiry. get() never returns an
-//     expired entry. A value or negative entry is kept for `max_stale` after its
+//     expired entry. (A hit on an entry more than Clock::kCoarseLag from its
+//     expiry reads only the clock's cheap CoarseNow(); closer ones, Now().) A value or negative entry is kept for `max_stale` after its
 //     expiry so that get_stale() can serve it (fail-safe); after that it is dead
 //     and dropped. A tombstone is dead at its expiry.
 //   * Version guard: a fill (set / set_negative) whose version is lower than the
