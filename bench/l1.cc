@@ -6,8 +6,9 @@
 // order of the same keys, through L1Cache::get() (default options) and
 // through MutexLru::Get() (one std::mutex + std::unordered_map + std::list; a
 // hit moves the node to the front and copies the shared_ptr, as L1 does).
-// Rates are over real time. Set TIERCACHE_BENCH_SKIP_HIT_RATIO to stop after
-// part 1 (for profiling).
+// Rates are over real time; each reported figure is the median of 5
+// repetitions (their range is printed before the RESULT lines). Set
+// TIERCACHE_BENCH_SKIP_HIT_RATIO to stop after part 1 (for profiling).
 // Part 2: a single-threaded replay of a fixed-seed trace (get, and set on a
 // miss) into a 10,000-entry cache (1% of 1 M keys), for both policies.
 // The RESULT lines at the end are computed from this run's measurements.
@@ -188,11 +189,18 @@ void BM_MutexLruHit(benchmark::State& state) {
   SetThroughputCounters(state);
 }
 
-BENCHMARK(BM_L1Hit)->Arg(kHotKeys)->Arg(kWarmKeys)->Threads(1)->Threads(2)->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_L1HitUnstriped)->Arg(kHotKeys)->Threads(2)->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_MutexLruHit)->Arg(kHotKeys)->Arg(kWarmKeys)->Threads(1)->Threads(2)->UseRealTime()->MinTime(1.0);
+// Each figure is the median of kRepetitions runs: on a shared machine single
+// runs of the same code vary by a third.
+constexpr int kRepetitions = 5;
+BENCHMARK(BM_L1Hit)->Arg(kHotKeys)->Arg(kWarmKeys)->Threads(1)->Threads(2)->UseRealTime()
+    ->MinTime(0.5)->Repetitions(kRepetitions)->ReportAggregatesOnly(false);
+BENCHMARK(BM_L1HitUnstriped)->Arg(kHotKeys)->Threads(2)->UseRealTime()->MinTime(0.5)
+    ->Repetitions(kRepetitions);
+BENCHMARK(BM_MutexLruHit)->Arg(kHotKeys)->Arg(kWarmKeys)->Threads(1)->Threads(2)->UseRealTime()
+    ->MinTime(0.5)->Repetitions(kRepetitions);
 
-// Keeps the counters of every run, keyed "<function>/<keys>/<threads>/<counter>".
+// Keeps the counters of every repetition, keyed
+// "<function>/<keys>/<threads>/<counter>"; Get() is their median.
 class CapturingReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -200,24 +208,38 @@ class CapturingReporter : public benchmark::ConsoleReporter {
       if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
       const std::string id = run.run_name.function_name + "/" + run.run_name.args + "/" +
                              std::to_string(run.threads);
-      for (const auto& [name, counter] : run.counters) figures[id + "/" + name] = counter.value;
+      for (const auto& [name, counter] : run.counters) {
+        figures[id + "/" + name].push_back(counter.value);
+      }
       // Hits per CPU-second of the benchmark threads: what one thread does
       // per second when it has a core to itself. Unlike real time, this is
       // not lowered by other processes taking the cores (a shared machine);
       // but it also leaves out time a thread sleeps waiting for a lock, which
       // flatters a blocking design such as the mutex baseline.
       if (run.cpu_accumulated_time > 0) {
-        figures[id + "/ops_per_cpu_s"] =
-            static_cast<double>(run.iterations) / run.cpu_accumulated_time;
+        figures[id + "/ops_per_cpu_s"].push_back(static_cast<double>(run.iterations) /
+                                                 run.cpu_accumulated_time);
       }
     }
     ConsoleReporter::ReportRuns(runs);
   }
   double Get(const std::string& id) const {
     auto it = figures.find(id);
-    return it == figures.end() ? 0.0 : it->second;
+    if (it == figures.end() || it->second.empty()) return 0.0;
+    std::vector<double> v = it->second;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
   }
-  std::map<std::string, double> figures;
+  // "min..max" of the repetitions, for the spread line.
+  std::string Range(const std::string& id) const {
+    auto it = figures.find(id);
+    if (it == figures.end() || it->second.empty()) return "none";
+    const auto [lo, hi] = std::minmax_element(it->second.begin(), it->second.end());
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.0f..%.0f", *lo, *hi);
+    return buf;
+  }
+  std::map<std::string, std::vector<double>> figures;
 };
 
 // ---- hit ratio -------------------------------------------------------------
@@ -316,6 +338,12 @@ int main(int argc, char** argv) {
               kZipfSkew, kUniverse, kRequests, kCacheEntries, kScanShare * 100);
   const HitRatios h = MeasureHitRatios();
 
+  for (const char* id : {"BM_L1Hit/1000/1/hits_per_s_per_thread",
+                         "BM_L1Hit/1000/2/hits_per_s_per_thread",
+                         "BM_MutexLruHit/1000/2/hits_per_s_total"}) {
+    std::printf("range over %d repetitions of %s: %s\n", kRepetitions, id,
+                reporter.Range(id).c_str());
+  }
   // l1_hit_1t / l1_hit_2t are per thread (the goal is 10 M hits/s per
   // thread); *_total are the sum over threads; the ratio is total vs total.
   // Unsuffixed figures: the hot set; *_10k: the 10,000-key set.
