@@ -66,6 +66,15 @@ void Engine::OnConnectionReturned(Connection* c) {
     OnConnectionFailed(c, c->borrow_error);
     return;
   }
+  if (!c->node->in_topology) {
+    // The node left the slot map while a caller had this connection, so
+    // ApplyTopology could not close it: close it now rather than at the next
+    // refresh (up to topology_refresh_interval away). Orphan replies die with
+    // it; requests queued here are routed again.
+    c->orphan_replies = 0;
+    DropConnection(c, "node is no longer in the cluster topology", /*want_refresh=*/false);
+    return;
+  }
   for (; c->orphan_replies > 0; --c->orphan_replies) {
     c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
   }

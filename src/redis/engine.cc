@@ -434,4 +434,16 @@ std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {
   return nodes_[m]->endpoint;
 }
 
+void Engine::SetTopology(const std::vector<Endpoint>& masters) {
+  std::vector<SlotRange> ranges;
+  for (size_t i = 0; i < masters.size(); ++i) {
+    SlotRange r;
+    r.first = static_cast<uint16_t>(kSlotCount * i / masters.size());
+    r.last = static_cast<uint16_t>(kSlotCount * (i + 1) / masters.size() - 1);
+    r.master = masters[i];
+    ranges.push_back(std::move(r));
+  }
+  ApplyTopology(ranges);
+}
+
 }  // namespace tiercache::redis::internal

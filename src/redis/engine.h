@@ -141,6 +141,9 @@ class Engine {
   // I/O thread only (via RunOnIoThread): test hooks on the slot map.
   void SetSlotOwner(uint16_t slot, const Endpoint& owner);
   std::optional<Endpoint> SlotOwner(uint16_t slot) const;
+  // Installs a map in which `masters` share the slots evenly (ApplyTopology).
+  // REQUIRES: !masters.empty().
+  void SetTopology(const std::vector<Endpoint>& masters);
 
   // Called by the I/O thread (connection.cc / topology.cc).
   void OnConnectionReady(Connection* c);
@@ -180,6 +183,9 @@ class Engine {
 
   // Topology (topology.cc).
   void MaybeRefresh(TimePoint now);
+  // Lists the nodes a refresh round asks, in order (refresh_candidates_).
+  void PlanRefreshRound();
+  // Sends CLUSTER SLOTS to the round's next candidate.
   void StartRefresh(TimePoint now);
   void OnRefreshReply(int node_id, Result<Reply> r);
   void ApplyTopology(const std::vector<SlotRange>& ranges);
@@ -220,8 +226,9 @@ class Engine {
   std::string last_refresh_error_;
   bool refresh_wanted_ = false;
   bool refresh_in_flight_ = false;
-  int refresh_attempts_left_ = 0;
-  size_t refresh_cursor_ = 0;
+  std::vector<int> refresh_candidates_;  // node ids the current round asks, in order
+  size_t refresh_next_ = 0;              // index of the next one to ask
+  size_t refresh_rotation_ = 0;          // spreads rounds over the known nodes
   TimePoint last_refresh_start_{};
   TimePoint last_refresh_ok_{};
   TimePoint next_housekeeping_{};

@@ -1,6 +1,8 @@
 #include "redis/protocol.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cstddef>
 
 namespace tiercache::redis::internal {
 namespace {
@@ -123,6 +125,25 @@ Result<std::vector<SlotRange>> ParseClusterSlots(const Reply& reply, std::string
     ranges.push_back(std::move(range));
   }
   return ranges;
+}
+
+std::vector<int> RefreshRoundOrder(std::vector<int> healthy, const std::vector<int>& seeds,
+                                   const std::vector<int>& failing, size_t rotation) {
+  if (!healthy.empty()) {
+    std::rotate(healthy.begin(), healthy.begin() + static_cast<std::ptrdiff_t>(rotation % healthy.size()),
+                healthy.end());
+  }
+  std::vector<int> order;
+  order.reserve(healthy.size() + seeds.size() + failing.size());
+  auto add = [&order](const std::vector<int>& ids) {
+    for (int id : ids) {
+      if (std::find(order.begin(), order.end(), id) == order.end()) order.push_back(id);
+    }
+  };
+  add(healthy);
+  add(seeds);
+  add(failing);
+  return order;
 }
 
 }  // namespace tiercache::redis::internal

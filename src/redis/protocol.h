@@ -1,9 +1,11 @@
 // Protocol logic with no I/O, so it is unit-testable: RESP encoding of a
-// command, classification of error replies (MOVED/ASK/TRYAGAIN/...), and the
-// parsing of CLUSTER SLOTS into a topology. Internal to tiercache_redis.
+// command, classification of error replies (MOVED/ASK/TRYAGAIN/...), the
+// parsing of CLUSTER SLOTS into a topology, and which nodes a topology refresh
+// asks in what order. Internal to tiercache_redis.
 #ifndef TIERCACHE_SRC_REDIS_PROTOCOL_H_
 #define TIERCACHE_SRC_REDIS_PROTOCOL_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -54,6 +56,16 @@ struct SlotRange {
 // Parses a CLUSTER SLOTS reply. An empty or "?" host in it means the node that
 // was asked, `asked_host`. kInternal when the reply has an unexpected shape.
 Result<std::vector<SlotRange>> ParseClusterSlots(const Reply& reply, std::string_view asked_host);
+
+// The nodes one topology refresh round asks for CLUSTER SLOTS, each once, in
+// order: the known nodes whose connection has not failed (`healthy`, rotated
+// left by `rotation` so that rounds spread over them), then the seeds, then
+// the known nodes already failing. Ids in several lists keep their first
+// place. The seeds come before the failing nodes and are never hidden by
+// healthy nodes that answer without a slot map: they are the way back when
+// the cluster moved away from every address the client knows.
+std::vector<int> RefreshRoundOrder(std::vector<int> healthy, const std::vector<int>& seeds,
+                                   const std::vector<int>& failing, size_t rotation);
 
 }  // namespace tiercache::redis::internal
 

@@ -267,4 +267,9 @@ Result<Endpoint> RedisClient::SlotOwnerForTesting(uint16_t slot) {
   return *owner;
 }
 
+Status RedisClient::SetTopologyForTesting(const std::vector<Endpoint>& masters) {
+  if (masters.empty()) return Status::InvalidArgument("no masters");
+  return engine_->RunOnIoThread([this, masters] { engine_->SetTopology(masters); }, std::chrono::milliseconds(5000));
+}
+
 }  // namespace tiercache::redis

@@ -1,6 +1,7 @@
 // Cluster topology: CLUSTER SLOTS refreshes (coalesced: one in flight;
-// rate-limited by min_refresh_interval; periodic), and installing the result.
-// I/O thread only.
+// rate-limited by min_refresh_interval; periodic), each a round over the
+// known nodes and then the seeds, and installing the result (connections to
+// nodes that left the map are closed). I/O thread only.
 #include <algorithm>
 #include <unordered_set>
 
@@ -15,36 +16,29 @@ void Engine::MaybeRefresh(TimePoint now) {
   if (!refresh_wanted_ && !periodic && have_topology_) return;
   if (now - last_refresh_start_ < options_.min_refresh_interval) return;
   refresh_wanted_ = false;
-  // One round tries every known node, then the seeds.
-  size_t known = 0;
-  for (const auto& n : nodes_) known += n->in_topology ? 1 : 0;
-  refresh_attempts_left_ = static_cast<int>(known + options_.seeds.size());
   last_refresh_error_.clear();
+  PlanRefreshRound();
   StartRefresh(now);
 }
 
-void Engine::StartRefresh(TimePoint now) {
-  // Candidates: nodes of the current map (those not backing off first), then seeds.
-  std::vector<int> fresh, backing_off;
-  auto consider = [&](Node* n) {
-    if (std::find(fresh.begin(), fresh.end(), n->id) != fresh.end() ||
-        std::find(backing_off.begin(), backing_off.end(), n->id) != backing_off.end()) {
-      return;
-    }
+void Engine::PlanRefreshRound() {
+  // A fixed list per round (RefreshRoundOrder): each node is asked once, and
+  // the seeds are reached even while known nodes answer without a map.
+  std::vector<int> healthy, seeds, failing;
+  for (const auto& n : nodes_) {
+    if (!n->in_topology) continue;
     const Connection* c = n->conns.front().get();
-    bool failing = c->state == Connection::State::kDisconnected && !c->last_error.empty();
-    (failing ? backing_off : fresh).push_back(n->id);
-  };
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    if (nodes_[i]->in_topology) consider(nodes_[i].get());
+    bool failed = c->state == Connection::State::kDisconnected && !c->last_error.empty();
+    (failed ? failing : healthy).push_back(n->id);
   }
-  for (const Endpoint& seed : options_.seeds) consider(EnsureNode(seed));
-  std::vector<int> order = fresh;
-  order.insert(order.end(), backing_off.begin(), backing_off.end());
-  if (order.empty()) return;
-  int node_id = order[refresh_cursor_++ % order.size()];
-  if (!fresh.empty()) node_id = fresh[refresh_cursor_ % fresh.size()];
+  for (const Endpoint& seed : options_.seeds) seeds.push_back(EnsureNode(seed)->id);
+  refresh_candidates_ = RefreshRoundOrder(std::move(healthy), seeds, failing, refresh_rotation_++);
+  refresh_next_ = 0;
+}
 
+void Engine::StartRefresh(TimePoint now) {
+  // REQUIRES: refresh_next_ < refresh_candidates_.size() (seeds are never empty).
+  int node_id = refresh_candidates_[refresh_next_++];
   auto* req = new Request;
   req->internal = true;
   AppendCommand(req->cmd, std::vector<std::string_view>{"CLUSTER", "SLOTS"});
@@ -81,8 +75,8 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
   } else {
     last_refresh_error_ = std::string(r.status().message());
   }
-  if (--refresh_attempts_left_ > 0) {
-    StartRefresh(now);
+  if (refresh_next_ < refresh_candidates_.size()) {
+    StartRefresh(now);  // the next candidate of this round
     return;
   }
   refresh_in_flight_ = false;
@@ -126,9 +120,14 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
     n->in_topology = members.count(n->id) > 0;
     if (n->in_topology) continue;
     // A node that left the map: close its connections; what was queued there
-    // is routed again (or failed, when it may already have run).
+    // is routed again. A connection with commands in flight is left to finish
+    // them and closed by a later refresh: a node with no slot yet (one
+    // importing its first slot, reached through ASK) is not in CLUSTER SLOTS
+    // either, and failing its ASKed commands would turn a routine scale-out
+    // into errors.
     for (auto& c : n->conns) {
-      if (!Acquire(c.get())) continue;  // lent to a caller: closed at a later refresh
+      if (!Acquire(c.get())) continue;  // lent to a caller: closed when handed back
+      if (!c->inflight.empty()) continue;
       if (c->state != Connection::State::kDisconnected || !c->waiting.empty()) {
         DropConnection(c.get(), "node is no longer in the cluster topology", /*want_refresh=*/false);
       }

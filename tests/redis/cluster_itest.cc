@@ -200,24 +200,6 @@ TEST(ClusterTest, MovedStormTriggersCoalescedRateLimitedRefreshes) {
   EXPECT_LE(client->Stats().topology_refreshes, refreshes + 1);
 }
 
-// Moves every key of `slot` from `from` to `to` and assigns the slot to `to`
-// on every master (the same steps as redis-cli --cluster reshard).
-void MigrateSlot(int slot, int from, int to, const std::vector<int>& masters) {
-  std::string from_id = testing::NodeId(from), to_id = testing::NodeId(to);
-  std::string s = std::to_string(slot);
-  EXPECT_EQ(NodeCommandText(to, {"CLUSTER", "SETSLOT", s, "IMPORTING", from_id}), "OK");
-  EXPECT_EQ(NodeCommandText(from, {"CLUSTER", "SETSLOT", s, "MIGRATING", to_id}), "OK");
-  for (;;) {
-    auto keys = testing::NodeCommand(from, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
-    ASSERT_TRUE(keys && keys->type == REDIS_REPLY_ARRAY);
-    if (keys->elements == 0) break;
-    std::vector<std::string> mig{"MIGRATE", "127.0.0.1", std::to_string(to), "", "0", "5000", "KEYS"};
-    for (size_t i = 0; i < keys->elements; ++i) mig.emplace_back(keys->element[i]->str, keys->element[i]->len);
-    ASSERT_EQ(NodeCommandText(from, mig), "OK");
-  }
-  for (int m : masters) EXPECT_EQ(NodeCommandText(m, {"CLUSTER", "SETSLOT", s, "NODE", to_id}), "OK") << m;
-}
-
 TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   REQUIRE_CLUSTER();
   auto client = Connect();
@@ -236,6 +218,9 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   std::string key2 = key + ":second";
   std::string s = std::to_string(slot);
   int target = source == masters[0] ? masters[1] : masters[0];
+  // From here the slot may be open or moved: whatever assertion fails, the
+  // guard gives it back to `source` (keys included) before the next test.
+  testing::SlotGuard guard(slot, source, masters, RedisClusterPorts());
   ASSERT_TRUE(client->Set(key, "moved-value").ok());
   ASSERT_TRUE(client->Set(key2, "stays").ok());
   ASSERT_EQ(client->SlotOwnerForTesting(slot)->port, source);
@@ -258,16 +243,7 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
 
   // Finish the migration (every key left in the slot, then SETSLOT NODE):
   // now MOVED, and the map follows.
-  {
-    for (;;) {
-      auto keys = testing::NodeCommand(source, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
-      ASSERT_TRUE(keys && keys->type == REDIS_REPLY_ARRAY);
-      if (keys->elements == 0) break;
-      std::vector<std::string> mig{"MIGRATE", "127.0.0.1", std::to_string(target), "", "0", "5000", "KEYS"};
-      for (size_t i = 0; i < keys->elements; ++i) mig.emplace_back(keys->element[i]->str, keys->element[i]->len);
-      ASSERT_EQ(NodeCommandText(source, mig), "OK");
-    }
-  }
+  ASSERT_EQ(testing::MigrateKeys(slot, source, target), "");
   for (int m : masters) ASSERT_EQ(NodeCommandText(m, {"CLUSTER", "SETSLOT", s, "NODE", target_id}), "OK");
   auto after = client->Get(key);
   ASSERT_TRUE(after.ok()) << after.status().ToString();
@@ -276,7 +252,7 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   EXPECT_EQ(client->SlotOwnerForTesting(slot)->port, target);
 
   // Restore the slot to its original owner.
-  MigrateSlot(slot, target, source, masters);
+  ASSERT_EQ(testing::MigrateSlot(slot, target, source, masters), "");
   EXPECT_TRUE(testing::WaitClusterHealthy(RedisClusterPorts(), 20));
   auto back = client->Get(key2);
   ASSERT_TRUE(back.ok()) << back.status().ToString();

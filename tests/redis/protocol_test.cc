@@ -179,5 +179,27 @@ TEST(ReplyReaderTest, ParsesAClusterSlotsReplyFromTheWire) {
   EXPECT_EQ((*ranges)[0].replicas[0].port, 7003);
 }
 
+using Ids = std::vector<int>;
+
+TEST(RefreshRoundOrderTest, KnownNodesThenSeedsThenFailingNodes) {
+  EXPECT_EQ(RefreshRoundOrder({1, 2}, {7, 8}, {3}, 0), (Ids{1, 2, 7, 8, 3}));
+}
+
+TEST(RefreshRoundOrderTest, SeedsAreTriedWhenNoKnownNodeIsHealthy) {
+  EXPECT_EQ(RefreshRoundOrder({}, {7}, {1, 2, 3}, 5), (Ids{7, 1, 2, 3}));
+  EXPECT_EQ(RefreshRoundOrder({}, {7}, {}, 0), (Ids{7}));  // the first refresh
+}
+
+TEST(RefreshRoundOrderTest, EachNodeIsAskedOnceAtItsFirstPlace) {
+  // Seed 2 is a healthy member (asked among the known nodes); seed 3 is a
+  // failing member (asked with the seeds, before the other failing nodes).
+  EXPECT_EQ(RefreshRoundOrder({1, 2}, {2, 3, 3}, {4, 3}, 0), (Ids{1, 2, 3, 4}));
+}
+
+TEST(RefreshRoundOrderTest, RotationSpreadsRoundsOverTheHealthyNodesOnly) {
+  EXPECT_EQ(RefreshRoundOrder({1, 2, 3}, {9}, {5}, 1), (Ids{2, 3, 1, 9, 5}));
+  EXPECT_EQ(RefreshRoundOrder({1, 2, 3}, {9}, {5}, 5), (Ids{3, 1, 2, 9, 5}));
+}
+
 }  // namespace
 }  // namespace tiercache::redis::internal

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/raw_cluster.h"
@@ -220,7 +221,7 @@ class ServerProcess {
   ~ServerProcess() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);
-      for (int i = 0; i < 100 && ::kill(pid_, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      for (int i = 0; i < 100 && !Gone(pid_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (!dir_.empty()) {
       std::string rm = "rm -rf " + Quote(dir_);
@@ -234,6 +235,17 @@ class ServerProcess {
   int pid() const { return pid_; }
 
  private:
+  // Exited: no such process, or a zombie (the daemon's parent is gone and
+  // whoever inherited it may never reap it; its sockets are closed already).
+  static bool Gone(int pid) {
+    if (::kill(pid, 0) != 0) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    size_t paren = line.rfind(')');
+    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+  }
+
   int port_;
   int pid_ = -1;
   std::string dir_;
@@ -274,6 +286,145 @@ inline bool RestartNode(const NodeProcessInfo& info) {
   cmd += " >/dev/null 2>&1 &";
   return std::system(cmd.c_str()) == 0;
 }
+
+// Polls `done` every `step` until it is true or `limit` has passed; its last answer.
+template <typename Pred>
+bool WaitUntil(std::chrono::milliseconds limit, Pred done,
+               std::chrono::milliseconds step = std::chrono::milliseconds(20)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(step);
+  }
+}
+
+// "" when the node at `port` answers `args` with +OK, else what it said,
+// naming the node and the command (for assertion messages).
+inline std::string CommandError(int port, const std::vector<std::string>& args) {
+  std::string reply = NodeCommandText(port, args);
+  if (reply == "OK") return "";
+  std::string cmd;
+  for (const auto& a : args) cmd += (cmd.empty() ? "" : " ") + a;
+  return "127.0.0.1:" + std::to_string(port) + " " + cmd + ": " + reply;
+}
+
+// Moves every key of `slot` from the node at `port` to `to` (MIGRATE ... KEYS,
+// 100 at a time); "" on success. `replace` overwrites keys `to` already has.
+inline std::string MigrateKeys(int slot, int port, int to, bool replace = false) {
+  std::string s = std::to_string(slot);
+  for (int round = 0; round < 10000; ++round) {
+    RawReply keys = NodeCommand(port, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
+    if (!keys || keys->type != REDIS_REPLY_ARRAY) {
+      return "GETKEYSINSLOT " + s + " on " + std::to_string(port) + ": " +
+             ::tiercache::testing::DescribeReply(keys.get());
+    }
+    if (keys->elements == 0) return "";
+    std::vector<std::string> mig{"MIGRATE", "127.0.0.1", std::to_string(to), "", "0", "5000"};
+    if (replace) mig.emplace_back("REPLACE");
+    mig.emplace_back("KEYS");
+    for (size_t i = 0; i < keys->elements; ++i) mig.emplace_back(keys->element[i]->str, keys->element[i]->len);
+    if (std::string e = CommandError(port, mig); !e.empty()) return e;
+  }
+  return "slot " + s + " on " + std::to_string(port) + " never emptied";
+}
+
+// Moves `slot` and its keys from `from` to `to` the way redis-cli --cluster
+// reshard does: IMPORTING on `to`, MIGRATING on `from`, the keys, then
+// SETSLOT NODE on `to` first (a node that was importing bumps its config
+// epoch, so its claim wins in gossip), then on `from`, then on the other
+// `masters`. Replicas follow by gossip. "" on success, else what failed.
+inline std::string MigrateSlot(int slot, int from, int to, const std::vector<int>& masters) {
+  std::string from_id = NodeId(from), to_id = NodeId(to), s = std::to_string(slot);
+  for (const auto& [port, args] : std::vector<std::pair<int, std::vector<std::string>>>{
+           {to, {"CLUSTER", "SETSLOT", s, "IMPORTING", from_id}},
+           {from, {"CLUSTER", "SETSLOT", s, "MIGRATING", to_id}}}) {
+    if (std::string e = CommandError(port, args); !e.empty()) return e;
+  }
+  if (std::string e = MigrateKeys(slot, from, to); !e.empty()) return e;
+  std::vector<int> order{to, from};
+  for (int m : masters) {
+    if (m != to && m != from) order.push_back(m);
+  }
+  for (int m : order) {
+    if (std::string e = CommandError(m, {"CLUSTER", "SETSLOT", s, "NODE", to_id}); !e.empty()) return e;
+  }
+  return "";
+}
+
+// True when every node in `ports` sees `slot` served by `owner` and none has
+// it open (MIGRATING/IMPORTING: "[slot->-id]" / "[slot-<-id]" in CLUSTER NODES).
+inline bool SlotSettled(int slot, int owner, const std::vector<int>& ports) {
+  std::string s = std::to_string(slot);
+  for (int p : ports) {
+    if (SlotOwnerPort(p, slot) != owner) return false;
+    std::string nodes = NodeCommandText(p, {"CLUSTER", "NODES"});
+    if (nodes.find("[" + s + "->-") != std::string::npos || nodes.find("[" + s + "-<-") != std::string::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Gives `slot` back to `owner`, whatever state an interrupted migration left
+// it in: the keys other `masters` hold move back to `owner` (overwriting), no
+// node keeps it MIGRATING/IMPORTING, and every master assigns it to `owner`.
+// If `owner` lost the slot, it imports it first so that its SETSLOT NODE bumps
+// its config epoch (else the replicas would keep the newer owner). Best
+// effort: it carries on after an error; "" when every step succeeded, else
+// the first error.
+inline std::string RestoreSlot(int slot, int owner, const std::vector<int>& masters) {
+  std::string s = std::to_string(slot), owner_id = NodeId(owner), first_error;
+  auto note = [&](std::string e) {
+    if (first_error.empty()) first_error = std::move(e);
+  };
+  int view = SlotOwnerPort(owner, slot);
+  bool owns = view == owner;
+  // STABLE first: an owner left MIGRATING would answer the MIGRATEs below with ASK.
+  note(owns ? CommandError(owner, {"CLUSTER", "SETSLOT", s, "STABLE"})
+            : CommandError(owner, {"CLUSTER", "SETSLOT", s, "IMPORTING", NodeId(view > 0 ? view : masters[0])}));
+  for (int m : masters) {
+    if (m == owner || NodeCommandText(m, {"CLUSTER", "COUNTKEYSINSLOT", s}) == "0") continue;
+    // MIGRATE runs only where the slot is served or open: open it if needed.
+    if (SlotOwnerPort(m, slot) != m) note(CommandError(m, {"CLUSTER", "SETSLOT", s, "IMPORTING", owner_id}));
+    note(MigrateKeys(slot, m, owner, /*replace=*/true));
+  }
+  for (int m : masters) {
+    if (m != owner) note(CommandError(m, {"CLUSTER", "SETSLOT", s, "STABLE"}));
+  }
+  if (!owns) note(CommandError(owner, {"CLUSTER", "SETSLOT", s, "NODE", owner_id}));
+  for (int m : masters) {
+    if (m != owner) note(CommandError(m, {"CLUSTER", "SETSLOT", s, "NODE", owner_id}));
+  }
+  return first_error;
+}
+
+// Scope guard of a test that opens a slot (SETSLOT MIGRATING/IMPORTING) or
+// moves it: on destruction, unless `slot` is settled at `owner` on every
+// node in `ports`, restores it (RestoreSlot) and waits for the cluster to be
+// healthy again, so a failed assertion mid-migration cannot leave a slot open
+// for the tests that follow. Failures are reported as test failures.
+class SlotGuard {
+ public:
+  SlotGuard(int slot, int owner, std::vector<int> masters, std::vector<int> ports)
+      : slot_(slot), owner_(owner), masters_(std::move(masters)), ports_(std::move(ports)) {}
+  ~SlotGuard() {
+    if (slot_ < 0 || SlotSettled(slot_, owner_, ports_)) return;
+    std::string e = RestoreSlot(slot_, owner_, masters_);
+    EXPECT_EQ(e, "") << "restoring slot " << slot_ << " to 127.0.0.1:" << owner_;
+    EXPECT_TRUE(WaitUntil(std::chrono::seconds(20), [&] { return SlotSettled(slot_, owner_, ports_); },
+                          std::chrono::milliseconds(100)))
+        << "slot " << slot_ << " not settled at 127.0.0.1:" << owner_ << " after restoring it";
+  }
+  SlotGuard(const SlotGuard&) = delete;
+  SlotGuard& operator=(const SlotGuard&) = delete;
+
+ private:
+  int slot_;
+  int owner_;
+  std::vector<int> masters_;
+  std::vector<int> ports_;
+};
 
 }  // namespace tiercache::redis::testing
 

@@ -150,6 +150,12 @@ class RedisClient {
   Status SetSlotOwnerForTesting(uint16_t slot, const Endpoint& owner);
   // The master the client would send `slot` to; kNotFound when uncovered.
   Result<Endpoint> SlotOwnerForTesting(uint16_t slot);
+  // Installs a slot map as if CLUSTER SLOTS had named only `masters` (the
+  // slots split evenly among them, no replicas): every other node leaves the
+  // topology and its connections are closed, as after a real refresh. The
+  // seeds are kept. To test recovery when every known node is gone.
+  // kInvalidArgument when `masters` is empty.
+  Status SetTopologyForTesting(const std::vector<Endpoint>& masters);
 
  private:
   explicit RedisClient(std::unique_ptr<internal::Engine> engine);
