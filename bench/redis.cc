@@ -186,9 +186,11 @@ int main() {
     }
   }
 
-  if (const char* only = std::getenv("BENCH_REDIS_ASYNC_ONLY"); only && *only == '1') {  // for profiling
+  // For profiling one phase alone: BENCH_REDIS_ONLY=async or sync.
+  if (const char* only = std::getenv("BENCH_REDIS_ONLY"); only && *only) {
     int64_t e = 0;
-    Print("tiercache GET 64 async", Async(client, 64, seconds, &e), e);
+    if (std::string(only) == "async") Print("tiercache GET 64 async", Async(client, 64, seconds, &e), e);
+    if (std::string(only) == "sync") Print("tiercache GET 64 sync", SyncThreads(client, 64, seconds, &e), e);
     return 0;
   }
   // Each figure is measured next to its redis-benchmark counterpart, so both

@@ -108,9 +108,17 @@ void Engine::SubmitBatch(Request* const* reqs, size_t n) {
   }
 }
 
+// Sync callers are woken after the whole batch of replies in hand is
+// processed (WakeCallers), not one by one: a woken caller often takes this
+// CPU at once, and would otherwise leave the remaining replies waiting.
 void Engine::Finish(Request* req, Result<Reply> r) {
   if (req->counted) outstanding_.fetch_sub(1, std::memory_order_relaxed);
-  FinishRequest(req, std::move(r));
+  FinishRequest(req, std::move(r), &to_wake_);
+}
+
+void Engine::WakeCallers() {
+  for (Request* req : to_wake_) WakeCaller(req);
+  to_wake_.clear();
 }
 
 void Engine::Run() {
@@ -119,6 +127,7 @@ void Engine::Run() {
   while (!stop_.load(std::memory_order_acquire)) {
     DrainSubmissions();
     FlushDirty();
+    WakeCallers();
     TimePoint now = SteadyClock::now();
     if (now >= next_housekeeping_) {
       Housekeeping(now);
@@ -149,8 +158,10 @@ void Engine::Run() {
       ConnOnEvent(c, events[i].events);
       MaybeLend(c);
     }
+    WakeCallers();
   }
   Shutdown();
+  WakeCallers();
 }
 
 void Engine::DrainSubmissions() {

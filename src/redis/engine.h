@@ -175,6 +175,7 @@ class Engine {
   // finish as kCancelled.
   void WriteWaiting(Connection* c);
   void Finish(Request* req, Result<Reply> r);
+  void WakeCallers();
   std::chrono::nanoseconds Backoff(int attempts) const;
   Node* EnsureNode(const Endpoint& e);
   Node* RouteNode(const Request* req);
@@ -219,6 +220,7 @@ class Engine {
   std::vector<int> shard_master_;
   std::vector<Request*> parked_;
   std::vector<Connection*> dirty_;
+  std::vector<Request*> to_wake_;  // finished; their callers wake at the end of the loop pass
   size_t keyless_rr_ = 0;
   size_t replica_rr_ = 0;
   bool have_topology_ = false;

@@ -27,7 +27,7 @@ inline void CpuRelax() {
 
 }  // namespace
 
-void FinishRequest(Request* req, Result<Reply> r) {
+void FinishRequest(Request* req, Result<Reply> r, std::vector<Request*>* wake_later) {
   if (req->Live()) {
     req->result = std::move(r);
     int32_t expected = Request::kPending;
@@ -36,10 +36,20 @@ void FinishRequest(Request* req, Result<Reply> r) {
         ReplyCallback cb = std::move(req->callback);
         cb(std::move(req->result));
       } else if (req->caller_sleeping.load(std::memory_order_seq_cst) != 0) {
-        FutexWakeAll(&req->state);
+        if (wake_later != nullptr) {
+          req->Ref();  // the caller may see kDone and leave before the wake
+          wake_later->push_back(req);
+        } else {
+          FutexWakeAll(&req->state);
+        }
       }
     }
   }
+  req->Unref();
+}
+
+void WakeCaller(Request* req) {
+  FutexWakeAll(&req->state);
   req->Unref();
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "tiercache/redis/reply.h"
 #include "tiercache/status.h"
@@ -74,7 +75,14 @@ struct Request {
 
 // Engine side: delivers `r` unless the request was abandoned, wakes a sleeping
 // caller or runs the callback, and drops the engine's reference.
-void FinishRequest(Request* req, Result<Reply> r);
+// Completes `req` with `r` (unless it was abandoned) and drops the engine's
+// reference. An async request runs its callback here. A sync caller asleep
+// on it is woken at once, or, when `wake_later` is given, the request is
+// appended there with a reference held and WakeCaller() must follow.
+void FinishRequest(Request* req, Result<Reply> r, std::vector<Request*>* wake_later = nullptr);
+// Wakes the caller of a request deferred by FinishRequest and drops the
+// reference it held.
+void WakeCaller(Request* req);
 
 // Engine side, async requests only: completes a still-pending request with
 // `s` (its deadline passed) without dropping the engine's reference.
