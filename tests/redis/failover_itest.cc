@@ -239,6 +239,7 @@ bool Reshard(int any_port, const std::string& from_id, const std::string& to_id,
 
 TEST(FailoverTest, LiveReshardingOfTwoHundredSlotsLosesNothing) {
   REQUIRE_HEALTHY_CLUSTER();
+  testing::ClusterFixGuard fix_on_exit(RedisClusterPorts());
   auto client = Connect(2000ms);
   ASSERT_TRUE(client);
   std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());

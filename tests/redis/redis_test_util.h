@@ -136,6 +136,28 @@ inline bool WaitClusterHealthy(const std::vector<int>& ports, int seconds, bool 
   return false;
 }
 
+// For tests that run `redis-cli --cluster reshard`: if it stopped half-way
+// (open MIGRATING/IMPORTING slots, keys on the wrong node), the destructor
+// runs `redis-cli --cluster fix`, so the tests after this one start healthy.
+class ClusterFixGuard {
+ public:
+  explicit ClusterFixGuard(std::vector<int> ports) : ports_(std::move(ports)) {}
+  ~ClusterFixGuard() {
+    if (ports_.empty() || WaitClusterHealthy(ports_, 5)) return;
+    const std::string cmd = "timeout 120 redis-cli --cluster fix 127.0.0.1:" + std::to_string(ports_[0]) +
+                            " --cluster-yes >/dev/null 2>&1";
+    const int rc = std::system(cmd.c_str());
+    const bool healthy = WaitClusterHealthy(ports_, 30);
+    std::fprintf(stderr, "ClusterFixGuard: the cluster was left unhealthy; redis-cli --cluster fix exit %d, %s\n",
+                 rc, healthy ? "healthy again" : "STILL UNHEALTHY");
+  }
+  ClusterFixGuard(const ClusterFixGuard&) = delete;
+  ClusterFixGuard& operator=(const ClusterFixGuard&) = delete;
+
+ private:
+  std::vector<int> ports_;
+};
+
 inline int CountDir(const char* path) {
   int n = 0;
   DIR* d = opendir(path);
