@@ -158,9 +158,11 @@ struct L1Options {
   // stored) and threads on different CPUs bump different ones. The returned
   // pointers point to the same bytes; only use_count() differs. Costs about
   // 64 bytes per extra stripe per value, not counted by the default weigher.
-  // 0 picks the number of CPUs rounded up to a power of two, at most 4
-  // (bench_l1 measures both: about 15 ns per hit saved at 2 threads on 2
-  // cores). Set 1 for the smallest footprint.
+  // 0 picks the number of CPUs rounded up to a power of two, at most 4.
+  // bench_l1 reports both (l1_hit_2t, default; l1_hit_2t_unstriped): on the
+  // 2-core development machine they are within run-to-run noise; the
+  // contention stripes remove grows with the number of cores reading one
+  // key. Set 1 for the smallest footprint.
   std::size_t value_stripes = 0;
 
   // Keys must be 1..max_key_bytes bytes long. In [1, 1 MiB].
