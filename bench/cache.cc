@@ -7,7 +7,8 @@
 //      sleeping 200 ms, 20 repetitions: loader calls per repetition (ideal 1).
 //   3. Early refresh at steady load: 200 reads/s for 20 s on one key, TTL 2 s,
 //      50 ms loader: loader calls against the ideal (20 s / 2 s = 10), and the
-//      read latency p99 against the L2-hit p99.
+//      read latency p99 against the p99 of L2 hits read at the same pace (a
+//      key an hour from expiry, 5 s, same run).
 // Ends with RESULT lines. Reads TIERCACHE_REDIS_PORT_BASE (default 7000).
 #include <benchmark/benchmark.h>
 
@@ -32,6 +33,7 @@ using tiercache::Cache;
 using tiercache::CacheOptions;
 using tiercache::CachedValue;
 using tiercache::LoadResult;
+using tiercache::GetOptions;
 using tiercache::Loader;
 using tiercache::Result;
 using SteadyClock = std::chrono::steady_clock;
@@ -219,7 +221,33 @@ struct EarlyRefresh {
   int loads = 0;
   int waited = 0;
   double p99_us = 0;
+  // The same paced reads of a key far from expiry (no refresh): the L2-hit
+  // p99 under the same conditions (a read every 5 ms after a sleep, not a
+  // tight loop), measured in the same run.
+  double paced_l2_hit_p99_us = 0;
 };
+
+// Reads `key` every 5 ms for `duration`; latencies after the first 500 ms.
+std::vector<double> PacedReads(Cache& cache, const std::string& key, const Loader& loader,
+                               const GetOptions& options, std::chrono::milliseconds duration,
+                               int* waited) {
+  std::vector<double> lat;
+  const auto start = SteadyClock::now();
+  for (auto next = start; SteadyClock::now() - start < duration; next += 5ms) {
+    std::this_thread::sleep_until(next);
+    const auto a = SteadyClock::now();
+    Result<CachedValue> v = cache.get(key, loader, options);
+    const double us = std::chrono::duration<double, std::micro>(SteadyClock::now() - a).count();
+    if (SteadyClock::now() - start > 500ms) {
+      lat.push_back(us);
+      if (v.ok() && v->source() == tiercache::ValueSource::kLoader) ++*waited;
+    }
+  }
+  std::sort(lat.begin(), lat.end());
+  return lat;
+}
+
+double P99(const std::vector<double>& sorted) { return sorted.empty() ? 0 : sorted[sorted.size() * 99 / 100]; }
 
 EarlyRefresh SteadyLoad(std::chrono::seconds duration) {
   CacheOptions o;
@@ -236,21 +264,16 @@ EarlyRefresh SteadyLoad(std::chrono::seconds duration) {
     return LoadResult{"value", 1};
   };
   EarlyRefresh out;
-  std::vector<double> lat;
-  const auto start = SteadyClock::now();
-  for (auto next = start; SteadyClock::now() - start < duration; next += 5ms) {
-    std::this_thread::sleep_until(next);
-    const auto a = SteadyClock::now();
-    Result<CachedValue> v = cache->get(key, loader);
-    const double us = std::chrono::duration<double, std::micro>(SteadyClock::now() - a).count();
-    if (SteadyClock::now() - start > 500ms) {
-      lat.push_back(us);
-      if (v.ok() && v->source() == tiercache::ValueSource::kLoader) ++out.waited;
-    }
-  }
-  std::sort(lat.begin(), lat.end());
+  out.p99_us = P99(PacedReads(*cache, key, loader, {}, duration, &out.waited));
   out.loads = loads.load();
-  out.p99_us = lat.empty() ? 0 : lat[lat.size() * 99 / 100];
+  // Baseline: a key cached for an hour, so no read comes near its expiry.
+  const std::string steady_key = "xfetch:{" + Tag() + "}:steady";
+  GetOptions hour;
+  hour.ttl = std::chrono::hours(1);
+  Loader steady_loader = [](std::string_view) -> Result<LoadResult> { return LoadResult{"value", 1}; };
+  int ignored = 0;
+  (void)cache->get(steady_key, steady_loader, hour);
+  out.paced_l2_hit_p99_us = P99(PacedReads(*cache, steady_key, steady_loader, hour, 5000ms, &ignored));
   return out;
 }
 
@@ -327,6 +350,12 @@ int main(int argc, char** argv) {
   std::printf("RESULT early_refresh_loads %d calls\n", er.loads);
   std::printf("RESULT early_refresh_ideal %d calls\n", 10);
   std::printf("RESULT early_refresh_waited_reads %d reads\n", er.waited);
-  std::printf("RESULT early_refresh_p99_vs_l2_hit_p99 %.2f x\n", l2_1.p99_us > 0 ? er.p99_us / l2_1.p99_us : 0.0);
+  std::printf("RESULT early_refresh_p99 %.1f us\n", er.p99_us);
+  std::printf("RESULT paced_l2_hit_p99 %.1f us\n", er.paced_l2_hit_p99_us);
+  // Against L2 hits read at the same pace (the issue's "within 2x the L2-hit
+  // p99"); the tight-loop cache_l2_hit_1c_p99 above is not comparable: a
+  // read after a 5 ms sleep also pays for waking the client's I/O thread.
+  std::printf("RESULT early_refresh_p99_vs_l2_hit_p99 %.2f x\n",
+              er.paced_l2_hit_p99_us > 0 ? er.p99_us / er.paced_l2_hit_p99_us : 0.0);
   return 0;
 }
