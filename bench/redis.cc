@@ -171,6 +171,7 @@ int main() {
   o.caller_spin = std::chrono::microseconds(EnvInt("BENCH_CALLER_SPIN_US", 100));
   o.io_busy_poll = std::chrono::microseconds(EnvInt("BENCH_IO_BUSY_POLL_US", 0));
   o.direct_io = EnvInt("BENCH_DIRECT_IO", 1) != 0;
+  o.connections_per_node = EnvInt("BENCH_CONNECTIONS_PER_NODE", 1);
   auto created = RedisClient::Create(o);
   if (!created.ok()) {
     std::fprintf(stderr, "bench_redis: %s\n", created.status().ToString().c_str());
