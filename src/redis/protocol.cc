@@ -19,6 +19,11 @@ void AppendBulk(std::string& out, std::string_view s) {
 
 template <typename Args>
 void AppendAll(std::string& out, const Args& args) {
+  // One allocation for the whole command: "*N\r\n", then "$len\r\n" +
+  // bytes + "\r\n" per argument (20 bytes bound each decimal length).
+  size_t size = out.size() + 24;
+  for (const auto& a : args) size += a.size() + 24;
+  out.reserve(size);
   char buf[24];
   out.push_back('*');
   auto r = std::to_chars(buf, buf + sizeof(buf), args.size());
@@ -66,7 +71,7 @@ Result<Endpoint> NodeOf(const Reply& r, std::string_view asked_host) {
 }  // namespace
 
 void AppendCommand(std::string& out, const std::vector<std::string>& args) { AppendAll(out, args); }
-void AppendCommand(std::string& out, const std::vector<std::string_view>& args) { AppendAll(out, args); }
+void AppendCommand(std::string& out, std::span<const std::string_view> args) { AppendAll(out, args); }
 
 bool ParseEndpoint(std::string_view text, Endpoint* out) {
   size_t colon = text.rfind(':');

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -19,7 +20,7 @@ namespace tiercache::redis::internal {
 
 // Appends the RESP array of bulk strings for `args` to `out`.
 void AppendCommand(std::string& out, const std::vector<std::string>& args);
-void AppendCommand(std::string& out, const std::vector<std::string_view>& args);
+void AppendCommand(std::string& out, std::span<const std::string_view> args);
 
 enum class ErrorKind : uint8_t {
   kOther,        // a command error: returned to the caller

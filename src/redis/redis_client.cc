@@ -1,5 +1,6 @@
 #include "tiercache/redis/redis_client.h"
 
+#include <array>
 #include <map>
 
 #include "redis/engine.h"
@@ -60,7 +61,7 @@ Result<Reply> RedisClient::Command(const std::vector<std::string>& args, Command
 }
 
 Result<std::optional<std::string>> RedisClient::Get(std::string_view key, CallOptions call) {
-  std::vector<std::string_view> args{"GET", key};
+  const std::array<std::string_view, 2> args{"GET", key};
   Request* req = NewRequest(args, 1, true, DeadlineOf(call, engine_->options()));
   req->read_only = true;
   req->refs.store(2, std::memory_order_relaxed);
@@ -225,7 +226,7 @@ void RedisClient::CommandAsync(const std::vector<std::string>& args, CommandOpti
 }
 
 void RedisClient::GetAsync(std::string_view key, CallOptions call, GetCallback done) {
-  std::vector<std::string_view> args{"GET", key};
+  const std::array<std::string_view, 2> args{"GET", key};
   Request* req = NewRequest(args, 1, true, DeadlineOf(call, engine_->options()));
   req->read_only = true;
   req->callback = [done = std::move(done)](Result<Reply> r) { done(ToOptionalString(std::move(r))); };
