@@ -28,12 +28,6 @@ using testing::NodeCommandText;
 constexpr auto kDeadline = 500ms;
 constexpr auto kSlack = 60ms;  // scheduling slack on a loaded 2-core machine
 
-#define REQUIRE_HEALTHY_CLUSTER()                                                        \
-  do {                                                                                   \
-    TIERCACHE_REQUIRE_SERVER("redis cluster node", RedisClusterPorts()[0]);              \
-    ASSERT_TRUE(testing::WaitClusterHealthy(RedisClusterPorts(), 30)) << "cluster unhealthy before the test"; \
-  } while (0)
-
 std::unique_ptr<RedisClient> Connect(std::chrono::milliseconds timeout) {
   RedisClientOptions o = testing::ClusterOptions();
   o.command_timeout = timeout;

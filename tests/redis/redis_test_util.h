@@ -450,4 +450,13 @@ class SlotGuard {
 
 }  // namespace tiercache::redis::testing
 
+// In a test body: the local cluster must answer (TIERCACHE_REQUIRE_SERVER)
+// and be healthy (waits up to 30 s), or the test fails here.
+#define REQUIRE_HEALTHY_CLUSTER()                                                                   \
+  do {                                                                                              \
+    TIERCACHE_REQUIRE_SERVER("redis cluster node", ::tiercache::testing::RedisClusterPorts()[0]);   \
+    ASSERT_TRUE(::tiercache::redis::testing::WaitClusterHealthy(::tiercache::testing::RedisClusterPorts(), 30)) \
+        << "cluster unhealthy before the test";                                                     \
+  } while (0)
+
 #endif  // TIERCACHE_TESTS_REDIS_REDIS_TEST_UTIL_H_

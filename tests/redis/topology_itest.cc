@@ -28,12 +28,6 @@ using testing::CommandError;
 using testing::NodeCommandText;
 using testing::WaitUntil;
 
-#define REQUIRE_HEALTHY_CLUSTER()                                                                            \
-  do {                                                                                                       \
-    TIERCACHE_REQUIRE_SERVER("redis cluster node", RedisClusterPorts()[0]);                                  \
-    ASSERT_TRUE(testing::WaitClusterHealthy(RedisClusterPorts(), 30)) << "cluster unhealthy before the test"; \
-  } while (0)
-
 std::string RunTag() { return std::to_string(::getpid()) + "-" + std::to_string(std::rand()); }
 
 std::unique_ptr<RedisClient> Connect(RedisClientOptions o) {
