@@ -235,7 +235,7 @@ struct Cache::Impl {
       v.version_ = e.version;
       v.source_ = ValueSource::kL1;
     }
-    if (!e.FreshAt(clock->Now())) {
+    if (!clock->Before(e.expiry)) {  // expired: e.FreshAt(Now()), cheaper when far off
       metrics->Add(Counter::kMiss, Tier::kL1);
       *stale = AsStale(std::move(v));
       return std::nullopt;

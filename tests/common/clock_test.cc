@@ -31,6 +31,27 @@ TEST(RealClockTest, CoarseReadingNeverLeadsAndLagsLessThanTheBound) {
   EXPECT_GT(clock.CoarseNow(), first);
 }
 
+// Coarse readings lag by the whole bound: Before() must still be exact.
+class MaximallyLaggingClock final : public Clock {
+ public:
+  TimePoint Now() const noexcept override { return fake.Now(); }
+  WallTimePoint WallNow() const noexcept override { return fake.WallNow(); }
+  TimePoint CoarseNow() const noexcept override { return fake.Now() - kCoarseLag; }
+  FakeClock fake;
+};
+
+TEST(ClockTest, BeforeIsExactWhateverTheCoarseLag) {
+  MaximallyLaggingClock clock;
+  const Clock::TimePoint now = clock.Now();
+  using D = Clock::Duration;
+  for (D offset : {D(-std::chrono::hours(1)), D(-Clock::kCoarseLag), D(-1), D(0)}) {
+    EXPECT_FALSE(clock.Before(now + offset)) << offset.count();
+  }
+  for (D offset : {D(1), D(Clock::kCoarseLag), D(2 * Clock::kCoarseLag), D(std::chrono::hours(1))}) {
+    EXPECT_TRUE(clock.Before(now + offset)) << offset.count();
+  }
+}
+
 TEST(FakeClockTest, CoarseReadingIsThePreciseOne) {
   FakeClock clock;
   EXPECT_EQ(clock.CoarseNow(), clock.Now());
