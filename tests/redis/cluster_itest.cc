@@ -1,5 +1,6 @@
 // RedisClient against the local 6-node cluster: routing, redirections (MOVED
-// repairs a corrupted map; ASK during a real slot migration), scripts,
+// repairs a corrupted map; ASK during a real slot migration; TRYAGAIN
+// retried until the slot settles), scripts,
 // pipelines, async calls, errors naming the node, and no leaked fds/threads.
 #include <gtest/gtest.h>
 
@@ -259,6 +260,71 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   EXPECT_EQ(back->value_or(""), "stays");
   EXPECT_EQ(client->SlotOwnerForTesting(slot)->port, source);
   EXPECT_TRUE(client->Del({key, key2}).ok());
+}
+
+// A multi-key command on a slot whose keys are split mid-migration gets
+// TRYAGAIN from the source; the client retries with backoff (within the
+// call's deadline) and succeeds once the migration ends.
+TEST(ClusterTest, TryAgainDuringMigrationIsRetriedUntilTheSlotSettles) {
+  REQUIRE_CLUSTER();
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
+  ASSERT_EQ(masters.size(), 3u);
+  std::string tag = RunTag(), prefix;
+  int slot = -1, source = -1;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    prefix = "tc:tryagain:{" + tag + ":" + std::to_string(attempt) + "}";
+    slot = KeySlot(prefix);
+    source = testing::SlotOwnerPort(masters[0], slot);
+    if (NodeCommandText(source, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "0") break;
+  }
+  const std::string moved_key = prefix + ":a", staying_key = prefix + ":b", s = std::to_string(slot);
+  const int target = source == masters[0] ? masters[1] : masters[0];
+  testing::SlotGuard guard(slot, source, masters, RedisClusterPorts());
+  ASSERT_TRUE(client->Set(moved_key, "A").ok());
+  ASSERT_TRUE(client->Set(staying_key, "B").ok());
+  const std::string source_id = testing::NodeId(source), target_id = testing::NodeId(target);
+  ASSERT_EQ(NodeCommandText(target, {"CLUSTER", "SETSLOT", s, "IMPORTING", source_id}), "OK");
+  ASSERT_EQ(NodeCommandText(source, {"CLUSTER", "SETSLOT", s, "MIGRATING", target_id}), "OK");
+  ASSERT_EQ(NodeCommandText(source, {"MIGRATE", "127.0.0.1", std::to_string(target), moved_key, "0", "5000"}),
+            "OK");
+
+  // The migration ends 400 ms into the call.
+  std::thread finisher([&] {
+    std::this_thread::sleep_for(400ms);
+    testing::MigrateKeys(slot, source, target);
+    for (int m : masters) NodeCommandText(m, {"CLUSTER", "SETSLOT", s, "NODE", target_id});
+  });
+  const uint64_t retries_before = client->Stats().retries;
+  CallOptions call;
+  call.timeout = 5000ms;
+  const auto start = std::chrono::steady_clock::now();
+  auto got = client->MGet({moved_key, staying_key}, call);
+  const auto took = std::chrono::steady_clock::now() - start;
+  finisher.join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 2u);
+  EXPECT_EQ((*got)[0].value_or("<nil>"), "A");
+  EXPECT_EQ((*got)[1].value_or("<nil>"), "B");
+  EXPECT_GT(client->Stats().retries, retries_before) << "the split slot must have answered TRYAGAIN";
+  EXPECT_GE(took, 350ms) << "it cannot succeed before the migration ends";
+
+  // A call whose deadline ends before the slot settles fails by then.
+  ASSERT_EQ(testing::MigrateSlot(slot, target, source, masters), "");
+  ASSERT_TRUE(testing::WaitClusterHealthy(RedisClusterPorts(), 20));
+  ASSERT_EQ(NodeCommandText(target, {"CLUSTER", "SETSLOT", s, "IMPORTING", source_id}), "OK");
+  ASSERT_EQ(NodeCommandText(source, {"CLUSTER", "SETSLOT", s, "MIGRATING", target_id}), "OK");
+  ASSERT_EQ(NodeCommandText(source, {"MIGRATE", "127.0.0.1", std::to_string(target), moved_key, "0", "5000"}),
+            "OK");
+  call.timeout = 300ms;
+  const auto start2 = std::chrono::steady_clock::now();
+  auto late = client->MGet({moved_key, staying_key}, call);
+  const auto took2 = std::chrono::steady_clock::now() - start2;
+  ASSERT_FALSE(late.ok());
+  EXPECT_TRUE(late.status().IsUnavailable() || late.status().IsDeadlineExceeded()) << late.status().ToString();
+  EXPECT_LT(took2, 300ms + 200ms) << "no call blocks past its deadline";
+  // The guard gives the slot and both keys back to `source`.
 }
 
 TEST(ClusterTest, EvalLoadsAnUnknownScriptAndRunsOnTheKeysNode) {
