@@ -16,6 +16,7 @@ Status RedisClientOptions::Validate() const {
   if (!username.empty() && password.empty()) return Bad("username given without a password");
   if (connect_timeout.count() <= 0) return Bad("connect_timeout must be > 0");
   if (command_timeout.count() <= 0) return Bad("command_timeout must be > 0");
+  if (topology_probe_timeout.count() <= 0) return Bad("topology_probe_timeout must be > 0");
   if (connections_per_node < 1 || connections_per_node > 64) return Bad("connections_per_node must be in 1..64");
   if (max_redirects < 1 || max_redirects > 100) return Bad("max_redirects must be in 1..100");
   if (retry_backoff_min.count() <= 0) return Bad("retry_backoff_min must be > 0");

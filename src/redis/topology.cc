@@ -43,7 +43,8 @@ void Engine::StartRefresh(TimePoint now) {
   req->internal = true;
   AppendCommand(req->cmd, std::vector<std::string_view>{"CLUSTER", "SLOTS"});
   req->target_node = node_id;
-  req->deadline = now + options_.connect_timeout + options_.command_timeout;
+  req->deadline = now + std::min<std::chrono::milliseconds>(options_.connect_timeout + options_.command_timeout,
+                                                            options_.topology_probe_timeout);
   req->callback = [this, node_id](Result<Reply> r) { OnRefreshReply(node_id, std::move(r)); };
   refresh_in_flight_ = true;
   last_refresh_start_ = now;

@@ -47,6 +47,9 @@ TEST(OptionsTest, RejectsNonsense) {
   o.command_timeout = std::chrono::milliseconds(-1);
   expect_bad(o, "negative command timeout");
   o = Valid();
+  o.topology_probe_timeout = std::chrono::milliseconds(0);
+  expect_bad(o, "zero topology probe timeout");
+  o = Valid();
   o.connections_per_node = 0;
   expect_bad(o, "no connections");
   o = Valid();

@@ -64,6 +64,71 @@ class RefusingPort {
   int port_ = -1;
 };
 
+// A loopback port that listens but never accepts or reads: connecting to it
+// succeeds (the kernel completes the handshake), commands are never answered
+// (a hung or overloaded node).
+class SilentPort {
+ public:
+  SilentPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) == 0 && ::listen(fd_, 16) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      port_ = ntohs(a.sin_port);
+    }
+  }
+  ~SilentPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SilentPort(const SilentPort&) = delete;
+  SilentPort& operator=(const SilentPort&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = -1;
+};
+
+// A refresh round gives a node that never answers topology_probe_timeout,
+// then asks the next candidate (here the seed); without the cap it would
+// hold the round for connect_timeout + command_timeout (2 s), until the
+// connection's stall detection gave up on it.
+TEST(TopologyTest, ARefreshRoundMovesPastANodeThatNeverAnswers) {
+  REQUIRE_HEALTHY_CLUSTER();
+  RedisClientOptions o;
+  o.seeds = {Endpoint{"127.0.0.1", RedisClusterPorts()[0]}};
+  o.topology_refresh_interval = 200ms;  // the refresh that finds the way back
+  o.topology_probe_timeout = 300ms;
+  auto client = Connect(o);
+  ASSERT_TRUE(client);
+  const std::string key = "tc:silent:" + RunTag();
+  ASSERT_TRUE(client->Set(key, "v").ok());
+  SilentPort silent;
+  ASSERT_GT(silent.port(), 0);
+  ASSERT_TRUE(client->SetTopologyForTesting({Endpoint{"127.0.0.1", silent.port()}}).ok());
+
+  const auto start = Clock::now();
+  bool recovered = false;
+  int failed_calls = 0;
+  while (!recovered && Clock::now() - start < 5s) {
+    CallOptions call;
+    call.timeout = 100ms;
+    auto got = client->Get(key, call);
+    recovered = got.ok() && got->value_or("<nil>") == "v";
+    if (!recovered) ++failed_calls;
+  }
+  const auto took = Clock::now() - start;
+  std::printf("back from a silent node in %.0f ms (%d calls failed meanwhile)\n",
+              std::chrono::duration<double, std::milli>(took).count(), failed_calls);
+  ASSERT_TRUE(recovered);
+  EXPECT_GE(failed_calls, 1) << "calls routed to the silent node must have failed at their deadline";
+  EXPECT_LT(took, 1500ms) << "the silent node must cost topology_probe_timeout, not 2 s";
+  EXPECT_TRUE(client->Del({key}).ok());
+}
+
 TEST(TopologyTest, SeedsBringTheClusterBackWhenEveryKnownNodeIsGone) {
   REQUIRE_HEALTHY_CLUSTER();
   // One seed: once the known nodes are gone, it is the only way back.

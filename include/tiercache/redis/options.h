@@ -63,6 +63,12 @@ struct RedisClientOptions {
   // refreshes triggered by events (MOVED, lost connection, uncovered slot).
   std::chrono::milliseconds topology_refresh_interval{10000};
   std::chrono::milliseconds min_refresh_interval{100};
+  // How long a refresh waits for one node's CLUSTER SLOTS (connecting to it
+  // included, capped at connect_timeout + command_timeout) before it asks
+  // the next node of its round: a node that accepts connections but does
+  // not answer (hung, overloaded) costs this much, not the full timeouts.
+  // Raise it with connect_timeout on slow networks.
+  std::chrono::milliseconds topology_probe_timeout{500};
 
   // Reconnection attempts to a node are spaced by at least this much.
   std::chrono::milliseconds reconnect_backoff{100};
