@@ -35,7 +35,8 @@ class Clock {
   // tick, so a stalled timekeeping CPU is covered too.
   static constexpr Duration kCoarseLag = std::chrono::milliseconds(500);
   // Now() < t, reading only CoarseNow() when t is more than kCoarseLag away.
-  bool Before(TimePoint t) const noexcept { return t - CoarseNow() > kCoarseLag || Now() < t; }
+  // (t > coarse + lag, not t - coarse > lag: t far in the past would overflow.)
+  bool Before(TimePoint t) const noexcept { return t > CoarseNow() + kCoarseLag || Now() < t; }
 
   // The process-wide real clock. Never null; lives for the whole process.
   static Clock* Real() noexcept;

@@ -125,8 +125,10 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Cloc
   Clock::TimePoint now{};
   LookupOutcome outcome = LookupOutcome::kFresh;
   bool dead = false;
+  // expiry <= coarse + lag, not expiry - coarse <= lag: an expiry capped far
+  // in the past (not_after) would overflow the difference and wrap to "far".
   if (n == nullptr || n->kind == L1EntryKind::kTombstone ||
-      n->expiry - clock.CoarseNow() <= Clock::kCoarseLag) {
+      n->expiry <= clock.CoarseNow() + Clock::kCoarseLag) {
     now = clock.Now();
     outcome = Classify(n, now, stale_bound);
     dead = n != nullptr && now >= DeadAt(n);

@@ -47,6 +47,7 @@ TEST(ClockTest, BeforeIsExactWhateverTheCoarseLag) {
   for (D offset : {D(-std::chrono::hours(1)), D(-Clock::kCoarseLag), D(-1), D(0)}) {
     EXPECT_FALSE(clock.Before(now + offset)) << offset.count();
   }
+  EXPECT_FALSE(clock.Before(Clock::TimePoint::min())) << "no overflow far in the past";
   for (D offset : {D(1), D(Clock::kCoarseLag), D(2 * Clock::kCoarseLag), D(std::chrono::hours(1))}) {
     EXPECT_TRUE(clock.Before(now + offset)) << offset.count();
   }

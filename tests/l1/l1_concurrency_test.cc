@@ -218,5 +218,344 @@ TEST(L1ConcurrencyTest, HitCountIsExactUnderConcurrentWrites) {
   EXPECT_EQ(cache->stats().hits, static_cast<std::uint64_t>(kReaders) * kReads);
 }
 
+
+// Read-buffer drains under contention. More threads than CPUs, so threads
+// share reader slots and are preempted inside read sections; a few hot keys
+// read by most threads, so read buffers fill and readers drain them
+// (TryDrain) while other readers, on the same slot too, are inside; a cache
+// far smaller than the key set, filled by churners, so nodes are evicted and
+// freed all the time; value stripes; short TTLs, stale reads, dead entries
+// (DropIfDead), in-place replacements, invalidate / erase / clear / purge.
+// Every entry returned is checked against what was stored (a read of a freed
+// or reused node shows up here, or in ASan / TSan), kept for a while and
+// checked again after its node is long gone. The counters must match exactly
+// what the threads were served.
+namespace drain_stress {
+
+constexpr int kHotKeys = 8;
+constexpr int kColdKeys = 248;
+constexpr int kReaders = 10;  // with the churners, six threads per CPU here
+constexpr int kChurners = 2;
+constexpr int kReaderOps = 12000;
+constexpr int kChurnerMinOps = 1000;  // then on until the readers are done
+constexpr std::size_t kMaxEntries = 64;
+constexpr std::size_t kMaxBytes = 64 * 1024;
+constexpr Clock::Duration kMaxStale = milliseconds(20);
+constexpr Clock::Duration kCoarseLagUsed = milliseconds(100);
+constexpr int kKept = 16;  // entries each thread holds on to
+
+std::string StressKey(int i) { return (i < kHotKeys ? "hot:" : "cold:") + std::to_string(i); }
+
+// The value stored for (key, version): names both, and a filler whose
+// length and byte depend on the version.
+std::string Payload(int key, std::uint64_t version) {
+  std::string s = "k=" + std::to_string(key) + "|v=" + std::to_string(version) + "|";
+  s.append(8 + version % 57, static_cast<char>('a' + version % 26));
+  return s;
+}
+
+// Coarse reading behind the precise one by a fixed lag (allowed: at most
+// Clock::kCoarseLag), so both branches of the hit path's clock check run.
+class StressClock final : public Clock {
+ public:
+  TimePoint Now() const noexcept override { return fake.Now(); }
+  WallTimePoint WallNow() const noexcept override { return fake.WallNow(); }
+  TimePoint CoarseNow() const noexcept override { return fake.Now() - kCoarseLagUsed; }
+  FakeClock fake;
+};
+
+// What one thread was served, for the exact counter checks.
+struct Served {
+  std::uint64_t reads = 0;          // get + get_stale calls (each counted once)
+  std::uint64_t nothing = 0;        // returned nullopt: misses
+  std::uint64_t get_entries = 0;    // get() returned an entry: hits
+  std::uint64_t stale_entries = 0;  // get_stale() returned an entry: hit or stale hit
+  std::uint64_t surely_fresh = 0;   // ... expiring after the call ended: a hit
+  std::uint64_t surely_stale = 0;   // ... expired before the call began: a stale hit
+  std::uint64_t corrupt = 0;        // an entry not matching what was stored
+  std::uint64_t expired_as_fresh = 0;
+  std::uint64_t too_stale = 0;
+  std::uint64_t unexpected_errors = 0;
+
+  void Add(const Served& o) {
+    reads += o.reads;
+    nothing += o.nothing;
+    get_entries += o.get_entries;
+    stale_entries += o.stale_entries;
+    surely_fresh += o.surely_fresh;
+    surely_stale += o.surely_stale;
+    corrupt += o.corrupt;
+    expired_as_fresh += o.expired_as_fresh;
+    too_stale += o.too_stale;
+    unexpected_errors += o.unexpected_errors;
+  }
+};
+
+// True when `e` is something this test stored under `key`.
+bool Intact(const L1Entry& e, int key) {
+  switch (e.kind) {
+    case L1EntryKind::kValue:
+      return e.value != nullptr && *e.value == Payload(key, e.version);
+    case L1EntryKind::kNegative:
+      return e.value == nullptr;
+    case L1EntryKind::kTombstone:
+      return false;  // never returned
+  }
+  return false;
+}
+
+struct Stress {
+  StressClock clock;
+  std::unique_ptr<L1Cache> cache;
+  std::atomic<std::uint64_t> next_version{1};
+  std::atomic<int> readers_running{kReaders};
+};
+
+class StressThread {
+ public:
+  StressThread(Stress& h, unsigned seed) : h_(h), rng_(seed) {}
+
+  // Mostly hot keys, so read buffers fill between writers.
+  void RunReader() {
+    for (int op = 0; op < kReaderOps; ++op) {
+      // Time moves by kReaders * kReaderOps / 16 ms in all: short-lived
+      // entries expire, die and are dropped.
+      if (op % 16 == 0) h_.clock.fake.Advance(milliseconds(1));
+      const int key = Pick(950);
+      if (rng_() % 1000 < 2) {
+        Write(key);
+      } else {
+        Read(key);
+      }
+    }
+    h_.readers_running.fetch_sub(1);
+    CheckKept();
+  }
+
+  // Mostly fills of cold keys, so the cache evicts all the time; between
+  // writes, a few reads.
+  void RunChurner() {
+    for (int op = 0; op < kChurnerMinOps || h_.readers_running.load() > 0; ++op) {
+      if (op % 4 == 0) h_.clock.fake.Advance(milliseconds(1));
+      if (op % 4 == 3) {
+        Read(Pick(500));
+      } else {
+        Write(Pick(150));
+      }
+    }
+    CheckKept();
+  }
+
+  const Served& served() const { return out_; }
+
+ private:
+  int Pick(unsigned hot_per_mille) {
+    return rng_() % 1000 < hot_per_mille ? static_cast<int>(rng_() % kHotKeys)
+                                         : kHotKeys + static_cast<int>(rng_() % kColdKeys);
+  }
+
+  void Read(int key) {
+    const bool stale = rng_() % 5 == 0;
+    const Clock::Duration bound = milliseconds(rng_() % 30);  // the cache caps it at kMaxStale
+    const Clock::TimePoint before = h_.clock.Now();
+    auto r = stale ? h_.cache->get_stale(StressKey(key), bound) : h_.cache->get(StressKey(key));
+    const Clock::TimePoint after = h_.clock.Now();
+    if (!r.ok()) {
+      ++out_.unexpected_errors;
+      return;
+    }
+    ++out_.reads;
+    if (!r->has_value()) {
+      ++out_.nothing;
+      return;
+    }
+    const L1Entry& e = **r;
+    if (!Intact(e, key)) ++out_.corrupt;
+    if (!stale) {
+      ++out_.get_entries;
+      if (e.expiry <= before) ++out_.expired_as_fresh;
+    } else {
+      ++out_.stale_entries;
+      if (e.expiry < before - std::min(bound, kMaxStale)) ++out_.too_stale;
+      if (e.expiry > after) ++out_.surely_fresh;
+      if (e.expiry <= before) ++out_.surely_stale;
+    }
+    // Hold on to it: its node may be replaced, evicted and freed meanwhile.
+    auto& [kept_key, kept_entry] = kept_[kept_next_];
+    if (kept_entry.value != nullptr && !Intact(kept_entry, kept_key)) ++out_.corrupt;
+    kept_key = key;
+    kept_entry = e;
+    kept_next_ = (kept_next_ + 1) % kKept;
+  }
+
+  void Write(int key) {
+    const unsigned what = rng_() % 1000;
+    if (what < 800) {
+      L1Fill f;
+      // Mostly new versions (a present key is replaced in place); some old.
+      f.version = rng_() % 8 == 0 ? rng_() % 16 : h_.next_version.fetch_add(1);
+      // Long TTLs take the coarse-clock hit path; short ones expire soon.
+      const bool long_ttl = rng_() % 8 < (key < kHotKeys ? 7u : 4u);
+      f.ttl = long_ttl ? std::chrono::hours(1) : milliseconds(1 + rng_() % 40);
+      // Some fills are capped: soon, or dead on arrival.
+      const unsigned cap = rng_() % 32;
+      if (cap == 0) f.not_after = Clock::TimePoint::min();
+      if (cap == 1) f.not_after = h_.clock.Now() + milliseconds(rng_() % 20);
+      Status s = rng_() % 10 == 0
+                     ? h_.cache->set_negative(StressKey(key), f)
+                     : h_.cache->set(StressKey(key),
+                                     std::make_shared<const std::string>(Payload(key, f.version)), f);
+      if (!s.ok() && !s.IsAborted()) ++out_.unexpected_errors;
+    } else if (what < 880) {
+      const Clock::Duration ttl = milliseconds(rng_() % 10);  // 0: the default
+      if (!h_.cache->invalidate(StressKey(key), h_.next_version.fetch_add(1), ttl).ok()) {
+        ++out_.unexpected_errors;
+      }
+    } else if (what < 940) {
+      if (!h_.cache->erase(StressKey(key)).ok()) ++out_.unexpected_errors;
+    } else if (what < 980) {
+      h_.cache->purge_expired();
+    } else if (what < 985) {
+      h_.cache->clear();
+    } else {
+      const L1Stats s = h_.cache->stats();  // concurrent with everything else
+      if (s.entries > kMaxEntries || s.bytes > kMaxBytes) ++out_.unexpected_errors;
+    }
+  }
+
+  void CheckKept() {
+    for (const auto& [key, e] : kept_) {
+      if (e.value != nullptr && !Intact(e, key)) ++out_.corrupt;
+    }
+  }
+
+  Stress& h_;
+  std::mt19937 rng_;
+  Served out_;
+  std::array<std::pair<int, L1Entry>, kKept> kept_{};
+  int kept_next_ = 0;
+};
+
+}  // namespace drain_stress
+
+TEST(L1ConcurrencyTest, ReadBufferDrainsWithSharedSlotsAndConstantEvictionStayExact) {
+  using namespace drain_stress;
+  for (L1Policy policy : {L1Policy::kLru, L1Policy::kTinyLfu}) {
+    SCOPED_TRACE(policy == L1Policy::kLru ? "LRU" : "TinyLFU");
+    Stress h;
+    L1Options o;
+    o.clock = &h.clock;
+    o.policy = policy;
+    o.max_entries = kMaxEntries;
+    o.max_bytes = kMaxBytes;
+    o.num_shards = 4;
+    o.value_stripes = 4;
+    o.default_ttl = milliseconds(30);
+    o.negative_ttl = milliseconds(10);
+    o.tombstone_ttl = milliseconds(5);
+    o.max_stale = kMaxStale;
+    auto created = L1Cache::Create(o);
+    ASSERT_TRUE(created.ok());
+    h.cache = std::move(*created);
+    ASSERT_EQ(h.cache->shard_count(), 4u);
+
+    std::vector<std::unique_ptr<StressThread>> workers;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kReaders + kChurners; ++t) {
+      workers.push_back(std::make_unique<StressThread>(h, 777u + 31u * t));
+      StressThread* w = workers.back().get();
+      threads.emplace_back([w, t] { t < kReaders ? w->RunReader() : w->RunChurner(); });
+    }
+    for (auto& t : threads) t.join();
+    Served all;
+    for (const auto& w : workers) all.Add(w->served());
+    EXPECT_EQ(all.corrupt, 0u);
+    EXPECT_EQ(all.expired_as_fresh, 0u);
+    EXPECT_EQ(all.too_stale, 0u);
+    EXPECT_EQ(all.unexpected_errors, 0u);
+
+    // Every read counted once, as what it returned.
+    const L1Stats s = h.cache->stats();
+    EXPECT_EQ(s.hits + s.misses + s.stale_hits, all.reads);
+    EXPECT_EQ(s.misses, all.nothing);
+    EXPECT_EQ(s.hits + s.stale_hits, all.get_entries + all.stale_entries);
+    EXPECT_GE(s.hits, all.get_entries + all.surely_fresh);
+    EXPECT_GE(s.stale_hits, all.surely_stale);
+    EXPECT_LE(s.entries, kMaxEntries);
+    EXPECT_LE(s.bytes, kMaxBytes);
+    EXPECT_GT(s.evictions, 0u);
+
+    // Quiescent: every hit counted, across many full buffers.
+    L1Fill fill;
+    fill.version = h.next_version.fetch_add(1);
+    fill.ttl = std::chrono::hours(1);
+    for (int k = 0; k < kHotKeys; ++k) {
+      const L1Value v = std::make_shared<const std::string>(Payload(k, fill.version));
+      ASSERT_TRUE(h.cache->set(StressKey(k), v, fill).ok());
+    }
+    constexpr int kQuietReads = 1000;
+    for (int i = 0; i < kQuietReads; ++i) {
+      auto r = h.cache->get(StressKey(i % kHotKeys));
+      ASSERT_TRUE(r.ok() && r->has_value());
+      ASSERT_TRUE(Intact(**r, i % kHotKeys));
+    }
+    EXPECT_EQ(h.cache->stats().hits, s.hits + kQuietReads);
+
+    // Everything is dead two hours on: purging drops exactly what is there.
+    h.clock.fake.Advance(std::chrono::hours(2));
+    const std::uint64_t present = h.cache->stats().entries;
+    EXPECT_EQ(h.cache->purge_expired(), present);
+    EXPECT_EQ(h.cache->stats().entries, 0u);
+    EXPECT_EQ(h.cache->stats().bytes, 0u);
+  }
+}
+
+// A fill capped (not_after) at the earliest time point is dead on arrival:
+// readers racing with its refills must never be served it. The hit path's
+// "far from expiry" test must neither overflow computing expiry - now
+// (UBSan) nor, wrapping around, take that expiry for one far in the future.
+TEST(L1ConcurrencyTest, FillCappedAtTheEarliestTimeIsNeverServed) {
+  FakeClock clock;
+  auto cache = MakeCache(&clock, L1Policy::kLru, 64, seconds(1));
+  ASSERT_NE(cache, nullptr);
+  L1Fill first;
+  first.version = 1;
+  first.not_after = Clock::TimePoint::min();
+  ASSERT_TRUE(cache->set("capped", std::make_shared<const std::string>("dead"), first).ok());
+  auto alone = cache->get("capped");  // no writer: the lock-free path
+  ASSERT_TRUE(alone.ok());
+  EXPECT_FALSE(alone->has_value());
+  constexpr int kReaders = 4;
+  constexpr int kReads = 500;
+  std::atomic<int> served{0};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (std::uint64_t v = 2; !stop.load(); ++v) {
+      L1Fill f;
+      f.version = v;
+      f.not_after = Clock::TimePoint::min();
+      if (!cache->set("capped", std::make_shared<const std::string>("dead"), f).ok()) ++served;
+      f.version = ++v;
+      if (!cache->set_negative("capped", f).ok()) ++served;
+    }
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < kReaders; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = 0; i < kReads; ++i) {
+        auto r = i % 2 == t % 2 ? cache->get("capped") : cache->get_stale("capped", seconds(1));
+        if (!r.ok() || r->has_value()) ++served;
+      }
+    });
+  }
+  for (auto& t : readers) t.join();
+  stop = true;
+  writer.join();
+  EXPECT_EQ(served.load(), 0);
+  const L1Stats s = cache->stats();
+  EXPECT_EQ(s.misses, static_cast<std::uint64_t>(kReaders) * kReads + 1);
+  EXPECT_EQ(s.hits + s.stale_hits, 0u);
+}
+
 }  // namespace
 }  // namespace tiercache
