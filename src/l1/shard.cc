@@ -208,7 +208,9 @@ void Shard::CountRead(ReaderSlot& slot, LookupOutcome outcome) {
 }
 
 bool Shard::Record(ReaderSlot& slot, Node* n) {
-  const std::uint32_t i = slot.recorded.load(std::memory_order_relaxed);
+  // Acquire: what earlier recorders (threads sharing the slot) published
+  // stays visible to the drain that syncs with this record's release.
+  const std::uint32_t i = slot.recorded.load(std::memory_order_acquire);
   if (i >= kReadBuffer) return true;  // full: this record is dropped
   slot.buffer[i].store(n, std::memory_order_relaxed);
   slot.recorded.store(i + 1, std::memory_order_release);  // publishes buffer[i] to a drain
