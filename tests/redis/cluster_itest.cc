@@ -208,14 +208,9 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
   std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
   ASSERT_EQ(masters.size(), 3u);
   // A slot holding no other keys, so the test moves only its own.
-  std::string key, tag = RunTag();
-  int slot = -1, source = -1;
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    key = "tc:ask:{" + tag + ":" + std::to_string(attempt) + "}";
-    slot = KeySlot(key);
-    source = testing::SlotOwnerPort(masters[0], slot);
-    if (NodeCommandText(source, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "0") break;
-  }
+  const testing::EmptySlotKey found = testing::FindEmptySlotKey("tc:ask:{" + RunTag(), masters[0]);
+  const std::string key = found.key;
+  const int slot = found.slot, source = found.owner;
   std::string key2 = key + ":second";
   std::string s = std::to_string(slot);
   int target = source == masters[0] ? masters[1] : masters[0];
@@ -271,14 +266,9 @@ TEST(ClusterTest, TryAgainDuringMigrationIsRetriedUntilTheSlotSettles) {
   ASSERT_TRUE(client);
   std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
   ASSERT_EQ(masters.size(), 3u);
-  std::string tag = RunTag(), prefix;
-  int slot = -1, source = -1;
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    prefix = "tc:tryagain:{" + tag + ":" + std::to_string(attempt) + "}";
-    slot = KeySlot(prefix);
-    source = testing::SlotOwnerPort(masters[0], slot);
-    if (NodeCommandText(source, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "0") break;
-  }
+  const testing::EmptySlotKey found = testing::FindEmptySlotKey("tc:tryagain:{" + RunTag(), masters[0]);
+  const std::string prefix = found.key;
+  const int slot = found.slot, source = found.owner;
   const std::string moved_key = prefix + ":a", staying_key = prefix + ":b", s = std::to_string(slot);
   const int target = source == masters[0] ? masters[1] : masters[0];
   testing::SlotGuard guard(slot, source, masters, RedisClusterPorts());

@@ -26,6 +26,7 @@
 #include "common/raw_cluster.h"
 #include "common/test_env.h"
 #include "tiercache/redis/options.h"
+#include "tiercache/redis/slot.h"
 
 namespace tiercache::redis::testing {
 
@@ -90,6 +91,24 @@ inline int SlotOwnerPort(int ask_port, int slot) {
     }
   }
   return -1;
+}
+
+// A key "<prefix>:<n>}" (the caller's prefix opens a hash tag) whose slot
+// holds no other key, so a test can move the slot without moving data.
+struct EmptySlotKey {
+  std::string key;
+  int slot = -1;
+  int owner = -1;  // the master serving the slot
+};
+inline EmptySlotKey FindEmptySlotKey(const std::string& prefix, int ask_port) {
+  EmptySlotKey out;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    out.key = prefix + ":" + std::to_string(attempt) + "}";
+    out.slot = KeySlot(out.key);
+    out.owner = SlotOwnerPort(ask_port, out.slot);
+    if (NodeCommandText(out.owner, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(out.slot)}) == "0") break;
+  }
+  return out;
 }
 
 inline bool ClusterHealthyOnce(const std::vector<int>& ports, bool expect_replicas, const std::string& password) {

@@ -36,55 +36,31 @@ std::unique_ptr<RedisClient> Connect(RedisClientOptions o) {
   return c.ok() ? std::move(*c) : nullptr;
 }
 
-// A loopback port where nothing listens: the socket is bound, so no other
-// process takes the port while the test runs, but never listens, so every
-// connect to it is refused at once (a node that is gone).
-class RefusingPort {
+// A bound loopback port, held for the test so no other process takes it.
+// kRefusing: it never listens, so every connect is refused at once (a node
+// that is gone). kSilent: it listens but never accepts or reads, so connects
+// succeed (the kernel completes the handshake) and commands are never
+// answered (a hung or overloaded node).
+class TestPort {
  public:
-  RefusingPort() {
+  enum Kind { kRefusing, kSilent };
+  explicit TestPort(Kind kind = kRefusing) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof(a);
     if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) == 0 &&
+        (kind == kRefusing || ::listen(fd_, 16) == 0) &&
         ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
       port_ = ntohs(a.sin_port);
     }
   }
-  ~RefusingPort() {
+  ~TestPort() {
     if (fd_ >= 0) ::close(fd_);
   }
-  RefusingPort(const RefusingPort&) = delete;
-  RefusingPort& operator=(const RefusingPort&) = delete;
-  int port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  int port_ = -1;
-};
-
-// A loopback port that listens but never accepts or reads: connecting to it
-// succeeds (the kernel completes the handshake), commands are never answered
-// (a hung or overloaded node).
-class SilentPort {
- public:
-  SilentPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) == 0 && ::listen(fd_, 16) == 0 &&
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-      port_ = ntohs(a.sin_port);
-    }
-  }
-  ~SilentPort() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  SilentPort(const SilentPort&) = delete;
-  SilentPort& operator=(const SilentPort&) = delete;
+  TestPort(const TestPort&) = delete;
+  TestPort& operator=(const TestPort&) = delete;
   int port() const { return port_; }
 
  private:
@@ -106,7 +82,7 @@ TEST(TopologyTest, ARefreshRoundMovesPastANodeThatNeverAnswers) {
   ASSERT_TRUE(client);
   const std::string key = "tc:silent:" + RunTag();
   ASSERT_TRUE(client->Set(key, "v").ok());
-  SilentPort silent;
+  TestPort silent(TestPort::kSilent);
   ASSERT_GT(silent.port(), 0);
   ASSERT_TRUE(client->SetTopologyForTesting({Endpoint{"127.0.0.1", silent.port()}}).ok());
 
@@ -145,7 +121,7 @@ TEST(TopologyTest, SeedsBringTheClusterBackWhenEveryKnownNodeIsGone) {
   // The cluster "moves": every node the client knows (the seed included, as a
   // member) is replaced by an address where nothing listens, and their
   // connections are closed. The seed itself still reaches the cluster.
-  RefusingPort gone[3];
+  TestPort gone[3];
   std::vector<Endpoint> dead;
   for (const auto& g : gone) {
     ASSERT_GT(g.port(), 0);
@@ -205,7 +181,7 @@ TEST(TopologyTest, SeedsAreTriedWhenTheKnownNodesAnswerWithoutASlotMap) {
   ASSERT_TRUE(client);
   std::string key = "tc:lonely:" + RunTag();
   ASSERT_TRUE(client->Set(key, "v").ok());
-  RefusingPort gone;
+  TestPort gone;
   ASSERT_TRUE(client->SetTopologyForTesting({Endpoint{"127.0.0.1", lonely.port()},
                                              Endpoint{"127.0.0.1", gone.port()}}).ok());
   ClientStats before = client->Stats();
@@ -369,14 +345,9 @@ TEST(TopologyTest, ConnectionToANodeThatLeftTheClusterIsClosed) {
   // CLUSTER SLOTS lists only masters that serve slots (and their replicas):
   // the new node joins the client's topology when it gets one. Take a slot
   // holding no key, so that no data moves.
-  std::string key, tag = RunTag();
-  int slot = -1, owner = -1;
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    key = "tc:leave:{" + tag + ":" + std::to_string(attempt) + "}";
-    slot = KeySlot(key);
-    owner = testing::SlotOwnerPort(masters[0], slot);
-    if (NodeCommandText(owner, {"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "0") break;
-  }
+  const testing::EmptySlotKey found = testing::FindEmptySlotKey("tc:leave:{" + RunTag(), masters[0]);
+  const std::string key = found.key;
+  const int slot = found.slot, owner = found.owner;
   ASSERT_GT(owner, 0);
 
   auto client = Connect(testing::ClusterOptions());
