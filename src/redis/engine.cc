@@ -1,5 +1,6 @@
 #include "redis/engine.h"
 
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -47,7 +48,10 @@ Status Engine::Start() {
     shard_replicas_ = {{}};
     have_topology_ = true;
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "tiercache-redis");  // for top -H, perf, gdb
+    Run();
+  });
   if (options_.mode == Mode::kStandalone) return Status::Ok();
 
   // Wait for the first slot map: a control task parks the request in the
