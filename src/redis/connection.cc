@@ -154,6 +154,7 @@ void ConnOnEvent(Connection* c, uint32_t events) {
         c->engine->OnConnectionFailed(c, "protocol error");
         return;
       }
+      TimePoint now = SteadyClock::now();
       // Hand out every complete reply, in order.
       for (;;) {
         void* raw = nullptr;
@@ -171,7 +172,7 @@ void ConnOnEvent(Connection* c, uint32_t events) {
         }
         Connection::InFlight entry = c->inflight.front();
         c->inflight.pop_front();
-        c->engine->OnReply(c, entry, std::move(reply));
+        c->engine->OnReply(c, entry, std::move(reply), now);
         if (c->fd < 0) return;  // the reply handler closed the connection
       }
       if (static_cast<size_t>(n) < sizeof(buf)) return;

@@ -343,7 +343,7 @@ void Engine::SweepExpired(TimePoint now) {
   // change the queues being walked.
   std::vector<std::pair<Request*, const Node*>> expired;
   auto check = [&](Request* req, const Node* n) {
-    if (req->callback && now >= req->deadline && req->Live()) expired.emplace_back(req, n);
+    if (req->IsAsync() && now >= req->deadline && req->Live()) expired.emplace_back(req, n);
   };
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const Node* node = nodes_[i].get();

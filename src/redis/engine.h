@@ -148,7 +148,9 @@ class Engine {
   // Called by the I/O thread (connection.cc / topology.cc).
   void OnConnectionReady(Connection* c);
   void OnConnectionFailed(Connection* c, const std::string& reason);
-  void OnReply(Connection* c, Connection::InFlight entry, Reply reply);
+  // `now`: when the bytes holding the reply were read (one clock read per
+  // recv, not per reply).
+  void OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now);
   void MarkDirty(Connection* c);
   int epoll_fd() const { return epoll_fd_; }
 

@@ -112,8 +112,7 @@ void Engine::DropConnection(Connection* c, const std::string& reason, bool want_
   }
 }
 
-void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply) {
-  TimePoint now = SteadyClock::now();
+void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) {
   c->last_read = now;
   if (entry.kind == Connection::InFlight::kDiscard) return;
   if (entry.kind == Connection::InFlight::kHandshake) {

@@ -13,6 +13,7 @@ namespace tiercache::redis {
 
 using internal::Request;
 using internal::SteadyClock;
+using internal::ToOptionalString;
 
 namespace {
 
@@ -29,13 +30,6 @@ Request* NewRequest(const Args& args, int key_index, bool idempotent, internal::
   req->idempotent = idempotent;
   req->deadline = deadline;
   return req;
-}
-
-Result<std::optional<std::string>> ToOptionalString(Result<Reply> r) {
-  if (!r.ok()) return r.status();
-  if (r->IsNil()) return std::optional<std::string>();
-  if (r->IsString() || r->IsStatus()) return std::optional<std::string>(std::move(r->str));
-  return Status::Internal("unexpected reply " + r->ToString());
 }
 
 }  // namespace
@@ -229,7 +223,7 @@ void RedisClient::GetAsync(std::string_view key, CallOptions call, GetCallback d
   const std::array<std::string_view, 2> args{"GET", key};
   Request* req = NewRequest(args, 1, true, DeadlineOf(call, engine_->options()));
   req->read_only = true;
-  req->callback = [done = std::move(done)](Result<Reply> r) { done(ToOptionalString(std::move(r))); };
+  req->string_callback = std::move(done);
   engine_->Submit(req);
 }
 

@@ -27,6 +27,13 @@ inline void CpuRelax() {
 
 }  // namespace
 
+Result<std::optional<std::string>> ToOptionalString(Result<Reply> r) {
+  if (!r.ok()) return r.status();
+  if (r->IsNil()) return std::optional<std::string>();
+  if (r->IsString() || r->IsStatus()) return std::optional<std::string>(std::move(r->str));
+  return Status::Internal("unexpected reply " + r->ToString());
+}
+
 void FinishRequest(Request* req, Result<Reply> r, std::vector<Request*>* wake_later) {
   if (req->Live()) {
     req->result = std::move(r);
@@ -35,6 +42,9 @@ void FinishRequest(Request* req, Result<Reply> r, std::vector<Request*>* wake_la
       if (req->callback) {
         ReplyCallback cb = std::move(req->callback);
         cb(std::move(req->result));
+      } else if (req->string_callback) {
+        StringCallback cb = std::move(req->string_callback);
+        cb(ToOptionalString(std::move(req->result)));
       } else if (req->caller_sleeping.load(std::memory_order_seq_cst) != 0) {
         if (wake_later != nullptr) {
           req->Ref();  // the caller may see kDone and leave before the wake
@@ -58,6 +68,9 @@ void ExpireRequest(Request* req, const Status& s) {
   if (req->state.compare_exchange_strong(expected, Request::kAbandoned, std::memory_order_acq_rel)) {
     if (req->callback) {
       ReplyCallback cb = std::move(req->callback);
+      cb(s);
+    } else if (req->string_callback) {
+      StringCallback cb = std::move(req->string_callback);
       cb(s);
     }
   }

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ namespace tiercache::redis::internal {
 using SteadyClock = std::chrono::steady_clock;
 using TimePoint = SteadyClock::time_point;
 using ReplyCallback = std::function<void(Result<Reply>)>;
+using StringCallback = std::function<void(Result<std::optional<std::string>>)>;
 
 struct Request {
   enum State : int32_t { kPending = 0, kDone = 1, kAbandoned = 2 };
@@ -64,7 +66,12 @@ struct Request {
   std::atomic<int32_t> caller_sleeping{0};
   std::atomic<int32_t> refs{1};
   Result<Reply> result{Status::Internal("no result")};
-  ReplyCallback callback;  // async: run once on the I/O thread
+  // Async requests have one of these, run once on the I/O thread. A GET's
+  // caller gets its string directly (ToOptionalString), with no wrapper.
+  ReplyCallback callback;
+  StringCallback string_callback;
+
+  bool IsAsync() const { return callback != nullptr || string_callback != nullptr; }
 
   void Ref() { refs.fetch_add(1, std::memory_order_relaxed); }
   void Unref() {
@@ -72,6 +79,9 @@ struct Request {
   }
   bool Live() const { return state.load(std::memory_order_acquire) == kPending; }
 };
+
+// A GET's reply as its value: nullopt for nil; kInternal for any other type.
+Result<std::optional<std::string>> ToOptionalString(Result<Reply> r);
 
 // Engine side: delivers `r` unless the request was abandoned, wakes a sleeping
 // caller or runs the callback, and drops the engine's reference.
