@@ -5,7 +5,10 @@
 // values (redis-benchmark's keys are stored first). Prints RESULT lines last.
 //
 // Environment: TIERCACHE_REDIS_PORT_BASE (7000), BENCH_REDIS_SECONDS (3, per
-// threaded phase).
+// threaded phase), BENCH_REDIS_ONLY=sync|async (one phase alone, no
+// redis-benchmark). Client options for A/B runs, defaulting to the library's:
+// BENCH_CALLER_SPIN_US, BENCH_IO_BUSY_POLL_US, BENCH_DIRECT_IO,
+// BENCH_CONNECTIONS_PER_NODE, BENCH_COALESCE_WRITES.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -204,6 +207,7 @@ int main() {
   o.io_busy_poll = std::chrono::microseconds(EnvInt("BENCH_IO_BUSY_POLL_US", 0));
   o.direct_io = EnvInt("BENCH_DIRECT_IO", 1) != 0;
   o.connections_per_node = EnvInt("BENCH_CONNECTIONS_PER_NODE", 1);
+  o.coalesce_writes = EnvInt("BENCH_COALESCE_WRITES", 1) != 0;
   auto created = RedisClient::Create(o);
   if (!created.ok()) {
     std::fprintf(stderr, "bench_redis: %s\n", created.status().ToString().c_str());

@@ -104,8 +104,26 @@ void ConnClose(Connection* c) {
   c->state = Connection::State::kDisconnected;
 }
 
+// Write coalescing (RedisClientOptions::coalesce_writes): hold the buffer
+// while commands already sent on this connection await replies; the reply
+// path flushes it (ConnOnEvent). Never while a partial write is draining
+// (want_write): the server cannot answer a command it has half of. Without
+// one, everything before out_base was sent whole, and in-flight entries are
+// in stream order, so the oldest tells: it starts before out_base iff a sent
+// command's reply is still due.
+bool HoldForReplies(const Connection& c, bool coalesce) {
+  return coalesce && !c.want_write && !c.inflight.empty() && c.inflight.front().start < c.out_base &&
+         c.out.size() < kCoalesceMaxBytes;
+}
+
 void ConnFlush(Connection* c) {
   if (c->fd < 0 || c->state == Connection::State::kConnecting) return;
+  if (c->out.empty()) {
+    if (c->want_write) SetEvents(c, false);
+    return;
+  }
+  if (HoldForReplies(*c, c->engine->options().coalesce_writes)) return;
+  c->engine->CountWrite();
   size_t sent = 0;
   while (sent < c->out.size()) {
     ssize_t n = ::send(c->fd, c->out.data() + sent, c->out.size() - sent, MSG_NOSIGNAL);
@@ -175,7 +193,11 @@ void ConnOnEvent(Connection* c, uint32_t events) {
         c->engine->OnReply(c, entry, std::move(reply), now);
         if (c->fd < 0) return;  // the reply handler closed the connection
       }
-      if (static_cast<size_t>(n) < sizeof(buf)) return;
+      if (static_cast<size_t>(n) < sizeof(buf)) {
+        // Commands held for these replies (HoldForReplies) may go now.
+        if (!c->out.empty()) c->engine->MarkDirty(c);
+        return;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

@@ -273,16 +273,16 @@ void Engine::Dispatch(Request* req, TimePoint now) {
 void Engine::WriteRequest(Connection* c, Request* req) {
   if (c->inflight.empty()) c->last_read = SteadyClock::now();
   if (req->asking) {
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, c->stream_end()});
     c->out.append(kAsking, sizeof(kAsking) - 1);
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
     req->asking = false;
   }
   if (req->load_script) {
+    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, c->stream_end()});
     AppendCommand(c->out, std::vector<std::string_view>{"SCRIPT", "LOAD", req->script});
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
     req->load_script = false;
   }
-  uint64_t start = c->out_base + c->out.size();
+  uint64_t start = c->stream_end();
   c->out.append(req->cmd);
   c->inflight.push_back({req, Connection::InFlight::kUser, start});
   MarkDirty(c);

@@ -50,7 +50,7 @@ struct Node;
 // Counters, updated by the I/O thread, read by anyone (relaxed).
 struct EngineCounters {
   std::atomic<uint64_t> moved{0}, ask{0}, retries{0}, reconnects{0}, connection_failures{0},
-      topology_refreshes{0}, topology_changes{0};
+      topology_refreshes{0}, topology_changes{0}, writes{0};
 };
 
 struct Connection {
@@ -69,6 +69,8 @@ struct Connection {
   redisReader* reader = nullptr;
   std::string out;                // bytes not yet sent
   uint64_t out_base = 0;          // stream offset of out[0] (= bytes sent so far)
+  // Stream offset where the next appended command starts.
+  uint64_t stream_end() const { return out_base + out.size(); }
   bool want_write = false;        // EPOLLOUT armed
   bool dirty = false;             // in the engine's flush list
   int handshake_left = 0;         // handshake replies still expected
@@ -152,6 +154,7 @@ class Engine {
   // recv, not per reply).
   void OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now);
   void MarkDirty(Connection* c);
+  void CountWrite() { counters_.writes.fetch_add(1, std::memory_order_relaxed); }
   int epoll_fd() const { return epoll_fd_; }
 
  private:

@@ -31,13 +31,13 @@ void Engine::OnConnectionReady(Connection* c) {
     std::vector<std::string_view> auth{"AUTH"};
     if (!options_.username.empty()) auth.push_back(options_.username);
     auth.push_back(options_.password);
+    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, c->stream_end()});
     AppendCommand(c->out, auth);
-    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, 0});
     ++c->handshake_left;
   }
   if (options_.read_from_replicas) {
+    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, c->stream_end()});
     AppendCommand(c->out, std::vector<std::string_view>{"READONLY"});
-    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, 0});
     ++c->handshake_left;
   }
   if (c->handshake_left == 0) {

@@ -9,8 +9,10 @@
 //
 // Engine: one I/O thread per client owns every socket (one connection per node
 // by default). Commands from all caller threads are queued to it and written
-// together in one send per node (automatic pipelining); replies are matched
-// in order. Sync calls block the caller until the reply or the deadline;
+// together in one send per node (automatic pipelining); while a connection
+// awaits replies to what it sent, new commands gather and leave together when
+// those replies arrive (RedisClientOptions::coalesce_writes); replies are
+// matched in order. Sync calls block the caller until the reply or the deadline;
 // async calls run a callback on the I/O thread. A lone sync caller (nothing
 // else in flight) uses "direct I/O": it borrows the idle connection and does
 // the send and receive itself, which keeps single-call latency at one round
@@ -80,6 +82,7 @@ struct ClientStats {
   uint64_t connection_failures = 0;  // connects failed or connections lost
   uint64_t topology_refreshes = 0;   // CLUSTER SLOTS requests sent
   uint64_t topology_changes = 0;     // refreshes that changed the slot map
+  uint64_t writes = 0;               // send() calls that wrote commands (pipelining: < commands)
 };
 
 // Callbacks of the async API run on the client's I/O thread (or, when the
