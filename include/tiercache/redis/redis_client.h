@@ -82,7 +82,7 @@ struct ClientStats {
   uint64_t connection_failures = 0;  // connects failed or connections lost
   uint64_t topology_refreshes = 0;   // CLUSTER SLOTS requests sent
   uint64_t topology_changes = 0;     // refreshes that changed the slot map
-  uint64_t writes = 0;               // send() calls that wrote commands (pipelining: < commands)
+  uint64_t writes = 0;               // buffer flushes to the sockets (pipelined: fewer than commands)
 };
 
 // Callbacks of the async API run on the client's I/O thread (or, when the
