@@ -193,11 +193,11 @@ void ConnOnEvent(Connection* c, uint32_t events) {
         c->engine->OnReply(c, entry, std::move(reply), now);
         if (c->fd < 0) return;  // the reply handler closed the connection
       }
-      if (static_cast<size_t>(n) < sizeof(buf)) {
-        // Commands held for these replies (HoldForReplies) may go now.
-        if (!c->out.empty()) c->engine->MarkDirty(c);
-        return;
-      }
+      // Commands held for these replies (HoldForReplies) may go now. Here,
+      // after every chunk: a chunk that fills buf is followed by EAGAIN, and
+      // that return must not leave them waiting for a reply nobody owes.
+      if (!c->out.empty()) c->engine->MarkDirty(c);
+      if (static_cast<size_t>(n) < sizeof(buf)) return;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

@@ -391,6 +391,7 @@ TEST(ClusterTest, AsyncCallbacksAndFuturesComplete) {
 // bursts 5 ms apart (without coalescing, each burst is a write of its own).
 TEST(ClusterTest, CommandsWaitingForTheirConnectionsReplyLeaveInOneWrite) {
   REQUIRE_CLUSTER();
+  std::atomic<int> done{0}, hits{0};  // outlive the client, whose destructor may run callbacks
   RedisClientOptions o = ClusterOptions();
   o.topology_refresh_interval = std::chrono::hours(1);  // no refresh write in between
   auto client = Connect(o);
@@ -403,7 +404,6 @@ TEST(ClusterTest, CommandsWaitingForTheirConnectionsReplyLeaveInOneWrite) {
   for (int i = 0; i < 200 && client->Stats().writes == writes_before; ++i) std::this_thread::sleep_for(1ms);
   ASSERT_EQ(client->Stats().writes, writes_before + 1) << "BLPOP was not written";
   constexpr int kGets = 100;
-  std::atomic<int> done{0}, hits{0};
   for (int i = 0; i < kGets; ++i) {
     if (i % 10 == 0) std::this_thread::sleep_for(5ms);
     client->GetAsync(tag + ":v", {}, [&](Result<std::optional<std::string>> r) {
@@ -433,12 +433,10 @@ TEST(ClusterTest, ACommandWrittenInPartsIsNeverHeldHalfSent) {
   auto client = Connect(o);
   ASSERT_TRUE(client);
   std::string key = "tc:big:" + RunTag();
-  std::string value(32 << 20, 'b');
-  for (int i = 0; i < 3; ++i) {
-    auto start = std::chrono::steady_clock::now();
-    auto set = client->Command({"SET", key, value});
+  std::string value(16 << 20, 'b');  // far beyond a socket's buffer: written in parts
+  for (int i = 0; i < 2; ++i) {
+    auto set = client->Command({"SET", key, value});  // held half-sent: fails at the deadline
     ASSERT_TRUE(set.ok()) << set.status().ToString();
-    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
     auto len = client->Command({"STRLEN", key});
     ASSERT_TRUE(len.ok()) << len.status().ToString();
     EXPECT_EQ(len->integer, static_cast<int64_t>(value.size()));

@@ -1,9 +1,13 @@
-// Write coalescing's decision (HoldForReplies) on hand-built connection
-// states: hold only while a whole sent command's reply is due.
+// Write coalescing on hand-built connection states: the decision
+// (HoldForReplies), and that held bytes are released by the replies they
+// waited for, however the reads fall.
 #include <gtest/gtest.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "redis/connection_io.h"
 #include "redis/engine.h"
+#include "redis/reply_reader.h"
 
 namespace tiercache::redis::internal {
 namespace {
@@ -52,6 +56,36 @@ TEST(HoldForRepliesTest, SendsOnceEnoughIsWaiting) {
   EXPECT_FALSE(HoldForReplies(c, true));
   c.out.pop_back();
   EXPECT_TRUE(HoldForReplies(c, true));
+}
+
+// The replies a connection waited for arrive as exactly one full read buffer
+// (64 KiB) and then EAGAIN: the held command must still be queued for
+// flushing (marked dirty), or it waits for a reply nobody owes it.
+TEST(HoldForRepliesTest, AReadThatFillsTheBufferStillReleasesHeldCommands) {
+  Engine engine(RedisClientOptions{});  // not started: no I/O thread, no sockets
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  Node node;
+  node.name = "test";
+  Connection c;
+  c.engine = &engine;
+  c.node = &node;
+  c.fd = fds[0];
+  c.reader = NewReplyReader();
+  Fill(c, 100, 30, {});
+  c.inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});  // sent, reply due
+  ASSERT_TRUE(HoldForReplies(c, true));
+
+  // "$65526\r\n" + 65,526 bytes + "\r\n" = 65,536 bytes: one full buffer.
+  std::string reply = "$65526\r\n" + std::string(65526, 'v') + "\r\n";
+  ASSERT_EQ(reply.size(), 64u * 1024);
+  ASSERT_EQ(::send(fds[1], reply.data(), reply.size(), 0), static_cast<ssize_t>(reply.size()));
+  ConnOnEvent(&c, EPOLLIN);
+  EXPECT_TRUE(c.inflight.empty());  // the reply was read and matched
+  EXPECT_FALSE(HoldForReplies(c, true));
+  EXPECT_TRUE(c.dirty) << "held bytes left with no flush scheduled";
+  ::close(fds[1]);
+  ConnClose(&c);
 }
 
 }  // namespace
