@@ -43,13 +43,17 @@ class Clock {
 };
 
 // A manually advanced clock for tests. Starts at an arbitrary fixed point;
-// Advance() moves both readings forward together. Never goes backwards.
+// Advance() moves all readings forward together. Never goes backwards.
+// CoarseNow() lags Now() by `coarse_lag` (default none), to test callers
+// against the worst a coarse clock may do.
 class FakeClock final : public Clock {
  public:
-  FakeClock() = default;
+  // REQUIRES: Duration::zero() <= coarse_lag <= kCoarseLag.
+  explicit FakeClock(Duration coarse_lag = Duration::zero()) noexcept : coarse_lag_(coarse_lag) {}
   TimePoint Now() const noexcept override {
     return TimePoint(Duration(offset_ns_.load(std::memory_order_acquire)));
   }
+  TimePoint CoarseNow() const noexcept override { return Now() - coarse_lag_; }
   WallTimePoint WallNow() const noexcept override {
     return WallTimePoint(std::chrono::duration_cast<WallTimePoint::duration>(
         Duration(kWallEpochNs + offset_ns_.load(std::memory_order_acquire))));
@@ -60,6 +64,7 @@ class FakeClock final : public Clock {
  private:
   // 2026-01-01T00:00:00Z, so wall readings look like real ones.
   static constexpr long long kWallEpochNs = 1767225600LL * 1000000000LL;
+  const Duration coarse_lag_;
   std::atomic<long long> offset_ns_{1000000000LL};
 };
 

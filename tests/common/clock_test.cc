@@ -32,16 +32,8 @@ TEST(RealClockTest, CoarseReadingNeverLeadsAndLagsLessThanTheBound) {
 }
 
 // Coarse readings lag by the whole bound: Before() must still be exact.
-class MaximallyLaggingClock final : public Clock {
- public:
-  TimePoint Now() const noexcept override { return fake.Now(); }
-  WallTimePoint WallNow() const noexcept override { return fake.WallNow(); }
-  TimePoint CoarseNow() const noexcept override { return fake.Now() - kCoarseLag; }
-  FakeClock fake;
-};
-
 TEST(ClockTest, BeforeIsExactWhateverTheCoarseLag) {
-  MaximallyLaggingClock clock;
+  FakeClock clock(Clock::kCoarseLag);
   const Clock::TimePoint now = clock.Now();
   using D = Clock::Duration;
   for (D offset : {D(-std::chrono::hours(1)), D(-Clock::kCoarseLag), D(-1), D(0)}) {

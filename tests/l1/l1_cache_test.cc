@@ -54,24 +54,10 @@ class L1CacheTest : public ::testing::Test {
   FakeClock clock_;
 };
 
-// A clock whose coarse reading lags the precise one by `lag` (at most
-// Clock::kCoarseLag, as the contract allows).
-class LaggingCoarseClock final : public Clock {
- public:
-  explicit LaggingCoarseClock(Clock::Duration lag) : lag_(lag) {}
-  TimePoint Now() const noexcept override { return fake.Now(); }
-  WallTimePoint WallNow() const noexcept override { return fake.WallNow(); }
-  TimePoint CoarseNow() const noexcept override { return fake.Now() - lag_; }
-  FakeClock fake;
-
- private:
-  Clock::Duration lag_;
-};
-
 // Hits far from expiry use the coarse reading; near expiry the precise one
 // decides, so a lagging coarse clock never makes an expired entry fresh.
 TEST_F(L1CacheTest, CoarseClockNeverServesAnExpiredEntryAsFresh) {
-  LaggingCoarseClock lagging(Clock::kCoarseLag);
+  FakeClock lagging(Clock::kCoarseLag);  // coarse reading as late as allowed
   L1Options o = Options();
   o.clock = &lagging;
   o.max_stale = Clock::Duration::zero();
@@ -80,13 +66,13 @@ TEST_F(L1CacheTest, CoarseClockNeverServesAnExpiredEntryAsFresh) {
   ASSERT_TRUE(c->set("short", V("b"), Version(1, milliseconds(300))).ok());
   EXPECT_EQ(Get(*c, "long"), "a");
   EXPECT_EQ(Get(*c, "short"), "b");
-  lagging.fake.Advance(milliseconds(299));
+  lagging.Advance(milliseconds(299));
   EXPECT_EQ(Get(*c, "short"), "b");
-  lagging.fake.Advance(milliseconds(1));
+  lagging.Advance(milliseconds(1));
   EXPECT_EQ(Get(*c, "short"), "<miss>") << "expired by the precise clock";
-  lagging.fake.Advance(seconds(9) + milliseconds(699));
+  lagging.Advance(seconds(9) + milliseconds(699));
   EXPECT_EQ(Get(*c, "long"), "a");
-  lagging.fake.Advance(milliseconds(1));
+  lagging.Advance(milliseconds(1));
   EXPECT_EQ(Get(*c, "long"), "<miss>");
   const L1Stats st = c->stats();
   EXPECT_EQ(st.hits, 4u);

@@ -254,16 +254,6 @@ std::string Payload(int key, std::uint64_t version) {
   return s;
 }
 
-// Coarse reading behind the precise one by a fixed lag (allowed: at most
-// Clock::kCoarseLag), so both branches of the hit path's clock check run.
-class StressClock final : public Clock {
- public:
-  TimePoint Now() const noexcept override { return fake.Now(); }
-  WallTimePoint WallNow() const noexcept override { return fake.WallNow(); }
-  TimePoint CoarseNow() const noexcept override { return fake.Now() - kCoarseLagUsed; }
-  FakeClock fake;
-};
-
 // What one thread was served, for the exact counter checks.
 struct Served {
   std::uint64_t reads = 0;          // get + get_stale calls (each counted once)
@@ -305,7 +295,9 @@ bool Intact(const L1Entry& e, int key) {
 }
 
 struct Stress {
-  StressClock clock;
+  // Coarse reading behind the precise one, so both branches of the hit
+  // path's clock check run.
+  FakeClock clock{kCoarseLagUsed};
   std::unique_ptr<L1Cache> cache;
   std::atomic<std::uint64_t> next_version{1};
   std::atomic<int> readers_running{kReaders};
@@ -320,7 +312,7 @@ class StressThread {
     for (int op = 0; op < kReaderOps; ++op) {
       // Time moves by kReaders * kReaderOps / 16 ms in all: short-lived
       // entries expire, die and are dropped.
-      if (op % 16 == 0) h_.clock.fake.Advance(milliseconds(1));
+      if (op % 16 == 0) h_.clock.Advance(milliseconds(1));
       const int key = Pick(950);
       if (rng_() % 1000 < 2) {
         Write(key);
@@ -336,7 +328,7 @@ class StressThread {
   // writes, a few reads.
   void RunChurner() {
     for (int op = 0; op < kChurnerMinOps || h_.readers_running.load() > 0; ++op) {
-      if (op % 4 == 0) h_.clock.fake.Advance(milliseconds(1));
+      if (op % 4 == 0) h_.clock.Advance(milliseconds(1));
       if (op % 4 == 3) {
         Read(Pick(500));
       } else {
@@ -502,7 +494,7 @@ TEST(L1ConcurrencyTest, ReadBufferDrainsWithSharedSlotsAndConstantEvictionStayEx
     EXPECT_EQ(h.cache->stats().hits, s.hits + kQuietReads);
 
     // Everything is dead two hours on: purging drops exactly what is there.
-    h.clock.fake.Advance(std::chrono::hours(2));
+    h.clock.Advance(std::chrono::hours(2));
     const std::uint64_t present = h.cache->stats().entries;
     EXPECT_EQ(h.cache->purge_expired(), present);
     EXPECT_EQ(h.cache->stats().entries, 0u);
