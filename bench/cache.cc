@@ -88,7 +88,7 @@ struct Fixture {
   Fixture() {
     for (int i = 0; i < kHotKeys; ++i) {
       keys.push_back("bench:{" + tag + ":" + std::to_string(i % 64) + "}:" + std::to_string(i));
-      (void)with_l1->get(keys.back(), kValueLoader);
+      (void)with_l1->Get(keys.back(), kValueLoader);
     }
   }
 };
@@ -99,7 +99,7 @@ Fixture* g_fixture = nullptr;
 void BM_L1Hit(benchmark::State& state) {
   size_t i = static_cast<size_t>(state.thread_index()) * 7919;
   for (auto _ : state) {
-    Result<CachedValue> v = g_fixture->with_l1->get(g_fixture->keys[i++ % kHotKeys], kValueLoader);
+    Result<CachedValue> v = g_fixture->with_l1->Get(g_fixture->keys[i++ % kHotKeys], kValueLoader);
     benchmark::DoNotOptimize(v);
   }
   state.SetItemsProcessed(state.iterations());
@@ -109,7 +109,7 @@ BENCHMARK(BM_L1Hit)->Threads(1)->Threads(64)->UseRealTime()->MinTime(1.0);
 void BM_L2Hit(benchmark::State& state) {
   size_t i = static_cast<size_t>(state.thread_index()) * 7919;
   for (auto _ : state) {
-    Result<CachedValue> v = g_fixture->l2_only->get(g_fixture->keys[i++ % kHotKeys], kValueLoader);
+    Result<CachedValue> v = g_fixture->l2_only->Get(g_fixture->keys[i++ % kHotKeys], kValueLoader);
     benchmark::DoNotOptimize(v);
   }
   state.SetItemsProcessed(state.iterations());
@@ -119,7 +119,7 @@ BENCHMARK(BM_L2Hit)->Threads(1)->Threads(64)->UseRealTime()->MinTime(1.0);
 void BM_MissWith1msLoader(benchmark::State& state) {
   for (auto _ : state) {
     const std::string key = "bench:{" + g_fixture->tag + "}:miss:" + std::to_string(g_fixture->miss_seq++);
-    Result<CachedValue> v = g_fixture->for_misses->get(key, kOneMsLoader);
+    Result<CachedValue> v = g_fixture->for_misses->Get(key, kOneMsLoader);
     benchmark::DoNotOptimize(v);
   }
   state.SetItemsProcessed(state.iterations());
@@ -204,7 +204,7 @@ int ColdStampedeMaxLoads(int repetitions) {
       Cache* pod = pods[c % 4].get();
       callers.emplace_back([&, pod] {
         while (!go.load()) std::this_thread::yield();
-        if (pod->get(key, loader).ok()) ok.fetch_add(1);
+        if (pod->Get(key, loader).ok()) ok.fetch_add(1);
       });
     }
     go = true;
@@ -236,7 +236,7 @@ std::vector<double> PacedReads(Cache& cache, const std::string& key, const Loade
   for (auto next = start; SteadyClock::now() - start < duration; next += 5ms) {
     std::this_thread::sleep_until(next);
     const auto a = SteadyClock::now();
-    Result<CachedValue> v = cache.get(key, loader, options);
+    Result<CachedValue> v = cache.Get(key, loader, options);
     const double us = std::chrono::duration<double, std::micro>(SteadyClock::now() - a).count();
     if (SteadyClock::now() - start > 500ms) {
       lat.push_back(us);
@@ -272,7 +272,7 @@ EarlyRefresh SteadyLoad(std::chrono::seconds duration) {
   hour.ttl = std::chrono::hours(1);
   Loader steady_loader = [](std::string_view) -> Result<LoadResult> { return LoadResult{"value", 1}; };
   int ignored = 0;
-  (void)cache->get(steady_key, steady_loader, hour);
+  (void)cache->Get(steady_key, steady_loader, hour);
   out.paced_l2_hit_p99_us = P99(PacedReads(*cache, steady_key, steady_loader, hour, 5000ms, &ignored));
   return out;
 }
@@ -288,20 +288,20 @@ int main(int argc, char** argv) {
 
   std::printf("\n-- latency (2 s each)\n");
   auto l1_1 = Measure(1, 2s, [&](int t, uint64_t i) {
-    (void)fixture.with_l1->get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
+    (void)fixture.with_l1->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
   auto l2_1 = Measure(1, 2s, [&](int t, uint64_t i) {
-    (void)fixture.l2_only->get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
+    (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
   auto l2_64 = Measure(64, 2s, [&](int t, uint64_t i) {
-    (void)fixture.l2_only->get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
+    (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
   auto miss_1 = Measure(1, 2s, [&](int, uint64_t) {
-    (void)fixture.for_misses->get("bench:{" + fixture.tag + "}:lm:" + std::to_string(fixture.miss_seq++),
+    (void)fixture.for_misses->Get("bench:{" + fixture.tag + "}:lm:" + std::to_string(fixture.miss_seq++),
                                   kOneMsLoader);
   });
   auto miss_64 = Measure(64, 2s, [&](int, uint64_t) {
-    (void)fixture.for_misses->get("bench:{" + fixture.tag + "}:lm:" + std::to_string(fixture.miss_seq++),
+    (void)fixture.for_misses->Get("bench:{" + fixture.tag + "}:lm:" + std::to_string(fixture.miss_seq++),
                                   kOneMsLoader);
   });
   auto row = [](const char* name, const Latency& l) {

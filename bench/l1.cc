@@ -129,8 +129,8 @@ void BuildThroughputFixture() {
   L1Fill fill;
   fill.version = 1;
   for (std::size_t i = 0; i < kWarmKeys; ++i) {
-    fixture.l1->set(fixture.keys[i], values[i], fill).IgnoreError();  // checked by every hit
-    fixture.l1_unstriped->set(fixture.keys[i], values[i], fill).IgnoreError();
+    fixture.l1->Set(fixture.keys[i], values[i], fill).IgnoreError();  // checked by every hit
+    fixture.l1_unstriped->Set(fixture.keys[i], values[i], fill).IgnoreError();
     fixture.baseline->Put(fixture.keys[i], values[i]);
   }
   std::mt19937_64 rng(kSeed);
@@ -162,7 +162,7 @@ void L1HitLoop(benchmark::State& state, L1Cache& cache) {
   std::size_t i = 0;
   std::size_t misses = 0;
   for (auto _ : state) {
-    auto r = cache.get(g_fixture->keys[order[i]]);
+    auto r = cache.Get(g_fixture->keys[order[i]]);
     if (!r.ok() || !r->has_value()) ++misses;
     benchmark::DoNotOptimize(r);
     if (++i == order.size()) i = 0;
@@ -293,11 +293,11 @@ double ReplayHitRatio(const std::vector<std::int64_t>& trace,
       scan_key = KeyName("scan:", scan_keys++);
       key = &scan_key;
     }
-    auto got = cache.get(*key);
+    auto got = cache.Get(*key);
     if (got.ok() && got->has_value()) {
       ++hits;
     } else {
-      cache.set(*key, value, fill).IgnoreError();  // a refusal only lowers the ratio
+      cache.Set(*key, value, fill).IgnoreError();  // a refusal only lowers the ratio
     }
   }
   return 100.0 * static_cast<double>(hits) / static_cast<double>(trace.size());

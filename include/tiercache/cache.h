@@ -13,12 +13,21 @@
 //     now − δ·β·ln(u) ≥ expiry (δ = the measured load time kept in the
 //     envelope), the value is reloaded in the background under the lease
 //     while callers keep getting the current value at hit latency.
-//   * Version-fenced fills: L2 refuses a fill whose domain version is lower
-//     than the stored value's or tombstone's (a Lua script), and so does L1.
-//     invalidate(key, v) leaves a tombstone of version v living
-//     tombstone_ttl, so a slow loader that read old data cannot put it back.
-//     When a fill is refused because the source moved on during the load, the
-//     cache reloads once.
+//   * Fenced fills (docs/consistency.md): a load first snapshots its key's
+//     fence in L2 (with the lease, in the same round trip), then reads the
+//     source, then fills. Invalidate(key, v) writes a tombstone of version v
+//     and replaces the key's fence epoch; the fill script refuses a value
+//     whose snapshot is no longer current (an invalidation came after it),
+//     whose load is older than max_load_age, or whose version is lower than
+//     what is stored. So no value read before an invalidation is ever stored
+//     after it, however long the load took and whether or not the tombstone
+//     still exists; the epoch is a server-side token, so pods' clocks do not
+//     matter. L1 follows L2's verdict: a loaded value enters this pod's L1
+//     only when L2 stored it (or there is no L2). When a fill is refused
+//     because the source moved on during the load, the cache reloads once.
+//   * Never serves what is known to be invalidated: a stale copy (L1 or L2)
+//     is dropped when L2 shows a tombstone or a newer version, also when the
+//     copy would have been served as a fail-safe.
 //   * Fail-safe: when the loader fails, or runs past the soft timeout, and a
 //     stale value younger than max_stale exists, that value is returned
 //     (CachedValue::stale() == true) and the load finishes in the background.
@@ -29,12 +38,17 @@
 //     breaker probes, and closes when L2 answers again.
 //   * Negative caching: a loader's "not found" is cached (negative_ttl).
 //
-// Loaders without a version (LoadResult::version empty): the cache uses the
-// wall-clock time at which the load started, in microseconds since the Unix
-// epoch, as the version; invalidate(key) without a version writes a
-// tombstone stamped with the current time. Fencing then holds as long as the
-// pods' clocks agree to within the time a load takes to start. Do not mix
-// versioned and unversioned use on one key.
+// Versions: a loader returns the source's version of the entity (e.g. the
+// row's version column, starting at 1, bumped on every write), and for "not
+// found" the deleted row's last version if it knows it. Version 0 (or none)
+// means "unversioned": such keys are still fenced against slow loads by the
+// fence epoch, and Invalidate(key) without a version drops every copy; only
+// the protection against replicas that lag behind an invalidation needs
+// versions. Do not mix versioned and unversioned use on one key.
+//
+// Consistency across pods: another pod's L1 copy may outlive an
+// invalidation by up to that pod's L1 TTL (until Kafka fan-out reaches
+// every L1); this pod's own Invalidate reaches its L1 at once.
 //
 // Keys are bytes, 1..L1Options::max_key_bytes long. The lease of a key lives
 // in the key's hash slot (see LeaseKeyFor).
@@ -73,7 +87,7 @@ struct LoadResult {
   // not exist in the source, cached as a negative entry.
   std::optional<std::string> payload;
   // The source's version of the entity (e.g. the row's version column).
-  // nullopt: see "Loaders without a version" above.
+  // nullopt or 0: unversioned (see "Versions" above).
   std::optional<uint64_t> version;
 };
 
@@ -118,8 +132,18 @@ struct CacheOptions {
   milliseconds negative_ttl{5000};
   // Each TTL is scaled by a uniform factor in [1 - jitter, 1 + jitter]. [0, 0.5].
   double ttl_jitter = 0.1;
-  // Lifetime of a tombstone: longer than the slowest load plus replica lag. > 0.
+  // Lifetime of a tombstone: how long a versioned invalidation refuses older
+  // versions read from a replica that lags behind it. The fence against
+  // loads in flight does not depend on it (see max_load_age). > 0.
   milliseconds tombstone_ttl{30000};
+
+  // Oldest a load may be when it fills (from its fence snapshot, by L2's
+  // clock): an older result is returned to any caller still waiting but
+  // cached nowhere. A key's fence epoch lives 2 x max_load_age after its last
+  // invalidation, and a lease is not kept alive past it, so a hung load
+  // holds its key's lease for at most max_load_age + lease.ttl.
+  // >= hard_timeout.
+  milliseconds max_load_age{30000};
 
   // XFetch eagerness β (0: no early refresh). >= 0.
   double early_refresh_beta = 1.0;
@@ -141,6 +165,12 @@ struct CacheOptions {
   // Background threads for loads and refreshes, and their queue. >= 1.
   int loader_threads = 4;
   size_t loader_queue = 1024;
+  // Bulkhead: a load running past the hard timeout stops counting against
+  // loader_threads, and a replacement thread is started, so hung loads of
+  // some keys do not stop the loads of others. At most this many
+  // replacements at once (then hung loads do take the pool). A key has at
+  // most one load running per process however many gets arrive. >= 0.
+  int max_hung_loads = 16;
   // Threads serving get_async() calls that miss L1, and their queue. >= 1.
   int async_threads = 4;
   size_t async_queue = 4096;
@@ -157,7 +187,8 @@ struct CacheOptions {
   Metrics* metrics = nullptr;
   Clock* clock = nullptr;
 
-  // Fencing on (the default). Off only to demonstrate the race it prevents.
+  // Fencing on (the default). Off only to demonstrate the races it prevents:
+  // fills are then plain SETs and the fence epoch is neither read nor checked.
   bool version_fencing = true;
 };
 
@@ -201,9 +232,6 @@ class CachedValue {
   std::chrono::microseconds load_duration_{0};
 };
 
-// The lease key of `key`: in the same hash slot, so one script sees both.
-std::string LeaseKeyFor(std::string_view key);
-
 class Cache {
  public:
   // Validates `options` and builds the cache.
@@ -221,33 +249,44 @@ class Cache {
   // kResourceExhausted (loader queue full and nothing stale to serve),
   // kAborted (the source kept moving: a fill was refused twice), or the
   // loader's own error when nothing stale can be served.
-  Result<CachedValue> get(std::string_view key, const Loader& loader, const GetOptions& options = {});
+  // `loader` is copied: a load may outlive the call (soft or hard timeout).
+  Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions& options = {});
 
-  // get() without blocking the caller: an L1 hit completes at once; anything
-  // else runs on the cache's async threads. Errors as get(), plus
+  // Get() without blocking the caller: an L1 hit completes at once; anything
+  // else runs on the cache's async threads. The hard timeout counts from this
+  // call, not from when a thread picks it up. Errors as Get(), plus
   // kResourceExhausted when the async queue is full and kCancelled when the
   // cache is destroyed first.
-  std::future<Result<CachedValue>> get_async(std::string key, Loader loader, GetOptions options = {});
+  std::future<Result<CachedValue>> GetAsync(std::string key, Loader loader, GetOptions options = {});
 
-  // One result per key, in order. L1 first, then one L2 round trip (per slot
-  // group) for the misses, then one `loader` call for what is still missing.
-  // No distributed lease is taken for batches. Errors per key as get();
-  // the call itself fails only for an empty key list.
-  Result<std::vector<Result<CachedValue>>> get_many(const std::vector<std::string>& keys,
-                                                    const BatchLoader& loader,
-                                                    const GetOptions& options = {});
+  // One result per key, in order (a repeated key gets the same result). L1
+  // first, then one L2 round trip per slot group for the misses (a failed
+  // shard fails only its own keys, which are then loaded but not cached),
+  // then one `loader` call for what is still missing and not already being
+  // loaded in this process (keys loading for a Get or another GetMany are
+  // waited for, not loaded twice). Fills are pipelined. Soft timeout and
+  // fail-safe per key as in Get. No distributed lease is taken for batches.
+  // Errors per key as Get(); the call itself fails only for an empty key list.
+  Result<std::vector<Result<CachedValue>>> GetMany(const std::vector<std::string>& keys,
+                                                   const BatchLoader& loader,
+                                                   const GetOptions& options = {});
 
-  // Writes a value through both tiers, fenced by `version`.
-  // Errors: kInvalidArgument (bad key, payload above max_value_bytes), kAborted (a newer version or tombstone is
-  // stored), kUnavailable / kDeadlineExceeded (L2).
-  Status set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
+  // Writes a value through both tiers, fenced by `version` (nullopt or 0:
+  // unversioned), and fences loads in flight as Invalidate does.
+  // Errors: kInvalidArgument (bad key, payload above max_value_bytes),
+  // kAborted (a newer version or tombstone is stored), kUnavailable /
+  // kDeadlineExceeded (L2; the value is then in this pod's L1 only).
+  Status Set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
              const GetOptions& options = {});
 
-  // Tombstones `key` at `version` in both tiers (nullopt: now, see above).
-  // Idempotent; an older version than the stored one is a no-op.
-  // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; L1 is
-  // invalidated regardless).
-  Status invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt);
+  // Invalidates `key` at `version` in both tiers: a tombstone of that version
+  // and a new fence epoch (nullopt or 0: unversioned, drops every copy).
+  // Idempotent; a version older than, or equal to, the stored one is a no-op.
+  // Once it returns OK, no get on any pod returns a version below `version`
+  // from L2 or a loader, nor from this pod's L1 (other pods' L1: see above).
+  // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; this
+  // pod's L1 is invalidated regardless).
+  Status Invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt);
 
   // The L1 (null when use_l1 is false), for stats and tests.
   L1Cache* l1() const;
@@ -283,11 +322,12 @@ class TypedCache {
     return std::unique_ptr<TypedCache>(new TypedCache(std::move(*cache)));
   }
 
-  // As Cache::get; also kDataLoss if a stored payload cannot be decoded.
-  Result<Got> get(std::string_view key, const TypedLoader& loader, const GetOptions& options = {}) {
-    Result<CachedValue> v = cache_->get(
+  // As Cache::Get; also kDataLoss if a stored payload cannot be decoded.
+  // `loader` is copied (a load may outlive the call).
+  Result<Got> Get(std::string_view key, const TypedLoader& loader, const GetOptions& options = {}) {
+    Result<CachedValue> v = cache_->Get(
         key,
-        [&loader](std::string_view k) -> Result<LoadResult> {
+        [loader](std::string_view k) -> Result<LoadResult> {
           Result<Loaded> loaded = loader(k);
           if (!loaded.ok()) return loaded.status();
           LoadResult out;
@@ -313,14 +353,14 @@ class TypedCache {
     return got;
   }
 
-  Status set(std::string_view key, const Value& value, std::optional<uint64_t> version) {
+  Status Set(std::string_view key, const Value& value, std::optional<uint64_t> version) {
     Result<std::string> bytes = C::Encode(value);
     if (!bytes.ok()) return bytes.status();
-    return cache_->set(key, *bytes, version);
+    return cache_->Set(key, *bytes, version);
   }
 
-  Status invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt) {
-    return cache_->invalidate(key, version);
+  Status Invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt) {
+    return cache_->Invalidate(key, version);
   }
 
   Cache& untyped() { return *cache_; }

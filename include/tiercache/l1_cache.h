@@ -9,37 +9,37 @@
 //   * Bounds: at most `max_entries` entries and `max_bytes` of charge (from the
 //     weigher). Each of the N shards holds 1/N of both bounds, so one entry may
 //     charge at most max_entry_charge() == max_bytes / N.
-//   * Expiry: an entry is fresh while now < expiry. get() never returns an
+//   * Expiry: an entry is fresh while now < expiry. Get() never returns an
 //     expired entry. (A hit on an entry more than Clock::kCoarseLag from its
 //     expiry reads only the clock's cheap CoarseNow(); closer ones, Now().) A value or negative entry is kept for `max_stale` after its
-//     expiry so that get_stale() can serve it (fail-safe); after that it is dead
+//     expiry so that GetStale() can serve it (fail-safe); after that it is dead
 //     and dropped. A tombstone is dead at its expiry.
-//   * Version guard: a fill (set / set_negative) whose version is lower than the
+//   * Version guard: a fill (Set / SetNegative) whose version is lower than the
 //     version of the live entry present (value, negative, stale or tombstone) is
 //     refused with kAborted and counted in refused_fills. An EQUAL version is
 //     accepted and replaces the entry: this is how a value is refilled after it
 //     expires, and how the reader that loaded the version a writer invalidated
-//     with stores it. invalidate(key, v) replaces any live entry of version <= v
+//     with stores it. Invalidate(key, v) replaces any live entry of version <= v
 //     with a tombstone; with v lower than the present version it is a no-op.
 //   * Eviction: LRU, or W-TinyLFU (a 1% LRU window in front of a segmented LRU
 //     main space; a window victim enters the main space only if a count-min
 //     sketch says it is used more often than the main space's victim), so a
 //     one-off scan does not flush the hot set.
-//   * Single-flight: get_or_load() runs one loader per key at a time in this
+//   * Single-flight: GetOrLoad() runs one loader per key at a time in this
 //     process; concurrent callers wait for its result (see single_flight.h).
 //
 // Thread-safety: every method may be called concurrently from any thread.
-// Reads (get, get_stale, a get_or_load hit) take no lock: they announce
+// Reads (Get, GetStale, a GetOrLoad hit) take no lock: they announce
 // themselves in a per-thread slot of the shard and only read; the recency /
 // frequency update a hit implies is buffered and applied by the next writer,
 // or by the reader whose buffer fills if that needs no waiting (buffers are
 // lossy under heavy read load, which only makes eviction order approximate;
 // counters stay exact). A read that meets a dead entry, or a writer in the
-// shard, takes the shard's mutex instead. Writes (set, invalidate, erase, eviction)
+// shard, takes the shard's mutex instead. Writes (Set, Invalidate, Erase, eviction)
 // take the shard's mutex and wait for in-flight reads of that shard to leave,
 // for a few hundred nanoseconds. No lock is held while a loader, a weigher or
 // any other user code runs, and none across I/O.
-// Blocking: only get_or_load() blocks (running the loader, or waiting for
+// Blocking: only GetOrLoad() blocks (running the loader, or waiting for
 // another thread's load until the caller's deadline); writes wait briefly for
 // the shard as above.
 #ifndef TIERCACHE_L1_CACHE_H_
@@ -81,7 +81,7 @@ struct L1Entry {
   bool FreshAt(Clock::TimePoint now) const noexcept { return now < expiry; }
 };
 
-// Per-fill parameters of set() / set_negative().
+// Per-fill parameters of Set() / SetNegative().
 struct L1Fill {
   std::uint64_t version = 0;
   // Time to live; zero means the cache default (default_ttl for a value,
@@ -95,14 +95,14 @@ struct L1Fill {
   Clock::Duration load_duration{0};
 };
 
-// What a get_or_load() loader returns.
+// What a GetOrLoad() loader returns.
 struct L1Loaded {
   L1Value value;                 // null means "does not exist": cached as negative
   std::uint64_t version = 0;
   Clock::Duration ttl{0};        // zero: the cache default for the kind
 };
 
-// Runs on the calling thread of get_or_load(), with no lock held. May throw:
+// Runs on the calling thread of GetOrLoad(), with no lock held. May throw:
 // an exception becomes kInternal and is not cached.
 using L1Loader = std::function<Result<L1Loaded>()>;
 
@@ -139,10 +139,10 @@ struct L1Options {
   Clock::Duration default_ttl = std::chrono::seconds(5);
   // TTL of a negative entry when the fill gives none. In (0, kL1MaxTtl].
   Clock::Duration negative_ttl = std::chrono::seconds(1);
-  // TTL of a tombstone when invalidate() gives none. It should outlive the
+  // TTL of a tombstone when Invalidate() gives none. It should outlive the
   // slowest load plus replica lag. In (0, kL1MaxTtl].
   Clock::Duration tombstone_ttl = std::chrono::seconds(10);
-  // How long an expired value / negative entry is retained for get_stale().
+  // How long an expired value / negative entry is retained for GetStale().
   // Zero: dropped at expiry. In [0, kL1MaxTtl].
   Clock::Duration max_stale = std::chrono::seconds(60);
   // Each value / negative TTL is multiplied by a uniform factor in
@@ -178,7 +178,7 @@ struct L1Options {
 struct L1Stats {
   std::uint64_t hits = 0;           // fresh entries returned
   std::uint64_t misses = 0;         // lookups that returned nothing
-  std::uint64_t stale_hits = 0;     // expired entries returned by get_stale()
+  std::uint64_t stale_hits = 0;     // expired entries returned by GetStale()
   std::uint64_t evictions = 0;      // entries dropped (or not admitted) for room
   std::uint64_t expirations = 0;    // dead entries dropped (past expiry + retention)
   std::uint64_t refused_fills = 0;  // fills refused by the version guard
@@ -200,14 +200,14 @@ class L1Cache final {
   // or a tombstone). Counts a hit or a miss; a hit counts as a use for
   // eviction. Takes no lock unless a writer is in the shard at that moment.
   // Errors: kInvalidArgument (empty or oversized key).
-  Result<std::optional<L1Entry>> get(std::string_view key);
+  Result<std::optional<L1Entry>> Get(std::string_view key);
 
-  // Like get(), but also returns an expired value / negative entry whose
+  // Like Get(), but also returns an expired value / negative entry whose
   // expiry passed at most `max_stale` ago (further capped by options.max_stale).
   // Use FreshAt() on the result to tell fresh from stale. Counts a hit, a stale
   // hit or a miss.
   // Errors: kInvalidArgument (bad key, max_stale < 0).
-  Result<std::optional<L1Entry>> get_stale(std::string_view key, Clock::Duration max_stale);
+  Result<std::optional<L1Entry>> GetStale(std::string_view key, Clock::Duration max_stale);
 
   // Stores `value` under `key`. Evicts as needed to stay within the bounds.
   // Errors (the cache is unchanged):
@@ -216,11 +216,11 @@ class L1Cache final {
   //   kAborted          version guard: a live entry of a higher version is
   //                     present (counted in refused_fills).
   //   kInternal         the weigher threw.
-  Status set(std::string_view key, L1Value value, const L1Fill& fill);
+  Status Set(std::string_view key, L1Value value, const L1Fill& fill);
 
   // Records that `key` does not exist at fill.version. Same rules and errors
-  // as set().
-  Status set_negative(std::string_view key, const L1Fill& fill);
+  // as Set().
+  Status SetNegative(std::string_view key, const L1Fill& fill);
 
   // Replaces the entry of `key` with a tombstone of `version` living
   // `tombstone_ttl` (zero: options.tombstone_ttl), which refuses fills of a
@@ -228,21 +228,21 @@ class L1Cache final {
   // of a higher version is present.
   // Errors: kInvalidArgument (bad key, ttl < 0 or > kL1MaxTtl), kInternal
   // (the weigher threw).
-  Status invalidate(std::string_view key, std::uint64_t version,
+  Status Invalidate(std::string_view key, std::uint64_t version,
                     Clock::Duration tombstone_ttl = Clock::Duration::zero());
 
   // Removes whatever `key` holds, tombstone included (so it also lifts the
   // version guard). OK whether or not the key was present.
   // Errors: kInvalidArgument (bad key).
-  Status erase(std::string_view key);
+  Status Erase(std::string_view key);
 
   // Removes every entry (tombstones included). Counters are kept.
-  void clear();
+  void Clear();
 
   // Drops every dead entry now (expired beyond its retention) and returns how
   // many. Dead entries are otherwise dropped when looked up or evicted; this
   // only frees their room earlier. O(entries); locks one shard at a time.
-  std::size_t purge_expired();
+  std::size_t PurgeExpired();
 
   // The fresh entry for `key`; on a miss runs `loader` once for all concurrent
   // callers in this process (single-flight), measures its duration (δ),
@@ -260,12 +260,12 @@ class L1Cache final {
   //                      is present; retry later.
   //   kInternal          the loader or the weigher threw.
   //   any status the loader returned.
-  // A loaded value too large to cache (kResourceExhausted from set) is still
+  // A loaded value too large to cache (kResourceExhausted from Set) is still
   // returned to the callers, uncached.
-  Result<L1Entry> get_or_load(std::string_view key, const L1Loader& loader,
+  Result<L1Entry> GetOrLoad(std::string_view key, const L1Loader& loader,
                               Clock::TimePoint deadline);
 
-  L1Stats stats() const;
+  L1Stats Stats() const;
 
   // Largest charge one entry may have: max_bytes / number of shards.
   std::size_t max_entry_charge() const noexcept;

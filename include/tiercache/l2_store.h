@@ -5,20 +5,44 @@
 // inside one process; unit tests of the cache's logic use it, and it can back
 // a cache that has no Redis at all.
 //
-// Semantics every implementation keeps (docs/envelope.md):
-//   * FencedFill stores a value or negative envelope unless the stored
-//     envelope (of any kind) has a higher domain version; it then releases the
-//     lease `lease_key` if that still holds `lease_token`, whatever the outcome.
-//   * Tombstone stores a tombstone of version v unless the stored envelope is
-//     newer, or is a value/negative entry of the same version.
-//   * A stored value that is not a decodable envelope never blocks a write.
+// Per value key K the store keeps, all in K's hash slot:
+//   K          the envelope (value, negative entry or tombstone; docs/envelope.md)
+//   K's lease  LeaseKeyFor(K): the token of the pod loading K
+//   K's fence  FenceKeyFor(K): the fence epoch, a random token replaced by
+//              every invalidation and write-through of K; it lives
+//              `fence_ttl` after the last one.
+//
+// The fence (docs/consistency.md). A load first takes a FenceSnapshot of K
+// (the epoch, and the store's clock in ms), then reads the source, then
+// fills. A fill is refused when:
+//   * kInvalidated: K's epoch differs from the snapshot's (an invalidation or
+//     write-through came after the snapshot, so the load may have read data
+//     it superseded), or
+//   * kTooOld: the store's clock says the snapshot is older than `max_age`,
+//     or
+//   * kOlderVersion: the stored envelope (of any kind) has a higher version.
+// Because an epoch outlives its invalidation by fence_ttl >= max_age, a load
+// that started before an invalidation can never fill after it, however long
+// it ran and whether or not the tombstone still exists.
+//
+// Other rules every implementation keeps:
+//   * Version 0 means "unversioned". A tombstone of version v > 0 means "the
+//     source is at v": fills of version >= v pass (their epoch permitting).
+//     A stored value or negative entry of the same version as a versioned
+//     invalidation is already current: the invalidation is a no-op. An
+//     unversioned invalidation always applies: it tombstones at version 0,
+//     or, over a versioned entry of version w, at w + 1.
+//   * A stored value that is not a well-formed envelope (by every structural
+//     check of DecodeEnvelope except the CRC) never blocks a write. A stored
+//     entry that passes those checks but fails the CRC is removed by
+//     RemoveCorrupt; the cache does so when such an entry refuses a fill.
 //   * Leases: AcquireLease is SET NX PX of the lease key and, in the same
-//     atomic step, a read of the value key (so a caller that takes a lease
-//     just freed by a finished load sees that load's value instead of
-//     loading again); ReleaseLease deletes only when the lease still holds
-//     the caller's token.
+//     atomic step, a read of the value key and a fence snapshot; a fill
+//     releases the lease it names if that still holds its token, whatever
+//     the outcome; ReleaseLease deletes only the caller's token.
 //   * Every call ends within `timeout` (kDeadlineExceeded) or fails with
-//     kUnavailable when the store cannot be reached.
+//     kUnavailable when the store cannot be reached. Calls over many keys
+//     return one result per key: a failed shard fails only its own keys.
 //
 // Thread-safety: implementations are safe to call from any thread at once.
 #ifndef TIERCACHE_L2_STORE_H_
@@ -43,14 +67,56 @@ namespace redis {
 class RedisClient;
 }
 
+// The lease key, and the fence key, of `key`: in the same hash slot.
+std::string LeaseKeyFor(std::string_view key);
+std::string FenceKeyFor(std::string_view key);
+
+// A key's fence as a load saw it before reading the source.
+struct FenceSnapshot {
+  std::string epoch;      // the fence epoch then; empty: none existed
+  int64_t store_ms = 0;   // the store's clock then (Unix ms on Redis' TIME)
+};
+
 struct LeaseOutcome {
   bool won = false;                  // the lease was free and is now ours
   std::optional<std::string> value;  // the value key's bytes at that moment
+  FenceSnapshot fence;               // taken in the same atomic step
+};
+
+enum class FillVerdict : uint8_t {
+  kStored = 0,
+  kOlderVersion = 1,  // the stored envelope has a higher version
+  kInvalidated = 2,   // the fence epoch moved since the snapshot
+  kTooOld = 3,        // the snapshot is older than max_age by the store's clock
 };
 
 struct FenceOutcome {
-  bool stored = false;
-  uint64_t stored_version = 0;  // when refused: the version that won
+  FillVerdict verdict = FillVerdict::kStored;
+  uint64_t stored_version = 0;  // when refused for kOlderVersion: the version that won
+  bool stored() const { return verdict == FillVerdict::kStored; }
+};
+
+// One fenced fill.
+struct FillRequest {
+  std::string key;
+  std::string envelope;  // a value or negative envelope
+  milliseconds physical_ttl{1};
+  // A fill checks `fence` (and max_age); a write-through (Cache::Set) does
+  // not: it replaces the epoch with `new_epoch` when it stores.
+  bool write_through = false;
+  FenceSnapshot fence;
+  std::string new_epoch;
+  // Released (if it still holds lease_token) whatever the outcome; empty: none.
+  std::string lease_key;
+  std::string lease_token;
+};
+
+// One invalidation.
+struct InvalidateRequest {
+  std::string key;
+  std::string tombstone;  // a tombstone envelope (version 0: unversioned)
+  milliseconds tombstone_ttl{1};
+  std::string new_epoch;  // the fence epoch it installs when it applies
 };
 
 class L2Store {
@@ -60,53 +126,70 @@ class L2Store {
   // The stored bytes of `key`, or nullopt when there are none.
   virtual Result<std::optional<std::string>> Get(std::string_view key, milliseconds timeout) = 0;
 
-  // Like Get for many keys, in their order; implementations batch them (one
-  // round trip per slot group on a cluster).
-  virtual Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
+  // Get for many keys, one result per key in their order; one round trip per
+  // slot group on a cluster, all sent together.
+  virtual std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
                                                                   milliseconds timeout) = 0;
 
-  // See the class comment. `lease_key` empty: no lease to release.
-  // Errors: also kInvalidArgument if `envelope` is not a value/negative envelope.
-  virtual Result<FenceOutcome> FencedFill(std::string_view key, std::string_view envelope,
-                                          std::chrono::milliseconds physical_ttl, std::string_view lease_key,
-                                          std::string_view lease_token, milliseconds timeout) = 0;
+  // Fence snapshots of many keys (one round trip per slot group).
+  virtual std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys,
+                                                      milliseconds timeout) = 0;
+
+  // See the class comment; `max_age` bounds the snapshot's age. Pipelined:
+  // one result per request, in order.
+  // Errors per request: also kInvalidArgument if the envelope is not a
+  // value/negative envelope.
+  virtual std::vector<Result<FenceOutcome>> Fill(const std::vector<FillRequest>& fills, milliseconds max_age,
+                                                 milliseconds fence_ttl, milliseconds timeout) = 0;
 
   // Stores `envelope` without any fence (CacheOptions::version_fencing off:
   // only to demonstrate the race the fence prevents).
-  virtual Status Put(std::string_view key, std::string_view envelope, std::chrono::milliseconds physical_ttl,
+  virtual Status Put(std::string_view key, std::string_view envelope, milliseconds physical_ttl,
                      milliseconds timeout) = 0;
 
-  virtual Result<FenceOutcome> Tombstone(std::string_view key, std::string_view envelope,
-                                         std::chrono::milliseconds ttl, milliseconds timeout) = 0;
+  // Applies an invalidation (class comment). kStored when it applied (the
+  // tombstone is written and the epoch replaced); kOlderVersion when the
+  // stored entry is newer or already current (a no-op).
+  virtual Result<FenceOutcome> Invalidate(const InvalidateRequest& request, milliseconds fence_ttl,
+                                          milliseconds timeout) = 0;
 
-  // Takes the lease `lease_key` (same slot as `key`) if free, and reads `key`.
-  virtual Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view lease_key,
-                                            std::string_view token, std::chrono::milliseconds ttl,
+  // Deletes `key` if it still holds exactly `bytes` (a corrupt entry). True
+  // when deleted.
+  virtual Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds timeout) = 0;
+
+  // Takes `key`'s lease if free, reads `key` and snapshots its fence.
+  virtual Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
                                             milliseconds timeout) = 0;
 
   // Pushes the lease's expiry to `ttl` from now if it still holds `token`.
   // True when extended.
-  virtual Result<bool> ExtendLease(std::string_view lease_key, std::string_view token, std::chrono::milliseconds ttl,
+  virtual Result<bool> ExtendLease(std::string_view key, std::string_view token, milliseconds ttl,
                                    milliseconds timeout) = 0;
 
   // True when the lease held `token` and was released.
-  virtual Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token,
-                                    milliseconds timeout) = 0;
+  virtual Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds timeout) = 0;
+
+  // Which failure domain serves `key` (a Redis master; stable ids in
+  // [0, 4096)), so health is tracked per shard. Cheap; no I/O.
+  virtual int ShardOf(std::string_view key) const = 0;
 };
 
-// The L2Store over Redis (cluster or standalone): GET, MGET (one per slot
-// group, sent together), SET NX PX for leases, and the Lua scripts of
-// src/core/scripts.cc (EVALSHA, loaded on NOSCRIPT) for fills, tombstones
-// and lease release. REQUIRES: client non-null; shared, it may serve others.
+// The L2Store over Redis (cluster or standalone): GET, MGET per slot group,
+// and the Lua scripts of src/core/scripts.cc (EVALSHA, loaded on NOSCRIPT).
+// REQUIRES: client non-null; shared, it may serve others.
 std::shared_ptr<L2Store> MakeRedisL2Store(std::shared_ptr<redis::RedisClient> client);
 
-// An L2Store inside this process. `clock` (null: Clock::Real()) drives TTLs;
-// not owned, must outlive the store.
+// An L2Store inside this process. `clock` (null: Clock::Real()) drives TTLs
+// and the fence's age; not owned, must outlive the store.
 std::shared_ptr<L2Store> MakeInMemoryL2Store(Clock* clock = nullptr);
 
-// Test hook of the in-memory store: overwrites `key` with raw bytes (e.g. a
-// corrupt payload). REQUIRES: `store` came from MakeInMemoryL2Store.
+// Test hooks of the in-memory store. REQUIRES: `store` came from
+// MakeInMemoryL2Store.
+// Overwrites `key` with raw bytes (e.g. a corrupt payload).
 void InMemoryL2StorePutRaw(L2Store* store, std::string_view key, std::string_view bytes);
+// Makes every call on keys of shard `shard` (ShardOf: the key's first byte
+// modulo 4) fail with kUnavailable while `down`.
+void InMemoryL2StoreSetShardDown(L2Store* store, int shard, bool down);
 
 }  // namespace tiercache
 

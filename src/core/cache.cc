@@ -23,34 +23,103 @@ Result<std::unique_ptr<Cache>> Cache::Create(CacheOptions options) {
 Cache::Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Cache::~Cache() = default;
 
-L1Cache* Cache::l1() const { return impl_->l1.get(); }
+L1Cache* Cache::l1() const { return impl_->l1(); }
 
-Result<CachedValue> Cache::get(std::string_view key, const Loader& loader, const GetOptions& options) {
+Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader, const GetOptions& options) {
   return impl_->Get(key, loader, options);
 }
 
-std::future<Result<CachedValue>> Cache::get_async(std::string key, Loader loader, GetOptions options) {
+std::future<Result<CachedValue>> Cache::GetAsync(std::string key, Loader loader, GetOptions options) {
+  return impl_->GetAsync(std::move(key), std::move(loader), options);
+}
+
+Result<std::vector<Result<CachedValue>>> Cache::GetMany(const std::vector<std::string>& keys,
+                                                        const BatchLoader& loader, const GetOptions& options) {
+  return impl_->GetMany(keys, loader, options);
+}
+
+Status Cache::Set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
+                  const GetOptions& options) {
+  return impl_->Set(key, payload, version, options);
+}
+
+Status Cache::Invalidate(std::string_view key, std::optional<uint64_t> version) {
+  return impl_->Invalidate(key, version);
+}
+
+// ---- Cache::Impl ------------------------------------------------------------
+
+Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
+    : o_(std::move(options)),
+      clock_(o_.clock ? o_.clock : Clock::Real()),
+      metrics_(o_.metrics ? o_.metrics : Metrics::Noop()),
+      l1_(std::move(l1)),
+      guard_({o_.breaker_failure_threshold, o_.breaker_open_duration}, o_.l2_timeout, clock_, metrics_),
+      flights_(clock_) {
+  ExecutorOptions eo;
+  eo.threads = o_.loader_threads;
+  eo.queue_capacity = o_.loader_queue;
+  eo.overdue_after = o_.hard_timeout;
+  eo.max_overdue = o_.max_hung_loads;
+  loaders_ = std::make_unique<BoundedExecutor>(eo);
+  async_ = std::make_unique<BoundedExecutor>(o_.async_threads, o_.async_queue);
+  if (o_.l2) {
+    keeper_ = std::make_unique<LeaseKeeper>(
+        std::max(milliseconds(1), o_.lease.ttl / 3), [this](const std::string& key, const std::string& token) {
+          guard_.Run(ShardOf(key), clock_->Now() + o_.l2_timeout, [&](milliseconds dl) {
+            return o_.l2->ExtendLease(key, token, o_.lease.ttl, dl);
+          }).status().IgnoreError();  // a lease that cannot be extended simply expires
+        });
+  }
+}
+
+Cache::Impl::~Impl() {
+  async_->Shutdown();    // its tasks may still submit loads: stop it first
+  loaders_->Shutdown();  // running loads finish (and unregister their leases)
+  if (keeper_) keeper_->Stop();
+}
+
+Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions& g) {
+  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+  Result<CallSettings> s = ResolveCallSettings(o_, g);
+  if (!s.ok()) return s.status();
+  std::optional<CachedValue> stale;
+  if (std::optional<CachedValue> hit = ReadL1(key, *s, &stale)) {
+    MaybeRefreshEarly(key, *hit, loader, *s);
+    return std::move(*hit);
+  }
+  const Clock::TimePoint start = clock_->Now();
+  return AfterL1Miss(Call{std::string(key), loader, *s, start, start + s->hard_timeout}, std::move(stale));
+}
+
+std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader loader, const GetOptions& g) {
   auto promise = std::make_shared<std::promise<Result<CachedValue>>>();
   std::future<Result<CachedValue>> future = promise->get_future();
-  Result<CallSettings> settings = ResolveCallSettings(impl_->o, options);
-  Status bad = impl_->CheckKey(key);
+  Result<CallSettings> settings = ResolveCallSettings(o_, g);
+  Status bad = CheckKey(key);
   if (!bad.ok() || !settings.ok()) {
     promise->set_value(bad.ok() ? settings.status() : bad);
     return future;
   }
   const CallSettings s = *settings;
   std::optional<CachedValue> stale;
-  if (std::optional<CachedValue> hit = impl_->ReadL1(key, s, &stale)) {
-    impl_->MaybeRefreshEarly(key, *hit, loader, s);
+  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale)) {
+    MaybeRefreshEarly(key, *hit, loader, s);
     promise->set_value(std::move(*hit));
     return future;
   }
-  Impl* impl = impl_.get();
-  Status submitted = impl->async->Submit([impl, promise, key, loader, s, stale](bool cancelled) {
+  // The deadline counts from this call, not from when a thread takes it up.
+  const Clock::TimePoint start = clock_->Now();
+  Call call{std::move(key), std::move(loader), s, start, start + s.hard_timeout};
+  Status submitted = async_->Submit([this, promise, call, stale](bool cancelled) {
     if (cancelled) {
       promise->set_value(Status::Cancelled("cache destroyed before the get ran"));
+    } else if (clock_->Now() >= call.deadline) {
+      promise->set_value(
+          stale ? ServeStale(*stale)
+                : Result<CachedValue>(Status::DeadlineExceeded("get of '" + call.key + "' queued past its deadline")));
     } else {
-      promise->set_value(impl->AfterL1Miss(key, loader, s, stale));
+      promise->set_value(AfterL1Miss(call, stale));
     }
   });
   if (!submitted.ok()) promise->set_value(submitted);

@@ -10,9 +10,10 @@ LeaseKeeper::LeaseKeeper(std::chrono::milliseconds period, Extend extend)
 
 LeaseKeeper::~LeaseKeeper() { Stop(); }
 
-void LeaseKeeper::Add(const std::string& token, const std::string& lease_key) {
+void LeaseKeeper::Add(const std::string& token, const std::string& key,
+                      std::chrono::steady_clock::time_point give_up_at) {
   std::lock_guard<std::mutex> lock(mu_);
-  leases_[token] = lease_key;
+  leases_[token] = Held{key, give_up_at};
 }
 
 void LeaseKeeper::Remove(const std::string& token) {
@@ -34,9 +35,18 @@ void LeaseKeeper::Run() {
   while (!stop_) {
     cv_.wait_for(lock, period_, [this] { return stop_; });
     if (stop_) return;
-    std::vector<std::pair<std::string, std::string>> due(leases_.begin(), leases_.end());
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::pair<std::string, std::string>> due;  // token, key
+    for (auto it = leases_.begin(); it != leases_.end();) {
+      if (now >= it->second.give_up_at) {
+        it = leases_.erase(it);  // past its lifetime: let it expire
+      } else {
+        due.emplace_back(it->first, it->second.key);
+        ++it;
+      }
+    }
     lock.unlock();
-    for (const auto& [token, lease_key] : due) extend_(lease_key, token);
+    for (const auto& [token, key] : due) extend_(key, token);
     lock.lock();
   }
 }

@@ -5,6 +5,9 @@
 // extends every registered lease each `period` (a third of the lease TTL), by
 // token: a lease that was freed or taken over is not touched. Without this,
 // another pod would take the expired lease and load the same key again.
+// A lease has a maximum lifetime: past its `give_up_at` it is no longer
+// extended, so a hung load cannot hold a key's lease forever (it expires one
+// lease TTL later and another pod may load).
 //
 // Thread-safety: Add/Remove from any thread. The extend callback runs on the
 // keeper's thread with no keeper lock held (it does network I/O). At most one
@@ -25,7 +28,7 @@ namespace tiercache {
 
 class LeaseKeeper {
  public:
-  using Extend = std::function<void(const std::string& lease_key, const std::string& token)>;
+  using Extend = std::function<void(const std::string& key, const std::string& token)>;
 
   // REQUIRES: period > 0.
   LeaseKeeper(std::chrono::milliseconds period, Extend extend);
@@ -33,7 +36,9 @@ class LeaseKeeper {
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
-  void Add(const std::string& token, const std::string& lease_key);
+  // Keeps `key`'s lease held by `token` alive until Remove or `give_up_at`
+  // (steady clock).
+  void Add(const std::string& token, const std::string& key, std::chrono::steady_clock::time_point give_up_at);
   void Remove(const std::string& token);
   // Stops and joins the thread. Idempotent.
   void Stop();
@@ -45,7 +50,11 @@ class LeaseKeeper {
   const Extend extend_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, std::string> leases_;  // GUARDED_BY(mu_): token -> lease key
+  struct Held {
+    std::string key;
+    std::chrono::steady_clock::time_point give_up_at;
+  };
+  std::map<std::string, Held> leases_;  // GUARDED_BY(mu_): token -> lease
   bool stop_ = false;                          // GUARDED_BY(mu_)
   std::thread thread_;
 };

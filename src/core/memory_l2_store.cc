@@ -1,5 +1,6 @@
 // The in-process L2Store: a mutex-guarded map with TTLs, applying the same
-// fencing rules as the Lua scripts in scripts.cc.
+// rules as the Lua scripts in scripts.cc (l2_store.h).
+#include <array>
 #include <map>
 #include <mutex>
 
@@ -14,76 +15,92 @@ struct Item {
   Clock::TimePoint expires;
 };
 
+constexpr int kShards = 4;
+
 class InMemoryL2Store final : public L2Store {
  public:
   explicit InMemoryL2Store(Clock* clock) : clock_(clock ? clock : Clock::Real()) {}
 
   Result<std::optional<std::string>> Get(std::string_view key, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(key));
     std::lock_guard<std::mutex> lock(mu_);
     const Item* item = Find(key);
     if (item == nullptr) return std::optional<std::string>();
     return std::optional<std::string>(item->bytes);
   }
 
-  Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
-                                                          milliseconds) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<std::optional<std::string>> out;
+  std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
+                                                          milliseconds timeout) override {
+    std::vector<Result<std::optional<std::string>>> out;
     out.reserve(keys.size());
-    for (const std::string& k : keys) {
-      const Item* item = Find(k);
-      out.push_back(item ? std::optional<std::string>(item->bytes) : std::nullopt);
-    }
+    for (const std::string& k : keys) out.push_back(Get(k, timeout));
     return out;
   }
 
-  Result<FenceOutcome> FencedFill(std::string_view key, std::string_view envelope, std::chrono::milliseconds ttl,
-                                  std::string_view lease_key, std::string_view token, milliseconds) override {
-    Result<EnvelopeView> fresh = DecodeEnvelope(envelope);
-    if (!fresh.ok() || fresh->kind == EntryKind::kTombstone) {
-      return Status::InvalidArgument("fenced fill: not a value or negative envelope");
-    }
+  std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys, milliseconds) override {
+    std::vector<Result<FenceSnapshot>> out(keys.size(), FenceSnapshot());
     std::lock_guard<std::mutex> lock(mu_);
-    FenceOutcome out;
-    std::optional<uint64_t> stored = StoredVersion(key, nullptr);
-    if (stored && *stored > fresh->version) {
-      out.stored_version = *stored;
-    } else {
-      StoreLocked(key, envelope, ttl);
-      out.stored = true;
-    }
-    if (!lease_key.empty()) {
-      const Item* lease = Find(lease_key);
-      if (lease != nullptr && lease->bytes == token) items_.erase(std::string(lease_key));
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (Status s = Reachable(keys[i]); !s.ok()) {
+        out[i] = s;
+      } else {
+        out[i] = SnapshotLocked(keys[i]);
+      }
     }
     return out;
   }
 
-  Status Put(std::string_view key, std::string_view envelope, std::chrono::milliseconds ttl,
-             milliseconds) override {
+  std::vector<Result<FenceOutcome>> Fill(const std::vector<FillRequest>& fills, milliseconds max_age,
+                                         milliseconds fence_ttl, milliseconds) override {
+    std::vector<Result<FenceOutcome>> out;
+    out.reserve(fills.size());
+    for (const FillRequest& f : fills) out.push_back(FillOne(f, max_age, fence_ttl));
+    return out;
+  }
+
+  Status Put(std::string_view key, std::string_view envelope, milliseconds ttl, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(key));
     std::lock_guard<std::mutex> lock(mu_);
     StoreLocked(key, envelope, ttl);
     return Status::Ok();
   }
 
-  Result<FenceOutcome> Tombstone(std::string_view key, std::string_view envelope, std::chrono::milliseconds ttl,
-                                 milliseconds) override {
-    Result<EnvelopeView> fresh = DecodeEnvelope(envelope);
-    if (!fresh.ok() || fresh->kind != EntryKind::kTombstone) {
-      return Status::InvalidArgument("tombstone: not a tombstone envelope");
+  Result<FenceOutcome> Invalidate(const InvalidateRequest& q, milliseconds fence_ttl, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(q.key));
+    Result<EnvelopeView> tomb = DecodeEnvelope(q.tombstone);
+    if (!tomb.ok() || tomb->kind != EntryKind::kTombstone) {
+      return Status::InvalidArgument("invalidate: not a tombstone envelope");
     }
+    std::string bytes = q.tombstone;
     std::lock_guard<std::mutex> lock(mu_);
-    EntryKind kind = EntryKind::kValue;
-    std::optional<uint64_t> stored = StoredVersion(key, &kind);
-    if (stored && (*stored > fresh->version || (*stored == fresh->version && kind != EntryKind::kTombstone))) {
-      return FenceOutcome{false, *stored};
+    std::optional<EnvelopeView> stored = StoredLocked(q.key);
+    if (stored && tomb->version == 0) {
+      if (stored->version != 0) {  // over a versioned entry: its version + 1
+        EnvelopeView e = *tomb;
+        e.version = stored->version == UINT64_MAX ? stored->version : stored->version + 1;
+        bytes = *EncodeEnvelope(e);
+      }
+    } else if (stored && stored->version >= tomb->version) {
+      return FenceOutcome{FillVerdict::kOlderVersion, stored->version};
     }
-    StoreLocked(key, envelope, ttl);
-    return FenceOutcome{true, 0};
+    StoreLocked(q.key, bytes, q.tombstone_ttl);
+    StoreLocked(FenceKeyFor(q.key), q.new_epoch, fence_ttl);
+    return FenceOutcome{};
   }
 
-  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view lease_key, std::string_view token,
-                                    std::chrono::milliseconds ttl, milliseconds) override {
+  Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(key));
+    std::lock_guard<std::mutex> lock(mu_);
+    const Item* item = Find(key);
+    if (item == nullptr || item->bytes != bytes) return false;
+    items_.erase(std::string(key));
+    return true;
+  }
+
+  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
+                                    milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(key));
+    const std::string lease_key = LeaseKeyFor(key);
     std::lock_guard<std::mutex> lock(mu_);
     LeaseOutcome out;
     if (Find(lease_key) == nullptr) {
@@ -91,11 +108,13 @@ class InMemoryL2Store final : public L2Store {
       out.won = true;
     }
     if (const Item* item = Find(key)) out.value = item->bytes;
+    out.fence = SnapshotLocked(key);
     return out;
   }
 
-  Result<bool> ExtendLease(std::string_view lease_key, std::string_view token, std::chrono::milliseconds ttl,
-                           milliseconds) override {
+  Result<bool> ExtendLease(std::string_view key, std::string_view token, milliseconds ttl, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(key));
+    const std::string lease_key = LeaseKeyFor(key);
     std::lock_guard<std::mutex> lock(mu_);
     const Item* lease = Find(lease_key);
     if (lease == nullptr || lease->bytes != token) return false;
@@ -103,12 +122,14 @@ class InMemoryL2Store final : public L2Store {
     return true;
   }
 
-  Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds) override {
+  Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(key));
     std::lock_guard<std::mutex> lock(mu_);
-    const Item* lease = Find(lease_key);
-    if (lease == nullptr || lease->bytes != token) return false;
-    items_.erase(std::string(lease_key));
-    return true;
+    return ReleaseLocked(LeaseKeyFor(key), token);
+  }
+
+  int ShardOf(std::string_view key) const override {
+    return key.empty() ? 0 : static_cast<unsigned char>(key[0]) % kShards;
   }
 
   void PutRaw(std::string_view key, std::string_view bytes) {
@@ -116,7 +137,60 @@ class InMemoryL2Store final : public L2Store {
     StoreLocked(key, bytes, std::chrono::hours(1));
   }
 
+  void SetShardDown(int shard, bool down) {
+    std::lock_guard<std::mutex> lock(down_mu_);
+    down_[static_cast<size_t>(shard % kShards)] = down;
+  }
+
  private:
+  Status Reachable(std::string_view key) const {
+    std::lock_guard<std::mutex> lock(down_mu_);
+    if (down_[static_cast<size_t>(ShardOf(key))]) {
+      return Status::Unavailable("in-memory L2 shard " + std::to_string(ShardOf(key)) + " is down (test)");
+    }
+    return Status::Ok();
+  }
+
+  Result<FenceOutcome> FillOne(const FillRequest& f, milliseconds max_age, milliseconds fence_ttl) {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(f.key));
+    Result<EnvelopeView> fresh = DecodeEnvelope(f.envelope);
+    if (!fresh.ok() || fresh->kind == EntryKind::kTombstone) {
+      return Status::InvalidArgument("fill: not a value or negative envelope");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    FenceOutcome out;
+    if (!f.write_through) {
+      if (NowMs() - f.fence.store_ms > max_age.count()) {
+        out.verdict = FillVerdict::kTooOld;
+      } else if (SnapshotLocked(f.key).epoch != f.fence.epoch) {
+        out.verdict = FillVerdict::kInvalidated;
+      }
+    }
+    if (out.stored()) {
+      std::optional<EnvelopeView> stored = StoredLocked(f.key);
+      if (stored && stored->version > fresh->version) {
+        out = FenceOutcome{FillVerdict::kOlderVersion, stored->version};
+      } else {
+        StoreLocked(f.key, f.envelope, f.physical_ttl);
+        if (f.write_through) StoreLocked(FenceKeyFor(f.key), f.new_epoch, fence_ttl);
+      }
+    }
+    if (!f.lease_key.empty()) ReleaseLocked(f.lease_key, f.lease_token);
+    return out;
+  }
+
+  int64_t NowMs() const {
+    return std::chrono::duration_cast<milliseconds>(clock_->WallNow().time_since_epoch()).count();
+  }
+
+  // REQUIRES: mu_ held.
+  FenceSnapshot SnapshotLocked(std::string_view key) {
+    FenceSnapshot s;
+    s.store_ms = NowMs();
+    if (const Item* fence = Find(FenceKeyFor(key))) s.epoch = fence->bytes;
+    return s;
+  }
+
   // REQUIRES: mu_ held. Drops the item if it has expired.
   const Item* Find(std::string_view key) {
     auto it = items_.find(key);
@@ -128,23 +202,34 @@ class InMemoryL2Store final : public L2Store {
     return &it->second;
   }
 
-  std::optional<uint64_t> StoredVersion(std::string_view key, EntryKind* kind) {
+  // REQUIRES: mu_ held. The stored envelope if it passes every structural
+  // check (the CRC aside, as in Lua).
+  std::optional<EnvelopeView> StoredLocked(std::string_view key) {
     const Item* item = Find(key);
     if (item == nullptr) return std::nullopt;
-    Result<EnvelopeView> e = DecodeEnvelope(item->bytes);
+    Result<EnvelopeView> e = DecodeEnvelope(item->bytes, /*verify_checksum=*/false);
     if (!e.ok()) return std::nullopt;
-    if (kind != nullptr) *kind = e->kind;
-    return e->version;
+    return *e;
   }
 
   // REQUIRES: mu_ held.
-  void StoreLocked(std::string_view key, std::string_view bytes, std::chrono::milliseconds ttl) {
-    items_[std::string(key)] = Item{std::string(bytes), clock_->Now() + ttl};
+  bool ReleaseLocked(const std::string& lease_key, std::string_view token) {
+    const Item* lease = Find(lease_key);
+    if (lease == nullptr || lease->bytes != token) return false;
+    items_.erase(lease_key);
+    return true;
+  }
+
+  // REQUIRES: mu_ held.
+  void StoreLocked(std::string_view key, std::string_view bytes, milliseconds ttl) {
+    items_[std::string(key)] = Item{std::string(bytes), clock_->Now() + std::max(ttl, milliseconds(1))};
   }
 
   Clock* const clock_;
   std::mutex mu_;
   std::map<std::string, Item, std::less<>> items_;  // GUARDED_BY(mu_)
+  mutable std::mutex down_mu_;
+  std::array<bool, kShards> down_{};  // GUARDED_BY(down_mu_)
 };
 
 }  // namespace
@@ -153,6 +238,10 @@ std::shared_ptr<L2Store> MakeInMemoryL2Store(Clock* clock) { return std::make_sh
 
 void InMemoryL2StorePutRaw(L2Store* store, std::string_view key, std::string_view bytes) {
   static_cast<InMemoryL2Store*>(store)->PutRaw(key, bytes);
+}
+
+void InMemoryL2StoreSetShardDown(L2Store* store, int shard, bool down) {
+  static_cast<InMemoryL2Store*>(store)->SetShardDown(shard, down);
 }
 
 }  // namespace tiercache

@@ -1,13 +1,14 @@
 // L2Store over tiercache's Redis client.
 #include <algorithm>
+#include <map>
 
 #include "core/scripts.h"
 #include "tiercache/l2_store.h"
 #include "tiercache/redis/redis_client.h"
+#include "tiercache/redis/slot.h"
 
 namespace tiercache {
 namespace {
-
 
 Result<redis::CallOptions> CallBy(milliseconds timeout) {
   if (timeout < milliseconds(1)) return Status::DeadlineExceeded("L2 call started after its deadline");
@@ -16,35 +17,54 @@ Result<redis::CallOptions> CallBy(milliseconds timeout) {
   return call;
 }
 
+std::string Ms(milliseconds d) { return std::to_string(std::max<int64_t>(d.count(), 1)); }
+
 uint64_t BigEndian(const std::string& bytes) {
   uint64_t v = 0;
   for (unsigned char c : bytes) v = (v << 8) | c;
   return v;
 }
 
-// Reads the scripts' {1} / {0, <8-byte version>} reply.
+// Reads the scripts' {1} / {0, reason, <8-byte version>} reply.
 Result<FenceOutcome> ParseFence(const Result<redis::Reply>& r) {
   if (!r.ok()) return r.status();
   if (!r->IsArray() || r->elements.empty() || !r->elements[0].IsInteger()) {
     return Status::Internal("unexpected fence script reply: " + r->ToString());
   }
   FenceOutcome out;
-  out.stored = r->elements[0].integer == 1;
-  if (!out.stored && r->elements.size() == 2 && r->elements[1].IsString()) {
-    out.stored_version = BigEndian(r->elements[1].str);
+  if (r->elements[0].integer == 1) return out;
+  if (r->elements.size() < 2 || !r->elements[1].IsInteger() || r->elements[1].integer < 1 ||
+      r->elements[1].integer > 3) {
+    return Status::Internal("unexpected fence script reply: " + r->ToString());
   }
+  out.verdict = static_cast<FillVerdict>(r->elements[1].integer);
+  if (r->elements.size() > 2 && r->elements[2].IsString()) out.stored_version = BigEndian(r->elements[2].str);
   return out;
+}
+
+// Groups indexes of `keys` by hash slot, in first-seen order.
+std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
+  std::map<uint16_t, size_t> group_of;
+  std::vector<std::vector<size_t>> groups;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto [it, added] = group_of.emplace(redis::KeySlot(keys[i]), groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  return groups;
 }
 
 class RedisL2Store final : public L2Store {
  public:
   explicit RedisL2Store(std::shared_ptr<redis::RedisClient> client)
       : client_(std::move(client)),
-        fill_(std::string(scripts::kFencedFill)),
-        tombstone_(std::string(scripts::kTombstone)),
+        fill_(std::string(scripts::kFill)),
+        invalidate_(std::string(scripts::kInvalidate)),
+        snapshot_(std::string(scripts::kSnapshot)),
         acquire_(std::string(scripts::kLeaseAcquire)),
         extend_(std::string(scripts::kLeaseExtend)),
-        release_(std::string(scripts::kLeaseRelease)) {}
+        release_(std::string(scripts::kLeaseRelease)),
+        remove_corrupt_(std::string(scripts::kRemoveCorrupt)) {}
 
   Result<std::optional<std::string>> Get(std::string_view key, milliseconds timeout) override {
     Result<redis::CallOptions> call = CallBy(timeout);
@@ -52,25 +72,93 @@ class RedisL2Store final : public L2Store {
     return client_->Get(key, *call);
   }
 
-  Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
+  std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
                                                           milliseconds timeout) override {
+    std::vector<Result<std::optional<std::string>>> out(keys.size(), std::optional<std::string>());
     Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return call.status();
-    return client_->MGet(keys, *call);
+    if (!call.ok()) return Fail(keys.size(), call.status(), out);
+    const std::vector<std::vector<size_t>> groups = BySlot(keys);
+    std::vector<std::vector<std::string>> commands;
+    for (const auto& g : groups) {
+      std::vector<std::string>& c = commands.emplace_back();
+      c.push_back("MGET");
+      for (size_t i : g) c.push_back(keys[i]);
+    }
+    std::vector<Result<redis::Reply>> replies = client_->Pipeline(commands, *call);
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const Result<redis::Reply>& r = replies[gi];
+      const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size();
+      for (size_t j = 0; j < groups[gi].size(); ++j) {
+        const size_t i = groups[gi][j];
+        if (!r.ok()) {
+          out[i] = r.status();
+        } else if (!shaped) {
+          out[i] = Status::Internal("unexpected MGET reply: " + r->ToString());
+        } else if (r->elements[j].IsString()) {
+          out[i] = std::optional<std::string>(r->elements[j].str);
+        }
+      }
+    }
+    return out;
   }
 
-  Result<FenceOutcome> FencedFill(std::string_view key, std::string_view envelope, milliseconds ttl,
-                                  std::string_view lease_key, std::string_view token,
-                                  milliseconds timeout) override {
+  std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys,
+                                              milliseconds timeout) override {
+    std::vector<Result<FenceSnapshot>> out(keys.size(), FenceSnapshot());
     Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return call.status();
-    std::vector<std::string> keys{std::string(key)};
-    std::vector<std::string> args{std::string(envelope), std::to_string(std::max<int64_t>(ttl.count(), 1))};
-    if (!lease_key.empty()) {
-      keys.emplace_back(lease_key);
-      args.emplace_back(token);
+    if (!call.ok()) return Fail(keys.size(), call.status(), out);
+    const std::vector<std::vector<size_t>> groups = BySlot(keys);
+    std::vector<redis::RedisClient::ScriptCall> calls;
+    for (const auto& g : groups) {
+      redis::RedisClient::ScriptCall& c = calls.emplace_back();
+      for (size_t i : g) c.keys.push_back(FenceKeyFor(keys[i]));
     }
-    return ParseFence(client_->Eval(fill_, keys, args, *call));
+    std::vector<Result<redis::Reply>> replies = client_->EvalMany(snapshot_, calls, *call);
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const Result<redis::Reply>& r = replies[gi];
+      const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size() + 1 &&
+                          r->elements[0].IsInteger();
+      for (size_t j = 0; j < groups[gi].size(); ++j) {
+        const size_t i = groups[gi][j];
+        if (!r.ok()) {
+          out[i] = r.status();
+        } else if (!shaped) {
+          out[i] = Status::Internal("unexpected snapshot reply: " + r->ToString());
+        } else {
+          FenceSnapshot s;
+          s.store_ms = r->elements[0].integer;
+          if (r->elements[j + 1].IsString()) s.epoch = r->elements[j + 1].str;
+          out[i] = std::move(s);
+        }
+      }
+    }
+    return out;
+  }
+
+  std::vector<Result<FenceOutcome>> Fill(const std::vector<FillRequest>& fills, milliseconds max_age,
+                                         milliseconds fence_ttl, milliseconds timeout) override {
+    std::vector<Result<FenceOutcome>> out(fills.size(), FenceOutcome());
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return Fail(fills.size(), call.status(), out);
+    std::vector<redis::RedisClient::ScriptCall> calls;
+    calls.reserve(fills.size());
+    for (const FillRequest& f : fills) {
+      redis::RedisClient::ScriptCall& c = calls.emplace_back();
+      c.keys = {f.key, FenceKeyFor(f.key)};
+      c.args = {f.envelope, Ms(f.physical_ttl)};
+      if (f.write_through) {
+        c.args.insert(c.args.end(), {"w", f.new_epoch, "0", Ms(fence_ttl)});
+      } else {
+        c.args.insert(c.args.end(), {"f", f.fence.epoch, std::to_string(f.fence.store_ms), Ms(max_age)});
+      }
+      if (!f.lease_key.empty()) {
+        c.keys.push_back(f.lease_key);
+        c.args.push_back(f.lease_token);
+      }
+    }
+    std::vector<Result<redis::Reply>> replies = client_->EvalMany(fill_, calls, *call);
+    for (size_t i = 0; i < fills.size(); ++i) out[i] = ParseFence(replies[i]);
+    return out;
   }
 
   Status Put(std::string_view key, std::string_view envelope, milliseconds ttl, milliseconds timeout) override {
@@ -82,58 +170,75 @@ class RedisL2Store final : public L2Store {
     return client_->Set(key, envelope, set).status();
   }
 
-  Result<FenceOutcome> Tombstone(std::string_view key, std::string_view envelope, milliseconds ttl,
-                                 milliseconds timeout) override {
+  Result<FenceOutcome> Invalidate(const InvalidateRequest& q, milliseconds fence_ttl,
+                                  milliseconds timeout) override {
     Result<redis::CallOptions> call = CallBy(timeout);
     if (!call.ok()) return call.status();
-    return ParseFence(client_->Eval(tombstone_, {std::string(key)},
-                                    {std::string(envelope), std::to_string(std::max<int64_t>(ttl.count(), 1))},
-                                    *call));
+    return ParseFence(client_->Eval(invalidate_, {q.key, FenceKeyFor(q.key)},
+                                    {q.tombstone, Ms(q.tombstone_ttl), q.new_epoch, Ms(fence_ttl)}, *call));
   }
 
-  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view lease_key, std::string_view token,
-                                    milliseconds ttl, milliseconds timeout) override {
+  Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds timeout) override {
+    return Flag(remove_corrupt_, std::string(key), {std::string(bytes)}, timeout);
+  }
+
+  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
+                                    milliseconds timeout) override {
     Result<redis::CallOptions> call = CallBy(timeout);
     if (!call.ok()) return call.status();
-    Result<redis::Reply> r =
-        client_->Eval(acquire_, {std::string(key), std::string(lease_key)},
-                      {std::string(token), std::to_string(std::max<int64_t>(ttl.count(), 1))}, *call);
+    Result<redis::Reply> r = client_->Eval(acquire_, {std::string(key), LeaseKeyFor(key), FenceKeyFor(key)},
+                                           {std::string(token), Ms(ttl)}, *call);
     if (!r.ok()) return r.status();
-    if (!r->IsArray() || r->elements.empty() || !r->elements[0].IsInteger()) {
+    if (!r->IsArray() || r->elements.size() != 4 || !r->elements[0].IsInteger() || !r->elements[3].IsInteger()) {
       return Status::Internal("unexpected lease script reply: " + r->ToString());
     }
     LeaseOutcome out;
     out.won = r->elements[0].integer == 1;
-    if (r->elements.size() > 1 && r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
+    if (r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
+    if (r->elements[2].IsString()) out.fence.epoch = std::move(r->elements[2].str);
+    out.fence.store_ms = r->elements[3].integer;
     return out;
   }
 
-  Result<bool> ExtendLease(std::string_view lease_key, std::string_view token, milliseconds ttl,
+  Result<bool> ExtendLease(std::string_view key, std::string_view token, milliseconds ttl,
                            milliseconds timeout) override {
-    Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return call.status();
-    Result<redis::Reply> r = client_->Eval(extend_, {std::string(lease_key)},
-                                           {std::string(token), std::to_string(std::max<int64_t>(ttl.count(), 1))},
-                                           *call);
-    if (!r.ok()) return r.status();
-    return r->IsInteger() && r->integer == 1;
+    return Flag(extend_, LeaseKeyFor(key), {std::string(token), Ms(ttl)}, timeout);
   }
 
-  Result<bool> ReleaseLease(std::string_view lease_key, std::string_view token, milliseconds timeout) override {
-    Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return call.status();
-    Result<redis::Reply> r = client_->Eval(release_, {std::string(lease_key)}, {std::string(token)}, *call);
-    if (!r.ok()) return r.status();
-    return r->IsInteger() && r->integer == 1;
+  Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds timeout) override {
+    return Flag(release_, LeaseKeyFor(key), {std::string(token)}, timeout);
+  }
+
+  int ShardOf(std::string_view key) const override {
+    const int node = client_->NodeOfSlot(redis::KeySlot(key));
+    return node < 0 ? 0 : node % 4096;
   }
 
  private:
+  template <typename T>
+  static std::vector<Result<T>> Fail(size_t n, const Status& s, std::vector<Result<T>>& out) {
+    for (size_t i = 0; i < n; ++i) out[i] = s;
+    return std::move(out);
+  }
+
+  // Runs a one-key script answering 1 or 0.
+  Result<bool> Flag(const redis::Script& script, std::string key, std::vector<std::string> args,
+                    milliseconds timeout) {
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return call.status();
+    Result<redis::Reply> r = client_->Eval(script, {std::move(key)}, args, *call);
+    if (!r.ok()) return r.status();
+    return r->IsInteger() && r->integer == 1;
+  }
+
   std::shared_ptr<redis::RedisClient> client_;
   const redis::Script fill_;
-  const redis::Script tombstone_;
+  const redis::Script invalidate_;
+  const redis::Script snapshot_;
   const redis::Script acquire_;
   const redis::Script extend_;
   const redis::Script release_;
+  const redis::Script remove_corrupt_;
 };
 
 }  // namespace

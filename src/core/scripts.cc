@@ -2,57 +2,103 @@
 
 namespace tiercache::scripts {
 
-// Shared prelude: version(e) -> hi, lo (nil if e is not a format-1 envelope);
-// newer(ahi, alo, bhi, blo) -> a > b.
-#define TIERCACHE_LUA_PRELUDE                                                      \
-  "local function version(e)\n"                                                    \
-  "  if not e or #e < 44 or string.sub(e, 1, 3) ~= 'TC\\1' then return nil end\n"  \
-  "  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(e, 9, 16)\n"               \
-  "  return ((b1 * 256 + b2) * 256 + b3) * 256 + b4,\n"                            \
-  "         ((b5 * 256 + b6) * 256 + b7) * 256 + b8\n"                             \
-  "end\n"                                                                          \
-  "local function newer(ahi, alo, bhi, blo)\n"                                     \
-  "  return ahi > bhi or (ahi == bhi and alo > blo)\n"                             \
+// Shared prelude:
+//   version(e) -> hi, lo, kind of a well-formed format-1 envelope, else nil
+//   newer(ahi, alo, bhi, blo) -> a > b
+//   now_ms() -> the server's clock, Unix ms
+#define TIERCACHE_LUA_PRELUDE                                                        \
+  "local function version(e)\n"                                                      \
+  "  if not e or #e < 44 or string.sub(e, 1, 3) ~= 'TC\\1' then return nil end\n"    \
+  "  local kind, _, r1, r2, r3 = string.byte(e, 4, 8)\n"                             \
+  "  if kind > 2 or r1 ~= 0 or r2 ~= 0 or r3 ~= 0 then return nil end\n"             \
+  "  local n1, n2, n3, n4 = string.byte(e, 37, 40)\n"                                \
+  "  if #e ~= 44 + ((n1 * 256 + n2) * 256 + n3) * 256 + n4 then return nil end\n"    \
+  "  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(e, 9, 16)\n"                 \
+  "  return ((b1 * 256 + b2) * 256 + b3) * 256 + b4,\n"                              \
+  "         ((b5 * 256 + b6) * 256 + b7) * 256 + b8, kind\n"                         \
+  "end\n"                                                                            \
+  "local function newer(ahi, alo, bhi, blo)\n"                                       \
+  "  return ahi > bhi or (ahi == bhi and alo > blo)\n"                               \
+  "end\n"                                                                            \
+  "local function now_ms()\n"                                                        \
+  "  local t = redis.call('TIME')\n"                                                 \
+  "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"             \
   "end\n"
 
-const std::string_view kFencedFill =
-    "-- tiercache fenced fill v1\n" TIERCACHE_LUA_PRELUDE
-    "local nhi, nlo = version(ARGV[1])\n"
-    "if not nhi then return redis.error_reply('ERR tiercache fill: not an envelope') end\n"
+const std::string_view kFill =
+    "-- tiercache fill v2\n" TIERCACHE_LUA_PRELUDE
+    "local nhi, nlo, nkind = version(ARGV[1])\n"
+    "if not nhi or nkind == 2 then\n"
+    "  return redis.error_reply('ERR tiercache fill: not a value or negative envelope')\n"
+    "end\n"
     "local function release()\n"
-    "  if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end\n"
+    "  if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end\n"
+    "end\n"
+    "local write = ARGV[3] == 'w'\n"
+    "if not write then\n"
+    "  if now_ms() - tonumber(ARGV[5]) > tonumber(ARGV[6]) then\n"
+    "    release()\n"
+    "    return {0, 3, ''}\n"
+    "  end\n"
+    "  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then\n"
+    "    release()\n"
+    "    return {0, 2, ''}\n"
+    "  end\n"
     "end\n"
     "local old = redis.call('GET', KEYS[1])\n"
     "local ohi, olo = version(old)\n"
     "if ohi and newer(ohi, olo, nhi, nlo) then\n"
     "  release()\n"
-    "  return {0, string.sub(old, 9, 16)}\n"
+    "  return {0, 1, string.sub(old, 9, 16)}\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "if write then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[6]) end\n"
     "release()\n"
     "return {1}\n";
 
-const std::string_view kTombstone =
-    "-- tiercache tombstone v1\n" TIERCACHE_LUA_PRELUDE
-    "local nhi, nlo = version(ARGV[1])\n"
-    "if not nhi or string.byte(ARGV[1], 4) ~= 2 then\n"
-    "  return redis.error_reply('ERR tiercache tombstone: not a tombstone envelope')\n"
+const std::string_view kInvalidate =
+    "-- tiercache invalidate v2\n" TIERCACHE_LUA_PRELUDE
+    "local nhi, nlo, nkind = version(ARGV[1])\n"
+    "if not nhi or nkind ~= 2 then\n"
+    "  return redis.error_reply('ERR tiercache invalidate: not a tombstone envelope')\n"
     "end\n"
+    "local tomb = ARGV[1]\n"
     "local old = redis.call('GET', KEYS[1])\n"
-    "local ohi, olo = version(old)\n"
-    "if ohi then\n"
-    "  if newer(ohi, olo, nhi, nlo) then return {0, string.sub(old, 9, 16)} end\n"
-    "  if ohi == nhi and olo == nlo and string.byte(old, 4) ~= 2 then\n"
-    "    return {0, string.sub(old, 9, 16)}\n"
+    "local ohi, olo, okind = version(old)\n"
+    "local unversioned = nhi == 0 and nlo == 0\n"
+    "if ohi and unversioned then\n"
+    "  if ohi ~= 0 or olo ~= 0 then\n"
+    "    -- over a versioned entry: tombstone at its version + 1\n"
+    "    local hi, lo = ohi, olo + 1\n"
+    "    if lo >= 4294967296 then hi, lo = hi + 1, 0 end\n"
+    "    if hi >= 4294967296 then hi, lo = ohi, olo end\n"
+    "    local bytes = {}\n"
+    "    for i = 3, 0, -1 do bytes[#bytes + 1] = string.char(math.floor(hi / 256 ^ i) % 256) end\n"
+    "    for i = 3, 0, -1 do bytes[#bytes + 1] = string.char(math.floor(lo / 256 ^ i) % 256) end\n"
+    "    tomb = string.sub(tomb, 1, 8) .. table.concat(bytes) .. string.sub(tomb, 17)\n"
+    "  end\n"
+    "elseif ohi then\n"
+    "  if newer(ohi, olo, nhi, nlo) or (ohi == nhi and olo == nlo) then\n"
+    "    return {0, 1, string.sub(old, 9, 16)}\n"
     "  end\n"
     "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "redis.call('SET', KEYS[1], tomb, 'PX', ARGV[2])\n"
+    "redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])\n"
     "return {1}\n";
 
+const std::string_view kSnapshot =
+    "-- tiercache snapshot v1\n"
+    "local t = redis.call('TIME')\n"
+    "local out = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n"
+    "for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) end\n"
+    "return out\n";
+
 const std::string_view kLeaseAcquire =
-    "-- tiercache lease acquire v1\n"
+    "-- tiercache lease acquire v2\n"
     "local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])\n"
-    "return {won and 1 or 0, redis.call('GET', KEYS[1])}\n";
+    "local t = redis.call('TIME')\n"
+    "return {won and 1 or 0, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[3]),\n"
+    "        tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n";
 
 const std::string_view kLeaseRelease =
     "-- tiercache lease release v1\n"
@@ -62,6 +108,11 @@ const std::string_view kLeaseRelease =
 const std::string_view kLeaseExtend =
     "-- tiercache lease extend v1\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
+    "return 0\n";
+
+const std::string_view kRemoveCorrupt =
+    "-- tiercache remove corrupt v1\n"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
 
 #undef TIERCACHE_LUA_PRELUDE

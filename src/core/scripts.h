@@ -1,11 +1,18 @@
 // The Lua scripts tiercache runs in Redis. Each touches keys of one hash slot
-// only (a value key and its lease key share the slot), so each runs on one
-// node of a cluster, atomically.
+// only (a value key, its lease key and its fence key share the slot), so each
+// runs on one node of a cluster, atomically.
 //
 // Versions are read from the envelope (docs/envelope.md): bytes 9..16
 // (1-based), big-endian, compared as two 32-bit halves because Lua numbers
-// are doubles. A stored value that is not a format-1 envelope is not trusted
-// and may be overwritten.
+// are doubles. A stored value that fails any structural check of the C++
+// decoder (magic, format, kind, reserved bytes, length; all but the CRC,
+// which is too costly in Lua) is not trusted and may be overwritten; one that
+// passes them but fails the CRC is removed by kRemoveCorrupt when the cache
+// meets it (l2_store.h).
+//
+// The fence (l2_store.h, docs/consistency.md): the fence key holds a random
+// epoch replaced by each invalidation and write-through; a fill carries the
+// epoch and the server time (TIME, ms) its load saw before reading the source.
 #ifndef TIERCACHE_CORE_SCRIPTS_H_
 #define TIERCACHE_CORE_SCRIPTS_H_
 
@@ -13,27 +20,42 @@
 
 namespace tiercache::scripts {
 
-// Version-fenced fill of a value or negative entry.
+// Fenced fill (or write-through) of a value or negative entry.
 //   KEYS[1]  value key
-//   KEYS[2]  (optional) lease key, released if it still holds ARGV[3]
+//   KEYS[2]  fence key
+//   KEYS[3]  (optional) lease key, released if it still holds ARGV[7]
 //   ARGV[1]  envelope (format 1)
-//   ARGV[2]  physical TTL, milliseconds
-//   ARGV[3]  (optional) lease token
-// Returns {1} when stored, or {0, <8 bytes: the stored version>} when the
-// stored entry (value, negative or tombstone) has a higher version.
-extern const std::string_view kFencedFill;
+//   ARGV[2]  physical TTL, ms
+//   ARGV[3]  'f' (fill: check the snapshot) or 'w' (write-through: install
+//            ARGV[4] as the new epoch when stored)
+//   ARGV[4]  fill: the snapshot's epoch ('' = none); write-through: new epoch
+//   ARGV[5]  fill: the snapshot's server time, ms
+//   ARGV[6]  fill: max age, ms; write-through: fence TTL, ms
+//   ARGV[7]  (optional) lease token
+// Returns {1} when stored, or {0, reason, <8 bytes: stored version>} with
+// reason 1 (a higher version is stored), 2 (the epoch moved), 3 (too old).
+extern const std::string_view kFill;
 
-// Tombstone at version v (invalidation).
-//   KEYS[1]  value key
-//   ARGV[1]  tombstone envelope of version v
-//   ARGV[2]  physical TTL, milliseconds
-// Returns {1} when written; {0, <stored version>} when the stored entry is
-// newer, or is a value/negative entry of the same version (already fresh).
-extern const std::string_view kTombstone;
+// Invalidation: a tombstone, and a new fence epoch when it applies.
+//   KEYS[1]  value key, KEYS[2] fence key
+//   ARGV[1]  tombstone envelope of version v (0: unversioned)
+//   ARGV[2]  tombstone TTL, ms
+//   ARGV[3]  new epoch
+//   ARGV[4]  fence TTL, ms
+// Returns {1} when applied; {0, 1, <stored version>} when the stored entry is
+// newer, or a value/negative entry of the same version v > 0, or a
+// tombstone of the same version v > 0 (a redelivery).
+extern const std::string_view kInvalidate;
 
-// Takes a lease if it is free and reads the value, atomically.
-//   KEYS[1] value key, KEYS[2] lease key, ARGV[1] token, ARGV[2] lease TTL ms.
-// Returns {1 if taken else 0, value or nil}.
+// Fence snapshots of keys of one slot.
+//   KEYS     fence keys
+// Returns {server time ms, epoch or false, ...}.
+extern const std::string_view kSnapshot;
+
+// Takes a lease if free, reads the value and snapshots the fence, atomically.
+//   KEYS[1] value key, KEYS[2] lease key, KEYS[3] fence key
+//   ARGV[1] token, ARGV[2] lease TTL ms.
+// Returns {1 if taken else 0, value or false, epoch or false, server time ms}.
 extern const std::string_view kLeaseAcquire;
 
 // Releases a lease if it still holds the caller's token.
@@ -43,6 +65,9 @@ extern const std::string_view kLeaseRelease;
 // Extends a lease if it still holds the caller's token.
 //   KEYS[1] lease key, ARGV[1] token, ARGV[2] new TTL ms. Returns 1 or 0.
 extern const std::string_view kLeaseExtend;
+
+// Deletes a key if it holds exactly ARGV[1]. KEYS[1] key. Returns 1 or 0.
+extern const std::string_view kRemoveCorrupt;
 
 }  // namespace tiercache::scripts
 

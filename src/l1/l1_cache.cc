@@ -115,11 +115,11 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
 L1Cache::L1Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 L1Cache::~L1Cache() = default;
 
-Result<std::optional<L1Entry>> L1Cache::get(std::string_view key) {
+Result<std::optional<L1Entry>> L1Cache::Get(std::string_view key) {
   return Lookup(key, std::nullopt);
 }
 
-Result<std::optional<L1Entry>> L1Cache::get_stale(std::string_view key,
+Result<std::optional<L1Entry>> L1Cache::GetStale(std::string_view key,
                                                   Clock::Duration max_stale) {
   if (max_stale < Clock::Duration::zero()) {
     return Status::InvalidArgument("get_stale: max_stale must be >= 0");
@@ -139,16 +139,16 @@ Result<std::optional<L1Entry>> L1Cache::Lookup(std::string_view key,
   return result;
 }
 
-Status L1Cache::set(std::string_view key, L1Value value, const L1Fill& fill) {
+Status L1Cache::Set(std::string_view key, L1Value value, const L1Fill& fill) {
   if (value == nullptr) return Status::InvalidArgument("set: null value (use set_negative)");
   return Store(key, std::move(value), L1EntryKind::kValue, fill, nullptr);
 }
 
-Status L1Cache::set_negative(std::string_view key, const L1Fill& fill) {
+Status L1Cache::SetNegative(std::string_view key, const L1Fill& fill) {
   return Store(key, nullptr, L1EntryKind::kNegative, fill, nullptr);
 }
 
-Status L1Cache::invalidate(std::string_view key, std::uint64_t version,
+Status L1Cache::Invalidate(std::string_view key, std::uint64_t version,
                            Clock::Duration tombstone_ttl) {
   L1Fill fill;
   fill.version = version;
@@ -194,7 +194,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   return Status::Ok();
 }
 
-Status L1Cache::erase(std::string_view key) {
+Status L1Cache::Erase(std::string_view key) {
   if (key.empty() || key.size() > impl_->options.max_key_bytes) {
     return l1::KeyError(key, impl_->options.max_key_bytes);
   }
@@ -203,11 +203,11 @@ Status L1Cache::erase(std::string_view key) {
   return Status::Ok();
 }
 
-void L1Cache::clear() {
+void L1Cache::Clear() {
   for (std::size_t i = 0; i < impl_->shard_count; ++i) impl_->shards[i].Clear();
 }
 
-std::size_t L1Cache::purge_expired() {
+std::size_t L1Cache::PurgeExpired() {
   std::size_t purged = 0;
   for (std::size_t i = 0; i < impl_->shard_count; ++i) {
     purged += impl_->shards[i].PurgeDead(impl_->clock->Now());
@@ -215,9 +215,9 @@ std::size_t L1Cache::purge_expired() {
   return purged;
 }
 
-Result<L1Entry> L1Cache::get_or_load(std::string_view key, const L1Loader& loader,
+Result<L1Entry> L1Cache::GetOrLoad(std::string_view key, const L1Loader& loader,
                                      Clock::TimePoint deadline) {
-  Result<std::optional<L1Entry>> hit = get(key);
+  Result<std::optional<L1Entry>> hit = Get(key);
   if (!hit.ok()) return hit.status();
   if (hit->has_value()) return std::move(**hit);
   return impl_->flights.Do(key, deadline, [&]() { return LoadAndFill(key, loader); });
@@ -255,7 +255,7 @@ Result<L1Entry> L1Cache::LoadAndFill(std::string_view key, const L1Loader& loade
   return s;
 }
 
-L1Stats L1Cache::stats() const {
+L1Stats L1Cache::Stats() const {
   L1Stats total;
   for (std::size_t i = 0; i < impl_->shard_count; ++i) impl_->shards[i].AddStats(&total);
   return total;

@@ -37,6 +37,7 @@ void Engine::MaybeLend(Connection* c) {
 
 void Engine::PublishSlot(int slot) {
   int m = slot_master_[slot];
+  slot_node_pub_[slot].store(static_cast<int16_t>(m), std::memory_order_relaxed);
   direct_conn_[slot].store(m < 0 ? nullptr : nodes_[m]->conns.front().get(), std::memory_order_release);
 }
 

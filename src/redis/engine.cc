@@ -18,7 +18,10 @@ const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
 
 }  // namespace
 
-Engine::Engine(RedisClientOptions options) : options_(std::move(options)) { slot_master_.fill(-1); }
+Engine::Engine(RedisClientOptions options) : options_(std::move(options)) {
+  slot_master_.fill(-1);
+  for (auto& n : slot_node_pub_) n.store(-1, std::memory_order_relaxed);
+}
 
 Engine::~Engine() {
   if (thread_.joinable()) {

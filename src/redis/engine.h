@@ -119,6 +119,10 @@ class Engine {
   void SubmitBatch(Request* const* reqs, size_t n);
 
   const RedisClientOptions& options() const { return options_; }
+  // Any thread: the master node id of `slot` as last published (-1: none).
+  int NodeOfSlot(uint16_t slot) const {
+    return slot < kSlotCount ? slot_node_pub_[slot].load(std::memory_order_relaxed) : -1;
+  }
 
   // Waits for a request submitted by the calling thread (see AwaitRequest).
   Result<Reply> Await(Request* req) { return AwaitRequest(req, options_.caller_spin, &spinners_); }
@@ -220,6 +224,8 @@ class Engine {
   std::array<int16_t, kSlotCount> slot_master_{};
   // Read by caller threads for direct I/O: the connection serving each slot.
   std::array<std::atomic<Connection*>, kSlotCount> direct_conn_{};
+  // Read by caller threads (NodeOfSlot): the master node id of each slot.
+  std::array<std::atomic<int16_t>, kSlotCount> slot_node_pub_{};
   std::array<uint16_t, kSlotCount> slot_shard_{};
   std::vector<std::vector<int>> shard_replicas_;  // shard -> replica node ids
   std::vector<int> shard_master_;

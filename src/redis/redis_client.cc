@@ -178,6 +178,30 @@ Result<Reply> RedisClient::Eval(const Script& script, const std::vector<std::str
   return engine_->Await(req);
 }
 
+std::vector<Result<Reply>> RedisClient::EvalMany(const Script& script, const std::vector<ScriptCall>& calls,
+                                                 CallOptions call) {
+  const auto deadline = DeadlineOf(call, engine_->options());
+  std::vector<Request*> reqs;
+  reqs.reserve(calls.size());
+  for (const ScriptCall& c : calls) {
+    std::string numkeys = std::to_string(c.keys.size());
+    std::vector<std::string_view> argv{"EVALSHA", script.sha1(), numkeys};
+    for (const auto& k : c.keys) argv.push_back(k);
+    for (const auto& a : c.args) argv.push_back(a);
+    Request* req = NewRequest(argv, c.keys.empty() ? -1 : 3, false, deadline);
+    req->script = script.body();
+    req->refs.store(2, std::memory_order_relaxed);
+    reqs.push_back(req);
+  }
+  engine_->SubmitBatch(reqs.data(), reqs.size());
+  std::vector<Result<Reply>> results;
+  results.reserve(reqs.size());
+  for (Request* r : reqs) results.emplace_back(engine_->Await(r));
+  return results;
+}
+
+int RedisClient::NodeOfSlot(uint16_t slot) const { return engine_->NodeOfSlot(slot); }
+
 std::vector<Result<Reply>> RedisClient::Pipeline(const std::vector<std::vector<std::string>>& commands,
                                                  CallOptions call) {
   auto deadline = DeadlineOf(call, engine_->options());

@@ -59,15 +59,15 @@ TEST(CacheConcurrencyTest, MixedOperationsStayConsistent) {
         switch (rng() % 10) {
           case 0: {  // a writer: bump the source, then invalidate at that version
             const uint64_t v = source[k].fetch_add(1) + 1;
-            cache.invalidate(key_of(k), v).IgnoreError();
+            cache.Invalidate(key_of(k), v).IgnoreError();
             break;
           }
           case 1:
-            cache.set(key_of(k), "set", source[k].load()).IgnoreError();
+            cache.Set(key_of(k), "set", source[k].load()).IgnoreError();
             break;
           case 2: {
             std::vector<std::string> keys{key_of(k), key_of((k + 1) % kKeys)};
-            auto r = cache.get_many(keys, [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
+            auto r = cache.GetMany(keys, [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
               std::vector<LoadResult> out;
               for (const auto& key : ks) {
                 Result<LoadResult> one = loader(key);
@@ -79,10 +79,10 @@ TEST(CacheConcurrencyTest, MixedOperationsStayConsistent) {
             break;
           }
           case 3:
-            (void)cache.get_async(key_of(k), loader).get();
+            (void)cache.GetAsync(key_of(k), loader).get();
             break;
           default: {
-            Result<CachedValue> v = cache.get(key_of(k), loader);
+            Result<CachedValue> v = cache.Get(key_of(k), loader);
             (void)v;
           }
         }
@@ -101,8 +101,8 @@ TEST(CacheConcurrencyTest, MixedOperationsStayConsistent) {
   // older version.
   for (int k = 0; k < kKeys; ++k) {
     const uint64_t v = source[k].fetch_add(1) + 1;
-    ASSERT_TRUE(cache.invalidate(key_of(k), v).ok());
-    Result<CachedValue> got = cache.get(key_of(k), loader);
+    ASSERT_TRUE(cache.Invalidate(key_of(k), v).ok());
+    Result<CachedValue> got = cache.Get(key_of(k), loader);
     if (got.ok() && !got->stale()) {
       EXPECT_GE(got->version(), v) << key_of(k);
     }

@@ -112,7 +112,7 @@ int StampedeWorker() {
   std::vector<std::thread> pool;
   for (int i = 0; i < threads; ++i) {
     pool.emplace_back([&] {
-      Result<CachedValue> v = cache->get(key, loader);
+      Result<CachedValue> v = cache->Get(key, loader);
       if (v.ok() && v->payload() == "value-of-" + key) ok.fetch_add(1);
     });
   }
@@ -134,10 +134,11 @@ int HoldWorker() {
   o.lease.ttl = std::chrono::milliseconds(std::atoi(Env("LEASE_MS").c_str()));
   o.hard_timeout = 120s;
   o.soft_timeout = 120s;
+  o.max_load_age = 120s;
   auto cache = MakeCache(o);
   if (!cache) return 3;
   const std::string holding = Env("HOLDING");
-  cache->get(Env("KEY"), [&](std::string_view) -> Result<LoadResult> {
+  cache->Get(Env("KEY"), [&](std::string_view) -> Result<LoadResult> {
     client->Command({"SET", holding, "1"}).status().IgnoreError();
     std::this_thread::sleep_for(120s);
     return Status::Internal("should have been killed");
@@ -239,10 +240,10 @@ int StaleFillRounds(const std::shared_ptr<redis::RedisClient>& client, bool fenc
       }
       return LoadResult{std::string(k) + "@" + std::to_string(v), v};
     };
-    std::thread reader([&] { cache->get(key, loader).status().IgnoreError(); });
+    std::thread reader([&] { cache->Get(key, loader).status().IgnoreError(); });
     read_done.arrive_and_wait();
     source = 2;
-    if (!cache->invalidate(key, 2).ok()) ++stale;  // count a failed invalidation as a failure
+    if (!cache->Invalidate(key, 2).ok()) ++stale;  // count a failed invalidation as a failure
     invalidated.arrive_and_wait();
     reader.join();
     Result<std::optional<std::string>> raw = client->Get(key);
@@ -299,7 +300,7 @@ TEST_F(CacheClusterTest, KilledLeaseHolderIsReplacedAfterTheLeaseTtl) {
   auto loaded_after = 0ms;
   while (!loaded && SteadyClock::now() - t_held < 10s) {
     const auto t0 = SteadyClock::now();
-    Result<CachedValue> v = cache->get(key, loader);
+    Result<CachedValue> v = cache->Get(key, loader);
     worst = std::max(worst, std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0));
     if (v.ok()) {
       loaded = true;
@@ -326,10 +327,10 @@ TEST_F(CacheClusterTest, FailingOrSlowLoaderServesStaleWithinTheSoftTimeout) {
   o.max_stale = 30s;
   auto cache = MakeCache(o);
   const std::string key = "failsafe:{" + UniqueTag() + "}:k";
-  ASSERT_TRUE(cache->get(key, [](std::string_view) -> Result<LoadResult> { return LoadResult{"v1", 1}; }).ok());
+  ASSERT_TRUE(cache->Get(key, [](std::string_view) -> Result<LoadResult> { return LoadResult{"v1", 1}; }).ok());
   std::this_thread::sleep_for(400ms);
 
-  Result<CachedValue> v = cache->get(key, [](std::string_view) -> Result<LoadResult> {
+  Result<CachedValue> v = cache->Get(key, [](std::string_view) -> Result<LoadResult> {
     return Status::Unavailable("database brownout");
   });
   ASSERT_TRUE(v.ok()) << v.status().ToString();
@@ -337,7 +338,7 @@ TEST_F(CacheClusterTest, FailingOrSlowLoaderServesStaleWithinTheSoftTimeout) {
   EXPECT_EQ(v->payload(), "v1");
 
   const auto t0 = SteadyClock::now();
-  v = cache->get(key, [](std::string_view) -> Result<LoadResult> {
+  v = cache->Get(key, [](std::string_view) -> Result<LoadResult> {
     std::this_thread::sleep_for(1s);
     return LoadResult{"v2", 2};
   });
@@ -364,7 +365,7 @@ TEST_F(CacheClusterTest, EarlyRefreshAtSteadyLoadKeepsCallersOffTheLoader) {
   int reads = 0;
   for (auto next = start; SteadyClock::now() - start < 20s; next += 5ms) {  // 200 reads/s
     std::this_thread::sleep_until(next);
-    Result<CachedValue> v = cache->get(key, loader);
+    Result<CachedValue> v = cache->Get(key, loader);
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     ++reads;
     if (SteadyClock::now() - start > 500ms && v->source() == ValueSource::kLoader) ++waited_on_loader;
@@ -411,7 +412,7 @@ TEST_F(CacheClusterTest, RedisOutageIsServedFromL1AndTheLoaderThenL2Returns) {
   // Written before the outage by another pod: in L2, not in this cache's L1.
   auto other = MakeCache(ClusterCacheOptions(client_));
   const std::string shared_key = "outage:{" + tag + "}:shared";
-  ASSERT_TRUE(other->set(shared_key, "from-l2", 1).ok());
+  ASSERT_TRUE(other->Set(shared_key, "from-l2", 1).ok());
   Loader loader = [](std::string_view k) -> Result<LoadResult> {
     std::this_thread::sleep_for(5ms);
     return LoadResult{"loaded:" + std::string(k), 1};
@@ -425,7 +426,7 @@ TEST_F(CacheClusterTest, RedisOutageIsServedFromL1AndTheLoaderThenL2Returns) {
     for (int i = 0; SteadyClock::now() - start < 3s; ++i) {
       const std::string key = "outage:{" + tag + "}:" + std::to_string(i % 100);
       const auto t0 = SteadyClock::now();
-      Result<CachedValue> v = cache->get(key, loader);
+      Result<CachedValue> v = cache->Get(key, loader);
       latencies_ms.push_back(std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count());
       ASSERT_TRUE(v.ok()) << v.status().ToString();
       std::this_thread::sleep_for(5ms);
@@ -442,7 +443,7 @@ TEST_F(CacheClusterTest, RedisOutageIsServedFromL1AndTheLoaderThenL2Returns) {
   ASSERT_TRUE(redis::testing::WaitClusterHealthy(ports, 30));
   bool back_to_l2 = false;
   for (int i = 0; i < 100 && !back_to_l2; ++i) {
-    Result<CachedValue> v = cache->get(shared_key, loader);
+    Result<CachedValue> v = cache->Get(shared_key, loader);
     back_to_l2 = v.ok() && v->source() == ValueSource::kL2 && v->payload() == "from-l2";
     if (!back_to_l2) std::this_thread::sleep_for(50ms);
   }
@@ -466,7 +467,7 @@ TEST_F(CacheClusterTest, CorruptOrForeignPayloadInRedisIsCountedAndOverwritten) 
     return LoadResult{"fresh:" + std::string(k), 1};
   };
   for (const std::string& k : {corrupt, foreign}) {
-    Result<CachedValue> v = cache->get(k, loader);
+    Result<CachedValue> v = cache->Get(k, loader);
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     EXPECT_EQ(v->payload(), "fresh:" + k);
   }
@@ -476,7 +477,7 @@ TEST_F(CacheClusterTest, CorruptOrForeignPayloadInRedisIsCountedAndOverwritten) 
     Result<std::optional<std::string>> raw = client_->Get(k);
     ASSERT_TRUE(raw.ok() && raw->has_value());
     EXPECT_TRUE(DecodeEnvelope(**raw).ok()) << "not overwritten with an envelope";
-    EXPECT_EQ(cache->get(k, loader)->source(), ValueSource::kL2);
+    EXPECT_EQ(cache->Get(k, loader)->source(), ValueSource::kL2);
   }
 }
 
@@ -491,16 +492,16 @@ TEST_F(CacheClusterTest, NegativeEntriesAreSharedThroughRedis) {
     loads.fetch_add(1);
     return LoadResult{std::nullopt, 1};
   };
-  Result<CachedValue> v = a->get(key, missing);
+  Result<CachedValue> v = a->Get(key, missing);
   ASSERT_TRUE(v.ok());
   EXPECT_FALSE(v->found());
-  v = b->get(key, missing);  // another pod: from L2
+  v = b->Get(key, missing);  // another pod: from L2
   ASSERT_TRUE(v.ok());
   EXPECT_FALSE(v->found());
   EXPECT_EQ(v->source(), ValueSource::kL2);
   EXPECT_EQ(loads.load(), 1);
   std::this_thread::sleep_for(600ms);
-  EXPECT_FALSE(b->get(key, missing)->found());
+  EXPECT_FALSE(b->Get(key, missing)->found());
   EXPECT_EQ(loads.load(), 2) << "the negative entry outlived negative_ttl";
 }
 
@@ -510,7 +511,7 @@ TEST_F(CacheClusterTest, GetManySpansSlotsInOneLoaderCall) {
   const std::string tag = UniqueTag();
   std::vector<std::string> keys;
   for (int i = 0; i < 200; ++i) keys.push_back("many:{" + tag + ":" + std::to_string(i) + "}:post");
-  for (int i = 0; i < 100; ++i) ASSERT_TRUE(other->set(keys[i], "stored:" + keys[i], 1).ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(other->Set(keys[i], "stored:" + keys[i], 1).ok());
   int calls = 0;
   size_t asked = 0;
   BatchLoader loader = [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
@@ -520,7 +521,7 @@ TEST_F(CacheClusterTest, GetManySpansSlotsInOneLoaderCall) {
     for (const auto& k : ks) out.push_back(LoadResult{"loaded:" + k, 1});
     return out;
   };
-  Result<std::vector<Result<CachedValue>>> got = cache->get_many(keys, loader);
+  Result<std::vector<Result<CachedValue>>> got = cache->GetMany(keys, loader);
   ASSERT_TRUE(got.ok());
   for (size_t i = 0; i < keys.size(); ++i) {
     ASSERT_TRUE((*got)[i].ok()) << i << ": " << (*got)[i].status().ToString();
@@ -530,7 +531,7 @@ TEST_F(CacheClusterTest, GetManySpansSlotsInOneLoaderCall) {
   EXPECT_EQ(asked, 100u);
   // Everything is now in L2 for a third pod.
   auto third = MakeCache(ClusterCacheOptions(client_));
-  got = third->get_many(keys, loader);
+  got = third->GetMany(keys, loader);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(calls, 1);
 }
@@ -553,9 +554,9 @@ TEST_F(CacheClusterTest, TypedJsonCacheRoundTripsThroughRedis) {
   Typed::TypedLoader loader = [](std::string_view) -> Result<Typed::Loaded> {
     return Typed::Loaded{Post{7, "hello", 3}, 3};
   };
-  Result<Typed::Got> first = cache.get(key, loader);
+  Result<Typed::Got> first = cache.Get(key, loader);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
-  Result<Typed::Got> second = cache.get(key, loader);
+  Result<Typed::Got> second = cache.Get(key, loader);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->source, ValueSource::kL2);
   ASSERT_TRUE(second->value.has_value());

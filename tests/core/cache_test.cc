@@ -73,16 +73,16 @@ TEST(CacheTest, ColdGetLoadsOnceThenHitsL1ThenL2) {
   auto l2 = MakeInMemoryL2Store();
   CountingLoader loader;
   auto cache = Make(BaseOptions(l2));
-  Result<CachedValue> v = cache->get("posts:{community:42}:7", loader.Get());
+  Result<CachedValue> v = cache->Get("posts:{community:42}:7", loader.Get());
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_TRUE(v->found());
   EXPECT_EQ(v->payload(), "posts:{community:42}:7@1");
   EXPECT_EQ(v->source(), ValueSource::kLoader);
-  EXPECT_EQ(cache->get("posts:{community:42}:7", loader.Get())->source(), ValueSource::kL1);
+  EXPECT_EQ(cache->Get("posts:{community:42}:7", loader.Get())->source(), ValueSource::kL1);
 
   // A second "pod" with its own L1 finds the value in the shared L2.
   auto other = Make(BaseOptions(l2));
-  Result<CachedValue> w = other->get("posts:{community:42}:7", loader.Get());
+  Result<CachedValue> w = other->Get("posts:{community:42}:7", loader.Get());
   ASSERT_TRUE(w.ok());
   EXPECT_EQ(w->source(), ValueSource::kL2);
   EXPECT_EQ(w->payload(), "posts:{community:42}:7@1");
@@ -92,8 +92,8 @@ TEST(CacheTest, ColdGetLoadsOnceThenHitsL1ThenL2) {
 TEST(CacheTest, BadKeysAreRejectedWithoutLoading) {
   CountingLoader loader;
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
-  EXPECT_TRUE(cache->get("", loader.Get()).status().IsInvalidArgument());
-  EXPECT_TRUE(cache->get(std::string(5000, 'k'), loader.Get()).status().IsInvalidArgument());
+  EXPECT_TRUE(cache->Get("", loader.Get()).status().IsInvalidArgument());
+  EXPECT_TRUE(cache->Get(std::string(5000, 'k'), loader.Get()).status().IsInvalidArgument());
   EXPECT_EQ(loader.calls.load(), 0);
 }
 
@@ -105,11 +105,11 @@ TEST(CacheTest, L1CopyNeverOutlivesTheL2Expiry) {
   o.l1.default_ttl = 10s;
   o.ttl = 2s;
   auto cache = Make(o);
-  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  ASSERT_TRUE(cache->Get("k", loader.Get()).ok());
   clock.Advance(1900ms);
-  EXPECT_EQ(cache->get("k", loader.Get())->source(), ValueSource::kL1);
+  EXPECT_EQ(cache->Get("k", loader.Get())->source(), ValueSource::kL1);
   clock.Advance(200ms);  // past the L2 expiry, well inside the L1 TTL
-  Result<CachedValue> v = cache->get("k", loader.Get());
+  Result<CachedValue> v = cache->Get("k", loader.Get());
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->source(), ValueSource::kLoader);
   EXPECT_EQ(loader.calls.load(), 2);
@@ -123,14 +123,14 @@ TEST(CacheTest, NotFoundIsCachedAsNegativeForItsOwnTtl) {
   o.negative_ttl = 500ms;
   o.l1.negative_ttl = 500ms;
   auto cache = Make(o);
-  Result<CachedValue> v = cache->get("ghost", loader.Get());
+  Result<CachedValue> v = cache->Get("ghost", loader.Get());
   ASSERT_TRUE(v.ok());
   EXPECT_FALSE(v->found());
-  EXPECT_FALSE(cache->get("ghost", loader.Get())->found());
+  EXPECT_FALSE(cache->Get("ghost", loader.Get())->found());
   EXPECT_EQ(loader.calls.load(), 1);
   clock.Advance(600ms);
   loader.missing = false;
-  v = cache->get("ghost", loader.Get());
+  v = cache->Get("ghost", loader.Get());
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->found());
   EXPECT_EQ(loader.calls.load(), 2);
@@ -146,7 +146,7 @@ TEST(CacheTest, TtlJitterSpreadsExpiries) {
   double lo = 1e9, hi = 0;
   const auto now = std::chrono::system_clock::now();
   for (int i = 0; i < 300; ++i) {
-    Result<CachedValue> v = cache->get("jit:" + std::to_string(i), loader.Get());
+    Result<CachedValue> v = cache->Get("jit:" + std::to_string(i), loader.Get());
     ASSERT_TRUE(v.ok());
     const double secs = std::chrono::duration<double>(v->expires_at() - now).count();
     lo = std::min(lo, secs);
@@ -168,14 +168,14 @@ TEST(CacheTest, CorruptOrForeignL2PayloadIsAMissThatGetsOverwritten) {
   InMemoryL2StorePutRaw(l2.get(), "k1", "\x54\x43garbage that is not an envelope");
   InMemoryL2StorePutRaw(l2.get(), "k2", "{\"written\":\"by another library\"}");
   for (const char* k : {"k1", "k2"}) {
-    Result<CachedValue> v = cache->get(k, loader.Get());
+    Result<CachedValue> v = cache->Get(k, loader.Get());
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     EXPECT_EQ(v->source(), ValueSource::kLoader);
   }
   EXPECT_EQ(metrics.snapshot().get(Counter::kDecodeError, Tier::kL2), 2u);
   // Overwritten: the next reads hit L2.
-  EXPECT_EQ(cache->get("k1", loader.Get())->source(), ValueSource::kL2);
-  EXPECT_EQ(cache->get("k2", loader.Get())->source(), ValueSource::kL2);
+  EXPECT_EQ(cache->Get("k1", loader.Get())->source(), ValueSource::kL2);
+  EXPECT_EQ(cache->Get("k2", loader.Get())->source(), ValueSource::kL2);
   EXPECT_EQ(loader.calls.load(), 2);
 }
 
@@ -185,10 +185,10 @@ TEST(CacheTest, PayloadOfAnotherCodecIsAMiss) {
   CacheOptions json = BaseOptions(l2);
   json.codec_id = kCodecJson;
   json.use_l1 = false;
-  ASSERT_TRUE(Make(json)->get("k", loader.Get()).ok());
+  ASSERT_TRUE(Make(json)->Get("k", loader.Get()).ok());
   CacheOptions bytes = BaseOptions(l2);
   bytes.use_l1 = false;
-  EXPECT_EQ(Make(bytes)->get("k", loader.Get())->source(), ValueSource::kLoader);
+  EXPECT_EQ(Make(bytes)->Get("k", loader.Get())->source(), ValueSource::kLoader);
   EXPECT_EQ(loader.calls.load(), 2);
 }
 
@@ -197,11 +197,11 @@ TEST(CacheTest, PerCallOptionsOverrideTheCacheDefaults) {
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
   GetOptions g;
   g.ttl = 100s;
-  Result<CachedValue> v = cache->get("long", loader.Get(), g);
+  Result<CachedValue> v = cache->Get("long", loader.Get(), g);
   ASSERT_TRUE(v.ok());
   EXPECT_GT(v->expires_at(), std::chrono::system_clock::now() + 90s);
   g.hard_timeout = 0ms;
-  EXPECT_TRUE(cache->get("other", loader.Get(), g).status().IsInvalidArgument());
+  EXPECT_TRUE(cache->Get("other", loader.Get(), g).status().IsInvalidArgument());
 }
 
 TEST(CacheTest, OversizedValuesAreServedButNotSharedAndSetRefusesThem) {
@@ -210,24 +210,24 @@ TEST(CacheTest, OversizedValuesAreServedButNotSharedAndSetRefusesThem) {
   o.max_value_bytes = 1000;
   auto cache = Make(o);
   Loader big = [](std::string_view) -> Result<LoadResult> { return LoadResult{std::string(5000, 'x'), 1}; };
-  Result<CachedValue> v = cache->get("big", big);
+  Result<CachedValue> v = cache->Get("big", big);
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->payload().size(), 5000u);
   EXPECT_FALSE(l2->Get("big", 100ms)->has_value()) << "an oversized value reached L2";
   EXPECT_FALSE(l2->Get(LeaseKeyFor("big"), 100ms)->has_value()) << "its lease was not released";
-  EXPECT_TRUE(cache->set("big2", std::string(5000, 'x'), 1).IsInvalidArgument());
+  EXPECT_TRUE(cache->Set("big2", std::string(5000, 'x'), 1).IsInvalidArgument());
   o.max_value_bytes = 0;
   EXPECT_TRUE(Cache::Create(o).status().IsInvalidArgument());
 }
 
 TEST(CacheTest, LoaderExceptionIsAnErrorAndNotCached) {
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
-  Result<CachedValue> v = cache->get("k", [](std::string_view) -> Result<LoadResult> {
+  Result<CachedValue> v = cache->Get("k", [](std::string_view) -> Result<LoadResult> {
     throw std::runtime_error("boom");
   });
   EXPECT_TRUE(v.status().IsInternal()) << v.status().ToString();
   CountingLoader loader;
-  EXPECT_TRUE(cache->get("k", loader.Get()).ok());
+  EXPECT_TRUE(cache->Get("k", loader.Get()).ok());
   EXPECT_EQ(loader.calls.load(), 1);
 }
 
@@ -239,7 +239,7 @@ TEST(CacheTest, ConcurrentColdCallersInOneProcessShareOneLoad) {
   std::atomic<int> ok{0};
   for (int i = 0; i < 64; ++i) {
     threads.emplace_back([&] {
-      Result<CachedValue> v = cache->get("hot", loader.Get());
+      Result<CachedValue> v = cache->Get("hot", loader.Get());
       if (v.ok() && v->payload() == "hot@1") ok.fetch_add(1);
     });
   }
@@ -259,7 +259,7 @@ TEST(CacheTest, TwoPodsSharingL2LoadOnceUnderTheLease) {
   for (int i = 0; i < 40; ++i) {
     Cache* c = (i % 2) ? a.get() : b.get();
     threads.emplace_back([&, c] {
-      Result<CachedValue> v = c->get("cold", loader.Get());
+      Result<CachedValue> v = c->Get("cold", loader.Get());
       if (v.ok() && v->found()) ok.fetch_add(1);
     });
   }
@@ -277,9 +277,9 @@ TEST(CacheTest, LeaseIsKeptAliveWhileALoadOutlastsItsTtl) {
   o.lease.max_wait = 2s;
   auto a = Make(o);
   auto b = Make(o);
-  std::thread first([&] { EXPECT_TRUE(a->get("slow", loader.Get()).ok()); });
+  std::thread first([&] { EXPECT_TRUE(a->Get("slow", loader.Get()).ok()); });
   std::this_thread::sleep_for(200ms);  // twice the lease TTL into the load
-  Result<CachedValue> v = b->get("slow", loader.Get());
+  Result<CachedValue> v = b->Get("slow", loader.Get());
   first.join();
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_EQ(v->source(), ValueSource::kL2);
@@ -295,10 +295,10 @@ TEST(CacheTest, FailingLoaderServesStaleWithinMaxStale) {
   CounterMetrics metrics;
   o.metrics = &metrics;
   auto cache = Make(o);
-  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  ASSERT_TRUE(cache->Get("k", loader.Get()).ok());
   std::this_thread::sleep_for(150ms);
   loader.fail = true;
-  Result<CachedValue> v = cache->get("k", loader.Get());
+  Result<CachedValue> v = cache->Get("k", loader.Get());
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_TRUE(v->stale());
   EXPECT_EQ(v->payload(), "k@1");
@@ -314,10 +314,10 @@ TEST(CacheTest, NothingOlderThanMaxStaleIsServed) {
   o.l1.default_ttl = 50ms;
   o.max_stale = 100ms;
   auto cache = Make(o);
-  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  ASSERT_TRUE(cache->Get("k", loader.Get()).ok());
   std::this_thread::sleep_for(300ms);
   loader.fail = true;
-  EXPECT_TRUE(cache->get("k", loader.Get()).status().IsUnavailable());
+  EXPECT_TRUE(cache->Get("k", loader.Get()).status().IsUnavailable());
 }
 
 TEST(CacheTest, SlowLoaderServesStaleAtTheSoftTimeoutAndFinishesInBackground) {
@@ -328,21 +328,21 @@ TEST(CacheTest, SlowLoaderServesStaleAtTheSoftTimeoutAndFinishesInBackground) {
   o.soft_timeout = 50ms;
   o.hard_timeout = 2s;
   auto cache = Make(o);
-  ASSERT_TRUE(cache->get("k", loader.Get()).ok());
+  ASSERT_TRUE(cache->Get("k", loader.Get()).ok());
   std::this_thread::sleep_for(150ms);
   loader.delay = 400ms;
   loader.version = 2;
   GetOptions longer;
   longer.ttl = 10s;  // what the background load stores lives long enough to be read below
   const auto t0 = std::chrono::steady_clock::now();
-  Result<CachedValue> v = cache->get("k", loader.Get(), longer);
+  Result<CachedValue> v = cache->Get("k", loader.Get(), longer);
   const auto took = std::chrono::steady_clock::now() - t0;
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->stale());
   EXPECT_EQ(v->version(), 1u);
   EXPECT_LT(took, 300ms);
   std::this_thread::sleep_for(500ms);  // the background load fills both tiers
-  v = cache->get("k", loader.Get());
+  v = cache->Get("k", loader.Get());
   ASSERT_TRUE(v.ok());
   EXPECT_FALSE(v->stale());
   EXPECT_EQ(v->version(), 2u);
@@ -356,7 +356,7 @@ TEST(CacheTest, HardTimeoutEndsTheWaitWhenNothingIsStale) {
   o.hard_timeout = 150ms;
   auto cache = Make(o);
   const auto t0 = std::chrono::steady_clock::now();
-  Result<CachedValue> v = cache->get("k", loader.Get());
+  Result<CachedValue> v = cache->Get("k", loader.Get());
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_TRUE(v.status().IsDeadlineExceeded()) << v.status().ToString();
   EXPECT_LT(took, 500ms);
@@ -381,14 +381,14 @@ void RunStaleFillRace(bool fencing, uint64_t* cached_version) {
     }
     return LoadResult{std::string(key) + "@" + std::to_string(v), v};
   };
-  std::thread reader([&] { cache->get("post:1", loader).status().IgnoreError(); });
+  std::thread reader([&] { cache->Get("post:1", loader).status().IgnoreError(); });
   read_done.arrive_and_wait();
   source_version = 2;
-  ASSERT_TRUE(cache->invalidate("post:1", 2).ok());
+  ASSERT_TRUE(cache->Invalidate("post:1", 2).ok());
   invalidated.arrive_and_wait();
   reader.join();
   auto other = Make(BaseOptions(l2));  // what another pod reads from L2
-  Result<CachedValue> v = other->get("post:1", loader);
+  Result<CachedValue> v = other->Get("post:1", loader);
   ASSERT_TRUE(v.ok());
   *cached_version = v->version();
 }
@@ -408,21 +408,21 @@ TEST(CacheTest, WithoutFencingTheRaceLeavesTheOldValue) {
 TEST(CacheTest, InvalidateThenGetLoadsTheNewVersion) {
   CountingLoader loader;
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
-  ASSERT_EQ(cache->get("k", loader.Get())->version(), 1u);
+  ASSERT_EQ(cache->Get("k", loader.Get())->version(), 1u);
   loader.version = 2;
-  ASSERT_TRUE(cache->invalidate("k", 2).ok());
-  EXPECT_EQ(cache->get("k", loader.Get())->version(), 2u);
-  EXPECT_TRUE(cache->invalidate("k", 1).ok());  // late, older event: a no-op
-  EXPECT_EQ(cache->get("k", loader.Get())->source(), ValueSource::kL1);
+  ASSERT_TRUE(cache->Invalidate("k", 2).ok());
+  EXPECT_EQ(cache->Get("k", loader.Get())->version(), 2u);
+  EXPECT_TRUE(cache->Invalidate("k", 1).ok());  // late, older event: a no-op
+  EXPECT_EQ(cache->Get("k", loader.Get())->source(), ValueSource::kL1);
   EXPECT_EQ(loader.calls.load(), 2);
 }
 
 TEST(CacheTest, SetIsFencedByVersion) {
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
-  ASSERT_TRUE(cache->set("k", "v5", 5).ok());
-  EXPECT_TRUE(cache->set("k", "v4", 4).IsAborted());
+  ASSERT_TRUE(cache->Set("k", "v5", 5).ok());
+  EXPECT_TRUE(cache->Set("k", "v4", 4).IsAborted());
   CountingLoader loader;
-  Result<CachedValue> v = cache->get("k", loader.Get());
+  Result<CachedValue> v = cache->Get("k", loader.Get());
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->payload(), "v5");
   EXPECT_EQ(loader.calls.load(), 0);
@@ -431,9 +431,9 @@ TEST(CacheTest, SetIsFencedByVersion) {
 TEST(CacheTest, GetManyUsesEachTierOnceAndKeepsOrder) {
   auto l2 = MakeInMemoryL2Store();
   auto cache = Make(BaseOptions(l2));
-  ASSERT_TRUE(cache->set("a", "A", 1).ok());               // L1 + L2
+  ASSERT_TRUE(cache->Set("a", "A", 1).ok());               // L1 + L2
   auto other = Make(BaseOptions(l2));
-  ASSERT_TRUE(other->set("b", "B", 1).ok());               // L2 only, for `cache`
+  ASSERT_TRUE(other->Set("b", "B", 1).ok());               // L2 only, for `cache`
   std::atomic<int> calls{0};
   std::vector<std::string> asked;
   BatchLoader loader = [&](const std::vector<std::string>& keys) -> Result<std::vector<LoadResult>> {
@@ -443,7 +443,7 @@ TEST(CacheTest, GetManyUsesEachTierOnceAndKeepsOrder) {
     for (const auto& k : keys) out.push_back(k == "gone" ? LoadResult{} : LoadResult{"loaded:" + k, 1});
     return out;
   };
-  Result<std::vector<Result<CachedValue>>> got = cache->get_many({"a", "b", "c", "gone", ""}, loader);
+  Result<std::vector<Result<CachedValue>>> got = cache->GetMany({"a", "b", "c", "gone", ""}, loader);
   ASSERT_TRUE(got.ok());
   ASSERT_EQ(got->size(), 5u);
   EXPECT_EQ((*got)[0]->payload(), "A");
@@ -460,11 +460,11 @@ TEST(CacheTest, GetManyUsesEachTierOnceAndKeepsOrder) {
 TEST(CacheTest, GetAsyncCompletesFromEveryTier) {
   CountingLoader loader;
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
-  std::future<Result<CachedValue>> f = cache->get_async("k", loader.Get());
+  std::future<Result<CachedValue>> f = cache->GetAsync("k", loader.Get());
   Result<CachedValue> v = f.get();
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->source(), ValueSource::kLoader);
-  f = cache->get_async("k", loader.Get());
+  f = cache->GetAsync("k", loader.Get());
   EXPECT_EQ(f.wait_for(0s), std::future_status::ready);
   EXPECT_EQ(f.get()->source(), ValueSource::kL1);
 }
@@ -482,13 +482,13 @@ TEST(CacheTest, EarlyRefreshReloadsInTheBackgroundNearExpiry) {
     clock.Advance(1s);
     return LoadResult{std::string(key), loader.version.load()};
   };
-  ASSERT_TRUE(cache->get("k", slow).ok());
+  ASSERT_TRUE(cache->Get("k", slow).ok());
   ASSERT_EQ(loader.calls.load(), 1);
   // Right before expiry (10 ms left = δ/100) each read refreshes with
   // probability e^-0.01; a few reads make it certain.
   clock.Advance(9990ms);
   for (int i = 0; i < 10 && loader.calls.load() < 2; ++i) {
-    Result<CachedValue> v = cache->get("k", slow);
+    Result<CachedValue> v = cache->Get("k", slow);
     ASSERT_TRUE(v.ok());
     EXPECT_FALSE(v->stale()) << "callers keep getting the current value";
     std::this_thread::sleep_for(20ms);
@@ -510,28 +510,32 @@ class DeadL2 final : public L2Store {
   Result<std::optional<std::string>> Get(std::string_view, milliseconds) override {
     return Fail<std::optional<std::string>>();
   }
-  Result<std::vector<std::optional<std::string>>> GetMany(const std::vector<std::string>&,
+  std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
                                                           milliseconds) override {
-    return Fail<std::vector<std::optional<std::string>>>();
+    return {keys.size(), Fail<std::optional<std::string>>()};
   }
-  Result<FenceOutcome> FencedFill(std::string_view, std::string_view, std::chrono::milliseconds, std::string_view,
-                                  std::string_view, milliseconds) override {
-    return Fail<FenceOutcome>();
+  std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys, milliseconds) override {
+    return {keys.size(), Fail<FenceSnapshot>()};
+  }
+  std::vector<Result<FenceOutcome>> Fill(const std::vector<FillRequest>& fills, milliseconds, milliseconds,
+                                         milliseconds) override {
+    return {fills.size(), Fail<FenceOutcome>()};
   }
   Status Put(std::string_view, std::string_view, std::chrono::milliseconds, milliseconds) override {
     return Fail<bool>().status();
   }
-  Result<FenceOutcome> Tombstone(std::string_view, std::string_view, std::chrono::milliseconds,
-                                 milliseconds) override {
+  Result<FenceOutcome> Invalidate(const InvalidateRequest&, milliseconds, milliseconds) override {
     return Fail<FenceOutcome>();
   }
-  Result<LeaseOutcome> AcquireLease(std::string_view, std::string_view, std::string_view, std::chrono::milliseconds,
+  Result<bool> RemoveCorrupt(std::string_view, std::string_view, milliseconds) override { return Fail<bool>(); }
+  Result<LeaseOutcome> AcquireLease(std::string_view, std::string_view, std::chrono::milliseconds,
                                     milliseconds) override {
     return Fail<LeaseOutcome>();
   }
   Result<bool> ExtendLease(std::string_view, std::string_view, std::chrono::milliseconds, milliseconds) override {
     return Fail<bool>();
   }
+  int ShardOf(std::string_view) const override { return 0; }
   Result<bool> ReleaseLease(std::string_view, std::string_view, milliseconds) override { return Fail<bool>(); }
 };
 
@@ -546,7 +550,7 @@ TEST(CacheTest, BreakerStopsPayingForADeadL2AndGetsStillSucceed) {
   o.metrics = &metrics;
   auto cache = Make(o);
   for (int i = 0; i < 20; ++i) {
-    Result<CachedValue> v = cache->get("k" + std::to_string(i), loader.Get());
+    Result<CachedValue> v = cache->Get("k" + std::to_string(i), loader.Get());
     ASSERT_TRUE(v.ok()) << v.status().ToString();
   }
   EXPECT_LE(dead->calls.load(), 3) << "after the breaker opens, L2 is not called";

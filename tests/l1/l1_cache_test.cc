@@ -45,7 +45,7 @@ class L1CacheTest : public ::testing::Test {
   }
   // The fresh value of `key`, or "<miss>".
   std::string Get(L1Cache& c, const std::string& key) {
-    auto r = c.get(key);
+    auto r = c.Get(key);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     if (!r.ok() || !r->has_value()) return "<miss>";
     if ((*r)->negative()) return "<negative>";
@@ -62,8 +62,8 @@ TEST_F(L1CacheTest, CoarseClockNeverServesAnExpiredEntryAsFresh) {
   o.clock = &lagging;
   o.max_stale = Clock::Duration::zero();
   auto c = Make(o);
-  ASSERT_TRUE(c->set("long", V("a"), Version(1, seconds(10))).ok());
-  ASSERT_TRUE(c->set("short", V("b"), Version(1, milliseconds(300))).ok());
+  ASSERT_TRUE(c->Set("long", V("a"), Version(1, seconds(10))).ok());
+  ASSERT_TRUE(c->Set("short", V("b"), Version(1, milliseconds(300))).ok());
   EXPECT_EQ(Get(*c, "long"), "a");
   EXPECT_EQ(Get(*c, "short"), "b");
   lagging.Advance(milliseconds(299));
@@ -74,7 +74,7 @@ TEST_F(L1CacheTest, CoarseClockNeverServesAnExpiredEntryAsFresh) {
   EXPECT_EQ(Get(*c, "long"), "a");
   lagging.Advance(milliseconds(1));
   EXPECT_EQ(Get(*c, "long"), "<miss>");
-  const L1Stats st = c->stats();
+  const L1Stats st = c->Stats();
   EXPECT_EQ(st.hits, 4u);
   EXPECT_EQ(st.misses, 2u);
 }
@@ -120,8 +120,8 @@ TEST_F(L1CacheTest, SetThenGetReturnsSharedValueWithMetadata) {
   L1Value v = V("hello");
   L1Fill f = Version(7);
   f.load_duration = milliseconds(40);
-  ASSERT_TRUE(c->set("k", v, f).ok());
-  auto r = c->get("k");
+  ASSERT_TRUE(c->Set("k", v, f).ok());
+  auto r = c->Get("k");
   ASSERT_TRUE(r.ok());
   ASSERT_TRUE(r->has_value());
   const L1Entry& e = **r;
@@ -139,12 +139,12 @@ TEST_F(L1CacheTest, StripedValuesShareTheBytesAndOutliveTheCache) {
   auto c = Make(o);
   L1Value v = V("striped");
   const std::string* bytes = v.get();
-  ASSERT_TRUE(c->set("k", std::move(v), Version(1)).ok());
+  ASSERT_TRUE(c->Set("k", std::move(v), Version(1)).ok());
   std::vector<L1Value> got(8);
   std::vector<std::thread> threads;
   for (std::size_t t = 0; t < got.size(); ++t) {
     threads.emplace_back([&, t] {
-      auto r = c->get("k");
+      auto r = c->Get("k");
       if (r.ok() && r->has_value()) got[t] = (*r)->value;
     });
   }
@@ -162,8 +162,8 @@ TEST_F(L1CacheTest, UnstripedHitSharesTheOriginalReferenceCount) {
   o.value_stripes = 1;
   auto c = Make(o);
   L1Value v = V("plain");
-  ASSERT_TRUE(c->set("k", v, Version(1)).ok());
-  auto r = c->get("k");
+  ASSERT_TRUE(c->Set("k", v, Version(1)).ok());
+  auto r = c->Get("k");
   ASSERT_TRUE(r.ok() && r->has_value());
   EXPECT_EQ((*r)->value, v);
   EXPECT_EQ(v.use_count(), 3) << "test, cache and the hit share one control block";
@@ -173,26 +173,26 @@ TEST_F(L1CacheTest, BadKeysAreRejectedAndLeaveCacheUnchanged) {
   L1Options o = Options();
   o.max_key_bytes = 8;
   auto c = Make(o);
-  EXPECT_TRUE(c->set("", V("x"), Version(1)).IsInvalidArgument());
-  EXPECT_TRUE(c->set("123456789", V("x"), Version(1)).IsInvalidArgument());
-  EXPECT_TRUE(c->set("12345678", V("x"), Version(1)).ok());
-  EXPECT_TRUE(c->get("").status().IsInvalidArgument());
-  EXPECT_TRUE(c->get("123456789").status().IsInvalidArgument());
-  EXPECT_TRUE(c->get_stale("", seconds(1)).status().IsInvalidArgument());
-  EXPECT_TRUE(c->invalidate("", 1).IsInvalidArgument());
-  EXPECT_TRUE(c->erase("123456789").IsInvalidArgument());
-  EXPECT_TRUE(c->set_negative("", Version(1)).IsInvalidArgument());
-  EXPECT_EQ(c->stats().entries, 1u);
+  EXPECT_TRUE(c->Set("", V("x"), Version(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->Set("123456789", V("x"), Version(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->Set("12345678", V("x"), Version(1)).ok());
+  EXPECT_TRUE(c->Get("").status().IsInvalidArgument());
+  EXPECT_TRUE(c->Get("123456789").status().IsInvalidArgument());
+  EXPECT_TRUE(c->GetStale("", seconds(1)).status().IsInvalidArgument());
+  EXPECT_TRUE(c->Invalidate("", 1).IsInvalidArgument());
+  EXPECT_TRUE(c->Erase("123456789").IsInvalidArgument());
+  EXPECT_TRUE(c->SetNegative("", Version(1)).IsInvalidArgument());
+  EXPECT_EQ(c->Stats().entries, 1u);
 }
 
 TEST_F(L1CacheTest, NullValueAndBadTtlAreInvalid) {
   auto c = Make(Options());
-  EXPECT_TRUE(c->set("k", nullptr, Version(1)).IsInvalidArgument());
-  EXPECT_TRUE(c->set("k", V("x"), Version(1, -seconds(1))).IsInvalidArgument());
-  EXPECT_TRUE(c->set("k", V("x"), Version(1, kL1MaxTtl + seconds(1))).IsInvalidArgument());
-  EXPECT_TRUE(c->invalidate("k", 1, -seconds(1)).IsInvalidArgument());
-  EXPECT_TRUE(c->get_stale("k", -seconds(1)).status().IsInvalidArgument());
-  EXPECT_EQ(c->stats().entries, 0u);
+  EXPECT_TRUE(c->Set("k", nullptr, Version(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->Set("k", V("x"), Version(1, -seconds(1))).IsInvalidArgument());
+  EXPECT_TRUE(c->Set("k", V("x"), Version(1, kL1MaxTtl + seconds(1))).IsInvalidArgument());
+  EXPECT_TRUE(c->Invalidate("k", 1, -seconds(1)).IsInvalidArgument());
+  EXPECT_TRUE(c->GetStale("k", -seconds(1)).status().IsInvalidArgument());
+  EXPECT_EQ(c->Stats().entries, 0u);
 }
 
 TEST_F(L1CacheTest, ValueLargerThanCapacityIsResourceExhausted) {
@@ -200,12 +200,12 @@ TEST_F(L1CacheTest, ValueLargerThanCapacityIsResourceExhausted) {
   o.max_bytes = 1000;
   o.num_shards = 1;
   auto c = Make(o);
-  ASSERT_TRUE(c->set("small", V("x"), Version(1)).ok());
-  Status s = c->set("big", V(std::string(1000, 'b')), Version(1));
+  ASSERT_TRUE(c->Set("small", V("x"), Version(1)).ok());
+  Status s = c->Set("big", V(std::string(1000, 'b')), Version(1));
   EXPECT_TRUE(s.IsResourceExhausted()) << s.ToString();
   EXPECT_EQ(Get(*c, "big"), "<miss>");
   EXPECT_EQ(Get(*c, "small"), "x") << "a refused entry must not evict anything";
-  EXPECT_EQ(c->stats().entries, 1u);
+  EXPECT_EQ(c->Stats().entries, 1u);
 }
 
 TEST_F(L1CacheTest, EntryLargerThanOneShardShareIsResourceExhausted) {
@@ -213,26 +213,26 @@ TEST_F(L1CacheTest, EntryLargerThanOneShardShareIsResourceExhausted) {
   o.max_bytes = 4000;
   o.num_shards = 4;  // 1000 bytes per shard
   auto c = Make(o);
-  Status s = c->set("k", V(std::string(2000, 'b')), Version(1));
+  Status s = c->Set("k", V(std::string(2000, 'b')), Version(1));
   EXPECT_TRUE(s.IsResourceExhausted()) << s.ToString();
   EXPECT_NE(s.message().find("shard"), std::string_view::npos);
 }
 
 TEST_F(L1CacheTest, ExpiredEntryIsNeverFreshButReadableAsStale) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("v1"), Version(1)).ok());
+  ASSERT_TRUE(c->Set("k", V("v1"), Version(1)).ok());
   clock_.Advance(seconds(10) - std::chrono::nanoseconds(1));
   EXPECT_EQ(Get(*c, "k"), "v1");
   clock_.Advance(std::chrono::nanoseconds(1));  // exactly at expiry: expired
   EXPECT_EQ(Get(*c, "k"), "<miss>");
 
   clock_.Advance(seconds(5));
-  auto stale = c->get_stale("k", seconds(5));
+  auto stale = c->GetStale("k", seconds(5));
   ASSERT_TRUE(stale.ok());
   ASSERT_TRUE(stale->has_value());
   EXPECT_EQ(*(*stale)->value, "v1");
   EXPECT_FALSE((*stale)->FreshAt(clock_.Now()));
-  auto too_old = c->get_stale("k", seconds(4));
+  auto too_old = c->GetStale("k", seconds(4));
   ASSERT_TRUE(too_old.ok());
   EXPECT_FALSE(too_old->has_value()) << "stale read must honour the caller's bound";
 }
@@ -241,33 +241,33 @@ TEST_F(L1CacheTest, StaleReadIsCappedByRetention) {
   L1Options o = Options();
   o.max_stale = seconds(3);
   auto c = Make(o);
-  ASSERT_TRUE(c->set("k", V("v"), Version(1)).ok());
+  ASSERT_TRUE(c->Set("k", V("v"), Version(1)).ok());
   clock_.Advance(seconds(10) + seconds(2));
-  EXPECT_TRUE(c->get_stale("k", seconds(100)).value().has_value());
+  EXPECT_TRUE(c->GetStale("k", seconds(100)).value().has_value());
   clock_.Advance(seconds(1));  // expiry + max_stale: dead
-  EXPECT_FALSE(c->get_stale("k", seconds(100)).value().has_value());
-  EXPECT_EQ(c->stats().expirations, 1u);
-  EXPECT_EQ(c->stats().entries, 0u);
+  EXPECT_FALSE(c->GetStale("k", seconds(100)).value().has_value());
+  EXPECT_EQ(c->Stats().expirations, 1u);
+  EXPECT_EQ(c->Stats().entries, 0u);
 }
 
 TEST_F(L1CacheTest, GetStaleReturnsFreshEntriesAsHits) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("v"), Version(1)).ok());
-  auto r = c->get_stale("k", seconds(1));
+  ASSERT_TRUE(c->Set("k", V("v"), Version(1)).ok());
+  auto r = c->GetStale("k", seconds(1));
   ASSERT_TRUE(r.ok() && r->has_value());
   EXPECT_TRUE((*r)->FreshAt(clock_.Now()));
-  L1Stats s = c->stats();
+  L1Stats s = c->Stats();
   EXPECT_EQ(s.hits, 1u);
   EXPECT_EQ(s.stale_hits, 0u);
 }
 
 TEST_F(L1CacheTest, PerFillTtlAndNotAfterCap) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("a", V("x"), Version(1, seconds(1))).ok());
+  ASSERT_TRUE(c->Set("a", V("x"), Version(1, seconds(1))).ok());
   L1Fill capped = Version(1, seconds(100));
   capped.not_after = clock_.Now() + seconds(3);
-  ASSERT_TRUE(c->set("b", V("y"), capped).ok());
-  EXPECT_EQ(c->get("b").value()->expiry, clock_.Now() + seconds(3));
+  ASSERT_TRUE(c->Set("b", V("y"), capped).ok());
+  EXPECT_EQ(c->Get("b").value()->expiry, clock_.Now() + seconds(3));
   clock_.Advance(seconds(1));
   EXPECT_EQ(Get(*c, "a"), "<miss>");
   EXPECT_EQ(Get(*c, "b"), "y");
@@ -282,8 +282,8 @@ TEST_F(L1CacheTest, TtlJitterSpreadsExpiriesWithinBounds) {
   std::set<Clock::TimePoint> expiries;
   for (int i = 0; i < 200; ++i) {
     const std::string key = "k" + std::to_string(i);
-    ASSERT_TRUE(c->set(key, V("v"), Version(1)).ok());
-    const Clock::TimePoint e = c->get(key).value()->expiry;
+    ASSERT_TRUE(c->Set(key, V("v"), Version(1)).ok());
+    const Clock::TimePoint e = c->Get(key).value()->expiry;
     EXPECT_GE(e, clock_.Now() + seconds(9));
     EXPECT_LE(e, clock_.Now() + seconds(11));
     expiries.insert(e);
@@ -295,138 +295,138 @@ TEST_F(L1CacheTest, TombstonesAreNotJittered) {
   L1Options o = Options();
   o.ttl_jitter = 0.5;
   auto c = Make(o);
-  ASSERT_TRUE(c->invalidate("k", 5).ok());
+  ASSERT_TRUE(c->Invalidate("k", 5).ok());
   clock_.Advance(seconds(30) - milliseconds(1));
-  EXPECT_TRUE(c->set("k", V("old"), Version(4)).IsAborted());
+  EXPECT_TRUE(c->Set("k", V("old"), Version(4)).IsAborted());
   clock_.Advance(milliseconds(1));
-  EXPECT_TRUE(c->set("k", V("old"), Version(4)).ok());
+  EXPECT_TRUE(c->Set("k", V("old"), Version(4)).ok());
 }
 
 TEST_F(L1CacheTest, NegativeEntryIsAHitWithItsOwnTtl) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set_negative("gone", Version(3)).ok());
-  auto r = c->get("gone");
+  ASSERT_TRUE(c->SetNegative("gone", Version(3)).ok());
+  auto r = c->Get("gone");
   ASSERT_TRUE(r.ok() && r->has_value());
   EXPECT_TRUE((*r)->negative());
   EXPECT_EQ((*r)->value, nullptr);
   EXPECT_EQ((*r)->version, 3u);
   clock_.Advance(seconds(2));
   EXPECT_EQ(Get(*c, "gone"), "<miss>");
-  auto stale = c->get_stale("gone", seconds(1));
+  auto stale = c->GetStale("gone", seconds(1));
   ASSERT_TRUE(stale.ok() && stale->has_value());
   EXPECT_TRUE((*stale)->negative());
 }
 
 TEST_F(L1CacheTest, LowerVersionFillIsRefusedAndCounted) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("v5"), Version(5)).ok());
-  Status s = c->set("k", V("v4"), Version(4));
+  ASSERT_TRUE(c->Set("k", V("v5"), Version(5)).ok());
+  Status s = c->Set("k", V("v4"), Version(4));
   EXPECT_TRUE(s.IsAborted()) << s.ToString();
-  EXPECT_TRUE(c->set_negative("k", Version(4)).IsAborted());
+  EXPECT_TRUE(c->SetNegative("k", Version(4)).IsAborted());
   EXPECT_EQ(Get(*c, "k"), "v5");
-  EXPECT_EQ(c->stats().refused_fills, 2u);
-  ASSERT_TRUE(c->set("k", V("v6"), Version(6)).ok());
+  EXPECT_EQ(c->Stats().refused_fills, 2u);
+  ASSERT_TRUE(c->Set("k", V("v6"), Version(6)).ok());
   EXPECT_EQ(Get(*c, "k"), "v6");
 }
 
 TEST_F(L1CacheTest, EqualVersionRefillsAfterExpiry) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("a"), Version(5)).ok());
+  ASSERT_TRUE(c->Set("k", V("a"), Version(5)).ok());
   clock_.Advance(seconds(11));
   EXPECT_EQ(Get(*c, "k"), "<miss>");
-  ASSERT_TRUE(c->set("k", V("a"), Version(5)).ok());
+  ASSERT_TRUE(c->Set("k", V("a"), Version(5)).ok());
   EXPECT_EQ(Get(*c, "k"), "a");
-  EXPECT_EQ(c->stats().refused_fills, 0u);
+  EXPECT_EQ(c->Stats().refused_fills, 0u);
 }
 
 TEST_F(L1CacheTest, StaleEntryStillGuardsItsVersion) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("v5"), Version(5)).ok());
+  ASSERT_TRUE(c->Set("k", V("v5"), Version(5)).ok());
   clock_.Advance(seconds(11));  // expired, retained for stale reads
-  EXPECT_TRUE(c->set("k", V("v4"), Version(4)).IsAborted());
+  EXPECT_TRUE(c->Set("k", V("v4"), Version(4)).IsAborted());
   clock_.Advance(seconds(60));  // dead: nothing to guard any more
-  EXPECT_TRUE(c->set("k", V("v4"), Version(4)).ok());
+  EXPECT_TRUE(c->Set("k", V("v4"), Version(4)).ok());
 }
 
 TEST_F(L1CacheTest, TombstoneHidesValueAndRefusesOlderFillsUntilItExpires) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("v1"), Version(1)).ok());
-  ASSERT_TRUE(c->invalidate("k", 2).ok());
+  ASSERT_TRUE(c->Set("k", V("v1"), Version(1)).ok());
+  ASSERT_TRUE(c->Invalidate("k", 2).ok());
   EXPECT_EQ(Get(*c, "k"), "<miss>");
-  EXPECT_FALSE(c->get_stale("k", seconds(60)).value().has_value())
+  EXPECT_FALSE(c->GetStale("k", seconds(60)).value().has_value())
       << "a tombstone is never served, not even as stale";
   // The classic race: a reader that loaded v1 before the write fills late.
-  EXPECT_TRUE(c->set("k", V("v1"), Version(1)).IsAborted());
-  EXPECT_EQ(c->stats().refused_fills, 1u);
+  EXPECT_TRUE(c->Set("k", V("v1"), Version(1)).IsAborted());
+  EXPECT_EQ(c->Stats().refused_fills, 1u);
   // The version the writer invalidated with is accepted.
-  ASSERT_TRUE(c->set("k", V("v2"), Version(2)).ok());
+  ASSERT_TRUE(c->Set("k", V("v2"), Version(2)).ok());
   EXPECT_EQ(Get(*c, "k"), "v2");
 }
 
 TEST_F(L1CacheTest, TombstoneExpiresAfterItsTtl) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->invalidate("k", 9, seconds(4)).ok());
+  ASSERT_TRUE(c->Invalidate("k", 9, seconds(4)).ok());
   clock_.Advance(seconds(4) - milliseconds(1));
-  EXPECT_TRUE(c->set("k", V("v3"), Version(3)).IsAborted());
+  EXPECT_TRUE(c->Set("k", V("v3"), Version(3)).IsAborted());
   clock_.Advance(milliseconds(1));
-  EXPECT_TRUE(c->set("k", V("v3"), Version(3)).ok());
+  EXPECT_TRUE(c->Set("k", V("v3"), Version(3)).ok());
   EXPECT_EQ(Get(*c, "k"), "v3");
 }
 
 TEST_F(L1CacheTest, InvalidateWithLowerVersionIsANoOp) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("v5"), Version(5)).ok());
-  EXPECT_TRUE(c->invalidate("k", 4).ok());
+  ASSERT_TRUE(c->Set("k", V("v5"), Version(5)).ok());
+  EXPECT_TRUE(c->Invalidate("k", 4).ok());
   EXPECT_EQ(Get(*c, "k"), "v5");
-  ASSERT_TRUE(c->invalidate("k", 8).ok());
-  EXPECT_TRUE(c->invalidate("k", 7).ok());  // keeps the tombstone of 8
-  EXPECT_EQ(c->stats().refused_fills, 0u) << "a no-op invalidation is not a refused fill";
-  EXPECT_TRUE(c->set("k", V("v7"), Version(7)).IsAborted());
+  ASSERT_TRUE(c->Invalidate("k", 8).ok());
+  EXPECT_TRUE(c->Invalidate("k", 7).ok());  // keeps the tombstone of 8
+  EXPECT_EQ(c->Stats().refused_fills, 0u) << "a no-op invalidation is not a refused fill";
+  EXPECT_TRUE(c->Set("k", V("v7"), Version(7)).IsAborted());
 }
 
 TEST_F(L1CacheTest, EraseRemovesTombstoneToo) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->invalidate("k", 9).ok());
-  ASSERT_TRUE(c->erase("k").ok());
-  EXPECT_TRUE(c->set("k", V("v1"), Version(1)).ok());
-  ASSERT_TRUE(c->erase("k").ok());
+  ASSERT_TRUE(c->Invalidate("k", 9).ok());
+  ASSERT_TRUE(c->Erase("k").ok());
+  EXPECT_TRUE(c->Set("k", V("v1"), Version(1)).ok());
+  ASSERT_TRUE(c->Erase("k").ok());
   EXPECT_EQ(Get(*c, "k"), "<miss>");
-  EXPECT_TRUE(c->erase("absent").ok());
+  EXPECT_TRUE(c->Erase("absent").ok());
 }
 
 TEST_F(L1CacheTest, ClearEmptiesAndPurgeDropsOnlyDeadEntries) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("short", V("v"), Version(1, seconds(1))).ok());
-  ASSERT_TRUE(c->set("long", V("v"), Version(1, seconds(100))).ok());
-  ASSERT_TRUE(c->invalidate("tomb", 1, seconds(1)).ok());
+  ASSERT_TRUE(c->Set("short", V("v"), Version(1, seconds(1))).ok());
+  ASSERT_TRUE(c->Set("long", V("v"), Version(1, seconds(100))).ok());
+  ASSERT_TRUE(c->Invalidate("tomb", 1, seconds(1)).ok());
   clock_.Advance(seconds(2));  // "short" stale (retained), "tomb" dead
-  EXPECT_EQ(c->purge_expired(), 1u);
-  EXPECT_EQ(c->stats().entries, 2u);
+  EXPECT_EQ(c->PurgeExpired(), 1u);
+  EXPECT_EQ(c->Stats().entries, 2u);
   clock_.Advance(seconds(60));  // "short" dead too
-  EXPECT_EQ(c->purge_expired(), 1u);
-  EXPECT_EQ(c->stats().entries, 1u);
-  c->clear();
-  EXPECT_EQ(c->stats().entries, 0u);
-  EXPECT_EQ(c->stats().bytes, 0u);
+  EXPECT_EQ(c->PurgeExpired(), 1u);
+  EXPECT_EQ(c->Stats().entries, 1u);
+  c->Clear();
+  EXPECT_EQ(c->Stats().entries, 0u);
+  EXPECT_EQ(c->Stats().bytes, 0u);
   EXPECT_EQ(Get(*c, "long"), "<miss>");
 }
 
 TEST_F(L1CacheTest, StatsCountHitsMissesStaleHitsAndBytes) {
   auto c = Make(Options());
-  ASSERT_TRUE(c->set("k", V("12345"), Version(1)).ok());
-  EXPECT_EQ(c->stats().bytes, 1 + 5 + kL1EntryOverheadBytes);
+  ASSERT_TRUE(c->Set("k", V("12345"), Version(1)).ok());
+  EXPECT_EQ(c->Stats().bytes, 1 + 5 + kL1EntryOverheadBytes);
   EXPECT_EQ(Get(*c, "k"), "12345");
   EXPECT_EQ(Get(*c, "nope"), "<miss>");
   clock_.Advance(seconds(10));
   EXPECT_EQ(Get(*c, "k"), "<miss>");
-  ASSERT_TRUE(c->get_stale("k", seconds(1)).value().has_value());
-  L1Stats s = c->stats();
+  ASSERT_TRUE(c->GetStale("k", seconds(1)).value().has_value());
+  L1Stats s = c->Stats();
   EXPECT_EQ(s.hits, 1u);
   EXPECT_EQ(s.misses, 2u);
   EXPECT_EQ(s.stale_hits, 1u);
   EXPECT_EQ(s.entries, 1u);
-  ASSERT_TRUE(c->set("k", V("1"), Version(1)).ok());
-  EXPECT_EQ(c->stats().bytes, 1 + 1 + kL1EntryOverheadBytes) << "overwrite re-charges";
+  ASSERT_TRUE(c->Set("k", V("1"), Version(1)).ok());
+  EXPECT_EQ(c->Stats().bytes, 1 + 1 + kL1EntryOverheadBytes) << "overwrite re-charges";
 }
 
 TEST_F(L1CacheTest, CustomWeigherChargesEntries) {
@@ -435,13 +435,13 @@ TEST_F(L1CacheTest, CustomWeigherChargesEntries) {
   o.max_bytes = 100;
   o.weigher = [](std::string_view, std::string_view value) { return value.size() * 10; };
   auto c = Make(o);
-  ASSERT_TRUE(c->set("a", V("12345"), Version(1)).ok());  // 50
-  ASSERT_TRUE(c->set("b", V("1234"), Version(1)).ok());   // 40
-  EXPECT_EQ(c->stats().bytes, 90u);
-  ASSERT_TRUE(c->set("c", V("12"), Version(1)).ok());     // 20: something must go
-  EXPECT_LE(c->stats().bytes, 100u);
-  EXPECT_GE(c->stats().evictions, 1u);
-  EXPECT_TRUE(c->set("d", V(std::string(11, 'x')), Version(1)).IsResourceExhausted());
+  ASSERT_TRUE(c->Set("a", V("12345"), Version(1)).ok());  // 50
+  ASSERT_TRUE(c->Set("b", V("1234"), Version(1)).ok());   // 40
+  EXPECT_EQ(c->Stats().bytes, 90u);
+  ASSERT_TRUE(c->Set("c", V("12"), Version(1)).ok());     // 20: something must go
+  EXPECT_LE(c->Stats().bytes, 100u);
+  EXPECT_GE(c->Stats().evictions, 1u);
+  EXPECT_TRUE(c->Set("d", V(std::string(11, 'x')), Version(1)).IsResourceExhausted());
 }
 
 TEST_F(L1CacheTest, ThrowingWeigherIsInternalAndStoresNothing) {
@@ -450,9 +450,9 @@ TEST_F(L1CacheTest, ThrowingWeigherIsInternalAndStoresNothing) {
     throw std::runtime_error("boom");
   };
   auto c = Make(o);
-  Status s = c->set("k", V("v"), Version(1));
+  Status s = c->Set("k", V("v"), Version(1));
   EXPECT_TRUE(s.IsInternal()) << s.ToString();
-  EXPECT_EQ(c->stats().entries, 0u);
+  EXPECT_EQ(c->Stats().entries, 0u);
 }
 
 }  // namespace

@@ -59,7 +59,7 @@ std::unique_ptr<L1Cache> MakeCache(Clock* clock, L1Policy policy, std::size_t en
 // Reads one key and checks what it got against what this thread saw before.
 void CheckedRead(Harness& h, int key, bool stale, std::vector<std::uint64_t>* seen) {
   const Clock::TimePoint before = h.clock.Now();
-  auto r = stale ? h.cache->get_stale(Key(key), seconds(1)) : h.cache->get(Key(key));
+  auto r = stale ? h.cache->GetStale(Key(key), seconds(1)) : h.cache->Get(Key(key));
   if (!r.ok()) {
     ++h.unexpected_errors;
     return;
@@ -80,7 +80,7 @@ void Load(Harness& h, int key) {
     if (v % 7 == 0) return Status::Unavailable("simulated loader failure");
     return L1Loaded{std::make_shared<const std::string>("loaded"), v, milliseconds(0)};
   };
-  auto r = h.cache->get_or_load(Key(key), loader, h.clock.Now() + seconds(60));
+  auto r = h.cache->GetOrLoad(Key(key), loader, h.clock.Now() + seconds(60));
   if (!r.ok() && !r.status().IsUnavailable() && !r.status().IsAborted()) ++h.unexpected_errors;
 }
 
@@ -98,23 +98,23 @@ void Worker(Harness& h, unsigned seed, bool use_erase, std::vector<std::uint64_t
       L1Fill f;
       // Mostly new versions; sometimes a deliberately old one.
       f.version = rng() % 4 == 0 ? rng() % 8 : h.next_version.fetch_add(1);
-      Status s = h.cache->set(Key(key), std::make_shared<const std::string>(64, 'v'), f);
+      Status s = h.cache->Set(Key(key), std::make_shared<const std::string>(64, 'v'), f);
       if (!s.ok() && !s.IsAborted()) ++h.unexpected_errors;
     } else if (what < 70) {
       L1Fill f;
       f.version = h.next_version.fetch_add(1);
-      Status s = h.cache->set_negative(Key(key), f);
+      Status s = h.cache->SetNegative(Key(key), f);
       if (!s.ok() && !s.IsAborted()) ++h.unexpected_errors;
     } else if (what < 78) {
-      if (!h.cache->invalidate(Key(key), h.next_version.fetch_add(1)).ok()) ++h.unexpected_errors;
+      if (!h.cache->Invalidate(Key(key), h.next_version.fetch_add(1)).ok()) ++h.unexpected_errors;
     } else if (what < 80 && use_erase) {
-      if (!h.cache->erase(Key(key)).ok()) ++h.unexpected_errors;
+      if (!h.cache->Erase(Key(key)).ok()) ++h.unexpected_errors;
     } else if (what < 95) {
       Load(h, key);
     } else if (what < 97) {
-      h.cache->purge_expired();
+      h.cache->PurgeExpired();
     } else {
-      h.cache->stats();  // concurrent with everything else
+      h.cache->Stats();  // concurrent with everything else
     }
   }
 }
@@ -149,7 +149,7 @@ TEST(L1ConcurrencyTest, MixedOperationsKeepVersionsMonotonicAndNeverServeExpired
     EXPECT_EQ(h.expired_served.load(), 0);
     EXPECT_EQ(h.overlapping_loads.load(), 0) << "single-flight: one load per key at a time";
     EXPECT_EQ(h.unexpected_errors.load(), 0);
-    const L1Stats s = h.cache->stats();
+    const L1Stats s = h.cache->Stats();
     EXPECT_LE(s.entries, static_cast<std::uint64_t>(kKeys));
     EXPECT_GT(s.hits + s.stale_hits, 0u);
     EXPECT_GT(s.refused_fills, 0u) << "old versions were offered and must be refused";
@@ -167,12 +167,12 @@ TEST(L1ConcurrencyTest, EvictionUnderContentionKeepsBounds) {
     EXPECT_EQ(h.expired_served.load(), 0);
     EXPECT_EQ(h.overlapping_loads.load(), 0);
     EXPECT_EQ(h.unexpected_errors.load(), 0);
-    const L1Stats s = h.cache->stats();
+    const L1Stats s = h.cache->Stats();
     EXPECT_LE(s.entries, 8u);
     EXPECT_GT(s.evictions, 0u);
-    h.cache->clear();
-    EXPECT_EQ(h.cache->stats().entries, 0u);
-    EXPECT_EQ(h.cache->stats().bytes, 0u);
+    h.cache->Clear();
+    EXPECT_EQ(h.cache->Stats().entries, 0u);
+    EXPECT_EQ(h.cache->Stats().bytes, 0u);
   }
 }
 
@@ -185,7 +185,7 @@ TEST(L1ConcurrencyTest, HitCountIsExactUnderConcurrentWrites) {
   L1Fill fill;
   fill.ttl = std::chrono::hours(1);
   for (int k = 0; k < kKeys; ++k) {
-    ASSERT_TRUE(cache->set(Key(k), std::make_shared<const std::string>("v"), fill).ok());
+    ASSERT_TRUE(cache->Set(Key(k), std::make_shared<const std::string>("v"), fill).ok());
   }
   constexpr int kReaders = 4;
   constexpr int kReads = 20000;
@@ -196,7 +196,7 @@ TEST(L1ConcurrencyTest, HitCountIsExactUnderConcurrentWrites) {
     while (!stop.load()) {
       L1Fill f = fill;
       f.version = v++;
-      if (!cache->set("writer:" + std::to_string(v % 64), std::make_shared<const std::string>("w"), f)
+      if (!cache->Set("writer:" + std::to_string(v % 64), std::make_shared<const std::string>("w"), f)
                .ok()) {
         ++missed;
       }
@@ -206,7 +206,7 @@ TEST(L1ConcurrencyTest, HitCountIsExactUnderConcurrentWrites) {
   for (int t = 0; t < kReaders; ++t) {
     readers.emplace_back([&, t] {
       for (int i = 0; i < kReads; ++i) {
-        auto r = cache->get(Key((i + t) % kKeys));
+        auto r = cache->Get(Key((i + t) % kKeys));
         if (!r.ok() || !r->has_value()) ++missed;
       }
     });
@@ -215,7 +215,7 @@ TEST(L1ConcurrencyTest, HitCountIsExactUnderConcurrentWrites) {
   stop = true;
   writer.join();
   EXPECT_EQ(missed.load(), 0);
-  EXPECT_EQ(cache->stats().hits, static_cast<std::uint64_t>(kReaders) * kReads);
+  EXPECT_EQ(cache->Stats().hits, static_cast<std::uint64_t>(kReaders) * kReads);
 }
 
 
@@ -350,7 +350,7 @@ class StressThread {
     const bool stale = rng_() % 5 == 0;
     const Clock::Duration bound = milliseconds(rng_() % 30);  // the cache caps it at kMaxStale
     const Clock::TimePoint before = h_.clock.Now();
-    auto r = stale ? h_.cache->get_stale(StressKey(key), bound) : h_.cache->get(StressKey(key));
+    auto r = stale ? h_.cache->GetStale(StressKey(key), bound) : h_.cache->Get(StressKey(key));
     const Clock::TimePoint after = h_.clock.Now();
     if (!r.ok()) {
       ++out_.unexpected_errors;
@@ -394,23 +394,23 @@ class StressThread {
       if (cap == 0) f.not_after = Clock::TimePoint::min();
       if (cap == 1) f.not_after = h_.clock.Now() + milliseconds(rng_() % 20);
       Status s = rng_() % 10 == 0
-                     ? h_.cache->set_negative(StressKey(key), f)
-                     : h_.cache->set(StressKey(key),
+                     ? h_.cache->SetNegative(StressKey(key), f)
+                     : h_.cache->Set(StressKey(key),
                                      std::make_shared<const std::string>(Payload(key, f.version)), f);
       if (!s.ok() && !s.IsAborted()) ++out_.unexpected_errors;
     } else if (what < 880) {
       const Clock::Duration ttl = milliseconds(rng_() % 10);  // 0: the default
-      if (!h_.cache->invalidate(StressKey(key), h_.next_version.fetch_add(1), ttl).ok()) {
+      if (!h_.cache->Invalidate(StressKey(key), h_.next_version.fetch_add(1), ttl).ok()) {
         ++out_.unexpected_errors;
       }
     } else if (what < 940) {
-      if (!h_.cache->erase(StressKey(key)).ok()) ++out_.unexpected_errors;
+      if (!h_.cache->Erase(StressKey(key)).ok()) ++out_.unexpected_errors;
     } else if (what < 980) {
-      h_.cache->purge_expired();
+      h_.cache->PurgeExpired();
     } else if (what < 985) {
-      h_.cache->clear();
+      h_.cache->Clear();
     } else {
-      const L1Stats s = h_.cache->stats();  // concurrent with everything else
+      const L1Stats s = h_.cache->Stats();  // concurrent with everything else
       if (s.entries > kMaxEntries || s.bytes > kMaxBytes) ++out_.unexpected_errors;
     }
   }
@@ -467,7 +467,7 @@ TEST(L1ConcurrencyTest, ReadBufferDrainsWithSharedSlotsAndConstantEvictionStayEx
     EXPECT_EQ(all.unexpected_errors, 0u);
 
     // Every read counted once, as what it returned.
-    const L1Stats s = h.cache->stats();
+    const L1Stats s = h.cache->Stats();
     EXPECT_EQ(s.hits + s.misses + s.stale_hits, all.reads);
     EXPECT_EQ(s.misses, all.nothing);
     EXPECT_EQ(s.hits + s.stale_hits, all.get_entries + all.stale_entries);
@@ -483,22 +483,22 @@ TEST(L1ConcurrencyTest, ReadBufferDrainsWithSharedSlotsAndConstantEvictionStayEx
     fill.ttl = std::chrono::hours(1);
     for (int k = 0; k < kHotKeys; ++k) {
       const L1Value v = std::make_shared<const std::string>(Payload(k, fill.version));
-      ASSERT_TRUE(h.cache->set(StressKey(k), v, fill).ok());
+      ASSERT_TRUE(h.cache->Set(StressKey(k), v, fill).ok());
     }
     constexpr int kQuietReads = 1000;
     for (int i = 0; i < kQuietReads; ++i) {
-      auto r = h.cache->get(StressKey(i % kHotKeys));
+      auto r = h.cache->Get(StressKey(i % kHotKeys));
       ASSERT_TRUE(r.ok() && r->has_value());
       ASSERT_TRUE(Intact(**r, i % kHotKeys));
     }
-    EXPECT_EQ(h.cache->stats().hits, s.hits + kQuietReads);
+    EXPECT_EQ(h.cache->Stats().hits, s.hits + kQuietReads);
 
     // Everything is dead two hours on: purging drops exactly what is there.
     h.clock.Advance(std::chrono::hours(2));
-    const std::uint64_t present = h.cache->stats().entries;
-    EXPECT_EQ(h.cache->purge_expired(), present);
-    EXPECT_EQ(h.cache->stats().entries, 0u);
-    EXPECT_EQ(h.cache->stats().bytes, 0u);
+    const std::uint64_t present = h.cache->Stats().entries;
+    EXPECT_EQ(h.cache->PurgeExpired(), present);
+    EXPECT_EQ(h.cache->Stats().entries, 0u);
+    EXPECT_EQ(h.cache->Stats().bytes, 0u);
   }
 }
 
@@ -513,8 +513,8 @@ TEST(L1ConcurrencyTest, FillCappedAtTheEarliestTimeIsNeverServed) {
   L1Fill first;
   first.version = 1;
   first.not_after = Clock::TimePoint::min();
-  ASSERT_TRUE(cache->set("capped", std::make_shared<const std::string>("dead"), first).ok());
-  auto alone = cache->get("capped");  // no writer: the lock-free path
+  ASSERT_TRUE(cache->Set("capped", std::make_shared<const std::string>("dead"), first).ok());
+  auto alone = cache->Get("capped");  // no writer: the lock-free path
   ASSERT_TRUE(alone.ok());
   EXPECT_FALSE(alone->has_value());
   constexpr int kReaders = 4;
@@ -526,16 +526,16 @@ TEST(L1ConcurrencyTest, FillCappedAtTheEarliestTimeIsNeverServed) {
       L1Fill f;
       f.version = v;
       f.not_after = Clock::TimePoint::min();
-      if (!cache->set("capped", std::make_shared<const std::string>("dead"), f).ok()) ++served;
+      if (!cache->Set("capped", std::make_shared<const std::string>("dead"), f).ok()) ++served;
       f.version = ++v;
-      if (!cache->set_negative("capped", f).ok()) ++served;
+      if (!cache->SetNegative("capped", f).ok()) ++served;
     }
   });
   std::vector<std::thread> readers;
   for (int t = 0; t < kReaders; ++t) {
     readers.emplace_back([&, t] {
       for (int i = 0; i < kReads; ++i) {
-        auto r = i % 2 == t % 2 ? cache->get("capped") : cache->get_stale("capped", seconds(1));
+        auto r = i % 2 == t % 2 ? cache->Get("capped") : cache->GetStale("capped", seconds(1));
         if (!r.ok() || r->has_value()) ++served;
       }
     });
@@ -544,7 +544,7 @@ TEST(L1ConcurrencyTest, FillCappedAtTheEarliestTimeIsNeverServed) {
   stop = true;
   writer.join();
   EXPECT_EQ(served.load(), 0);
-  const L1Stats s = cache->stats();
+  const L1Stats s = cache->Stats();
   EXPECT_EQ(s.misses, static_cast<std::uint64_t>(kReaders) * kReads + 1);
   EXPECT_EQ(s.hits + s.stale_hits, 0u);
 }

@@ -27,12 +27,12 @@ std::unique_ptr<L1Cache> MakeCache(L1Policy policy, std::size_t entries, Clock* 
 }
 
 bool Has(L1Cache& c, const std::string& key) {
-  auto r = c.get(key);
+  auto r = c.Get(key);
   return r.ok() && r->has_value();
 }
 
 void Put(L1Cache& c, const std::string& key) {
-  ASSERT_TRUE(c.set(key, V(key), L1Fill{}).ok()) << key;
+  ASSERT_TRUE(c.Set(key, V(key), L1Fill{}).ok()) << key;
 }
 
 TEST(L1LruTest, EvictsLeastRecentlyUsedAtEntryBound) {
@@ -47,8 +47,8 @@ TEST(L1LruTest, EvictsLeastRecentlyUsedAtEntryBound) {
   EXPECT_TRUE(Has(*c, "a"));
   EXPECT_TRUE(Has(*c, "c"));
   EXPECT_TRUE(Has(*c, "d"));
-  EXPECT_EQ(c->stats().entries, 3u);
-  EXPECT_EQ(c->stats().evictions, 1u);
+  EXPECT_EQ(c->Stats().entries, 3u);
+  EXPECT_EQ(c->Stats().evictions, 1u);
 }
 
 TEST(L1LruTest, EntryBoundHoldsAcrossShards) {
@@ -60,8 +60,8 @@ TEST(L1LruTest, EntryBoundHoldsAcrossShards) {
   o.clock = &clock;
   auto c = std::move(*L1Cache::Create(o));
   for (int i = 0; i < 1000; ++i) Put(*c, "key" + std::to_string(i));
-  EXPECT_LE(c->stats().entries, 100u);
-  EXPECT_EQ(c->stats().entries + c->stats().evictions, 1000u);
+  EXPECT_LE(c->Stats().entries, 100u);
+  EXPECT_EQ(c->Stats().entries + c->Stats().evictions, 1000u);
 }
 
 TEST(L1LruTest, ByteBoundEvictsUntilItFits) {
@@ -73,14 +73,14 @@ TEST(L1LruTest, ByteBoundEvictsUntilItFits) {
   o.clock = &clock;
   auto c = std::move(*L1Cache::Create(o));
   for (char k : std::string("abcd")) {
-    ASSERT_TRUE(c->set(std::string(1, k), V(std::string(100, k)), L1Fill{}).ok());
+    ASSERT_TRUE(c->Set(std::string(1, k), V(std::string(100, k)), L1Fill{}).ok());
   }
-  EXPECT_EQ(c->stats().entries, 3u);
-  EXPECT_LE(c->stats().bytes, o.max_bytes);
+  EXPECT_EQ(c->Stats().entries, 3u);
+  EXPECT_LE(c->Stats().bytes, o.max_bytes);
   EXPECT_FALSE(Has(*c, "a"));
   // A big value pushes out as many as needed.
-  ASSERT_TRUE(c->set("z", V(std::string(250, 'z')), L1Fill{}).ok());
-  EXPECT_LE(c->stats().bytes, o.max_bytes);
+  ASSERT_TRUE(c->Set("z", V(std::string(250, 'z')), L1Fill{}).ok());
+  EXPECT_LE(c->Stats().bytes, o.max_bytes);
   EXPECT_TRUE(Has(*c, "z"));
 }
 
@@ -105,7 +105,7 @@ TEST(L1TinyLfuTest, OneOffScanDoesNotFlushHotSet) {
   }
   EXPECT_EQ(lru_hot, 0) << "LRU is flushed by a scan larger than the cache";
   EXPECT_GE(lfu_hot, kHot * 9 / 10) << "TinyLFU must keep the frequently used keys";
-  EXPECT_LE(lfu->stats().entries, 100u);
+  EXPECT_LE(lfu->Stats().entries, 100u);
 }
 
 TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmitted) {
@@ -124,8 +124,8 @@ TEST(L1TinyLfuTest, TinyCapacityStillBounded) {
   FakeClock clock;
   auto c = MakeCache(L1Policy::kTinyLfu, 1, &clock);
   for (int i = 0; i < 50; ++i) Put(*c, "k" + std::to_string(i));
-  EXPECT_EQ(c->stats().entries, 1u);
-  EXPECT_EQ(c->stats().evictions, 49u);
+  EXPECT_EQ(c->Stats().entries, 1u);
+  EXPECT_EQ(c->Stats().evictions, 49u);
 }
 
 TEST(FrequencySketchTest, CountsUpToFifteen) {

@@ -203,7 +203,7 @@ TEST_F(GetOrLoadTest, ConcurrentMissesRunOneLoadAndShareTheValue) {
   std::vector<std::future<Result<L1Entry>>> callers;
   for (int i = 0; i < kCallers; ++i) {
     callers.push_back(std::async(std::launch::async, [&] {
-      return cache_->get_or_load("k", loader, clock_.Now() + seconds(5));
+      return cache_->GetOrLoad("k", loader, clock_.Now() + seconds(5));
     }));
   }
   WaitUntil([&] { return loads.load() == 1; });
@@ -219,15 +219,15 @@ TEST_F(GetOrLoadTest, ConcurrentMissesRunOneLoadAndShareTheValue) {
     EXPECT_EQ(r->load_duration, milliseconds(30));
   }
   EXPECT_EQ(loads.load(), 1);
-  auto hit = cache_->get("k");
+  auto hit = cache_->Get("k");
   ASSERT_TRUE(hit.ok() && hit->has_value());
   EXPECT_EQ((*hit)->load_duration, milliseconds(30));
 }
 
 TEST_F(GetOrLoadTest, HitDoesNotCallLoader) {
-  ASSERT_TRUE(cache_->set("k", std::make_shared<const std::string>("cached"), L1Fill{}).ok());
+  ASSERT_TRUE(cache_->Set("k", std::make_shared<const std::string>("cached"), L1Fill{}).ok());
   int loads = 0;
-  Result<L1Entry> r = cache_->get_or_load(
+  Result<L1Entry> r = cache_->GetOrLoad(
       "k", [&]() -> Result<L1Loaded> { ++loads; return L1Loaded{}; }, clock_.Now());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(*r->value, "cached");
@@ -240,10 +240,10 @@ TEST_F(GetOrLoadTest, NullValueIsCachedAsNegative) {
     ++loads;
     return L1Loaded{nullptr, 4, seconds(0)};
   };
-  Result<L1Entry> r = cache_->get_or_load("gone", loader, clock_.Now());
+  Result<L1Entry> r = cache_->GetOrLoad("gone", loader, clock_.Now());
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->negative());
-  Result<L1Entry> again = cache_->get_or_load("gone", loader, clock_.Now());
+  Result<L1Entry> again = cache_->GetOrLoad("gone", loader, clock_.Now());
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(again->negative());
   EXPECT_EQ(loads, 1);
@@ -251,13 +251,13 @@ TEST_F(GetOrLoadTest, NullValueIsCachedAsNegative) {
 
 TEST_F(GetOrLoadTest, FailureAndExceptionAreNotCached) {
   int loads = 0;
-  Result<L1Entry> failed = cache_->get_or_load(
+  Result<L1Entry> failed = cache_->GetOrLoad(
       "k", [&]() -> Result<L1Loaded> { ++loads; return Status::Unavailable("db"); }, clock_.Now());
   EXPECT_TRUE(failed.status().IsUnavailable());
-  Result<L1Entry> thrown = cache_->get_or_load(
+  Result<L1Entry> thrown = cache_->GetOrLoad(
       "k", [&]() -> Result<L1Loaded> { ++loads; throw std::runtime_error("bug"); }, clock_.Now());
   EXPECT_TRUE(thrown.status().IsInternal());
-  Result<L1Entry> ok = cache_->get_or_load(
+  Result<L1Entry> ok = cache_->GetOrLoad(
       "k",
       [&]() -> Result<L1Loaded> {
         ++loads;
@@ -266,28 +266,28 @@ TEST_F(GetOrLoadTest, FailureAndExceptionAreNotCached) {
       clock_.Now());
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(loads, 3);
-  EXPECT_EQ(cache_->stats().entries, 1u);
+  EXPECT_EQ(cache_->Stats().entries, 1u);
 }
 
 TEST_F(GetOrLoadTest, LoadRefusedByTombstoneIsAbortedAndNotCached) {
-  ASSERT_TRUE(cache_->invalidate("k", 10).ok());
-  Result<L1Entry> r = cache_->get_or_load(
+  ASSERT_TRUE(cache_->Invalidate("k", 10).ok());
+  Result<L1Entry> r = cache_->GetOrLoad(
       "k",
       []() -> Result<L1Loaded> {
         return L1Loaded{std::make_shared<const std::string>("old"), 9, seconds(0)};
       },
       clock_.Now());
   EXPECT_TRUE(r.status().IsAborted()) << r.status().ToString();
-  EXPECT_EQ(cache_->stats().refused_fills, 1u);
+  EXPECT_EQ(cache_->Stats().refused_fills, 1u);
 }
 
 TEST_F(GetOrLoadTest, LoadRefusedByNewerValueReturnsTheNewerValue) {
   // A writer stores v5 while our (slow) load of v4 is running.
-  Result<L1Entry> r = cache_->get_or_load(
+  Result<L1Entry> r = cache_->GetOrLoad(
       "k",
       [&]() -> Result<L1Loaded> {
         EXPECT_TRUE(
-            cache_->set("k", std::make_shared<const std::string>("v5"), L1Fill{5, {}, {}, {}})
+            cache_->Set("k", std::make_shared<const std::string>("v5"), L1Fill{5, {}, {}, {}})
                 .ok());
         return L1Loaded{std::make_shared<const std::string>("v4"), 4, seconds(0)};
       },
@@ -299,7 +299,7 @@ TEST_F(GetOrLoadTest, LoadRefusedByNewerValueReturnsTheNewerValue) {
 
 TEST_F(GetOrLoadTest, BadKeyIsInvalidWithoutLoading) {
   int loads = 0;
-  Result<L1Entry> r = cache_->get_or_load(
+  Result<L1Entry> r = cache_->GetOrLoad(
       "", [&]() -> Result<L1Loaded> { ++loads; return L1Loaded{}; }, clock_.Now());
   EXPECT_TRUE(r.status().IsInvalidArgument());
   EXPECT_EQ(loads, 0);
@@ -309,7 +309,7 @@ TEST_F(GetOrLoadTest, WaiterDeadlineIsDeadlineExceeded) {
   Gate gate;
   std::atomic<bool> started{false};
   auto leader = std::async(std::launch::async, [&] {
-    return cache_->get_or_load(
+    return cache_->GetOrLoad(
         "k",
         [&]() -> Result<L1Loaded> {
           started = true;
@@ -321,7 +321,7 @@ TEST_F(GetOrLoadTest, WaiterDeadlineIsDeadlineExceeded) {
   WaitUntil([&] { return started.load(); });
   const Clock::TimePoint deadline = clock_.Now() + milliseconds(50);
   auto waiter = std::async(std::launch::async, [&] {
-    return cache_->get_or_load(
+    return cache_->GetOrLoad(
         "k", []() -> Result<L1Loaded> { return Status::Internal("must not run"); }, deadline);
   });
   // Whether the waiter joins the flight before or after this, its deadline

@@ -129,6 +129,23 @@ class RedisClient {
   Result<Reply> Eval(const Script& script, const std::vector<std::string>& keys,
                      const std::vector<std::string>& args, CallOptions call = {});
 
+  // Many runs of one script, each with its own keys and args (a call's keys
+  // share a slot) and routed by its first key, sent together; one result per
+  // call, in order. `call` bounds the whole batch. NOSCRIPT is handled as by
+  // Eval. Not resent after a lost connection.
+  struct ScriptCall {
+    std::vector<std::string> keys;
+    std::vector<std::string> args;
+  };
+  std::vector<Result<Reply>> EvalMany(const Script& script, const std::vector<ScriptCall>& calls,
+                                      CallOptions call = {});
+
+  // The id of the master serving `slot` in the client's current slot map, or
+  // -1 when unknown (standalone mode: always 0). Ids are small, stable for
+  // the client's life, one per node ever seen. Lock-free; no I/O. For health
+  // tracking per shard.
+  int NodeOfSlot(uint16_t slot) const;
+
   // Any command. args[0] is the command name; routing per `options`.
   // Connections are shared and pipelined, so commands that change connection
   // state (MULTI/EXEC, WATCH, SELECT, SUBSCRIBE, CLIENT REPLY, ...) are not

@@ -1,0 +1,214 @@
+// GetMany: L1, one L2 round trip per slot group, then one batch load of what
+// is missing and not already loading in this process.
+#include <map>
+#include <unordered_map>
+
+#include "core/cache_impl.h"
+
+namespace tiercache {
+
+using cache_internal::FillResult;
+using cache_internal::L2Read;
+using cache_internal::LoadTicket;
+using cache_internal::SafeLoad;
+
+namespace {
+
+// Records one outcome per shard for a multi-key call: the shard answered
+// only if every key of it did.
+class ShardOutcomes {
+ public:
+  void Add(int shard, const Status& s) {
+    auto [it, added] = worst_.emplace(shard, s);
+    if (!added && it->second.ok() && !s.ok()) it->second = s;
+  }
+  void RecordTo(L2Guard& guard) const {
+    for (const auto& [shard, s] : worst_) guard.Record(shard, s);
+  }
+
+ private:
+  std::map<int, Status> worst_;
+};
+
+}  // namespace
+
+Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<std::string>& keys,
+                                                              const BatchLoader& loader, const GetOptions& g) {
+  if (keys.empty()) return Status::InvalidArgument("GetMany: no keys");
+  Result<CallSettings> settings = ResolveCallSettings(o_, g);
+  if (!settings.ok()) return settings.status();
+  const CallSettings s = *settings;
+  const Clock::TimePoint start = clock_->Now();
+  const Clock::TimePoint deadline = start + s.hard_timeout;
+
+  // Each distinct key once.
+  std::vector<std::string> uniq;
+  std::vector<size_t> index_of(keys.size());
+  {
+    std::unordered_map<std::string_view, size_t> seen;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto [it, added] = seen.emplace(keys[i], uniq.size());
+      if (added) uniq.push_back(keys[i]);
+      index_of[i] = it->second;
+    }
+  }
+  const size_t m = uniq.size();
+  std::vector<std::optional<Result<CachedValue>>> done(m);
+  std::vector<std::optional<CachedValue>> stale(m);
+  std::vector<uint64_t> local(m, 0);
+  std::vector<bool> l2_ok(m, !o_.l2);
+  std::vector<size_t> missing;
+  for (size_t j = 0; j < m; ++j) {
+    if (Status bad = CheckKey(uniq[j]); !bad.ok()) {
+      done[j] = bad;
+    } else if (std::optional<CachedValue> hit = ReadL1(uniq[j], s, &stale[j])) {
+      done[j] = std::move(*hit);
+    } else {
+      local[j] = local_fence_.Read(uniq[j]);
+      missing.push_back(j);
+    }
+  }
+
+  // One L2 read for the L1 misses; shards whose breaker is open are skipped.
+  if (o_.l2 && !missing.empty()) {
+    std::map<int, bool> allowed;
+    std::vector<size_t> asked_idx;
+    std::vector<std::string> asked;
+    for (size_t j : missing) {
+      const int shard = ShardOf(uniq[j]);
+      auto it = allowed.find(shard);
+      if (it == allowed.end()) it = allowed.emplace(shard, guard_.Allow(shard)).first;
+      if (!it->second) continue;
+      asked_idx.push_back(j);
+      asked.push_back(uniq[j]);
+    }
+    if (!asked.empty()) {
+      const milliseconds left = std::chrono::duration_cast<milliseconds>(
+          std::min(deadline, clock_->Now() + o_.l2_timeout) - clock_->Now());
+      std::vector<Result<std::optional<std::string>>> got = o_.l2->GetMany(asked, std::max(left, milliseconds(1)));
+      ShardOutcomes outcomes;
+      for (size_t a = 0; a < asked.size(); ++a) {
+        const size_t j = asked_idx[a];
+        outcomes.Add(ShardOf(uniq[j]), got[a].status());
+        if (!got[a].ok()) continue;
+        L2Read read = Interpret(uniq[j], std::move(*got[a]), s, local[j]);
+        if (read.fresh) {
+          done[j] = std::move(*read.fresh);
+          continue;
+        }
+        stale[j] = BestStale(std::move(stale[j]), read);
+        l2_ok[j] = true;
+      }
+      outcomes.RecordTo(guard_);
+    }
+  }
+
+  // Join the loads already running; register the rest as one batch.
+  std::vector<std::shared_ptr<LoadRegistry::Load>> loads(m);
+  std::vector<size_t> to_load;
+  for (size_t j : missing) {
+    if (done[j]) continue;
+    auto [load, fresh] = running_.Join(uniq[j], local[j]);
+    loads[j] = load;
+    if (fresh) to_load.push_back(j);
+  }
+  if (!to_load.empty()) {
+    // Fence snapshots before the loader reads the source.
+    std::vector<LoadTicket> tickets(to_load.size());
+    std::vector<std::string> load_keys;
+    std::vector<std::string> snap_keys;
+    std::vector<size_t> snap_idx;
+    for (size_t t = 0; t < to_load.size(); ++t) {
+      const size_t j = to_load[t];
+      load_keys.push_back(uniq[j]);
+      tickets[t].local_epoch = local[j];
+      tickets[t].taken = clock_->Now();
+      tickets[t].l2_absent = !o_.l2;
+      if (o_.l2 && l2_ok[j]) {
+        snap_keys.push_back(uniq[j]);
+        snap_idx.push_back(t);
+      }
+    }
+    if (!snap_keys.empty()) {
+      const milliseconds left = std::chrono::duration_cast<milliseconds>(
+          std::min(deadline, clock_->Now() + o_.l2_timeout) - clock_->Now());
+      std::vector<Result<FenceSnapshot>> snaps = o_.l2->Snapshot(snap_keys, std::max(left, milliseconds(1)));
+      ShardOutcomes outcomes;
+      for (size_t a = 0; a < snap_keys.size(); ++a) {
+        outcomes.Add(ShardOf(snap_keys[a]), snaps[a].status());
+        if (snaps[a].ok()) {
+          tickets[snap_idx[a]].fence = std::move(*snaps[a]);
+          tickets[snap_idx[a]].has_fence = true;
+        }
+      }
+      outcomes.RecordTo(guard_);
+    }
+    std::vector<std::shared_ptr<LoadRegistry::Load>> batch;
+    for (size_t j : to_load) batch.push_back(loads[j]);
+    Status submitted = loaders_->Submit([this, load_keys, tickets, batch, loader, s](bool cancelled) {
+      std::vector<Result<CachedValue>> results(load_keys.size(),
+                                               Status::Cancelled("cache shut down before the load ran"));
+      if (!cancelled) results = LoadBatch(load_keys, loader, s, tickets);
+      for (size_t t = 0; t < load_keys.size(); ++t) running_.Finish(load_keys[t], batch[t], std::move(results[t]));
+    });
+    if (!submitted.ok()) {
+      for (size_t t = 0; t < load_keys.size(); ++t) running_.Finish(load_keys[t], batch[t], submitted);
+    }
+  }
+
+  // Wait, per key, as Get would: stale at the soft timeout, error at the hard one.
+  for (size_t j : missing) {
+    if (done[j]) continue;
+    const Call call{uniq[j], Loader(), s, start, deadline};
+    done[j] = WaitFor(call, *loads[j], stale[j]);
+  }
+  std::vector<Result<CachedValue>> out;
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) out.push_back(*done[index_of[i]]);
+  return out;
+}
+
+std::vector<Result<CachedValue>> Cache::Impl::LoadBatch(const std::vector<std::string>& keys,
+                                                        const BatchLoader& loader, const CallSettings& s,
+                                                        const std::vector<LoadTicket>& tickets) {
+  const Clock::TimePoint t0 = clock_->Now();
+  Result<std::vector<LoadResult>> r = SafeLoad(loader, keys);
+  const std::chrono::nanoseconds took = clock_->Now() - t0;
+  metrics_->Add(Counter::kLoad, Tier::kLoader);
+  metrics_->ObserveLoad(took);
+  if (r.ok() && r->size() != keys.size()) {
+    r = Status::Internal("batch loader returned " + std::to_string(r->size()) + " results for " +
+                         std::to_string(keys.size()) + " keys");
+  }
+  if (!r.ok()) {
+    metrics_->Add(Counter::kLoadError, Tier::kLoader);
+    return std::vector<Result<CachedValue>>(keys.size(), r.status());
+  }
+  std::vector<Result<CachedValue>> out;
+  std::vector<std::string> fill_keys;
+  std::vector<CachedValue> fill_values;
+  std::vector<LoadTicket> fill_tickets;
+  std::vector<size_t> fill_idx;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out.push_back(MakeValue((*r)[i], took, s));
+    if (!out.back().ok()) continue;
+    fill_keys.push_back(keys[i]);
+    fill_values.push_back(*out.back());
+    fill_tickets.push_back(tickets[i]);
+    fill_idx.push_back(i);
+  }
+  const std::vector<FillResult> filled = FillMany(fill_keys, fill_values, s, fill_tickets);
+  for (size_t f = 0; f < filled.size(); ++f) {
+    if (filled[f] != FillResult::kRefused) continue;
+    // The source moved on during the load: a newer value in L2, or an error.
+    L2Read now = ReadL2(fill_keys[f], s, clock_->Now() + o_.l2_timeout, local_fence_.Read(fill_keys[f]));
+    if (now.fresh && now.fresh->version_ >= fill_values[f].version_) {
+      out[fill_idx[f]] = std::move(*now.fresh);
+    } else {
+      out[fill_idx[f]] = Status::Aborted("fill of '" + fill_keys[f] + "' refused: the source moved on during the load");
+    }
+  }
+  return out;
+}
+
+}  // namespace tiercache

@@ -1,0 +1,367 @@
+// The load path: everything after an L1 miss.
+//
+//   AfterL1Miss  single-flight per key and call settings
+//   Fetch        L2 read; a fresh value ends here
+//   LoadUnderLease  take the lease (which snapshots the fence) or wait for its
+//                holder; serve stale meanwhile
+//   Load         join the key's running load or start one (LoadRegistry),
+//                then wait with the soft/hard timeouts
+//   LoadAndFill  (loader thread) the loader, then the fenced fill
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include "core/cache_impl.h"
+
+namespace tiercache {
+
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+using std::chrono::nanoseconds;
+using cache_internal::FillResult;
+using cache_internal::L2Read;
+using cache_internal::LoadTicket;
+using cache_internal::NewToken;
+using cache_internal::SafeLoad;
+
+namespace {
+
+std::mt19937_64& Rng() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return rng;
+}
+
+// The single-flight key: callers share a flight only with the same settings,
+// so nobody gets a result shaped by another caller's options.
+std::string FlightKey(const std::string& key, const CallSettings& s) {
+  std::string k = key;
+  k.push_back('\0');
+  for (int64_t v : {s.ttl.count(), s.negative_ttl.count(), s.soft_timeout.count(), s.hard_timeout.count(),
+                    s.max_stale.count(), static_cast<int64_t>(s.beta * 1e6)}) {
+    k.append(std::to_string(v)).push_back(',');
+  }
+  return k;
+}
+
+}  // namespace
+
+std::string cache_internal::NewToken() {
+  static const char* kHex = "0123456789abcdef";
+  std::string t(32, '0');
+  uint64_t a = Rng()(), b = Rng()();
+  for (int i = 0; i < 16; ++i) {
+    t[i] = kHex[(a >> (4 * i)) & 15];
+    t[16 + i] = kHex[(b >> (4 * i)) & 15];
+  }
+  return t;
+}
+
+Result<CachedValue> Cache::Impl::AfterL1Miss(Call call, std::optional<CachedValue> stale) {
+  const Clock::TimePoint deadline = call.deadline;
+  const std::string flight = FlightKey(call.key, call.settings);
+  return flights_.Do(flight, deadline, [&] { return Fetch(call, std::move(stale)); });
+}
+
+Result<CachedValue> Cache::Impl::Fetch(const Call& call, std::optional<CachedValue> stale) {
+  const uint64_t local_epoch = local_fence_.Read(call.key);
+  L2Read read = ReadL2(call.key, call.settings, call.deadline, local_epoch);
+  if (read.fresh) {
+    MaybeRefreshEarly(call.key, *read.fresh, call.loader, call.settings);
+    return std::move(*read.fresh);
+  }
+  stale = BestStale(std::move(stale), read);
+  if (o_.l2 && !read.ok) {  // this key's shard is unreachable: load, cache nowhere
+    LoadTicket ticket;
+    ticket.local_epoch = local_epoch;
+    ticket.taken = clock_->Now();
+    return Load(call, std::move(stale), std::move(ticket));
+  }
+  return LoadUnderLease(call, std::move(stale), local_epoch);
+}
+
+Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<CachedValue> stale,
+                                                uint64_t local_epoch) {
+  LoadTicket ticket;
+  ticket.local_epoch = local_epoch;
+  if (!o_.l2) {
+    ticket.l2_absent = true;
+    ticket.taken = clock_->Now();
+    return Load(call, std::move(stale), std::move(ticket));
+  }
+  const std::string token = NewToken();
+  const Clock::TimePoint wait_until = std::min(call.deadline, call.start + o_.lease.max_wait);
+  milliseconds backoff = o_.lease.poll_min;
+  bool counted_wait = false;
+  for (;;) {
+    ticket.taken = clock_->Now();
+    Result<LeaseOutcome> lease = guard_.Run(ShardOf(call.key), call.deadline, [&](milliseconds dl) {
+      return o_.l2->AcquireLease(call.key, token, o_.lease.ttl, dl);
+    });
+    if (!lease.ok()) {
+      // The shard failed: waiting on it would only cost max_wait. Load
+      // without the fence; the result is served, not cached.
+      ticket.has_fence = false;
+      return Load(call, std::move(stale), std::move(ticket));
+    }
+    ticket.fence = std::move(lease->fence);
+    ticket.has_fence = true;
+    L2Read now = Interpret(call.key, std::move(lease->value), call.settings, local_epoch, /*count_misses=*/false);
+    if (now.fresh) {  // a load finished meanwhile: use it, free the lease if we took it
+      if (lease->won) ReleaseLease(call.key, token, call.deadline);
+      return std::move(*now.fresh);
+    }
+    if (now.corrupt) {  // it would fence every fill: remove it (only if unchanged)
+      guard_.Run(ShardOf(call.key), call.deadline, [&](milliseconds dl) {
+        return o_.l2->RemoveCorrupt(call.key, *now.corrupt, dl);
+      }).status().IgnoreError();
+    }
+    stale = BestStale(std::move(stale), now);
+    if (lease->won) {
+      metrics_->Add(Counter::kLeaseWon, Tier::kL2);
+      ticket.lease_token = token;
+      return Load(call, std::move(stale), std::move(ticket));
+    }
+    if (!counted_wait) {
+      metrics_->Add(Counter::kLeaseWait, Tier::kL2);
+      counted_wait = true;
+    }
+    if (stale) return ServeStale(*stale);  // stale-while-revalidate: the holder refreshes
+    const Clock::TimePoint t = clock_->Now();
+    if (t >= wait_until) {
+      metrics_->Add(Counter::kLeaseWaitTimeout, Tier::kL2);
+      if (o_.lease.on_wait_timeout == LeaseWaitTimeoutAction::kLoad && t < call.deadline) {
+        return Load(call, std::move(stale), std::move(ticket));  // fenced by the last snapshot
+      }
+      return Status::DeadlineExceeded("waited for another pod's load of '" + call.key + "' past the lease wait");
+    }
+    std::this_thread::sleep_for(std::min<nanoseconds>(backoff, wait_until - t));
+    backoff = std::min(backoff * 2, o_.lease.poll_max);
+  }
+}
+
+Result<CachedValue> Cache::Impl::Load(const Call& call, std::optional<CachedValue> stale, LoadTicket ticket) {
+  Result<std::shared_ptr<LoadRegistry::Load>> load = StartOrJoin(call, std::move(ticket));
+  if (!load.ok()) {
+    if (stale) return ServeStale(*stale);
+    return load.status();
+  }
+  return WaitFor(call, **load, stale);
+}
+
+Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call& call, LoadTicket ticket) {
+  auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
+  if (!fresh) {  // one load per key per process: wait for the running one
+    if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token, call.deadline);
+    return load;
+  }
+  if (keeper_ && !ticket.lease_token.empty()) {  // kept alive from now, also while queued
+    keeper_->Add(ticket.lease_token, call.key, std::chrono::steady_clock::now() + o_.max_load_age);
+  }
+  const std::string token = ticket.lease_token;
+  Status submitted = loaders_->Submit([this, call, ticket = std::move(ticket), load = load](bool cancelled) {
+    Result<CachedValue> r = Status::Cancelled("cache shut down before the load ran");
+    if (!cancelled) r = LoadAndFill(call, ticket);
+    if (!ticket.lease_token.empty()) {
+      if (keeper_) keeper_->Remove(ticket.lease_token);
+      if (cancelled) ReleaseLease(call.key, ticket.lease_token, clock_->Now() + o_.l2_timeout);
+    }
+    running_.Finish(call.key, load, std::move(r));
+  });
+  if (!submitted.ok()) {
+    if (!token.empty()) {
+      if (keeper_) keeper_->Remove(token);
+      ReleaseLease(call.key, token, call.deadline);
+    }
+    running_.Finish(call.key, load, submitted);
+    return submitted;
+  }
+  return load;
+}
+
+Result<CachedValue> Cache::Impl::WaitFor(const Call& call, LoadRegistry::Load& load,
+                                         const std::optional<CachedValue>& stale) {
+  const Clock::TimePoint soft_at = call.start + call.settings.soft_timeout;
+  for (;;) {
+    const Clock::TimePoint now = clock_->Now();
+    const Clock::TimePoint until = stale ? std::min(soft_at, call.deadline) : call.deadline;
+    std::optional<Result<CachedValue>> r =
+        load.WaitFor(std::clamp<nanoseconds>(until - now, nanoseconds(0), milliseconds(5)));
+    if (r) {
+      if (!r->ok() && stale) return ServeStale(*stale);
+      return std::move(*r);
+    }
+    if (clock_->Now() >= until) {
+      if (stale) return ServeStale(*stale);  // the load goes on in the background
+      return Status::DeadlineExceeded("load of '" + call.key + "' did not finish within the hard timeout");
+    }
+  }
+}
+
+LoadTicket Cache::Impl::NewTicket(const std::string& key, Clock::TimePoint deadline) {
+  LoadTicket t;
+  t.local_epoch = local_fence_.Read(key);
+  t.taken = clock_->Now();
+  if (!o_.l2) {
+    t.l2_absent = true;
+    return t;
+  }
+  Result<std::vector<Result<FenceSnapshot>>> snap =
+      guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) -> Result<std::vector<Result<FenceSnapshot>>> {
+        std::vector<Result<FenceSnapshot>> v = o_.l2->Snapshot({key}, dl);
+        if (!v[0].ok()) return v[0].status();
+        return v;
+      });
+  if (snap.ok()) {
+    t.fence = *(*snap)[0];
+    t.has_fence = true;
+  }
+  return t;
+}
+
+Result<CachedValue> Cache::Impl::LoadAndFill(const Call& call, LoadTicket ticket) {
+  for (int attempt = 0;; ++attempt) {
+    const Clock::TimePoint t0 = clock_->Now();
+    Result<LoadResult> r = SafeLoad(call.loader, std::string_view(call.key));
+    const nanoseconds took = clock_->Now() - t0;
+    metrics_->Add(Counter::kLoad, Tier::kLoader);
+    metrics_->ObserveLoad(took);
+    Result<CachedValue> v = r.ok() ? MakeValue(*r, took, call.settings) : Result<CachedValue>(r.status());
+    if (!v.ok()) {
+      if (!r.ok()) metrics_->Add(Counter::kLoadError, Tier::kLoader);
+      if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token, clock_->Now() + o_.l2_timeout);
+      return v.status();
+    }
+    const FillResult filled = Fill(call.key, *v, call.settings, ticket);
+    if (filled != FillResult::kRefused) return v;
+    if (clock_->Now() - ticket.taken > o_.max_load_age) {
+      return Status::Aborted("load of '" + call.key + "' outlived max_load_age: not cached");
+    }
+    // The source moved on during the load: take the newer value from L2 if
+    // there is one, else load once more under a fresh snapshot.
+    const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
+    L2Read now = ReadL2(call.key, call.settings, deadline, local_fence_.Read(call.key));
+    if (now.fresh && now.fresh->version_ >= v->version_) return std::move(*now.fresh);
+    if (now.corrupt) {
+      guard_.Run(ShardOf(call.key), deadline, [&](milliseconds dl) {
+        return o_.l2->RemoveCorrupt(call.key, *now.corrupt, dl);
+      }).status().IgnoreError();
+    }
+    if (attempt >= 1) return Status::Aborted("the source kept changing during the load of '" + call.key + "'");
+    ticket = NewTicket(call.key, deadline);
+  }
+}
+
+Result<CachedValue> Cache::Impl::MakeValue(const LoadResult& r, nanoseconds took, const CallSettings& s) const {
+  const bool negative = !r.payload.has_value();
+  EnvelopeView e;
+  e.kind = negative ? EntryKind::kNegative : EntryKind::kValue;
+  e.codec_id = o_.codec_id;
+  e.version = r.version.value_or(0);
+  e.written_at = clock_->WallNow();
+  milliseconds ttl = negative ? s.negative_ttl : s.ttl;
+  if (o_.ttl_jitter > 0) {
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    const double f = std::uniform_real_distribution<double>(1.0 - o_.ttl_jitter, 1.0 + o_.ttl_jitter)(rng);
+    ttl = std::max(milliseconds(1), milliseconds(static_cast<int64_t>(static_cast<double>(ttl.count()) * f)));
+  }
+  e.expires_at = e.written_at + ttl;
+  e.load_duration = duration_cast<microseconds>(took);
+  if (!negative) e.payload = *r.payload;
+  Result<std::string> bytes = EncodeEnvelope(e);
+  if (!bytes.ok()) return bytes.status();
+  Result<std::optional<CachedValue>> v =
+      FromEnvelope(std::make_shared<const std::string>(std::move(*bytes)), ValueSource::kLoader, false);
+  if (!v.ok()) return v.status();
+  return std::move(**v);
+}
+
+FillResult Cache::Impl::Fill(const std::string& key, const CachedValue& v, const CallSettings& s,
+                             const LoadTicket& ticket) {
+  return FillMany({key}, {v}, s, {ticket})[0];
+}
+
+std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& keys,
+                                              const std::vector<CachedValue>& values, const CallSettings& s,
+                                              const std::vector<LoadTicket>& tickets) {
+  std::vector<FillResult> out(keys.size(), FillResult::kNotStored);
+  const Clock::TimePoint now = clock_->Now();
+  const Clock::TimePoint deadline = now + o_.l2_timeout;
+  std::vector<size_t> to_l2;
+  std::vector<FillRequest> requests;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const LoadTicket& t = tickets[i];
+    const CachedValue& v = values[i];
+    if (now - t.taken > o_.max_load_age) {
+      out[i] = FillResult::kRefused;  // too old to prove it missed no invalidation
+      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token, deadline);
+      continue;
+    }
+    if (t.l2_absent) {
+      FillL1(keys[i], v, t.local_epoch);
+      out[i] = FillResult::kStored;
+      continue;
+    }
+    const bool too_large = v.payload_.size() > o_.max_value_bytes;
+    if (!t.has_fence || too_large) {  // cannot be fenced in L2: served, cached nowhere
+      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token, deadline);
+      continue;
+    }
+    const milliseconds physical =
+        duration_cast<milliseconds>(v.expires_at_ - clock_->WallNow()) + s.max_stale + milliseconds(1);
+    if (!o_.version_fencing) {  // the demonstration mode: a plain SET
+      guard_.Run(ShardOf(keys[i]), deadline, [&](milliseconds dl) {
+        return o_.l2->Put(keys[i], *v.envelope_, physical, dl);
+      }).IgnoreError();
+      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token, deadline);
+      if (l1_) l1_->Erase(keys[i]).IgnoreError();
+      FillL1(keys[i], v, local_fence_.Read(keys[i]));
+      out[i] = FillResult::kStored;
+      continue;
+    }
+    FillRequest& f = requests.emplace_back();
+    f.key = keys[i];
+    f.envelope = *v.envelope_;
+    f.physical_ttl = physical;
+    f.fence = t.fence;
+    if (!t.lease_token.empty()) {
+      f.lease_key = LeaseKeyFor(keys[i]);
+      f.lease_token = t.lease_token;
+    }
+    to_l2.push_back(i);
+  }
+  if (requests.empty()) return out;
+  // One pipelined call; each shard's breaker sees its own outcome.
+  std::vector<Result<FenceOutcome>> got;
+  std::vector<bool> allowed(requests.size());
+  std::vector<FillRequest> sent;
+  for (size_t j = 0; j < requests.size(); ++j) {
+    allowed[j] = guard_.Allow(ShardOf(requests[j].key));
+    if (allowed[j]) sent.push_back(requests[j]);
+  }
+  const milliseconds left = duration_cast<milliseconds>(deadline - clock_->Now());
+  if (!sent.empty()) got = o_.l2->Fill(sent, o_.max_load_age, 2 * o_.max_load_age, std::max(left, milliseconds(1)));
+  for (size_t j = 0, k = 0; j < requests.size(); ++j) {
+    const size_t i = to_l2[j];
+    if (!allowed[j]) continue;  // breaker open: not stored (the lease expires by itself)
+    const Result<FenceOutcome>& r = got[k++];
+    guard_.Record(ShardOf(requests[j].key), r.status());
+    if (!r.ok()) continue;  // unknown: cached nowhere
+    if (!r->stored()) {
+      metrics_->Add(Counter::kRefusedFill, Tier::kL2);
+      out[i] = FillResult::kRefused;
+      continue;
+    }
+    FillL1(keys[i], values[i], tickets[i].local_epoch);
+    out[i] = FillResult::kStored;
+  }
+  return out;
+}
+
+void Cache::Impl::ReleaseLease(const std::string& key, const std::string& token, Clock::TimePoint deadline) {
+  if (!o_.l2 || token.empty()) return;
+  guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) { return o_.l2->ReleaseLease(key, token, dl); })
+      .status()
+      .IgnoreError();  // at worst the lease expires by itself
+}
+
+}  // namespace tiercache

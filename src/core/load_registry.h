@@ -1,0 +1,96 @@
+// LoadRegistry: the load running for each key in this process.
+//
+// Whoever needs a key loaded (a get that won the lease, a get whose lease
+// wait ran out, an early refresh, a batch) joins the load already running for
+// that key instead of starting another. So a hung loader occupies one thread
+// per key however many gets arrive, and a load outlives the callers that
+// gave up on it (soft or hard timeout) without being started again. A load
+// that began before a local invalidation of its key is not joined: it is
+// replaced by a new one (its own result still reaches its own callers).
+//
+// Thread-safety: all methods may be called concurrently. Load::WaitFor blocks
+// up to its argument; nothing else blocks.
+#ifndef TIERCACHE_CORE_LOAD_REGISTRY_H_
+#define TIERCACHE_CORE_LOAD_REGISTRY_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "tiercache/cache.h"
+
+namespace tiercache {
+
+class LoadRegistry {
+ public:
+  // One load's outcome, shared by the loader thread and every caller waiting.
+  class Load {
+   public:
+    explicit Load(uint64_t local_epoch) : local_epoch_(local_epoch) {}
+    uint64_t local_epoch() const { return local_epoch_; }
+    // Waits (real time) at most `max_wait` for the result.
+    std::optional<Result<CachedValue>> WaitFor(std::chrono::nanoseconds max_wait) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, max_wait, [this] { return result_.has_value(); });
+      return result_;
+    }
+
+   private:
+    friend class LoadRegistry;
+    const uint64_t local_epoch_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::optional<Result<CachedValue>> result_;  // GUARDED_BY(mu_); set once
+  };
+
+  // The load of `key` to wait for: the running one if it started at
+  // `local_epoch` (no local invalidation since), else a new one, registered
+  // here. `.second` is true for a new load: the caller must run it and end
+  // it with Finish.
+  std::pair<std::shared_ptr<Load>, bool> Join(const std::string& key, uint64_t local_epoch) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = loads_.find(key);
+    if (it != loads_.end() && it->second->local_epoch() == local_epoch) return {it->second, false};
+    auto load = std::make_shared<Load>(local_epoch);
+    loads_[key] = load;
+    return {std::move(load), true};
+  }
+
+  // True when a load of `key` is running.
+  bool Running(const std::string& key) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return loads_.count(key) != 0;
+  }
+
+  // Publishes `load`'s result and forgets it (if it is still the key's load).
+  void Finish(const std::string& key, const std::shared_ptr<Load>& load, Result<CachedValue> result) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = loads_.find(key);
+      if (it != loads_.end() && it->second == load) loads_.erase(it);
+    }
+    {
+      std::lock_guard<std::mutex> lock(load->mu_);
+      load->result_.emplace(std::move(result));
+    }
+    load->cv_.notify_all();
+  }
+
+  size_t running() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return loads_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Load>> loads_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_CORE_LOAD_REGISTRY_H_

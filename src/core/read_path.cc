@@ -1,0 +1,160 @@
+// The read path: L1, then L2, and what L2's bytes mean.
+#include "core/cache_impl.h"
+
+namespace tiercache {
+
+using std::chrono::duration_cast;
+using std::chrono::nanoseconds;
+using cache_internal::L2Read;
+
+Status Cache::Impl::CheckKey(std::string_view key) const {
+  if (key.empty()) return Status::InvalidArgument("empty key");
+  if (key.size() > o_.l1.max_key_bytes) {
+    return Status::InvalidArgument("key of " + std::to_string(key.size()) + " bytes exceeds max_key_bytes " +
+                                   std::to_string(o_.l1.max_key_bytes));
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<const std::string> bytes,
+                                                             ValueSource source, bool verify) const {
+  Result<EnvelopeView> e = DecodeEnvelope(*bytes, verify);
+  if (!e.ok()) return e.status();
+  if (e->kind == EntryKind::kTombstone) return std::optional<CachedValue>();
+  if (e->kind == EntryKind::kValue && e->codec_id != o_.codec_id) {
+    return Status::DataLoss("payload written by codec " + std::to_string(e->codec_id) + ", this cache uses " +
+                            std::to_string(o_.codec_id));
+  }
+  CachedValue v;
+  v.found_ = e->kind == EntryKind::kValue;
+  v.payload_ = v.found_ ? e->payload : std::string_view();
+  v.version_ = e->version;
+  v.expires_at_ = e->expires_at;
+  v.load_duration_ = e->load_duration;
+  v.source_ = source;
+  v.envelope_ = std::move(bytes);
+  return std::optional<CachedValue>(std::move(v));
+}
+
+std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallSettings& s,
+                                               std::optional<CachedValue>* stale) {
+  if (!l1_) return std::nullopt;
+  Result<std::optional<L1Entry>> r = l1_->GetStale(key, s.max_stale);
+  if (!r.ok() || !r->has_value()) {
+    metrics_->Add(Counter::kMiss, Tier::kL1);
+    return std::nullopt;
+  }
+  const L1Entry& e = **r;
+  CachedValue v;
+  if (e.kind == L1EntryKind::kValue) {
+    Result<std::optional<CachedValue>> fv = FromEnvelope(e.value, ValueSource::kL1, /*verify=*/false);
+    if (!fv.ok() || !fv->has_value()) {
+      metrics_->Add(Counter::kMiss, Tier::kL1);
+      return std::nullopt;
+    }
+    v = std::move(**fv);
+  } else {  // negative
+    v.version_ = e.version;
+    v.source_ = ValueSource::kL1;
+  }
+  if (!clock_->Before(e.expiry)) {  // expired: e.FreshAt(Now()), cheaper when far off
+    metrics_->Add(Counter::kMiss, Tier::kL1);
+    v.stale_ = true;
+    *stale = std::move(v);
+    return std::nullopt;
+  }
+  metrics_->Add(v.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL1);
+  return v;
+}
+
+L2Read Cache::Impl::ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline,
+                           uint64_t local_epoch) {
+  if (!o_.l2) return L2Read();
+  Result<std::optional<std::string>> r =
+      guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) { return o_.l2->Get(key, dl); });
+  if (!r.ok()) return L2Read();
+  return Interpret(key, std::move(*r), s, local_epoch);
+}
+
+L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> raw, const CallSettings& s,
+                              uint64_t local_epoch, bool count_misses) {
+  L2Read out;
+  out.ok = true;
+  const uint64_t miss = count_misses ? 1 : 0;
+  if (!raw) {
+    metrics_->Add(Counter::kMiss, Tier::kL2, miss);
+    return out;
+  }
+  auto bytes = std::make_shared<const std::string>(std::move(*raw));
+  Result<std::optional<CachedValue>> v = FromEnvelope(bytes, ValueSource::kL2, /*verify=*/true);
+  if (!v.ok()) {
+    metrics_->Add(Counter::kDecodeError, Tier::kL2, miss);  // a miss; the next fill overwrites it
+    if (v.status().IsDataLoss() && DecodeEnvelope(*bytes, /*verify_checksum=*/false).ok()) {
+      out.corrupt = *bytes;  // well-formed but for its CRC: it would fence (l2_store.h)
+    }
+    metrics_->Add(Counter::kMiss, Tier::kL2, miss);
+    return out;
+  }
+  if (!v->has_value()) {  // a tombstone: this pod's L1 drops what it supersedes
+    Result<EnvelopeView> e = DecodeEnvelope(*bytes, /*verify_checksum=*/false);
+    out.tombstone = e.ok() ? e->version : 0;
+    if (l1_) {
+      if (*out.tombstone == 0) {
+        l1_->Erase(key).IgnoreError();
+      } else {
+        l1_->Invalidate(key, *out.tombstone, o_.tombstone_ttl).IgnoreError();
+      }
+    }
+    metrics_->Add(Counter::kMiss, Tier::kL2, miss);
+    return out;
+  }
+  CachedValue& got = **v;
+  out.newest = got.version_;
+  const WallTime now = clock_->WallNow();
+  if (now < got.expires_at_) {
+    metrics_->Add(got.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL2);
+    FillL1(key, got, local_epoch);
+    out.fresh = std::move(got);
+  } else {
+    metrics_->Add(Counter::kMiss, Tier::kL2, miss);
+    if (now - got.expires_at_ <= s.max_stale) {
+      got.stale_ = true;
+      out.stale = std::move(got);
+    }
+  }
+  return out;
+}
+
+std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> mine, L2Read& read) {
+  if (mine && read.tombstone) {
+    const uint64_t t = *read.tombstone;
+    if (mine->version_ < t || (t == 0 && mine->version_ == 0)) mine.reset();  // invalidated
+  }
+  if (mine && read.newest && mine->version_ < *read.newest) mine.reset();  // superseded
+  if (read.stale && (!mine || read.stale->version_ >= mine->version_)) return std::move(read.stale);
+  return mine;
+}
+
+void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, uint64_t local_epoch) {
+  if (!l1_) return;
+  const auto left = v.expires_at_ - clock_->WallNow();
+  if (left <= WallTime::duration::zero()) return;
+  L1Fill fill;
+  fill.version = v.version_;
+  fill.not_after = clock_->Now() + duration_cast<nanoseconds>(left);
+  fill.load_duration = v.load_duration_;
+  Status s = v.found_ ? l1_->Set(key, v.envelope_, fill) : l1_->SetNegative(key, fill);
+  if (s.IsAborted()) metrics_->Add(Counter::kRefusedFill, Tier::kL1);
+  // Other L1 errors (too large) only mean it is not cached there.
+  if (s.ok() && !local_fence_.Unchanged(key, local_epoch)) {
+    l1_->Erase(key).IgnoreError();  // a local invalidation raced this fill: it wins
+    metrics_->Add(Counter::kRefusedFill, Tier::kL1);
+  }
+}
+
+Result<CachedValue> Cache::Impl::ServeStale(const CachedValue& v) {
+  metrics_->Add(Counter::kStaleServe, v.source_ == ValueSource::kL1 ? Tier::kL1 : Tier::kL2);
+  return v;
+}
+
+}  // namespace tiercache
