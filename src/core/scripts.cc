@@ -58,6 +58,20 @@ const std::string_view kFill =
 
 const std::string_view kInvalidate =
     "-- tiercache invalidate v2\n" TIERCACHE_LUA_PRELUDE
+    // CRC-32C (reflected 0x82F63B78) as 4 big-endian bytes, bit by bit: only
+    // for the 44-byte tombstone this script re-versions.
+    "local function crc32c(s)\n"
+    "  local crc = -1\n"
+    "  for i = 1, #s do\n"
+    "    crc = bit.bxor(crc, string.byte(s, i))\n"
+    "    for _ = 1, 8 do\n"
+    "      crc = bit.bxor(bit.rshift(crc, 1), bit.band(0x82F63B78, -bit.band(crc, 1)))\n"
+    "    end\n"
+    "  end\n"
+    "  crc = bit.bnot(crc)\n"
+    "  return string.char(bit.band(bit.rshift(crc, 24), 255), bit.band(bit.rshift(crc, 16), 255),\n"
+    "                     bit.band(bit.rshift(crc, 8), 255), bit.band(crc, 255))\n"
+    "end\n"
     "local nhi, nlo, nkind = version(ARGV[1])\n"
     "if not nhi or nkind ~= 2 then\n"
     "  return redis.error_reply('ERR tiercache invalidate: not a tombstone envelope')\n"
@@ -75,7 +89,8 @@ const std::string_view kInvalidate =
     "    local bytes = {}\n"
     "    for i = 3, 0, -1 do bytes[#bytes + 1] = string.char(math.floor(hi / 256 ^ i) % 256) end\n"
     "    for i = 3, 0, -1 do bytes[#bytes + 1] = string.char(math.floor(lo / 256 ^ i) % 256) end\n"
-    "    tomb = string.sub(tomb, 1, 8) .. table.concat(bytes) .. string.sub(tomb, 17)\n"
+    "    local body = string.sub(tomb, 1, 8) .. table.concat(bytes) .. string.sub(tomb, 17, #tomb - 4)\n"
+    "    tomb = body .. crc32c(body)\n"
     "  end\n"
     "elseif ohi then\n"
     "  if newer(ohi, olo, nhi, nlo) or (ohi == nhi and olo == nlo) then\n"
