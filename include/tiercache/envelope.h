@@ -60,6 +60,7 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e);
 // header, not a tiercache envelope (magic), an unknown format version, an
 // unknown kind, non-zero reserved bytes, a length mismatch (truncated or
 // trailing bytes), a checksum mismatch.
+// Times outside what WallTime can hold are clamped to its range.
 // With verify_checksum == false the CRC is not computed (for bytes this
 // process encoded itself and kept in memory, e.g. in L1); every other check
 // still runs.

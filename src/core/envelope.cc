@@ -23,7 +23,12 @@ int64_t ToUnixMs(WallTime t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
+// Untrusted bytes: times beyond the clock's range (about ±292 years at
+// nanosecond resolution) are clamped instead of overflowing.
 WallTime FromUnixMs(int64_t ms) {
+  constexpr int64_t kMaxMs = std::chrono::duration_cast<std::chrono::milliseconds>(WallTime::duration::max()).count();
+  constexpr int64_t kMinMs = std::chrono::duration_cast<std::chrono::milliseconds>(WallTime::duration::min()).count();
+  ms = std::clamp(ms, kMinMs, kMaxMs);
   return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::milliseconds(ms)));
 }
 

@@ -102,6 +102,25 @@ TEST(EnvelopeTest, DecodesTheGoldenBytes) {
   EXPECT_TRUE(e->payload.empty());
 }
 
+// Expiry and written-at come from untrusted bytes: the extremes must decode
+// (clamped), not overflow in the conversion to the clock's nanoseconds.
+TEST(EnvelopeTest, ExtremeTimesAreClampedNotOverflowed) {
+  EnvelopeView e;
+  e.version = 1;
+  std::string bytes = *EncodeEnvelope(e);
+  for (int i = 0; i < 8; ++i) {
+    bytes[16 + i] = static_cast<char>(i == 0 ? 0x7F : 0xFF);  // expiry: INT64_MAX ms
+    bytes[24 + i] = static_cast<char>(i == 0 ? 0x80 : 0x00);  // written: INT64_MIN ms
+  }
+  const uint32_t crc = Crc32c(std::string_view(bytes).substr(0, kEnvelopeHeaderSize));
+  for (int i = 0; i < 4; ++i) bytes[kEnvelopeHeaderSize + i] = static_cast<char>(crc >> (24 - 8 * i));
+  Result<EnvelopeView> d = DecodeEnvelope(bytes);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const WallTime now = std::chrono::system_clock::now();
+  EXPECT_GT(d->expires_at, now + std::chrono::hours(24 * 365 * 200));
+  EXPECT_LT(d->written_at, now - std::chrono::hours(24 * 365 * 200));
+}
+
 TEST(EnvelopeTest, LoadDurationSaturates) {
   EnvelopeView e = SampleValue();
   e.load_duration = std::chrono::hours(5);
