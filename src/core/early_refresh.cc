@@ -28,7 +28,7 @@ void Cache::Impl::MaybeRefreshEarly(std::string_view key, const CachedValue& v, 
                            UniformOpenZero())) {
     return;
   }
-  Call call{std::string(key), loader, s, clock_->Now(), clock_->Now() + o_.l2_timeout};
+  Call call{std::string(key), loader, s, clock_->Now(), Clock::TimePoint::max()};  // deadline: set when it runs
   {
     std::lock_guard<std::mutex> lock(refresh_mu_);
     if (!refreshing_.insert(call.key).second) return;  // one refresh per key per process
@@ -45,8 +45,11 @@ void Cache::Impl::MaybeRefreshEarly(std::string_view key, const CachedValue& v, 
   }
 }
 
-void Cache::Impl::RefreshNow(const Call& call, WallTime seen_expiry) {
-  if (running_.Running(call.key)) return;  // a load of the key is already on its way
+void Cache::Impl::RefreshNow(const Call& queued, WallTime seen_expiry) {
+  if (running_.Running(queued.key)) return;  // a load of the key is already on its way
+  Call call = queued;
+  call.start = clock_->Now();
+  call.deadline = call.start + o_.l2_timeout;  // for the lease call; the load itself is not bounded
   LoadTicket ticket;
   ticket.local_epoch = local_fence_.Read(call.key);
   ticket.taken = clock_->Now();

@@ -89,7 +89,7 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
   Result<std::optional<CachedValue>> v = FromEnvelope(bytes, ValueSource::kL2, /*verify=*/true);
   if (!v.ok()) {
     metrics_->Add(Counter::kDecodeError, Tier::kL2, miss);  // a miss; the next fill overwrites it
-    if (v.status().IsDataLoss() && DecodeEnvelope(*bytes, /*verify_checksum=*/false).ok()) {
+    if (!DecodeEnvelope(*bytes).ok() && DecodeEnvelope(*bytes, /*verify_checksum=*/false).ok()) {
       out.corrupt = *bytes;  // well-formed but for its CRC: it would fence (l2_store.h)
     }
     metrics_->Add(Counter::kMiss, Tier::kL2, miss);
