@@ -96,6 +96,11 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
           done[j] = std::move(*read.fresh);
           continue;
         }
+        if (read.corrupt) {  // it would fence the fill: remove it (only if unchanged)
+          guard_.Run(ShardOf(uniq[j]), deadline, [&](milliseconds dl) {
+            return o_.l2->RemoveCorrupt(uniq[j], *read.corrupt, dl);
+          }).status().IgnoreError();
+        }
         stale[j] = BestStale(std::move(stale[j]), read);
         l2_ok[j] = true;
       }

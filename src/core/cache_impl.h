@@ -150,6 +150,9 @@ class Cache::Impl {
   FillResult Fill(const std::string& key, const CachedValue& v, const CallSettings& s, const LoadTicket& ticket);
   std::vector<FillResult> FillMany(const std::vector<std::string>& keys, const std::vector<CachedValue>& values,
                                    const CallSettings& s, const std::vector<LoadTicket>& tickets);
+  // Removes `key`'s L2 entry if it is well-formed but fails its CRC (it
+  // would fence every write; l2_store.h). True when removed.
+  bool RemoveIfCorrupt(const std::string& key, Clock::TimePoint deadline);
   // Releases `key`'s lease held by `token` by `deadline` at most (or lets it expire).
   void ReleaseLease(const std::string& key, const std::string& token, Clock::TimePoint deadline);
   int ShardOf(std::string_view key) const { return o_.l2 ? o_.l2->ShardOf(key) : 0; }

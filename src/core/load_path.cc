@@ -33,9 +33,12 @@ std::mt19937_64& Rng() {
 
 // The single-flight key: callers share a flight only with the same settings,
 // so nobody gets a result shaped by another caller's options.
-std::string FlightKey(const std::string& key, const CallSettings& s) {
+// And never across a local invalidation: a get that starts after this pod's
+// Invalidate returned must not receive a flight that began before it.
+std::string FlightKey(const std::string& key, const CallSettings& s, uint64_t local_epoch) {
   std::string k = key;
   k.push_back('\0');
+  k.append(std::to_string(local_epoch)).push_back(',');
   for (int64_t v : {s.ttl.count(), s.negative_ttl.count(), s.soft_timeout.count(), s.hard_timeout.count(),
                     s.max_stale.count(), static_cast<int64_t>(s.beta * 1e6)}) {
     k.append(std::to_string(v)).push_back(',');
@@ -58,7 +61,7 @@ std::string cache_internal::NewToken() {
 
 Result<CachedValue> Cache::Impl::AfterL1Miss(Call call, std::optional<CachedValue> stale) {
   const Clock::TimePoint deadline = call.deadline;
-  const std::string flight = FlightKey(call.key, call.settings);
+  const std::string flight = FlightKey(call.key, call.settings, local_fence_.Read(call.key));
   return flights_.Do(flight, deadline, [&] { return Fetch(call, std::move(stale)); });
 }
 
@@ -137,6 +140,18 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
     std::this_thread::sleep_for(std::min<nanoseconds>(backoff, wait_until - t));
     backoff = std::min(backoff * 2, o_.lease.poll_max);
   }
+}
+
+bool Cache::Impl::RemoveIfCorrupt(const std::string& key, Clock::TimePoint deadline) {
+  Result<std::optional<std::string>> raw =
+      guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) { return o_.l2->Get(key, dl); });
+  if (!raw.ok() || !raw->has_value()) return false;
+  if (DecodeEnvelope(**raw).ok() || !DecodeEnvelope(**raw, /*verify_checksum=*/false).ok()) return false;
+  metrics_->Add(Counter::kDecodeError, Tier::kL2);
+  Result<bool> removed = guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) {
+    return o_.l2->RemoveCorrupt(key, **raw, dl);
+  });
+  return removed.ok() && *removed;
 }
 
 Result<CachedValue> Cache::Impl::Load(const Call& call, std::optional<CachedValue> stale, LoadTicket ticket) {

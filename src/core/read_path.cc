@@ -126,6 +126,10 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
 }
 
 std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> mine, L2Read& read) {
+  // L2 answered and holds nothing for the key: the copy's L2 entry, which
+  // outlives it by max_stale, is gone (a tombstone expired, an eviction):
+  // it cannot be shown current, so it is not served.
+  if (mine && read.ok && !read.newest && !read.tombstone && !read.corrupt) mine.reset();
   if (mine && read.tombstone) {
     const uint64_t t = *read.tombstone;
     if (mine->version_ < t || (t == 0 && mine->version_ == 0)) mine.reset();  // invalidated

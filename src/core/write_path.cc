@@ -29,14 +29,16 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
     f.physical_ttl = duration_cast<milliseconds>(v->expires_at_ - clock_->WallNow()) + s->max_stale + milliseconds(1);
     f.write_through = true;
     f.new_epoch = cache_internal::NewToken();
-    Result<FenceOutcome> out = guard_.Run(ShardOf(k), clock_->Now() + o_.l2_timeout,
-                                          [&](milliseconds dl) -> Result<FenceOutcome> {
+    const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
+    auto write = [&](milliseconds dl) -> Result<FenceOutcome> {
       if (!o_.version_fencing) {  // the demonstration mode: a plain SET
         TIERCACHE_RETURN_IF_ERROR(o_.l2->Put(k, f.envelope, f.physical_ttl, dl));
         return FenceOutcome();
       }
       return o_.l2->Fill({f}, o_.max_load_age, 2 * o_.max_load_age, dl)[0];
-    });
+    };
+    Result<FenceOutcome> out = guard_.Run(ShardOf(k), deadline, write);
+    if (out.ok() && !out->stored() && RemoveIfCorrupt(k, deadline)) out = guard_.Run(ShardOf(k), deadline, write);
     if (out.ok() && !out->stored()) {
       metrics_->Add(Counter::kRefusedFill, Tier::kL2);
       return Status::Aborted("set of version " + std::to_string(v->version_) + " refused: L2 holds version " +
@@ -67,9 +69,11 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
     Result<std::string> bytes = EncodeEnvelope(e);
     if (!bytes.ok()) return bytes.status();
     InvalidateRequest q{k, std::move(*bytes), o_.tombstone_ttl, cache_internal::NewToken()};
-    Result<FenceOutcome> r = guard_.Run(ShardOf(k), clock_->Now() + o_.l2_timeout, [&](milliseconds dl) {
-      return o_.l2->Invalidate(q, 2 * o_.max_load_age, dl);
-    });
+    const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
+    auto invalidate = [&](milliseconds dl) { return o_.l2->Invalidate(q, 2 * o_.max_load_age, dl); };
+    Result<FenceOutcome> r = guard_.Run(ShardOf(k), deadline, invalidate);
+    // A corrupt entry with a high version would swallow the invalidation.
+    if (r.ok() && !r->stored() && RemoveIfCorrupt(k, deadline)) r = guard_.Run(ShardOf(k), deadline, invalidate);
     l2_status = r.status();  // refused (a newer entry is stored) is success: nothing to invalidate
   }
   // After L2 (see LocalFence): a get that read the old L2 value before the
