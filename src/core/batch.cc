@@ -111,11 +111,21 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   // Join the loads already running; register the rest as one batch.
   std::vector<std::shared_ptr<LoadRegistry::Load>> loads(m);
   std::vector<size_t> to_load;
-  for (size_t j : missing) {
-    if (done[j]) continue;
-    auto [load, fresh] = running_.Join(uniq[j], local[j]);
-    loads[j] = load;
-    if (fresh) to_load.push_back(j);
+  {
+    std::vector<size_t> wanted;
+    std::vector<std::string> wanted_keys;
+    std::vector<uint64_t> wanted_epochs;
+    for (size_t j : missing) {
+      if (done[j]) continue;
+      wanted.push_back(j);
+      wanted_keys.push_back(uniq[j]);
+      wanted_epochs.push_back(local[j]);
+    }
+    auto joined = running_.JoinMany(wanted_keys, wanted_epochs);
+    for (size_t w = 0; w < wanted.size(); ++w) {
+      loads[wanted[w]] = std::move(joined[w].first);
+      if (joined[w].second) to_load.push_back(wanted[w]);
+    }
   }
   if (!to_load.empty()) {
     // Fence snapshots before the loader reads the source.

@@ -69,6 +69,11 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
           guard_.Run(ShardOf(key), clock_->Now() + o_.l2_timeout, [&](milliseconds dl) {
             return o_.l2->ExtendLease(key, token, o_.lease.ttl, dl);
           }).status().IgnoreError();  // a lease that cannot be extended simply expires
+        },
+        [this](const std::string& key, const std::string& token) {
+          guard_.Run(ShardOf(key), clock_->Now() + o_.l2_timeout, [&](milliseconds dl) {
+            return o_.l2->ReleaseLease(key, token, dl);
+          }).status().IgnoreError();  // at worst the lease expires by itself
         });
   }
 }

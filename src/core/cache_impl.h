@@ -153,8 +153,9 @@ class Cache::Impl {
   // Removes `key`'s L2 entry if it is well-formed but fails its CRC (it
   // would fence every write; l2_store.h). True when removed.
   bool RemoveIfCorrupt(const std::string& key, Clock::TimePoint deadline);
-  // Releases `key`'s lease held by `token` by `deadline` at most (or lets it expire).
-  void ReleaseLease(const std::string& key, const std::string& token, Clock::TimePoint deadline);
+  // Gives `key`'s lease held by `token` back in the background (the lease
+  // keeper's thread): never blocks the caller. At worst the lease expires.
+  void ReleaseLease(const std::string& key, const std::string& token);
   int ShardOf(std::string_view key) const { return o_.l2 ? o_.l2->ShardOf(key) : 0; }
 
   // ---- batch.cc ----

@@ -64,7 +64,7 @@ void Cache::Impl::RefreshNow(const Call& queued, WallTime seen_expiry) {
     L2Read now =
         Interpret(call.key, std::move(lease->value), call.settings, ticket.local_epoch, /*count_misses=*/false);
     if (now.fresh && now.fresh->expires_at_ > seen_expiry) {  // refreshed meanwhile
-      ReleaseLease(call.key, token, clock_->Now() + o_.l2_timeout);
+      ReleaseLease(call.key, token);
       return;
     }
     ticket.fence = std::move(lease->fence);
@@ -76,7 +76,7 @@ void Cache::Impl::RefreshNow(const Call& queued, WallTime seen_expiry) {
   // join it instead of loading again.
   auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
   if (!fresh) {
-    ReleaseLease(call.key, ticket.lease_token, clock_->Now() + o_.l2_timeout);
+    ReleaseLease(call.key, ticket.lease_token);
     return;
   }
   if (keeper_ && !ticket.lease_token.empty()) {

@@ -9,15 +9,22 @@
 // extended, so a hung load cannot hold a key's lease forever (it expires one
 // lease TTL later and another pod may load).
 //
-// Thread-safety: Add/Remove from any thread. The extend callback runs on the
-// keeper's thread with no keeper lock held (it does network I/O). At most one
-// lease per running load is registered, so the set is bounded by the loader
+// Releases go through here too: Release() queues the lease's release for the
+// keeper's thread, so no caller waits on the network to give a lease back
+// (a caller's deadline is never spent on it). The queue is bounded; a release
+// that does not fit is dropped and the lease expires by its TTL.
+//
+// Thread-safety: Add/Remove/Release from any thread. The callbacks run on the
+// keeper's thread with no keeper lock held (they do network I/O), extends and
+// releases of one lease in the order they were asked for. At most one lease
+// per running load is registered, so the set is bounded by the loader
 // threads.
 #ifndef TIERCACHE_CORE_LEASE_KEEPER_H_
 #define TIERCACHE_CORE_LEASE_KEEPER_H_
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -29,9 +36,13 @@ namespace tiercache {
 class LeaseKeeper {
  public:
   using Extend = std::function<void(const std::string& key, const std::string& token)>;
+  using Free = std::function<void(const std::string& key, const std::string& token)>;
+
+  // Releases queued at most; more are dropped (those leases expire).
+  static constexpr size_t kMaxQueuedReleases = 4096;
 
   // REQUIRES: period > 0.
-  LeaseKeeper(std::chrono::milliseconds period, Extend extend);
+  LeaseKeeper(std::chrono::milliseconds period, Extend extend, Free release);
   ~LeaseKeeper();  // Stop()
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
@@ -40,7 +51,13 @@ class LeaseKeeper {
   // (steady clock).
   void Add(const std::string& token, const std::string& key, std::chrono::steady_clock::time_point give_up_at);
   void Remove(const std::string& token);
-  // Stops and joins the thread. Idempotent.
+  // Remove(token), then gives the lease back on the keeper's thread, soon.
+  // Never blocks on I/O. False when dropped (queue full or stopped).
+  bool Release(const std::string& token, const std::string& key);
+  // Releases queued and not yet done (for tests).
+  size_t queued_releases() const;
+  // Runs the releases still queued, then stops and joins the thread.
+  // Idempotent.
   void Stop();
 
  private:
@@ -48,14 +65,16 @@ class LeaseKeeper {
 
   const std::chrono::milliseconds period_;
   const Extend extend_;
-  std::mutex mu_;
+  const Free release_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   struct Held {
     std::string key;
     std::chrono::steady_clock::time_point give_up_at;
   };
   std::map<std::string, Held> leases_;  // GUARDED_BY(mu_): token -> lease
-  bool stop_ = false;                          // GUARDED_BY(mu_)
+  std::deque<std::pair<std::string, std::string>> releases_;  // GUARDED_BY(mu_): token, key
+  bool stop_ = false;                                          // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

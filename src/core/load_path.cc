@@ -101,6 +101,14 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
       return o_.l2->AcquireLease(call.key, token, o_.lease.ttl, dl);
     });
     if (!lease.ok()) {
+      if (clock_->Now() + milliseconds(1) > call.deadline) {
+        // Not the shard: the call's own time ran out (the guard needs 1 ms).
+        // Loading now would start a load nobody waits for and that no lease
+        // or fence covers.
+        if (counted_wait) metrics_->Add(Counter::kLeaseWaitTimeout, Tier::kL2);
+        if (stale) return ServeStale(*stale);
+        return Status::DeadlineExceeded("no time left to take the lease of '" + call.key + "'");
+      }
       // The shard failed: waiting on it would only cost max_wait. Load
       // without the fence; the result is served, not cached.
       ticket.has_fence = false;
@@ -110,7 +118,7 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
     ticket.has_fence = true;
     L2Read now = Interpret(call.key, std::move(lease->value), call.settings, local_epoch, /*count_misses=*/false);
     if (now.fresh) {  // a load finished meanwhile: use it, free the lease if we took it
-      if (lease->won) ReleaseLease(call.key, token, call.deadline);
+      if (lease->won) ReleaseLease(call.key, token);
       return std::move(*now.fresh);
     }
     if (now.corrupt) {  // it would fence every fill: remove it (only if unchanged)
@@ -137,7 +145,14 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
       }
       return Status::DeadlineExceeded("waited for another pod's load of '" + call.key + "' past the lease wait");
     }
-    std::this_thread::sleep_for(std::min<nanoseconds>(backoff, wait_until - t));
+    // Wake before the wait ends, so the last poll still has time for its
+    // L2 call (the guard refuses a call with under 1 ms left).
+    const nanoseconds until_end = wait_until - t - milliseconds(2);
+    if (until_end > nanoseconds(0)) {
+      std::this_thread::sleep_for(std::min<nanoseconds>(backoff, until_end));
+    } else {
+      std::this_thread::sleep_for(wait_until - t);  // the next round ends the wait
+    }
     backoff = std::min(backoff * 2, o_.lease.poll_max);
   }
 }
@@ -166,7 +181,7 @@ Result<CachedValue> Cache::Impl::Load(const Call& call, std::optional<CachedValu
 Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call& call, LoadTicket ticket) {
   auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
   if (!fresh) {  // one load per key per process: wait for the running one
-    if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token, call.deadline);
+    if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
     return load;
   }
   if (keeper_ && !ticket.lease_token.empty()) {  // kept alive from now, also while queued
@@ -178,14 +193,14 @@ Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call&
     if (!cancelled) r = LoadAndFill(call, ticket);
     if (!ticket.lease_token.empty()) {
       if (keeper_) keeper_->Remove(ticket.lease_token);
-      if (cancelled) ReleaseLease(call.key, ticket.lease_token, clock_->Now() + o_.l2_timeout);
+      if (cancelled) ReleaseLease(call.key, ticket.lease_token);
     }
     running_.Finish(call.key, load, std::move(r));
   });
   if (!submitted.ok()) {
     if (!token.empty()) {
       if (keeper_) keeper_->Remove(token);
-      ReleaseLease(call.key, token, call.deadline);
+      ReleaseLease(call.key, token);
     }
     running_.Finish(call.key, load, submitted);
     return submitted;
@@ -243,7 +258,7 @@ Result<CachedValue> Cache::Impl::LoadAndFill(const Call& call, LoadTicket ticket
     Result<CachedValue> v = r.ok() ? MakeValue(*r, took, call.settings) : Result<CachedValue>(r.status());
     if (!v.ok()) {
       if (!r.ok()) metrics_->Add(Counter::kLoadError, Tier::kLoader);
-      if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token, clock_->Now() + o_.l2_timeout);
+      if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
       return v.status();
     }
     const FillResult filled = Fill(call.key, *v, call.settings, ticket);
@@ -308,7 +323,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
     const CachedValue& v = values[i];
     if (now - t.taken > o_.max_load_age) {
       out[i] = FillResult::kRefused;  // too old to prove it missed no invalidation
-      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token, deadline);
+      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token);
       continue;
     }
     if (t.l2_absent) {
@@ -318,7 +333,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
     }
     const bool too_large = v.payload_.size() > o_.max_value_bytes;
     if (!t.has_fence || too_large) {  // cannot be fenced in L2: served, cached nowhere
-      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token, deadline);
+      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token);
       continue;
     }
     const milliseconds physical =
@@ -327,7 +342,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
       guard_.Run(ShardOf(keys[i]), deadline, [&](milliseconds dl) {
         return o_.l2->Put(keys[i], *v.envelope_, physical, dl);
       }).IgnoreError();
-      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token, deadline);
+      if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token);
       if (l1_) l1_->Erase(keys[i]).IgnoreError();
       FillL1(keys[i], v, local_fence_.Read(keys[i]));
       out[i] = FillResult::kStored;
@@ -372,11 +387,9 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
   return out;
 }
 
-void Cache::Impl::ReleaseLease(const std::string& key, const std::string& token, Clock::TimePoint deadline) {
-  if (!o_.l2 || token.empty()) return;
-  guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) { return o_.l2->ReleaseLease(key, token, dl); })
-      .status()
-      .IgnoreError();  // at worst the lease expires by itself
+void Cache::Impl::ReleaseLease(const std::string& key, const std::string& token) {
+  if (!keeper_ || token.empty()) return;
+  keeper_->Release(token, key);  // on the keeper's thread; when dropped, the lease expires by itself
 }
 
 }  // namespace tiercache

@@ -21,6 +21,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "tiercache/cache.h"
 
@@ -54,11 +55,19 @@ class LoadRegistry {
   // it with Finish.
   std::pair<std::shared_ptr<Load>, bool> Join(const std::string& key, uint64_t local_epoch) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = loads_.find(key);
-    if (it != loads_.end() && it->second->local_epoch() == local_epoch) return {it->second, false};
-    auto load = std::make_shared<Load>(local_epoch);
-    loads_[key] = load;
-    return {std::move(load), true};
+    return JoinLocked(key, local_epoch);
+  }
+
+  // Join for each of `keys` (distinct) at `local_epochs[i]`, all under one
+  // lock: of two batches over the same keys, one starts every load and the
+  // other joins them all (never a split of the keys between the two).
+  std::vector<std::pair<std::shared_ptr<Load>, bool>> JoinMany(const std::vector<std::string>& keys,
+                                                               const std::vector<uint64_t>& local_epochs) {
+    std::vector<std::pair<std::shared_ptr<Load>, bool>> out;
+    out.reserve(keys.size());
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < keys.size(); ++i) out.push_back(JoinLocked(keys[i], local_epochs[i]));
+    return out;
   }
 
   // True when a load of `key` is running.
@@ -87,6 +96,14 @@ class LoadRegistry {
   }
 
  private:
+  std::pair<std::shared_ptr<Load>, bool> JoinLocked(const std::string& key, uint64_t local_epoch) {
+    auto it = loads_.find(key);
+    if (it != loads_.end() && it->second->local_epoch() == local_epoch) return {it->second, false};
+    auto load = std::make_shared<Load>(local_epoch);
+    loads_[key] = load;
+    return {std::move(load), true};
+  }
+
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Load>> loads_;  // GUARDED_BY(mu_)
 };

@@ -51,8 +51,11 @@ int ProcessThreads() {
 }
 
 // ProcessThreads() once it holds still: a thread joined by an earlier test can
-// linger in /proc for a moment.
+// linger in /proc for a moment. One thread is started and joined first, so a
+// runtime that starts a helper thread of its own at the first pthread_create
+// (ThreadSanitizer does) has it running before the count, not after.
 int SettledProcessThreads() {
+  std::thread([] {}).join();
   int n = ProcessThreads();
   for (int i = 0; i < 50; ++i) {
     std::this_thread::sleep_for(milliseconds(10));
