@@ -19,7 +19,8 @@
 //     and replaces the key's fence epoch; the fill script refuses a value
 //     whose snapshot is no longer current (an invalidation came after it),
 //     whose load is older than max_load_age, or whose version is lower than
-//     what is stored. So no value read before an invalidation is ever stored
+//     what is stored or than the key's version floor (the highest version
+//     an invalidation named). So no value read before an invalidation is ever stored
 //     after it, however long the load took and whether or not the tombstone
 //     still exists; the epoch is a server-side token, so pods' clocks do not
 //     matter. L1 follows L2's verdict: a loaded value enters this pod's L1
@@ -27,7 +28,8 @@
 //     because the source moved on during the load, the cache reloads once.
 //   * Never serves what is known to be invalidated: a stale copy (L1 or L2)
 //     is dropped when L2 shows a tombstone or a newer version, also when the
-//     copy would have been served as a fail-safe.
+//     copy would have been served as a fail-safe; a load the fence refused
+//     never falls back to a stale copy.
 //   * Fail-safe: when the loader fails, or runs past the soft timeout, and a
 //     stale value younger than max_stale exists, that value is returned
 //     (CachedValue::stale() == true) and the load finishes in the background.
@@ -40,18 +42,20 @@
 //
 // Versions: a loader returns the source's version of the entity (e.g. the
 // row's version column, starting at 1, bumped on every write), and for "not
-// found" the deleted row's last version if it knows it. Version 0 (or none)
-// means "unversioned": such keys are still fenced against slow loads by the
-// fence epoch, and Invalidate(key) without a version drops every copy; only
-// the protection against replicas that lag behind an invalidation needs
-// versions. Do not mix versioned and unversioned use on one key.
+// found" nothing: an unversioned "not found" takes the version of the
+// tombstone it replaces. Version 0 (or none) means "unversioned": such keys
+// are still fenced against slow loads by the fence epoch, and
+// Invalidate(key) without a version drops every copy; only the protection
+// against replicas that lag behind an invalidation needs versions. Do not
+// mix versioned and unversioned values on one key.
 //
 // Consistency across pods: another pod's L1 copy may outlive an
 // invalidation by up to that pod's L1 TTL (until Kafka fan-out reaches
 // every L1); this pod's own Invalidate reaches its L1 at once.
 //
-// Keys are bytes, 1..L1Options::max_key_bytes long. The lease of a key lives
-// in the key's hash slot (see LeaseKeyFor).
+// Keys are bytes, 1..L1Options::max_key_bytes long, and not shaped like the
+// lease or fence key the cache keeps beside each key, in its hash slot
+// (IsCompanionKeyName: no ":lease" / ":fence" suffix).
 //
 // Thread-safety: every method may be called from any thread at once.
 // Loaders run on the cache's loader threads (never the caller's), with no
@@ -138,11 +142,11 @@ struct CacheOptions {
   milliseconds tombstone_ttl{30000};
 
   // Oldest a load may be when it fills (from its fence snapshot, by L2's
-  // clock): an older result is returned to any caller still waiting but
-  // cached nowhere. A key's fence epoch lives 2 x max_load_age after its last
-  // invalidation, and a lease is not kept alive past it, so a hung load
-  // holds its key's lease for at most max_load_age + lease.ttl.
-  // >= hard_timeout.
+  // clock): an older result is cached nowhere, and its callers still waiting
+  // get kAborted. A key's fence lives kFenceLifetime (l2_store.h) after its
+  // last change, and a lease is not kept alive past max_load_age, so a hung
+  // load holds its key's lease for at most max_load_age + lease.ttl.
+  // In [hard_timeout, kFenceLifetime / 2].
   milliseconds max_load_age{30000};
 
   // XFetch eagerness β (0: no early refresh). >= 0.
@@ -246,7 +250,8 @@ class Cache {
   // L1 → L2 → loader. Blocks up to the hard timeout.
   // Errors: kInvalidArgument (bad key or option), kDeadlineExceeded (hard
   // timeout, or a lease wait that ran out with on_wait_timeout == kFail),
-  // kResourceExhausted (loader queue full and nothing stale to serve),
+  // kResourceExhausted (loader queue full, or two loads of the key already
+  // run, one begun before a local invalidation, and nothing stale to serve),
   // kAborted (the source kept moving: a fill was refused twice), or the
   // loader's own error when nothing stale can be served.
   // `loader` is copied: a load may outlive the call (soft or hard timeout).
@@ -281,7 +286,9 @@ class Cache {
 
   // Invalidates `key` at `version` in both tiers: a tombstone of that version
   // and a new fence epoch (nullopt or 0: unversioned, drops every copy).
-  // Idempotent; a version older than, or equal to, the stored one is a no-op.
+  // Idempotent: a version at or below the key's floor writes nothing; one at
+  // or below the stored entry's drops nothing but raises the floor, so loads
+  // of older versions stay refused (docs/consistency.md §4).
   // Once it returns OK, no get on any pod returns a version below `version`
   // from L2 or a loader, nor from this pod's L1 (other pods' L1: see above).
   // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; this

@@ -9,29 +9,41 @@
 //   K          the envelope (value, negative entry or tombstone; docs/envelope.md)
 //   K's lease  LeaseKeyFor(K): the token of the pod loading K
 //   K's fence  FenceKeyFor(K): the fence epoch, a random token replaced by
-//              every invalidation and write-through of K; it lives
-//              `fence_ttl` after the last one.
+//              every invalidation and write-through of K, and K's version
+//              floor, the highest version an invalidation or write-through
+//              named ("<epoch>|<8-byte big-endian floor>"); it lives
+//              `fence_ttl` after the last change.
 //
 // The fence (docs/consistency.md). A load first takes a FenceSnapshot of K
-// (the epoch, and the store's clock in ms), then reads the source, then
+// (the fence, and the store's clock in ms), then reads the source, then
 // fills. A fill is refused when:
 //   * kInvalidated: K's epoch differs from the snapshot's (an invalidation or
 //     write-through came after the snapshot, so the load may have read data
 //     it superseded), or
 //   * kTooOld: the store's clock says the snapshot is older than `max_age`,
 //     or
-//   * kOlderVersion: the stored envelope (of any kind) has a higher version.
+//   * kOlderVersion: the stored envelope (of any kind), or K's floor, has a
+//     higher version than the fill's (versioned fills only).
 // Because an epoch outlives its invalidation by fence_ttl >= max_age, a load
 // that started before an invalidation can never fill after it, however long
-// it ran and whether or not the tombstone still exists.
+// it ran and whether or not the tombstone still exists. The cache passes
+// kFenceLifetime as fence_ttl, and every pod's max_load_age is at most half
+// of it, so pods configured differently still fence each other.
 //
 // Other rules every implementation keeps:
 //   * Version 0 means "unversioned". A tombstone of version v > 0 means "the
 //     source is at v": fills of version >= v pass (their epoch permitting).
-//     A stored value or negative entry of the same version as a versioned
-//     invalidation is already current: the invalidation is a no-op. An
-//     unversioned invalidation always applies: it tombstones at version 0,
-//     or, over a versioned entry of version w, at w + 1.
+//     A versioned invalidation at v <= K's floor is older or redelivered:
+//     it writes nothing. One at v over a stored entry of version >= v drops
+//     nothing but raises the floor to v. An unversioned invalidation always
+//     applies: it tombstones at version 0, or over a versioned entry at that
+//     entry's version (so it is idempotent; the new epoch refuses the loads
+//     that began before it).
+//   * An unversioned not-found (a negative entry of version 0: "no row, so no
+//     version") that passes the epoch check over a versioned tombstone or
+//     negative entry is stored at that entry's version (or the floor, if
+//     higher): it was read after that entry was written, and versions never
+//     go down. Over a versioned value it is refused (kOlderVersion).
 //   * A stored value that is not a well-formed envelope (by every structural
 //     check of DecodeEnvelope except the CRC) never blocks a write. A stored
 //     entry that passes those checks but fails the CRC is removed by
@@ -70,10 +82,20 @@ class RedisClient;
 // The lease key, and the fence key, of `key`: in the same hash slot.
 std::string LeaseKeyFor(std::string_view key);
 std::string FenceKeyFor(std::string_view key);
+// True when `key` has the shape of a lease or fence key (ends with ":lease"
+// or ":fence", or "{tag}:lease:" / "{tag}:fence:" follows its first tag):
+// the cache refuses such keys (kInvalidArgument) so a user's key can never be
+// another key's companion.
+bool IsCompanionKeyName(std::string_view key);
+
+// How long the cache keeps a key's fence after its last change (fence_ttl).
+// Fixed, not configurable, so that no pod's max_load_age (<= half of it, by
+// validation) can outlive another pod's fence.
+inline constexpr milliseconds kFenceLifetime{10 * 60 * 1000};
 
 // A key's fence as a load saw it before reading the source.
 struct FenceSnapshot {
-  std::string epoch;      // the fence epoch then; empty: none existed
+  std::string epoch;      // the fence value then (epoch and floor); empty: none existed
   int64_t store_ms = 0;   // the store's clock then (Unix ms on Redis' TIME)
 };
 

@@ -123,8 +123,15 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     }
     auto joined = running_.JoinMany(wanted_keys, wanted_epochs);
     for (size_t w = 0; w < wanted.size(); ++w) {
-      loads[wanted[w]] = std::move(joined[w].first);
-      if (joined[w].second) to_load.push_back(wanted[w]);
+      const size_t j = wanted[w];
+      if (!joined[w].first) {  // too many loads of it running (LoadRegistry)
+        done[j] = stale[j] ? ServeStale(*stale[j])
+                           : Result<CachedValue>(Status::ResourceExhausted(
+                                 "loads of '" + uniq[j] + "' begun before its latest local invalidation are still running"));
+        continue;
+      }
+      loads[j] = std::move(joined[w].first);
+      if (joined[w].second) to_load.push_back(j);
     }
   }
   if (!to_load.empty()) {

@@ -1,5 +1,7 @@
 #include "tiercache/cache.h"
 
+#include <atomic>
+
 #include "core/cache_impl.h"
 
 namespace tiercache {
@@ -79,6 +81,7 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
 }
 
 Cache::Impl::~Impl() {
+  timer_.Stop();         // no deadline fires into a cache being torn down
   async_->Shutdown();    // its tasks may still submit loads: stop it first
   loaders_->Shutdown();  // running loads finish (and unregister their leases)
   if (keeper_) keeper_->Stop();
@@ -113,21 +116,42 @@ std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader l
     promise->set_value(std::move(*hit));
     return future;
   }
-  // The deadline counts from this call, not from when a thread takes it up.
+  // The deadline counts from this call, not from when a thread takes it up:
+  // a timer completes the future at the deadline if the call is still
+  // queued or running then (the call itself goes on and its result is
+  // dropped).
   const Clock::TimePoint start = clock_->Now();
   Call call{std::move(key), std::move(loader), s, start, start + s.hard_timeout};
-  Status submitted = async_->Submit([this, promise, call, stale](bool cancelled) {
-    if (cancelled) {
-      promise->set_value(Status::Cancelled("cache destroyed before the get ran"));
-    } else if (clock_->Now() >= call.deadline) {
-      promise->set_value(
-          stale ? ServeStale(*stale)
-                : Result<CachedValue>(Status::DeadlineExceeded("get of '" + call.key + "' queued past its deadline")));
-    } else {
-      promise->set_value(AfterL1Miss(call, stale));
+  struct Once {
+    std::promise<Result<CachedValue>> promise;
+    std::atomic<bool> done{false};
+    std::atomic<uint64_t> timer{0};
+    void Complete(Result<CachedValue> r) {
+      if (!done.exchange(true)) promise.set_value(std::move(r));
     }
+  };
+  auto once = std::make_shared<Once>();
+  future = once->promise.get_future();
+  const std::string what = "get of '" + call.key + "' did not finish within the hard timeout";
+  // The L1 stale copy is not served at the deadline: it was never checked
+  // against L2 (it may have been invalidated since; BestStale), and there is
+  // no time left to check it.
+  once->timer = timer_.Schedule(std::chrono::steady_clock::now() + (call.deadline - start),
+                                [once, what] { once->Complete(Status::DeadlineExceeded(what)); });
+  Status submitted = async_->Submit([this, once, call, stale](bool cancelled) {
+    if (cancelled) {
+      once->Complete(Status::Cancelled("cache destroyed before the get ran"));
+    } else if (clock_->Now() >= call.deadline) {
+      once->Complete(Status::DeadlineExceeded("get of '" + call.key + "' queued past its deadline"));
+    } else {
+      once->Complete(AfterL1Miss(call, stale));
+    }
+    timer_.Cancel(once->timer);
   });
-  if (!submitted.ok()) promise->set_value(submitted);
+  if (!submitted.ok()) {
+    timer_.Cancel(once->timer);
+    once->Complete(submitted);
+  }
   return future;
 }
 

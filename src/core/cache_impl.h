@@ -22,6 +22,7 @@
 #include <unordered_set>
 
 #include "core/cache_options.h"
+#include "core/deadline_timer.h"
 #include "core/executor.h"
 #include "core/l2_guard.h"
 #include "core/lease_keeper.h"
@@ -181,6 +182,7 @@ class Cache::Impl {
   std::unordered_set<std::string> refreshing_;  // GUARDED_BY(refresh_mu_): early refreshes in flight
   std::unique_ptr<BoundedExecutor> loaders_;
   std::unique_ptr<BoundedExecutor> async_;
+  DeadlineTimer timer_{65536};  // GetAsync deadlines (pending at most: calls in flight)
   std::unique_ptr<LeaseKeeper> keeper_;  // null without L2
 };
 

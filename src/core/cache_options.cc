@@ -24,6 +24,10 @@ Status ValidateCacheOptions(const CacheOptions& o) {
   if (o.soft_timeout > o.hard_timeout) return Status::InvalidArgument("soft_timeout must be <= hard_timeout");
   if (o.max_stale < milliseconds::zero()) return Status::InvalidArgument("max_stale must be >= 0");
   if (o.max_load_age < o.hard_timeout) return Status::InvalidArgument("max_load_age must be >= hard_timeout");
+  if (o.max_load_age > kFenceLifetime / 2) {
+    return Status::InvalidArgument("max_load_age must be <= " + std::to_string((kFenceLifetime / 2).count()) +
+                                   " ms (half the fence lifetime)");
+  }
   if (o.max_hung_loads < 0) return Status::InvalidArgument("max_hung_loads must be >= 0");
   if (!(o.ttl_jitter >= 0 && o.ttl_jitter <= 0.5)) return Status::InvalidArgument("ttl_jitter must be in [0, 0.5]");
   if (!(o.early_refresh_beta >= 0)) return Status::InvalidArgument("early_refresh_beta must be >= 0");

@@ -75,7 +75,7 @@ void Cache::Impl::RefreshNow(const Call& queued, WallTime seen_expiry) {
   // Runs here, on this loader thread, but registered, so gets of the key
   // join it instead of loading again.
   auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
-  if (!fresh) {
+  if (!fresh) {  // running already (or too many loads of it are)
     ReleaseLease(call.key, ticket.lease_token);
     return;
   }

@@ -38,4 +38,15 @@ std::string CompanionKey(std::string_view key, std::string_view suffix) {
 std::string LeaseKeyFor(std::string_view key) { return CompanionKey(key, "lease"); }
 std::string FenceKeyFor(std::string_view key) { return CompanionKey(key, "fence"); }
 
+bool IsCompanionKeyName(std::string_view key) {
+  for (std::string_view suffix : {std::string_view(":lease"), std::string_view(":fence")}) {
+    if (key.size() >= suffix.size() && key.substr(key.size() - suffix.size()) == suffix) return true;
+  }
+  if (key.empty() || key[0] != '{') return false;
+  const size_t close = key.find('}');
+  if (close == std::string_view::npos) return false;
+  const std::string_view rest = key.substr(close + 1);
+  return rest.substr(0, 7) == ":lease:" || rest.substr(0, 7) == ":fence:";
+}
+
 }  // namespace tiercache

@@ -182,6 +182,11 @@ Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call&
   auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
   if (!fresh) {  // one load per key per process: wait for the running one
     if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
+    if (!load) {
+      return Status::ResourceExhausted("loads of '" + call.key +
+                                       "' begun before its latest local invalidation are still running (a hung "
+                                       "loader?): no further load of it until one ends");
+    }
     return load;
   }
   if (keeper_ && !ticket.lease_token.empty()) {  // kept alive from now, also while queued
@@ -217,7 +222,10 @@ Result<CachedValue> Cache::Impl::WaitFor(const Call& call, LoadRegistry::Load& l
     std::optional<Result<CachedValue>> r =
         load.WaitFor(std::clamp<nanoseconds>(until - now, nanoseconds(0), milliseconds(5)));
     if (r) {
-      if (!r->ok() && stale) return ServeStale(*stale);
+      // A failed load leaves the stale copy as the fail-safe, unless the
+      // fence refused it (kAborted): then something newer than the copy, or
+      // an invalidation after it, reached L2 during the load.
+      if (!r->ok() && stale && !r->status().IsAborted()) return ServeStale(*stale);
       return std::move(*r);
     }
     if (clock_->Now() >= until) {
@@ -259,6 +267,10 @@ Result<CachedValue> Cache::Impl::LoadAndFill(const Call& call, LoadTicket ticket
     if (!v.ok()) {
       if (!r.ok()) metrics_->Add(Counter::kLoadError, Tier::kLoader);
       if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
+      if (attempt > 0) {  // the fence refused the first load: no stale copy from before it may stand in
+        return Status::Aborted("load of '" + call.key + "' was fenced off and its reload failed: " +
+                               v.status().ToString());
+      }
       return v.status();
     }
     const FillResult filled = Fill(call.key, *v, call.settings, ticket);
@@ -369,7 +381,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
     if (allowed[j]) sent.push_back(requests[j]);
   }
   const milliseconds left = duration_cast<milliseconds>(deadline - clock_->Now());
-  if (!sent.empty()) got = o_.l2->Fill(sent, o_.max_load_age, 2 * o_.max_load_age, std::max(left, milliseconds(1)));
+  if (!sent.empty()) got = o_.l2->Fill(sent, o_.max_load_age, kFenceLifetime, std::max(left, milliseconds(1)));
   for (size_t j = 0, k = 0; j < requests.size(); ++j) {
     const size_t i = to_l2[j];
     if (!allowed[j]) continue;  // breaker open: not stored (the lease expires by itself)

@@ -6,7 +6,10 @@
 // per key however many gets arrive, and a load outlives the callers that
 // gave up on it (soft or hard timeout) without being started again. A load
 // that began before a local invalidation of its key is not joined: it is
-// replaced by a new one (its own result still reaches its own callers).
+// replaced by a new one (its own result still reaches its own callers). At
+// most kMaxLoadsPerKey loads of one key run at once, so invalidating a key
+// whose loader hangs (or a key sharing its local fence stripe) cannot pile
+// up hung loads until the loader pool starves: past the cap, Join refuses.
 //
 // Thread-safety: all methods may be called concurrently. Load::WaitFor blocks
 // up to its argument; nothing else blocks.
@@ -49,10 +52,15 @@ class LoadRegistry {
     std::optional<Result<CachedValue>> result_;  // GUARDED_BY(mu_); set once
   };
 
+  // Loads of one key that may run at once: the newest, and one begun
+  // before a local invalidation.
+  static constexpr int kMaxLoadsPerKey = 2;
+
   // The load of `key` to wait for: the running one if it started at
   // `local_epoch` (no local invalidation since), else a new one, registered
   // here. `.second` is true for a new load: the caller must run it and end
-  // it with Finish.
+  // it with Finish. A null load: kMaxLoadsPerKey loads of the key are
+  // running and none can be joined; the caller must not load.
   std::pair<std::shared_ptr<Load>, bool> Join(const std::string& key, uint64_t local_epoch) {
     std::lock_guard<std::mutex> lock(mu_);
     return JoinLocked(key, local_epoch);
@@ -73,15 +81,18 @@ class LoadRegistry {
   // True when a load of `key` is running.
   bool Running(const std::string& key) const {
     std::lock_guard<std::mutex> lock(mu_);
-    return loads_.count(key) != 0;
+    return keys_.count(key) != 0;
   }
 
-  // Publishes `load`'s result and forgets it (if it is still the key's load).
+  // Publishes `load`'s result and forgets it.
   void Finish(const std::string& key, const std::shared_ptr<Load>& load, Result<CachedValue> result) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = loads_.find(key);
-      if (it != loads_.end() && it->second == load) loads_.erase(it);
+      auto it = keys_.find(key);
+      if (it != keys_.end()) {
+        if (it->second.newest == load) it->second.newest.reset();
+        if (--it->second.running == 0) keys_.erase(it);
+      }
     }
     {
       std::lock_guard<std::mutex> lock(load->mu_);
@@ -90,22 +101,31 @@ class LoadRegistry {
     load->cv_.notify_all();
   }
 
+  // Loads running (of every key).
   size_t running() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return loads_.size();
+    size_t n = 0;
+    for (const auto& [key, e] : keys_) n += static_cast<size_t>(e.running);
+    return n;
   }
 
  private:
+  struct Entry {
+    std::shared_ptr<Load> newest;  // the one to join; null once it finished
+    int running = 0;               // loads of the key running, superseded ones included
+  };
+
   std::pair<std::shared_ptr<Load>, bool> JoinLocked(const std::string& key, uint64_t local_epoch) {
-    auto it = loads_.find(key);
-    if (it != loads_.end() && it->second->local_epoch() == local_epoch) return {it->second, false};
-    auto load = std::make_shared<Load>(local_epoch);
-    loads_[key] = load;
-    return {std::move(load), true};
+    Entry& e = keys_[key];
+    if (e.newest && e.newest->local_epoch() == local_epoch) return {e.newest, false};
+    if (e.running >= kMaxLoadsPerKey) return {nullptr, false};
+    e.newest = std::make_shared<Load>(local_epoch);
+    ++e.running;
+    return {e.newest, true};
   }
 
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<Load>> loads_;  // GUARDED_BY(mu_)
+  std::unordered_map<std::string, Entry> keys_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace tiercache

@@ -27,7 +27,8 @@ class LocalFence {
   static constexpr size_t kStripes = 4096;
 
   uint64_t Read(std::string_view key) const { return Stripe(key).load(std::memory_order_seq_cst); }
-  void Bump(std::string_view key) { Stripe(key).fetch_add(1, std::memory_order_seq_cst); }
+  // Returns the counter's value before the bump.
+  uint64_t Bump(std::string_view key) { return Stripe(key).fetch_add(1, std::memory_order_seq_cst); }
   bool Unchanged(std::string_view key, uint64_t seen) const { return Read(key) == seen; }
 
  private:

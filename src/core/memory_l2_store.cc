@@ -73,18 +73,22 @@ class InMemoryL2Store final : public L2Store {
     }
     std::string bytes = q.tombstone;
     std::lock_guard<std::mutex> lock(mu_);
+    Fence fence = FenceLocked(q.key);
     std::optional<EnvelopeView> stored = StoredLocked(q.key);
-    if (stored && tomb->version == 0) {
-      if (stored->version != 0) {  // over a versioned entry: its version + 1
-        EnvelopeView e = *tomb;
-        e.version = stored->version == UINT64_MAX ? stored->version : stored->version + 1;
-        bytes = *EncodeEnvelope(e);
+    if (tomb->version == 0) {
+      if (stored && stored->version != 0) bytes = WithVersion(*tomb, stored->version);  // keeps its version
+    } else {
+      if (fence.floor > tomb->version) return FenceOutcome{FillVerdict::kOlderVersion, fence.floor};
+      if (stored && stored->version >= tomb->version) {  // nothing to drop; the floor rises
+        if (tomb->version > fence.floor) {
+          StoreLocked(FenceKeyFor(q.key), FenceBytes(fence.epoch, tomb->version), fence_ttl);
+        }
+        return FenceOutcome{FillVerdict::kOlderVersion, stored->version};
       }
-    } else if (stored && stored->version >= tomb->version) {
-      return FenceOutcome{FillVerdict::kOlderVersion, stored->version};
+      fence.floor = tomb->version;
     }
     StoreLocked(q.key, bytes, q.tombstone_ttl);
-    StoreLocked(FenceKeyFor(q.key), q.new_epoch, fence_ttl);
+    StoreLocked(FenceKeyFor(q.key), FenceBytes(q.new_epoch, fence.floor), fence_ttl);
     return FenceOutcome{};
   }
 
@@ -159,24 +163,66 @@ class InMemoryL2Store final : public L2Store {
     }
     std::lock_guard<std::mutex> lock(mu_);
     FenceOutcome out;
+    Fence fence = FenceLocked(f.key);
     if (!f.write_through) {
       if (NowMs() - f.fence.store_ms > max_age.count()) {
         out.verdict = FillVerdict::kTooOld;
-      } else if (SnapshotLocked(f.key).epoch != f.fence.epoch) {
+      } else if (fence.epoch != ParseFence(f.fence.epoch).epoch) {
         out.verdict = FillVerdict::kInvalidated;
       }
     }
+    if (out.stored() && fresh->version != 0 && fence.floor > fresh->version) {
+      out = FenceOutcome{FillVerdict::kOlderVersion, fence.floor};
+    }
     if (out.stored()) {
       std::optional<EnvelopeView> stored = StoredLocked(f.key);
+      std::string bytes = f.envelope;
       if (stored && stored->version > fresh->version) {
-        out = FenceOutcome{FillVerdict::kOlderVersion, stored->version};
-      } else {
-        StoreLocked(f.key, f.envelope, f.physical_ttl);
-        if (f.write_through) StoreLocked(FenceKeyFor(f.key), f.new_epoch, fence_ttl);
+        if (fresh->version == 0 && fresh->kind == EntryKind::kNegative && stored->kind != EntryKind::kValue) {
+          bytes = WithVersion(*fresh, std::max(stored->version, fence.floor));  // takes that version
+        } else {
+          out = FenceOutcome{FillVerdict::kOlderVersion, stored->version};
+        }
+      }
+      if (out.stored()) {
+        StoreLocked(f.key, bytes, f.physical_ttl);
+        if (f.write_through) {
+          StoreLocked(FenceKeyFor(f.key), FenceBytes(f.new_epoch, std::max(fence.floor, fresh->version)), fence_ttl);
+        }
       }
     }
     if (!f.lease_key.empty()) ReleaseLocked(f.lease_key, f.lease_token);
     return out;
+  }
+
+  // A fence value (as in scripts.cc): <epoch>|<8-byte big-endian floor>, or a bare epoch.
+  struct Fence {
+    std::string epoch;
+    uint64_t floor = 0;
+  };
+  static Fence ParseFence(std::string_view bytes) {
+    Fence f;
+    if (bytes.size() >= 9 && bytes[bytes.size() - 9] == '|') {
+      for (size_t i = bytes.size() - 8; i < bytes.size(); ++i) f.floor = (f.floor << 8) | static_cast<uint8_t>(bytes[i]);
+      f.epoch = std::string(bytes.substr(0, bytes.size() - 9));
+    } else {
+      f.epoch = std::string(bytes);
+    }
+    return f;
+  }
+  static std::string FenceBytes(const std::string& epoch, uint64_t floor) {
+    std::string out = epoch + '|';
+    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((floor >> (8 * i)) & 0xff));
+    return out;
+  }
+  static std::string WithVersion(EnvelopeView e, uint64_t version) {
+    e.version = version;
+    return *EncodeEnvelope(e);
+  }
+  // REQUIRES: mu_ held.
+  Fence FenceLocked(std::string_view key) {
+    const Item* item = Find(FenceKeyFor(key));
+    return item ? ParseFence(item->bytes) : Fence();
   }
 
   int64_t NowMs() const {

@@ -13,6 +13,11 @@ Status Cache::Impl::CheckKey(std::string_view key) const {
     return Status::InvalidArgument("key of " + std::to_string(key.size()) + " bytes exceeds max_key_bytes " +
                                    std::to_string(o_.l1.max_key_bytes));
   }
+  if (IsCompanionKeyName(key)) {
+    return Status::InvalidArgument("key '" + std::string(key) +
+                                   "' has the shape of a lease or fence key (\":lease\" / \":fence\"), which the "
+                                   "cache keeps beside every key");
+  }
   return Status::Ok();
 }
 
@@ -132,7 +137,11 @@ std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> min
   if (mine && read.ok && !read.newest && !read.tombstone && !read.corrupt) mine.reset();
   if (mine && read.tombstone) {
     const uint64_t t = *read.tombstone;
-    if (mine->version_ < t || (t == 0 && mine->version_ == 0)) mine.reset();  // invalidated
+    // Invalidated: the tombstone is the newest write of the key, so a copy
+    // of its version or below predates it (an unversioned invalidation
+    // tombstones at the version it found; a versioned one at v never
+    // replaces an entry of version v).
+    if (t == 0 || mine->version_ <= t) mine.reset();
   }
   if (mine && read.newest && mine->version_ < *read.newest) mine.reset();  // superseded
   if (read.stale && (!mine || read.stale->version_ >= mine->version_)) return std::move(read.stale);

@@ -23,10 +23,46 @@ namespace tiercache::scripts {
   "local function now_ms()\n"                                                        \
   "  local t = redis.call('TIME')\n"                                                 \
   "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"             \
+  "end\n"                                                                            \
+  "local function pack(hi, lo)\n"                                                    \
+  "  local b = {}\n"                                                                 \
+  "  for i = 3, 0, -1 do b[#b + 1] = string.char(math.floor(hi / 256 ^ i) % 256) end\n" \
+  "  for i = 3, 0, -1 do b[#b + 1] = string.char(math.floor(lo / 256 ^ i) % 256) end\n" \
+  "  return table.concat(b)\n"                                                       \
+  "end\n"                                                                            \
+  /* a fence value: <epoch>|<8-byte big-endian version floor>, or a bare epoch */    \
+  "local function fence_parts(f)\n"                                                  \
+  "  if #f >= 9 and string.sub(f, -9, -9) == '|' then\n"                             \
+  "    local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(f, -8, -1)\n"              \
+  "    return string.sub(f, 1, -10), ((b1 * 256 + b2) * 256 + b3) * 256 + b4,\n"     \
+  "           ((b5 * 256 + b6) * 256 + b7) * 256 + b8\n"                            \
+  "  end\n"                                                                          \
+  "  return f, 0, 0\n"                                                               \
+  "end\n"                                                                            \
+  /* CRC-32C (reflected 0x82F63B78) as 4 big-endian bytes, bit by bit: only */       \
+  /* for the 44-byte envelopes (tombstone, negative) re-versioned here */            \
+  "local function crc32c(s)\n"                                                       \
+  "  local crc = -1\n"                                                               \
+  "  for i = 1, #s do\n"                                                             \
+  "    crc = bit.bxor(crc, string.byte(s, i))\n"                                     \
+  "    for _ = 1, 8 do\n"                                                            \
+  "      crc = bit.bxor(bit.rshift(crc, 1), bit.band(0x82F63B78, -bit.band(crc, 1)))\n" \
+  "    end\n"                                                                        \
+  "  end\n"                                                                          \
+  "  crc = bit.bnot(crc)\n"                                                          \
+  "  return string.char(bit.band(bit.rshift(crc, 24), 255), bit.band(bit.rshift(crc, 16), 255),\n" \
+  "                     bit.band(bit.rshift(crc, 8), 255), bit.band(crc, 255))\n"    \
+  "end\n"                                                                            \
+  "local function with_version(e, hi, lo)\n"                                         \
+  "  local body = string.sub(e, 1, 8) .. pack(hi, lo) .. string.sub(e, 17, #e - 4)\n" \
+  "  return body .. crc32c(body)\n"                                                  \
   "end\n"
 
+// KEYS: value, fence[, lease]. ARGV: envelope, physical ttl ms, 'f' | 'w',
+// snapshot fence | new epoch, snapshot server ms, max age ms | fence ttl ms[,
+// lease token].
 const std::string_view kFill =
-    "-- tiercache fill v2\n" TIERCACHE_LUA_PRELUDE
+    "-- tiercache fill v3\n" TIERCACHE_LUA_PRELUDE
     "local nhi, nlo, nkind = version(ARGV[1])\n"
     "if not nhi or nkind == 2 then\n"
     "  return redis.error_reply('ERR tiercache fill: not a value or negative envelope')\n"
@@ -34,71 +70,78 @@ const std::string_view kFill =
     "local function release()\n"
     "  if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end\n"
     "end\n"
+    "local env = ARGV[1]\n"
     "local write = ARGV[3] == 'w'\n"
+    "local epoch, fhi, flo = fence_parts(redis.call('GET', KEYS[2]) or '')\n"
     "if not write then\n"
     "  if now_ms() - tonumber(ARGV[5]) > tonumber(ARGV[6]) then\n"
     "    release()\n"
     "    return {0, 3, ''}\n"
     "  end\n"
-    "  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then\n"
+    "  if epoch ~= fence_parts(ARGV[4]) then\n"
     "    release()\n"
     "    return {0, 2, ''}\n"
     "  end\n"
     "end\n"
-    "local old = redis.call('GET', KEYS[1])\n"
-    "local ohi, olo = version(old)\n"
-    "if ohi and newer(ohi, olo, nhi, nlo) then\n"
+    "local unversioned = nhi == 0 and nlo == 0\n"
+    "if not unversioned and newer(fhi, flo, nhi, nlo) then\n"
     "  release()\n"
-    "  return {0, 1, string.sub(old, 9, 16)}\n"
+    "  return {0, 1, pack(fhi, flo)}\n"
     "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "if write then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[6]) end\n"
+    "local old = redis.call('GET', KEYS[1])\n"
+    "local ohi, olo, okind = version(old)\n"
+    "if ohi and newer(ohi, olo, nhi, nlo) then\n"
+    "  if unversioned and nkind == 1 and okind ~= 0 and #env == 44 then\n"
+    "    -- an unversioned not-found over a versioned tombstone or negative: the\n"
+    "    -- load began after it (the epoch held), so it takes that version\n"
+    "    local hi, lo = ohi, olo\n"
+    "    if newer(fhi, flo, hi, lo) then hi, lo = fhi, flo end\n"
+    "    env = with_version(env, hi, lo)\n"
+    "  else\n"
+    "    release()\n"
+    "    return {0, 1, string.sub(old, 9, 16)}\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], env, 'PX', ARGV[2])\n"
+    "if write then\n"
+    "  if newer(nhi, nlo, fhi, flo) then fhi, flo = nhi, nlo end\n"
+    "  redis.call('SET', KEYS[2], ARGV[4] .. '|' .. pack(fhi, flo), 'PX', ARGV[6])\n"
+    "end\n"
     "release()\n"
     "return {1}\n";
 
+// KEYS: value, fence. ARGV: tombstone, tombstone ttl ms, new epoch, fence ttl ms.
 const std::string_view kInvalidate =
-    "-- tiercache invalidate v2\n" TIERCACHE_LUA_PRELUDE
-    // CRC-32C (reflected 0x82F63B78) as 4 big-endian bytes, bit by bit: only
-    // for the 44-byte tombstone this script re-versions.
-    "local function crc32c(s)\n"
-    "  local crc = -1\n"
-    "  for i = 1, #s do\n"
-    "    crc = bit.bxor(crc, string.byte(s, i))\n"
-    "    for _ = 1, 8 do\n"
-    "      crc = bit.bxor(bit.rshift(crc, 1), bit.band(0x82F63B78, -bit.band(crc, 1)))\n"
-    "    end\n"
-    "  end\n"
-    "  crc = bit.bnot(crc)\n"
-    "  return string.char(bit.band(bit.rshift(crc, 24), 255), bit.band(bit.rshift(crc, 16), 255),\n"
-    "                     bit.band(bit.rshift(crc, 8), 255), bit.band(crc, 255))\n"
-    "end\n"
+    "-- tiercache invalidate v3\n" TIERCACHE_LUA_PRELUDE
     "local nhi, nlo, nkind = version(ARGV[1])\n"
     "if not nhi or nkind ~= 2 then\n"
     "  return redis.error_reply('ERR tiercache invalidate: not a tombstone envelope')\n"
     "end\n"
     "local tomb = ARGV[1]\n"
+    "local epoch, fhi, flo = fence_parts(redis.call('GET', KEYS[2]) or '')\n"
     "local old = redis.call('GET', KEYS[1])\n"
-    "local ohi, olo, okind = version(old)\n"
-    "local unversioned = nhi == 0 and nlo == 0\n"
-    "if ohi and unversioned then\n"
-    "  if ohi ~= 0 or olo ~= 0 then\n"
-    "    -- over a versioned entry: tombstone at its version + 1\n"
-    "    local hi, lo = ohi, olo + 1\n"
-    "    if lo >= 4294967296 then hi, lo = hi + 1, 0 end\n"
-    "    if hi >= 4294967296 then hi, lo = ohi, olo end\n"
-    "    local bytes = {}\n"
-    "    for i = 3, 0, -1 do bytes[#bytes + 1] = string.char(math.floor(hi / 256 ^ i) % 256) end\n"
-    "    for i = 3, 0, -1 do bytes[#bytes + 1] = string.char(math.floor(lo / 256 ^ i) % 256) end\n"
-    "    local body = string.sub(tomb, 1, 8) .. table.concat(bytes) .. string.sub(tomb, 17, #tomb - 4)\n"
-    "    tomb = body .. crc32c(body)\n"
+    "local ohi, olo = version(old)\n"
+    "if nhi == 0 and nlo == 0 then\n"
+    "  -- unversioned: always applies; over a versioned entry the tombstone\n"
+    "  -- keeps its version (the new epoch, not a version, refuses older loads)\n"
+    "  if ohi and (ohi ~= 0 or olo ~= 0) then tomb = with_version(tomb, ohi, olo) end\n"
+    "else\n"
+    "  if newer(fhi, flo, nhi, nlo) then\n"
+    "    return {0, 1, pack(fhi, flo)}  -- older: no write at all\n"
     "  end\n"
-    "elseif ohi then\n"
-    "  if newer(ohi, olo, nhi, nlo) or (ohi == nhi and olo == nlo) then\n"
+    "  if ohi and not newer(nhi, nlo, ohi, olo) then\n"
+    "    -- the entry is at this version or newer: nothing to drop, but the\n"
+    "    -- floor rises, so a load of an older version in flight is refused\n"
+    "    -- even if that entry goes (eviction, expiry); redelivered: no write\n"
+    "    if newer(nhi, nlo, fhi, flo) then\n"
+    "      redis.call('SET', KEYS[2], epoch .. '|' .. pack(nhi, nlo), 'PX', ARGV[4])\n"
+    "    end\n"
     "    return {0, 1, string.sub(old, 9, 16)}\n"
     "  end\n"
+    "  fhi, flo = nhi, nlo\n"
     "end\n"
     "redis.call('SET', KEYS[1], tomb, 'PX', ARGV[2])\n"
-    "redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])\n"
+    "redis.call('SET', KEYS[2], ARGV[3] .. '|' .. pack(fhi, flo), 'PX', ARGV[4])\n"
     "return {1}\n";
 
 const std::string_view kSnapshot =

@@ -21,6 +21,9 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
   Result<CachedValue> v = MakeValue(r, nanoseconds(0), *s);
   if (!v.ok()) return v.status();
   const std::string k(key);
+  // Read before the L2 write: a local invalidation that lands between the
+  // write and our own bump below must keep the value out of L1.
+  const uint64_t local_epoch = local_fence_.Read(k);
   Status l2_status;
   if (o_.l2) {
     FillRequest f;
@@ -35,7 +38,7 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
         TIERCACHE_RETURN_IF_ERROR(o_.l2->Put(k, f.envelope, f.physical_ttl, dl));
         return FenceOutcome();
       }
-      return o_.l2->Fill({f}, o_.max_load_age, 2 * o_.max_load_age, dl)[0];
+      return o_.l2->Fill({f}, o_.max_load_age, kFenceLifetime, dl)[0];
     };
     Result<FenceOutcome> out = guard_.Run(ShardOf(k), deadline, write);
     if (out.ok() && !out->stored() && RemoveIfCorrupt(k, deadline)) out = guard_.Run(ShardOf(k), deadline, write);
@@ -46,11 +49,13 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
     }
     l2_status = out.status();
   }
-  // This pod's loads in flight lose to the write; then L1 takes it.
-  local_fence_.Bump(k);
+  // This pod's loads in flight lose to the write; then L1 takes it, unless
+  // another local write or invalidation came since local_epoch was read
+  // (then whichever of us bumped last decides L1: it must not be us).
+  const bool alone = local_fence_.Bump(k) == local_epoch;
   if (l1_) {
     l1_->Erase(k).IgnoreError();
-    FillL1(k, *v, local_fence_.Read(k));
+    if (alone) FillL1(k, *v, local_epoch + 1);
   }
   return l2_status;
 }
@@ -70,7 +75,7 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
     if (!bytes.ok()) return bytes.status();
     InvalidateRequest q{k, std::move(*bytes), o_.tombstone_ttl, cache_internal::NewToken()};
     const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
-    auto invalidate = [&](milliseconds dl) { return o_.l2->Invalidate(q, 2 * o_.max_load_age, dl); };
+    auto invalidate = [&](milliseconds dl) { return o_.l2->Invalidate(q, kFenceLifetime, dl); };
     Result<FenceOutcome> r = guard_.Run(ShardOf(k), deadline, invalidate);
     // A corrupt entry with a high version would swallow the invalidation.
     if (r.ok() && !r->stored() && RemoveIfCorrupt(k, deadline)) r = guard_.Run(ShardOf(k), deadline, invalidate);

@@ -137,6 +137,7 @@ struct Counters {
   std::atomic<uint64_t> err_deadline{0};
   std::atomic<uint64_t> err_aborted{0};
   std::atomic<uint64_t> err_other{0};
+  std::atomic<uint64_t> err_busy{0};
   std::atomic<uint64_t> loads{0};
   std::atomic<uint64_t> slow_loads{0};
   std::atomic<uint64_t> hung_loads{0};
@@ -489,6 +490,10 @@ class Pod {
       db_->c.err_deadline.fetch_add(1);
     } else if (s.IsAborted()) {
       db_->c.err_aborted.fetch_add(1);
+    } else if (s.IsResourceExhausted()) {
+      // Documented: the loader pool is full, or loads of the key begun
+      // before its latest local invalidation still run (LoadRegistry's cap).
+      db_->c.err_busy.fetch_add(1);
     } else {
       if (db_->c.err_other.fetch_add(1) < 5) {
         std::fprintf(stderr, "pod %d: unexpected error: %s\n", proc_, s.ToString().c_str());
@@ -908,13 +913,13 @@ class Checker {
     std::printf(
         "checker (fencing %s): %" PRIu64 " ops (%" PRIu64 " gets, %" PRIu64 " get_many, %" PRIu64
         " writes), %" PRIu64 " results checked (L1 %" PRIu64 ", L2 %" PRIu64 ", loader %" PRIu64 ", stale %" PRIu64
-        "); errors: %" PRIu64 " deadline, %" PRIu64 " aborted, %" PRIu64 " other; loads %" PRIu64 " (%" PRIu64
+        "); errors: %" PRIu64 " deadline, %" PRIu64 " aborted, %" PRIu64 " busy, %" PRIu64 " other; loads %" PRIu64 " (%" PRIu64
         " slow, %" PRIu64 " hung); invalidate retries %" PRIu64 ", failures %" PRIu64 ", repairs %" PRIu64
         "; %d kills, %d checkpoints (%" PRIu64 " reads, %" PRIu64 " mismatches, %" PRIu64
         " errors)\n  VIOLATIONS %" PRIu64 " (own pod %" PRIu64 ", other pod %" PRIu64 "; from L1 %" PRIu64
         ", L2 %" PRIu64 ", loader %" PRIu64 "; stale %" PRIu64 "; in GetMany %" PRIu64 ")\n",
         fencing_ ? "on" : "off", s->ops, s->gets, s->get_many, s->writes, s->checked, s->from_l1, s->from_l2,
-        s->from_loader, s->stale, s->err_deadline, s->err_aborted, s->err_other, s->loads, s->slow_loads,
+        s->from_loader, s->stale, s->err_deadline, s->err_aborted, c.err_busy.load(), s->err_other, s->loads, s->slow_loads,
         s->hung_loads, s->invalidate_retries, s->invalidate_failures, s->repairs, s->kills, s->checkpoints,
         s->checkpoint_reads, s->checkpoint_violations, s->checkpoint_errors, s->violations, c.viol_own_pod.load(),
         c.viol_other_pod.load(), c.viol_from_l1.load(), c.viol_from_l2.load(), c.viol_from_loader.load(),

@@ -62,6 +62,20 @@ struct Snap {
   int64_t ms = 0;     // the server's clock
 };
 
+// A fence value is "<epoch>|<8-byte big-endian version floor>" (l2_store.h).
+std::string EpochOf(const std::optional<std::string>& fence) {
+  if (!fence) return "(no fence key)";
+  if (fence->size() >= 9 && (*fence)[fence->size() - 9] == '|') return fence->substr(0, fence->size() - 9);
+  return *fence;
+}
+std::string EpochOf(const std::string& fence) { return EpochOf(std::optional<std::string>(fence)); }
+uint64_t FloorOf(const std::optional<std::string>& fence) {
+  uint64_t v = 0;
+  if (!fence || fence->size() < 9 || (*fence)[fence->size() - 9] != '|') return 0;
+  for (size_t i = fence->size() - 8; i < fence->size(); ++i) v = (v << 8) | static_cast<uint8_t>((*fence)[i]);
+  return v;
+}
+
 class ScriptsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -246,7 +260,7 @@ TEST_F(ScriptsTest, SnapshotBeforeInvalidationIsRefusedAfterTheTombstoneExpires)
   EXPECT_EQ(GetRaw(key_), std::nullopt);
 
   const Snap after = Snapshot();
-  EXPECT_EQ(after.epoch, "epoch-after");
+  EXPECT_EQ(EpochOf(after.epoch), "epoch-after");
   EXPECT_EQ(Fill(Envelope(EntryKind::kValue, 2, "v2"), after), Stored());
   EXPECT_EQ(Decoded()->payload, "v2");
 }
@@ -333,11 +347,11 @@ TEST_F(ScriptsTest, SnapshotReturnsServerTimeAndEachEpoch) {
 TEST_F(ScriptsTest, WriteThroughIgnoresTheSnapshotAndInstallsTheNewEpoch) {
   ASSERT_EQ(Invalidate(0, "epoch-1"), Stored());
   const Snap pre_write = Snapshot();
-  ASSERT_EQ(pre_write.epoch, "epoch-1");
+  ASSERT_EQ(EpochOf(pre_write.epoch), "epoch-1");
 
   EXPECT_EQ(WriteThrough(Envelope(EntryKind::kValue, 3, "written"), "epoch-2", /*fence_ttl_ms=*/"30000"), Stored());
   EXPECT_EQ(Decoded()->payload, "written");
-  EXPECT_EQ(GetRaw(fence_), "epoch-2");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-2");
   long long fence_ttl = Pttl(fence_);
   EXPECT_GT(fence_ttl, 25000);
   EXPECT_LE(fence_ttl, 30000);
@@ -354,7 +368,7 @@ TEST_F(ScriptsTest, WriteThroughOfAnOlderVersionIsRefusedAndKeepsTheEpoch) {
   ASSERT_EQ(WriteThrough(Envelope(EntryKind::kValue, 5, "v5"), "epoch-1"), Stored());
   EXPECT_EQ(WriteThrough(Envelope(EntryKind::kValue, 4, "v4"), "epoch-2"), Refused(1, 5));
   EXPECT_EQ(Decoded()->payload, "v5");
-  EXPECT_EQ(GetRaw(fence_), "epoch-1");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-1");
 }
 
 // ---- kInvalidate ----
@@ -367,7 +381,7 @@ TEST_F(ScriptsTest, VersionedInvalidationOverAnOlderValueApplies) {
   EXPECT_EQ(Decoded()->version, 6u);
   EXPECT_GT(Pttl(key_), 15000);
   EXPECT_LE(Pttl(key_), 20000);
-  EXPECT_EQ(GetRaw(fence_), "epoch-6");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-6");
   EXPECT_GT(Pttl(fence_), 35000);
   EXPECT_LE(Pttl(fence_), 40000);
   // Fills of versions below the tombstone's are refused by version; of its
@@ -383,17 +397,26 @@ TEST_F(ScriptsTest, VersionedInvalidationOverANewerOrSameVersionEntryIsANoOp) {
   EXPECT_EQ(Invalidate(5, "epoch-a"), Refused(1, 5));
   EXPECT_EQ(Invalidate(3, "epoch-b"), Refused(1, 5));
   EXPECT_EQ(GetRaw(key_), value);
-  EXPECT_EQ(GetRaw(fence_), "epoch-0");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-0") << "a no-op keeps the epoch";
+  EXPECT_EQ(FloorOf(GetRaw(fence_)), 5u) << "but raises the floor";
 
-  // A negative entry, with no fence key: the no-op creates none.
+  // A negative entry, with no fence key: the no-op leaves a floor (and no epoch).
   Del(fence_);
   Del(key_);
   ASSERT_EQ(FreshFill(Envelope(EntryKind::kNegative, 5)), Stored());
   const std::string negative = *GetRaw(key_);
+  const Snap before = Snapshot();
   EXPECT_EQ(Invalidate(5, "epoch-c"), Refused(1, 5));
   EXPECT_EQ(Invalidate(4, "epoch-d"), Refused(1, 5));
   EXPECT_EQ(GetRaw(key_), negative);
-  EXPECT_EQ(GetRaw(fence_), std::nullopt);
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "");
+  EXPECT_EQ(FloorOf(GetRaw(fence_)), 5u);
+  // The floor outlives the entry it was raised over: with the entry gone
+  // (evicted), a load of an older version that began before is still refused,
+  // the current version is not.
+  Del(key_);
+  EXPECT_EQ(Fill(Envelope(EntryKind::kValue, 4, "v4"), before), Refused(1, 5));
+  EXPECT_EQ(Fill(Envelope(EntryKind::kValue, 5, "v5"), before), Stored());
 }
 
 TEST_F(ScriptsTest, RedeliveredVersionedInvalidationIsANoOp) {
@@ -403,7 +426,7 @@ TEST_F(ScriptsTest, RedeliveredVersionedInvalidationIsANoOp) {
   EXPECT_EQ(Invalidate(6, "epoch-redelivered"), Refused(1, 6));
   EXPECT_EQ(Invalidate(2, "epoch-late"), Refused(1, 6));
   EXPECT_EQ(GetRaw(key_), tombstone);
-  EXPECT_EQ(GetRaw(fence_), "epoch-first");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-first");
   // So a load that started between the delivery and the redelivery may fill.
   EXPECT_EQ(Fill(Envelope(EntryKind::kValue, 6, "v6"), after_first), Stored());
 }
@@ -415,9 +438,16 @@ TEST_F(ScriptsTest, VersionedInvalidationOverAnUnversionedNegativeApplies) {
   EXPECT_EQ(Invalidate(3, "epoch-3"), Stored());
   EXPECT_EQ(Decoded()->kind, EntryKind::kTombstone);
   EXPECT_EQ(Decoded()->version, 3u);
-  EXPECT_EQ(GetRaw(fence_), "epoch-3");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-3");
   EXPECT_EQ(Fill(Envelope(EntryKind::kNegative, 0), before), Refused(2));
-  EXPECT_EQ(FreshFill(Envelope(EntryKind::kNegative, 0)), Refused(1, 3));
+  // An unversioned not-found read after the tombstone takes its version.
+  EXPECT_EQ(FreshFill(Envelope(EntryKind::kNegative, 0)), Stored());
+  std::optional<EnvelopeView> e = Decoded();  // the CRC included
+  ASSERT_TRUE(e.has_value()) << "the re-versioned negative entry does not decode";
+  EXPECT_EQ(e->kind, EntryKind::kNegative);
+  EXPECT_EQ(e->version, 3u);
+  // An unversioned value is not: it may be older than the tombstone.
+  EXPECT_EQ(FreshFill(Envelope(EntryKind::kValue, 0, "no version")), Refused(1, 3));
 }
 
 TEST_F(ScriptsTest, UnversionedInvalidationAppliesOverUnversionedEntries) {
@@ -425,49 +455,51 @@ TEST_F(ScriptsTest, UnversionedInvalidationAppliesOverUnversionedEntries) {
   EXPECT_EQ(Invalidate(0, "epoch-a"), Stored());
   EXPECT_EQ(Decoded()->kind, EntryKind::kTombstone);
   EXPECT_EQ(Decoded()->version, 0u);
-  EXPECT_EQ(GetRaw(fence_), "epoch-a");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-a");
 
   // Over its own (version 0) tombstone: applies again, with a new epoch.
   EXPECT_EQ(Invalidate(0, "epoch-b"), Stored());
   EXPECT_EQ(Decoded()->kind, EntryKind::kTombstone);
   EXPECT_EQ(Decoded()->version, 0u);
-  EXPECT_EQ(GetRaw(fence_), "epoch-b");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-b");
 
   // And over nothing at all.
   Del(key_);
   EXPECT_EQ(Invalidate(0, "epoch-c"), Stored());
   EXPECT_EQ(Decoded()->version, 0u);
-  EXPECT_EQ(GetRaw(fence_), "epoch-c");
+  EXPECT_EQ(EpochOf(GetRaw(fence_)), "epoch-c");
 }
 
-TEST_F(ScriptsTest, UnversionedInvalidationOverAVersionedEntryTombstonesAtTheNextVersion) {
-  struct Case {
-    uint64_t w;
-    uint64_t expected;
-  };
-  for (const Case& c : {Case{7, 8}, Case{0xFFFFFFFFull, 0x100000000ull}, Case{0x1FFFFFFFFull, 0x200000000ull},
-                        Case{kTwoTo53 + 1, kTwoTo53 + 2}}) {
-    SCOPED_TRACE("w = " + std::to_string(c.w));
+TEST_F(ScriptsTest, UnversionedInvalidationOverAVersionedEntryTombstonesAtItsVersion) {
+  for (uint64_t w : {uint64_t{7}, uint64_t{0xFFFFFFFFull}, uint64_t{0x1FFFFFFFFull}, kTwoTo53 + 1}) {
+    SCOPED_TRACE("w = " + std::to_string(w));
     Del(key_);
-    ASSERT_EQ(FreshFill(Envelope(EntryKind::kValue, c.w, "w")), Stored());
-    const std::string epoch = "epoch-" + std::to_string(c.w);
+    ASSERT_EQ(FreshFill(Envelope(EntryKind::kValue, w, "w")), Stored());
+    const Snap before = Snapshot();
+    const std::string epoch = "epoch-" + std::to_string(w);
     EXPECT_EQ(Invalidate(0, epoch), Stored());
     // Kind and version here; the checksum in the next test.
     std::optional<EnvelopeView> e = Decoded(/*verify_checksum=*/false);
     ASSERT_TRUE(e.has_value());
     EXPECT_EQ(e->kind, EntryKind::kTombstone);
-    EXPECT_EQ(e->version, c.expected);
-    EXPECT_EQ(GetRaw(fence_), epoch);
-    EXPECT_EQ(FreshFill(Envelope(EntryKind::kValue, c.w, "w again")), Refused(1, c.expected));
+    EXPECT_EQ(e->version, w);
+    EXPECT_EQ(EpochOf(GetRaw(fence_)), epoch);
+    // Idempotent: delivered again, it stays at w.
+    EXPECT_EQ(Invalidate(0, epoch + "-again"), Stored());
+    EXPECT_EQ(Decoded(/*verify_checksum=*/false)->version, w);
+    // A load that began before it is refused by the epoch; one that began
+    // after may store the source's (unchanged) version w.
+    EXPECT_EQ(Fill(Envelope(EntryKind::kValue, w, "read before"), before), Refused(2));
+    EXPECT_EQ(FreshFill(Envelope(EntryKind::kValue, w, "read after")), Stored());
   }
   // Over a versioned tombstone too.
   Del(key_);
   ASSERT_EQ(Invalidate(9, "epoch-v9"), Stored());
   EXPECT_EQ(Invalidate(0, "epoch-v0"), Stored());
-  EXPECT_EQ(Decoded(/*verify_checksum=*/false)->version, 10u);
+  EXPECT_EQ(Decoded(/*verify_checksum=*/false)->version, 9u);
 }
 
-// The tombstone the script derives (version w + 1) is an envelope like any
+// The tombstone the script derives (at version w) is an envelope like any
 // other: the cache's decoder must accept it, CRC included, or it counts it as
 // corrupt and RemoveCorrupt deletes it.
 TEST_F(ScriptsTest, UnversionedInvalidationOverAVersionedEntryWritesAValidEnvelope) {
@@ -476,9 +508,9 @@ TEST_F(ScriptsTest, UnversionedInvalidationOverAVersionedEntryWritesAValidEnvelo
   std::optional<std::string> bytes = GetRaw(key_);
   ASSERT_TRUE(bytes.has_value());
   Result<EnvelopeView> e = DecodeEnvelope(*bytes, /*verify_checksum=*/true);
-  ASSERT_TRUE(e.ok()) << "the w + 1 tombstone does not decode: " << e.status().ToString();
+  ASSERT_TRUE(e.ok()) << "the re-versioned tombstone does not decode: " << e.status().ToString();
   EXPECT_EQ(e->kind, EntryKind::kTombstone);
-  EXPECT_EQ(e->version, 8u);
+  EXPECT_EQ(e->version, 7u);
 }
 
 // ---- Structural checks of stored bytes ----
