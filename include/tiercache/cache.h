@@ -286,14 +286,33 @@ class Cache {
 
   // Invalidates `key` at `version` in both tiers: a tombstone of that version
   // and a new fence epoch (nullopt or 0: unversioned, drops every copy).
-  // Idempotent: a version at or below the key's floor writes nothing; one at
-  // or below the stored entry's drops nothing but raises the floor, so loads
-  // of older versions stay refused (docs/consistency.md §4).
+  // Idempotent: a version below the key's floor writes nothing; one at or
+  // below the stored entry's drops nothing but raises the floor, so loads of
+  // older versions stay refused (docs/consistency.md §4).
   // Once it returns OK, no get on any pod returns a version below `version`
   // from L2 or a loader, nor from this pod's L1 (other pods' L1: see above).
   // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; this
   // pod's L1 is invalidated regardless).
   Status Invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt);
+
+  // One invalidation of InvalidateMany.
+  struct Invalidation {
+    std::string key;
+    uint64_t version = 0;  // 0: unversioned
+  };
+  enum class InvalidationResult : uint8_t {
+    kApplied,  // L2 took the tombstone (or there is no L2)
+    kIgnored,  // L2 dropped nothing: it held this version or newer, or had seen
+               // an invalidation at or above it (an old or redelivered event)
+  };
+
+  // Invalidate for many keys at once, in order (a key named twice sees its
+  // first invalidation): one atomic script per hash-slot group, the groups
+  // pipelined, so one round trip per shard. This pod's L1 and loads as
+  // Invalidate. One result per invalidation. Errors per key:
+  // kInvalidArgument (bad key), kUnavailable / kDeadlineExceeded (its shard;
+  // not applied in L2, this pod's L1 is invalidated regardless).
+  std::vector<Result<InvalidationResult>> InvalidateMany(const std::vector<Invalidation>& invalidations);
 
   // The L1 (null when use_l1 is false), for stats and tests.
   L1Cache* l1() const;

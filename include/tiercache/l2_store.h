@@ -33,9 +33,11 @@
 // Other rules every implementation keeps:
 //   * Version 0 means "unversioned". A tombstone of version v > 0 means "the
 //     source is at v": fills of version >= v pass (their epoch permitting).
-//     A versioned invalidation at v <= K's floor is older or redelivered:
-//     it writes nothing. One at v over a stored entry of version >= v drops
-//     nothing but raises the floor to v. An unversioned invalidation always
+//     A versioned invalidation at v below K's floor is older: it writes
+//     nothing. One at v over a stored entry of version >= v drops nothing
+//     but raises the floor to v (a redelivery then writes nothing either).
+//     One at v == the floor with the entry gone (expired, evicted) applies
+//     again: harmless, as it only re-fences. An unversioned invalidation always
 //     applies: it tombstones at version 0, or over a versioned entry at that
 //     entry's version (so it is idempotent; the new epoch refuses the loads
 //     that began before it).
@@ -170,10 +172,18 @@ class L2Store {
                      milliseconds timeout) = 0;
 
   // Applies an invalidation (class comment). kStored when it applied (the
-  // tombstone is written and the epoch replaced); kOlderVersion when the
-  // stored entry is newer or already current (a no-op).
+  // tombstone is written and the epoch replaced); kOlderVersion when it
+  // dropped nothing (older than the floor, or the stored entry is at its
+  // version or newer; the floor may have risen).
   virtual Result<FenceOutcome> Invalidate(const InvalidateRequest& request, milliseconds fence_ttl,
                                           milliseconds timeout) = 0;
+
+  // Invalidate for many requests: one atomic script per slot group, the
+  // groups pipelined; requests for one key apply in order. One result per
+  // request (a failed shard fails only its own requests). The default calls
+  // Invalidate for each request in turn, each with the whole `timeout`.
+  virtual std::vector<Result<FenceOutcome>> InvalidateMany(const std::vector<InvalidateRequest>& requests,
+                                                           milliseconds fence_ttl, milliseconds timeout);
 
   // Deletes `key` if it still holds exactly `bytes` (a corrupt entry). True
   // when deleted.

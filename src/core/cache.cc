@@ -49,6 +49,10 @@ Status Cache::Invalidate(std::string_view key, std::optional<uint64_t> version) 
   return impl_->Invalidate(key, version);
 }
 
+std::vector<Result<Cache::InvalidationResult>> Cache::InvalidateMany(const std::vector<Invalidation>& invalidations) {
+  return impl_->InvalidateMany(invalidations);
+}
+
 // ---- Cache::Impl ------------------------------------------------------------
 
 Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)

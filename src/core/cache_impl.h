@@ -107,6 +107,7 @@ class Cache::Impl {
   Status Set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
              const GetOptions& g);
   Status Invalidate(std::string_view key, std::optional<uint64_t> version);
+  std::vector<Result<Cache::InvalidationResult>> InvalidateMany(const std::vector<Cache::Invalidation>& list);
   L1Cache* l1() const { return l1_.get(); }
 
  private:

@@ -26,20 +26,24 @@ uint64_t BigEndian(const std::string& bytes) {
 }
 
 // Reads the scripts' {1} / {0, reason, <8-byte version>} reply.
-Result<FenceOutcome> ParseFence(const Result<redis::Reply>& r) {
-  if (!r.ok()) return r.status();
-  if (!r->IsArray() || r->elements.empty() || !r->elements[0].IsInteger()) {
-    return Status::Internal("unexpected fence script reply: " + r->ToString());
+Result<FenceOutcome> ParseFenceReply(const redis::Reply& r) {
+  if (!r.IsArray() || r.elements.empty() || !r.elements[0].IsInteger()) {
+    return Status::Internal("unexpected fence script reply: " + r.ToString());
   }
   FenceOutcome out;
-  if (r->elements[0].integer == 1) return out;
-  if (r->elements.size() < 2 || !r->elements[1].IsInteger() || r->elements[1].integer < 1 ||
-      r->elements[1].integer > 3) {
-    return Status::Internal("unexpected fence script reply: " + r->ToString());
+  if (r.elements[0].integer == 1) return out;
+  if (r.elements.size() < 2 || !r.elements[1].IsInteger() || r.elements[1].integer < 1 ||
+      r.elements[1].integer > 3) {
+    return Status::Internal("unexpected fence script reply: " + r.ToString());
   }
-  out.verdict = static_cast<FillVerdict>(r->elements[1].integer);
-  if (r->elements.size() > 2 && r->elements[2].IsString()) out.stored_version = BigEndian(r->elements[2].str);
+  out.verdict = static_cast<FillVerdict>(r.elements[1].integer);
+  if (r.elements.size() > 2 && r.elements[2].IsString()) out.stored_version = BigEndian(r.elements[2].str);
   return out;
+}
+
+Result<FenceOutcome> ParseFence(const Result<redis::Reply>& r) {
+  if (!r.ok()) return r.status();
+  return ParseFenceReply(*r);
 }
 
 // Groups indexes of `keys` by hash slot, in first-seen order.
@@ -60,6 +64,7 @@ class RedisL2Store final : public L2Store {
       : client_(std::move(client)),
         fill_(std::string(scripts::kFill)),
         invalidate_(std::string(scripts::kInvalidate)),
+        invalidate_many_(std::string(scripts::kInvalidateMany)),
         snapshot_(std::string(scripts::kSnapshot)),
         acquire_(std::string(scripts::kLeaseAcquire)),
         extend_(std::string(scripts::kLeaseExtend)),
@@ -178,6 +183,48 @@ class RedisL2Store final : public L2Store {
                                     {q.tombstone, Ms(q.tombstone_ttl), q.new_epoch, Ms(fence_ttl)}, *call));
   }
 
+  std::vector<Result<FenceOutcome>> InvalidateMany(const std::vector<InvalidateRequest>& requests,
+                                                   milliseconds fence_ttl, milliseconds timeout) override {
+    std::vector<Result<FenceOutcome>> out(requests.size(), FenceOutcome());
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return Fail(requests.size(), call.status(), out);
+    std::vector<std::string> keys;
+    keys.reserve(requests.size());
+    for (const InvalidateRequest& q : requests) keys.push_back(q.key);
+    const std::vector<std::vector<size_t>> groups = BySlot(keys);
+    std::vector<redis::RedisClient::ScriptCall> calls;
+    for (const auto& g : groups) {
+      redis::RedisClient::ScriptCall& c = calls.emplace_back();
+      c.args.push_back(Ms(fence_ttl));
+      for (size_t i : g) {
+        c.keys.push_back(requests[i].key);
+        c.keys.push_back(FenceKeyFor(requests[i].key));
+        c.args.push_back(requests[i].tombstone);
+        c.args.push_back(Ms(requests[i].tombstone_ttl));
+        c.args.push_back(requests[i].new_epoch);
+      }
+    }
+    std::vector<Result<redis::Reply>> replies = client_->EvalMany(invalidate_many_, calls, *call);
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const Result<redis::Reply>& r = replies[gi];
+      const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size();
+      for (size_t j = 0; j < groups[gi].size(); ++j) {
+        const size_t i = groups[gi][j];
+        if (!r.ok()) {
+          out[i] = r.status();
+        } else if (!shaped) {
+          out[i] = Status::Internal("unexpected invalidate-many reply: " + r->ToString());
+        } else if (r->elements[j].IsArray() && !r->elements[j].elements.empty() &&
+                   r->elements[j].elements[0].IsInteger() && r->elements[j].elements[0].integer == -1) {
+          out[i] = Status::InvalidArgument("invalidate: not a tombstone envelope");
+        } else {
+          out[i] = ParseFenceReply(r->elements[j]);
+        }
+      }
+    }
+    return out;
+  }
+
   Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds timeout) override {
     return Flag(remove_corrupt_, std::string(key), {std::string(bytes)}, timeout);
   }
@@ -234,6 +281,7 @@ class RedisL2Store final : public L2Store {
   std::shared_ptr<redis::RedisClient> client_;
   const redis::Script fill_;
   const redis::Script invalidate_;
+  const redis::Script invalidate_many_;
   const redis::Script snapshot_;
   const redis::Script acquire_;
   const redis::Script extend_;

@@ -110,39 +110,59 @@ const std::string_view kFill =
     "release()\n"
     "return {1}\n";
 
+// invalidate(key, fence key, tombstone, tombstone ttl ms, new epoch, fence
+// ttl ms) -> {1} | {0, 1, <8-byte version>} | nil (not a tombstone)
+#define TIERCACHE_LUA_INVALIDATE                                                     \
+  "local function invalidate(key, fkey, tomb, tomb_ttl, new_epoch, fence_ttl)\n"     \
+  "  local nhi, nlo, nkind = version(tomb)\n"                                        \
+  "  if not nhi or nkind ~= 2 then return nil end\n"                                 \
+  "  local epoch, fhi, flo = fence_parts(redis.call('GET', fkey) or '')\n"           \
+  "  local old = redis.call('GET', key)\n"                                           \
+  "  local ohi, olo = version(old)\n"                                                \
+  "  if nhi == 0 and nlo == 0 then\n"                                                \
+  /* unversioned: always applies; over a versioned entry the tombstone keeps */      \
+  /* its version (the new epoch, not a version, refuses older loads) */              \
+  "    if ohi and (ohi ~= 0 or olo ~= 0) then tomb = with_version(tomb, ohi, olo) end\n" \
+  "  else\n"                                                                         \
+  "    if newer(fhi, flo, nhi, nlo) then\n"                                          \
+  "      return {0, 1, pack(fhi, flo)}\n" /* older: no write at all */               \
+  "    end\n"                                                                        \
+  "    if ohi and not newer(nhi, nlo, ohi, olo) then\n"                              \
+  /* the entry is at this version or newer: nothing to drop, but the floor */        \
+  /* rises, so a load of an older version in flight is refused even if that */       \
+  /* entry goes (eviction, expiry); redelivered: no write */                         \
+  "      if newer(nhi, nlo, fhi, flo) then\n"                                        \
+  "        redis.call('SET', fkey, epoch .. '|' .. pack(nhi, nlo), 'PX', fence_ttl)\n" \
+  "      end\n"                                                                      \
+  "      return {0, 1, string.sub(old, 9, 16)}\n"                                    \
+  "    end\n"                                                                        \
+  "    fhi, flo = nhi, nlo\n"                                                        \
+  "  end\n"                                                                          \
+  "  redis.call('SET', key, tomb, 'PX', tomb_ttl)\n"                                 \
+  "  redis.call('SET', fkey, new_epoch .. '|' .. pack(fhi, flo), 'PX', fence_ttl)\n" \
+  "  return {1}\n"                                                                   \
+  "end\n"
+
 // KEYS: value, fence. ARGV: tombstone, tombstone ttl ms, new epoch, fence ttl ms.
 const std::string_view kInvalidate =
-    "-- tiercache invalidate v3\n" TIERCACHE_LUA_PRELUDE
-    "local nhi, nlo, nkind = version(ARGV[1])\n"
-    "if not nhi or nkind ~= 2 then\n"
+    "-- tiercache invalidate v3\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_INVALIDATE
+    "local r = invalidate(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
+    "if not r then\n"
     "  return redis.error_reply('ERR tiercache invalidate: not a tombstone envelope')\n"
     "end\n"
-    "local tomb = ARGV[1]\n"
-    "local epoch, fhi, flo = fence_parts(redis.call('GET', KEYS[2]) or '')\n"
-    "local old = redis.call('GET', KEYS[1])\n"
-    "local ohi, olo = version(old)\n"
-    "if nhi == 0 and nlo == 0 then\n"
-    "  -- unversioned: always applies; over a versioned entry the tombstone\n"
-    "  -- keeps its version (the new epoch, not a version, refuses older loads)\n"
-    "  if ohi and (ohi ~= 0 or olo ~= 0) then tomb = with_version(tomb, ohi, olo) end\n"
-    "else\n"
-    "  if newer(fhi, flo, nhi, nlo) then\n"
-    "    return {0, 1, pack(fhi, flo)}  -- older: no write at all\n"
-    "  end\n"
-    "  if ohi and not newer(nhi, nlo, ohi, olo) then\n"
-    "    -- the entry is at this version or newer: nothing to drop, but the\n"
-    "    -- floor rises, so a load of an older version in flight is refused\n"
-    "    -- even if that entry goes (eviction, expiry); redelivered: no write\n"
-    "    if newer(nhi, nlo, fhi, flo) then\n"
-    "      redis.call('SET', KEYS[2], epoch .. '|' .. pack(nhi, nlo), 'PX', ARGV[4])\n"
-    "    end\n"
-    "    return {0, 1, string.sub(old, 9, 16)}\n"
-    "  end\n"
-    "  fhi, flo = nhi, nlo\n"
+    "return r\n";
+
+// KEYS: value 1, fence 1, value 2, fence 2, ... ARGV: fence ttl ms, then per
+// key: tombstone, tombstone ttl ms, new epoch. In order, so a key named twice
+// sees its first invalidation.
+const std::string_view kInvalidateMany =
+    "-- tiercache invalidate many v1\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_INVALIDATE
+    "local out = {}\n"
+    "for i = 1, #KEYS / 2 do\n"
+    "  local a = 2 + (i - 1) * 3\n"
+    "  out[i] = invalidate(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[1]) or {-1}\n"
     "end\n"
-    "redis.call('SET', KEYS[1], tomb, 'PX', ARGV[2])\n"
-    "redis.call('SET', KEYS[2], ARGV[3] .. '|' .. pack(fhi, flo), 'PX', ARGV[4])\n"
-    "return {1}\n";
+    "return out\n";
 
 const std::string_view kSnapshot =
     "-- tiercache snapshot v1\n"
@@ -174,5 +194,6 @@ const std::string_view kRemoveCorrupt =
     "return 0\n";
 
 #undef TIERCACHE_LUA_PRELUDE
+#undef TIERCACHE_LUA_INVALIDATE
 
 }  // namespace tiercache::scripts

@@ -42,10 +42,18 @@ extern const std::string_view kFill;
 //   ARGV[2]  tombstone TTL, ms
 //   ARGV[3]  new epoch
 //   ARGV[4]  fence TTL, ms
-// Returns {1} when applied; {0, 1, <stored version>} when the stored entry is
-// newer, or a value/negative entry of the same version v > 0, or a
-// tombstone of the same version v > 0 (a redelivery).
+// Returns {1} when applied; {0, 1, <version>} when nothing was dropped: the
+// key's version floor is above v (an older event), or the stored entry is at
+// v or newer (then the floor rises to v if it was lower). The fence value is
+// "<epoch>|<8-byte big-endian floor>".
 extern const std::string_view kInvalidate;
+
+// kInvalidate for many keys of one slot, applied in order.
+//   KEYS     value key 1, fence key 1, value key 2, fence key 2, ...
+//   ARGV[1]  fence TTL, ms; then per key: tombstone, tombstone TTL ms, new epoch
+// Returns one kInvalidate reply per key; {-1} for a tombstone argument that
+// is not a tombstone envelope.
+extern const std::string_view kInvalidateMany;
 
 // Fence snapshots of keys of one slot.
 //   KEYS     fence keys

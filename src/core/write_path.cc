@@ -1,4 +1,6 @@
 // Writes: Set (write-through) and Invalidate.
+#include <map>
+
 #include "core/cache_impl.h"
 
 namespace tiercache {
@@ -89,6 +91,109 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
     if (!s.ok() && l2_status.ok()) return s;
   }
   return l2_status;
+}
+
+std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
+    const std::vector<Cache::Invalidation>& list) {
+  using R = Cache::InvalidationResult;
+  std::vector<Result<R>> out(list.size(), R::kApplied);
+  std::vector<InvalidateRequest> requests;
+  std::vector<size_t> index;  // requests[j] is list[index[j]]
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (Status bad = CheckKey(list[i].key); !bad.ok()) {
+      out[i] = bad;
+      continue;
+    }
+    if (!o_.l2) continue;
+    EnvelopeView e;
+    e.kind = EntryKind::kTombstone;
+    e.version = list[i].version;
+    e.written_at = clock_->WallNow();
+    e.expires_at = e.written_at + o_.tombstone_ttl;
+    Result<std::string> bytes = EncodeEnvelope(e);
+    if (!bytes.ok()) {
+      out[i] = bytes.status();
+      continue;
+    }
+    requests.push_back(InvalidateRequest{list[i].key, std::move(*bytes), o_.tombstone_ttl, cache_internal::NewToken()});
+    index.push_back(i);
+  }
+  const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
+  // Sends `which` (indexes into requests) through the per-shard breakers.
+  auto send = [&](const std::vector<size_t>& which) {
+    std::vector<InvalidateRequest> sent;
+    std::vector<size_t> sent_idx;
+    std::map<int, bool> allowed;
+    for (size_t j : which) {
+      const int shard = ShardOf(requests[j].key);
+      auto it = allowed.find(shard);
+      if (it == allowed.end()) it = allowed.emplace(shard, guard_.Allow(shard)).first;
+      if (!it->second) {
+        out[index[j]] = Status::Unavailable("L2 circuit breaker open for shard " + std::to_string(shard));
+        continue;
+      }
+      sent.push_back(requests[j]);
+      sent_idx.push_back(j);
+    }
+    if (sent.empty()) return std::vector<size_t>();
+    const milliseconds left = duration_cast<milliseconds>(deadline - clock_->Now());
+    std::vector<Result<FenceOutcome>> got =
+        o_.l2->InvalidateMany(sent, kFenceLifetime, std::max(left, milliseconds(1)));
+    std::map<int, Status> worst;  // one outcome per shard for its breaker
+    std::vector<size_t> ignored;
+    for (size_t a = 0; a < sent.size(); ++a) {
+      const size_t j = sent_idx[a];
+      const int shard = ShardOf(requests[j].key);
+      auto [w, added] = worst.emplace(shard, got[a].status());
+      if (!added && w->second.ok() && !got[a].ok()) w->second = got[a].status();
+      if (!got[a].ok()) {
+        out[index[j]] = got[a].status();
+      } else if (got[a]->stored()) {
+        out[index[j]] = R::kApplied;
+      } else {
+        out[index[j]] = R::kIgnored;
+        ignored.push_back(j);
+      }
+    }
+    for (const auto& [shard, st] : worst) {
+      if (allowed[shard]) guard_.Record(shard, st);
+    }
+    return ignored;
+  };
+  std::vector<size_t> all(requests.size());
+  for (size_t j = 0; j < all.size(); ++j) all[j] = j;
+  const std::vector<size_t> ignored = send(all);
+  // A CRC-corrupt entry with a high version would swallow an invalidation:
+  // remove such entries and apply those invalidations again.
+  if (!ignored.empty()) {
+    std::vector<std::string> keys;
+    for (size_t j : ignored) keys.push_back(requests[j].key);
+    const milliseconds left = duration_cast<milliseconds>(deadline - clock_->Now());
+    std::vector<Result<std::optional<std::string>>> raw = o_.l2->GetMany(keys, std::max(left, milliseconds(1)));
+    std::vector<size_t> again;
+    for (size_t a = 0; a < ignored.size(); ++a) {
+      if (!raw[a].ok() || !raw[a]->has_value()) continue;
+      const std::string& bytes = **raw[a];
+      if (DecodeEnvelope(bytes).ok() || !DecodeEnvelope(bytes, /*verify_checksum=*/false).ok()) continue;
+      metrics_->Add(Counter::kDecodeError, Tier::kL2);
+      Result<bool> removed = guard_.Run(ShardOf(keys[a]), deadline, [&](milliseconds dl) {
+        return o_.l2->RemoveCorrupt(keys[a], bytes, dl);
+      });
+      if (removed.ok() && *removed) again.push_back(ignored[a]);
+    }
+    if (!again.empty()) send(again);
+  }
+  // This pod: after L2, as Invalidate.
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!out[i].ok() && out[i].status().IsInvalidArgument()) continue;
+    local_fence_.Bump(list[i].key);
+    if (l1_) {
+      Status s = list[i].version == 0 ? l1_->Erase(list[i].key)
+                                      : l1_->Invalidate(list[i].key, list[i].version, o_.tombstone_ttl);
+      if (!s.ok() && out[i].ok()) out[i] = s;
+    }
+  }
+  return out;
 }
 
 }  // namespace tiercache
