@@ -286,9 +286,9 @@ class Cache {
 
   // Invalidates `key` at `version` in both tiers: a tombstone of that version
   // and a new fence epoch (nullopt or 0: unversioned, drops every copy).
-  // Idempotent: a version below the key's floor writes nothing; one at or
-  // below the stored entry's drops nothing but raises the floor, so loads of
-  // older versions stay refused (docs/consistency.md §4).
+  // Idempotent: a version at or below the key's floor writes nothing; one
+  // at or below the stored entry's drops nothing but raises the floor, so
+  // loads of older versions stay refused (docs/consistency.md §4).
   // Once it returns OK, no get on any pod returns a version below `version`
   // from L2 or a loader, nor from this pod's L1 (other pods' L1: see above).
   // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; this

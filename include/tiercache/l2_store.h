@@ -33,11 +33,11 @@
 // Other rules every implementation keeps:
 //   * Version 0 means "unversioned". A tombstone of version v > 0 means "the
 //     source is at v": fills of version >= v pass (their epoch permitting).
-//     A versioned invalidation at v below K's floor is older: it writes
-//     nothing. One at v over a stored entry of version >= v drops nothing
-//     but raises the floor to v (a redelivery then writes nothing either).
-//     One at v == the floor with the entry gone (expired, evicted) applies
-//     again: harmless, as it only re-fences. An unversioned invalidation always
+//     A versioned invalidation at v <= K's floor is older or redelivered:
+//     it writes nothing. One at v over a stored entry of version >= v drops
+//     nothing but raises the floor to v, which refuses versioned loads below
+//     v and unversioned loads that snapshotted the lower floor, whatever
+//     becomes of the entry (expiry, eviction, removal as corrupt). An unversioned invalidation always
 //     applies: it tombstones at version 0, or over a versioned entry at that
 //     entry's version (so it is idempotent; the new epoch refuses the loads
 //     that began before it).
@@ -116,7 +116,10 @@ enum class FillVerdict : uint8_t {
 
 struct FenceOutcome {
   FillVerdict verdict = FillVerdict::kStored;
-  uint64_t stored_version = 0;  // when refused for kOlderVersion: the version that won
+  // kOlderVersion: the version that won. kStored (fills): the version
+  // stored, which differs from the fill's for an unversioned not-found that
+  // took a tombstone's version or the floor (0 when the store does not say).
+  uint64_t stored_version = 0;
   bool stored() const { return verdict == FillVerdict::kStored; }
 };
 

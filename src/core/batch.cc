@@ -221,6 +221,7 @@ std::vector<Result<CachedValue>> Cache::Impl::LoadBatch(const std::vector<std::s
   }
   const std::vector<FillResult> filled = FillMany(fill_keys, fill_values, s, fill_tickets);
   for (size_t f = 0; f < filled.size(); ++f) {
+    if (filled[f] == FillResult::kStored) out[fill_idx[f]] = fill_values[f];  // as stored (its version may differ)
     if (filled[f] != FillResult::kRefused) continue;
     // The source moved on during the load: a newer value in L2, or an error.
     L2Read now = ReadL2(fill_keys[f], s, clock_->Now() + o_.l2_timeout, local_fence_.Read(fill_keys[f]));

@@ -69,6 +69,9 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
   eo.max_overdue = o_.max_hung_loads;
   loaders_ = std::make_unique<BoundedExecutor>(eo);
   async_ = std::make_unique<BoundedExecutor>(o_.async_threads, o_.async_queue);
+  // A deadline per call queued or running, and calls whose task has ended
+  // but not yet cancelled its timer: twice the pool's room is ample.
+  timer_ = std::make_unique<DeadlineTimer>(2 * (o_.async_queue + o_.async_threads));
   if (o_.l2) {
     keeper_ = std::make_unique<LeaseKeeper>(
         std::max(milliseconds(1), o_.lease.ttl / 3), [this](const std::string& key, const std::string& token) {
@@ -85,7 +88,7 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
 }
 
 Cache::Impl::~Impl() {
-  timer_.Stop();         // no deadline fires into a cache being torn down
+  timer_->Stop();        // no deadline fires into a cache being torn down
   async_->Shutdown();    // its tasks may still submit loads: stop it first
   loaders_->Shutdown();  // running loads finish (and unregister their leases)
   if (keeper_) keeper_->Stop();
@@ -140,8 +143,12 @@ std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader l
   // The L1 stale copy is not served at the deadline: it was never checked
   // against L2 (it may have been invalidated since; BestStale), and there is
   // no time left to check it.
-  once->timer = timer_.Schedule(std::chrono::steady_clock::now() + (call.deadline - start),
+  once->timer = timer_->Schedule(std::chrono::steady_clock::now() + (call.deadline - start),
                                 [once, what] { once->Complete(Status::DeadlineExceeded(what)); });
+  if (once->timer == 0) {  // only when the async pool is full anyway
+    once->Complete(Status::ResourceExhausted("too many GetAsync calls in flight"));
+    return future;
+  }
   Status submitted = async_->Submit([this, once, call, stale](bool cancelled) {
     if (cancelled) {
       once->Complete(Status::Cancelled("cache destroyed before the get ran"));
@@ -150,10 +157,10 @@ std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader l
     } else {
       once->Complete(AfterL1Miss(call, stale));
     }
-    timer_.Cancel(once->timer);
+    timer_->Cancel(once->timer);
   });
   if (!submitted.ok()) {
-    timer_.Cancel(once->timer);
+    timer_->Cancel(once->timer);
     once->Complete(submitted);
   }
   return future;

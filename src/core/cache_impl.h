@@ -149,8 +149,10 @@ class Cache::Impl {
   // A fresh ticket (fence snapshot) for `key`, without a lease.
   LoadTicket NewTicket(const std::string& key, Clock::TimePoint deadline);
   Result<CachedValue> MakeValue(const LoadResult& r, std::chrono::nanoseconds took, const CallSettings& s) const;
-  FillResult Fill(const std::string& key, const CachedValue& v, const CallSettings& s, const LoadTicket& ticket);
-  std::vector<FillResult> FillMany(const std::vector<std::string>& keys, const std::vector<CachedValue>& values,
+  // Fills may change a value: an unversioned not-found that L2 stored at a
+  // tombstone's version (or the floor) takes that version here too.
+  FillResult Fill(const std::string& key, CachedValue& v, const CallSettings& s, const LoadTicket& ticket);
+  std::vector<FillResult> FillMany(const std::vector<std::string>& keys, std::vector<CachedValue>& values,
                                    const CallSettings& s, const std::vector<LoadTicket>& tickets);
   // Removes `key`'s L2 entry if it is well-formed but fails its CRC (it
   // would fence every write; l2_store.h). True when removed.
@@ -183,7 +185,7 @@ class Cache::Impl {
   std::unordered_set<std::string> refreshing_;  // GUARDED_BY(refresh_mu_): early refreshes in flight
   std::unique_ptr<BoundedExecutor> loaders_;
   std::unique_ptr<BoundedExecutor> async_;
-  DeadlineTimer timer_{65536};  // GetAsync deadlines (pending at most: calls in flight)
+  std::unique_ptr<DeadlineTimer> timer_;  // GetAsync deadlines; room for every call the async pool can hold
   std::unique_ptr<LeaseKeeper> keeper_;  // null without L2
 };
 

@@ -317,13 +317,16 @@ Result<CachedValue> Cache::Impl::MakeValue(const LoadResult& r, nanoseconds took
   return std::move(**v);
 }
 
-FillResult Cache::Impl::Fill(const std::string& key, const CachedValue& v, const CallSettings& s,
+FillResult Cache::Impl::Fill(const std::string& key, CachedValue& v, const CallSettings& s,
                              const LoadTicket& ticket) {
-  return FillMany({key}, {v}, s, {ticket})[0];
+  std::vector<CachedValue> values{v};
+  const FillResult r = FillMany({key}, values, s, {ticket})[0];
+  v = std::move(values[0]);
+  return r;
 }
 
 std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& keys,
-                                              const std::vector<CachedValue>& values, const CallSettings& s,
+                                              std::vector<CachedValue>& values, const CallSettings& s,
                                               const std::vector<LoadTicket>& tickets) {
   std::vector<FillResult> out(keys.size(), FillResult::kNotStored);
   const Clock::TimePoint now = clock_->Now();
@@ -392,6 +395,22 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
       metrics_->Add(Counter::kRefusedFill, Tier::kL2);
       out[i] = FillResult::kRefused;
       continue;
+    }
+    if (r->stored_version != 0 && r->stored_version != values[i].version_) {
+      // L2 stored it at another version (l2_store.h): so do the callers and L1.
+      Result<EnvelopeView> e = DecodeEnvelope(*values[i].envelope_, /*verify_checksum=*/false);
+      Result<std::string> bytes = e.ok() ? [&] {
+        e->version = r->stored_version;
+        return EncodeEnvelope(*e);
+      }() : Result<std::string>(e.status());
+      Result<std::optional<CachedValue>> again =
+          bytes.ok() ? FromEnvelope(std::make_shared<const std::string>(std::move(*bytes)), ValueSource::kLoader, false)
+                     : Result<std::optional<CachedValue>>(bytes.status());
+      if (!again.ok() || !again->has_value()) {
+        out[i] = FillResult::kNotStored;  // cannot happen with a well-formed envelope; then cache nothing here
+        continue;
+      }
+      values[i] = std::move(**again);
     }
     FillL1(keys[i], values[i], tickets[i].local_epoch);
     out[i] = FillResult::kStored;

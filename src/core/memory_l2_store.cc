@@ -78,7 +78,7 @@ class InMemoryL2Store final : public L2Store {
     if (tomb->version == 0) {
       if (stored && stored->version != 0) bytes = WithVersion(*tomb, stored->version);  // keeps its version
     } else {
-      if (fence.floor > tomb->version) return FenceOutcome{FillVerdict::kOlderVersion, fence.floor};
+      if (fence.floor >= tomb->version) return FenceOutcome{FillVerdict::kOlderVersion, fence.floor};
       if (stored && stored->version >= tomb->version) {  // nothing to drop; the floor rises
         if (tomb->version > fence.floor) {
           StoreLocked(FenceKeyFor(q.key), FenceBytes(fence.epoch, tomb->version), fence_ttl);
@@ -167,8 +167,12 @@ class InMemoryL2Store final : public L2Store {
     if (!f.write_through) {
       if (NowMs() - f.fence.store_ms > max_age.count()) {
         out.verdict = FillVerdict::kTooOld;
-      } else if (fence.epoch != ParseFence(f.fence.epoch).epoch) {
-        out.verdict = FillVerdict::kInvalidated;
+      } else {
+        const Fence seen = ParseFence(f.fence.epoch);
+        // An unversioned result is also refused when the floor moved.
+        if (fence.epoch != seen.epoch || (fresh->version == 0 && fence.floor != seen.floor)) {
+          out.verdict = FillVerdict::kInvalidated;
+        }
       }
     }
     if (out.stored() && fresh->version != 0 && fence.floor > fresh->version) {
@@ -177,14 +181,21 @@ class InMemoryL2Store final : public L2Store {
     if (out.stored()) {
       std::optional<EnvelopeView> stored = StoredLocked(f.key);
       std::string bytes = f.envelope;
+      const bool inherit = fresh->version == 0 && fresh->kind == EntryKind::kNegative;
+      uint64_t below = 0;  // the stored tombstone's or negative's version it may take
       if (stored && stored->version > fresh->version) {
-        if (fresh->version == 0 && fresh->kind == EntryKind::kNegative && stored->kind != EntryKind::kValue) {
-          bytes = WithVersion(*fresh, std::max(stored->version, fence.floor));  // takes that version
-        } else {
+        if (!inherit || stored->kind == EntryKind::kValue) {
           out = FenceOutcome{FillVerdict::kOlderVersion, stored->version};
+        } else {
+          below = stored->version;
         }
       }
+      if (out.stored() && inherit && std::max(below, fence.floor) != 0) {
+        bytes = WithVersion(*fresh, std::max(below, fence.floor));  // takes that version
+      }
       if (out.stored()) {
+        Result<EnvelopeView> written = DecodeEnvelope(bytes);
+        out.stored_version = written.ok() ? written->version : fresh->version;
         StoreLocked(f.key, bytes, f.physical_ttl);
         if (f.write_through) {
           StoreLocked(FenceKeyFor(f.key), FenceBytes(f.new_epoch, std::max(fence.floor, fresh->version)), fence_ttl);

@@ -31,7 +31,10 @@ Result<FenceOutcome> ParseFenceReply(const redis::Reply& r) {
     return Status::Internal("unexpected fence script reply: " + r.ToString());
   }
   FenceOutcome out;
-  if (r.elements[0].integer == 1) return out;
+  if (r.elements[0].integer == 1) {  // {1} or {1, <8-byte version stored>}
+    if (r.elements.size() > 1 && r.elements[1].IsString()) out.stored_version = BigEndian(r.elements[1].str);
+    return out;
+  }
   if (r.elements.size() < 2 || !r.elements[1].IsInteger() || r.elements[1].integer < 1 ||
       r.elements[1].integer > 3) {
     return Status::Internal("unexpected fence script reply: " + r.ToString());

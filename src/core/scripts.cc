@@ -78,7 +78,11 @@ const std::string_view kFill =
     "    release()\n"
     "    return {0, 3, ''}\n"
     "  end\n"
-    "  if epoch ~= fence_parts(ARGV[4]) then\n"
+    "  local sepoch, shi, slo = fence_parts(ARGV[4])\n"
+    "  -- an unversioned result cannot be ordered against versions: a floor\n"
+    "  -- raised since the snapshot (an invalidation that dropped nothing here)\n"
+    "  -- refuses it as a new epoch would\n"
+    "  if epoch ~= sepoch or (nhi == 0 and nlo == 0 and (fhi ~= shi or flo ~= slo)) then\n"
     "    release()\n"
     "    return {0, 2, ''}\n"
     "  end\n"
@@ -90,16 +94,24 @@ const std::string_view kFill =
     "end\n"
     "local old = redis.call('GET', KEYS[1])\n"
     "local ohi, olo, okind = version(old)\n"
+    "local inherit = unversioned and nkind == 1 and #env == 44\n"
     "if ohi and newer(ohi, olo, nhi, nlo) then\n"
-    "  if unversioned and nkind == 1 and okind ~= 0 and #env == 44 then\n"
-    "    -- an unversioned not-found over a versioned tombstone or negative: the\n"
-    "    -- load began after it (the epoch held), so it takes that version\n"
-    "    local hi, lo = ohi, olo\n"
-    "    if newer(fhi, flo, hi, lo) then hi, lo = fhi, flo end\n"
-    "    env = with_version(env, hi, lo)\n"
-    "  else\n"
+    "  if not inherit or okind == 0 then\n"
     "    release()\n"
     "    return {0, 1, string.sub(old, 9, 16)}\n"
+    "  end\n"
+    "else\n"
+    "  ohi, olo = 0, 0\n"
+    "end\n"
+    "if inherit then\n"
+    "  -- an unversioned not-found read after every invalidation it could miss\n"
+    "  -- (the fence held): it takes the version of the tombstone or negative\n"
+    "  -- entry it replaces, or the floor, so versions never go down\n"
+    "  local hi, lo = ohi, olo\n"
+    "  if newer(fhi, flo, hi, lo) then hi, lo = fhi, flo end\n"
+    "  if hi ~= 0 or lo ~= 0 then\n"
+    "    env = with_version(env, hi, lo)\n"
+    "    nhi, nlo = hi, lo\n"
     "  end\n"
     "end\n"
     "redis.call('SET', KEYS[1], env, 'PX', ARGV[2])\n"
@@ -108,7 +120,7 @@ const std::string_view kFill =
     "  redis.call('SET', KEYS[2], ARGV[4] .. '|' .. pack(fhi, flo), 'PX', ARGV[6])\n"
     "end\n"
     "release()\n"
-    "return {1}\n";
+    "return {1, pack(nhi, nlo)}\n";
 
 // invalidate(key, fence key, tombstone, tombstone ttl ms, new epoch, fence
 // ttl ms) -> {1} | {0, 1, <8-byte version>} | nil (not a tombstone)
@@ -124,8 +136,8 @@ const std::string_view kFill =
   /* its version (the new epoch, not a version, refuses older loads) */              \
   "    if ohi and (ohi ~= 0 or olo ~= 0) then tomb = with_version(tomb, ohi, olo) end\n" \
   "  else\n"                                                                         \
-  "    if newer(fhi, flo, nhi, nlo) then\n"                                          \
-  "      return {0, 1, pack(fhi, flo)}\n" /* older: no write at all */               \
+  "    if not newer(nhi, nlo, fhi, flo) then\n"                                      \
+  "      return {0, 1, pack(fhi, flo)}\n" /* older or redelivered: no write */       \
   "    end\n"                                                                        \
   "    if ohi and not newer(nhi, nlo, ohi, olo) then\n"                              \
   /* the entry is at this version or newer: nothing to drop, but the floor */        \

@@ -1,3 +1,5 @@
+// Regression tests: each reproduces a defect an adversarial review found
+// (its comment tells the defect); each failed before its fix.
 // Adversarial review: "a hung loader holds at most one thread per key"
 // (docs/consistency.md Liveness: at most two loads of one key at once).
 #include <gtest/gtest.h>

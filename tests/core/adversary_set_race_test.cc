@@ -1,3 +1,5 @@
+// Regression tests: each reproduces a defect an adversarial review found
+// (its comment tells the defect); each failed before its fix.
 // Adversarial review: Set (write-through) racing this pod's own Invalidate,
 // and pods configured with different max_load_age.
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// Regression tests: each reproduces a defect an adversarial review found
+// (its comment tells the defect); each failed before its fix.
 // Adversarial review: the stale-serving paths and GetAsync's deadline.
 #include <gtest/gtest.h>
 

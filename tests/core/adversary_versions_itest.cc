@@ -1,3 +1,5 @@
+// Regression tests: each reproduces a defect an adversarial review found
+// (its comment tells the defect); each failed before its fix.
 // Adversarial review, on the real Redis Cluster (the Lua scripts): the
 // version findings of adversary_versions_test.cc.
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// Regression tests: each reproduces a defect an adversarial review found
+// (its comment tells the defect); each failed before its fix.
 // Adversarial review: version rules of Cache (cache.h "Versions", docs/consistency.md §4)
 // over the in-memory L2 store (same rules as the Lua scripts).
 #include <gtest/gtest.h>

@@ -148,7 +148,12 @@ class ScriptsTest : public ::testing::Test {
     Outcome o;
     if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements < 1) return o;
     if (r->element[0]->type != REDIS_REPLY_INTEGER) return o;
+    // Applied: {1}; a fill also says the version stored: {1, <8 bytes>}.
     if (r->element[0]->integer == 1 && r->elements == 1) return Stored();
+    if (r->element[0]->integer == 1 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[1]->len == 8) {
+      return Stored();
+    }
     if (r->element[0]->integer != 0 || r->elements != 3) return o;
     const redisReply* reason = r->element[1];
     const redisReply* version = r->element[2];
