@@ -8,8 +8,6 @@
 // lock held, then unlinks and frees the Pending: one report per message.
 #include "tiercache/kafka/publisher.h"
 
-#include <librdkafka/rdkafka.h>
-
 #include <atomic>
 #include <cassert>
 #include <climits>
@@ -20,6 +18,8 @@
 #include <string>
 #include <system_error>
 #include <thread>
+
+#include "kafka/rdkafka_util.h"
 
 namespace tiercache::kafka {
 namespace {
@@ -34,7 +34,7 @@ constexpr milliseconds kPurgeReportWait{2000};
 constexpr milliseconds kMaxLinger{900000};
 
 // Properties PublisherOptions sets itself; `extra` may not override them.
-constexpr const char* kManagedProperties[] = {
+const std::vector<std::string_view> kManagedProperties = {
     "bootstrap.servers", "metadata.broker.list", "enable.idempotence",           "socket.nagle.disable",
     "linger.ms",         "queue.buffering.max.ms", "message.timeout.ms",         "delivery.timeout.ms",
     "queue.buffering.max.messages", "message.max.bytes", "client.id",
@@ -47,18 +47,6 @@ struct Pending {
   Pending* prev = nullptr;
   Pending* next = nullptr;
 };
-
-struct ConfDeleter {
-  void operator()(rd_kafka_conf_t* conf) const { rd_kafka_conf_destroy(conf); }
-};
-using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
-
-struct HeadersDeleter {
-  void operator()(rd_kafka_headers_t* h) const { rd_kafka_headers_destroy(h); }
-};
-using HeadersPtr = std::unique_ptr<rd_kafka_headers_t, HeadersDeleter>;
-
-std::string Ms(milliseconds d) { return std::to_string(d.count()); }
 
 Status ValidateOptions(const PublisherOptions& o) {
   if (o.brokers.empty()) return Status::InvalidArgument("PublisherOptions::brokers is empty");
@@ -78,15 +66,7 @@ Status ValidateOptions(const PublisherOptions& o) {
     return Status::InvalidArgument("PublisherOptions::max_message_bytes must be in [1, INT32_MAX]");
   }
   if (o.close_timeout < milliseconds(0)) return Status::InvalidArgument("PublisherOptions::close_timeout is negative");
-  for (const auto& [name, value] : o.extra) {
-    if (name.empty()) return Status::InvalidArgument("PublisherOptions::extra holds an empty property name");
-    for (const char* managed : kManagedProperties) {
-      if (name == managed) {
-        return Status::InvalidArgument("PublisherOptions::extra may not set '" + name +
-                                       "': PublisherOptions sets it (use the typed option)");
-      }
-    }
-  }
+  TIERCACHE_RETURN_IF_ERROR(CheckExtra(o.extra, kManagedProperties, "PublisherOptions"));
   return Status::Ok();
 }
 
@@ -103,14 +83,7 @@ Result<ConfPtr> MakeConf(const PublisherOptions& o) {
       {"client.id", o.client_id},
   };
   props.insert(props.end(), o.extra.begin(), o.extra.end());
-  ConfPtr conf(rd_kafka_conf_new());
-  char errstr[512];
-  for (const auto& [name, value] : props) {
-    if (rd_kafka_conf_set(conf.get(), name.c_str(), value.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-      return Status::InvalidArgument("librdkafka refused " + name + "=" + value + ": " + errstr);
-    }
-  }
-  return conf;
+  return BuildConf(props);
 }
 
 // A reason with the topic name, e.g. "topic t: Local: Message timed out".

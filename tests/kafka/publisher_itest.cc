@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/kafka_test_util.h"
 #include "common/test_env.h"
 
 namespace tiercache::kafka {
@@ -30,127 +31,17 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using tiercache::testing::KafkaBootstrap;
 using tiercache::testing::KafkaPort;
+using tiercache::testing::CreateTopic;
+using Consumed = tiercache::testing::ConsumedMessage;
 
-struct KafkaDeleter {
-  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
-};
-using KafkaPtr = std::unique_ptr<rd_kafka_t, KafkaDeleter>;
+std::string UniqueTopic(const std::string& what) { return testing::UniqueKafkaName("tiercache.publisher." + what); }
+
+std::vector<Consumed> Consume(const std::string& topic, int partitions, int64_t start, size_t count) {
+  return testing::ConsumeFrom(topic, partitions, start, count);
+}
 
 long ElapsedMs(Clock::time_point start) {
   return static_cast<long>(std::chrono::duration_cast<milliseconds>(Clock::now() - start).count());
-}
-
-std::string UniqueTopic(const std::string& what) {
-  static std::mt19937_64 rng(std::random_device{}());
-  return "tiercache.publisher." + what + "." + std::to_string(rng() % 1000000000);
-}
-
-// A plain librdkafka client; null (and *error set) on failure.
-KafkaPtr MakeClient(rd_kafka_type_t type, const std::map<std::string, std::string>& props, std::string* error) {
-  char errstr[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  for (const auto& [k, v] : props) {
-    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-      *error = k + ": " + errstr;
-      rd_kafka_conf_destroy(conf);
-      return nullptr;
-    }
-  }
-  rd_kafka_t* rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
-  if (rk == nullptr) {
-    *error = errstr;
-    rd_kafka_conf_destroy(conf);
-  }
-  return KafkaPtr(rk);
-}
-
-// Creates `topic` with the admin API; returns "" or the reason it failed.
-std::string CreateTopic(const std::string& topic, int partitions,
-                        const std::map<std::string, std::string>& config = {}) {
-  std::string error;
-  KafkaPtr admin = MakeClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", KafkaBootstrap()}}, &error);
-  if (!admin) return error;
-  char errstr[512];
-  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, errstr, sizeof(errstr));
-  if (nt == nullptr) return errstr;
-  for (const auto& [k, v] : config) rd_kafka_NewTopic_set_config(nt, k.c_str(), v.c_str());
-  rd_kafka_queue_t* q = rd_kafka_queue_new(admin.get());
-  rd_kafka_CreateTopics(admin.get(), &nt, 1, nullptr, q);
-  error = "no CreateTopics result within 30 s";
-  if (rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000); ev != nullptr) {
-    size_t n = 0;
-    const rd_kafka_topic_result_t** res =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      error = rd_kafka_event_error_string(ev);
-    } else if (n != 1) {
-      error = "no topic result";
-    } else {
-      error = rd_kafka_topic_result_error(res[0]) == RD_KAFKA_RESP_ERR_NO_ERROR
-                  ? ""
-                  : rd_kafka_err2str(rd_kafka_topic_result_error(res[0]));
-    }
-    rd_kafka_event_destroy(ev);
-  }
-  rd_kafka_queue_destroy(q);
-  rd_kafka_NewTopic_destroy(nt);
-  return error;
-}
-
-struct Consumed {
-  std::string key;
-  std::string value;
-  Headers headers;
-  int32_t partition = -1;
-  int64_t offset = -1;
-};
-
-// Reads `count` messages from `topic` partitions [0, partitions) starting at
-// `start` (RD_KAFKA_OFFSET_BEGINNING or an offset for every partition).
-std::vector<Consumed> Consume(const std::string& topic, int partitions, int64_t start, size_t count) {
-  std::string error;
-  KafkaPtr consumer = MakeClient(RD_KAFKA_CONSUMER,
-                                 {{"bootstrap.servers", KafkaBootstrap()},
-                                  {"group.id", UniqueTopic("reader")},
-                                  {"enable.auto.commit", "false"},
-                                  {"fetch.wait.max.ms", "10"}},
-                                 &error);
-  EXPECT_TRUE(consumer) << error;
-  if (!consumer) return {};
-  rd_kafka_poll_set_consumer(consumer.get());
-  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(partitions);
-  for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(parts, topic.c_str(), p)->offset = start;
-  EXPECT_EQ(rd_kafka_assign(consumer.get(), parts), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(parts);
-
-  std::vector<Consumed> out;
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (out.size() < count && Clock::now() < deadline) {
-    rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer.get(), 200);
-    if (m == nullptr) continue;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Consumed c;
-      if (m->key != nullptr) c.key.assign(static_cast<const char*>(m->key), m->key_len);
-      c.value.assign(static_cast<const char*>(m->payload), m->len);
-      c.partition = m->partition;
-      c.offset = m->offset;
-      rd_kafka_headers_t* hdrs = nullptr;
-      if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        const char* name = nullptr;
-        const void* value = nullptr;
-        size_t size = 0;
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-          c.headers.emplace_back(name, std::string(static_cast<const char*>(value), size));
-        }
-      }
-      out.push_back(std::move(c));
-    } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      ADD_FAILURE() << "consumer error: " << rd_kafka_message_errstr(m);
-    }
-    rd_kafka_message_destroy(m);
-  }
-  rd_kafka_consumer_close(consumer.get());
-  return out;
 }
 
 // A loopback port nobody listens on (bound, then released).
@@ -271,7 +162,7 @@ TEST(PublisherIntegration, PublishAndWaitReturnsWhereTheMessageIs) {
   ASSERT_GE(d->offset, 0);
 
   std::string error;
-  KafkaPtr consumer = MakeClient(RD_KAFKA_CONSUMER,
+  testing::KafkaPtr consumer = testing::MakeKafkaClient(RD_KAFKA_CONSUMER,
                                  {{"bootstrap.servers", KafkaBootstrap()}, {"group.id", UniqueTopic("reader")}},
                                  &error);
   ASSERT_TRUE(consumer) << error;

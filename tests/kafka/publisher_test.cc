@@ -4,7 +4,6 @@
 #include "tiercache/kafka/publisher.h"
 
 #include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include <gtest/gtest.h>
 
@@ -17,41 +16,14 @@
 #include <thread>
 #include <vector>
 
+#include "common/kafka_test_util.h"
+
 namespace tiercache::kafka {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-// A one-broker mock cluster, owned through a plain librdkafka handle.
-class MockCluster {
- public:
-  MockCluster() {
-    char errstr[256];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
-    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (rk_ == nullptr) {
-      rd_kafka_conf_destroy(conf);
-      return;
-    }
-    mcluster_ = rd_kafka_mock_cluster_new(rk_, 1);
-  }
-  ~MockCluster() {
-    if (mcluster_ != nullptr) rd_kafka_mock_cluster_destroy(mcluster_);
-    if (rk_ != nullptr) rd_kafka_destroy(rk_);
-  }
-  MockCluster(const MockCluster&) = delete;
-  MockCluster& operator=(const MockCluster&) = delete;
-
-  bool ok() const { return mcluster_ != nullptr; }
-  std::string bootstraps() const { return rd_kafka_mock_cluster_bootstraps(mcluster_); }
-  void SetDown() { ASSERT_EQ(rd_kafka_mock_broker_set_down(mcluster_, -1), RD_KAFKA_RESP_ERR_NO_ERROR); }
-
- private:
-  rd_kafka_t* rk_ = nullptr;
-  rd_kafka_mock_cluster_t* mcluster_ = nullptr;
-};
+using MockCluster = testing::KafkaMockCluster;
 
 PublisherOptions OptionsFor(const std::string& brokers) {
   PublisherOptions o;
@@ -197,7 +169,7 @@ TEST(PublisherTest, DeliversToMockClusterWithPartitionAndOffset) {
 TEST(PublisherTest, FullQueueIsResourceExhaustedWithoutCallingBack) {
   MockCluster cluster;
   ASSERT_TRUE(cluster.ok());
-  cluster.SetDown();
+  ASSERT_EQ(cluster.SetDown(), RD_KAFKA_RESP_ERR_NO_ERROR);
   PublisherOptions o = OptionsFor(cluster.bootstraps());
   o.max_queued_messages = 2;
   o.close_timeout = milliseconds(100);
@@ -220,7 +192,7 @@ TEST(PublisherTest, FullQueueIsResourceExhaustedWithoutCallingBack) {
 TEST(PublisherTest, DestructionCancelsEachOutstandingMessageOnceWithinCloseTimeout) {
   MockCluster cluster;
   ASSERT_TRUE(cluster.ok());
-  cluster.SetDown();
+  ASSERT_EQ(cluster.SetDown(), RD_KAFKA_RESP_ERR_NO_ERROR);
   PublisherOptions o = OptionsFor(cluster.bootstraps());
   o.delivery_timeout = milliseconds(60000);
   o.close_timeout = milliseconds(300);
@@ -246,7 +218,7 @@ TEST(PublisherTest, DestructionCancelsEachOutstandingMessageOnceWithinCloseTimeo
 TEST(PublisherTest, UnreachableBrokerFailsEachMessageWithinDeliveryTimeout) {
   MockCluster cluster;
   ASSERT_TRUE(cluster.ok());
-  cluster.SetDown();
+  ASSERT_EQ(cluster.SetDown(), RD_KAFKA_RESP_ERR_NO_ERROR);
   PublisherOptions o = OptionsFor(cluster.bootstraps());
   o.delivery_timeout = milliseconds(500);
   Result<std::unique_ptr<Publisher>> p = Publisher::Create(o);
