@@ -314,6 +314,22 @@ class Cache {
   // not applied in L2, this pod's L1 is invalidated regardless).
   std::vector<Result<InvalidationResult>> InvalidateMany(const std::vector<Invalidation>& invalidations);
 
+  // This pod's L1 only (not L2): drops `key`, and with a version > 0 leaves
+  // an L1 tombstone refusing L1 fills below it for tombstone_ttl (so an L2
+  // that has not applied the invalidation yet cannot refill L1). Loads of
+  // `key` in flight here do not fill L1. For the per-pod follower of the
+  // invalidation stream (kafka::L1Follower). Errors: kInvalidArgument.
+  Status InvalidateLocal(std::string_view key, uint64_t version);
+
+  // Gap-awareness: when this pod cannot be sure it saw every invalidation,
+  // FenceL1 stops reading and filling its L1 (gets go to L2) until TrustL1.
+  // With `drop` (events may be lost for good, e.g. an offset reset) it also
+  // empties L1, and fills in flight do not survive it; without, L1 is kept
+  // for when the follower has caught up with the events it missed.
+  void FenceL1(bool drop = true);
+  void TrustL1();
+  bool l1_trusted() const;
+
   // The L1 (null when use_l1 is false), for stats and tests.
   L1Cache* l1() const;
 

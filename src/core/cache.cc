@@ -53,6 +53,11 @@ std::vector<Result<Cache::InvalidationResult>> Cache::InvalidateMany(const std::
   return impl_->InvalidateMany(invalidations);
 }
 
+Status Cache::InvalidateLocal(std::string_view key, uint64_t version) { return impl_->InvalidateLocal(key, version); }
+void Cache::FenceL1(bool drop) { impl_->FenceL1(drop); }
+void Cache::TrustL1() { impl_->TrustL1(); }
+bool Cache::l1_trusted() const { return impl_->l1_trusted(); }
+
 // ---- Cache::Impl ------------------------------------------------------------
 
 Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)

@@ -16,6 +16,7 @@
 #ifndef TIERCACHE_CORE_CACHE_IMPL_H_
 #define TIERCACHE_CORE_CACHE_IMPL_H_
 
+#include <atomic>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -108,6 +109,10 @@ class Cache::Impl {
              const GetOptions& g);
   Status Invalidate(std::string_view key, std::optional<uint64_t> version);
   std::vector<Result<Cache::InvalidationResult>> InvalidateMany(const std::vector<Cache::Invalidation>& list);
+  Status InvalidateLocal(std::string_view key, uint64_t version);
+  void FenceL1(bool drop);
+  void TrustL1() { l1_trusted_.store(true, std::memory_order_release); }
+  bool l1_trusted() const { return l1_trusted_.load(std::memory_order_acquire); }
   L1Cache* l1() const { return l1_.get(); }
 
  private:
@@ -179,6 +184,9 @@ class Cache::Impl {
   const std::unique_ptr<L1Cache> l1_;
   L2Guard guard_;
   LocalFence local_fence_;
+  // False while this pod cannot be sure it saw every invalidation (FenceL1):
+  // L1 is then neither read nor filled.
+  std::atomic<bool> l1_trusted_{true};
   LoadRegistry running_;
   SingleFlight<CachedValue> flights_;  // per key and call settings
   std::mutex refresh_mu_;

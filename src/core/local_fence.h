@@ -30,6 +30,10 @@ class LocalFence {
   // Returns the counter's value before the bump.
   uint64_t Bump(std::string_view key) { return Stripe(key).fetch_add(1, std::memory_order_seq_cst); }
   bool Unchanged(std::string_view key, uint64_t seen) const { return Read(key) == seen; }
+  // Bumps every stripe: every fill in flight erases what it stores.
+  void BumpAll() {
+    for (auto& s : stripes_) s.fetch_add(1, std::memory_order_seq_cst);
+  }
 
  private:
   std::atomic<uint64_t>& Stripe(std::string_view key) const {

@@ -43,7 +43,7 @@ Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<con
 
 std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallSettings& s,
                                                std::optional<CachedValue>* stale) {
-  if (!l1_) return std::nullopt;
+  if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return std::nullopt;
   Result<std::optional<L1Entry>> r = l1_->GetStale(key, s.max_stale);
   if (!r.ok() || !r->has_value()) {
     metrics_->Add(Counter::kMiss, Tier::kL1);
@@ -149,7 +149,7 @@ std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> min
 }
 
 void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, uint64_t local_epoch) {
-  if (!l1_) return;
+  if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return;
   const auto left = v.expires_at_ - clock_->WallNow();
   if (left <= WallTime::duration::zero()) return;
   L1Fill fill;

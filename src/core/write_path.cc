@@ -196,4 +196,20 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
   return out;
 }
 
+Status Cache::Impl::InvalidateLocal(std::string_view key, uint64_t version) {
+  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+  local_fence_.Bump(key);  // loads in flight here do not fill L1 (LocalFence)
+  if (!l1_) return Status::Ok();
+  // Versioned: an L1 tombstone refuses fills below `version`, also from an L2
+  // that has not applied this invalidation yet.
+  return version == 0 ? l1_->Erase(key) : l1_->Invalidate(key, version, o_.tombstone_ttl);
+}
+
+void Cache::Impl::FenceL1(bool drop) {
+  l1_trusted_.store(false, std::memory_order_release);  // no reads or fills from now on
+  if (!drop) return;
+  local_fence_.BumpAll();  // fills in flight erase what they store
+  if (l1_) l1_->Clear();
+}
+
 }  // namespace tiercache

@@ -1,0 +1,148 @@
+// L1Follower against librdkafka's mock cluster and the in-memory L2: L1 is
+// fenced at start until the follower caught up, events drop this pod's L1
+// copies at their version, and when the brokers become unreachable L1 is
+// fenced within the stated bound and trusted again once caught up.
+#include "tiercache/kafka/l1_follower.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "common/kafka_test_util.h"
+#include "tiercache/events.h"
+#include "tiercache/l2_store.h"
+
+namespace tiercache::kafka {
+namespace {
+
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+
+Result<InvalidationTargets> MapToKey(const InvalidationEvent& e) { return InvalidationTargets{{e.entity_id}}; }
+
+std::string EventFor(const std::string& key, uint64_t version) {
+  InvalidationEvent e;
+  e.event_id = key + "-" + std::to_string(version);
+  e.type = "post.updated";
+  e.entity_id = key;
+  e.partition_key = key;
+  e.version = version;
+  e.occurred_at = std::chrono::system_clock::now();
+  return *EncodeEvent(e);
+}
+
+template <typename Pred>
+bool WaitFor(Pred done, std::chrono::milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (!done()) {
+    if (SteadyClock::now() >= deadline) return done();
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+Loader Version(uint64_t v) {
+  return [v](std::string_view) -> Result<LoadResult> { return LoadResult{"v" + std::to_string(v), v}; };
+}
+
+class L1FollowerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cluster_.ok());
+    ASSERT_EQ(rd_kafka_mock_topic_create(cluster_.get(), "posts", 2, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    l2_ = MakeInMemoryL2Store();
+    CacheOptions co;
+    co.l2 = l2_;
+    co.ttl_jitter = 0;
+    co.early_refresh_beta = 0;
+    auto c = Cache::Create(co);
+    ASSERT_TRUE(c.ok());
+    cache_ = std::move(*c);
+    PublisherOptions po;
+    po.brokers = cluster_.bootstraps();
+    po.extra = {{"log_level", "0"}};
+    auto p = Publisher::Create(po);
+    ASSERT_TRUE(p.ok());
+    publisher_ = std::move(*p);
+  }
+
+  std::unique_ptr<L1Follower> Follower() {
+    L1FollowerOptions o;
+    o.brokers = cluster_.bootstraps();
+    o.topics = {"posts"};
+    o.max_lag = 300ms;
+    o.check_interval = 50ms;
+    o.extra = {{"log_level", "0"}};
+    auto f = L1Follower::Create(o, cache_.get(), &MapToKey);
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    return f.ok() ? std::move(*f) : nullptr;
+  }
+
+  testing::KafkaMockCluster cluster_{1};
+  std::shared_ptr<L2Store> l2_;
+  std::unique_ptr<Cache> cache_;
+  std::unique_ptr<Publisher> publisher_;
+};
+
+TEST_F(L1FollowerTest, L1IsFencedUntilTheFollowerCaughtUpThenEventsDropCopiesAtTheirVersion) {
+  auto follower = Follower();
+  ASSERT_TRUE(follower && follower->Start().ok());
+  EXPECT_FALSE(cache_->l1_trusted()) << "L1 trusted before the follower knew where the stream stood";
+  ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 15s));
+  EXPECT_EQ(follower->stats().fences_by_cause["starting"], 1u);
+
+  ASSERT_TRUE(cache_->Get("k", Version(1)).ok());
+  Result<CachedValue> hit = cache_->Get("k", Version(1));
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->source(), ValueSource::kL1);
+
+  ASSERT_TRUE(publisher_->PublishAndWait("posts", "k", EventFor("k", 2), 10s).ok());
+  ASSERT_TRUE(WaitFor([&] { return follower->stats().keys_dropped >= 1; }, 10s));
+  // L1 dropped v1 and keeps a tombstone at 2: L2 (not yet invalidated by
+  // anyone here) still holds v1, and the refill from it must not enter L1.
+  Result<CachedValue> after = cache_->Get("k", Version(2));
+  ASSERT_TRUE(after.ok());
+  EXPECT_NE(after->source(), ValueSource::kL1);
+  Result<CachedValue> again = cache_->Get("k", Version(2));
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->source() == ValueSource::kL1 && again->version() == 1u)
+      << "the stale L2 value refilled this pod's L1 after the event";
+}
+
+TEST_F(L1FollowerTest, UnreachableBrokersFenceL1WithinTheBoundAndCatchingUpTrustsItAgain) {
+  auto follower = Follower();
+  ASSERT_TRUE(follower && follower->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 15s));
+  ASSERT_TRUE(cache_->Get("k", Version(1)).ok());  // in L1
+
+  ASSERT_EQ(cluster_.SetDown(), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const auto down_at = SteadyClock::now();
+  ASSERT_TRUE(WaitFor([&] { return !cache_->l1_trusted(); }, 5s))
+      << "behind " << follower->stats().behind_ms << " ms, trusted " << follower->stats().trusted;
+  const auto fenced_after = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - down_at);
+  // max_lag + 2 x check_interval, plus slack for a loaded machine.
+  EXPECT_LE(fenced_after.count(), 300 + 2 * 50 + 400);
+  EXPECT_EQ(follower->stats().fences_by_cause["brokers unreachable"], 1u);
+  std::printf("L1 fenced %lld ms after the brokers went down\n", static_cast<long long>(fenced_after.count()));
+
+  // While fenced, L1 is not read: a newer value in L2 is served.
+  ASSERT_TRUE(l2_->Get("k", 100ms).ok());
+  {
+    CacheOptions co;
+    co.l2 = l2_;
+    auto writer = Cache::Create(co);
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Set("k", "v2", 2).ok());
+  }
+  Result<CachedValue> during = cache_->Get("k", Version(2));
+  ASSERT_TRUE(during.ok());
+  EXPECT_EQ(during->version(), 2u) << "a fenced L1 served its copy";
+
+  ASSERT_EQ(cluster_.SetUp(), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 20s)) << "L1 never trusted again";
+}
+
+}  // namespace
+}  // namespace tiercache::kafka
