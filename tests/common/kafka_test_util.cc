@@ -1,5 +1,8 @@
 #include "common/kafka_test_util.h"
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "common/test_env.h"
@@ -104,6 +107,27 @@ std::vector<ConsumedMessage> ConsumeFrom(const std::string& topic, int partition
   }
   rd_kafka_consumer_close(consumer.get());
   return out;
+}
+
+int KafkaBrokerPid() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find("kafka.Kafka") != std::string::npos && cmdline.find("server.properties") != std::string::npos) {
+      return std::stoi(name);
+    }
+  }
+  return -1;
+}
+
+bool ServicesUp() {
+  // tests/common/ -> the repository's root.
+  const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  const std::string cmd = "'" + (root / "scripts" / "services.sh").string() + "' up >/dev/null 2>&1";
+  return std::system(cmd.c_str()) == 0;
 }
 
 KafkaMockCluster::KafkaMockCluster(int brokers) {

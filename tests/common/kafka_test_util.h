@@ -46,6 +46,13 @@ std::vector<ConsumedMessage> ConsumeFrom(const std::string& topic, int partition
                                          std::chrono::milliseconds timeout = std::chrono::seconds(60),
                                          const std::string& brokers = "");
 
+// The pid of the local Kafka broker (a java process running kafka.Kafka), or
+// -1. For fault injection (SIGSTOP, SIGKILL).
+int KafkaBrokerPid();
+// Starts the local servers that are not running (scripts/services.sh up);
+// true when the script succeeded.
+bool ServicesUp();
+
 // A librdkafka mock cluster (no server), owned through a plain handle.
 class KafkaMockCluster {
  public:
