@@ -61,6 +61,28 @@ std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
   return groups;
 }
 
+// Hands out a pipelined per-slot-group reply: for group gi, the reply is an
+// array of `lead` leading elements, then one element per key of the group.
+// Each key gets `each(reply, element index)`, or its group's error.
+template <typename T, typename Each>
+void Scatter(const std::vector<std::vector<size_t>>& groups, const std::vector<Result<redis::Reply>>& replies,
+             size_t lead, const char* what, std::vector<Result<T>>& out, Each each) {
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const Result<redis::Reply>& r = replies[gi];
+    const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size() + lead;
+    for (size_t j = 0; j < groups[gi].size(); ++j) {
+      const size_t i = groups[gi][j];
+      if (!r.ok()) {
+        out[i] = r.status();
+      } else if (!shaped) {
+        out[i] = Status::Internal(std::string("unexpected ") + what + " reply: " + r->ToString());
+      } else {
+        out[i] = each(*r, lead + j);
+      }
+    }
+  }
+}
+
 class RedisL2Store final : public L2Store {
  public:
   explicit RedisL2Store(std::shared_ptr<redis::RedisClient> client)
@@ -93,20 +115,10 @@ class RedisL2Store final : public L2Store {
       for (size_t i : g) c.push_back(keys[i]);
     }
     std::vector<Result<redis::Reply>> replies = client_->Pipeline(commands, *call);
-    for (size_t gi = 0; gi < groups.size(); ++gi) {
-      const Result<redis::Reply>& r = replies[gi];
-      const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size();
-      for (size_t j = 0; j < groups[gi].size(); ++j) {
-        const size_t i = groups[gi][j];
-        if (!r.ok()) {
-          out[i] = r.status();
-        } else if (!shaped) {
-          out[i] = Status::Internal("unexpected MGET reply: " + r->ToString());
-        } else if (r->elements[j].IsString()) {
-          out[i] = std::optional<std::string>(r->elements[j].str);
-        }
-      }
-    }
+    Scatter(groups, replies, 0, "MGET", out, [](const redis::Reply& r, size_t e) -> Result<std::optional<std::string>> {
+      if (r.elements[e].IsString()) return std::optional<std::string>(r.elements[e].str);
+      return std::optional<std::string>();
+    });
     return out;
   }
 
@@ -122,24 +134,13 @@ class RedisL2Store final : public L2Store {
       for (size_t i : g) c.keys.push_back(FenceKeyFor(keys[i]));
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(snapshot_, calls, *call);
-    for (size_t gi = 0; gi < groups.size(); ++gi) {
-      const Result<redis::Reply>& r = replies[gi];
-      const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size() + 1 &&
-                          r->elements[0].IsInteger();
-      for (size_t j = 0; j < groups[gi].size(); ++j) {
-        const size_t i = groups[gi][j];
-        if (!r.ok()) {
-          out[i] = r.status();
-        } else if (!shaped) {
-          out[i] = Status::Internal("unexpected snapshot reply: " + r->ToString());
-        } else {
-          FenceSnapshot s;
-          s.store_ms = r->elements[0].integer;
-          if (r->elements[j + 1].IsString()) s.epoch = r->elements[j + 1].str;
-          out[i] = std::move(s);
-        }
-      }
-    }
+    Scatter(groups, replies, 1, "snapshot", out, [](const redis::Reply& r, size_t e) -> Result<FenceSnapshot> {
+      if (!r.elements[0].IsInteger()) return Status::Internal("unexpected snapshot reply: " + r.ToString());
+      FenceSnapshot s;
+      s.store_ms = r.elements[0].integer;
+      if (r.elements[e].IsString()) s.epoch = r.elements[e].str;
+      return s;
+    });
     return out;
   }
 
@@ -208,23 +209,13 @@ class RedisL2Store final : public L2Store {
       }
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(invalidate_many_, calls, *call);
-    for (size_t gi = 0; gi < groups.size(); ++gi) {
-      const Result<redis::Reply>& r = replies[gi];
-      const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size();
-      for (size_t j = 0; j < groups[gi].size(); ++j) {
-        const size_t i = groups[gi][j];
-        if (!r.ok()) {
-          out[i] = r.status();
-        } else if (!shaped) {
-          out[i] = Status::Internal("unexpected invalidate-many reply: " + r->ToString());
-        } else if (r->elements[j].IsArray() && !r->elements[j].elements.empty() &&
-                   r->elements[j].elements[0].IsInteger() && r->elements[j].elements[0].integer == -1) {
-          out[i] = Status::InvalidArgument("invalidate: not a tombstone envelope");
-        } else {
-          out[i] = ParseFenceReply(r->elements[j]);
-        }
+    Scatter(groups, replies, 0, "invalidate-many", out, [](const redis::Reply& r, size_t e) -> Result<FenceOutcome> {
+      const redis::Reply& one = r.elements[e];
+      if (one.IsArray() && !one.elements.empty() && one.elements[0].IsInteger() && one.elements[0].integer == -1) {
+        return Status::InvalidArgument("invalidate: not a tombstone envelope");
       }
-    }
+      return ParseFenceReply(one);
+    });
     return out;
   }
 
