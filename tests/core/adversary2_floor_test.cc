@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 
 namespace tiercache {
@@ -34,11 +35,7 @@ std::unique_ptr<Cache> Make(CacheOptions o) {
   return c.ok() ? std::move(*c) : nullptr;
 }
 
-std::string Describe(const Result<CachedValue>& v) {
-  if (!v.ok()) return v.status().ToString();
-  return std::string(v->found() ? "value '" + std::string(v->payload()) + "'" : "not-found") + " v" +
-         std::to_string(v->version());
-}
+using ::tiercache::testing::Describe;
 
 struct Gate {
   std::mutex mu;

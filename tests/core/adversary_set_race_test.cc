@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 
 namespace tiercache {
@@ -89,11 +90,7 @@ CacheOptions Base(std::shared_ptr<L2Store> l2, Clock* clock = nullptr) {
   return o;
 }
 
-std::string Describe(const Result<CachedValue>& v) {
-  if (!v.ok()) return v.status().ToString();
-  return std::string(v->found() ? "value '" + std::string(v->payload()) + "'" : "not-found") + " v" +
-         std::to_string(v->version()) + (v->source() == ValueSource::kL1 ? " from L1" : "");
-}
+using ::tiercache::testing::Describe;
 
 // Set writes L2, then bumps the local fence and fills L1. It once read the
 // epoch for that fill AFTER its own bump, so an Invalidate that reached L2

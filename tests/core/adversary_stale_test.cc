@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 
 namespace tiercache {
@@ -27,11 +28,7 @@ CacheOptions Base(std::shared_ptr<L2Store> l2, Clock* clock = nullptr) {
   return o;
 }
 
-std::string Describe(const Result<CachedValue>& v) {
-  if (!v.ok()) return v.status().ToString();
-  return std::string(v->found() ? "value '" + std::string(v->payload()) + "'" : "not-found") + " v" +
-         std::to_string(v->version()) + (v->stale() ? " (stale)" : "");
-}
+using ::tiercache::testing::Describe;
 
 // docs/consistency.md §2: "What is known to be invalidated is never served,
 // not even as a fail-safe stale value." A get holding a stale copy wins the

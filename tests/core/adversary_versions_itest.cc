@@ -13,6 +13,7 @@
 
 #include "common/test_env.h"
 #include "redis/redis_test_util.h"
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 #include "tiercache/redis/redis_client.h"
 
@@ -21,16 +22,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string Tag() {
-  static std::mt19937_64 rng(std::random_device{}());
-  return std::to_string(rng() % 1000000000000ULL);
-}
+std::string Tag() { return ::tiercache::testing::UniqueTag(); }
 
-std::string Describe(const Result<CachedValue>& v) {
-  if (!v.ok()) return v.status().ToString();
-  return std::string(v->found() ? "value '" + std::string(v->payload()) + "'" : "not-found") + " v" +
-         std::to_string(v->version());
-}
+using ::tiercache::testing::Describe;
 
 class AdversaryVersionsCluster : public ::testing::Test {
  protected:

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 
 namespace tiercache {
@@ -45,11 +46,7 @@ Loader Failing() {
   return [](std::string_view) -> Result<LoadResult> { return Status::Unavailable("source down"); };
 }
 
-std::string Describe(const Result<CachedValue>& v) {
-  if (!v.ok()) return v.status().ToString();
-  return std::string(v->found() ? "value '" + std::string(v->payload()) + "'" : "not-found") + " v" +
-         std::to_string(v->version());
-}
+using ::tiercache::testing::Describe;
 
 // A row deleted at version 5 (the delete event is invalidated with its
 // version, as README's example does for writes). The loader now finds no row

@@ -25,6 +25,7 @@
 
 #include "common/test_env.h"
 #include "redis/redis_test_util.h"
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 #include "tiercache/json_codec.h"
 #include "tiercache/redis/redis_client.h"
@@ -71,10 +72,7 @@ std::string Env(const char* name) {
   return v ? v : "";
 }
 
-std::string UniqueTag() {
-  static std::mt19937_64 rng(std::random_device{}());
-  return std::to_string(rng() % 1000000000000ULL);
-}
+using ::tiercache::testing::UniqueTag;
 
 // ---- worker processes ------------------------------------------------------
 

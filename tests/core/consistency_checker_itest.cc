@@ -57,6 +57,7 @@
 
 #include "common/test_env.h"
 #include "redis/redis_test_util.h"
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 #include "tiercache/redis/redis_client.h"
 
@@ -232,10 +233,7 @@ std::string Env(const char* name) {
   return v ? v : "";
 }
 
-std::string UniqueTag() {
-  static std::mt19937_64 rng(std::random_device{}());
-  return std::to_string(rng() % 1000000000000ULL);
-}
+using ::tiercache::testing::UniqueTag;
 
 std::mt19937_64& Rng() {
   thread_local std::mt19937_64 rng(std::random_device{}());

@@ -34,6 +34,7 @@
 
 #include "common/test_env.h"
 #include "redis/redis_test_util.h"
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
@@ -70,10 +71,7 @@ std::unique_ptr<Cache> MakeCache(CacheOptions o) {
   return c.ok() ? std::move(*c) : nullptr;
 }
 
-std::string UniqueTag() {
-  static std::mt19937_64 rng(std::random_device{}());
-  return std::to_string(rng() % 1000000000000ULL);
-}
+using ::tiercache::testing::UniqueTag;
 
 // A one-shot event. Wait() is bounded so that a failing test never hangs a
 // loader thread (and with it the cache's destructor) for long.
@@ -169,12 +167,7 @@ Stored ReadStored(redis::RedisClient& client, const std::string& key) {
   return FromBytes(*raw);
 }
 
-std::string Describe(const Result<CachedValue>& r) {
-  if (!r.ok()) return "error " + r.status().ToString();
-  const char* src = r->source() == ValueSource::kL1 ? "L1" : r->source() == ValueSource::kL2 ? "L2" : "loader";
-  return std::string(r->found() ? "found" : "not-found") + " '" + std::string(r->payload()) + "' v" +
-         std::to_string(r->version()) + (r->stale() ? " STALE" : "") + " from " + src;
-}
+using ::tiercache::testing::Describe;
 
 // Polls `key` in Redis every 2 ms in the background and remembers whether
 // it ever held an entry `bad` matches.
