@@ -22,6 +22,7 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr int kPollMs = 100;  // longest a poll blocks (so how fast Stop is noticed)
+constexpr int kSeekTimeoutMs = 1000;
 
 const std::vector<std::string_view> kManaged = {
     "bootstrap.servers",        "metadata.broker.list", "group.id",          "client.id",
@@ -119,12 +120,20 @@ void OnRebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partiti
     self->Count([](InvalidationConsumerStats& s) { ++s.rebalances; });
     self->paused.clear();  // a new assignment starts from the committed offsets
     rd_kafka_assign(rk, parts);
+    // librdkafka keeps an application pause across unassign/assign: a
+    // partition paused before the rebalance would never be fetched again.
+    rd_kafka_resume_partitions(rk, parts);
     return;
   }
   // Revoke (or an error): what was applied is stored; commit it now, before
   // another member takes the partitions, unless they are already lost.
   if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && !rd_kafka_assignment_lost(rk)) {
     rd_kafka_commit(rk, nullptr, /*async=*/0);  // errors: the next owner re-applies (idempotent)
+  }
+  if (!self->paused.empty()) {
+    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(self->paused.size())));
+    for (const auto& [tp, p] : self->paused) rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second);
+    rd_kafka_resume_partitions(rk, list.get());
   }
   self->paused.clear();
   rd_kafka_assign(rk, nullptr);
@@ -174,8 +183,19 @@ void InvalidationConsumer::Impl::ResumeDue() {
       ++it;
       continue;
     }
+    // Rewind, then resume: fetching restarts at the first message not
+    // applied. A seek that fails keeps the partition paused for another round.
     PartitionListPtr list(rd_kafka_topic_partition_list_new(1));
-    rd_kafka_topic_partition_list_add(list.get(), it->first.first.c_str(), it->first.second);
+    rd_kafka_topic_partition_list_add(list.get(), it->first.first.c_str(), it->first.second)->offset =
+        it->second.rewind_to;
+    rd_kafka_error_t* error = rd_kafka_seek_partitions(rk, list.get(), kSeekTimeoutMs);
+    const bool sought = error == nullptr && list->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (error != nullptr) rd_kafka_error_destroy(error);
+    if (!sought) {
+      it->second.resume_at = now + it->second.backoff;
+      ++it;
+      continue;
+    }
     rd_kafka_resume_partitions(rk, list.get());
     it = paused.erase(it);
   }
@@ -186,9 +206,8 @@ void InvalidationConsumer::Impl::PauseAndRewind(const TopicPartition& tp, int64_
   b = b == milliseconds(0) ? o.retry_backoff_min : std::min(b * 2, o.retry_backoff_max);
   paused[tp] = Paused{offset, SteadyClock::now() + b, b};
   PartitionListPtr list(rd_kafka_topic_partition_list_new(1));
-  rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second)->offset = offset;
-  rd_kafka_pause_partitions(rk, list.get());
-  if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk, list.get(), 5000)) rd_kafka_error_destroy(e);
+  rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second);
+  rd_kafka_pause_partitions(rk, list.get());  // rewound when it resumes (ResumeDue)
   Count([](InvalidationConsumerStats& s) { ++s.apply_retries; });
 }
 

@@ -30,7 +30,7 @@ constexpr milliseconds kSetupBackoffMax{2000};
 const std::vector<std::string_view> kManaged = {
     "bootstrap.servers", "metadata.broker.list", "group.id",          "client.id",
     "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "fetch.wait.max.ms",
-    "statistics.interval.ms",
+    "statistics.interval.ms", "topic.metadata.refresh.interval.ms",
 };
 
 Status Validate(const L1FollowerOptions& o) {
@@ -79,6 +79,7 @@ struct L1Follower::Impl {
   std::map<TopicPartition, SteadyClock::time_point> caught;  // per partition
   std::map<std::string, int64_t> last_rx;                    // broker name -> responses received
   std::optional<SteadyClock::time_point> last_stats;
+  bool new_partitions = false;  // statistics show a partition not followed
 
   ~Impl() {
     if (rk != nullptr) rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
@@ -90,7 +91,10 @@ struct L1Follower::Impl {
     return !stop.load();
   }
 
-  Status Setup();
+  // Assigns every partition of the topics: from `lookback` before now, or
+  // with `keep`, partitions already followed at their position and new ones
+  // from their beginning.
+  Status Setup(bool keep = false);
   void Poll();
   void Watch();
   void Handle(const rd_kafka_message_t& m);
@@ -99,7 +103,7 @@ struct L1Follower::Impl {
   void Fence(const std::string& cause, bool drop);
 };
 
-Status L1Follower::Impl::Setup() {
+Status L1Follower::Impl::Setup(bool keep) {
   PartitionListPtr list(rd_kafka_topic_partition_list_new(8));
   for (const std::string& topic : o.topics) {
     rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
@@ -129,9 +133,24 @@ Status L1Follower::Impl::Setup() {
     return Status::Unavailable(std::string("offsets for times: ") + rd_kafka_err2str(err));
   }
   std::map<TopicPartition, int64_t> start;
+  std::map<TopicPartition, int64_t> known;  // a re-assignment keeps the positions of partitions followed
+  if (keep) {
+    std::lock_guard<std::mutex> lock(mu);
+    known = processed;
+  }
   for (int i = 0; i < list->cnt; ++i) {
     rd_kafka_topic_partition_t& tp = list->elems[i];
-    if (tp.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (auto k = known.find({tp.topic, tp.partition}); k != known.end()) {
+      tp.offset = k->second;
+    } else if (keep) {  // a partition added since: from its beginning
+      int64_t lo = 0, hi = 0;
+      err = rd_kafka_query_watermark_offsets(rk, tp.topic, tp.partition, &lo, &hi,
+                                             static_cast<int>(kSetupTimeout.count()));
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return Status::Unavailable(std::string("watermarks: ") + rd_kafka_err2str(err));
+      }
+      tp.offset = lo;
+    } else if (tp.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       return Status::Unavailable(std::string("offsets for times: ") + rd_kafka_err2str(tp.err));
     }
     if (tp.offset < 0) {  // nothing that recent: the end
@@ -150,6 +169,7 @@ Status L1Follower::Impl::Setup() {
   }
   checkpoints.clear();
   caught.clear();
+  new_partitions = false;
   for (const auto& [tp, offset] : start) checkpoints[tp];  // ours: statistics fill them
   std::lock_guard<std::mutex> lock(mu);
   processed = std::move(start);
@@ -199,6 +219,15 @@ void L1Follower::Impl::Poll() {
     backoff = std::min(backoff * 2, kSetupBackoffMax);
   }
   while (!stop.load()) {
+    if (new_partitions) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ready = false;  // not caught up until the new partitions are read too
+      }
+      Fence("partitions added", /*drop=*/false);
+      if (!Setup(/*keep=*/true).ok() && !Sleep(milliseconds(200))) return;
+      continue;
+    }
     rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, kPollMs);
     if (m == nullptr) continue;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -266,9 +295,15 @@ void L1Follower::Impl::OnStats(std::string_view json) {
           const int64_t leader = p.value("leader", int64_t{-1});
           const int64_t high = p.value("hi_offset", int64_t{-1});
           const TopicPartition tp{topic, partition};
-          if (partition < 0 || high < 0 || answered.count(leader) == 0) continue;
+          if (partition < 0) continue;
           auto cp = checkpoints.find(tp);
-          if (cp == checkpoints.end()) continue;  // not one of ours (or not assigned yet)
+          if (cp == checkpoints.end()) {
+            // A partition of a followed topic this follower does not read:
+            // added in place since it started. Re-assign, fenced meanwhile.
+            if (std::find(o.topics.begin(), o.topics.end(), topic) != o.topics.end()) new_partitions = true;
+            continue;
+          }
+          if (high < 0 || answered.count(leader) == 0) continue;
           cp->second.push_back({*last_stats, high});
           if (cp->second.size() > kMaxCheckpoints) cp->second.pop_front();
         }
@@ -369,6 +404,8 @@ Result<std::unique_ptr<L1Follower>> L1Follower::Create(L1FollowerOptions options
       {"fetch.wait.max.ms", Ms(options.fetch_wait)},
       {"socket.nagle.disable", "true"},
       {"statistics.interval.ms", Ms(options.check_interval)},
+      // Partitions added in place show up in the statistics after a refresh.
+      {"topic.metadata.refresh.interval.ms", "5000"},
   };
   props.insert(props.end(), options.extra.begin(), options.extra.end());
   Result<ConfPtr> conf = BuildConf(props);
