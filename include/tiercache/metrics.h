@@ -46,6 +46,35 @@ inline constexpr int kCounterCount = static_cast<int>(Counter::kCount_);
 std::string_view CounterName(Counter c);
 std::string_view TierName(Tier t);
 
+// What became of an invalidation event (kafka::InvalidationConsumer).
+enum class EventOutcome : uint8_t {
+  kApplied = 0,       // at least one key's tombstone written
+  kIgnored,           // every key already at this version or newer (old or redelivered)
+  kDeadLettered,      // malformed or unmappable: sent to the dead-letter topic
+  kCount_,
+};
+inline constexpr int kEventOutcomeCount = static_cast<int>(EventOutcome::kCount_);
+// Where an invalidation took effect, for its lag since the event occurred.
+enum class InvalidationStage : uint8_t {
+  kL2 = 0,  // applied to L2 by the service's consumer group
+  kL1 = 1,  // dropped from this pod's L1 by its follower
+  kCount_,
+};
+inline constexpr int kInvalidationStageCount = static_cast<int>(InvalidationStage::kCount_);
+// Why this pod's L1 was fenced (kafka::L1Follower).
+enum class L1FenceCause : uint8_t {
+  kStarting = 0,        // before the follower caught up
+  kBrokersUnreachable,  // no broker answered
+  kLagging,             // the follower fell behind by more than max_lag
+  kEventsLost,          // offsets out of range: events deleted before they were read (L1 dropped)
+  kPartitionsAdded,     // partitions added in place, not yet read
+  kCount_,
+};
+inline constexpr int kL1FenceCauseCount = static_cast<int>(L1FenceCause::kCount_);
+std::string_view EventOutcomeName(EventOutcome o);
+std::string_view InvalidationStageName(InvalidationStage s);
+std::string_view L1FenceCauseName(L1FenceCause c);
+
 class Metrics {
  public:
   virtual ~Metrics() = default;
@@ -55,6 +84,20 @@ class Metrics {
   virtual void ObserveLoad(std::chrono::nanoseconds latency) = 0;
   // The L2 breaker is now open (true) or closed/half-open (false).
   virtual void SetBreakerOpen(bool open) = 0;
+
+  // Invalidation over Kafka (no-ops unless overridden).
+  // `n` events ended as `outcome`.
+  virtual void AddEvents(EventOutcome outcome, uint64_t n = 1) { (void)outcome, (void)n; }
+  // An event took effect at `stage` `lag` after it occurred (its occurred_at).
+  virtual void ObserveInvalidationLag(InvalidationStage stage, std::chrono::nanoseconds lag) { (void)stage, (void)lag; }
+  // This pod's L1 was fenced for `cause`; `fenced` says whether it is now.
+  virtual void AddL1Fence(L1FenceCause cause) { (void)cause; }
+  virtual void SetL1Fenced(bool fenced) { (void)fenced; }
+  // Messages of `partition` of `topic` not yet handled by the consumer group
+  // member of this process (the high watermark minus its position).
+  virtual void SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) {
+    (void)topic, (void)partition, (void)messages;
+  }
 
   // A Metrics that drops everything. Never null; lives for the whole process.
   static Metrics* Noop();
@@ -70,6 +113,17 @@ class CounterMetrics final : public Metrics {
     std::array<uint64_t, kLatencyBuckets> load_latency_us_buckets{};
     uint64_t load_latency_sum_us = 0;
     bool breaker_open = false;
+    std::array<uint64_t, kEventOutcomeCount> events{};
+    // Invalidation lag per stage, in the load latency's buckets.
+    std::array<std::array<uint64_t, kLatencyBuckets>, kInvalidationStageCount> lag_us_buckets{};
+    std::array<uint64_t, kL1FenceCauseCount> l1_fences{};
+    bool l1_fenced = false;
+    uint64_t events_of(EventOutcome o) const { return events[static_cast<int>(o)]; }
+    uint64_t lags_of(InvalidationStage s) const {
+      uint64_t n = 0;
+      for (uint64_t b : lag_us_buckets[static_cast<int>(s)]) n += b;
+      return n;
+    }
     uint64_t get(Counter c, Tier t = Tier::kL1) const {
       return counters[static_cast<int>(c)][static_cast<int>(t)];
     }
@@ -80,13 +134,28 @@ class CounterMetrics final : public Metrics {
   }
   void ObserveLoad(std::chrono::nanoseconds latency) override;
   void SetBreakerOpen(bool open) override { breaker_open_.store(open, std::memory_order_relaxed); }
+  void AddEvents(EventOutcome outcome, uint64_t n = 1) override {
+    events_[static_cast<int>(outcome)].fetch_add(n, std::memory_order_relaxed);
+  }
+  void ObserveInvalidationLag(InvalidationStage stage, std::chrono::nanoseconds lag) override;
+  void AddL1Fence(L1FenceCause cause) override {
+    fences_[static_cast<int>(cause)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void SetL1Fenced(bool fenced) override { l1_fenced_.store(fenced, std::memory_order_relaxed); }
   Snapshot snapshot() const;
+
+  // The bucket of the power-of-two microsecond histograms for `d`.
+  static int BucketOf(std::chrono::nanoseconds d);
 
  private:
   std::array<std::array<std::atomic<uint64_t>, kTierCount>, kCounterCount> counters_{};
   std::array<std::atomic<uint64_t>, kLatencyBuckets> buckets_{};
   std::atomic<uint64_t> sum_us_{0};
   std::atomic<bool> breaker_open_{false};
+  std::array<std::atomic<uint64_t>, kEventOutcomeCount> events_{};
+  std::array<std::array<std::atomic<uint64_t>, kLatencyBuckets>, kInvalidationStageCount> lag_buckets_{};
+  std::array<std::atomic<uint64_t>, kL1FenceCauseCount> fences_{};
+  std::atomic<bool> l1_fenced_{false};
 };
 
 }  // namespace tiercache

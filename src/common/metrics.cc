@@ -49,12 +49,51 @@ std::string_view TierName(Tier t) {
   return "unknown";
 }
 
+std::string_view EventOutcomeName(EventOutcome o) {
+  switch (o) {
+    case EventOutcome::kApplied: return "applied";
+    case EventOutcome::kIgnored: return "ignored";
+    case EventOutcome::kDeadLettered: return "dead_lettered";
+    case EventOutcome::kCount_: break;
+  }
+  return "unknown";
+}
+
+std::string_view InvalidationStageName(InvalidationStage s) {
+  switch (s) {
+    case InvalidationStage::kL2: return "l2";
+    case InvalidationStage::kL1: return "l1";
+    case InvalidationStage::kCount_: break;
+  }
+  return "unknown";
+}
+
+std::string_view L1FenceCauseName(L1FenceCause c) {
+  switch (c) {
+    case L1FenceCause::kStarting: return "starting";
+    case L1FenceCause::kBrokersUnreachable: return "brokers_unreachable";
+    case L1FenceCause::kLagging: return "lagging";
+    case L1FenceCause::kEventsLost: return "events_lost";
+    case L1FenceCause::kPartitionsAdded: return "partitions_added";
+    case L1FenceCause::kCount_: break;
+  }
+  return "unknown";
+}
+
+int CounterMetrics::BucketOf(std::chrono::nanoseconds d) {
+  const uint64_t us = d.count() <= 0 ? 0 : static_cast<uint64_t>(d.count()) / 1000;
+  const int bucket = us == 0 ? 0 : std::bit_width(us);
+  return bucket >= kLatencyBuckets ? kLatencyBuckets - 1 : bucket;
+}
+
 void CounterMetrics::ObserveLoad(std::chrono::nanoseconds latency) {
-  const uint64_t us = latency.count() <= 0 ? 0 : static_cast<uint64_t>(latency.count()) / 1000;
-  int bucket = us == 0 ? 0 : std::bit_width(us);
-  if (bucket >= kLatencyBuckets) bucket = kLatencyBuckets - 1;
-  buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
-  sum_us_.fetch_add(us, std::memory_order_relaxed);
+  buckets_[BucketOf(latency)].fetch_add(1, std::memory_order_relaxed);
+  sum_us_.fetch_add(latency.count() <= 0 ? 0 : static_cast<uint64_t>(latency.count()) / 1000,
+                    std::memory_order_relaxed);
+}
+
+void CounterMetrics::ObserveInvalidationLag(InvalidationStage stage, std::chrono::nanoseconds lag) {
+  lag_buckets_[static_cast<int>(stage)][BucketOf(lag)].fetch_add(1, std::memory_order_relaxed);
 }
 
 CounterMetrics::Snapshot CounterMetrics::snapshot() const {
@@ -65,6 +104,12 @@ CounterMetrics::Snapshot CounterMetrics::snapshot() const {
   for (int b = 0; b < kLatencyBuckets; ++b) s.load_latency_us_buckets[b] = buckets_[b].load(std::memory_order_relaxed);
   s.load_latency_sum_us = sum_us_.load(std::memory_order_relaxed);
   s.breaker_open = breaker_open_.load(std::memory_order_relaxed);
+  for (int o = 0; o < kEventOutcomeCount; ++o) s.events[o] = events_[o].load(std::memory_order_relaxed);
+  for (int st = 0; st < kInvalidationStageCount; ++st) {
+    for (int b = 0; b < kLatencyBuckets; ++b) s.lag_us_buckets[st][b] = lag_buckets_[st][b].load(std::memory_order_relaxed);
+  }
+  for (int c = 0; c < kL1FenceCauseCount; ++c) s.l1_fences[c] = fences_[c].load(std::memory_order_relaxed);
+  s.l1_fenced = l1_fenced_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -81,6 +81,7 @@ struct InvalidationConsumer::Impl {
   Cache* cache = nullptr;
   EventMapper mapper;
   Publisher* dead_letters = nullptr;
+  Metrics* metrics = nullptr;  // never null
   rd_kafka_t* rk = nullptr;
 
   std::thread thread;
@@ -293,6 +294,12 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     }
     store[tp] = it.handled.offset + 1;
     backoff.erase(tp);
+    if (it.handled.malformed) {
+      metrics->AddEvents(EventOutcome::kDeadLettered);
+    } else {
+      metrics->AddEvents(it.handled.keys_applied > 0 ? EventOutcome::kApplied : EventOutcome::kIgnored);
+      metrics->ObserveInvalidationLag(InvalidationStage::kL2, it.handled.applied_at - it.handled.event.occurred_at);
+    }
     Count([&](InvalidationConsumerStats& s) {
       if (it.handled.malformed) {
         ++s.dead_lettered;
@@ -313,6 +320,13 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     // Fails (per partition) only for partitions no longer assigned: their new
     // owner re-applies from the committed offset, harmlessly.
     rd_kafka_offsets_store(rk, offsets.get());
+    for (const auto& [tp, next] : store) {  // the watermark as of the last fetch: no broker call
+      int64_t low = 0, high = 0;
+      if (rd_kafka_get_watermark_offsets(rk, tp.first.c_str(), tp.second, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+          high >= 0) {
+        metrics->SetConsumerLag(tp.first, tp.second, std::max<int64_t>(0, high - next));
+      }
+    }
   }
   Count([](InvalidationConsumerStats& s) { ++s.batches; });
 }
@@ -373,6 +387,7 @@ Result<std::unique_ptr<InvalidationConsumer>> InvalidationConsumer::Create(Inval
   impl->cache = cache;
   impl->mapper = std::move(mapper);
   impl->dead_letters = dead_letters;
+  impl->metrics = impl->o.metrics != nullptr ? impl->o.metrics : Metrics::Noop();
   rd_kafka_conf_set_rebalance_cb(conf->get(), &OnRebalance);
   rd_kafka_conf_set_opaque(conf->get(), impl.get());
   char errstr[512];

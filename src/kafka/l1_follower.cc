@@ -58,6 +58,7 @@ struct L1Follower::Impl {
   L1FollowerOptions o;
   Cache* cache = nullptr;
   EventMapper mapper;
+  Metrics* metrics = nullptr;  // never null
   rd_kafka_t* rk = nullptr;
 
   std::atomic<bool> stop{false};
@@ -100,7 +101,7 @@ struct L1Follower::Impl {
   void Handle(const rd_kafka_message_t& m);
   void OnStats(std::string_view json);
   void Advance();  // REQUIRES: poll thread
-  void Fence(const std::string& cause, bool drop);
+  void Fence(L1FenceCause cause, bool drop);
 };
 
 Status L1Follower::Impl::Setup(bool keep) {
@@ -206,7 +207,11 @@ void L1Follower::Impl::Handle(const rd_kafka_message_t& m) {
       ++stats.malformed;
     }
   }
-  if (targets.ok() && o.on_dropped) o.on_dropped(*e, std::chrono::system_clock::now());
+  if (targets.ok()) {
+    const auto now = std::chrono::system_clock::now();
+    metrics->ObserveInvalidationLag(InvalidationStage::kL1, now - e->occurred_at);
+    if (o.on_dropped) o.on_dropped(*e, now);
+  }
   Advance();
 }
 
@@ -224,7 +229,7 @@ void L1Follower::Impl::Poll() {
         std::lock_guard<std::mutex> lock(mu);
         ready = false;  // not caught up until the new partitions are read too
       }
-      Fence("partitions added", /*drop=*/false);
+      Fence(L1FenceCause::kPartitionsAdded, /*drop=*/false);
       if (!Setup(/*keep=*/true).ok() && !Sleep(milliseconds(200))) return;
       continue;
     }
@@ -241,7 +246,7 @@ void L1Follower::Impl::Poll() {
       }
       rd_kafka_message_destroy(m);
       m = nullptr;
-      Fence("gap: offsets out of range", /*drop=*/true);
+      Fence(L1FenceCause::kEventsLost, /*drop=*/true);
       while (!stop.load() && !Setup().ok()) {
         if (!Sleep(milliseconds(200))) break;
       }
@@ -253,14 +258,16 @@ void L1Follower::Impl::Poll() {
   }
 }
 
-void L1Follower::Impl::Fence(const std::string& cause, bool drop) {
+void L1Follower::Impl::Fence(L1FenceCause cause, bool drop) {
   cache->FenceL1(drop);
+  metrics->SetL1Fenced(true);
   std::lock_guard<std::mutex> lock(mu);
   const bool was_trusted = stats.trusted;
   stats.trusted = false;
   if (was_trusted || drop) {
     ++stats.fences;
-    ++stats.fences_by_cause[cause];
+    ++stats.fences_by_cause[std::string(L1FenceCauseName(cause))];
+    metrics->AddL1Fence(cause);
   }
 }
 
@@ -362,9 +369,10 @@ void L1Follower::Impl::Watch() {
       stats.behind_ms = behind;
     }
     if (trusted && !sure) {
-      Fence(answered ? "lagging" : "brokers unreachable", /*drop=*/false);
+      Fence(answered ? L1FenceCause::kLagging : L1FenceCause::kBrokersUnreachable, /*drop=*/false);
     } else if (!trusted && sure) {
       cache->TrustL1();
+      metrics->SetL1Fenced(false);
       std::lock_guard<std::mutex> lock(mu);
       stats.trusted = true;
     }
@@ -414,6 +422,7 @@ Result<std::unique_ptr<L1Follower>> L1Follower::Create(L1FollowerOptions options
   impl->o = std::move(options);
   impl->cache = cache;
   impl->mapper = std::move(mapper);
+  impl->metrics = impl->o.metrics != nullptr ? impl->o.metrics : Metrics::Noop();
   rd_kafka_conf_set_stats_cb(conf->get(), &OnStatsCb);
   rd_kafka_conf_set_opaque(conf->get(), impl.get());
   char errstr[512];
@@ -427,7 +436,7 @@ Result<std::unique_ptr<L1Follower>> L1Follower::Create(L1FollowerOptions options
 Status L1Follower::Start() {
   Impl& m = *impl_;
   if (m.started) return Status::FailedPrecondition("L1Follower already started");
-  m.Fence("starting", /*drop=*/true);
+  m.Fence(L1FenceCause::kStarting, /*drop=*/true);
   m.started = true;
   try {
     m.poller = std::thread([&m] { m.Poll(); });

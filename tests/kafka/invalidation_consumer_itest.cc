@@ -92,6 +92,7 @@ class ConsumerTest : public ::testing::Test {
   std::unique_ptr<InvalidationConsumer> MakeConsumer(const std::string& group, Cache* cache,
                                                      std::function<void(const HandledEvent&)> on_handled = {}) {
     InvalidationConsumerOptions o;
+    o.metrics = &metrics_;
     o.brokers = testing::KafkaBootstrap();
     o.group_id = group;
     o.topics = {topic_};
@@ -133,6 +134,7 @@ class ConsumerTest : public ::testing::Test {
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<Publisher> publisher_;
   std::string topic_, dlq_, tag_;
+  CounterMetrics metrics_;
 };
 
 TEST_F(ConsumerTest, EveryEventIsAppliedAtItsVersionAndItsOffsetCommitted) {
@@ -189,6 +191,10 @@ TEST_F(ConsumerTest, ReorderedAndRedeliveredEventsNeverRegressAVersion) {
   EXPECT_EQ(TombstoneVersion(key), 3);
   EXPECT_EQ(s.keys_applied, 1u);
   EXPECT_EQ(s.events_ignored, 3u) << "v2, the second v3 and v1 must change nothing";
+  const CounterMetrics::Snapshot m = metrics_.snapshot();
+  EXPECT_EQ(m.events_of(EventOutcome::kApplied), 1u);
+  EXPECT_EQ(m.events_of(EventOutcome::kIgnored), 3u);
+  EXPECT_EQ(m.lags_of(InvalidationStage::kL2), 4u);
 }
 
 // The seed's consumer: GET version; DEL post; SET version. `between` runs
@@ -311,6 +317,7 @@ TEST_F(ConsumerTest, PoisonEventsAreDeadLetteredWithAReasonAndThePartitionKeepsF
   ASSERT_TRUE(WaitFor([&] { return consumer->stats().events >= 2; }, 60s)) << "the partition stopped at a poison event";
   const InvalidationConsumerStats s = consumer->stats();
   EXPECT_EQ(s.dead_lettered, poison.size());
+  EXPECT_EQ(metrics_.snapshot().events_of(EventOutcome::kDeadLettered), poison.size());
   EXPECT_EQ(TombstoneVersion(key), 2);
 
   std::vector<testing::ConsumedMessage> dead = testing::ConsumeFrom(dlq_, 1, RD_KAFKA_OFFSET_BEGINNING, poison.size());

@@ -75,6 +75,7 @@ class L1FollowerTest : public ::testing::Test {
     o.max_lag = 300ms;
     o.check_interval = 50ms;
     o.extra = {{"log_level", "0"}};
+    o.metrics = &metrics_;
     auto f = L1Follower::Create(o, cache_.get(), &MapToKey);
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     return f.ok() ? std::move(*f) : nullptr;
@@ -84,6 +85,7 @@ class L1FollowerTest : public ::testing::Test {
   std::shared_ptr<L2Store> l2_;
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<Publisher> publisher_;
+  CounterMetrics metrics_;
 };
 
 TEST_F(L1FollowerTest, L1IsFencedUntilTheFollowerCaughtUpThenEventsDropCopiesAtTheirVersion) {
@@ -100,6 +102,9 @@ TEST_F(L1FollowerTest, L1IsFencedUntilTheFollowerCaughtUpThenEventsDropCopiesAtT
 
   ASSERT_TRUE(publisher_->PublishAndWait("posts", "k", EventFor("k", 2), 10s).ok());
   ASSERT_TRUE(WaitFor([&] { return follower->stats().keys_dropped >= 1; }, 10s));
+  EXPECT_EQ(metrics_.snapshot().lags_of(InvalidationStage::kL1), 1u);
+  EXPECT_EQ(metrics_.snapshot().l1_fences[static_cast<int>(L1FenceCause::kStarting)], 1u);
+  EXPECT_FALSE(metrics_.snapshot().l1_fenced);
   // L1 dropped v1 and keeps a tombstone at 2: L2 (not yet invalidated by
   // anyone here) still holds v1, and the refill from it must not enter L1.
   Result<CachedValue> after = cache_->Get("k", Version(2));
@@ -124,7 +129,9 @@ TEST_F(L1FollowerTest, UnreachableBrokersFenceL1WithinTheBoundAndCatchingUpTrust
   const auto fenced_after = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - down_at);
   // max_lag + 2 x check_interval, plus slack for a loaded machine.
   EXPECT_LE(fenced_after.count(), 300 + 2 * 50 + 400);
-  EXPECT_EQ(follower->stats().fences_by_cause["brokers unreachable"], 1u);
+  EXPECT_EQ(follower->stats().fences_by_cause["brokers_unreachable"], 1u);
+  EXPECT_EQ(metrics_.snapshot().l1_fences[static_cast<int>(L1FenceCause::kBrokersUnreachable)], 1u);
+  EXPECT_TRUE(metrics_.snapshot().l1_fenced);
   std::printf("L1 fenced %lld ms after the brokers went down\n", static_cast<long long>(fenced_after.count()));
 
   // While fenced, L1 is not read: a newer value in L2 is served.

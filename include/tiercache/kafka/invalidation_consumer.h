@@ -46,6 +46,7 @@
 #include "tiercache/cache.h"
 #include "tiercache/events.h"
 #include "tiercache/kafka/publisher.h"
+#include "tiercache/metrics.h"
 #include "tiercache/status.h"
 
 namespace tiercache::kafka {
@@ -94,6 +95,9 @@ struct InvalidationConsumerOptions {
   // Where a group without committed offsets starts: "earliest" or "latest".
   std::string auto_offset_reset = "earliest";
   std::string client_id = "tiercache-invalidation";
+  // Events by outcome, invalidation lag at stage kL2, consumer lag per
+  // partition; null: none. Not owned; must outlive the consumer.
+  Metrics* metrics = nullptr;
   std::vector<std::pair<std::string, std::string>> extra;  // more librdkafka properties
   // Called on the consumer's thread after each event was applied or
   // dead-lettered (its offset is stored right after). May be empty.

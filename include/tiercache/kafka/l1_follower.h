@@ -43,6 +43,7 @@
 
 #include "tiercache/cache.h"
 #include "tiercache/kafka/invalidation_consumer.h"
+#include "tiercache/metrics.h"
 #include "tiercache/status.h"
 
 namespace tiercache::kafka {
@@ -58,6 +59,9 @@ struct L1FollowerOptions {
   milliseconds max_lag{500};
   milliseconds check_interval{100};  // also statistics.interval.ms
   std::string client_id = "tiercache-l1-follower";
+  // Invalidation lag at stage kL1, L1 fences by cause and the fenced state;
+  // null: none. Not owned; must outlive the follower.
+  Metrics* metrics = nullptr;
   std::vector<std::pair<std::string, std::string>> extra;  // more librdkafka properties
   // Called on the follower's thread after an event's keys were dropped from
   // L1. May be empty.
@@ -69,7 +73,7 @@ struct L1FollowerStats {
   uint64_t keys_dropped = 0;  // InvalidateLocal calls
   uint64_t malformed = 0;     // skipped here (the group consumer dead-letters them)
   uint64_t fences = 0;        // times L1 was fenced
-  std::map<std::string, uint64_t> fences_by_cause;  // "starting", "brokers unreachable", "lagging"
+  std::map<std::string, uint64_t> fences_by_cause;  // by L1FenceCauseName: "starting", "lagging", ...
   bool trusted = false;       // L1 trusted now
   int64_t behind_ms = -1;     // now - caught_up_to at the last check (-1: never caught up)
 };
