@@ -379,22 +379,18 @@ Result<std::unique_ptr<InvalidationConsumer>> InvalidationConsumer::Create(Inval
       {"enable.partition.eof", "false"},
       {"socket.nagle.disable", "true"},
   };
-  props.insert(props.end(), options.extra.begin(), options.extra.end());
-  Result<ConfPtr> conf = BuildConf(props);
-  if (!conf.ok()) return conf.status();
   auto impl = std::make_unique<Impl>();
+  Result<rd_kafka_t*> rk = NewConsumer(std::move(props), options.extra, [&impl](rd_kafka_conf_t* conf) {
+    rd_kafka_conf_set_rebalance_cb(conf, &OnRebalance);
+    rd_kafka_conf_set_opaque(conf, impl.get());
+  });
+  if (!rk.ok()) return rk.status();
+  impl->rk = *rk;
   impl->o = std::move(options);
   impl->cache = cache;
   impl->mapper = std::move(mapper);
   impl->dead_letters = dead_letters;
   impl->metrics = impl->o.metrics != nullptr ? impl->o.metrics : Metrics::Noop();
-  rd_kafka_conf_set_rebalance_cb(conf->get(), &OnRebalance);
-  rd_kafka_conf_set_opaque(conf->get(), impl.get());
-  char errstr[512];
-  impl->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), errstr, sizeof(errstr));
-  if (impl->rk == nullptr) return Status::InvalidArgument(std::string("librdkafka consumer: ") + errstr);
-  conf->release();  // rd_kafka_new took it
-  rd_kafka_poll_set_consumer(impl->rk);
   return std::unique_ptr<InvalidationConsumer>(new InvalidationConsumer(std::move(impl)));
 }
 

@@ -415,21 +415,17 @@ Result<std::unique_ptr<L1Follower>> L1Follower::Create(L1FollowerOptions options
       // Partitions added in place show up in the statistics after a refresh.
       {"topic.metadata.refresh.interval.ms", "5000"},
   };
-  props.insert(props.end(), options.extra.begin(), options.extra.end());
-  Result<ConfPtr> conf = BuildConf(props);
-  if (!conf.ok()) return conf.status();
   auto impl = std::make_unique<Impl>();
+  Result<rd_kafka_t*> rk = NewConsumer(std::move(props), options.extra, [&impl](rd_kafka_conf_t* conf) {
+    rd_kafka_conf_set_stats_cb(conf, &OnStatsCb);
+    rd_kafka_conf_set_opaque(conf, impl.get());
+  });
+  if (!rk.ok()) return rk.status();
+  impl->rk = *rk;
   impl->o = std::move(options);
   impl->cache = cache;
   impl->mapper = std::move(mapper);
   impl->metrics = impl->o.metrics != nullptr ? impl->o.metrics : Metrics::Noop();
-  rd_kafka_conf_set_stats_cb(conf->get(), &OnStatsCb);
-  rd_kafka_conf_set_opaque(conf->get(), impl.get());
-  char errstr[512];
-  impl->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), errstr, sizeof(errstr));
-  if (impl->rk == nullptr) return Status::InvalidArgument(std::string("librdkafka consumer: ") + errstr);
-  conf->release();
-  rd_kafka_poll_set_consumer(impl->rk);
   return std::unique_ptr<L1Follower>(new L1Follower(std::move(impl)));
 }
 

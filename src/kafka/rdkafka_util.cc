@@ -13,6 +13,20 @@ Result<ConfPtr> BuildConf(const Properties& props) {
   return conf;
 }
 
+Result<rd_kafka_t*> NewConsumer(Properties props, const Properties& extra,
+                                const std::function<void(rd_kafka_conf_t*)>& configure) {
+  props.insert(props.end(), extra.begin(), extra.end());
+  Result<ConfPtr> conf = BuildConf(props);
+  if (!conf.ok()) return conf.status();
+  configure(conf->get());
+  char errstr[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), errstr, sizeof(errstr));
+  if (rk == nullptr) return Status::InvalidArgument(std::string("librdkafka consumer: ") + errstr);
+  conf->release();  // rd_kafka_new took it
+  rd_kafka_poll_set_consumer(rk);
+  return rk;
+}
+
 Status CheckExtra(const Properties& extra, const std::vector<std::string_view>& managed, std::string_view owner) {
   for (const auto& [name, value] : extra) {
     if (name.empty()) return Status::InvalidArgument(std::string(owner) + "::extra holds an empty property name");

@@ -6,6 +6,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,6 +39,14 @@ inline std::string Ms(std::chrono::milliseconds d) { return std::to_string(d.cou
 // A configuration with `props` set in order. Errors: kInvalidArgument naming
 // the property librdkafka refused.
 Result<ConfPtr> BuildConf(const Properties& props);
+
+// A consumer from `props`, then `extra` (the caller's own properties);
+// `configure` sets callbacks and the opaque on the configuration first. Its
+// main queue is redirected to the consumer queue, so polling the consumer
+// serves every callback. Errors: kInvalidArgument (a property or the
+// configuration refused).
+Result<rd_kafka_t*> NewConsumer(Properties props, const Properties& extra,
+                                const std::function<void(rd_kafka_conf_t*)>& configure);
 
 // kInvalidArgument when `extra` names an empty property or one of `managed`
 // (which `owner`, an options struct, sets through a typed field).

@@ -12,36 +12,18 @@
 #include <thread>
 
 #include "common/kafka_test_util.h"
+#include "kafka/kafka_event_test_util.h"
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
 
 namespace tiercache::kafka {
 namespace {
 
+using testing_events::MapToKey;
+using testing_events::EventFor;
+using testing_events::WaitFor;
+
 using namespace std::chrono_literals;
-
-Result<InvalidationTargets> MapToKey(const InvalidationEvent& e) { return InvalidationTargets{{e.entity_id}}; }
-
-std::string EventFor(const std::string& key, uint64_t version) {
-  InvalidationEvent e;
-  e.event_id = key + "-" + std::to_string(version);
-  e.type = "post.updated";
-  e.entity_id = key;
-  e.partition_key = key;
-  e.version = version;
-  e.occurred_at = std::chrono::system_clock::now();
-  return *EncodeEvent(e);
-}
-
-template <typename Pred>
-bool WaitFor(Pred done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return done();
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
 
 struct Env {
   testing::KafkaMockCluster cluster{1};

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/kafka_test_util.h"
+#include "kafka/kafka_event_test_util.h"
 #include "tiercache/events.h"
 #include "tiercache/kafka/l1_follower.h"
 #include "tiercache/l2_store.h"
@@ -18,34 +19,13 @@
 namespace tiercache::kafka {
 namespace {
 
+using testing_events::EventFor;
+using testing_events::WaitFor;
+using testing_events::Version;
+
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 constexpr const char* kBroker = "127.0.0.1:9092";
-
-std::string EventFor(const std::string& key, uint64_t version) {
-  InvalidationEvent e;
-  e.event_id = key + "-" + std::to_string(version);
-  e.type = "post.updated";
-  e.entity_id = key;
-  e.partition_key = key;
-  e.version = version;
-  e.occurred_at = std::chrono::system_clock::now();
-  return *EncodeEvent(e);
-}
-
-template <typename Pred>
-bool WaitFor(Pred done, std::chrono::milliseconds timeout) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (!done()) {
-    if (SteadyClock::now() >= deadline) return done();
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
-
-Loader Version(uint64_t v) {
-  return [v](std::string_view) -> Result<LoadResult> { return LoadResult{"v" + std::to_string(v), v}; };
-}
 
 std::string AddPartitions(const std::string& topic, int total) {
   std::string err;

@@ -174,7 +174,25 @@ class FaultsTest : public ::testing::Test {
     tag_ = testing::UniqueKafkaName("f");
   }
   void TearDown() override {
+    StopPublishing();
     for (pid_t pid : workers_) Reap(pid, SIGKILL);
+  }
+
+  // Publishes on a thread of its own until StopPublishing (or TearDown): every
+  // 20 ms the next version of `seq_keys` keys, and one new key at version 1.
+  void StartPublishing(int seq_keys) {
+    stop_publishing_.store(false);
+    producer_ = std::thread([this, seq_keys] {
+      for (uint64_t v = 1; !stop_publishing_.load(); ++v) {
+        for (int k = 0; k < seq_keys; ++k) PublishEvent(tag_ + "-" + std::to_string(k), "seq" + std::to_string(k), v);
+        PublishEvent(tag_ + "-u", "u" + std::to_string(v), 1);
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+  void StopPublishing() {
+    stop_publishing_.store(true);
+    if (producer_.joinable()) producer_.join();
   }
 
   pid_t Spawn() {
@@ -260,6 +278,8 @@ class FaultsTest : public ::testing::Test {
   std::unique_ptr<Publisher> publisher_;
   std::string topic_, group_, tag_;
   std::vector<pid_t> workers_;
+  std::thread producer_;
+  std::atomic<bool> stop_publishing_{false};
   std::mutex mu_;
   std::map<std::string, uint64_t> acked_;  // GUARDED_BY(mu_)
   int failed_ = 0;                         // GUARDED_BY(mu_)
@@ -289,23 +309,13 @@ TEST_F(FaultsTest, AConsumerKilledMidBatchAndRestartedAppliesEveryEvent) {
 TEST_F(FaultsTest, RebalancingTwoThreeTwoUnderSteadyEventsLosesAndRegressesNothing) {
   Spawn();
   pid_t second = Spawn();
-  std::atomic<bool> stop{false};
-  std::thread producer([&] {
-    uint64_t v = 0;
-    while (!stop.load()) {
-      ++v;
-      for (int k = 0; k < 20; ++k) PublishEvent(tag_ + "-" + std::to_string(k), "seq" + std::to_string(k), v);
-      PublishEvent(tag_ + "-u", "u" + std::to_string(v), 1);
-      std::this_thread::sleep_for(20ms);
-    }
-  });
+  StartPublishing(/*seq_keys=*/20);
   std::this_thread::sleep_for(3s);
   Spawn();  // 2 -> 3
   std::this_thread::sleep_for(4s);
   Kill(second, SIGTERM);  // 3 -> 2, leaving the group cleanly
   std::this_thread::sleep_for(4s);
-  stop.store(true);
-  producer.join();
+  StopPublishing();
   ASSERT_TRUE(publisher_->Flush(30s).ok());
   const std::vector<std::string> missing = WaitAllApplied(60s);
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys lost or regressed across the rebalances, e.g. "
@@ -334,16 +344,7 @@ TEST_F(FaultsTest, ABrokerStoppedDuringSteadyPublishingLosesNothingAndFencesL1Me
   while (!(*cache)->l1_trusted() && SteadyClock::now() < trusted_by) std::this_thread::sleep_for(20ms);
   ASSERT_TRUE((*cache)->l1_trusted());
 
-  std::atomic<bool> stop{false};
-  std::thread producer([&] {
-    uint64_t v = 0;
-    while (!stop.load()) {
-      ++v;
-      for (int k = 0; k < 10; ++k) PublishEvent(tag_ + "-" + std::to_string(k), "seq" + std::to_string(k), v);
-      PublishEvent(tag_ + "-u", "u" + std::to_string(v), 1);
-      std::this_thread::sleep_for(20ms);
-    }
-  });
+  StartPublishing(/*seq_keys=*/10);
   std::this_thread::sleep_for(1s);
   ASSERT_EQ(::kill(broker, SIGSTOP), 0);
   const auto stopped_at = SteadyClock::now();
@@ -360,8 +361,7 @@ TEST_F(FaultsTest, ABrokerStoppedDuringSteadyPublishingLosesNothingAndFencesL1Me
   ASSERT_EQ(::kill(broker, SIGCONT), 0);
   EXPECT_TRUE(fenced) << "L1 stayed trusted while the broker was stopped";
   std::this_thread::sleep_for(2s);
-  stop.store(true);
-  producer.join();
+  StopPublishing();
   ASSERT_TRUE(publisher_->Flush(60s).ok());
   const std::vector<std::string> missing = WaitAllApplied(60s);
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys lost or regressed around the broker stop, e.g. "
@@ -379,16 +379,7 @@ TEST_F(FaultsTest, ABrokerKilledAndRestartedDuringSteadyPublishingLosesNothing) 
   const int broker = testing::KafkaBrokerPid();
   ASSERT_GT(broker, 0) << "no local Kafka broker process found";
   Spawn();
-  std::atomic<bool> stop{false};
-  std::thread producer([&] {
-    uint64_t v = 0;
-    while (!stop.load()) {
-      ++v;
-      for (int k = 0; k < 10; ++k) PublishEvent(tag_ + "-" + std::to_string(k), "seq" + std::to_string(k), v);
-      PublishEvent(tag_ + "-u", "u" + std::to_string(v), 1);
-      std::this_thread::sleep_for(20ms);
-    }
-  });
+  StartPublishing(/*seq_keys=*/10);
   std::this_thread::sleep_for(1s);
   ASSERT_EQ(::kill(broker, SIGKILL), 0);
   std::this_thread::sleep_for(1s);
@@ -398,8 +389,7 @@ TEST_F(FaultsTest, ABrokerKilledAndRestartedDuringSteadyPublishingLosesNothing) 
               static_cast<long long>(
                   std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - restart).count()));
   std::this_thread::sleep_for(2s);
-  stop.store(true);
-  producer.join();
+  StopPublishing();
   ASSERT_TRUE(publisher_->Flush(60s).ok()) << "messages still unacknowledged a minute after the restart";
   const std::vector<std::string> missing = WaitAllApplied(90s);
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys lost or regressed around the broker kill, e.g. "
