@@ -28,11 +28,7 @@ CacheOptions Base(std::shared_ptr<L2Store> l2, Clock* clock = nullptr) {
   return o;
 }
 
-std::unique_ptr<Cache> Make(CacheOptions o) {
-  Result<std::unique_ptr<Cache>> c = Cache::Create(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  return c.ok() ? std::move(*c) : nullptr;
-}
+std::unique_ptr<Cache> Make(CacheOptions o) { return ::tiercache::testing::MakeCacheOrFail(std::move(o)); }
 
 Loader Returning(std::optional<std::string> payload, std::optional<uint64_t> version,
                  std::atomic<int>* calls = nullptr) {

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 #include "tiercache/codec.h"
 
@@ -203,11 +204,7 @@ CacheOptions BaseOptions(std::shared_ptr<L2Store> l2) {
   return o;
 }
 
-std::unique_ptr<Cache> Make(CacheOptions o) {
-  Result<std::unique_ptr<Cache>> c = Cache::Create(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  return c.ok() ? std::move(*c) : nullptr;
-}
+std::unique_ptr<Cache> Make(CacheOptions o) { return ::tiercache::testing::MakeCacheOrFail(std::move(o)); }
 
 // ---- 6: one hung loader does not take down loading ---------------------------
 

@@ -1,6 +1,7 @@
 // The tiered cache's logic over the in-memory L2 store (same fencing rules as
 // the Redis scripts). The same behaviours run against the real Redis Cluster
 // in cache_itest.cc.
+#include "core/cache_test_util.h"
 #include "tiercache/cache.h"
 
 #include <gtest/gtest.h>
@@ -49,11 +50,7 @@ CacheOptions BaseOptions(std::shared_ptr<L2Store> l2, Clock* clock = nullptr) {
   return o;
 }
 
-std::unique_ptr<Cache> Make(CacheOptions o) {
-  Result<std::unique_ptr<Cache>> c = Cache::Create(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  return c.ok() ? std::move(*c) : nullptr;
-}
+std::unique_ptr<Cache> Make(CacheOptions o) { return ::tiercache::testing::MakeCacheOrFail(std::move(o)); }
 
 TEST(CacheTest, RejectsNonsenseOptions) {
   CacheOptions o;
