@@ -78,7 +78,7 @@ void CreateTopic(const std::string& topic, int partitions) {
 }
 
 std::string PostKey(const InvalidationEvent& e) { return "post:{community:" + e.partition_key + "}:" + e.entity_id; }
-Result<InvalidationTargets> MapPost(const InvalidationEvent& e) { return InvalidationTargets{{PostKey(e)}}; }
+Result<InvalidationTargets> MapPost(const InvalidationEvent& e) { return InvalidationTargets{{PostKey(e)}, {}}; }
 
 std::string Event(const std::string& id, const std::string& community, const std::string& post, uint64_t v) {
   InvalidationEvent e;

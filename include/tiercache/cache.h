@@ -204,6 +204,15 @@ struct GetOptions {
   std::optional<milliseconds> hard_timeout;
   std::optional<milliseconds> max_stale;
   std::optional<double> early_refresh_beta;
+  // The group the key belongs to (e.g. "feed:{community:42}" for every page
+  // of that feed); empty: none. InvalidateGroup(group) then invalidates the
+  // key with every other member, in one round trip however many there are.
+  // A group name has a hash tag and every member is in its hash slot
+  // (kInvalidArgument otherwise); a cache without L2 has no groups
+  // (kFailedPrecondition). Pass the same group on every get of a key: an
+  // entry stored in a group is a miss for a get without it, and vice versa.
+  // GetMany: every key of the call is a member of this group.
+  std::string group;
 };
 
 enum class ValueSource : uint8_t { kL1, kL2, kLoader };
@@ -234,6 +243,7 @@ class CachedValue {
   ValueSource source_ = ValueSource::kLoader;
   WallTime expires_at_{};
   std::chrono::microseconds load_duration_{0};
+  uint64_t group_generation_ = 0;  // a group member: the generation it was filled under; 0: none
 };
 
 class Cache {
@@ -297,8 +307,9 @@ class Cache {
 
   // One invalidation of InvalidateMany.
   struct Invalidation {
-    std::string key;
-    uint64_t version = 0;  // 0: unversioned
+    std::string key;       // or a group's name, with `group`
+    uint64_t version = 0;  // 0: unversioned; unused for a group
+    bool group = false;    // `key` names a group: InvalidateGroup
   };
   enum class InvalidationResult : uint8_t {
     kApplied,  // L2 took the tombstone (or there is no L2)
@@ -313,6 +324,20 @@ class Cache {
   // kInvalidArgument (bad key), kUnavailable / kDeadlineExceeded (its shard;
   // not applied in L2, this pod's L1 is invalidated regardless).
   std::vector<Result<InvalidationResult>> InvalidateMany(const std::vector<Invalidation>& invalidations);
+
+  // Invalidates every member of `group` (GetOptions::group) in both tiers at
+  // once, in one round trip: the group moves to its next generation, and a
+  // member filled under an earlier one is neither served (not even as
+  // stale) nor stored (a load that began before the move is refused). This
+  // pod's L1 stops serving members of earlier generations at once; other
+  // pods' L1 when their L1Follower sees the event (which calls this too).
+  // Groups have no version: a group invalidation always applies, and a
+  // redelivered one costs each member one more miss. Returns the new
+  // generation.
+  // Errors: kInvalidArgument (bad group name), kFailedPrecondition (no L2),
+  // kUnavailable / kDeadlineExceeded (L2; this pod's L1 then serves no
+  // member of the group until a later InvalidateGroup of it succeeds).
+  Result<uint64_t> InvalidateGroup(std::string_view group);
 
   // This pod's L1 only (not L2): drops `key`, and with a version > 0 leaves
   // an L1 tombstone refusing L1 fills below it for tombstone_ttl (so an L2

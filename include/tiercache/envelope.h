@@ -21,8 +21,13 @@
 
 namespace tiercache {
 
+// Format 1: an entry outside any group. Format 2: the same, plus the group
+// generation the entry was filled under (8 bytes after the format-1 header).
+// Encoders write format 1 whenever they can, so ungrouped bytes never change.
 inline constexpr uint8_t kEnvelopeFormatVersion = 1;
-inline constexpr size_t kEnvelopeHeaderSize = 40;   // bytes before the payload
+inline constexpr uint8_t kEnvelopeGroupedFormatVersion = 2;
+inline constexpr size_t kEnvelopeHeaderSize = 40;   // bytes before the payload (format 1)
+inline constexpr size_t kEnvelopeGroupedHeaderSize = 48;  // format 2
 inline constexpr size_t kEnvelopeTrailerSize = 4;   // CRC-32C after the payload
 inline constexpr size_t kEnvelopeMaxPayload = 512u * 1024 * 1024;  // Redis' string limit
 
@@ -48,6 +53,11 @@ struct EnvelopeView {
   WallTime expires_at{};   // logical expiry, millisecond precision
   WallTime written_at{};   // millisecond precision
   std::chrono::microseconds load_duration{0};  // δ; saturates at ~71 minutes
+  // A member of a group (Cache's GetOptions::group): the group's generation
+  // when the entry was filled; the entry is current only while the group is
+  // still at it. Encoded as format 2.
+  bool grouped = false;
+  uint64_t group_generation = 0;
   std::string_view payload;
 };
 
@@ -56,6 +66,7 @@ struct EnvelopeView {
 Result<std::string> EncodeEnvelope(const EnvelopeView& e);
 
 // Parses `bytes` (as read from L2). The result's payload views `bytes`.
+// Reads formats 1 and 2.
 // Errors (all DataLoss, with the reason in the message): shorter than a
 // header, not a tiercache envelope (magic), an unknown format version, an
 // unknown kind, non-zero reserved bytes, a length mismatch (truncated or

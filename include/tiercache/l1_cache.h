@@ -76,6 +76,7 @@ struct L1Entry {
   std::uint64_t version = 0;                  // the domain version
   Clock::TimePoint expiry{};                  // fresh while now < expiry
   Clock::Duration load_duration{};            // δ: how long its load took
+  std::uint64_t tag = 0;                      // L1Fill::tag of the fill that stored it
 
   bool negative() const noexcept { return kind == L1EntryKind::kNegative; }
   bool FreshAt(Clock::TimePoint now) const noexcept { return now < expiry; }
@@ -93,6 +94,9 @@ struct L1Fill {
   std::optional<Clock::TimePoint> not_after;
   // δ: how long the load that produced this value took.
   Clock::Duration load_duration{0};
+  // Opaque to the L1, returned with the entry (the tiered cache stores the
+  // group generation of a group member here; 0 otherwise).
+  std::uint64_t tag = 0;
 };
 
 // What a GetOrLoad() loader returns.

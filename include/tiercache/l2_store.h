@@ -13,6 +13,15 @@
 //              floor, the highest version an invalidation or write-through
 //              named ("<epoch>|<8-byte big-endian floor>"); it lives
 //              `fence_ttl` after the last change.
+// Per group G (a name with a hash tag; its members are keys of G's slot):
+//   G's generation  GroupKeyFor(G): a number, no TTL. Invalidating G moves it
+//              to the next number (INCR), which invalidates every member at
+//              once, however many there are. A member's envelope (format 2)
+//              carries the generation it was filled under; it is current
+//              only while G is still at that generation. A group without a
+//              generation (never seen, or its key lost) starts from a random
+//              one in [2^40, 2^50), so a lost key cannot make old members
+//              current again by counting up to their number.
 //
 // The fence (docs/consistency.md). A load first takes a FenceSnapshot of K
 // (the fence, and the store's clock in ms), then reads the source, then
@@ -54,6 +63,12 @@
 //     atomic step, a read of the value key and a fence snapshot; a fill
 //     releases the lease it names if that still holds its token, whatever
 //     the outcome; ReleaseLease deletes only the caller's token.
+//   * Groups: GetInGroup reads members and G's generation in one round trip;
+//     SnapshotInGroup and AcquireLeaseInGroup also take G's generation (and
+//     give G one if it has none); a member's fill (FillRequest::group) is
+//     refused (kInvalidated) unless G is still at the envelope's generation.
+//     A group invalidation has no version: it always applies (a redelivered
+//     one costs each member one more miss, never a regression).
 //   * Every call ends within `timeout` (kDeadlineExceeded) or fails with
 //     kUnavailable when the store cannot be reached. Calls over many keys
 //     return one result per key: a failed shard fails only its own keys.
@@ -84,8 +99,14 @@ class RedisClient;
 // The lease key, and the fence key, of `key`: in the same hash slot.
 std::string LeaseKeyFor(std::string_view key);
 std::string FenceKeyFor(std::string_view key);
-// True when `key` has the shape of a lease or fence key (ends with ":lease"
-// or ":fence", or "{tag}:lease:" / "{tag}:fence:" follows its first tag):
+// The generation key of `group`: `group` + ":group" (its slot).
+std::string GroupKeyFor(std::string_view group);
+// kOk if `group` can name a group: non-empty, with a hash tag (so its
+// members can share its slot), not shaped like a companion key.
+Status CheckGroupName(std::string_view group);
+// True when `key` has the shape of a lease, fence or group key (ends with
+// ":lease", ":fence" or ":group", or "{tag}:lease:" / "{tag}:fence:" follows
+// its first tag):
 // the cache refuses such keys (kInvalidArgument) so a user's key can never be
 // another key's companion.
 bool IsCompanionKeyName(std::string_view key);
@@ -99,6 +120,16 @@ inline constexpr milliseconds kFenceLifetime{10 * 60 * 1000};
 struct FenceSnapshot {
   std::string epoch;      // the fence value then (epoch and floor); empty: none existed
   int64_t store_ms = 0;   // the store's clock then (Unix ms on Redis' TIME)
+  // Taken in a group (SnapshotInGroup, AcquireLeaseInGroup): the group's
+  // generation then; a member filled under it carries it.
+  std::optional<uint64_t> group_generation;
+};
+
+// Members of one group and the group's generation, read in one round trip.
+struct GroupRead {
+  std::vector<std::optional<std::string>> values;  // per key, in order
+  // nullopt: the group has no generation, so no member is current.
+  std::optional<uint64_t> generation;
 };
 
 struct LeaseOutcome {
@@ -136,6 +167,9 @@ struct FillRequest {
   // Released (if it still holds lease_token) whatever the outcome; empty: none.
   std::string lease_key;
   std::string lease_token;
+  // Non-empty: the key is a member of this group; `envelope` is format 2 and
+  // is stored only while the group is at its generation (else kInvalidated).
+  std::string group;
 };
 
 // One invalidation.
@@ -144,6 +178,10 @@ struct InvalidateRequest {
   std::string tombstone;  // a tombstone envelope (version 0: unversioned)
   milliseconds tombstone_ttl{1};
   std::string new_epoch;  // the fence epoch it installs when it applies
+  // True: `key` names a group, which moves to its next generation (the
+  // other fields are unused); the outcome's stored_version is the new
+  // generation. Only InvalidateMany takes group requests.
+  bool group = false;
 };
 
 class L2Store {
@@ -203,6 +241,23 @@ class L2Store {
 
   // True when the lease held `token` and was released.
   virtual Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds timeout) = 0;
+
+  // ---- Groups (class comment). Every key named must be in `group`'s hash
+  // slot (one round trip). The defaults fail with kFailedPrecondition: a
+  // store without groups.
+
+  // The bytes of `keys` and the group's generation, read together.
+  virtual Result<GroupRead> GetInGroup(const std::vector<std::string>& keys, std::string_view group,
+                                       milliseconds timeout);
+
+  // Snapshot of `keys`, each with the group's generation (set first if the
+  // group has none).
+  virtual Result<std::vector<FenceSnapshot>> SnapshotInGroup(const std::vector<std::string>& keys,
+                                                             std::string_view group, milliseconds timeout);
+
+  // AcquireLease, also taking the group's generation into the snapshot.
+  virtual Result<LeaseOutcome> AcquireLeaseInGroup(std::string_view key, std::string_view group,
+                                                   std::string_view token, milliseconds ttl, milliseconds timeout);
 
   // Which failure domain serves `key` (a Redis master; stable ids in
   // [0, 4096)), so health is tracked per shard. Cheap; no I/O.

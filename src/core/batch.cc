@@ -61,6 +61,8 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   for (size_t j = 0; j < m; ++j) {
     if (Status bad = CheckKey(uniq[j]); !bad.ok()) {
       done[j] = bad;
+    } else if (Status other = CheckMember(uniq[j], s); !other.ok()) {
+      done[j] = other;
     } else if (std::optional<CachedValue> hit = ReadL1(uniq[j], s, &stale[j])) {
       done[j] = std::move(*hit);
     } else {
@@ -85,13 +87,25 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     if (!asked.empty()) {
       const milliseconds left = std::chrono::duration_cast<milliseconds>(
           std::min(deadline, clock_->Now() + o_.l2_timeout) - clock_->Now());
-      std::vector<Result<std::optional<std::string>>> got = o_.l2->GetMany(asked, std::max(left, milliseconds(1)));
+      std::vector<Result<std::optional<std::string>>> got;
+      std::optional<uint64_t> generation;
+      if (s.group.empty()) {
+        got = o_.l2->GetMany(asked, std::max(left, milliseconds(1)));
+      } else {  // every member in the group's slot: one MGET with the generation
+        Result<GroupRead> g = o_.l2->GetInGroup(asked, s.group, std::max(left, milliseconds(1)));
+        if (g.ok() && g->values.size() != asked.size()) g = Status::Internal("GetInGroup: wrong number of values");
+        for (size_t a = 0; a < asked.size(); ++a) {
+          got.push_back(g.ok() ? Result<std::optional<std::string>>(std::move(g->values[a]))
+                               : Result<std::optional<std::string>>(g.status()));
+        }
+        if (g.ok()) generation = g->generation;
+      }
       ShardOutcomes outcomes;
       for (size_t a = 0; a < asked.size(); ++a) {
         const size_t j = asked_idx[a];
         outcomes.Add(ShardOf(uniq[j]), got[a].status());
         if (!got[a].ok()) continue;
-        L2Read read = Interpret(uniq[j], std::move(*got[a]), s, local[j]);
+        L2Read read = Interpret(uniq[j], std::move(*got[a]), generation, s, local[j]);
         if (read.fresh) {
           done[j] = std::move(*read.fresh);
           continue;
@@ -154,7 +168,16 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     if (!snap_keys.empty()) {
       const milliseconds left = std::chrono::duration_cast<milliseconds>(
           std::min(deadline, clock_->Now() + o_.l2_timeout) - clock_->Now());
-      std::vector<Result<FenceSnapshot>> snaps = o_.l2->Snapshot(snap_keys, std::max(left, milliseconds(1)));
+      std::vector<Result<FenceSnapshot>> snaps;
+      if (s.group.empty()) {
+        snaps = o_.l2->Snapshot(snap_keys, std::max(left, milliseconds(1)));
+      } else {
+        Result<std::vector<FenceSnapshot>> g = o_.l2->SnapshotInGroup(snap_keys, s.group, std::max(left, milliseconds(1)));
+        if (g.ok() && g->size() != snap_keys.size()) g = Status::Internal("SnapshotInGroup: wrong number of snapshots");
+        for (size_t a = 0; a < snap_keys.size(); ++a) {
+          snaps.push_back(g.ok() ? Result<FenceSnapshot>(std::move((*g)[a])) : Result<FenceSnapshot>(g.status()));
+        }
+      }
       ShardOutcomes outcomes;
       for (size_t a = 0; a < snap_keys.size(); ++a) {
         outcomes.Add(ShardOf(snap_keys[a]), snaps[a].status());
@@ -212,7 +235,7 @@ std::vector<Result<CachedValue>> Cache::Impl::LoadBatch(const std::vector<std::s
   std::vector<LoadTicket> fill_tickets;
   std::vector<size_t> fill_idx;
   for (size_t i = 0; i < keys.size(); ++i) {
-    out.push_back(MakeValue((*r)[i], took, s));
+    out.push_back(MakeValue((*r)[i], took, s, tickets[i].has_fence ? tickets[i].fence.group_generation : std::nullopt));
     if (!out.back().ok()) continue;
     fill_keys.push_back(keys[i]);
     fill_values.push_back(*out.back());

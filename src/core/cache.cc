@@ -53,6 +53,7 @@ std::vector<Result<Cache::InvalidationResult>> Cache::InvalidateMany(const std::
   return impl_->InvalidateMany(invalidations);
 }
 
+Result<uint64_t> Cache::InvalidateGroup(std::string_view group) { return impl_->InvalidateGroup(group); }
 Status Cache::InvalidateLocal(std::string_view key, uint64_t version) { return impl_->InvalidateLocal(key, version); }
 void Cache::FenceL1(bool drop) { impl_->FenceL1(drop); }
 void Cache::TrustL1() { impl_->TrustL1(); }
@@ -103,6 +104,7 @@ Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader,
   TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
   Result<CallSettings> s = ResolveCallSettings(o_, g);
   if (!s.ok()) return s.status();
+  TIERCACHE_RETURN_IF_ERROR(CheckMember(key, *s));
   std::optional<CachedValue> stale;
   if (std::optional<CachedValue> hit = ReadL1(key, *s, &stale)) {
     MaybeRefreshEarly(key, *hit, loader, *s);
@@ -117,6 +119,7 @@ std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader l
   std::future<Result<CachedValue>> future = promise->get_future();
   Result<CallSettings> settings = ResolveCallSettings(o_, g);
   Status bad = CheckKey(key);
+  if (bad.ok() && settings.ok()) bad = CheckMember(key, *settings);
   if (!bad.ok() || !settings.ok()) {
     promise->set_value(bad.ok() ? settings.status() : bad);
     return future;

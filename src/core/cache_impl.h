@@ -25,6 +25,7 @@
 #include "core/cache_options.h"
 #include "core/deadline_timer.h"
 #include "core/executor.h"
+#include "core/group_table.h"
 #include "core/l2_guard.h"
 #include "core/lease_keeper.h"
 #include "core/load_registry.h"
@@ -52,6 +53,9 @@ struct L2Read {
   std::optional<uint64_t> tombstone;   // a tombstone of this version is stored
   std::optional<uint64_t> newest;      // version of the value/negative entry stored
   std::optional<std::string> corrupt;  // bytes that failed to decode
+  // A group read: the group's generation now (nullopt: it has none).
+  std::optional<uint64_t> group_generation;
+  bool not_current = false;  // a member of an earlier generation (or of another grouping) is stored
 };
 
 // The fence a load runs under, taken before it reads the source.
@@ -92,6 +96,8 @@ auto SafeLoad(const Fn& loader, const Arg& arg) noexcept -> decltype(loader(arg)
 
 class Cache::Impl {
  public:
+  static constexpr size_t kGroupsTracked = 1 << 16;
+
   using Call = cache_internal::Call;
   using L2Read = cache_internal::L2Read;
   using LoadTicket = cache_internal::LoadTicket;
@@ -108,7 +114,9 @@ class Cache::Impl {
   Status Set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
              const GetOptions& g);
   Status Invalidate(std::string_view key, std::optional<uint64_t> version);
-  std::vector<Result<Cache::InvalidationResult>> InvalidateMany(const std::vector<Cache::Invalidation>& list);
+  std::vector<Result<Cache::InvalidationResult>> InvalidateMany(const std::vector<Cache::Invalidation>& list,
+                                                                std::vector<uint64_t>* generations = nullptr);
+  Result<uint64_t> InvalidateGroup(std::string_view group);
   Status InvalidateLocal(std::string_view key, uint64_t version);
   void FenceL1(bool drop);
   void TrustL1() { l1_trusted_.store(true, std::memory_order_release); }
@@ -118,13 +126,17 @@ class Cache::Impl {
  private:
   // ---- read_path.cc ----
   Status CheckKey(std::string_view key) const;
+  // kOk unless `key` cannot be a member of s.group (another hash slot).
+  Status CheckMember(std::string_view key, const CallSettings& s) const;
   // A fresh L1 entry, or nullopt (an expired one goes to *stale).
   std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
   // What bytes read from L2 mean now. A fresh value is also copied to L1; a
   // tombstone is applied to L1. count_misses == false for re-reads.
-  L2Read Interpret(std::string_view key, std::optional<std::string> raw, const CallSettings& s,
-                   uint64_t local_epoch, bool count_misses = true);
+  // `group_generation`: the group's generation read with `raw` (group
+  // calls only).
+  L2Read Interpret(std::string_view key, std::optional<std::string> raw, std::optional<uint64_t> group_generation,
+                   const CallSettings& s, uint64_t local_epoch, bool count_misses = true);
   // The stale copy that may still be served: not known to be superseded by
   // what L2 showed (a tombstone, or a newer version), the newest of the two.
   static std::optional<CachedValue> BestStale(std::optional<CachedValue> mine, L2Read& read);
@@ -152,8 +164,12 @@ class Cache::Impl {
   // when the fence refused it.
   Result<CachedValue> LoadAndFill(const Call& call, LoadTicket ticket);
   // A fresh ticket (fence snapshot) for `key`, without a lease.
-  LoadTicket NewTicket(const std::string& key, Clock::TimePoint deadline);
-  Result<CachedValue> MakeValue(const LoadResult& r, std::chrono::nanoseconds took, const CallSettings& s) const;
+  LoadTicket NewTicket(const std::string& key, const CallSettings& s, Clock::TimePoint deadline);
+  // `group_generation`: a group member's envelope (format 2) at it.
+  Result<CachedValue> MakeValue(const LoadResult& r, std::chrono::nanoseconds took, const CallSettings& s,
+                                std::optional<uint64_t> group_generation) const;
+  // AcquireLease, or AcquireLeaseInGroup for a group member.
+  Result<LeaseOutcome> AcquireLease(const Call& call, const std::string& token);
   // Fills may change a value: an unversioned not-found that L2 stored at a
   // tombstone's version (or the floor) takes that version here too.
   FillResult Fill(const std::string& key, CachedValue& v, const CallSettings& s, const LoadTicket& ticket);
@@ -184,6 +200,7 @@ class Cache::Impl {
   const std::unique_ptr<L1Cache> l1_;
   L2Guard guard_;
   LocalFence local_fence_;
+  GroupTable groups_{kGroupsTracked};  // the group generations this pod's L1 may serve
   // False while this pod cannot be sure it saw every invalidation (FenceL1):
   // L1 is then neither read nor filled.
   std::atomic<bool> l1_trusted_{true};

@@ -56,7 +56,8 @@ Result<CallSettings> ResolveCallSettings(const CacheOptions& o, const GetOptions
                  g.soft_timeout.value_or(o.soft_timeout),
                  g.hard_timeout.value_or(o.hard_timeout),
                  g.max_stale.value_or(o.max_stale),
-                 g.early_refresh_beta.value_or(o.early_refresh_beta)};
+                 g.early_refresh_beta.value_or(o.early_refresh_beta),
+                 g.group};
   TIERCACHE_RETURN_IF_ERROR(Positive(s.ttl, "ttl"));
   TIERCACHE_RETURN_IF_ERROR(Positive(s.negative_ttl, "negative_ttl"));
   TIERCACHE_RETURN_IF_ERROR(Positive(s.soft_timeout, "soft_timeout"));
@@ -64,6 +65,10 @@ Result<CallSettings> ResolveCallSettings(const CacheOptions& o, const GetOptions
   if (s.max_stale < milliseconds::zero()) return Status::InvalidArgument("max_stale must be >= 0");
   if (!(s.beta >= 0)) return Status::InvalidArgument("early_refresh_beta must be >= 0");
   if (s.soft_timeout > s.hard_timeout) s.soft_timeout = s.hard_timeout;
+  if (!s.group.empty()) {
+    TIERCACHE_RETURN_IF_ERROR(CheckGroupName(s.group));
+    if (!o.l2) return Status::FailedPrecondition("groups need an L2 (the group's generation lives there)");
+  }
   return s;
 }
 

@@ -15,6 +15,7 @@ struct CallSettings {
   milliseconds hard_timeout;
   milliseconds max_stale;
   double beta;
+  std::string group;  // GetOptions::group; empty: none
 };
 
 // kOk, or kInvalidArgument naming the first offending field.

@@ -57,12 +57,10 @@ void Cache::Impl::RefreshNow(const Call& queued, WallTime seen_expiry) {
     ticket.l2_absent = true;
   } else {
     const std::string token = cache_internal::NewToken();
-    Result<LeaseOutcome> lease = guard_.Run(ShardOf(call.key), call.deadline, [&](milliseconds dl) {
-      return o_.l2->AcquireLease(call.key, token, o_.lease.ttl, dl);
-    });
+    Result<LeaseOutcome> lease = AcquireLease(call, token);
     if (!lease.ok() || !lease->won) return;  // another pod refreshes (or L2 is down)
-    L2Read now =
-        Interpret(call.key, std::move(lease->value), call.settings, ticket.local_epoch, /*count_misses=*/false);
+    L2Read now = Interpret(call.key, std::move(lease->value), lease->fence.group_generation, call.settings,
+                           ticket.local_epoch, /*count_misses=*/false);
     if (now.fresh && now.fresh->expires_at_ > seen_expiry) {  // refreshed meanwhile
       ReleaseLease(call.key, token);
       return;

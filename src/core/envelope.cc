@@ -40,10 +40,10 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e) {
                                    " bytes exceeds the limit of " + std::to_string(kEnvelopeMaxPayload));
   }
   std::string out;
-  out.reserve(kEnvelopeHeaderSize + e.payload.size() + kEnvelopeTrailerSize);
+  out.reserve(kEnvelopeGroupedHeaderSize + e.payload.size() + kEnvelopeTrailerSize);
   out.push_back(static_cast<char>(kMagic0));
   out.push_back(static_cast<char>(kMagic1));
-  out.push_back(static_cast<char>(kEnvelopeFormatVersion));
+  out.push_back(static_cast<char>(e.grouped ? kEnvelopeGroupedFormatVersion : kEnvelopeFormatVersion));
   out.push_back(static_cast<char>(e.kind));
   out.push_back(static_cast<char>(e.codec_id));
   out.append(3, '\0');
@@ -53,6 +53,7 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e) {
   const int64_t delta_us = std::clamp<int64_t>(e.load_duration.count(), 0, std::numeric_limits<uint32_t>::max());
   PutBe(&out, static_cast<uint64_t>(delta_us), 4);
   PutBe(&out, e.payload.size(), 4);
+  if (e.grouped) PutBe(&out, e.group_generation, 8);
   out.append(e.payload);
   PutBe(&out, Crc32c(out), 4);
   return out;
@@ -66,8 +67,13 @@ Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
     return Status::DataLoss("envelope truncated: " + std::to_string(in.size()) + " bytes");
   }
   const auto format = static_cast<uint8_t>(in[2]);
-  if (format != kEnvelopeFormatVersion) {
+  if (format != kEnvelopeFormatVersion && format != kEnvelopeGroupedFormatVersion) {
     return Status::DataLoss("unsupported envelope format version " + std::to_string(format));
+  }
+  const bool grouped = format == kEnvelopeGroupedFormatVersion;
+  const size_t header = grouped ? kEnvelopeGroupedHeaderSize : kEnvelopeHeaderSize;
+  if (in.size() < header + kEnvelopeTrailerSize) {
+    return Status::DataLoss("envelope truncated: " + std::to_string(in.size()) + " bytes");
   }
   const auto kind = static_cast<uint8_t>(in[3]);
   if (kind > static_cast<uint8_t>(EntryKind::kTombstone)) {
@@ -75,11 +81,11 @@ Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
   }
   if (in[5] != '\0' || in[6] != '\0' || in[7] != '\0') return Status::DataLoss("envelope reserved bytes not zero");
   const uint64_t length = GetBe(in, 36, 4);
-  if (in.size() != kEnvelopeHeaderSize + length + kEnvelopeTrailerSize) {
+  if (in.size() != header + length + kEnvelopeTrailerSize) {
     return Status::DataLoss("envelope length mismatch: header says " + std::to_string(length) +
                             " payload bytes, have " + std::to_string(in.size()));
   }
-  const size_t body = kEnvelopeHeaderSize + length;
+  const size_t body = header + length;
   if (verify_checksum && Crc32c(in.substr(0, body)) != static_cast<uint32_t>(GetBe(in, body, 4))) {
     return Status::DataLoss("envelope checksum mismatch");
   }
@@ -90,7 +96,9 @@ Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
   e.expires_at = FromUnixMs(static_cast<int64_t>(GetBe(in, 16, 8)));
   e.written_at = FromUnixMs(static_cast<int64_t>(GetBe(in, 24, 8)));
   e.load_duration = std::chrono::microseconds(GetBe(in, 32, 4));
-  e.payload = in.substr(kEnvelopeHeaderSize, length);
+  e.grouped = grouped;
+  e.group_generation = grouped ? GetBe(in, kEnvelopeHeaderSize, 8) : 0;
+  e.payload = in.substr(header, length);
   return e;
 }
 

@@ -37,9 +37,23 @@ std::string CompanionKey(std::string_view key, std::string_view suffix) {
 
 std::string LeaseKeyFor(std::string_view key) { return CompanionKey(key, "lease"); }
 std::string FenceKeyFor(std::string_view key) { return CompanionKey(key, "fence"); }
+std::string GroupKeyFor(std::string_view group) { return std::string(group) + ":group"; }
+
+Status CheckGroupName(std::string_view group) {
+  if (group.empty()) return Status::InvalidArgument("empty group name");
+  if (redis::HashTagOf(group).size() == group.size()) {
+    return Status::InvalidArgument("group '" + std::string(group) +
+                                   "' has no hash tag: a group and its members must share a hash slot, e.g. "
+                                   "feed:{community:42}");
+  }
+  if (IsCompanionKeyName(group)) {
+    return Status::InvalidArgument("group '" + std::string(group) + "' has the shape of a companion key");
+  }
+  return Status::Ok();
+}
 
 bool IsCompanionKeyName(std::string_view key) {
-  for (std::string_view suffix : {std::string_view(":lease"), std::string_view(":fence")}) {
+  for (std::string_view suffix : {std::string_view(":lease"), std::string_view(":fence"), std::string_view(":group")}) {
     if (key.size() >= suffix.size() && key.substr(key.size() - suffix.size()) == suffix) return true;
   }
   if (key.empty() || key[0] != '{') return false;

@@ -11,4 +11,18 @@ std::vector<Result<FenceOutcome>> L2Store::InvalidateMany(const std::vector<Inva
   return out;
 }
 
+Result<GroupRead> L2Store::GetInGroup(const std::vector<std::string>&, std::string_view, milliseconds) {
+  return Status::FailedPrecondition("this L2 store does not support groups");
+}
+
+Result<std::vector<FenceSnapshot>> L2Store::SnapshotInGroup(const std::vector<std::string>&, std::string_view,
+                                                            milliseconds) {
+  return Status::FailedPrecondition("this L2 store does not support groups");
+}
+
+Result<LeaseOutcome> L2Store::AcquireLeaseInGroup(std::string_view, std::string_view, std::string_view,
+                                                  milliseconds, milliseconds) {
+  return Status::FailedPrecondition("this L2 store does not support groups");
+}
+
 }  // namespace tiercache

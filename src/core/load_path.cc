@@ -43,6 +43,7 @@ std::string FlightKey(const std::string& key, const CallSettings& s, uint64_t lo
                     s.max_stale.count(), static_cast<int64_t>(s.beta * 1e6)}) {
     k.append(std::to_string(v)).push_back(',');
   }
+  k.append(s.group);
   return k;
 }
 
@@ -97,9 +98,7 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
   bool counted_wait = false;
   for (;;) {
     ticket.taken = clock_->Now();
-    Result<LeaseOutcome> lease = guard_.Run(ShardOf(call.key), call.deadline, [&](milliseconds dl) {
-      return o_.l2->AcquireLease(call.key, token, o_.lease.ttl, dl);
-    });
+    Result<LeaseOutcome> lease = AcquireLease(call, token);
     if (!lease.ok()) {
       if (clock_->Now() + milliseconds(1) > call.deadline) {
         // Not the shard: the call's own time ran out (the guard needs 1 ms).
@@ -116,7 +115,8 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
     }
     ticket.fence = std::move(lease->fence);
     ticket.has_fence = true;
-    L2Read now = Interpret(call.key, std::move(lease->value), call.settings, local_epoch, /*count_misses=*/false);
+    L2Read now = Interpret(call.key, std::move(lease->value), ticket.fence.group_generation, call.settings,
+                           local_epoch, /*count_misses=*/false);
     if (now.fresh) {  // a load finished meanwhile: use it, free the lease if we took it
       if (lease->won) ReleaseLease(call.key, token);
       return std::move(*now.fresh);
@@ -155,6 +155,13 @@ Result<CachedValue> Cache::Impl::LoadUnderLease(const Call& call, std::optional<
     }
     backoff = std::min(backoff * 2, o_.lease.poll_max);
   }
+}
+
+Result<LeaseOutcome> Cache::Impl::AcquireLease(const Call& call, const std::string& token) {
+  return guard_.Run(ShardOf(call.key), call.deadline, [&](milliseconds dl) {
+    if (call.settings.group.empty()) return o_.l2->AcquireLease(call.key, token, o_.lease.ttl, dl);
+    return o_.l2->AcquireLeaseInGroup(call.key, call.settings.group, token, o_.lease.ttl, dl);
+  });
 }
 
 bool Cache::Impl::RemoveIfCorrupt(const std::string& key, Clock::TimePoint deadline) {
@@ -235,7 +242,7 @@ Result<CachedValue> Cache::Impl::WaitFor(const Call& call, LoadRegistry::Load& l
   }
 }
 
-LoadTicket Cache::Impl::NewTicket(const std::string& key, Clock::TimePoint deadline) {
+LoadTicket Cache::Impl::NewTicket(const std::string& key, const CallSettings& s, Clock::TimePoint deadline) {
   LoadTicket t;
   t.local_epoch = local_fence_.Read(key);
   t.taken = clock_->Now();
@@ -245,6 +252,11 @@ LoadTicket Cache::Impl::NewTicket(const std::string& key, Clock::TimePoint deadl
   }
   Result<std::vector<Result<FenceSnapshot>>> snap =
       guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) -> Result<std::vector<Result<FenceSnapshot>>> {
+        if (!s.group.empty()) {
+          Result<std::vector<FenceSnapshot>> g = o_.l2->SnapshotInGroup({key}, s.group, dl);
+          if (!g.ok()) return g.status();
+          return std::vector<Result<FenceSnapshot>>(g->begin(), g->end());
+        }
         std::vector<Result<FenceSnapshot>> v = o_.l2->Snapshot({key}, dl);
         if (!v[0].ok()) return v[0].status();
         return v;
@@ -263,7 +275,8 @@ Result<CachedValue> Cache::Impl::LoadAndFill(const Call& call, LoadTicket ticket
     const nanoseconds took = clock_->Now() - t0;
     metrics_->Add(Counter::kLoad, Tier::kLoader);
     metrics_->ObserveLoad(took);
-    Result<CachedValue> v = r.ok() ? MakeValue(*r, took, call.settings) : Result<CachedValue>(r.status());
+    Result<CachedValue> v = r.ok() ? MakeValue(*r, took, call.settings, ticket.fence.group_generation)
+                                   : Result<CachedValue>(r.status());
     if (!v.ok()) {
       if (!r.ok()) metrics_->Add(Counter::kLoadError, Tier::kLoader);
       if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
@@ -289,13 +302,16 @@ Result<CachedValue> Cache::Impl::LoadAndFill(const Call& call, LoadTicket ticket
       }).status().IgnoreError();
     }
     if (attempt >= 1) return Status::Aborted("the source kept changing during the load of '" + call.key + "'");
-    ticket = NewTicket(call.key, deadline);
+    ticket = NewTicket(call.key, call.settings, deadline);
   }
 }
 
-Result<CachedValue> Cache::Impl::MakeValue(const LoadResult& r, nanoseconds took, const CallSettings& s) const {
+Result<CachedValue> Cache::Impl::MakeValue(const LoadResult& r, nanoseconds took, const CallSettings& s,
+                                           std::optional<uint64_t> group_generation) const {
   const bool negative = !r.payload.has_value();
   EnvelopeView e;
+  e.grouped = group_generation.has_value();
+  e.group_generation = group_generation.value_or(0);
   e.kind = negative ? EntryKind::kNegative : EntryKind::kValue;
   e.codec_id = o_.codec_id;
   e.version = r.version.value_or(0);
@@ -347,7 +363,8 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
       continue;
     }
     const bool too_large = v.payload_.size() > o_.max_value_bytes;
-    if (!t.has_fence || too_large) {  // cannot be fenced in L2: served, cached nowhere
+    const bool ungrouped = !s.group.empty() && v.group_generation_ == 0;  // no generation to fence by
+    if (!t.has_fence || too_large || ungrouped) {  // cannot be fenced in L2: served, cached nowhere
       if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token);
       continue;
     }
@@ -368,6 +385,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
     f.envelope = *v.envelope_;
     f.physical_ttl = physical;
     f.fence = t.fence;
+    f.group = s.group;
     if (!t.lease_token.empty()) {
       f.lease_key = LeaseKeyFor(keys[i]);
       f.lease_token = t.lease_token;

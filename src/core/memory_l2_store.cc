@@ -1,8 +1,10 @@
 // The in-process L2Store: a mutex-guarded map with TTLs, applying the same
 // rules as the Lua scripts in scripts.cc (l2_store.h).
 #include <array>
+#include <charconv>
 #include <map>
 #include <mutex>
+#include <random>
 
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
@@ -16,6 +18,7 @@ struct Item {
 };
 
 constexpr int kShards = 4;
+constexpr milliseconds kNoExpiry = std::chrono::hours(24 * 365 * 100);
 
 class InMemoryL2Store final : public L2Store {
  public:
@@ -92,6 +95,63 @@ class InMemoryL2Store final : public L2Store {
     return FenceOutcome{};
   }
 
+  std::vector<Result<FenceOutcome>> InvalidateMany(const std::vector<InvalidateRequest>& requests,
+                                                   milliseconds fence_ttl, milliseconds timeout) override {
+    std::vector<Result<FenceOutcome>> out;
+    out.reserve(requests.size());
+    for (const InvalidateRequest& q : requests) {
+      if (!q.group) {
+        out.push_back(Invalidate(q, fence_ttl, timeout));
+        continue;
+      }
+      if (Status s = Reachable(q.key); !s.ok()) {
+        out.push_back(s);
+        continue;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      const uint64_t next = EnsureGroupLocked(q.key) + 1;
+      StoreLocked(GroupKeyFor(q.key), std::to_string(next), kNoExpiry);
+      out.push_back(FenceOutcome{FillVerdict::kStored, next});
+    }
+    return out;
+  }
+
+  Result<GroupRead> GetInGroup(const std::vector<std::string>& keys, std::string_view group,
+                               milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(group));
+    std::lock_guard<std::mutex> lock(mu_);
+    GroupRead out;
+    for (const std::string& k : keys) {
+      const Item* item = Find(k);
+      out.values.push_back(item ? std::optional<std::string>(item->bytes) : std::nullopt);
+    }
+    out.generation = GroupLocked(group);
+    return out;
+  }
+
+  Result<std::vector<FenceSnapshot>> SnapshotInGroup(const std::vector<std::string>& keys, std::string_view group,
+                                                     milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(group));
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint64_t gen = EnsureGroupLocked(group);
+    std::vector<FenceSnapshot> out;
+    for (const std::string& k : keys) {
+      out.push_back(SnapshotLocked(k));
+      out.back().group_generation = gen;
+    }
+    return out;
+  }
+
+  Result<LeaseOutcome> AcquireLeaseInGroup(std::string_view key, std::string_view group, std::string_view token,
+                                           milliseconds ttl, milliseconds) override {
+    TIERCACHE_RETURN_IF_ERROR(Reachable(group));
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint64_t gen = EnsureGroupLocked(group);
+    Result<LeaseOutcome> out = AcquireLeaseLocked(key, token, ttl);
+    if (out.ok()) out->fence.group_generation = gen;
+    return out;
+  }
+
   Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds) override {
     TIERCACHE_RETURN_IF_ERROR(Reachable(key));
     std::lock_guard<std::mutex> lock(mu_);
@@ -103,9 +163,14 @@ class InMemoryL2Store final : public L2Store {
 
   Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
                                     milliseconds) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return AcquireLeaseLocked(key, token, ttl);
+  }
+
+  // REQUIRES: mu_ held.
+  Result<LeaseOutcome> AcquireLeaseLocked(std::string_view key, std::string_view token, milliseconds ttl) {
     TIERCACHE_RETURN_IF_ERROR(Reachable(key));
     const std::string lease_key = LeaseKeyFor(key);
-    std::lock_guard<std::mutex> lock(mu_);
     LeaseOutcome out;
     if (Find(lease_key) == nullptr) {
       StoreLocked(lease_key, token, ttl);
@@ -161,8 +226,16 @@ class InMemoryL2Store final : public L2Store {
     if (!fresh.ok() || fresh->kind == EntryKind::kTombstone) {
       return Status::InvalidArgument("fill: not a value or negative envelope");
     }
+    if (fresh->grouped != !f.group.empty()) {
+      return Status::InvalidArgument("fill: a group member needs a format-2 envelope and its group");
+    }
     std::lock_guard<std::mutex> lock(mu_);
     FenceOutcome out;
+    if (!f.group.empty() && GroupLocked(f.group) != fresh->group_generation) {
+      // The group moved on since the fill's snapshot.
+      if (!f.lease_key.empty()) ReleaseLocked(f.lease_key, f.lease_token);
+      return FenceOutcome{FillVerdict::kInvalidated, 0};
+    }
     Fence fence = FenceLocked(f.key);
     if (!f.write_through) {
       if (NowMs() - f.fence.store_ms > max_age.count()) {
@@ -236,6 +309,23 @@ class InMemoryL2Store final : public L2Store {
     return item ? ParseFence(item->bytes) : Fence();
   }
 
+  // REQUIRES: mu_ held. The group's generation, if it has one.
+  std::optional<uint64_t> GroupLocked(std::string_view group) {
+    const Item* item = Find(GroupKeyFor(group));
+    if (item == nullptr) return std::nullopt;
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(item->bytes.data(), item->bytes.data() + item->bytes.size(), v);
+    if (ec != std::errc() || end != item->bytes.data() + item->bytes.size()) return std::nullopt;
+    return v;
+  }
+  // REQUIRES: mu_ held. The group's generation, a random start if none.
+  uint64_t EnsureGroupLocked(std::string_view group) {
+    if (std::optional<uint64_t> g = GroupLocked(group)) return *g;
+    const uint64_t start = (uint64_t{1} << 40) + rng_() % ((uint64_t{1} << 50) - (uint64_t{1} << 40));
+    StoreLocked(GroupKeyFor(group), std::to_string(start), kNoExpiry);
+    return start;
+  }
+
   int64_t NowMs() const {
     return std::chrono::duration_cast<milliseconds>(clock_->WallNow().time_since_epoch()).count();
   }
@@ -285,6 +375,7 @@ class InMemoryL2Store final : public L2Store {
   Clock* const clock_;
   std::mutex mu_;
   std::map<std::string, Item, std::less<>> items_;  // GUARDED_BY(mu_)
+  std::mt19937_64 rng_{std::random_device{}()};      // GUARDED_BY(mu_)
   mutable std::mutex down_mu_;
   std::array<bool, kShards> down_{};  // GUARDED_BY(down_mu_)
 };

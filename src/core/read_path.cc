@@ -1,5 +1,6 @@
 // The read path: L1, then L2, and what L2's bytes mean.
 #include "core/cache_impl.h"
+#include "tiercache/redis/slot.h"
 
 namespace tiercache {
 
@@ -21,6 +22,12 @@ Status Cache::Impl::CheckKey(std::string_view key) const {
   return Status::Ok();
 }
 
+Status Cache::Impl::CheckMember(std::string_view key, const CallSettings& s) const {
+  if (s.group.empty() || redis::KeySlot(key) == redis::KeySlot(s.group)) return Status::Ok();
+  return Status::InvalidArgument("key '" + std::string(key) + "' is not in the hash slot of its group '" + s.group +
+                                 "': give it the group's hash tag");
+}
+
 Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<const std::string> bytes,
                                                              ValueSource source, bool verify) const {
   Result<EnvelopeView> e = DecodeEnvelope(*bytes, verify);
@@ -36,6 +43,7 @@ Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<con
   v.version_ = e->version;
   v.expires_at_ = e->expires_at;
   v.load_duration_ = e->load_duration;
+  v.group_generation_ = e->grouped ? e->group_generation : 0;
   v.source_ = source;
   v.envelope_ = std::move(bytes);
   return std::optional<CachedValue>(std::move(v));
@@ -50,6 +58,12 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
     return std::nullopt;
   }
   const L1Entry& e = **r;
+  // A group member is served only in its group, at a generation this pod has
+  // not seen the group move past; an entry outside any group only outside.
+  if ((!s.group.empty() || e.tag != 0) && (s.group.empty() || e.tag == 0 || !groups_.Accepts(s.group, e.tag))) {
+    metrics_->Add(Counter::kMiss, Tier::kL1);
+    return std::nullopt;  // not even stale: the group was invalidated
+  }
   CachedValue v;
   if (e.kind == L1EntryKind::kValue) {
     Result<std::optional<CachedValue>> fv = FromEnvelope(e.value, ValueSource::kL1, /*verify=*/false);
@@ -60,6 +74,7 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
     v = std::move(**fv);
   } else {  // negative
     v.version_ = e.version;
+    v.group_generation_ = e.tag;
     v.source_ = ValueSource::kL1;
   }
   if (!clock_->Before(e.expiry)) {  // expired: e.FreshAt(Now()), cheaper when far off
@@ -75,16 +90,25 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
 L2Read Cache::Impl::ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline,
                            uint64_t local_epoch) {
   if (!o_.l2) return L2Read();
+  if (!s.group.empty()) {  // the member and its group's generation, one round trip
+    Result<GroupRead> r = guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) {
+      return o_.l2->GetInGroup({std::string(key)}, s.group, dl);
+    });
+    if (!r.ok() || r->values.size() != 1) return L2Read();
+    return Interpret(key, std::move(r->values[0]), r->generation, s, local_epoch);
+  }
   Result<std::optional<std::string>> r =
       guard_.Run(ShardOf(key), deadline, [&](milliseconds dl) { return o_.l2->Get(key, dl); });
   if (!r.ok()) return L2Read();
-  return Interpret(key, std::move(*r), s, local_epoch);
+  return Interpret(key, std::move(*r), std::nullopt, s, local_epoch);
 }
 
-L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> raw, const CallSettings& s,
-                              uint64_t local_epoch, bool count_misses) {
+L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> raw,
+                              std::optional<uint64_t> group_generation, const CallSettings& s, uint64_t local_epoch,
+                              bool count_misses) {
   L2Read out;
   out.ok = true;
+  out.group_generation = group_generation;
   const uint64_t miss = count_misses ? 1 : 0;
   if (!raw) {
     metrics_->Add(Counter::kMiss, Tier::kL2, miss);
@@ -114,6 +138,15 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
     return out;
   }
   CachedValue& got = **v;
+  if ((!s.group.empty() || got.group_generation_ != 0) &&
+      (s.group.empty() || !group_generation || got.group_generation_ != *group_generation)) {
+    // Filled under an earlier generation of its group (invalidated with
+    // it), or stored in a group this get does not name, or the reverse:
+    // not current, not even as a stale copy.
+    out.not_current = true;
+    metrics_->Add(Counter::kMiss, Tier::kL2, miss);
+    return out;
+  }
   out.newest = got.version_;
   const WallTime now = clock_->WallNow();
   if (now < got.expires_at_) {
@@ -144,6 +177,11 @@ std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> min
     if (t == 0 || mine->version_ <= t) mine.reset();
   }
   if (mine && read.newest && mine->version_ < *read.newest) mine.reset();  // superseded
+  // A group member: only while L2 shows its group still at its generation.
+  if (mine && read.ok && mine->group_generation_ != 0 &&
+      (!read.group_generation || *read.group_generation != mine->group_generation_)) {
+    mine.reset();
+  }
   if (read.stale && (!mine || read.stale->version_ >= mine->version_)) return std::move(read.stale);
   return mine;
 }
@@ -156,6 +194,7 @@ void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, uint64_t lo
   fill.version = v.version_;
   fill.not_after = clock_->Now() + duration_cast<nanoseconds>(left);
   fill.load_duration = v.load_duration_;
+  fill.tag = v.group_generation_;
   Status s = v.found_ ? l1_->Set(key, v.envelope_, fill) : l1_->SetNegative(key, fill);
   if (s.IsAborted()) metrics_->Add(Counter::kRefusedFill, Tier::kL1);
   // Other L1 errors (too large) only mean it is not cached there.

@@ -1,6 +1,8 @@
 // L2Store over tiercache's Redis client.
 #include <algorithm>
+#include <charconv>
 #include <map>
+#include <random>
 
 #include "core/scripts.h"
 #include "tiercache/l2_store.h"
@@ -47,6 +49,36 @@ Result<FenceOutcome> ParseFenceReply(const redis::Reply& r) {
 Result<FenceOutcome> ParseFence(const Result<redis::Reply>& r) {
   if (!r.ok()) return r.status();
   return ParseFenceReply(*r);
+}
+
+// Where a group without a generation starts (l2_store.h): random in
+// [2^40, 2^50), below 2^53 so that Lua's doubles count it exactly.
+std::string NewGroupStart() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string((uint64_t{1} << 40) + rng() % ((uint64_t{1} << 50) - (uint64_t{1} << 40)));
+}
+
+// A group generation as stored (decimal), or as Redis returns it.
+std::optional<uint64_t> Generation(std::string_view s) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+std::optional<uint64_t> Generation(const redis::Reply& r) {
+  if (r.IsInteger()) return r.integer < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(r.integer));
+  if (!r.IsString()) return std::nullopt;
+  return Generation(std::string_view(r.str));
+}
+
+Status CheckSameSlot(const std::vector<std::string>& keys, std::string_view group) {
+  const uint16_t slot = redis::KeySlot(group);
+  for (const std::string& k : keys) {
+    if (redis::KeySlot(k) != slot) {
+      return Status::InvalidArgument("key '" + k + "' is not in the hash slot of its group '" + std::string(group) + "'");
+    }
+  }
+  return Status::Ok();
 }
 
 // Groups indexes of `keys` by hash slot, in first-seen order.
@@ -122,6 +154,44 @@ class RedisL2Store final : public L2Store {
     return out;
   }
 
+  Result<GroupRead> GetInGroup(const std::vector<std::string>& keys, std::string_view group,
+                               milliseconds timeout) override {
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return call.status();
+    TIERCACHE_RETURN_IF_ERROR(CheckSameSlot(keys, group));
+    std::vector<std::string> all = keys;
+    all.push_back(GroupKeyFor(group));
+    Result<std::vector<std::optional<std::string>>> r = client_->MGet(all, *call);
+    if (!r.ok()) return r.status();
+    if (r->size() != all.size()) return Status::Internal("unexpected MGET reply size");
+    GroupRead out;
+    out.values.assign(std::make_move_iterator(r->begin()), std::make_move_iterator(r->end() - 1));
+    if (r->back()) out.generation = Generation(std::string_view(*r->back()));
+    return out;
+  }
+
+  Result<std::vector<FenceSnapshot>> SnapshotInGroup(const std::vector<std::string>& keys, std::string_view group,
+                                                     milliseconds timeout) override {
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return call.status();
+    TIERCACHE_RETURN_IF_ERROR(CheckSameSlot(keys, group));
+    std::vector<std::string> script_keys;
+    for (const std::string& k : keys) script_keys.push_back(FenceKeyFor(k));
+    script_keys.push_back(GroupKeyFor(group));
+    Result<redis::Reply> r = client_->Eval(snapshot_, script_keys, {NewGroupStart()}, *call);
+    if (!r.ok()) return r.status();
+    std::optional<uint64_t> gen;
+    if (r->IsArray() && r->elements.size() == keys.size() + 2) gen = Generation(r->elements.back());
+    if (!gen || !r->elements[0].IsInteger()) return Status::Internal("unexpected snapshot reply: " + r->ToString());
+    std::vector<FenceSnapshot> out(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      out[i].store_ms = r->elements[0].integer;
+      if (r->elements[i + 1].IsString()) out[i].epoch = r->elements[i + 1].str;
+      out[i].group_generation = gen;
+    }
+    return out;
+  }
+
   std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys,
                                               milliseconds timeout) override {
     std::vector<Result<FenceSnapshot>> out(keys.size(), FenceSnapshot());
@@ -160,10 +230,11 @@ class RedisL2Store final : public L2Store {
       } else {
         c.args.insert(c.args.end(), {"f", f.fence.epoch, std::to_string(f.fence.store_ms), Ms(max_age)});
       }
-      if (!f.lease_key.empty()) {
-        c.keys.push_back(f.lease_key);
+      if (!f.lease_key.empty() || !f.group.empty()) {
+        c.keys.push_back(f.lease_key.empty() ? LeaseKeyFor(f.key) : f.lease_key);
         c.args.push_back(f.lease_token);
       }
+      if (!f.group.empty()) c.keys.push_back(GroupKeyFor(f.group));
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(fill_, calls, *call);
     for (size_t i = 0; i < fills.size(); ++i) out[i] = ParseFence(replies[i]);
@@ -195,24 +266,42 @@ class RedisL2Store final : public L2Store {
     std::vector<std::string> keys;
     keys.reserve(requests.size());
     for (const InvalidateRequest& q : requests) keys.push_back(q.key);
-    const std::vector<std::vector<size_t>> groups = BySlot(keys);
+    const std::vector<std::vector<size_t>> by_slot = BySlot(keys);
+    // Per slot: the key requests in order, then the group requests; the
+    // script answers in that order.
+    std::vector<std::vector<size_t>> order;
     std::vector<redis::RedisClient::ScriptCall> calls;
-    for (const auto& g : groups) {
+    for (const auto& g : by_slot) {
+      std::vector<size_t>& o = order.emplace_back();
       redis::RedisClient::ScriptCall& c = calls.emplace_back();
-      c.args.push_back(Ms(fence_ttl));
+      c.args = {Ms(fence_ttl), "0"};
       for (size_t i : g) {
+        if (requests[i].group) continue;
+        o.push_back(i);
         c.keys.push_back(requests[i].key);
         c.keys.push_back(FenceKeyFor(requests[i].key));
         c.args.push_back(requests[i].tombstone);
         c.args.push_back(Ms(requests[i].tombstone_ttl));
         c.args.push_back(requests[i].new_epoch);
       }
+      c.args[1] = std::to_string(o.size());
+      for (size_t i : g) {
+        if (!requests[i].group) continue;
+        o.push_back(i);
+        c.keys.push_back(GroupKeyFor(requests[i].key));
+        c.args.push_back(NewGroupStart());
+      }
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(invalidate_many_, calls, *call);
-    Scatter(groups, replies, 0, "invalidate-many", out, [](const redis::Reply& r, size_t e) -> Result<FenceOutcome> {
+    Scatter(order, replies, 0, "invalidate-many", out, [&](const redis::Reply& r, size_t e) -> Result<FenceOutcome> {
       const redis::Reply& one = r.elements[e];
       if (one.IsArray() && !one.elements.empty() && one.elements[0].IsInteger() && one.elements[0].integer == -1) {
         return Status::InvalidArgument("invalidate: not a tombstone envelope");
+      }
+      if (one.IsArray() && one.elements.size() == 2 && one.elements[1].IsInteger()) {  // a group: {1, generation}
+        std::optional<uint64_t> gen = Generation(one.elements[1]);
+        if (!gen) return Status::Internal("unexpected group reply: " + one.ToString());
+        return FenceOutcome{FillVerdict::kStored, *gen};
       }
       return ParseFenceReply(one);
     });
@@ -238,6 +327,29 @@ class RedisL2Store final : public L2Store {
     if (r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
     if (r->elements[2].IsString()) out.fence.epoch = std::move(r->elements[2].str);
     out.fence.store_ms = r->elements[3].integer;
+    return out;
+  }
+
+  Result<LeaseOutcome> AcquireLeaseInGroup(std::string_view key, std::string_view group, std::string_view token,
+                                           milliseconds ttl, milliseconds timeout) override {
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return call.status();
+    TIERCACHE_RETURN_IF_ERROR(CheckSameSlot({std::string(key)}, group));
+    Result<redis::Reply> r =
+        client_->Eval(acquire_, {std::string(key), LeaseKeyFor(key), FenceKeyFor(key), GroupKeyFor(group)},
+                      {std::string(token), Ms(ttl), NewGroupStart()}, *call);
+    if (!r.ok()) return r.status();
+    std::optional<uint64_t> gen;
+    if (r->IsArray() && r->elements.size() == 5) gen = Generation(r->elements[4]);
+    if (!gen || !r->elements[0].IsInteger() || !r->elements[3].IsInteger()) {
+      return Status::Internal("unexpected lease script reply: " + r->ToString());
+    }
+    LeaseOutcome out;
+    out.won = r->elements[0].integer == 1;
+    if (r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
+    if (r->elements[2].IsString()) out.fence.epoch = std::move(r->elements[2].str);
+    out.fence.store_ms = r->elements[3].integer;
+    out.fence.group_generation = gen;
     return out;
   }
 

@@ -3,19 +3,28 @@
 namespace tiercache::scripts {
 
 // Shared prelude:
-//   version(e) -> hi, lo, kind of a well-formed format-1 envelope, else nil
+//   version(e) -> hi, lo, kind of a well-formed envelope (format 1 or 2), else nil
+//   group_gen(e) -> the group generation of a format-2 envelope, else nil
 //   newer(ahi, alo, bhi, blo) -> a > b
 //   now_ms() -> the server's clock, Unix ms
 #define TIERCACHE_LUA_PRELUDE                                                        \
   "local function version(e)\n"                                                      \
-  "  if not e or #e < 44 or string.sub(e, 1, 3) ~= 'TC\\1' then return nil end\n"    \
-  "  local kind, _, r1, r2, r3 = string.byte(e, 4, 8)\n"                             \
-  "  if kind > 2 or r1 ~= 0 or r2 ~= 0 or r3 ~= 0 then return nil end\n"             \
+  "  if not e or #e < 44 or string.sub(e, 1, 2) ~= 'TC' then return nil end\n"      \
+  "  local f, kind, _, r1, r2, r3 = string.byte(e, 3, 8)\n"                          \
+  "  if (f ~= 1 and f ~= 2) or kind > 2 or r1 ~= 0 or r2 ~= 0 or r3 ~= 0 then return nil end\n" \
   "  local n1, n2, n3, n4 = string.byte(e, 37, 40)\n"                                \
-  "  if #e ~= 44 + ((n1 * 256 + n2) * 256 + n3) * 256 + n4 then return nil end\n"    \
+  "  local h = f == 2 and 52 or 44\n"                                                \
+  "  if #e ~= h + ((n1 * 256 + n2) * 256 + n3) * 256 + n4 then return nil end\n"     \
   "  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(e, 9, 16)\n"                 \
   "  return ((b1 * 256 + b2) * 256 + b3) * 256 + b4,\n"                              \
   "         ((b5 * 256 + b6) * 256 + b7) * 256 + b8, kind\n"                         \
+  "end\n"                                                                            \
+  /* the group generation of a well-formed format-2 envelope, else nil */            \
+  "local function group_gen(e)\n"                                                    \
+  "  if string.byte(e, 3) ~= 2 then return nil end\n"                                \
+  "  local g = 0\n"                                                                  \
+  "  for i = 41, 48 do g = g * 256 + string.byte(e, i) end\n"                        \
+  "  return g\n"                                                                     \
   "end\n"                                                                            \
   "local function newer(ahi, alo, bhi, blo)\n"                                       \
   "  return ahi > bhi or (ahi == bhi and alo > blo)\n"                               \
@@ -40,7 +49,7 @@ namespace tiercache::scripts {
   "  return f, 0, 0\n"                                                               \
   "end\n"                                                                            \
   /* CRC-32C (reflected 0x82F63B78) as 4 big-endian bytes, bit by bit: only */       \
-  /* for the 44-byte envelopes (tombstone, negative) re-versioned here */            \
+  /* for the payload-less envelopes (tombstone, negative) re-versioned here */            \
   "local function crc32c(s)\n"                                                       \
   "  local crc = -1\n"                                                               \
   "  for i = 1, #s do\n"                                                             \
@@ -58,19 +67,32 @@ namespace tiercache::scripts {
   "  return body .. crc32c(body)\n"                                                  \
   "end\n"
 
-// KEYS: value, fence[, lease]. ARGV: envelope, physical ttl ms, 'f' | 'w',
-// snapshot fence | new epoch, snapshot server ms, max age ms | fence ttl ms[,
-// lease token].
+// KEYS: value, fence, lease[, group]. ARGV: envelope, physical ttl ms,
+// 'f' | 'w', snapshot fence | new epoch, snapshot server ms, max age ms |
+// fence ttl ms, lease token ('' for none). With a group key the envelope is
+// format 2 and is stored only while the group is at its generation.
 const std::string_view kFill =
-    "-- tiercache fill v3\n" TIERCACHE_LUA_PRELUDE
+    "-- tiercache fill v4\n" TIERCACHE_LUA_PRELUDE
     "local nhi, nlo, nkind = version(ARGV[1])\n"
     "if not nhi or nkind == 2 then\n"
     "  return redis.error_reply('ERR tiercache fill: not a value or negative envelope')\n"
     "end\n"
     "local function release()\n"
-    "  if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end\n"
+    "  if KEYS[3] and ARGV[7] and ARGV[7] ~= '' and redis.call('GET', KEYS[3]) == ARGV[7] then\n"
+    "    redis.call('DEL', KEYS[3])\n"
+    "  end\n"
     "end\n"
     "local env = ARGV[1]\n"
+    "local gen = group_gen(env)\n"
+    "if (gen ~= nil) ~= (KEYS[4] ~= nil) then\n"
+    "  release()\n"
+    "  return redis.error_reply('ERR tiercache fill: a group member needs a format-2 envelope and its group key')\n"
+    "end\n"
+    "if KEYS[4] and tonumber(redis.call('GET', KEYS[4]) or '') ~= gen then\n"
+    "  -- the group moved on since the fill's snapshot (or the write's read)\n"
+    "  release()\n"
+    "  return {0, 2, ''}\n"
+    "end\n"
     "local write = ARGV[3] == 'w'\n"
     "local epoch, fhi, flo = fence_parts(redis.call('GET', KEYS[2]) or '')\n"
     "if not write then\n"
@@ -94,7 +116,7 @@ const std::string_view kFill =
     "end\n"
     "local old = redis.call('GET', KEYS[1])\n"
     "local ohi, olo, okind = version(old)\n"
-    "local inherit = unversioned and nkind == 1 and #env == 44\n"
+    "local inherit = unversioned and nkind == 1 and #env == (gen and 52 or 44)\n"
     "if ohi and newer(ohi, olo, nhi, nlo) then\n"
     "  if not inherit or okind == 0 then\n"
     "    release()\n"
@@ -164,31 +186,51 @@ const std::string_view kInvalidate =
     "end\n"
     "return r\n";
 
-// KEYS: value 1, fence 1, value 2, fence 2, ... ARGV: fence ttl ms, then per
-// key: tombstone, tombstone ttl ms, new epoch. In order, so a key named twice
-// sees its first invalidation.
+// KEYS: value 1, fence 1, ..., value n, fence n, then group keys. ARGV:
+// fence ttl ms, n, then per key: tombstone, tombstone ttl ms, new epoch; then
+// per group: the generation to start from if the group has none. In order,
+// so a key named twice sees its first invalidation. A group moves to its
+// next generation (INCR): every member filled under an earlier one is
+// invalidated at once.
 const std::string_view kInvalidateMany =
-    "-- tiercache invalidate many v1\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_INVALIDATE
+    "-- tiercache invalidate many v2\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_INVALIDATE
     "local out = {}\n"
-    "for i = 1, #KEYS / 2 do\n"
-    "  local a = 2 + (i - 1) * 3\n"
+    "local n = tonumber(ARGV[2])\n"
+    "for i = 1, n do\n"
+    "  local a = 3 + (i - 1) * 3\n"
     "  out[i] = invalidate(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[1]) or {-1}\n"
+    "end\n"
+    "for j = 1, #KEYS - 2 * n do\n"
+    "  local g = KEYS[2 * n + j]\n"
+    "  redis.call('SET', g, ARGV[2 + 3 * n + j], 'NX')\n"
+    "  out[n + j] = {1, redis.call('INCR', g)}\n"
     "end\n"
     "return out\n";
 
+// KEYS: fence keys[, group key]. ARGV: [the generation a group without one
+// starts from]. Returns the server's ms, then each key's value.
 const std::string_view kSnapshot =
-    "-- tiercache snapshot v1\n"
+    "-- tiercache snapshot v2\n"
+    "if ARGV[1] then redis.call('SET', KEYS[#KEYS], ARGV[1], 'NX') end\n"
     "local t = redis.call('TIME')\n"
     "local out = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n"
     "for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) end\n"
     "return out\n";
 
+// KEYS: value, lease, fence[, group]. ARGV: token, lease ttl ms[, the
+// generation a group without one starts from]. Returns {won, value, fence,
+// server ms[, group generation]}.
 const std::string_view kLeaseAcquire =
-    "-- tiercache lease acquire v2\n"
+    "-- tiercache lease acquire v3\n"
     "local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])\n"
     "local t = redis.call('TIME')\n"
-    "return {won and 1 or 0, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[3]),\n"
-    "        tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n";
+    "local out = {won and 1 or 0, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[3]),\n"
+    "             tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n"
+    "if KEYS[4] then\n"
+    "  redis.call('SET', KEYS[4], ARGV[3], 'NX')\n"
+    "  out[5] = redis.call('GET', KEYS[4])\n"
+    "end\n"
+    "return out\n";
 
 const std::string_view kLeaseRelease =
     "-- tiercache lease release v1\n"

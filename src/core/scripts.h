@@ -24,7 +24,10 @@ namespace tiercache::scripts {
 //   KEYS[1]  value key
 //   KEYS[2]  fence key
 //   KEYS[3]  (optional) lease key, released if it still holds ARGV[7]
-//   ARGV[1]  envelope (format 1)
+//   KEYS[4]  (optional) group key: the envelope is then format 2, and it is
+//            stored only if the group is still at the envelope's generation
+//            (else reason 2); KEYS[3] and ARGV[7] ('' for none) come with it
+//   ARGV[1]  envelope (format 1, or 2 with a group key)
 //   ARGV[2]  physical TTL, ms
 //   ARGV[3]  'f' (fill: check the snapshot) or 'w' (write-through: install
 //            ARGV[4] as the new epoch when stored)
@@ -48,22 +51,28 @@ extern const std::string_view kFill;
 // "<epoch>|<8-byte big-endian floor>".
 extern const std::string_view kInvalidate;
 
-// kInvalidate for many keys of one slot, applied in order.
-//   KEYS     value key 1, fence key 1, value key 2, fence key 2, ...
-//   ARGV[1]  fence TTL, ms; then per key: tombstone, tombstone TTL ms, new epoch
-// Returns one kInvalidate reply per key; {-1} for a tombstone argument that
-// is not a tombstone envelope.
+// kInvalidate for n keys of one slot, applied in order, then group bumps.
+//   KEYS     value key 1, fence key 1, ..., value key n, fence key n, then
+//            group keys
+//   ARGV[1]  fence TTL, ms; ARGV[2] n; then per key: tombstone, tombstone
+//            TTL ms, new epoch; then per group: the generation a group
+//            without one starts from
+// Returns one kInvalidate reply per key ({-1} for a tombstone argument that
+// is not a tombstone envelope), then {1, new generation} per group.
 extern const std::string_view kInvalidateMany;
 
 // Fence snapshots of keys of one slot.
-//   KEYS     fence keys
-// Returns {server time ms, epoch or false, ...}.
+//   KEYS     fence keys[, then a group key]
+//   ARGV[1]  (with a group key) the generation it starts from if it has none
+// Returns {server time ms, epoch or false, ...[, group generation]}.
 extern const std::string_view kSnapshot;
 
 // Takes a lease if free, reads the value and snapshots the fence, atomically.
-//   KEYS[1] value key, KEYS[2] lease key, KEYS[3] fence key
-//   ARGV[1] token, ARGV[2] lease TTL ms.
-// Returns {1 if taken else 0, value or false, epoch or false, server time ms}.
+//   KEYS[1] value key, KEYS[2] lease key, KEYS[3] fence key[, KEYS[4] group key]
+//   ARGV[1] token, ARGV[2] lease TTL ms[, ARGV[3] the generation a group
+//   without one starts from].
+// Returns {1 if taken else 0, value or false, epoch or false, server time
+// ms[, group generation]}.
 extern const std::string_view kLeaseAcquire;
 
 // Releases a lease if it still holds the caller's token.

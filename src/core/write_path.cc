@@ -17,12 +17,22 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
     return Status::InvalidArgument("value of " + std::to_string(payload.size()) + " bytes exceeds max_value_bytes " +
                                    std::to_string(o_.max_value_bytes));
   }
+  TIERCACHE_RETURN_IF_ERROR(CheckMember(key, *s));
+  const std::string k(key);
+  std::optional<uint64_t> generation;  // a group member is written at its group's generation
+  if (!s->group.empty()) {
+    Result<std::vector<FenceSnapshot>> snap =
+        guard_.Run(ShardOf(k), clock_->Now() + o_.l2_timeout,
+                   [&](milliseconds dl) { return o_.l2->SnapshotInGroup({k}, s->group, dl); });
+    if (!snap.ok()) return snap.status();
+    if (snap->size() != 1 || !(*snap)[0].group_generation) return Status::Internal("SnapshotInGroup: no generation");
+    generation = (*snap)[0].group_generation;
+  }
   LoadResult r;
   r.payload = std::string(payload);
   r.version = version;
-  Result<CachedValue> v = MakeValue(r, nanoseconds(0), *s);
+  Result<CachedValue> v = MakeValue(r, nanoseconds(0), *s, generation);
   if (!v.ok()) return v.status();
-  const std::string k(key);
   // Read before the L2 write: a local invalidation that lands between the
   // write and our own bump below must keep the value out of L1.
   const uint64_t local_epoch = local_fence_.Read(k);
@@ -34,6 +44,7 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
     f.physical_ttl = duration_cast<milliseconds>(v->expires_at_ - clock_->WallNow()) + s->max_stale + milliseconds(1);
     f.write_through = true;
     f.new_epoch = cache_internal::NewToken();
+    f.group = s->group;
     const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
     auto write = [&](milliseconds dl) -> Result<FenceOutcome> {
       if (!o_.version_fencing) {  // the demonstration mode: a plain SET
@@ -46,6 +57,9 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
     if (out.ok() && !out->stored() && RemoveIfCorrupt(k, deadline)) out = guard_.Run(ShardOf(k), deadline, write);
     if (out.ok() && !out->stored()) {
       metrics_->Add(Counter::kRefusedFill, Tier::kL2);
+      if (out->verdict == FillVerdict::kInvalidated) {
+        return Status::Aborted("set of '" + k + "' refused: its group '" + s->group + "' was invalidated meanwhile");
+      }
       return Status::Aborted("set of version " + std::to_string(v->version_) + " refused: L2 holds version " +
                              std::to_string(out->stored_version));
     }
@@ -93,13 +107,36 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
   return l2_status;
 }
 
+Result<uint64_t> Cache::Impl::InvalidateGroup(std::string_view group) {
+  std::vector<uint64_t> generation;
+  std::vector<Result<Cache::InvalidationResult>> r =
+      InvalidateMany({Cache::Invalidation{std::string(group), 0, true}}, &generation);
+  if (!r[0].ok()) return r[0].status();
+  return generation[0];
+}
+
 std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
-    const std::vector<Cache::Invalidation>& list) {
+    const std::vector<Cache::Invalidation>& list, std::vector<uint64_t>* generations) {
   using R = Cache::InvalidationResult;
   std::vector<Result<R>> out(list.size(), R::kApplied);
+  std::vector<uint64_t> gen(list.size(), 0);  // a group's new generation
   std::vector<InvalidateRequest> requests;
   std::vector<size_t> index;  // requests[j] is list[index[j]]
   for (size_t i = 0; i < list.size(); ++i) {
+    if (list[i].group) {
+      if (Status bad = CheckGroupName(list[i].key); !bad.ok()) {
+        out[i] = bad;
+      } else if (!o_.l2) {
+        out[i] = Status::FailedPrecondition("groups need an L2 (the group's generation lives there)");
+      } else {
+        InvalidateRequest q;
+        q.key = list[i].key;
+        q.group = true;
+        requests.push_back(std::move(q));
+        index.push_back(i);
+      }
+      continue;
+    }
     if (Status bad = CheckKey(list[i].key); !bad.ok()) {
       out[i] = bad;
       continue;
@@ -150,6 +187,7 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
         out[index[j]] = got[a].status();
       } else if (got[a]->stored()) {
         out[index[j]] = R::kApplied;
+        gen[index[j]] = got[a]->stored_version;
       } else {
         out[index[j]] = R::kIgnored;
         ignored.push_back(j);
@@ -185,7 +223,19 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
   }
   // This pod: after L2, as Invalidate.
   for (size_t i = 0; i < list.size(); ++i) {
-    if (!out[i].ok() && out[i].status().IsInvalidArgument()) continue;
+    if (!out[i].ok() && (out[i].status().IsInvalidArgument() || out[i].status().code() == StatusCode::kFailedPrecondition)) {
+      continue;
+    }
+    if (list[i].group) {
+      // L1 members below the new generation are not served from now on; if
+      // it is unknown, none is until a later invalidation of the group.
+      const bool kept = out[i].ok() ? groups_.Raise(list[i].key, gen[i]) : groups_.Poison(list[i].key);
+      if (!kept) {  // the table was full and forgot its bounds: so must L1
+        local_fence_.BumpAll();
+        if (l1_) l1_->Clear();
+      }
+      continue;
+    }
     local_fence_.Bump(list[i].key);
     if (l1_) {
       Status s = list[i].version == 0 ? l1_->Erase(list[i].key)
@@ -193,6 +243,7 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
       if (!s.ok() && out[i].ok()) out[i] = s;
     }
   }
+  if (generations != nullptr) *generations = std::move(gen);
   return out;
 }
 

@@ -253,8 +253,9 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     }
     it.handled.event = std::move(*e);
     it.first = list.size();
-    for (std::string& k : targets->keys) list.push_back({std::move(k), it.handled.event.version});
-    it.count = targets->keys.size();
+    for (std::string& k : targets->keys) list.push_back({std::move(k), it.handled.event.version, false});
+    for (std::string& g : targets->groups) list.push_back({std::move(g), 0, true});
+    it.count = targets->keys.size() + targets->groups.size();
   }
   std::vector<Result<Cache::InvalidationResult>> results;
   if (!list.empty()) results = cache->InvalidateMany(list);
@@ -268,7 +269,7 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
       } else if (results[k].status().IsInvalidArgument()) {  // a key the cache refuses: the mapper's fault
         it.handled.malformed = true;
         it.handled.dead_letter_reason =
-            "key '" + list[k].key + "' refused by the cache: " + std::string(results[k].status().message());
+            std::string(list[k].group ? "group '" : "key '") + list[k].key + "' refused by the cache: " + std::string(results[k].status().message());
       } else {
         it.ok = false;  // its shard failed: retry the partition from here
       }

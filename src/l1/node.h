@@ -40,6 +40,9 @@ struct alignas(64) Node : ListLinks {
   // readers on different threads bump different reference counts (see
   // L1Options::value_stripes). Null when stripe_count == 1.
   std::unique_ptr<L1Value[]> stripes;
+  // The fill's opaque tag (L1Fill::tag): written by fills only, read by
+  // lookups; kept here because line 1 is full.
+  std::uint64_t tag = 0;
 
   // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
   // max_stale (others) on: see Shard::DeadAt.
@@ -61,7 +64,7 @@ struct alignas(64) Node : ListLinks {
     return i == 0 ? value : stripes[i - 1];
   }
   L1Entry ToEntry(std::size_t reader = 0) const {
-    return L1Entry{kind, ValueFor(reader), version, expiry, load_duration};
+    return L1Entry{kind, ValueFor(reader), version, expiry, load_duration, tag};
   }
 };
 static_assert(sizeof(Node) == 128, "Node is two cache lines: policy, lookup");

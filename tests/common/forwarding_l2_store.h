@@ -57,6 +57,18 @@ class ForwardingL2Store : public L2Store {
   Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds timeout) override {
     return inner_->ReleaseLease(key, token, timeout);
   }
+  Result<GroupRead> GetInGroup(const std::vector<std::string>& keys, std::string_view group,
+                               milliseconds timeout) override {
+    return inner_->GetInGroup(keys, group, timeout);
+  }
+  Result<std::vector<FenceSnapshot>> SnapshotInGroup(const std::vector<std::string>& keys, std::string_view group,
+                                                     milliseconds timeout) override {
+    return inner_->SnapshotInGroup(keys, group, timeout);
+  }
+  Result<LeaseOutcome> AcquireLeaseInGroup(std::string_view key, std::string_view group, std::string_view token,
+                                           milliseconds ttl, milliseconds timeout) override {
+    return inner_->AcquireLeaseInGroup(key, group, token, ttl, timeout);
+  }
   int ShardOf(std::string_view key) const override { return inner_->ShardOf(key); }
 
  protected:

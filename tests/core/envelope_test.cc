@@ -79,6 +79,42 @@ TEST(EnvelopeTest, GoldenBytesOfATombstone) {
             "5443010200000000000000000000002a0000019b76daa8000000019b76daa41800000000000000001023e897");
 }
 
+// Format 2: a group member. Same derivation as above (the CRC by a bitwise
+// implementation in Python, independent of Crc32c's table).
+TEST(EnvelopeTest, GoldenBytesOfAGroupMember) {
+  EnvelopeView e = SampleValue();
+  e.grouped = true;
+  e.group_generation = 0x123456789abcULL;
+  Result<std::string> bytes = EncodeEnvelope(e);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(ToHex(*bytes),
+            "5443"               // magic "TC"
+            "02"                 // format version 2: grouped
+            "00" "01" "000000"   // kind, codec, reserved
+            "0102030405060708"   // domain version
+            "0000019b76daa800"   // logical expiry, unix ms
+            "0000019b76daa418"   // written at, unix ms
+            "0000c350"           // load duration, us
+            "00000005"           // payload length
+            "0000123456789abc"   // group generation
+            "68656c6c6f"         // payload
+            "1a54de69");         // CRC-32C of everything before
+  Result<EnvelopeView> back = DecodeEnvelope(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->grouped);
+  EXPECT_EQ(back->group_generation, 0x123456789abcULL);
+  EXPECT_EQ(back->payload, "hello");
+  EXPECT_EQ(back->version, 0x0102030405060708ULL);
+  for (size_t n = 0; n < bytes->size(); ++n) EXPECT_FALSE(DecodeEnvelope(bytes->substr(0, n)).ok()) << n;
+}
+
+TEST(EnvelopeTest, AnUngroupedEnvelopeStaysFormat1) {
+  Result<EnvelopeView> e = DecodeEnvelope(*EncodeEnvelope(SampleValue()));
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(e->grouped);
+  EXPECT_EQ(e->group_generation, 0u);
+}
+
 TEST(EnvelopeTest, RoundTripsEveryField) {
   Result<std::string> bytes = EncodeEnvelope(SampleValue());
   ASSERT_TRUE(bytes.ok());
@@ -149,8 +185,12 @@ TEST(EnvelopeTest, CorruptTruncatedAndForeignBytesAreDataLoss) {
   ExpectDataLoss(flipped, "checksum");
 
   std::string future = good;
-  future[2] = 2;  // a format this build does not know
-  ExpectDataLoss(future, "format version 2");
+  future[2] = 3;  // a format this build does not know
+  ExpectDataLoss(future, "format version 3");
+
+  std::string claims_grouped = good;  // format 2 says 8 more header bytes than there are
+  claims_grouped[2] = 2;
+  ExpectDataLoss(claims_grouped, "truncated");
 
   std::string bad_kind = good;
   bad_kind[3] = 9;

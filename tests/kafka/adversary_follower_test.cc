@@ -65,7 +65,7 @@ class AdversaryFollowerTest : public ::testing::Test {
     o.on_dropped = std::move(on_dropped);
     o.extra = {{"log_level", "0"}};
     auto f = L1Follower::Create(o, cache_.get(), [](const InvalidationEvent& e) -> Result<InvalidationTargets> {
-      return InvalidationTargets{{e.entity_id}};
+      return InvalidationTargets{{e.entity_id}, {}};
     });
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     return f.ok() ? std::move(*f) : nullptr;

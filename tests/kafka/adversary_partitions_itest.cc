@@ -73,7 +73,7 @@ TEST(AdversaryPartitionsITest, EventsOnAPartitionAddedAfterStartAreFollowed) {
     if (e.entity_id == "k") dropped.fetch_add(1);
   };
   auto f = L1Follower::Create(o, cache->get(), [](const InvalidationEvent& e) -> Result<InvalidationTargets> {
-    return InvalidationTargets{{e.entity_id}};
+    return InvalidationTargets{{e.entity_id}, {}};
   });
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   ASSERT_TRUE((*f)->Start().ok());

@@ -63,7 +63,7 @@ std::string KeyOf(const std::string& community, const std::string& post) {
 }
 
 Result<InvalidationTargets> MapPost(const InvalidationEvent& e) {
-  return InvalidationTargets{{KeyOf(e.partition_key, e.entity_id)}};
+  return InvalidationTargets{{KeyOf(e.partition_key, e.entity_id)}, {}};
 }
 
 // The worker's L2: each batch's apply takes a while, so a kill lands between

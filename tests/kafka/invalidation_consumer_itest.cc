@@ -43,7 +43,7 @@ Result<InvalidationTargets> MapPostEvent(const InvalidationEvent& e) {
   if (e.type != "post.created" && e.type != "post.updated" && e.type != "post.deleted") {
     return Status::InvalidArgument("unknown type '" + e.type + "'");
   }
-  return InvalidationTargets{{PostKey(e.partition_key, e.entity_id)}};
+  return InvalidationTargets{{PostKey(e.partition_key, e.entity_id)}, {}};
 }
 
 std::string EventJson(const std::string& id, const std::string& community, const std::string& post,

@@ -26,7 +26,7 @@ inline std::string EventFor(const std::string& key, uint64_t version) {
   return *EncodeEvent(e);
 }
 
-inline Result<InvalidationTargets> MapToKey(const InvalidationEvent& e) { return InvalidationTargets{{e.entity_id}}; }
+inline Result<InvalidationTargets> MapToKey(const InvalidationEvent& e) { return InvalidationTargets{{e.entity_id}, {}}; }
 
 // Polls `done` every 5 ms until it holds or `timeout` passes.
 template <typename Pred>

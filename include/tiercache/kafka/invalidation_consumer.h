@@ -51,9 +51,12 @@
 
 namespace tiercache::kafka {
 
-// What one event invalidates: keys, at the event's version.
+// What one event invalidates: keys, at the event's version, and whole groups
+// (Cache::InvalidateGroup: every page of a feed at once, whatever the number
+// of pages; GetOptions::group names a key's group on reads).
 struct InvalidationTargets {
   std::vector<std::string> keys;
+  std::vector<std::string> groups;
 };
 
 // Maps an event to what it invalidates. An error dead-letters the event with
@@ -69,7 +72,7 @@ struct HandledEvent {
   bool malformed = false;           // dead-lettered
   std::string dead_letter_reason;   // when malformed
   InvalidationEvent event;          // when not malformed
-  size_t keys_applied = 0;          // tombstones written
+  size_t keys_applied = 0;          // tombstones written, groups moved to a new generation
   size_t keys_ignored = 0;          // already at this version or newer
   std::chrono::system_clock::time_point applied_at;
 };

@@ -9,7 +9,11 @@
 // nothing, and for each event drops the mapped keys from this pod's L1 with
 // Cache::InvalidateLocal(key, version): an L1 tombstone at the event's
 // version, so a refill from an L2 that has not applied the event yet is
-// refused too.
+// refused too. For a mapped group it calls Cache::InvalidateMany with the
+// group (an L2 round trip): the group moves on, and this pod's L1 stops
+// serving its members from earlier generations as soon as the call returns,
+// without waiting for the service's consumer (an extra move costs each
+// member one more miss, nothing else).
 //
 // Gap-aware: every check_interval librdkafka's statistics tell each
 // partition's high watermark as of the last fetch response and whether the
@@ -70,7 +74,7 @@ struct L1FollowerOptions {
 
 struct L1FollowerStats {
   uint64_t events = 0;        // events handled
-  uint64_t keys_dropped = 0;  // InvalidateLocal calls
+  uint64_t keys_dropped = 0;  // InvalidateLocal calls, and groups moved (InvalidateMany)
   uint64_t malformed = 0;     // skipped here (the group consumer dead-letters them)
   uint64_t fences = 0;        // times L1 was fenced
   std::map<std::string, uint64_t> fences_by_cause;  // by L1FenceCauseName: "starting", "lagging", ...
