@@ -66,7 +66,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     } else if (std::optional<CachedValue> hit = ReadL1(uniq[j], s, &stale[j])) {
       done[j] = std::move(*hit);
     } else {
-      local[j] = local_fence_.Read(uniq[j]);
+      local[j] = LocalEpoch(uniq[j], s);
       missing.push_back(j);
     }
   }
@@ -247,7 +247,7 @@ std::vector<Result<CachedValue>> Cache::Impl::LoadBatch(const std::vector<std::s
     if (filled[f] == FillResult::kStored) out[fill_idx[f]] = fill_values[f];  // as stored (its version may differ)
     if (filled[f] != FillResult::kRefused) continue;
     // The source moved on during the load: a newer value in L2, or an error.
-    L2Read now = ReadL2(fill_keys[f], s, clock_->Now() + o_.l2_timeout, local_fence_.Read(fill_keys[f]));
+    L2Read now = ReadL2(fill_keys[f], s, clock_->Now() + o_.l2_timeout, LocalEpoch(fill_keys[f], s));
     if (now.fresh && now.fresh->version_ >= fill_values[f].version_) {
       out[fill_idx[f]] = std::move(*now.fresh);
     } else {

@@ -144,8 +144,14 @@ class Cache::Impl {
   Result<std::optional<CachedValue>> FromEnvelope(std::shared_ptr<const std::string> bytes, ValueSource source,
                                                   bool verify) const;
   // Copies `v` into L1 (never past its L2 expiry) unless a local
-  // invalidation of `key` came after `local_epoch`.
-  void FillL1(std::string_view key, const CachedValue& v, uint64_t local_epoch);
+  // invalidation of `key` (or of its group) came after `local_epoch`.
+  void FillL1(std::string_view key, const CachedValue& v, const CallSettings& s, uint64_t local_epoch);
+  // This process's fence for `key` (LocalFence): a group member's moves
+  // with the key's stripe and with its group's (bumped by every move of the
+  // group here). Both only grow, so the sum changes whenever either does.
+  uint64_t LocalEpoch(std::string_view key, const CallSettings& s) const {
+    return local_fence_.Read(key) + (s.group.empty() ? 0 : local_fence_.Read(s.group));
+  }
   Result<CachedValue> ServeStale(const CachedValue& v);
 
   // ---- load_path.cc ----

@@ -51,7 +51,7 @@ void Cache::Impl::RefreshNow(const Call& queued, WallTime seen_expiry) {
   call.start = clock_->Now();
   call.deadline = call.start + o_.l2_timeout;  // for the lease call; the load itself is not bounded
   LoadTicket ticket;
-  ticket.local_epoch = local_fence_.Read(call.key);
+  ticket.local_epoch = LocalEpoch(call.key, call.settings);
   ticket.taken = clock_->Now();
   if (!o_.l2) {
     ticket.l2_absent = true;

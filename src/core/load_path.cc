@@ -62,12 +62,12 @@ std::string cache_internal::NewToken() {
 
 Result<CachedValue> Cache::Impl::AfterL1Miss(Call call, std::optional<CachedValue> stale) {
   const Clock::TimePoint deadline = call.deadline;
-  const std::string flight = FlightKey(call.key, call.settings, local_fence_.Read(call.key));
+  const std::string flight = FlightKey(call.key, call.settings, LocalEpoch(call.key, call.settings));
   return flights_.Do(flight, deadline, [&] { return Fetch(call, std::move(stale)); });
 }
 
 Result<CachedValue> Cache::Impl::Fetch(const Call& call, std::optional<CachedValue> stale) {
-  const uint64_t local_epoch = local_fence_.Read(call.key);
+  const uint64_t local_epoch = LocalEpoch(call.key, call.settings);
   L2Read read = ReadL2(call.key, call.settings, call.deadline, local_epoch);
   if (read.fresh) {
     MaybeRefreshEarly(call.key, *read.fresh, call.loader, call.settings);
@@ -244,7 +244,7 @@ Result<CachedValue> Cache::Impl::WaitFor(const Call& call, LoadRegistry::Load& l
 
 LoadTicket Cache::Impl::NewTicket(const std::string& key, const CallSettings& s, Clock::TimePoint deadline) {
   LoadTicket t;
-  t.local_epoch = local_fence_.Read(key);
+  t.local_epoch = LocalEpoch(key, s);
   t.taken = clock_->Now();
   if (!o_.l2) {
     t.l2_absent = true;
@@ -294,7 +294,7 @@ Result<CachedValue> Cache::Impl::LoadAndFill(const Call& call, LoadTicket ticket
     // The source moved on during the load: take the newer value from L2 if
     // there is one, else load once more under a fresh snapshot.
     const Clock::TimePoint deadline = clock_->Now() + o_.l2_timeout;
-    L2Read now = ReadL2(call.key, call.settings, deadline, local_fence_.Read(call.key));
+    L2Read now = ReadL2(call.key, call.settings, deadline, LocalEpoch(call.key, call.settings));
     if (now.fresh && now.fresh->version_ >= v->version_) return std::move(*now.fresh);
     if (now.corrupt) {
       guard_.Run(ShardOf(call.key), deadline, [&](milliseconds dl) {
@@ -358,7 +358,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
       continue;
     }
     if (t.l2_absent) {
-      FillL1(keys[i], v, t.local_epoch);
+      FillL1(keys[i], v, s, t.local_epoch);
       out[i] = FillResult::kStored;
       continue;
     }
@@ -376,7 +376,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
       }).IgnoreError();
       if (!t.lease_token.empty()) ReleaseLease(keys[i], t.lease_token);
       if (l1_) l1_->Erase(keys[i]).IgnoreError();
-      FillL1(keys[i], v, local_fence_.Read(keys[i]));
+      FillL1(keys[i], v, s, LocalEpoch(keys[i], s));
       out[i] = FillResult::kStored;
       continue;
     }
@@ -430,7 +430,7 @@ std::vector<FillResult> Cache::Impl::FillMany(const std::vector<std::string>& ke
       }
       values[i] = std::move(**again);
     }
-    FillL1(keys[i], values[i], tickets[i].local_epoch);
+    FillL1(keys[i], values[i], s, tickets[i].local_epoch);
     out[i] = FillResult::kStored;
   }
   return out;

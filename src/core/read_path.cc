@@ -151,7 +151,7 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
   const WallTime now = clock_->WallNow();
   if (now < got.expires_at_) {
     metrics_->Add(got.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL2);
-    FillL1(key, got, local_epoch);
+    FillL1(key, got, s, local_epoch);
     out.fresh = std::move(got);
   } else {
     metrics_->Add(Counter::kMiss, Tier::kL2, miss);
@@ -186,7 +186,7 @@ std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> min
   return mine;
 }
 
-void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, uint64_t local_epoch) {
+void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, const CallSettings& s, uint64_t local_epoch) {
   if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return;
   const auto left = v.expires_at_ - clock_->WallNow();
   if (left <= WallTime::duration::zero()) return;
@@ -195,10 +195,10 @@ void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, uint64_t lo
   fill.not_after = clock_->Now() + duration_cast<nanoseconds>(left);
   fill.load_duration = v.load_duration_;
   fill.tag = v.group_generation_;
-  Status s = v.found_ ? l1_->Set(key, v.envelope_, fill) : l1_->SetNegative(key, fill);
-  if (s.IsAborted()) metrics_->Add(Counter::kRefusedFill, Tier::kL1);
+  Status stored = v.found_ ? l1_->Set(key, v.envelope_, fill) : l1_->SetNegative(key, fill);
+  if (stored.IsAborted()) metrics_->Add(Counter::kRefusedFill, Tier::kL1);
   // Other L1 errors (too large) only mean it is not cached there.
-  if (s.ok() && !local_fence_.Unchanged(key, local_epoch)) {
+  if (stored.ok() && LocalEpoch(key, s) != local_epoch) {
     l1_->Erase(key).IgnoreError();  // a local invalidation raced this fill: it wins
     metrics_->Add(Counter::kRefusedFill, Tier::kL1);
   }

@@ -71,7 +71,9 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
   const bool alone = local_fence_.Bump(k) == local_epoch;
   if (l1_) {
     l1_->Erase(k).IgnoreError();
-    if (alone) FillL1(k, *v, local_epoch + 1);
+    // A group member is left to the next read: its fill would also have to
+    // race the group's local fence.
+    if (alone && s->group.empty()) FillL1(k, *v, *s, local_epoch + 1);
   }
   return l2_status;
 }
@@ -230,6 +232,9 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
       // L1 members below the new generation are not served from now on; if
       // it is unknown, none is until a later invalidation of the group.
       const bool kept = out[i].ok() ? groups_.Raise(list[i].key, gen[i]) : groups_.Poison(list[i].key);
+      // Gets that start from now on neither join a flight or load of a
+      // member begun before, nor keep an L1 fill of one (LocalEpoch).
+      local_fence_.Bump(list[i].key);
       if (!kept) {  // the table was full and forgot its bounds: so must L1
         local_fence_.BumpAll();
         if (l1_) l1_->Clear();
