@@ -179,6 +179,59 @@ TEST_F(ConsumerTest, EveryEventIsAppliedAtItsVersionAndItsOffsetCommitted) {
   EXPECT_EQ(again->stats().events, 10u) << "events before the committed offsets were delivered again";
 }
 
+// Records the consumer lag per partition as the consumer reports it.
+class LagRecorder final : public Metrics {
+ public:
+  void Add(Counter, Tier, uint64_t) override {}
+  void ObserveLoad(std::chrono::nanoseconds) override {}
+  void SetBreakerOpen(bool) override {}
+  void SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) override {
+    std::lock_guard<std::mutex> l(mu);
+    reports[{std::string(topic), partition}].push_back(messages);
+  }
+  std::vector<int64_t> of(const std::string& topic, int32_t partition) {
+    std::lock_guard<std::mutex> l(mu);
+    return reports[{topic, partition}];
+  }
+  std::mutex mu;
+  std::map<std::pair<std::string, int32_t>, std::vector<int64_t>> reports;
+};
+
+TEST_F(ConsumerTest, ConsumerLagIsReportedPerPartitionAndReachesZero) {
+  const std::string community = tag_ + "-lag";
+  constexpr int kEvents = 200;
+  int32_t partition = -1;
+  for (int i = 0; i < kEvents; ++i) {
+    Result<Delivery> d =
+        publisher_->PublishAndWait(topic_, community, EventJson("lag" + std::to_string(i), community, "1", i + 1), 10s);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    partition = d->partition;
+  }
+  LagRecorder lag;
+  InvalidationConsumerOptions o;
+  o.metrics = &lag;
+  o.brokers = testing::KafkaBootstrap();
+  o.group_id = testing::UniqueKafkaName("tiercache.test.lag");
+  o.topics = {topic_};
+  o.dead_letter_topic = dlq_;
+  o.session_timeout = 6000ms;
+  o.max_batch = 20;  // several batches, so the backlog is seen shrinking
+  Result<std::unique_ptr<InvalidationConsumer>> c =
+      InvalidationConsumer::Create(o, cache_.get(), &MapPostEvent, publisher_.get());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE((*c)->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return (*c)->stats().events >= kEvents; }, 60s));
+  ASSERT_TRUE(WaitFor([&] {
+    std::vector<int64_t> r = lag.of(topic_, partition);
+    return !r.empty() && r.back() == 0;
+  }, 10s)) << "the lag never came down to 0";
+  (*c)->Stop();
+  const std::vector<int64_t> r = lag.of(topic_, partition);
+  EXPECT_GT(*std::max_element(r.begin(), r.end()), 0) << "a backlog of " << kEvents << " was never reported";
+  EXPECT_LE(*std::max_element(r.begin(), r.end()), kEvents);
+  EXPECT_TRUE(std::is_sorted(r.rbegin(), r.rend())) << "the lag of a backlog with no new events only shrinks";
+}
+
 TEST_F(ConsumerTest, ReorderedAndRedeliveredEventsNeverRegressAVersion) {
   const std::string community = tag_;
   const std::string key = PostKey(community, "7");
