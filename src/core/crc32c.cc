@@ -45,7 +45,15 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cHardware(const unsigned char* p
   while (n-- > 0) c32 = _mm_crc32_u8(c32, *p++);
   return ~c32;
 }
-const bool kHasSse42 = __builtin_cpu_supports("sse4.2");
+// Asked on first use, not in a static initializer: a CRC computed during
+// another translation unit's static initialization still gets the answer.
+bool HasSse42() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2") != 0;
+  }();
+  return has;
+}
 #endif
 
 }  // namespace
@@ -53,7 +61,7 @@ const bool kHasSse42 = __builtin_cpu_supports("sse4.2");
 uint32_t Crc32c(std::string_view data, uint32_t crc) {
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
 #if defined(__x86_64__)
-  if (kHasSse42) return Crc32cHardware(p, data.size(), crc);
+  if (HasSse42()) return Crc32cHardware(p, data.size(), crc);
 #endif
   return Crc32cPortable(p, data.size(), crc);
 }

@@ -24,7 +24,9 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr int kPollMs = 100;  // longest a poll blocks (so how fast Stop is noticed)
 constexpr int kSeekTimeoutMs = 1000;
 
-const std::vector<std::string_view> kManaged = {
+// Constant-initialized (no dynamic initialization): safe to use from other
+// translation units' static initializers.
+constexpr std::string_view kManaged[] = {
     "bootstrap.servers",        "metadata.broker.list", "group.id",          "client.id",
     "enable.auto.commit",       "enable.auto.offset.store", "auto.commit.interval.ms", "auto.offset.reset",
     "fetch.wait.max.ms",        "session.timeout.ms",   "partition.assignment.strategy", "enable.partition.eof",

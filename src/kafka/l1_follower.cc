@@ -27,7 +27,7 @@ constexpr size_t kMaxCheckpoints = 1024;  // per partition
 constexpr milliseconds kSetupTimeout{5000};
 constexpr milliseconds kSetupBackoffMax{2000};
 
-const std::vector<std::string_view> kManaged = {
+constexpr std::string_view kManaged[] = {  // constant-initialized, as in invalidation_consumer.cc
     "bootstrap.servers", "metadata.broker.list", "group.id",          "client.id",
     "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "fetch.wait.max.ms",
     "statistics.interval.ms", "topic.metadata.refresh.interval.ms",

@@ -34,7 +34,7 @@ constexpr milliseconds kPurgeReportWait{2000};
 constexpr milliseconds kMaxLinger{900000};
 
 // Properties PublisherOptions sets itself; `extra` may not override them.
-const std::vector<std::string_view> kManagedProperties = {
+constexpr std::string_view kManagedProperties[] = {  // constant-initialized: no static-order dependence
     "bootstrap.servers", "metadata.broker.list", "enable.idempotence",           "socket.nagle.disable",
     "linger.ms",         "queue.buffering.max.ms", "message.timeout.ms",         "delivery.timeout.ms",
     "queue.buffering.max.messages", "message.max.bytes", "client.id",

@@ -27,7 +27,7 @@ Result<rd_kafka_t*> NewConsumer(Properties props, const Properties& extra,
   return rk;
 }
 
-Status CheckExtra(const Properties& extra, const std::vector<std::string_view>& managed, std::string_view owner) {
+Status CheckExtra(const Properties& extra, std::span<const std::string_view> managed, std::string_view owner) {
   for (const auto& [name, value] : extra) {
     if (name.empty()) return Status::InvalidArgument(std::string(owner) + "::extra holds an empty property name");
     for (std::string_view m : managed) {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <span>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -50,7 +51,7 @@ Result<rd_kafka_t*> NewConsumer(Properties props, const Properties& extra,
 
 // kInvalidArgument when `extra` names an empty property or one of `managed`
 // (which `owner`, an options struct, sets through a typed field).
-Status CheckExtra(const Properties& extra, const std::vector<std::string_view>& managed, std::string_view owner);
+Status CheckExtra(const Properties& extra, std::span<const std::string_view> managed, std::string_view owner);
 
 }  // namespace tiercache::kafka
 
