@@ -310,11 +310,16 @@ class Cache {
     std::string key;       // or a group's name, with `group`
     uint64_t version = 0;  // 0: unversioned; unused for a group
     bool group = false;    // `key` names a group: InvalidateGroup
+    // A group's moving event (e.g. the Kafka event's id): the group moves
+    // once per event id however many pods apply it (kIgnored after the
+    // first, which keeps the group's members cached); empty: always moves.
+    std::string event_id = {};
   };
   enum class InvalidationResult : uint8_t {
-    kApplied,  // L2 took the tombstone (or there is no L2)
+    kApplied,  // L2 took the tombstone (or there is no L2); a group moved
     kIgnored,  // L2 dropped nothing: it held this version or newer, or had seen
-               // an invalidation at or above it (an old or redelivered event)
+               // an invalidation at or above it (an old or redelivered event);
+               // a group: its event_id had moved it already
   };
 
   // Invalidate for many keys at once, in order (a key named twice sees its

@@ -14,14 +14,19 @@
 //              named ("<epoch>|<8-byte big-endian floor>"); it lives
 //              `fence_ttl` after the last change.
 // Per group G (a name with a hash tag; its members are keys of G's slot):
-//   G's generation  GroupKeyFor(G): a number, no TTL. Invalidating G moves it
-//              to the next number (INCR), which invalidates every member at
-//              once, however many there are. A member's envelope (format 2)
-//              carries the generation it was filled under; it is current
-//              only while G is still at that generation. A group without a
-//              generation (never seen, or its key lost) starts from a random
-//              one in [2^40, 2^50), so a lost key cannot make old members
-//              current again by counting up to their number.
+//   G's generation  GroupKeyFor(G): a decimal integer in [1, 2^53), no TTL.
+//              Invalidating G moves it to the next number (INCR), which
+//              invalidates every member at once, however many there are. A
+//              member's envelope (format 2) carries the generation it was
+//              filled under; it is current only while G is still at that
+//              generation. A group without a valid generation (never seen,
+//              its key lost, foreign bytes there) starts at the store's
+//              clock in microseconds: above every generation it had before,
+//              since a group moves far less than once a microsecond, so a
+//              lost key never makes an old member current again.
+//   G's recent events  RecentEventsKeyFor(G): the ids of the last 256 events
+//              that moved G (10 minutes): an event moves G once, however
+//              many pods apply it.
 //
 // The fence (docs/consistency.md). A load first takes a FenceSnapshot of K
 // (the fence, and the store's clock in ms), then reads the source, then
@@ -99,14 +104,18 @@ class RedisClient;
 // The lease key, and the fence key, of `key`: in the same hash slot.
 std::string LeaseKeyFor(std::string_view key);
 std::string FenceKeyFor(std::string_view key);
-// The generation key of `group`: `group` + ":group" (its slot).
+// The generation key of `group`: `group` + ":group" (its slot), and the key
+// of its recent events: `group` + ":group:recent".
 std::string GroupKeyFor(std::string_view group);
+std::string RecentEventsKeyFor(std::string_view group);
+// The largest generation (exclusive) a store keeps: Lua's exact integers.
+inline constexpr uint64_t kMaxGroupGeneration = uint64_t{1} << 53;
 // kOk if `group` can name a group: non-empty, with a hash tag (so its
 // members can share its slot), not shaped like a companion key.
 Status CheckGroupName(std::string_view group);
 // True when `key` has the shape of a lease, fence or group key (ends with
-// ":lease", ":fence" or ":group", or "{tag}:lease:" / "{tag}:fence:" follows
-// its first tag):
+// ":lease", ":fence", ":group" or ":group:recent", or "{tag}:lease:" /
+// "{tag}:fence:" follows its first tag):
 // the cache refuses such keys (kInvalidArgument) so a user's key can never be
 // another key's companion.
 bool IsCompanionKeyName(std::string_view key);
@@ -179,9 +188,11 @@ struct InvalidateRequest {
   milliseconds tombstone_ttl{1};
   std::string new_epoch;  // the fence epoch it installs when it applies
   // True: `key` names a group, which moves to its next generation (the
-  // other fields are unused); the outcome's stored_version is the new
-  // generation. Only InvalidateMany takes group requests.
+  // other fields are unused): kStored with the new generation as
+  // stored_version, or kOlderVersion with the current one when `event_id`
+  // already moved it. Only InvalidateMany takes group requests.
   bool group = false;
+  std::string event_id = {};  // a group's moving event; empty: always moves
 };
 
 class L2Store {

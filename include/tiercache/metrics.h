@@ -99,6 +99,16 @@ class Metrics {
     (void)topic, (void)partition, (void)messages;
   }
 
+  // The transactional outbox (no-ops unless overridden).
+  // Rows not sent yet, and the age of the oldest of them (0 when none).
+  virtual void SetOutboxDepth(int64_t unsent, std::chrono::milliseconds oldest_age) {
+    (void)unsent, (void)oldest_age;
+  }
+  // An event was acknowledged by the broker `lag` after its row was written.
+  virtual void ObserveOutboxPublishLag(std::chrono::nanoseconds lag) { (void)lag; }
+  // The relay failed to publish (`kafka` true) or to read or mark rows.
+  virtual void AddRelayError(bool kafka) { (void)kafka; }
+
   // A Metrics that drops everything. Never null; lives for the whole process.
   static Metrics* Noop();
 };

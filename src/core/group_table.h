@@ -9,25 +9,27 @@
 // not know has no such bound (this pod saw no invalidation of it since its
 // L1 was last emptied).
 //
-// The table is bounded: when full, it is emptied, and the caller must empty
-// L1 with it (Raise returns false), so that forgetting a bound never makes
-// an old member servable again.
+// The table is bounded: when a new group finds it full, Raise / Poison
+// change nothing and return false; the caller then empties L1 (and fences
+// the fills in flight) and only then calls Reset, so that no old member is
+// servable while the bounds are forgotten.
 //
-// Generations only grow in L2, except when a group's key is lost (eviction):
-// it then restarts at a random number in [2^40, 2^50) (l2_store.h). A raise
-// far below the recorded bound (more than kResetDistance) is such a restart
-// and replaces the bound; a smaller step down is two raises of this pod
-// arriving out of order and is ignored.
+// Generations only grow in L2, also across a lost key (l2_store.h), so a
+// bound only rises. A move that fails poisons the group (no member served
+// from L1); only a move that began after the failed one ends the poison
+// (moves are numbered by BeginMove), since an earlier move returning late
+// may report a generation below the failed move's.
 //
 // Thread-safety: all methods may be called concurrently (a mutex per stripe;
 // Accepts takes one briefly, only for group members).
 #ifndef TIERCACHE_CORE_GROUP_TABLE_H_
 #define TIERCACHE_CORE_GROUP_TABLE_H_
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <limits>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -38,7 +40,6 @@ namespace tiercache {
 class GroupTable {
  public:
   static constexpr size_t kStripes = 16;
-  static constexpr uint64_t kResetDistance = uint64_t{1} << 32;
 
   explicit GroupTable(size_t capacity) : per_stripe_(capacity / kStripes + 1) {}
 
@@ -46,61 +47,68 @@ class GroupTable {
   bool Accepts(std::string_view group, uint64_t generation) const {
     const Stripe& s = StripeOf(group);
     std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.min.find(group);
-    return it == s.min.end() || generation >= it->second;
+    auto it = s.groups.find(group);
+    return it == s.groups.end() || (it->second.poisoned_by == 0 && generation >= it->second.min);
   }
 
-  // `group` is at `generation` or beyond. False: the table was full and has
-  // been emptied (then it holds only this bound): the caller empties L1.
-  bool Raise(std::string_view group, uint64_t generation) { return Set(group, generation, /*force=*/false); }
+  // A number for a move about to be sent, ordering it against the others.
+  uint64_t BeginMove() { return next_move_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
-  // This pod could not learn `group`'s new generation: serve none of its
-  // members from L1 until a later Raise. False as for Raise.
-  bool Poison(std::string_view group) { return Set(group, kPoisoned, /*force=*/true); }
+  // Move `move` found `group` at `generation` or beyond. False when the
+  // table is full (nothing changed): empty L1, Reset, call again.
+  bool Raise(std::string_view group, uint64_t generation, uint64_t move) {
+    return Update(group, [&](Entry& e) {
+      e.min = std::max(e.min, generation);
+      if (e.poisoned_by != 0 && move > e.poisoned_by) e.poisoned_by = 0;
+    });
+  }
 
-  void Clear() {
+  // Move `move` of `group` failed: its generation is unknown; serve none of
+  // its members until a move begun after this one succeeds. False as Raise.
+  bool Poison(std::string_view group, uint64_t move) {
+    return Update(group, [&](Entry& e) { e.poisoned_by = std::max(e.poisoned_by, move); });
+  }
+
+  // Forgets every bound. REQUIRES: L1 was emptied (and fills in flight
+  // fenced) since the last Raise that returned false.
+  void Reset() {
     for (Stripe& s : stripes_) {
       std::lock_guard<std::mutex> lock(s.mu);
-      s.min.clear();
+      s.groups.clear();
     }
   }
 
  private:
-  static constexpr uint64_t kPoisoned = std::numeric_limits<uint64_t>::max();
-
+  struct Entry {
+    uint64_t min = 0;          // members below it are not served
+    uint64_t poisoned_by = 0;  // the failed move; 0: not poisoned
+  };
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   struct Stripe {
     mutable std::mutex mu;
-    std::unordered_map<std::string, uint64_t, Hash, std::equal_to<>> min;  // GUARDED_BY(mu)
+    std::unordered_map<std::string, Entry, Hash, std::equal_to<>> groups;  // GUARDED_BY(mu)
   };
 
-  bool Set(std::string_view group, uint64_t generation, bool force) {
+  template <typename Fn>
+  bool Update(std::string_view group, Fn fn) {
     Stripe& s = StripeOf(group);
-    {
-      std::lock_guard<std::mutex> lock(s.mu);
-      auto it = s.min.find(group);
-      if (it != s.min.end()) {
-        const uint64_t cur = it->second;
-        if (force || cur == kPoisoned || generation > cur || cur - generation > kResetDistance) it->second = generation;
-        return true;
-      }
-      if (s.min.size() < per_stripe_) {
-        s.min.emplace(std::string(group), generation);
-        return true;
-      }
-    }
-    Clear();
     std::lock_guard<std::mutex> lock(s.mu);
-    s.min.emplace(std::string(group), generation);
-    return false;
+    auto it = s.groups.find(group);
+    if (it == s.groups.end()) {
+      if (s.groups.size() >= per_stripe_) return false;
+      it = s.groups.emplace(std::string(group), Entry()).first;
+    }
+    fn(it->second);
+    return true;
   }
 
   Stripe& StripeOf(std::string_view group) const { return stripes_[Hash{}(group) % kStripes]; }
 
   const size_t per_stripe_;
+  std::atomic<uint64_t> next_move_{0};
   mutable std::array<Stripe, kStripes> stripes_;
 };
 

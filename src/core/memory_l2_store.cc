@@ -4,7 +4,8 @@
 #include <charconv>
 #include <map>
 #include <mutex>
-#include <random>
+#include <deque>
+#include <algorithm>
 
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
@@ -109,9 +110,18 @@ class InMemoryL2Store final : public L2Store {
         continue;
       }
       std::lock_guard<std::mutex> lock(mu_);
-      const uint64_t next = EnsureGroupLocked(q.key) + 1;
-      StoreLocked(GroupKeyFor(q.key), std::to_string(next), kNoExpiry);
-      out.push_back(FenceOutcome{FillVerdict::kStored, next});
+      const uint64_t gen = EnsureGroupLocked(q.key);
+      std::deque<std::string>& recent = recent_[q.key];
+      if (!q.event_id.empty() && std::find(recent.begin(), recent.end(), q.event_id) != recent.end()) {
+        out.push_back(FenceOutcome{FillVerdict::kOlderVersion, gen});  // this event moved it already
+        continue;
+      }
+      if (!q.event_id.empty()) {
+        recent.push_back(q.event_id);
+        if (recent.size() > kRecentEvents) recent.pop_front();
+      }
+      StoreLocked(GroupKeyFor(q.key), std::to_string(gen + 1), kNoExpiry);
+      out.push_back(FenceOutcome{FillVerdict::kStored, gen + 1});
     }
     return out;
   }
@@ -309,19 +319,24 @@ class InMemoryL2Store final : public L2Store {
     return item ? ParseFence(item->bytes) : Fence();
   }
 
-  // REQUIRES: mu_ held. The group's generation, if it has one.
+  // REQUIRES: mu_ held. The group's generation, if it has a valid one (a
+  // canonical decimal in [1, 2^53), as the scripts read it).
   std::optional<uint64_t> GroupLocked(std::string_view group) {
     const Item* item = Find(GroupKeyFor(group));
-    if (item == nullptr) return std::nullopt;
+    if (item == nullptr || item->bytes.empty() || item->bytes[0] == '0') return std::nullopt;
     uint64_t v = 0;
     auto [end, ec] = std::from_chars(item->bytes.data(), item->bytes.data() + item->bytes.size(), v);
-    if (ec != std::errc() || end != item->bytes.data() + item->bytes.size()) return std::nullopt;
+    if (ec != std::errc() || end != item->bytes.data() + item->bytes.size() || v >= kMaxGroupGeneration) {
+      return std::nullopt;
+    }
     return v;
   }
-  // REQUIRES: mu_ held. The group's generation, a random start if none.
+  // REQUIRES: mu_ held. The group's generation; without a valid one, the
+  // clock in microseconds (above every earlier generation, as in Redis).
   uint64_t EnsureGroupLocked(std::string_view group) {
     if (std::optional<uint64_t> g = GroupLocked(group)) return *g;
-    const uint64_t start = (uint64_t{1} << 40) + rng_() % ((uint64_t{1} << 50) - (uint64_t{1} << 40));
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock_->WallNow().time_since_epoch());
+    const uint64_t start = std::max<uint64_t>(1, static_cast<uint64_t>(us.count()));
     StoreLocked(GroupKeyFor(group), std::to_string(start), kNoExpiry);
     return start;
   }
@@ -375,7 +390,8 @@ class InMemoryL2Store final : public L2Store {
   Clock* const clock_;
   std::mutex mu_;
   std::map<std::string, Item, std::less<>> items_;  // GUARDED_BY(mu_)
-  std::mt19937_64 rng_{std::random_device{}()};      // GUARDED_BY(mu_)
+  static constexpr size_t kRecentEvents = 256;
+  std::map<std::string, std::deque<std::string>, std::less<>> recent_;  // GUARDED_BY(mu_): per group
   mutable std::mutex down_mu_;
   std::array<bool, kShards> down_{};  // GUARDED_BY(down_mu_)
 };

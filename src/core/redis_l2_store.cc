@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
-#include <random>
 
 #include "core/scripts.h"
 #include "tiercache/l2_store.h"
@@ -51,22 +50,20 @@ Result<FenceOutcome> ParseFence(const Result<redis::Reply>& r) {
   return ParseFenceReply(*r);
 }
 
-// Where a group without a generation starts (l2_store.h): random in
-// [2^40, 2^50), below 2^53 so that Lua's doubles count it exactly.
-std::string NewGroupStart() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::to_string((uint64_t{1} << 40) + rng() % ((uint64_t{1} << 50) - (uint64_t{1} << 40)));
-}
-
-// A group generation as stored (decimal), or as Redis returns it.
+// A group generation as stored (canonical decimal in [1, 2^53), as the
+// scripts read it), or as Redis returns it; nullopt for anything else.
 std::optional<uint64_t> Generation(std::string_view s) {
   uint64_t v = 0;
+  if (s.empty() || s[0] == '0') return std::nullopt;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  if (ec != std::errc() || end != s.data() + s.size() || v >= kMaxGroupGeneration) return std::nullopt;
   return v;
 }
 std::optional<uint64_t> Generation(const redis::Reply& r) {
-  if (r.IsInteger()) return r.integer < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(r.integer));
+  if (r.IsInteger()) {
+    if (r.integer < 1 || static_cast<uint64_t>(r.integer) >= kMaxGroupGeneration) return std::nullopt;
+    return static_cast<uint64_t>(r.integer);
+  }
   if (!r.IsString()) return std::nullopt;
   return Generation(std::string_view(r.str));
 }
@@ -178,7 +175,7 @@ class RedisL2Store final : public L2Store {
     std::vector<std::string> script_keys;
     for (const std::string& k : keys) script_keys.push_back(FenceKeyFor(k));
     script_keys.push_back(GroupKeyFor(group));
-    Result<redis::Reply> r = client_->Eval(snapshot_, script_keys, {NewGroupStart()}, *call);
+    Result<redis::Reply> r = client_->Eval(snapshot_, script_keys, {"g"}, *call);
     if (!r.ok()) return r.status();
     std::optional<uint64_t> gen;
     if (r->IsArray() && r->elements.size() == keys.size() + 2) gen = Generation(r->elements.back());
@@ -289,7 +286,8 @@ class RedisL2Store final : public L2Store {
         if (!requests[i].group) continue;
         o.push_back(i);
         c.keys.push_back(GroupKeyFor(requests[i].key));
-        c.args.push_back(NewGroupStart());
+        c.keys.push_back(RecentEventsKeyFor(requests[i].key));
+        c.args.push_back(requests[i].event_id);
       }
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(invalidate_many_, calls, *call);
@@ -298,10 +296,11 @@ class RedisL2Store final : public L2Store {
       if (one.IsArray() && !one.elements.empty() && one.elements[0].IsInteger() && one.elements[0].integer == -1) {
         return Status::InvalidArgument("invalidate: not a tombstone envelope");
       }
-      if (one.IsArray() && one.elements.size() == 2 && one.elements[1].IsInteger()) {  // a group: {1, generation}
+      if (one.IsArray() && one.elements.size() == 2 && one.elements[0].IsInteger() && one.elements[1].IsInteger()) {
+        // a group: {1, new generation} or {0, current generation}
         std::optional<uint64_t> gen = Generation(one.elements[1]);
         if (!gen) return Status::Internal("unexpected group reply: " + one.ToString());
-        return FenceOutcome{FillVerdict::kStored, *gen};
+        return FenceOutcome{one.elements[0].integer == 1 ? FillVerdict::kStored : FillVerdict::kOlderVersion, *gen};
       }
       return ParseFenceReply(one);
     });
@@ -337,11 +336,13 @@ class RedisL2Store final : public L2Store {
     TIERCACHE_RETURN_IF_ERROR(CheckSameSlot({std::string(key)}, group));
     Result<redis::Reply> r =
         client_->Eval(acquire_, {std::string(key), LeaseKeyFor(key), FenceKeyFor(key), GroupKeyFor(group)},
-                      {std::string(token), Ms(ttl), NewGroupStart()}, *call);
+                      {std::string(token), Ms(ttl)}, *call);
     if (!r.ok()) return r.status();
     std::optional<uint64_t> gen;
     if (r->IsArray() && r->elements.size() == 5) gen = Generation(r->elements[4]);
     if (!gen || !r->elements[0].IsInteger() || !r->elements[3].IsInteger()) {
+      // Give back a lease this call may have taken (best effort; it expires anyway).
+      Flag(release_, LeaseKeyFor(key), {std::string(token)}, timeout).status().IgnoreError();
       return Status::Internal("unexpected lease script reply: " + r->ToString());
     }
     LeaseOutcome out;

@@ -2,6 +2,31 @@
 
 namespace tiercache::scripts {
 
+// Group generations (l2_store.h): a canonical decimal integer in [1, 2^53),
+// so Lua's doubles hold it exactly. Anything else stored there (foreign
+// bytes, a number too large) counts as no generation.
+//   group_now(k) -> the generation, or nil
+//   group_ensure(k) -> the generation; a group without a valid one starts at
+//     the server's clock in microseconds, above every generation it had
+//     before (a group moves far less often than once a microsecond), so a
+//     lost key can never make an old member current again
+#define TIERCACHE_LUA_GROUP                                                          \
+  "local function group_now(k)\n"                                                    \
+  "  local v = redis.call('GET', k)\n"                                               \
+  "  if not v or #v > 16 or not string.match(v, '^[1-9][0-9]*$') then return nil end\n" \
+  "  local n = tonumber(v)\n"                                                        \
+  "  if n >= 9007199254740992 then return nil end\n"                                 \
+  "  return n\n"                                                                     \
+  "end\n"                                                                            \
+  "local function group_ensure(k)\n"                                                 \
+  "  local n = group_now(k)\n"                                                       \
+  "  if n then return n end\n"                                                       \
+  "  local t = redis.call('TIME')\n"                                                 \
+  "  n = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                \
+  "  redis.call('SET', k, string.format('%.0f', n))\n"                               \
+  "  return n\n"                                                                     \
+  "end\n"
+
 // Shared prelude:
 //   version(e) -> hi, lo, kind of a well-formed envelope (format 1 or 2), else nil
 //   group_gen(e) -> the group generation of a format-2 envelope, else nil
@@ -72,7 +97,7 @@ namespace tiercache::scripts {
 // fence ttl ms, lease token ('' for none). With a group key the envelope is
 // format 2 and is stored only while the group is at its generation.
 const std::string_view kFill =
-    "-- tiercache fill v4\n" TIERCACHE_LUA_PRELUDE
+    "-- tiercache fill v4\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_GROUP
     "local nhi, nlo, nkind = version(ARGV[1])\n"
     "if not nhi or nkind == 2 then\n"
     "  return redis.error_reply('ERR tiercache fill: not a value or negative envelope')\n"
@@ -88,7 +113,7 @@ const std::string_view kFill =
     "  release()\n"
     "  return redis.error_reply('ERR tiercache fill: a group member needs a format-2 envelope and its group key')\n"
     "end\n"
-    "if KEYS[4] and tonumber(redis.call('GET', KEYS[4]) or '') ~= gen then\n"
+    "if KEYS[4] and group_now(KEYS[4]) ~= gen then\n"
     "  -- the group moved on since the fill's snapshot (or the write's read)\n"
     "  release()\n"
     "  return {0, 2, ''}\n"
@@ -186,50 +211,60 @@ const std::string_view kInvalidate =
     "end\n"
     "return r\n";
 
-// KEYS: value 1, fence 1, ..., value n, fence n, then group keys. ARGV:
-// fence ttl ms, n, then per key: tombstone, tombstone ttl ms, new epoch; then
-// per group: the generation to start from if the group has none. In order,
-// so a key named twice sees its first invalidation. A group moves to its
-// next generation (INCR): every member filled under an earlier one is
-// invalidated at once.
+// KEYS: value 1, fence 1, ..., value n, fence n, then per group: its
+// generation key and its recent-events key. ARGV: fence ttl ms, n, then per
+// key: tombstone, tombstone ttl ms, new epoch; then per group: the id of the
+// event moving it ('' for none). In order, so a key named twice sees its
+// first invalidation. A group moves to its next generation (INCR): every
+// member filled under an earlier one is invalidated at once. An event id
+// already recorded among the group's recent 256 (for 10 minutes) moves
+// nothing: the pods' followers and the service's consumer all apply each
+// event, and it moves the group once.
 const std::string_view kInvalidateMany =
-    "-- tiercache invalidate many v2\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_INVALIDATE
+    "-- tiercache invalidate many v3\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_GROUP TIERCACHE_LUA_INVALIDATE
     "local out = {}\n"
     "local n = tonumber(ARGV[2])\n"
     "for i = 1, n do\n"
     "  local a = 3 + (i - 1) * 3\n"
     "  out[i] = invalidate(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[1]) or {-1}\n"
     "end\n"
-    "for j = 1, #KEYS - 2 * n do\n"
-    "  local g = KEYS[2 * n + j]\n"
-    "  redis.call('SET', g, ARGV[2 + 3 * n + j], 'NX')\n"
-    "  out[n + j] = {1, redis.call('INCR', g)}\n"
+    "for j = 1, (#KEYS - 2 * n) / 2 do\n"
+    "  local g, recent, id = KEYS[2 * n + 2 * j - 1], KEYS[2 * n + 2 * j], ARGV[2 + 3 * n + j]\n"
+    "  local gen = group_ensure(g)\n"
+    "  if id ~= '' and redis.call('ZSCORE', recent, id) then\n"
+    "    out[n + j] = {0, gen}\n"
+    "  else\n"
+    "    if id ~= '' then\n"
+    "      redis.call('ZADD', recent, now_ms(), id)\n"
+    "      redis.call('ZREMRANGEBYRANK', recent, 0, -257)\n"
+    "      redis.call('PEXPIRE', recent, 600000)\n"
+    "    end\n"
+    "    out[n + j] = {1, redis.call('INCR', g)}\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
-// KEYS: fence keys[, group key]. ARGV: [the generation a group without one
-// starts from]. Returns the server's ms, then each key's value.
+// KEYS: fence keys[, group key]. ARGV: ['g' with a group key]. Returns the
+// server's ms, then each key's value (the group's generation, given one if
+// it had none, last).
 const std::string_view kSnapshot =
-    "-- tiercache snapshot v2\n"
-    "if ARGV[1] then redis.call('SET', KEYS[#KEYS], ARGV[1], 'NX') end\n"
+    "-- tiercache snapshot v3\n" TIERCACHE_LUA_GROUP
+    "local gen = ARGV[1] == 'g' and group_ensure(KEYS[#KEYS])\n"
     "local t = redis.call('TIME')\n"
     "local out = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n"
     "for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) end\n"
+    "if gen then out[#KEYS + 1] = gen end\n"
     "return out\n";
 
-// KEYS: value, lease, fence[, group]. ARGV: token, lease ttl ms[, the
-// generation a group without one starts from]. Returns {won, value, fence,
-// server ms[, group generation]}.
+// KEYS: value, lease, fence[, group]. ARGV: token, lease ttl ms. Returns
+// {won, value, fence, server ms[, group generation (given one if none)]}.
 const std::string_view kLeaseAcquire =
-    "-- tiercache lease acquire v3\n"
+    "-- tiercache lease acquire v4\n" TIERCACHE_LUA_GROUP
     "local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])\n"
     "local t = redis.call('TIME')\n"
     "local out = {won and 1 or 0, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[3]),\n"
     "             tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n"
-    "if KEYS[4] then\n"
-    "  redis.call('SET', KEYS[4], ARGV[3], 'NX')\n"
-    "  out[5] = redis.call('GET', KEYS[4])\n"
-    "end\n"
+    "if KEYS[4] then out[5] = group_ensure(KEYS[4]) end\n"
     "return out\n";
 
 const std::string_view kLeaseRelease =
@@ -247,6 +282,7 @@ const std::string_view kRemoveCorrupt =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
 
+#undef TIERCACHE_LUA_GROUP
 #undef TIERCACHE_LUA_PRELUDE
 #undef TIERCACHE_LUA_INVALIDATE
 

@@ -51,26 +51,27 @@ extern const std::string_view kFill;
 // "<epoch>|<8-byte big-endian floor>".
 extern const std::string_view kInvalidate;
 
-// kInvalidate for n keys of one slot, applied in order, then group bumps.
+// kInvalidate for n keys of one slot, applied in order, then group moves.
 //   KEYS     value key 1, fence key 1, ..., value key n, fence key n, then
-//            group keys
+//            per group: generation key, recent-events key
 //   ARGV[1]  fence TTL, ms; ARGV[2] n; then per key: tombstone, tombstone
-//            TTL ms, new epoch; then per group: the generation a group
-//            without one starts from
+//            TTL ms, new epoch; then per group: the moving event's id ('' for
+//            none; an id among the group's recent ones moves nothing)
 // Returns one kInvalidate reply per key ({-1} for a tombstone argument that
-// is not a tombstone envelope), then {1, new generation} per group.
+// is not a tombstone envelope), then per group {1, new generation} or {0,
+// current generation} (the event had moved it already).
 extern const std::string_view kInvalidateMany;
 
 // Fence snapshots of keys of one slot.
 //   KEYS     fence keys[, then a group key]
-//   ARGV[1]  (with a group key) the generation it starts from if it has none
+//   ARGV[1]  'g' with a group key (then its generation ends the reply, given
+//            one if it had none)
 // Returns {server time ms, epoch or false, ...[, group generation]}.
 extern const std::string_view kSnapshot;
 
 // Takes a lease if free, reads the value and snapshots the fence, atomically.
 //   KEYS[1] value key, KEYS[2] lease key, KEYS[3] fence key[, KEYS[4] group key]
-//   ARGV[1] token, ARGV[2] lease TTL ms[, ARGV[3] the generation a group
-//   without one starts from].
+//   ARGV[1] token, ARGV[2] lease TTL ms.
 // Returns {1 if taken else 0, value or false, epoch or false, server time
 // ms[, group generation]}.
 extern const std::string_view kLeaseAcquire;

@@ -112,7 +112,7 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
 Result<uint64_t> Cache::Impl::InvalidateGroup(std::string_view group) {
   std::vector<uint64_t> generation;
   std::vector<Result<Cache::InvalidationResult>> r =
-      InvalidateMany({Cache::Invalidation{std::string(group), 0, true}}, &generation);
+      InvalidateMany({Cache::Invalidation{std::string(group), 0, true, ""}}, &generation);
   if (!r[0].ok()) return r[0].status();
   return generation[0];
 }
@@ -121,7 +121,8 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
     const std::vector<Cache::Invalidation>& list, std::vector<uint64_t>* generations) {
   using R = Cache::InvalidationResult;
   std::vector<Result<R>> out(list.size(), R::kApplied);
-  std::vector<uint64_t> gen(list.size(), 0);  // a group's new generation
+  std::vector<uint64_t> gen(list.size(), 0);  // a group's new (or current) generation
+  std::vector<uint64_t> move(list.size(), 0);  // a group's move number (GroupTable)
   std::vector<InvalidateRequest> requests;
   std::vector<size_t> index;  // requests[j] is list[index[j]]
   for (size_t i = 0; i < list.size(); ++i) {
@@ -134,6 +135,8 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
         InvalidateRequest q;
         q.key = list[i].key;
         q.group = true;
+        q.event_id = list[i].event_id;
+        move[i] = groups_.BeginMove();
         requests.push_back(std::move(q));
         index.push_back(i);
       }
@@ -190,6 +193,9 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
       } else if (got[a]->stored()) {
         out[index[j]] = R::kApplied;
         gen[index[j]] = got[a]->stored_version;
+      } else if (requests[j].group) {  // its event had moved it already: the current generation
+        out[index[j]] = R::kIgnored;
+        gen[index[j]] = got[a]->stored_version;
       } else {
         out[index[j]] = R::kIgnored;
         ignored.push_back(j);
@@ -231,14 +237,20 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
     if (list[i].group) {
       // L1 members below the new generation are not served from now on; if
       // it is unknown, none is until a later invalidation of the group.
-      const bool kept = out[i].ok() ? groups_.Raise(list[i].key, gen[i]) : groups_.Poison(list[i].key);
+      auto record = [&] {
+        return out[i].ok() ? groups_.Raise(list[i].key, gen[i], move[i]) : groups_.Poison(list[i].key, move[i]);
+      };
+      if (!record()) {
+        // The table is full: empty L1 (fills in flight erase themselves)
+        // while the old bounds still hold, then forget them.
+        local_fence_.BumpAll();
+        if (l1_) l1_->Clear();
+        groups_.Reset();
+        record();
+      }
       // Gets that start from now on neither join a flight or load of a
       // member begun before, nor keep an L1 fill of one (LocalEpoch).
       local_fence_.Bump(list[i].key);
-      if (!kept) {  // the table was full and forgot its bounds: so must L1
-        local_fence_.BumpAll();
-        if (l1_) l1_->Clear();
-      }
       continue;
     }
     local_fence_.Bump(list[i].key);

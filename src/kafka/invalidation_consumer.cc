@@ -255,8 +255,10 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     }
     it.handled.event = std::move(*e);
     it.first = list.size();
-    for (std::string& k : targets->keys) list.push_back({std::move(k), it.handled.event.version, false});
-    for (std::string& g : targets->groups) list.push_back({std::move(g), 0, true});
+    for (std::string& k : targets->keys) list.push_back({std::move(k), it.handled.event.version, false, ""});
+    // A group moves once per event, whichever pod's consumer or follower
+    // applies it first.
+    for (std::string& g : targets->groups) list.push_back({std::move(g), 0, true, it.handled.event.event_id});
     it.count = targets->keys.size() + targets->groups.size();
   }
   std::vector<Result<Cache::InvalidationResult>> results;

@@ -198,12 +198,12 @@ void L1Follower::Impl::Handle(const rd_kafka_message_t& m) {
     }
     // Groups: this pod moves each group itself (one round trip for all),
     // and its L1 stops serving the earlier generations as soon as L2 says
-    // which generation is current. The group consumer of the service moves
-    // it too: an extra move only costs each member one more miss, and this
-    // pod never waits for the consumer to learn the generation to refuse.
+    // which generation is current, without waiting for the service's
+    // consumer. The event id makes the move happen once per event, however
+    // many pods (and the consumer) apply it; the others learn the generation.
     if (!targets->groups.empty()) {
       std::vector<Cache::Invalidation> groups;
-      for (const std::string& g : targets->groups) groups.push_back({g, 0, true});
+      for (const std::string& g : targets->groups) groups.push_back({g, 0, true, e->event_id});
       for (const auto& r : cache->InvalidateMany(groups)) {
         if (r.ok()) ++dropped;  // else L1 serves none of the group's members until a later move (Poison)
       }

@@ -173,7 +173,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   node->kind = kind;
   node->version = fill.version;
   node->load_duration = fill.load_duration;
-  node->tag = fill.tag;
+  node->set_tag(fill.tag);
   node->charge = *charge;
   Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
   if (kind != L1EntryKind::kTombstone && o.ttl_jitter > 0) {

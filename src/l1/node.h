@@ -26,8 +26,10 @@ struct ListLinks {
   ListLinks* next = nullptr;
 };
 
-// The key bytes follow the Node in the same allocation (see NewNode), so a
-// lookup reads one allocation, not a node plus a separately allocated key.
+// The fill's tag (L1Fill::tag, 8 bytes) and then the key bytes follow the
+// Node in the same allocation (see NewNode), so a lookup reads one
+// allocation, not a node plus a separately allocated key; the tag shares the
+// key's line, which lookups read anyway and only fills write.
 // Layout by who writes what: line 0 is rewritten by the policy on every
 // drained hit (links, segment); line 1 holds what a lookup reads and only
 // fills write; the key follows in line 2. So one thread's recency updates do
@@ -40,9 +42,6 @@ struct alignas(64) Node : ListLinks {
   // readers on different threads bump different reference counts (see
   // L1Options::value_stripes). Null when stripe_count == 1.
   std::unique_ptr<L1Value[]> stripes;
-  // The fill's opaque tag (L1Fill::tag): written by fills only, read by
-  // lookups; kept here because line 1 is full.
-  std::uint64_t tag = 0;
 
   // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
   // max_stale (others) on: see Shard::DeadAt.
@@ -57,14 +56,21 @@ struct alignas(64) Node : ListLinks {
   Clock::Duration load_duration{};
 
   std::string_view key() const {
-    return {reinterpret_cast<const char*>(this) + sizeof(Node), key_size};
+    return {reinterpret_cast<const char*>(this) + sizeof(Node) + kTagBytes, key_size};
   }
+  static constexpr std::size_t kTagBytes = sizeof(std::uint64_t);
+  std::uint64_t tag() const {
+    std::uint64_t t;
+    std::memcpy(&t, reinterpret_cast<const char*>(this) + sizeof(Node), sizeof t);
+    return t;
+  }
+  void set_tag(std::uint64_t t) { std::memcpy(reinterpret_cast<char*>(this) + sizeof(Node), &t, sizeof t); }
   const L1Value& ValueFor(std::size_t reader) const {
     const std::size_t i = reader & (stripe_count - 1u);
     return i == 0 ? value : stripes[i - 1];
   }
   L1Entry ToEntry(std::size_t reader = 0) const {
-    return L1Entry{kind, ValueFor(reader), version, expiry, load_duration, tag};
+    return L1Entry{kind, ValueFor(reader), version, expiry, load_duration, tag()};
   }
 };
 static_assert(sizeof(Node) == 128, "Node is two cache lines: policy, lookup");
@@ -77,15 +83,17 @@ struct NodeDeleter {
 };
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
-// A default-initialised Node followed by a copy of `key`.
+// A default-initialised Node followed by a zero tag and a copy of `key`.
 inline NodePtr NewNode(std::string_view key) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
-  const std::size_t bytes = (sizeof(Node) + key.size() + alignof(Node) - 1) & ~(alignof(Node) - 1);
+  const std::size_t bytes =
+      (sizeof(Node) + Node::kTagBytes + key.size() + alignof(Node) - 1) & ~(alignof(Node) - 1);
   void* memory = ::operator new(bytes, std::align_val_t{alignof(Node)});
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
-  if (!key.empty()) std::memcpy(static_cast<char*>(memory) + sizeof(Node), key.data(), key.size());
+  n->set_tag(0);
+  if (!key.empty()) std::memcpy(static_cast<char*>(memory) + sizeof(Node) + Node::kTagBytes, key.data(), key.size());
   return NodePtr(n);
 }
 

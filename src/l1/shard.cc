@@ -254,7 +254,7 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     old->version = node->version;
     old->expiry = node->expiry;
     old->load_duration = node->load_duration;
-    old->tag = node->tag;
+    old->set_tag(node->tag());
     old->charge = node->charge;
     Touch(old);
   }
