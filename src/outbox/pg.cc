@@ -1,0 +1,51 @@
+#include "outbox/pg.h"
+
+#include <cstring>
+
+namespace tiercache::outbox::pg {
+
+Result<ConnPtr> Connect(const std::string& conninfo) {
+  std::string info = conninfo;
+  if (info.find("connect_timeout") == std::string::npos) info += " connect_timeout=10";
+  ConnPtr c(PQconnectdb(info.c_str()));
+  if (c == nullptr) return Status::Unavailable("postgresql: out of memory connecting");
+  if (PQstatus(c.get()) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c.get());
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    return Status::Unavailable("postgresql: cannot connect: " + msg);
+  }
+  return c;
+}
+
+Result<ResultPtr> Exec(PGconn* conn, std::string_view sql, const std::vector<Param>& params, ExecStatusType ok) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  for (const Param& p : params) {
+    values.push_back(p.null ? nullptr : p.value.data());
+    lengths.push_back(static_cast<int>(p.value.size()));
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  const std::string text(sql);
+  ResultPtr r(PQexecParams(conn, text.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                           lengths.data(), formats.data(), 0));
+  const ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st == ok) return r;
+  if (PQstatus(conn) != CONNECTION_OK) {
+    return Status::Unavailable(std::string("postgresql: connection lost: ") + PQerrorMessage(conn));
+  }
+  std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
+  return Status::Internal("postgresql: " + msg + (state ? std::string(" (SQLSTATE ") + state + ")" : ""));
+}
+
+std::string Bytea(const PGresult* r, int row, int col) {
+  size_t n = 0;
+  unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r, row, col)), &n);
+  if (raw == nullptr) return {};
+  std::string out(reinterpret_cast<const char*>(raw), n);
+  PQfreemem(raw);
+  return out;
+}
+
+}  // namespace tiercache::outbox::pg
