@@ -325,9 +325,11 @@ class Cache {
   // Invalidate for many keys at once, in order (a key named twice sees its
   // first invalidation): one atomic script per hash-slot group, the groups
   // pipelined, so one round trip per shard. This pod's L1 and loads as
-  // Invalidate. One result per invalidation. Errors per key:
-  // kInvalidArgument (bad key), kUnavailable / kDeadlineExceeded (its shard;
-  // not applied in L2, this pod's L1 is invalidated regardless).
+  // Invalidate. Groups (Invalidation::group) as InvalidateGroup, moved once
+  // per event_id. One result per invalidation. Errors per key:
+  // kInvalidArgument (bad key or group name), kFailedPrecondition (a group
+  // without L2), kUnavailable / kDeadlineExceeded (its shard; not applied in
+  // L2, this pod's L1 is invalidated regardless).
   std::vector<Result<InvalidationResult>> InvalidateMany(const std::vector<Invalidation>& invalidations);
 
   // Invalidates every member of `group` (GetOptions::group) in both tiers at
@@ -335,13 +337,13 @@ class Cache {
   // member filled under an earlier one is neither served (not even as
   // stale) nor stored (a load that began before the move is refused). This
   // pod's L1 stops serving members of earlier generations at once; other
-  // pods' L1 when their L1Follower sees the event (which calls this too).
-  // Groups have no version: a group invalidation always applies, and a
-  // redelivered one costs each member one more miss. Returns the new
-  // generation.
+  // pods' L1 when their L1Follower sees the event (which applies it too,
+  // with the event's id: InvalidateMany). Groups have no version: a group
+  // invalidation always applies. Returns the new generation.
   // Errors: kInvalidArgument (bad group name), kFailedPrecondition (no L2),
   // kUnavailable / kDeadlineExceeded (L2; this pod's L1 then serves no
-  // member of the group until a later InvalidateGroup of it succeeds).
+  // member of the group until an InvalidateGroup of it begun after this one
+  // succeeds).
   Result<uint64_t> InvalidateGroup(std::string_view group);
 
   // This pod's L1 only (not L2): drops `key`, and with a version > 0 leaves
