@@ -19,8 +19,12 @@
 // nor xid order under concurrency; this is why the relay needs no snapshot
 // arithmetic.) The cost: transactions appending to the same shard commit one
 // after the other from the moment they append; append as the transaction's
-// last statement. Append locks a transaction's shards in ascending order, so
-// two appends never deadlock each other. A NOTIFY on commit wakes the relays.
+// last statement. One Append locks its shards in ascending order, so two
+// transactions that each append once never deadlock each other on them; a
+// transaction that appends twice, or updates rows after appending, can
+// (PostgreSQL aborts one with SQLSTATE 40P01, in the status: retry it). A
+// NOTIFY on commit wakes the relays (so an outbox transaction cannot be
+// prepared for two-phase commit).
 //
 // Relaying. OutboxRelay (a thread in any service, or the standalone
 // `tiercache-outbox-relay`) owns shards through session-level advisory locks
@@ -29,10 +33,15 @@
 // `claim_interval`. Per owned shard it reads unsent rows in seq order, in
 // bounded batches, publishes them through the idempotent Publisher in that
 // order, and marks them sent only after the broker acknowledged them. A batch
-// is marked up to its first unacknowledged row; the rest is published again.
-// So every committed event reaches Kafka at least once, in commit order per
-// key; after a crash between publish and mark, again (same event, same event
-// id: consumers ignore it by version). While Kafka is down the relay backs
+// is marked, per shard, up to its first unacknowledged row; the rest is
+// published again. So every committed event reaches Kafka at least once, and
+// per key, once repeats of events already seen are dropped, in commit order
+// (a retry may repeat an earlier event after a later one: same event id,
+// consumers ignore it by version). A row Kafka refuses for good (too large
+// for the broker or topic, an invalid topic) is dead-lettered: marked sent
+// with its error in the `error` column and counted, so that it does not
+// block its shard; the shards are read fairly, so a shard stuck behind an
+// unavailable partition does not hold up the others. While Kafka is down the relay backs
 // off and the outbox grows; it drains when the broker is back. A retention
 // pass deletes rows sent more than `retention` ago.
 //
@@ -90,21 +99,26 @@ class OutboxWriter {
   // Reads the number of shards from tiercache_outbox_meta on `conn`.
   // Errors: kFailedPrecondition (no outbox table: run MigrateOutbox),
   // kUnavailable (connection bad), kInternal.
-  static Result<OutboxWriter> Create(PGconn* conn);
+  // `max_payload_bytes`: the largest payload Append takes (the relay's
+  // publisher must accept it: PublisherOptions::max_message_bytes).
+  static Result<OutboxWriter> Create(PGconn* conn, size_t max_payload_bytes = 1000000);
 
   // Appends `events` to the transaction open on `conn` (REQUIRES: BEGIN was
   // issued and the transaction is not aborted). Blocks on the database;
   // waits for the shard locks of other transactions that appended to the
   // same shards until they end. On an error the caller's transaction is
   // aborted (roll it back). Errors: kInvalidArgument (empty topic or key, a
-  // payload over 1 GiB, no transaction open), kUnavailable, kInternal.
+  // NUL byte in the topic, key or a header, a header not valid UTF-8, a
+  // payload over max_payload_bytes, no transaction open), kUnavailable,
+  // kInternal (with the SQLSTATE; 40P01: a deadlock, retry).
   Status Append(PGconn* conn, const std::vector<OutboxEvent>& events) const;
 
   int shards() const { return shards_; }
 
  private:
-  explicit OutboxWriter(int shards) : shards_(shards) {}
+  OutboxWriter(int shards, size_t max_payload) : shards_(shards), max_payload_(max_payload) {}
   int shards_;
+  size_t max_payload_;
 };
 
 struct OutboxRelayOptions {
@@ -114,6 +128,7 @@ struct OutboxRelayOptions {
   milliseconds poll_interval{1000};         // fallback when no NOTIFY arrives
   milliseconds claim_interval{2000};        // how often unowned shards are tried
   milliseconds publish_timeout{10000};      // a batch not acknowledged by then is retried
+  milliseconds db_timeout{10000};           // each PostgreSQL statement (and connecting); then reconnect
   milliseconds backoff_min{100}, backoff_max{5000};  // while Kafka or PostgreSQL fail
   std::chrono::seconds retention{3600};     // sent rows are deleted after this
   milliseconds retention_interval{60000};
@@ -129,6 +144,7 @@ struct OutboxRelayStats {
   uint64_t batches = 0;
   uint64_t publish_errors = 0;  // batches (or parts) not acknowledged: retried
   uint64_t db_errors = 0;
+  uint64_t dead_lettered = 0;   // rows Kafka refused for good: marked with their error, not retried
   uint64_t deleted = 0;         // by retention
   int shards_owned = 0;
 };
@@ -145,8 +161,10 @@ class OutboxRelay {
 
   // Starts the relay's thread. Errors: kFailedPrecondition if started twice.
   Status Start();
-  // Stops the thread after the batch in flight (bounded by publish_timeout),
-  // releases the shards. Idempotent.
+  // Stops the thread, abandoning the statement or batch in flight: returns
+  // within about max(publish_timeout, db_timeout) (a connection attempt
+  // that has begun), usually at once. Releases the shards. Idempotent; a
+  // concurrent caller returns only once the thread has ended.
   void Stop();
   OutboxRelayStats stats() const;
 

@@ -1,5 +1,8 @@
 #include "outbox/pg.h"
 
+#include <poll.h>
+
+#include <cerrno>
 #include <cstring>
 
 namespace tiercache::outbox::pg {
@@ -37,6 +40,63 @@ Result<ResultPtr> Exec(PGconn* conn, std::string_view sql, const std::vector<Par
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
   const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
   return Status::Internal("postgresql: " + msg + (state ? std::string(" (SQLSTATE ") + state + ")" : ""));
+}
+
+namespace {
+
+Status ResultError(PGconn* conn, const PGresult* r) {
+  if (PQstatus(conn) != CONNECTION_OK) {
+    return Status::Unavailable(std::string("postgresql: connection lost: ") + PQerrorMessage(conn));
+  }
+  std::string msg = r ? PQresultErrorMessage(r) : PQerrorMessage(conn);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  return Status::Internal("postgresql: " + msg + (state ? std::string(" (SQLSTATE ") + state + ")" : ""));
+}
+
+}  // namespace
+
+Result<ResultPtr> ExecFor(PGconn* conn, std::string_view sql, const std::vector<Param>& params, ExecStatusType ok,
+                          std::chrono::milliseconds timeout, int wake_fd) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  for (const Param& p : params) {
+    values.push_back(p.null ? nullptr : p.value.data());
+    lengths.push_back(static_cast<int>(p.value.size()));
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  const std::string text(sql);
+  if (PQsendQueryParams(conn, text.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                        lengths.data(), formats.data(), 0) != 1) {
+    return ResultError(conn, nullptr);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Flush what libpq could not write at once, then wait for the reply.
+  for (;;) {
+    const int flushed = PQflush(conn);
+    if (flushed < 0) return ResultError(conn, nullptr);
+    if (flushed == 0 && !PQisBusy(conn)) break;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Status::DeadlineExceeded("postgresql: no reply within " + std::to_string(timeout.count()) + " ms");
+    pollfd fds[2] = {{PQsocket(conn), static_cast<short>(POLLIN | (flushed == 1 ? POLLOUT : 0)), 0}, {wake_fd, POLLIN, 0}};
+    const int n = ::poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(left.count()));
+    if (n < 0 && errno != EINTR) return Status::Internal("postgresql: poll failed");
+    if (wake_fd >= 0 && (fds[1].revents & POLLIN)) return Status::Cancelled("postgresql: query abandoned (stopping)");
+    if (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) {
+      if (PQconsumeInput(conn) != 1) return ResultError(conn, nullptr);
+    }
+  }
+  ResultPtr first;
+  while (PGresult* r = PQgetResult(conn)) {
+    if (!first) {
+      first.reset(r);
+    } else {
+      PQclear(r);
+    }
+  }
+  const ExecStatusType st = first ? PQresultStatus(first.get()) : PGRES_FATAL_ERROR;
+  if (st == ok) return first;
+  return ResultError(conn, first.get());
 }
 
 std::string Bytea(const PGresult* r, int row, int col) {

@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -45,6 +46,13 @@ Result<ConnPtr> Connect(const std::string& conninfo);
 // otherwise.
 Result<ResultPtr> Exec(PGconn* conn, std::string_view sql, const std::vector<Param>& params = {},
                        ExecStatusType ok = PGRES_TUPLES_OK);
+
+// Exec without blocking past `timeout` or a readable `wake_fd` (-1: none):
+// the query is sent and its reply awaited with poll(). Errors as Exec, and
+// kDeadlineExceeded (timeout) or kCancelled (woken); after either the
+// connection is in an unknown state: close it.
+Result<ResultPtr> ExecFor(PGconn* conn, std::string_view sql, const std::vector<Param>& params,
+                          ExecStatusType ok, std::chrono::milliseconds timeout, int wake_fd);
 inline Result<ResultPtr> Command(PGconn* conn, std::string_view sql, const std::vector<Param>& params = {}) {
   return Exec(conn, sql, params, PGRES_COMMAND_OK);
 }

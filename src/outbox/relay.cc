@@ -72,6 +72,10 @@ class OutboxRelay::Impl {
     }
     if (o.backoff_min > o.backoff_max) return Status::InvalidArgument("OutboxRelayOptions: backoff_min > backoff_max");
     if (o.max_shards < 0) return Status::InvalidArgument("OutboxRelayOptions::max_shards must be >= 0");
+    if (o.db_timeout <= milliseconds::zero()) return Status::InvalidArgument("OutboxRelayOptions::db_timeout must be > 0");
+    if (o.retention <= std::chrono::seconds::zero()) {
+      return Status::InvalidArgument("OutboxRelayOptions::retention must be > 0");
+    }
     kafka::PublisherOptions po = o.publisher;
     if (po.delivery_timeout > o.publish_timeout) po.delivery_timeout = o.publish_timeout;
     if (po.linger >= po.delivery_timeout) po.linger = milliseconds(0);
@@ -98,13 +102,21 @@ class OutboxRelay::Impl {
       const uint64_t one = 1;
       [[maybe_unused]] ssize_t n = ::write(wake, &one, sizeof one);
     }
+    // Every caller returns only once the thread has ended (it closes the
+    // connection itself, releasing the shards).
+    std::lock_guard<std::mutex> stopping(stop_mu);
     std::thread t;
     {
       std::lock_guard<std::mutex> lock(mu);
       t = std::move(thread);
     }
     if (t.joinable()) t.join();
-    conn.reset();  // closes the session: its shard locks go with it
+    if (!started_thread()) conn.reset();  // never started: close it here
+  }
+
+  bool started_thread() {
+    std::lock_guard<std::mutex> lock(mu);
+    return started;
   }
 
   OutboxRelayStats Stats() {
@@ -113,11 +125,29 @@ class OutboxRelay::Impl {
   }
 
  private:
+  // A statement on the relay's connection, bounded by db_timeout and
+  // abandoned on Stop (then the connection is closed: its state is unknown).
+  Result<pg::ResultPtr> Q(std::string_view sql, const std::vector<pg::Param>& params = {},
+                          ExecStatusType ok = PGRES_TUPLES_OK) {
+    Result<pg::ResultPtr> r = pg::ExecFor(conn.get(), sql, params, ok, o.db_timeout, wake);
+    if (!r.ok()) conn_broken = true;
+    return r;
+  }
+  Result<pg::ResultPtr> QC(std::string_view sql, const std::vector<pg::Param>& params = {}) {
+    return Q(sql, params, PGRES_COMMAND_OK);
+  }
+
   Status Connect() {
     owned.clear();
-    Result<pg::ConnPtr> c = pg::Connect(o.conninfo);
+    conn_broken = false;
+    std::string info = o.conninfo;
+    if (info.find("connect_timeout") == std::string::npos) {
+      info += " connect_timeout=" + std::to_string(std::max<int64_t>(2, o.db_timeout.count() / 1000));
+    }
+    Result<pg::ConnPtr> c = pg::Connect(info);
     if (!c.ok()) return c.status();
-    Result<pg::ResultPtr> meta = pg::Exec(c->get(), "SELECT shards FROM tiercache_outbox_meta");
+    conn = std::move(*c);
+    Result<pg::ResultPtr> meta = Q("SELECT shards FROM tiercache_outbox_meta");
     if (!meta.ok()) {
       if (meta.status().message().find("42P01") != std::string_view::npos) {
         return Status::FailedPrecondition("no outbox table: run MigrateOutbox first");
@@ -126,8 +156,7 @@ class OutboxRelay::Impl {
     }
     if (PQntuples(meta->get()) != 1) return Status::FailedPrecondition("tiercache_outbox_meta is empty");
     shards = std::stoi(std::string(pg::Cell(meta->get(), 0, 0)));
-    TIERCACHE_RETURN_IF_ERROR(pg::Command(c->get(), "LISTEN tiercache_outbox").status());
-    conn = std::move(*c);
+    TIERCACHE_RETURN_IF_ERROR(QC("LISTEN tiercache_outbox").status());
     next_claim = steady_clock::now();
     return Status::Ok();
   }
@@ -144,7 +173,7 @@ class OutboxRelay::Impl {
     std::string mine = "{";
     for (int s : owned) mine += (mine.size() > 1 ? "," : "") + std::to_string(s);
     mine += "}";
-    Result<pg::ResultPtr> r = pg::Exec(conn.get(),
+    Result<pg::ResultPtr> r = Q(
                                        "SELECT s FROM generate_series(0, $1::int - 1) s "
                                        "WHERE NOT (s = ANY($2::int[])) AND pg_try_advisory_lock($3::int, s) LIMIT $4::int",
                                        {{std::to_string(shards)},
@@ -158,18 +187,22 @@ class OutboxRelay::Impl {
     return Status::Ok();
   }
 
-  // The oldest unsent rows of the owned shards, by seq. `seq` is global and
-  // drawn in commit order within a shard, so the rows taken of each shard are
-  // a prefix of its unsent rows, in its commit order (outbox.h).
+  // Unsent rows of the owned shards, each shard's in seq order (its commit
+  // order, outbox.h), interleaved across shards (the first of every shard,
+  // then the second, ...) so that a shard stuck behind a row Kafka will not
+  // take cannot fill every batch; the rows taken of a shard are a prefix
+  // of its unsent rows.
   Result<std::vector<Row>> Read() {
     std::string shard_list = "{";
     for (int s : owned) shard_list += (shard_list.size() > 1 ? "," : "") + std::to_string(s);
     shard_list += "}";
-    Result<pg::ResultPtr> r = pg::Exec(
-        conn.get(),
-        "SELECT id, topic, key, payload, headers::text, "
-        "       (extract(epoch FROM created_at) * 1000000)::bigint, shard "
-        "FROM tiercache_outbox WHERE sent_at IS NULL AND shard = ANY($1::int[]) ORDER BY seq LIMIT $2::int",
+    Result<pg::ResultPtr> r = Q(
+        "SELECT o.id, o.topic, o.key, o.payload, o.headers::text, "
+        "       (extract(epoch FROM o.created_at) * 1000000)::bigint, o.shard "
+        "FROM unnest($1::int[]) AS s(shard) CROSS JOIN LATERAL ("
+        "  SELECT t.*, row_number() OVER (ORDER BY t.seq) AS rn FROM ("
+        "    SELECT * FROM tiercache_outbox WHERE shard = s.shard AND sent_at IS NULL ORDER BY seq LIMIT $2::int) t"
+        ") o ORDER BY o.rn, o.seq LIMIT $2::int",
         {{shard_list}, {std::to_string(o.batch)}});
     if (!r.ok()) return r.status();
     std::vector<Row> rows(static_cast<size_t>(PQntuples(r->get())));
@@ -190,7 +223,10 @@ class OutboxRelay::Impl {
   // Publishes `rows` in order; returns which may be marked sent: per shard,
   // the rows up to its first one the broker did not acknowledge (the rest
   // of that shard is published again later, keeping its order).
-  std::vector<bool> Publish(const std::vector<Row>& rows) {
+  // A row Kafka refuses for good (kInvalidArgument: too large for the
+  // broker or the topic, an invalid topic) is set aside as dead-lettered
+  // (`dead` gets its reason) so that it does not block its shard forever.
+  std::vector<bool> Publish(const std::vector<Row>& rows, std::vector<std::string>* dead) {
     auto wait = std::make_shared<BatchWait>();
     wait->outcome.assign(rows.size(), Status::DeadlineExceeded("not acknowledged in time"));
     wait->acked_at.resize(rows.size());
@@ -208,23 +244,29 @@ class OutboxRelay::Impl {
                                       if (--wait->pending == 0) wait->cv.notify_all();
                                     },
                                     rows[i].headers);
-      if (!s.ok()) {
+      if (!s.ok()) {  // refused at once (too large, queue full): the shard stops here
         std::lock_guard<std::mutex> lock(wait->mu);
         --wait->pending;
         wait->outcome[i] = s;
-        break;  // what follows would be published out of order
+        continue;
       }
       ++sent;
     }
     std::unique_lock<std::mutex> lock(wait->mu);
     wait->cv.wait_for(lock, o.publish_timeout + milliseconds(2000), [&] { return wait->pending == 0; });
     std::vector<bool> done(rows.size(), false);
+    dead->assign(rows.size(), std::string());
     std::set<int> stopped;  // shards with an unacknowledged row so far
     const auto now_sys = std::chrono::system_clock::now();
     const auto now_steady = steady_clock::now();
     for (size_t i = 0; i < rows.size(); ++i) {
       if (stopped.count(rows[i].shard) != 0) continue;
-      if (i >= sent || !wait->outcome[i].ok()) {
+      if (wait->outcome[i].IsInvalidArgument()) {
+        done[i] = true;
+        (*dead)[i] = std::string(wait->outcome[i].message());
+        continue;
+      }
+      if (!wait->outcome[i].ok()) {
         stopped.insert(rows[i].shard);
         continue;
       }
@@ -236,15 +278,25 @@ class OutboxRelay::Impl {
     return done;
   }
 
-  Status Mark(const std::vector<Row>& rows, const std::vector<bool>& done) {
+  Status Mark(const std::vector<Row>& rows, const std::vector<bool>& done, const std::vector<std::string>& dead) {
     std::string ids = "{";
     for (size_t i = 0; i < rows.size(); ++i) {
-      if (done[i]) ids += (ids.size() > 1 ? "," : "") + std::to_string(rows[i].id);
+      if (done[i] && dead[i].empty()) ids += (ids.size() > 1 ? "," : "") + std::to_string(rows[i].id);
     }
     ids += "}";
-    return pg::Command(conn.get(), "UPDATE tiercache_outbox SET sent_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
-                       {{ids}})
-        .status();
+    if (ids.size() > 2) {
+      TIERCACHE_RETURN_IF_ERROR(
+          QC("UPDATE tiercache_outbox SET sent_at = clock_timestamp() WHERE id = ANY($1::bigint[])", {{ids}}).status());
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (dead[i].empty()) continue;
+      TIERCACHE_RETURN_IF_ERROR(QC("UPDATE tiercache_outbox SET sent_at = clock_timestamp(), error = $2 WHERE id = $1::bigint",
+                                   {{std::to_string(rows[i].id)}, {dead[i]}})
+                                    .status());
+      Count([](OutboxRelayStats& s, uint64_t) { ++s.dead_lettered; });
+      metrics->AddRelayError(/*kafka=*/true);
+    }
+    return Status::Ok();
   }
 
   // Publishes what the owned shards hold, a batch at a time: one read, one
@@ -258,11 +310,12 @@ class OutboxRelay::Impl {
       Result<std::vector<Row>> rows = Read();
       if (!rows.ok()) return rows.status();
       if (rows->empty()) return Status::Ok();
-      const std::vector<bool> done = Publish(*rows);
+      std::vector<std::string> dead;
+      const std::vector<bool> done = Publish(*rows, &dead);
       const size_t acked = static_cast<size_t>(std::count(done.begin(), done.end(), true));
       if (acked > 0) {
         if (o.after_publish) o.after_publish(acked);
-        TIERCACHE_RETURN_IF_ERROR(Mark(*rows, done));
+        TIERCACHE_RETURN_IF_ERROR(Mark(*rows, done, dead));
         Count([](OutboxRelayStats& s, uint64_t n) { s.published += n, ++s.batches; }, acked);
       }
       if (acked < rows->size()) {
@@ -278,8 +331,7 @@ class OutboxRelay::Impl {
     const auto now = steady_clock::now();
     if (now >= next_depth) {
       next_depth = now + kDepthInterval;
-      Result<pg::ResultPtr> r = pg::Exec(
-          conn.get(),
+      Result<pg::ResultPtr> r = Q(
           "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)) * 1000, 0)::bigint "
           "FROM tiercache_outbox WHERE sent_at IS NULL");
       if (r.ok()) {
@@ -289,8 +341,7 @@ class OutboxRelay::Impl {
     }
     if (now >= next_retention && !owned.empty()) {
       next_retention = now + o.retention_interval;
-      Result<pg::ResultPtr> r = pg::Exec(
-          conn.get(),
+      Result<pg::ResultPtr> r = Q(
           "WITH gone AS (DELETE FROM tiercache_outbox WHERE id IN ("
           "  SELECT id FROM tiercache_outbox WHERE sent_at < clock_timestamp() - make_interval(secs => $1::double precision) "
           "  LIMIT 10000) RETURNING 1) SELECT count(*) FROM gone",
@@ -303,11 +354,13 @@ class OutboxRelay::Impl {
     }
   }
 
-  // Sleeps until a NOTIFY, Stop, or `d`. False when stopping.
-  bool Wait(milliseconds d) {
+  // Sleeps until Stop, `d`, or (with `notified`) a NOTIFY. False when
+  // stopping. A backoff is not cut short by commits.
+  bool Wait(milliseconds d, bool notified = true) {
     if (stop.load()) return false;
-    pollfd fds[2] = {{wake, POLLIN, 0}, {conn ? PQsocket(conn.get()) : -1, POLLIN, 0}};
-    const int n = ::poll(fds, conn ? 2 : 1, static_cast<int>(std::max<int64_t>(d.count(), 0)));
+    const bool listen = notified && conn && !conn_broken;
+    pollfd fds[2] = {{wake, POLLIN, 0}, {listen ? PQsocket(conn.get()) : -1, POLLIN, 0}};
+    const int n = ::poll(fds, listen ? 2 : 1, static_cast<int>(std::max<int64_t>(d.count(), 0)));
     if (n > 0 && (fds[1].revents & POLLIN) && conn) {
       PQconsumeInput(conn.get());
       while (PGnotify* note = PQnotifies(conn.get())) PQfreemem(note);
@@ -329,6 +382,7 @@ class OutboxRelay::Impl {
         }
       }
       // Notifications that arrived while we worked: the round reads them all.
+      conn_broken = false;
       PQconsumeInput(conn.get());
       while (PGnotify* note = PQnotifies(conn.get())) PQfreemem(note);
       Status s = Status::Ok();
@@ -349,15 +403,17 @@ class OutboxRelay::Impl {
       if (!s.IsAborted()) {  // the database: start over with a new session
         Count([](OutboxRelayStats& st, uint64_t) { ++st.db_errors; });
         metrics->AddRelayError(/*kafka=*/false);
-        if (PQstatus(conn.get()) != CONNECTION_OK) {
-          conn.reset();
+        if (conn_broken || PQstatus(conn.get()) != CONNECTION_OK) {
+          conn.reset();  // its shard locks go with the session
+          owned.clear();
           std::lock_guard<std::mutex> lock(mu);
           stats.shards_owned = 0;
         }
       }
-      if (!Wait(backoff)) break;
+      if (!Wait(backoff, /*notified=*/false)) break;
       backoff = std::min(backoff * 2, o.backoff_max);
     }
+    conn.reset();  // on this thread: no statement of it can be running
   }
 
   const OutboxRelayOptions o;
@@ -366,6 +422,7 @@ class OutboxRelay::Impl {
   int wake = -1;
   std::atomic<bool> stop{false};
 
+  std::mutex stop_mu;  // serializes Stop
   std::mutex mu;
   bool started = false;       // GUARDED_BY(mu)
   std::thread thread;         // GUARDED_BY(mu)
@@ -373,6 +430,7 @@ class OutboxRelay::Impl {
 
   // The relay's thread only (and Stop, after joining it).
   pg::ConnPtr conn;
+  bool conn_broken = false;  // a statement failed or was abandoned: reconnect
   int shards = 0;
   std::set<int> owned;
   steady_clock::time_point next_claim{}, next_depth{}, next_retention{};

@@ -24,9 +24,11 @@ CREATE TABLE IF NOT EXISTS tiercache_outbox (
   payload    bytea NOT NULL,
   headers    jsonb NOT NULL DEFAULT '[]',  -- [[name, value], ...]
   created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  sent_at    timestamptz
+  sent_at    timestamptz,
+  error      text                      -- set when Kafka refused the row for good (dead-lettered)
 );
-CREATE INDEX IF NOT EXISTS tiercache_outbox_unsent_by_seq ON tiercache_outbox (seq) WHERE sent_at IS NULL;
+ALTER TABLE tiercache_outbox ADD COLUMN IF NOT EXISTS error text;
+CREATE INDEX IF NOT EXISTS tiercache_outbox_unsent ON tiercache_outbox (shard, seq) WHERE sent_at IS NULL;
 CREATE INDEX IF NOT EXISTS tiercache_outbox_sent ON tiercache_outbox (sent_at) WHERE sent_at IS NOT NULL;
 )sql";
 }

@@ -18,7 +18,10 @@ int ShardOf(std::string_view key, int shards) {
   return static_cast<int>(h % static_cast<uint64_t>(std::max(shards, 1)));
 }
 
-Result<OutboxWriter> OutboxWriter::Create(PGconn* conn) {
+Result<OutboxWriter> OutboxWriter::Create(PGconn* conn, size_t max_payload_bytes) {
+  if (max_payload_bytes == 0 || max_payload_bytes > (size_t{1} << 30)) {
+    return Status::InvalidArgument("OutboxWriter::Create: max_payload_bytes must be in [1, 1 GiB]");
+  }
   if (conn == nullptr) return Status::InvalidArgument("OutboxWriter::Create: null connection");
   Result<pg::ResultPtr> r = pg::Exec(conn, "SELECT shards FROM tiercache_outbox_meta");
   if (!r.ok()) {
@@ -28,7 +31,7 @@ Result<OutboxWriter> OutboxWriter::Create(PGconn* conn) {
     return r.status();
   }
   if (PQntuples(r->get()) != 1) return Status::FailedPrecondition("tiercache_outbox_meta is empty: run MigrateOutbox");
-  return OutboxWriter(std::stoi(std::string(pg::Cell(r->get(), 0, 0))));
+  return OutboxWriter(std::stoi(std::string(pg::Cell(r->get(), 0, 0))), max_payload_bytes);
 }
 
 Status OutboxWriter::Append(PGconn* conn, const std::vector<OutboxEvent>& events) const {
@@ -47,7 +50,17 @@ Status OutboxWriter::Append(PGconn* conn, const std::vector<OutboxEvent>& events
   for (size_t i = 0; i < events.size(); ++i) {
     const OutboxEvent& e = events[i];
     if (e.topic.empty() || e.key.empty()) return Status::InvalidArgument("outbox event with an empty topic or key");
-    if (e.payload.size() > (size_t{1} << 30)) return Status::InvalidArgument("outbox event payload over 1 GiB");
+    // Text parameters end at a NUL: the stored key would differ from the
+    // one its shard was computed from.
+    auto has_nul = [](std::string_view s) { return s.find('\0') != std::string_view::npos; };
+    if (has_nul(e.topic) || has_nul(e.key)) return Status::InvalidArgument("outbox event topic or key contains a NUL byte");
+    for (const auto& [name, value] : e.headers) {
+      if (has_nul(name) || has_nul(value)) return Status::InvalidArgument("outbox event header contains a NUL byte");
+    }
+    if (e.payload.size() > max_payload_) {
+      return Status::InvalidArgument("outbox event payload of " + std::to_string(e.payload.size()) +
+                                     " bytes exceeds " + std::to_string(max_payload_));
+    }
     shard[i] = ShardOf(e.key, shards_);
   }
   // Shards in ascending order (no deadlock between two appends); within a
