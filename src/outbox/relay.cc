@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -193,6 +194,7 @@ class OutboxRelay::Impl {
   // take cannot fill every batch; the rows taken of a shard are a prefix
   // of its unsent rows.
   Result<std::vector<Row>> Read() {
+    if (per_shard == 0) per_shard = std::max<size_t>(1, o.batch / std::max<size_t>(owned.size(), 1));
     std::string shard_list = "{";
     for (int s : owned) shard_list += (shard_list.size() > 1 ? "," : "") + std::to_string(s);
     shard_list += "}";
@@ -202,8 +204,8 @@ class OutboxRelay::Impl {
         "FROM unnest($1::int[]) AS s(shard) CROSS JOIN LATERAL ("
         "  SELECT t.*, row_number() OVER (ORDER BY t.seq) AS rn FROM ("
         "    SELECT * FROM tiercache_outbox WHERE shard = s.shard AND sent_at IS NULL ORDER BY seq LIMIT $2::int) t"
-        ") o ORDER BY o.rn, o.seq LIMIT $2::int",
-        {{shard_list}, {std::to_string(o.batch)}});
+        ") o ORDER BY o.rn, o.seq LIMIT $3::int",
+        {{shard_list}, {std::to_string(per_shard)}, {std::to_string(o.batch)}});
     if (!r.ok()) return r.status();
     std::vector<Row> rows(static_cast<size_t>(PQntuples(r->get())));
     for (int i = 0; i < PQntuples(r->get()); ++i) {
@@ -217,6 +219,14 @@ class OutboxRelay::Impl {
           std::chrono::microseconds(std::stoll(std::string(pg::Cell(r->get(), i, 5)))));
       row.shard = std::stoi(std::string(pg::Cell(r->get(), i, 6)));
     }
+    // The next read takes about `batch` rows in all: an even share of the
+    // shards that had rows this time (all of it when one shard has a backlog).
+    std::map<int, size_t> active;  // rows per shard
+    for (const Row& row : rows) ++active[row.shard];
+    // More may wait when the batch is full or a shard gave all it was asked.
+    more = rows.size() >= o.batch;
+    for (const auto& [shard, n] : active) more = more || n >= per_shard;
+    per_shard = (o.batch + std::max<size_t>(active.size(), 1) - 1) / std::max<size_t>(active.size(), 1);
     return rows;
   }
 
@@ -323,7 +333,9 @@ class OutboxRelay::Impl {
         metrics->AddRelayError(/*kafka=*/true);
         return Status::Aborted("Kafka did not acknowledge the whole batch");
       }
-      if (rows->size() < o.batch) return Status::Ok();
+      // A fair read may return fewer than `batch` rows with more waiting;
+      // otherwise end the round (claims and housekeeping run between rounds).
+      if (!more) return Status::Ok();
     }
   }
 
@@ -433,6 +445,8 @@ class OutboxRelay::Impl {
   bool conn_broken = false;  // a statement failed or was abandoned: reconnect
   int shards = 0;
   std::set<int> owned;
+  size_t per_shard = 0;  // rows read per shard (Read); 0: not set yet
+  bool more = false;     // the last read may have left rows behind
   steady_clock::time_point next_claim{}, next_depth{}, next_retention{};
 };
 
