@@ -403,7 +403,10 @@ class OutboxRelay::Impl {
         s = Claim();
       }
       if (s.ok()) s = Round();
-      if (s.ok()) Housekeeping();
+      if (s.ok()) {
+        Housekeeping();
+        if (conn_broken) s = Status::Unavailable("postgresql: housekeeping statement failed");
+      }
       if (s.ok()) {
         backoff = o.backoff_min;
         if (!Wait(std::min(o.poll_interval, std::chrono::duration_cast<milliseconds>(
