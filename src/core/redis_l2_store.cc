@@ -313,45 +313,13 @@ class RedisL2Store final : public L2Store {
 
   Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
                                     milliseconds timeout) override {
-    Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return call.status();
-    Result<redis::Reply> r = client_->Eval(acquire_, {std::string(key), LeaseKeyFor(key), FenceKeyFor(key)},
-                                           {std::string(token), Ms(ttl)}, *call);
-    if (!r.ok()) return r.status();
-    if (!r->IsArray() || r->elements.size() != 4 || !r->elements[0].IsInteger() || !r->elements[3].IsInteger()) {
-      return Status::Internal("unexpected lease script reply: " + r->ToString());
-    }
-    LeaseOutcome out;
-    out.won = r->elements[0].integer == 1;
-    if (r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
-    if (r->elements[2].IsString()) out.fence.epoch = std::move(r->elements[2].str);
-    out.fence.store_ms = r->elements[3].integer;
-    return out;
+    return Lease(key, "", token, ttl, timeout);
   }
 
   Result<LeaseOutcome> AcquireLeaseInGroup(std::string_view key, std::string_view group, std::string_view token,
                                            milliseconds ttl, milliseconds timeout) override {
-    Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return call.status();
     TIERCACHE_RETURN_IF_ERROR(CheckSameSlot({std::string(key)}, group));
-    Result<redis::Reply> r =
-        client_->Eval(acquire_, {std::string(key), LeaseKeyFor(key), FenceKeyFor(key), GroupKeyFor(group)},
-                      {std::string(token), Ms(ttl)}, *call);
-    if (!r.ok()) return r.status();
-    std::optional<uint64_t> gen;
-    if (r->IsArray() && r->elements.size() == 5) gen = Generation(r->elements[4]);
-    if (!gen || !r->elements[0].IsInteger() || !r->elements[3].IsInteger()) {
-      // Give back a lease this call may have taken (best effort; it expires anyway).
-      Flag(release_, LeaseKeyFor(key), {std::string(token)}, timeout).status().IgnoreError();
-      return Status::Internal("unexpected lease script reply: " + r->ToString());
-    }
-    LeaseOutcome out;
-    out.won = r->elements[0].integer == 1;
-    if (r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
-    if (r->elements[2].IsString()) out.fence.epoch = std::move(r->elements[2].str);
-    out.fence.store_ms = r->elements[3].integer;
-    out.fence.group_generation = gen;
-    return out;
+    return Lease(key, group, token, ttl, timeout);
   }
 
   Result<bool> ExtendLease(std::string_view key, std::string_view token, milliseconds ttl,
@@ -373,6 +341,34 @@ class RedisL2Store final : public L2Store {
   static std::vector<Result<T>> Fail(size_t n, const Status& s, std::vector<Result<T>>& out) {
     for (size_t i = 0; i < n; ++i) out[i] = s;
     return std::move(out);
+  }
+
+  // The lease script, in `group` when not empty ({won, value, fence, server
+  // ms[, generation]}).
+  Result<LeaseOutcome> Lease(std::string_view key, std::string_view group, std::string_view token, milliseconds ttl,
+                             milliseconds timeout) {
+    Result<redis::CallOptions> call = CallBy(timeout);
+    if (!call.ok()) return call.status();
+    std::vector<std::string> keys = {std::string(key), LeaseKeyFor(key), FenceKeyFor(key)};
+    if (!group.empty()) keys.push_back(GroupKeyFor(group));
+    Result<redis::Reply> r = client_->Eval(acquire_, keys, {std::string(token), Ms(ttl)}, *call);
+    if (!r.ok()) return r.status();
+    std::optional<uint64_t> gen;
+    const size_t size = group.empty() ? 4 : 5;
+    bool shaped = r->IsArray() && r->elements.size() == size && r->elements[0].IsInteger() && r->elements[3].IsInteger();
+    if (shaped && !group.empty()) shaped = (gen = Generation(r->elements[4])).has_value();
+    if (!shaped) {
+      // Give back a lease this call may have taken (best effort; it expires anyway).
+      Flag(release_, LeaseKeyFor(key), {std::string(token)}, timeout).status().IgnoreError();
+      return Status::Internal("unexpected lease script reply: " + r->ToString());
+    }
+    LeaseOutcome out;
+    out.won = r->elements[0].integer == 1;
+    if (r->elements[1].IsString()) out.value = std::move(r->elements[1].str);
+    if (r->elements[2].IsString()) out.fence.epoch = std::move(r->elements[2].str);
+    out.fence.store_ms = r->elements[3].integer;
+    out.fence.group_generation = gen;
+    return out;
   }
 
   // Runs a one-key script answering 1 or 0.

@@ -20,28 +20,6 @@ Result<ConnPtr> Connect(const std::string& conninfo) {
   return c;
 }
 
-Result<ResultPtr> Exec(PGconn* conn, std::string_view sql, const std::vector<Param>& params, ExecStatusType ok) {
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
-  for (const Param& p : params) {
-    values.push_back(p.null ? nullptr : p.value.data());
-    lengths.push_back(static_cast<int>(p.value.size()));
-    formats.push_back(p.binary ? 1 : 0);
-  }
-  const std::string text(sql);
-  ResultPtr r(PQexecParams(conn, text.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
-                           lengths.data(), formats.data(), 0));
-  const ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
-  if (st == ok) return r;
-  if (PQstatus(conn) != CONNECTION_OK) {
-    return Status::Unavailable(std::string("postgresql: connection lost: ") + PQerrorMessage(conn));
-  }
-  std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn);
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
-  return Status::Internal("postgresql: " + msg + (state ? std::string(" (SQLSTATE ") + state + ")" : ""));
-}
-
 namespace {
 
 Status ResultError(PGconn* conn, const PGresult* r) {
@@ -54,20 +32,36 @@ Status ResultError(PGconn* conn, const PGresult* r) {
   return Status::Internal("postgresql: " + msg + (state ? std::string(" (SQLSTATE ") + state + ")" : ""));
 }
 
+// libpq's parallel arrays for `params` (pointing into them).
+struct Bound {
+  explicit Bound(const std::vector<Param>& params) {
+    for (const Param& p : params) {
+      values.push_back(p.null ? nullptr : p.value.data());
+      lengths.push_back(static_cast<int>(p.value.size()));
+      formats.push_back(p.binary ? 1 : 0);
+    }
+  }
+  int n() const { return static_cast<int>(values.size()); }
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+};
+
 }  // namespace
+
+Result<ResultPtr> Exec(PGconn* conn, std::string_view sql, const std::vector<Param>& params, ExecStatusType ok) {
+  const Bound b(params);
+  const std::string text(sql);
+  ResultPtr r(PQexecParams(conn, text.c_str(), b.n(), nullptr, b.values.data(), b.lengths.data(), b.formats.data(), 0));
+  if (r && PQresultStatus(r.get()) == ok) return r;
+  return ResultError(conn, r.get());
+}
 
 Result<ResultPtr> ExecFor(PGconn* conn, std::string_view sql, const std::vector<Param>& params, ExecStatusType ok,
                           std::chrono::milliseconds timeout, int wake_fd) {
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
-  for (const Param& p : params) {
-    values.push_back(p.null ? nullptr : p.value.data());
-    lengths.push_back(static_cast<int>(p.value.size()));
-    formats.push_back(p.binary ? 1 : 0);
-  }
+  const Bound b(params);
   const std::string text(sql);
-  if (PQsendQueryParams(conn, text.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
-                        lengths.data(), formats.data(), 0) != 1) {
+  if (PQsendQueryParams(conn, text.c_str(), b.n(), nullptr, b.values.data(), b.lengths.data(), b.formats.data(), 0) !=
+      1) {
     return ResultError(conn, nullptr);
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
