@@ -27,10 +27,10 @@ configure_and_build() {  # dir, extra cmake args...
 step "build (-Werror)"
 configure_and_build build || { echo "test: build failed" >&2; exit 1; }
 step "build ASan+UBSan"
-configure_and_build build-asan -DTIERCACHE_SANITIZE=address -DTIERCACHE_BUILD_BENCH=OFF ||
+configure_and_build build-asan -DTIERCACHE_SANITIZE=address -DTIERCACHE_BUILD_BENCH=OFF -DTIERCACHE_BUILD_DEMO=OFF ||
   { echo "test: ASan build failed" >&2; exit 1; }
 step "build TSan"
-configure_and_build build-tsan -DTIERCACHE_SANITIZE=thread -DTIERCACHE_BUILD_BENCH=OFF ||
+configure_and_build build-tsan -DTIERCACHE_SANITIZE=thread -DTIERCACHE_BUILD_BENCH=OFF -DTIERCACHE_BUILD_DEMO=OFF ||
   { echo "test: TSan build failed" >&2; exit 1; }
 
 stop_services() {

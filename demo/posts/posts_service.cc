@@ -1,0 +1,272 @@
+// posts-service: owns posts. Writes the PostgreSQL primary and, in the same
+// transaction, the invalidation event (transactional outbox); an outbox relay
+// in this process publishes the events to Kafka (`community.posts.v1`, keyed
+// by community id, so a community's events keep their order).
+//
+//   POST   /communities/:id/posts   {"author","title","body"}   → 201 {"id","community_id","version"}
+//   PUT    /posts/:id               {"title"?, "body"?}          → 200 {"id","community_id","version"}
+//   DELETE /posts/:id                                            → 200 {"id","community_id","version"}
+//   GET    /healthz, /metrics
+//
+// Versions (demo/schema.sql): every change bumps the community's
+// feed_version and the post takes it, so the event's version orders the post
+// and every page of the community's feed.
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/flags.h"
+#include "common/http_server.h"
+#include "common/pg_pool.h"
+#include "common/process.h"
+#include "tiercache/events.h"
+#include "tiercache/outbox.h"
+
+namespace demo {
+namespace {
+
+constexpr size_t kMaxTitle = 300;
+constexpr size_t kMaxBody = 16 * 1024;
+constexpr size_t kMaxAuthor = 100;
+
+struct Service {
+  std::unique_ptr<PgPool> pool;
+  std::optional<tiercache::outbox::OutboxWriter> writer;
+  std::string topic;
+  std::atomic<uint64_t> writes{0}, write_errors{0};
+
+  // Runs `body` in a transaction; commits when it returns 2xx, else rolls back.
+  HttpResponse InTransaction(const HttpRequest& req,
+                             const std::function<HttpResponse(PgPool::Lease&)>& body) {
+    auto lease = pool->Acquire(req.deadline);
+    if (!lease.ok()) return Fail(503, lease.status().ToString());
+    auto begin = lease->Exec("BEGIN");
+    if (!begin.ok()) return Fail(503, begin.status().ToString());
+    HttpResponse r = body(*lease);
+    if (r.status / 100 == 2) {
+      auto commit = lease->Exec("COMMIT");
+      if (!commit.ok()) return Fail(503, "commit failed: " + commit.status().ToString());
+      writes.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      lease->Exec("ROLLBACK").status().IgnoreError();
+      write_errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    return r;
+  }
+
+  HttpResponse Fail(int status, const std::string& msg) {
+    write_errors.fetch_add(1, std::memory_order_relaxed);
+    return JsonError(status, msg);
+  }
+
+  // Appends the event of a change and answers with the new version.
+  HttpResponse Publish(PgPool::Lease& db, const std::string& type, const std::string& post_id,
+                       const std::string& community, const std::string& version, int status) {
+    tiercache::InvalidationEvent e;
+    e.event_id = RandomId();
+    e.type = type;
+    e.entity_id = post_id;
+    e.partition_key = community;
+    e.version = std::stoull(version);
+    e.occurred_at = std::chrono::system_clock::now();
+    auto payload = tiercache::EncodeEvent(e);
+    if (!payload.ok()) return JsonError(500, payload.status().ToString());
+    tiercache::outbox::OutboxEvent oe;
+    oe.topic = topic;
+    oe.key = community;
+    oe.payload = std::move(*payload);
+    tiercache::Status s = writer->Append(db.get(), {oe});
+    if (!s.ok()) return JsonError(503, "outbox: " + s.ToString());
+    return HttpResponse{status,
+                        "{\"id\":" + post_id + ",\"community_id\":" + community + ",\"version\":" + version + "}\n"};
+  }
+
+  static std::optional<std::string> Field(const nlohmann::json& j, const char* name, size_t max,
+                                          std::string* error) {
+    if (!j.contains(name)) return std::nullopt;
+    if (!j[name].is_string()) {
+      *error = std::string(name) + " must be a string";
+      return std::nullopt;
+    }
+    std::string v = j[name].get<std::string>();
+    if (v.size() > max || v.find('\0') != std::string::npos) {
+      *error = std::string(name) + " is longer than " + std::to_string(max) + " bytes or has a NUL";
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  static tiercache::Result<nlohmann::json> ParseBody(const std::string& body) {
+    nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      return tiercache::Status::InvalidArgument("the body must be a JSON object");
+    }
+    return j;
+  }
+
+  HttpResponse Create(const HttpRequest& req) {
+    auto j = ParseBody(req.body);
+    if (!j.ok()) return Fail(400, std::string(j.status().message()));
+    std::string err;
+    auto author = Field(*j, "author", kMaxAuthor, &err);
+    auto title = Field(*j, "title", kMaxTitle, &err);
+    auto body = Field(*j, "body", kMaxBody, &err);
+    if (!err.empty()) return Fail(400, err);
+    if (!author || !title || !body || author->empty() || title->empty()) {
+      return Fail(400, "author, title and body are required (author and title non-empty)");
+    }
+    const std::string& community = req.matches[0];
+    return InTransaction(req, [&](PgPool::Lease& db) {
+      auto v = db.Exec(
+          "UPDATE communities SET feed_version = feed_version + 1, post_count = post_count + 1 "
+          "WHERE id = $1 RETURNING feed_version",
+          {community});
+      if (!v.ok()) return JsonError(503, v.status().ToString());
+      if (v->rows == 0) return JsonError(404, "no community " + community);
+      auto id = db.Exec(
+          "INSERT INTO posts (community_id, author, title, body, version) VALUES ($1, $2, $3, $4, $5) "
+          "RETURNING id",
+          {community, *author, *title, *body, v->at(0, 0)});
+      if (!id.ok()) return JsonError(503, id.status().ToString());
+      return Publish(db, "post.created", id->at(0, 0), community, v->at(0, 0), 201);
+    });
+  }
+
+  // PUT and DELETE: lock the post's row, then its community's.
+  HttpResponse Change(const HttpRequest& req, bool remove) {
+    std::optional<std::string> title, body;
+    if (!remove) {
+      auto j = ParseBody(req.body);
+      if (!j.ok()) return Fail(400, std::string(j.status().message()));
+      std::string err;
+      title = Field(*j, "title", kMaxTitle, &err);
+      body = Field(*j, "body", kMaxBody, &err);
+      if (!err.empty()) return Fail(400, err);
+      if (!title && !body) return Fail(400, "nothing to change: give title and/or body");
+    }
+    const std::string& post = req.matches[0];
+    return InTransaction(req, [&](PgPool::Lease& db) {
+      auto row = db.Exec("SELECT community_id FROM posts WHERE id = $1 FOR UPDATE", {post});
+      if (!row.ok()) return JsonError(503, row.status().ToString());
+      if (row->rows == 0) return JsonError(404, "no post " + post);
+      std::string community = row->at(0, 0);
+      auto v = db.Exec(std::string("UPDATE communities SET feed_version = feed_version + 1") +
+                           (remove ? ", post_count = post_count - 1" : "") + " WHERE id = $1 RETURNING feed_version",
+                       {community});
+      if (!v.ok()) return JsonError(503, v.status().ToString());
+      std::string version = v->at(0, 0);
+      std::string sql = "DELETE FROM posts WHERE id = $1";
+      std::vector<std::string> params = {post};
+      if (!remove) {
+        params.push_back(version);
+        sql = "UPDATE posts SET version = $2, updated_at = now()";
+        if (title) params.push_back(*title), sql += ", title = $" + std::to_string(params.size());
+        if (body) params.push_back(*body), sql += ", body = $" + std::to_string(params.size());
+        sql += " WHERE id = $1";
+      }
+      auto done = db.Exec(sql, params);
+      if (!done.ok()) return JsonError(503, done.status().ToString());
+      return Publish(db, remove ? "post.deleted" : "post.updated", post, community, version, 200);
+    });
+  }
+};
+
+int Main(int argc, char** argv) {
+  BlockTerminationSignals();
+  auto flags = Flags::Parse(argc, argv);
+  if (!flags.ok()) {
+    std::fprintf(stderr, "posts-service: %s\n", flags.status().ToString().c_str());
+    return 2;
+  }
+  const Flags& f = *flags;
+  Service svc;
+  std::string conninfo = f.Str("pg", "host=127.0.0.1 port=55442 dbname=demo user=posts");
+  std::string brokers = f.Str("brokers", "127.0.0.1:9092");
+  svc.topic = f.Str("topic", "community.posts.v1");
+
+  tiercache::Status m = tiercache::outbox::MigrateOutbox(conninfo, static_cast<int>(f.Int("outbox-shards", 16)));
+  if (!m.ok()) {
+    Log("posts-service", "cannot prepare the outbox: " + m.ToString());
+    return 1;
+  }
+  svc.pool = std::make_unique<PgPool>(PgPoolOptions{conninfo, static_cast<int>(f.Int("pool", 16)),
+                                                    std::chrono::milliseconds(f.Int("statement-timeout-ms", 2000)),
+                                                    std::chrono::milliseconds(2000)});
+  {
+    auto lease = svc.pool->Acquire(Clock::now() + std::chrono::seconds(5));
+    if (!lease.ok()) {
+      Log("posts-service", lease.status().ToString());
+      return 1;
+    }
+    auto w = tiercache::outbox::OutboxWriter::Create(lease->get());
+    if (!w.ok()) {
+      Log("posts-service", "outbox writer: " + w.status().ToString());
+      return 1;
+    }
+    svc.writer.emplace(*w);
+  }
+
+  std::unique_ptr<tiercache::outbox::OutboxRelay> relay;
+  if (f.Bool("relay", true)) {
+    tiercache::outbox::OutboxRelayOptions ro;
+    ro.conninfo = conninfo;
+    ro.publisher.brokers = brokers;
+    ro.publisher.client_id = "posts-service-relay";
+    ro.poll_interval = std::chrono::milliseconds(200);
+    auto r = tiercache::outbox::OutboxRelay::Create(ro);
+    if (!r.ok()) {
+      Log("posts-service", "outbox relay: " + r.status().ToString());
+      return 1;
+    }
+    relay = std::move(*r);
+    if (auto s = relay->Start(); !s.ok()) {
+      Log("posts-service", "outbox relay: " + s.ToString());
+      return 1;
+    }
+  }
+
+  HttpServerOptions ho;
+  ho.port = static_cast<int>(f.Int("port", 8080));
+  ho.host = f.Str("host", "127.0.0.1");
+  ho.workers = static_cast<int>(f.Int("workers", 32));
+  ho.request_deadline = std::chrono::milliseconds(f.Int("deadline-ms", 3000));
+  ho.service = "posts";
+  HttpServer http(ho);
+  http.Post(R"(/communities/(\d{1,18})/posts)", [&](const HttpRequest& r) { return svc.Create(r); });
+  http.Put(R"(/posts/(\d{1,18}))", [&](const HttpRequest& r) { return svc.Change(r, false); });
+  http.Delete(R"(/posts/(\d{1,18}))", [&](const HttpRequest& r) { return svc.Change(r, true); });
+  http.SetExtraMetrics([&] {
+    std::string out;
+    out += "# TYPE demo_posts_writes_total counter\ndemo_posts_writes_total " +
+           std::to_string(svc.writes.load()) + "\n";
+    out += "# TYPE demo_posts_write_errors_total counter\ndemo_posts_write_errors_total " +
+           std::to_string(svc.write_errors.load()) + "\n";
+    if (relay) {
+      auto st = relay->stats();
+      out += "# TYPE demo_outbox_published_total counter\ndemo_outbox_published_total " +
+             std::to_string(st.published) + "\n";
+      out += "# TYPE demo_outbox_publish_errors_total counter\ndemo_outbox_publish_errors_total " +
+             std::to_string(st.publish_errors) + "\n";
+    }
+    return out;
+  });
+  if (auto s = http.Start(); !s.ok()) {
+    Log("posts-service", s.ToString());
+    return 1;
+  }
+  Log("posts-service", "listening on " + ho.host + ":" + std::to_string(ho.port) + " (primary: " + conninfo +
+                           ", brokers: " + brokers + ")");
+  std::string sig = WaitForTermination();
+  Log("posts-service", sig + ": stopping");
+  http.Stop();
+  if (relay) relay->Stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace demo
+
+int main(int argc, char** argv) { return demo::Main(argc, argv); }
