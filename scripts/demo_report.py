@@ -136,6 +136,8 @@ class Series:
 def read_csv(report_dir, rel, label):
     """Returns (Series or None, list of problem notes)."""
     notes = []
+    if rel is None:  # a drill without per-second data (e.g. the stampede)
+        return None, notes
     if not isinstance(rel, str) or not rel:
         notes.append("%s: no CSV named in summary.json" % label)
         return None, notes

@@ -7,8 +7,8 @@
 #                                    demo/seed.sql applied), then the replica (made
 #                                    by pg_basebackup the first time); ends with
 #                                    one DSN line per server:
-#                                      primary host=127.0.0.1 port=55442 dbname=demo user=posts
-#                                      replica host=127.0.0.1 port=55443 dbname=demo user=feeds
+#                                      primary host=127.0.0.1 port=15442 dbname=demo user=posts
+#                                      replica host=127.0.0.1 port=15443 dbname=demo user=feeds
 #   scripts/platform.sh down         stop the replica, then the primary
 #   scripts/platform.sh status       each server's state and the replica's lag
 #   scripts/platform.sh reset        down, then delete both data directories
@@ -32,8 +32,8 @@
 #
 # Environment:
 #   TIERCACHE_RUN_DIR                 <repo>/.run   data in <run dir>/demo-pg
-#   TIERCACHE_DEMO_PG_PRIMARY_PORT    55442
-#   TIERCACHE_DEMO_PG_REPLICA_PORT    55443
+#   TIERCACHE_DEMO_PG_PRIMARY_PORT    15442
+#   TIERCACHE_DEMO_PG_REPLICA_PORT    15443
 #   TIERCACHE_DEMO_COMMUNITIES        1000   seed: number of communities
 #   TIERCACHE_DEMO_POSTS_MAX          600    seed: posts of the largest community
 #   TIERCACHE_PG_BIN                  /usr/lib/postgresql/15/bin
@@ -42,8 +42,8 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 run_dir="${TIERCACHE_RUN_DIR:-$repo/.run}"
-primary_port="${TIERCACHE_DEMO_PG_PRIMARY_PORT:-55442}"
-replica_port="${TIERCACHE_DEMO_PG_REPLICA_PORT:-55443}"
+primary_port="${TIERCACHE_DEMO_PG_PRIMARY_PORT:-15442}"
+replica_port="${TIERCACHE_DEMO_PG_REPLICA_PORT:-15443}"
 communities="${TIERCACHE_DEMO_COMMUNITIES:-1000}"
 posts_max="${TIERCACHE_DEMO_POSTS_MAX:-600}"
 pg_bin="${TIERCACHE_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -148,7 +148,7 @@ write_platform_conf() {
     echo "listen_addresses = '127.0.0.1'"
     echo "unix_socket_directories = '$demo_dir/$server.sock'"
     echo "shared_preload_libraries = 'pg_stat_statements'"
-    echo "pg_stat_statements.track = all"
+    echo "pg_stat_statements.track = top"
     echo "wal_level = replica"
     echo "max_wal_senders = 4"
     echo "wal_keep_size = 256MB"

@@ -28,6 +28,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/feed_keys.h"
 #include "common/flags.h"
 #include "common/http_server.h"
 #include "common/pg_pool.h"
@@ -82,14 +83,6 @@ bool SplitPostKey(std::string_view key, std::string* community, std::string* id)
   return !community->empty() && !id->empty();
 }
 
-bool AllDigits(std::string_view s) {
-  if (s.empty() || s.size() > 18) return false;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  return true;
-}
-
 class Feeds {
  public:
   Feeds(const Flags& f) : flags_(f) {}
@@ -102,9 +95,9 @@ class Feeds {
       return std::make_unique<PgPool>(PgPoolOptions{dsn, size, milliseconds(flags_.Int("statement-timeout-ms", 2000)),
                                                     milliseconds(2000)});
     };
-    replica_ = pool(flags_.Str("pg-replica", "host=127.0.0.1 port=55443 dbname=demo user=feeds"),
+    replica_ = pool(flags_.Str("pg-replica", "host=127.0.0.1 port=15443 dbname=demo user=feeds"),
                     static_cast<int>(flags_.Int("replica-pool", 8)));
-    primary_ = pool(flags_.Str("pg-primary", "host=127.0.0.1 port=55442 dbname=demo user=feeds"),
+    primary_ = pool(flags_.Str("pg-primary", "host=127.0.0.1 port=15442 dbname=demo user=feeds"),
                     static_cast<int>(flags_.Int("primary-pool", 4)));
     if (!use_cache_) return Status::Ok();
 
@@ -138,17 +131,7 @@ class Feeds {
     auto dlq = tiercache::kafka::Publisher::Create(po);
     if (!dlq.ok()) return dlq.status();
     dead_letters_ = std::move(*dlq);
-    auto mapper = [](const tiercache::InvalidationEvent& e) -> Result<tiercache::kafka::InvalidationTargets> {
-      if (e.entity() != "post") return Status::InvalidArgument("unknown type " + e.type);
-      if (!AllDigits(e.partition_key) || !AllDigits(e.entity_id)) {
-        return Status::InvalidArgument("partition_key and entity_id must be decimal ids");
-      }
-      tiercache::kafka::InvalidationTargets t;
-      t.keys.push_back("posts:{community:" + e.partition_key + "}:" + e.entity_id);
-      if (e.action() != "updated") t.keys.push_back("postmap:{post:" + e.entity_id + "}");
-      t.groups.push_back("feed:{community:" + e.partition_key + "}");
-      return t;
-    };
+    auto mapper = MapPostEvent;
     tiercache::kafka::InvalidationConsumerOptions io;
     io.brokers = brokers;
     io.group_id = flags_.Str("group-id", "feeds-service");
@@ -186,13 +169,12 @@ class Feeds {
       page = std::stoi(page_s);
     }
     if (page < 1 || page > kMaxPage) return JsonError(400, "page must be a number in [1, 50]");
-    std::string group = "feed:{community:" + community + "}";
-    std::string page_key = group.substr(0, group.size()) + ":page:" + std::to_string(page);
-    // feed:{community:C}:page:N (the group's name plus the page)
+    std::string group = FeedGroup(community);
+    std::string page_key = PageKey(community, page);
     auto ids_v = Read(page_key, group, [this, community, page](PgPool& db) { return LoadPage(db, community, page); });
     if (!ids_v.ok()) return ErrorResponse(ids_v.status());
     if (!ids_v->found) return JsonError(404, "no community " + community);
-    auto count_v = Read("counters:{community:" + community + "}:posts", group,
+    auto count_v = Read(CounterKey(community), group,
                         [this, community](PgPool& db) { return LoadCount(db, community); });
     if (!count_v.ok()) return ErrorResponse(count_v.status());
 
@@ -203,7 +185,7 @@ class Feeds {
     std::vector<std::string> keys;
     std::stringstream ss(ids_csv);
     for (std::string id; std::getline(ss, id, ',');) {
-      if (!id.empty()) keys.push_back("posts:{community:" + community + "}:" + id);
+      if (!id.empty()) keys.push_back(PostKey(community, id));
     }
     std::string out = "{\"community_id\":" + community + ",\"page\":" + std::to_string(page) +
                       ",\"feed_version\":" + std::to_string(ids_v->version) + ",\"total\":" +
@@ -225,10 +207,10 @@ class Feeds {
 
   HttpResponse Post(const HttpRequest& req) {
     const std::string& id = req.matches[0];
-    auto map = Read("postmap:{post:" + id + "}", "", [this, id](PgPool& db) { return LoadPostMap(db, id); });
+    auto map = Read(PostMapKey(id), "", [this, id](PgPool& db) { return LoadPostMap(db, id); });
     if (!map.ok()) return ErrorResponse(map.status());
     if (!map->found) return JsonError(404, "no post " + id);
-    std::string key = "posts:{community:" + map->payload + "}:" + id;
+    std::string key = PostKey(map->payload, id);
     auto post = Read(key, "", [this, key](PgPool& db) { return LoadPost(db, key); });
     if (!post.ok()) return ErrorResponse(post.status());
     if (!post->found) return JsonError(404, "no post " + id);
@@ -259,6 +241,23 @@ class Feeds {
     line("tiercache_refused_fills_total", "", snap.get(tiercache::Counter::kRefusedFill, tiercache::Tier::kL2));
     line("tiercache_l2_errors_total", "", snap.get(tiercache::Counter::kL2Error, tiercache::Tier::kL2));
     line("tiercache_l1_fenced", "", snap.l1_fenced ? 1 : 0);
+    // Invalidation lag (event occurred_at → applied) per stage, in the
+    // library's power-of-two microsecond buckets: bucket b counts lags below
+    // 2^b µs (cumulative, as Prometheus wants).
+    out += "# TYPE tiercache_invalidation_lag_seconds histogram\n";
+    for (auto stage : {tiercache::InvalidationStage::kL2, tiercache::InvalidationStage::kL1}) {
+      const auto& buckets = snap.lag_us_buckets[static_cast<int>(stage)];
+      std::string st = "stage=\"" + std::string(tiercache::InvalidationStageName(stage)) + "\"";
+      uint64_t cum = 0;
+      for (int b = 0; b < tiercache::CounterMetrics::kLatencyBuckets; ++b) {
+        cum += buckets[static_cast<size_t>(b)];
+        if (b < 10 || b > 25) continue;  // 1 ms .. 33 s
+        char le[32];
+        std::snprintf(le, sizeof le, "%g", static_cast<double>(uint64_t{1} << b) / 1e6);
+        line("tiercache_invalidation_lag_seconds_bucket", st + ",le=\"" + le + "\"", cum);
+      }
+      line("tiercache_invalidation_lag_seconds_count", st, cum);
+    }
     return out;
   }
 

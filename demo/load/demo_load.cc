@@ -22,6 +22,7 @@
 // read (the load's and the checker's) is checked: a version older than one
 // acknowledged more than --window-ms before the read began is a stale read.
 #include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
 
 #include <httplib.h>
 
@@ -855,13 +856,83 @@ int Warm(const Flags& f) {
   return 0;
 }
 
+// ---- recreate-topic ---------------------------------------------------------
+
+// Deletes the topic (if it exists) and creates it again, empty: every `make
+// demo` starts from a fresh database, so events of an earlier run (with
+// versions from the old database) must not be replayed into this one.
+int RecreateTopic(const Flags& f) {
+  std::string brokers = f.Str("brokers", "127.0.0.1:9092"), topic = f.Str("topic", "community.posts.v1");
+  int partitions = static_cast<int>(f.Int("partitions", 3));
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+    std::fprintf(stderr, "demo-load: %s\n", err);
+    rd_kafka_conf_destroy(conf);
+    return 2;
+  }
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (rk == nullptr) {
+    std::fprintf(stderr, "demo-load: %s\n", err);
+    return 1;
+  }
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  auto wait_result = [&](rd_kafka_event_type_t type) -> rd_kafka_event_t* {
+    for (int i = 0; i < 30; ++i) {
+      rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 1000);
+      if (ev != nullptr && rd_kafka_event_type(ev) == type) return ev;
+      if (ev != nullptr) rd_kafka_event_destroy(ev);
+    }
+    return nullptr;
+  };
+  int rc = 0;
+  for (const std::string& name : {topic, topic + ".dead-letters"}) {
+    rd_kafka_DeleteTopic_t* del = rd_kafka_DeleteTopic_new(name.c_str());
+    rd_kafka_DeleteTopics(rk, &del, 1, nullptr, q);
+    rd_kafka_DeleteTopic_destroy(del);
+    if (rd_kafka_event_t* ev = wait_result(RD_KAFKA_EVENT_DELETETOPICS_RESULT)) {
+      rd_kafka_event_destroy(ev);  // "unknown topic" is fine: nothing to delete
+    }
+  }
+  // Deletion is asynchronous on the broker: retry the creation while the
+  // old topic is still being removed.
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    char e2[256];
+    rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, e2, sizeof e2);
+    rd_kafka_CreateTopics(rk, &nt, 1, nullptr, q);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_event_t* ev = wait_result(RD_KAFKA_EVENT_CREATETOPICS_RESULT);
+    if (ev == nullptr) {
+      std::fprintf(stderr, "demo-load: no answer from %s to CreateTopics\n", brokers.c_str());
+      rc = 1;
+      break;
+    }
+    size_t n = 0;
+    const rd_kafka_topic_result_t** res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    rd_kafka_resp_err_t e = n == 1 ? rd_kafka_topic_result_error(res[0]) : RD_KAFKA_RESP_ERR_UNKNOWN;
+    std::string msg = n == 1 && rd_kafka_topic_result_error_string(res[0]) ? rd_kafka_topic_result_error_string(res[0]) : "";
+    rd_kafka_event_destroy(ev);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+    if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS || attempt == 39) {
+      std::fprintf(stderr, "demo-load: cannot create %s: %s\n", topic.c_str(), msg.c_str());
+      rc = 1;
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(250));
+  }
+  rd_kafka_queue_destroy(q);
+  rd_kafka_destroy(rk);
+  if (rc == 0) std::fprintf(stderr, "demo-load: topic %s recreated (%d partitions)\n", topic.c_str(), partitions);
+  return rc;
+}
+
 }  // namespace
 }  // namespace demo
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
-    std::fprintf(stderr, "usage: demo-load run|stampede|warm --flag=value ... (see demo/load/demo_load.cc)\n");
+    std::fprintf(stderr, "usage: demo-load run|stampede|warm|recreate-topic --flag=value ... (see demo/load/demo_load.cc)\n");
     return 2;
   }
   std::string cmd = argv[1];
@@ -873,6 +944,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return demo::Runner(*flags).Run();
   if (cmd == "stampede") return demo::Stampede(*flags);
   if (cmd == "warm") return demo::Warm(*flags);
+  if (cmd == "recreate-topic") return demo::RecreateTopic(*flags);
   std::fprintf(stderr, "demo-load: unknown command '%s' (run, stampede, warm)\n", cmd.c_str());
   return 2;
 }

@@ -8,6 +8,12 @@
 //   DELETE /posts/:id                                            → 200 {"id","community_id","version"}
 //   GET    /healthz, /metrics
 //
+// After the commit it also invalidates Redis itself, at once and best-effort
+// (--invalidate-on-write, on by default): the same keys and group floor the
+// event will invalidate, with the event's id, so the shared tier is fresh
+// even while Kafka is down; the event stays the contract (it reaches every
+// pod's L1, and redoes what a failed direct invalidation missed).
+//
 // Versions (demo/schema.sql): every change bumps the community's
 // feed_version and the post takes it, so the event's version orders the post
 // and every page of the community's feed.
@@ -18,11 +24,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/feed_keys.h"
 #include "common/flags.h"
 #include "common/http_server.h"
 #include "common/pg_pool.h"
 #include "common/process.h"
+#include "tiercache/cache.h"
 #include "tiercache/events.h"
+#include "tiercache/redis/redis_client.h"
 #include "tiercache/outbox.h"
 
 namespace demo {
@@ -36,7 +45,25 @@ struct Service {
   std::unique_ptr<PgPool> pool;
   std::optional<tiercache::outbox::OutboxWriter> writer;
   std::string topic;
-  std::atomic<uint64_t> writes{0}, write_errors{0};
+  std::atomic<uint64_t> writes{0}, write_errors{0}, direct_ok{0}, direct_failed{0};
+  std::unique_ptr<tiercache::Cache> cache;  // L2 only; null without --invalidate-on-write
+
+  // The event of the transaction in hand, invalidated in L2 after COMMIT.
+  struct Pending {
+    tiercache::InvalidationEvent event;
+  };
+  static thread_local std::optional<Pending> pending;
+
+  void InvalidateNow(const tiercache::InvalidationEvent& e) {
+    auto targets = MapPostEvent(e);
+    if (!cache || !targets.ok()) return;
+    std::vector<tiercache::Cache::Invalidation> list;
+    for (const auto& k : targets->keys) list.push_back({k, e.version, false});
+    for (const auto& g : targets->groups) list.push_back({g, e.version, true, e.event_id});
+    bool ok = true;
+    for (const auto& r : cache->InvalidateMany(list)) ok = ok && r.ok();
+    (ok ? direct_ok : direct_failed).fetch_add(1, std::memory_order_relaxed);
+  }
 
   // Runs `body` in a transaction; commits when it returns 2xx, else rolls back.
   HttpResponse InTransaction(const HttpRequest& req,
@@ -45,11 +72,13 @@ struct Service {
     if (!lease.ok()) return Fail(503, lease.status().ToString());
     auto begin = lease->Exec("BEGIN");
     if (!begin.ok()) return Fail(503, begin.status().ToString());
+    pending.reset();
     HttpResponse r = body(*lease);
     if (r.status / 100 == 2) {
       auto commit = lease->Exec("COMMIT");
       if (!commit.ok()) return Fail(503, "commit failed: " + commit.status().ToString());
       writes.fetch_add(1, std::memory_order_relaxed);
+      if (pending) InvalidateNow(pending->event);
     } else {
       lease->Exec("ROLLBACK").status().IgnoreError();
       write_errors.fetch_add(1, std::memory_order_relaxed);
@@ -80,6 +109,7 @@ struct Service {
     oe.payload = std::move(*payload);
     tiercache::Status s = writer->Append(db.get(), {oe});
     if (!s.ok()) return JsonError(503, "outbox: " + s.ToString());
+    pending = Pending{e};
     return HttpResponse{status,
                         "{\"id\":" + post_id + ",\"community_id\":" + community + ",\"version\":" + version + "}\n"};
   }
@@ -174,6 +204,8 @@ struct Service {
   }
 };
 
+thread_local std::optional<Service::Pending> Service::pending;
+
 int Main(int argc, char** argv) {
   BlockTerminationSignals();
   auto flags = Flags::Parse(argc, argv);
@@ -183,7 +215,7 @@ int Main(int argc, char** argv) {
   }
   const Flags& f = *flags;
   Service svc;
-  std::string conninfo = f.Str("pg", "host=127.0.0.1 port=55442 dbname=demo user=posts");
+  std::string conninfo = f.Str("pg", "host=127.0.0.1 port=15442 dbname=demo user=posts");
   std::string brokers = f.Str("brokers", "127.0.0.1:9092");
   svc.topic = f.Str("topic", "community.posts.v1");
 
@@ -207,6 +239,30 @@ int Main(int argc, char** argv) {
       return 1;
     }
     svc.writer.emplace(*w);
+  }
+
+  if (f.Bool("invalidate-on-write", true)) {
+    auto seeds = ParseHostPorts(f.Str("redis", "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"));
+    if (!seeds.ok()) {
+      Log("posts-service", "--redis: " + seeds.status().ToString());
+      return 2;
+    }
+    tiercache::redis::RedisClientOptions ro;
+    for (auto& [h, p] : *seeds) ro.seeds.push_back({h, p});
+    auto client = tiercache::redis::RedisClient::Create(ro);
+    if (!client.ok()) {
+      Log("posts-service", "redis: " + client.status().ToString());
+      return 1;
+    }
+    tiercache::CacheOptions co;
+    co.use_l1 = false;
+    co.l2 = tiercache::MakeRedisL2Store(std::shared_ptr<tiercache::redis::RedisClient>(std::move(*client)));
+    auto cache = tiercache::Cache::Create(co);
+    if (!cache.ok()) {
+      Log("posts-service", "cache: " + cache.status().ToString());
+      return 1;
+    }
+    svc.cache = std::move(*cache);
   }
 
   std::unique_ptr<tiercache::outbox::OutboxRelay> relay;
@@ -244,6 +300,9 @@ int Main(int argc, char** argv) {
            std::to_string(svc.writes.load()) + "\n";
     out += "# TYPE demo_posts_write_errors_total counter\ndemo_posts_write_errors_total " +
            std::to_string(svc.write_errors.load()) + "\n";
+    out += "# TYPE demo_posts_direct_invalidations_total counter\n";
+    out += "demo_posts_direct_invalidations_total{result=\"ok\"} " + std::to_string(svc.direct_ok.load()) + "\n";
+    out += "demo_posts_direct_invalidations_total{result=\"failed\"} " + std::to_string(svc.direct_failed.load()) + "\n";
     if (relay) {
       auto st = relay->stats();
       out += "# TYPE demo_outbox_published_total counter\ndemo_outbox_published_total " +

@@ -9,8 +9,8 @@
 # Exits non-zero at the first failed check; always stops the servers and deletes
 # what it made.
 #
-# Environment: TIERCACHE_ITEST_DEMO_PG_PRIMARY_PORT (55452),
-#              TIERCACHE_ITEST_DEMO_PG_REPLICA_PORT (55453)
+# Environment: TIERCACHE_ITEST_DEMO_PG_PRIMARY_PORT (15452),
+#              TIERCACHE_ITEST_DEMO_PG_REPLICA_PORT (15453)
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,8 +18,8 @@ repo="$(cd "$here/../.." && pwd)"
 platform="$repo/scripts/platform.sh"
 pg_bin="${TIERCACHE_PG_BIN:-/usr/lib/postgresql/15/bin}"
 
-primary=${TIERCACHE_ITEST_DEMO_PG_PRIMARY_PORT:-55452}
-replica=${TIERCACHE_ITEST_DEMO_PG_REPLICA_PORT:-55453}
+primary=${TIERCACHE_ITEST_DEMO_PG_PRIMARY_PORT:-15452}
+replica=${TIERCACHE_ITEST_DEMO_PG_REPLICA_PORT:-15453}
 work=$(mktemp -d /tmp/tiercache-platform-itest.XXXXXX)
 chmod 755 "$work"  # the postgres user keeps its data here
 export TIERCACHE_RUN_DIR="$work/run"

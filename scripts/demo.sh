@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# `make demo`: the seed's platform rebuilt on tiercache, its incident and the
+# classic failures replayed as drills, each with tiercache and with the cache
+# turned off under the same load, and a report (docs/demo.md).
+#
+#   scripts/demo.sh            set up, build, start everything, run the drills,
+#                              write demo-report/index.html, print RESULT lines
+#   scripts/demo.sh start      only start the platform (servers + services)
+#   scripts/demo.sh stop       stop the services (servers keep running)
+#   scripts/demo.sh hook NAME  a fault the drills inject (kill-redis-master,
+#                              restart-redis-node, kafka-stop, kafka-start,
+#                              kill-pod POD, start-pod POD)
+#
+# Environment:
+#   TIERCACHE_DEMO_PORT_BASE   18080: posts-service; +1,+2 feeds pods with
+#                              tiercache; +3,+4 feeds pods without a cache
+#   TIERCACHE_DEMO_REPORT      <repo>/demo-report
+#   TIERCACHE_DEMO_SHORT       1: shorter drills (a smoke run, e.g. in tests)
+#   BUILD_DIR                  build
+# The servers' addresses are the services' flags (--redis, --brokers,
+# --pg-primary, --pg-replica; or DEMO_REDIS, DEMO_BROKERS, ... in the
+# environment): see docs/demo.md to run them against real clusters.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cd "$repo"
+build_dir="${BUILD_DIR:-build}"
+bin="$repo/$build_dir/demo"
+report="${TIERCACHE_DEMO_REPORT:-$repo/demo-report}"
+run_dir="${TIERCACHE_RUN_DIR:-$repo/.run}/demo"
+base="${TIERCACHE_DEMO_PORT_BASE:-18080}"
+short="${TIERCACHE_DEMO_SHORT:-0}"
+redis_base="${TIERCACHE_REDIS_PORT_BASE:-7000}"
+kafka_port="${TIERCACHE_KAFKA_PORT:-9092}"
+pg_primary_port="${TIERCACHE_DEMO_PG_PRIMARY_PORT:-15442}"
+pg_replica_port="${TIERCACHE_DEMO_PG_REPLICA_PORT:-15443}"
+python="/usr/bin/python3"; [ -x "$python" ] || python=python3
+
+redis_seeds="127.0.0.1:$redis_base,127.0.0.1:$((redis_base + 1)),127.0.0.1:$((redis_base + 2))"
+brokers="127.0.0.1:$kafka_port"
+primary_dsn() { echo "host=127.0.0.1 port=$pg_primary_port dbname=demo user=$1"; }
+replica_dsn() { echo "host=127.0.0.1 port=$pg_replica_port dbname=demo user=$1"; }
+cache_pods="http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2))"
+nocache_pods="http://127.0.0.1:$((base + 3)),http://127.0.0.1:$((base + 4))"
+
+say() { echo "demo: $*" >&2; }
+die() { echo "demo: $*" >&2; exit 1; }
+
+port_in_use() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+
+# ---- the services -----------------------------------------------------------
+
+pod_port() {
+  case $1 in
+    posts) echo "$base" ;;
+    feeds-1) echo $((base + 1)) ;;
+    feeds-2) echo $((base + 2)) ;;
+    feeds-nocache-1) echo $((base + 3)) ;;
+    feeds-nocache-2) echo $((base + 4)) ;;
+    *) die "unknown pod '$1'" ;;
+  esac
+}
+
+pod_pid() {
+  local f="$run_dir/$1.pid" pid
+  [ -r "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--pod $1" && echo "$pid"
+}
+
+start_pod() {
+  local pod=$1 port cmd
+  port=$(pod_port "$pod")
+  if pod_pid "$pod" >/dev/null; then return 0; fi
+  port_in_use "$port" && die "port $port ($pod) is already in use; stop that process or set TIERCACHE_DEMO_PORT_BASE"
+  mkdir -p "$run_dir" "$report/logs"
+  case $pod in
+    posts) cmd=("$bin/posts-service" --pod posts --pg "$(primary_dsn posts)" --brokers "$brokers" --redis "$redis_seeds") ;;
+    feeds-nocache-*) cmd=("$bin/feeds-service" --pod "$pod" --cache off --pg-replica "$(replica_dsn feeds)"
+                          --pg-primary "$(primary_dsn feeds)") ;;
+    *) cmd=("$bin/feeds-service" --pod "$pod" --redis "$redis_seeds" --brokers "$brokers"
+            --pg-replica "$(replica_dsn feeds)" --pg-primary "$(primary_dsn feeds)") ;;
+  esac
+  setsid nohup "${cmd[@]}" --port "$port" >>"$report/logs/$pod.log" 2>&1 </dev/null &
+  echo $! >"$run_dir/$pod.pid"
+  local deadline=$((SECONDS + 30))
+  until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
+    pod_pid "$pod" >/dev/null || { tail -n 5 "$report/logs/$pod.log" >&2; die "$pod exited at start (log above)"; }
+    ((SECONDS < deadline)) || die "$pod does not answer on port $port"
+    sleep 0.1
+  done
+}
+
+stop_pod() {
+  local pid
+  pid=$(pod_pid "$1") || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null
+}
+
+all_pods=(posts feeds-1 feeds-2 feeds-nocache-1 feeds-nocache-2)
+stop_all() { for p in "${all_pods[@]}"; do stop_pod "$p"; done; }
+
+# Fresh state for a run: a new database (versions start again), so Redis
+# and the topic are emptied too (an old tombstone or event would outrank the
+# new rows).
+fresh_platform() {
+  scripts/services.sh up >&2 || die "the servers did not start (see above)"
+  scripts/platform.sh reset >/dev/null 2>&1
+  scripts/platform.sh up >&2 || die "the demo's PostgreSQL did not start (see above)"
+  local p role
+  for p in $(seq "$redis_base" $((redis_base + 5))); do
+    role=$(redis-cli -p "$p" role 2>/dev/null | head -n1)
+    [ "$role" = master ] && redis-cli -p "$p" flushall >/dev/null
+  done
+  "$bin/demo-load" recreate-topic --brokers "$brokers" --topic community.posts.v1 ||
+    die "cannot recreate the Kafka topic"
+}
+
+start_all() {
+  for p in "${all_pods[@]}"; do start_pod "$p"; done
+  say "services up: posts-service :$base, feeds (tiercache) :$((base + 1)) :$((base + 2)), feeds (no cache) :$((base + 3)) :$((base + 4))"
+}
+
+# ---- faults -----------------------------------------------------------------
+
+redis_dir() { echo "${TIERCACHE_RUN_DIR:-$repo/.run}/redis/$1"; }
+
+hook() {
+  case $1 in
+    kill-redis-master)
+      # The master owning the hottest community's feed.
+      local slot port
+      slot=$(redis-cli -p "$redis_base" cluster keyslot "feed:{community:1}")
+      port=$(redis-cli -p "$redis_base" cluster nodes | awk -v s="$slot" '
+        $3 ~ /master/ && $3 !~ /fail/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (r[2] == "") r[2] = r[1];
+          if (s >= r[1] && s <= r[2]) { split($2, a, "[:@]"); print a[2] } } }' | head -n1)
+      [ -n "$port" ] || die "no master found for slot $slot"
+      echo "$port" >"$run_dir/killed-redis-port"
+      kill -9 "$(cat "$(redis_dir "$port")/redis.pid")"
+      say "killed the redis master on port $port (slot $slot)"
+      ;;
+    restart-redis-node)
+      local port
+      port=$(cat "$run_dir/killed-redis-port")
+      redis-server "$(redis_dir "$port")/redis.conf" >/dev/null && say "restarted redis node $port (it rejoins as a replica)"
+      ;;
+    kafka-stop)
+      local pid
+      pid=$(cat "${TIERCACHE_RUN_DIR:-$repo/.run}/kafka/kafka.pid")
+      kill -TERM "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      say "kafka stopped"
+      ;;
+    kafka-start)
+      scripts/services.sh up >/dev/null 2>&1 && say "kafka started" || say "kafka did not start"
+      ;;
+    kill-pod)
+      kill -9 "$(pod_pid "$2")" && say "killed $2 (kill -9)"
+      ;;
+    start-pod)
+      start_pod "$2" && say "restarted $2"
+      ;;
+    *) die "unknown hook '$1'" ;;
+  esac
+}
+
+# ---- drills -----------------------------------------------------------------
+
+data="$report/data"
+pg_admin=(--pg-replica-admin "$(replica_dsn postgres)" --pg-primary-admin "$(primary_dsn postgres)")
+
+# load DRILL MODE ARGS...: one open-loop run against the pods of MODE.
+load() {
+  local drill=$1 mode=$2; shift 2
+  local pods=$cache_pods
+  [ "$mode" = nocache ] && pods=$nocache_pods
+  "$bin/demo-load" run --label "$drill/$mode" --feeds "$pods" --posts "http://127.0.0.1:$base" "${pg_admin[@]}" \
+    --csv "$data/${drill}__$mode.csv" --json "$data/${drill}__$mode.json" "$@"
+}
+
+dur() { if [ "$short" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+
+warm() {
+  "$bin/demo-load" warm --feeds "$1" --communities 300 --pages 3 --concurrency 8 2>/dev/null
+}
+
+# The highest rate at which the tiercache pods keep p99 under 50 ms.
+find_peak() {
+  local best=0 r p99
+  for r in 500 1000 1500 2000 2500 3000 4000; do
+    "$bin/demo-load" run --label "ramp/$r" --feeds "$cache_pods" --rate "$r" --duration "$(dur 6 3)" --at 0:warm \
+      --at 2:measure --json "$data/ramp_$r.json" "${pg_admin[@]}" 2>/dev/null
+    p99=$("$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); p=d["phases"][-1];
+print(p["p99_ms"] if p["errors"]+p["timeouts"]==0 and p["p99_ms"] is not None else 1e9)' "$data/ramp_$r.json")
+    say "ramp: $r req/s → p99 $p99 ms"
+    if "$python" -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 50 else 1)' "$p99"; then best=$r; else break; fi
+  done
+  ((best > 0)) || best=500
+  echo "$best"
+}
+
+drills() {
+  rm -rf "$data" && mkdir -p "$data"
+  local rate
+  say "warming the cache (first 3 pages of 300 communities)"
+  warm "$cache_pods"
+  sleep 2
+  say "finding the peak rate (p99 < 50 ms with tiercache)"
+  rate=$(find_peak)
+  echo "$rate" >"$data/peak_rate"
+  say "peak rate: $rate req/s"
+
+  local m
+  for m in tiercache nocache; do
+    say "drill 1/6 peak ($m): $rate req/s, 5 writes/s"
+    load peak "$m" --rate "$rate" --writes 5 --duration "$(dur 30 10)" --at 0:warm-up --at "$(dur 10 3):steady"
+  done
+
+  for m in tiercache nocache; do
+    say "drill 2/6 incident ($m): the replica lags 14 s and its queries take 300 ms more"
+    load incident "$m" --rate "$rate" --writes 2 --duration "$(dur 50 16)" --at 0:normal \
+      --at "$(dur 15 4):replica lag + slow queries:scripts/platform.sh lag 14000 >/dev/null; scripts/platform.sh slow 300 >/dev/null" \
+      --at "$(dur 40 12):recovered:scripts/platform.sh slow 0 >/dev/null; scripts/platform.sh lag 0 >/dev/null"
+    scripts/platform.sh slow 0 >/dev/null; scripts/platform.sh lag 0 >/dev/null
+    sleep 2
+  done
+
+  for m in tiercache nocache; do
+    say "drill 3/6 stampede ($m): a post in community 1 invalidates its feed, then 1000 readers at once"
+    curl -sf -XPOST "http://127.0.0.1:$base/communities/1/posts" \
+      -d '{"author":"demo","title":"stampede","body":"the hottest feed just changed"}' >/dev/null
+    sleep 1
+    local pods=$cache_pods
+    [ "$m" = nocache ] && pods=$nocache_pods
+    "$bin/demo-load" stampede --feeds "$pods" --community 1 --page 1 --readers "$(dur 1000 200)" "${pg_admin[@]}" \
+      --json "$data/stampede__$m.json"
+  done
+
+  for m in tiercache nocache; do
+    say "drill 4/6 redis master killed ($m)"
+    load redis-kill "$m" --rate "$rate" --writes 2 --duration "$(dur 40 14)" --at 0:steady \
+      --at "$(dur 10 4):master killed:scripts/demo.sh hook kill-redis-master" \
+      --at "$(dur 30 10):node restarted:scripts/demo.sh hook restart-redis-node"
+    sleep 3
+  done
+
+  for m in tiercache nocache; do
+    say "drill 5/6 kafka restarted mid-writes ($m)"
+    load kafka-restart "$m" --rate "$rate" --writes 10 --duration "$(dur 45 16)" --at 0:steady \
+      --at "$(dur 10 4):kafka stopped:scripts/demo.sh hook kafka-stop" \
+      --at "$(dur 20 8):kafka started:scripts/demo.sh hook kafka-start" --lost-after-ms 60000
+    sleep 2
+  done
+
+  for m in tiercache nocache; do
+    say "drill 6/6 a feeds pod killed and restarted ($m)"
+    local pod=feeds-2
+    [ "$m" = nocache ] && pod=feeds-nocache-2
+    load pod-kill "$m" --rate "$rate" --writes 2 --duration "$(dur 40 14)" --at 0:steady \
+      --at "$(dur 10 4):pod killed:scripts/demo.sh hook kill-pod $pod" \
+      --at "$(dur 15 6):pod restarted (cold):scripts/demo.sh hook start-pod $pod"
+  done
+}
+
+main() {
+  say "setup"
+  scripts/setup.sh || die "setup failed"
+  say "build (the services and the load generator only)"
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTIERCACHE_WERROR=ON >/dev/null ||
+    die "cmake configure failed"
+  cmake --build "$build_dir" -j "$(nproc)" --target demo-programs >/dev/null || die "build failed"
+  say "servers: Redis Cluster, Kafka, PostgreSQL primary + replica (fresh data)"
+  fresh_platform
+  stop_all
+  trap stop_all EXIT
+  start_all
+  sleep 3  # the L1 followers catch up with the topic before the pods trust L1
+  local t0=$SECONDS
+  drills
+  say "drills done in $((SECONDS - t0)) s; writing the report"
+  "$python" scripts/demo_summary.py "$report" || die "summary failed"
+  "$python" scripts/demo_report.py "$report" || die "report failed"
+  say "report: $report/index.html"
+}
+
+case "${1:-all}" in
+  all) main ;;
+  start) fresh_platform; start_all ;;
+  stop) stop_all ;;
+  hook) shift; hook "$@" ;;
+  *) echo "usage: $0 [all|start|stop|hook NAME [ARG]]" >&2; exit 2 ;;
+esac
