@@ -366,17 +366,45 @@ class OutboxRelay::Impl {
     }
   }
 
+  // Reads what the socket holds and discards every notification libpq has
+  // queued (they name no row: a round reads every owned shard). True if
+  // there was one.
+  bool DrainNotifies() {
+    PQconsumeInput(conn.get());
+    bool any = false;
+    while (PGnotify* note = PQnotifies(conn.get())) {
+      PQfreemem(note);
+      any = true;
+    }
+    return any;
+  }
+
   // Sleeps until Stop, `d`, or (with `notified`) a NOTIFY. False when
-  // stopping. A backoff is not cut short by commits.
+  // stopping. A backoff (notified == false) is not cut short by commits:
+  // their notifications stay queued for the drain at the top of Loop.
+  //
+  // A NOTIFY that came while a statement of the round or the housekeeping
+  // ran is no longer on the socket: libpq read it into its input buffer
+  // with the statement's reply (e.g. the server sends the notifications
+  // that came during Mark's UPDATE at that transaction's end). Polling the
+  // socket alone would sleep all of `d` with a commit waiting, so the
+  // queued notifications are taken first, and any of them ends the wait at
+  // once: one more round reads that commit.
+  // - No wake-up is lost: a notification is taken either here or by the
+  //   drain at the top of Loop, in both cases before the next round's Read,
+  //   which sees its commit (a NOTIFY is delivered after its transaction
+  //   committed). One that comes after that drain is queued in libpq or on
+  //   the socket, and the Wait after that round finds it.
+  // - No busy loop: the notifications taken here are gone, and the relay's
+  //   own statements send none, so the extra round leaves none behind
+  //   unless a writer commits meanwhile (which needs that round anyway).
   bool Wait(milliseconds d, bool notified = true) {
     if (stop.load()) return false;
     const bool listen = notified && conn && !conn_broken;
+    if (listen && DrainNotifies()) return !stop.load();
     pollfd fds[2] = {{wake, POLLIN, 0}, {listen ? PQsocket(conn.get()) : -1, POLLIN, 0}};
     const int n = ::poll(fds, listen ? 2 : 1, static_cast<int>(std::max<int64_t>(d.count(), 0)));
-    if (n > 0 && (fds[1].revents & POLLIN) && conn) {
-      PQconsumeInput(conn.get());
-      while (PGnotify* note = PQnotifies(conn.get())) PQfreemem(note);
-    }
+    if (n > 0 && (fds[1].revents & POLLIN) && conn) DrainNotifies();
     return !stop.load();
   }
 
@@ -393,10 +421,11 @@ class OutboxRelay::Impl {
           continue;
         }
       }
-      // Notifications that arrived while we worked: the round reads them all.
+      // Notifications that came so far (during a backoff, or after Wait
+      // took its own): the round below reads their commits, so drop them.
+      // Later ones are left for the next Wait (see there).
       conn_broken = false;
-      PQconsumeInput(conn.get());
-      while (PGnotify* note = PQnotifies(conn.get())) PQfreemem(note);
+      DrainNotifies();
       Status s = Status::Ok();
       if (steady_clock::now() >= next_claim) {
         next_claim = steady_clock::now() + o.claim_interval;
