@@ -20,7 +20,8 @@
 //     whose snapshot is no longer current (an invalidation came after it),
 //     whose load is older than max_load_age, or whose version is lower than
 //     what is stored or than the key's version floor (the highest version
-//     an invalidation named). So no value read before an invalidation is ever stored
+//     an invalidation named), or for a group member than the group's floor
+//     (InvalidateGroup). So no value read before an invalidation is ever stored
 //     after it, however long the load took and whether or not the tombstone
 //     still exists; the epoch is a server-side token, so pods' clocks do not
 //     matter. L1 follows L2's verdict: a loaded value enters this pod's L1
@@ -206,7 +207,9 @@ struct GetOptions {
   std::optional<double> early_refresh_beta;
   // The group the key belongs to (e.g. "feed:{community:42}" for every page
   // of that feed); empty: none. InvalidateGroup(group) then invalidates the
-  // key with every other member, in one round trip however many there are.
+  // key with every other member, in one round trip however many there are;
+  // a versioned one also refuses members loaded below its version (or
+  // unversioned) from then on.
   // A group name has a hash tag and every member is in its hash slot
   // (kInvalidArgument otherwise); a cache without L2 has no groups
   // (kFailedPrecondition). Pass the same group on every get of a key: an
@@ -289,7 +292,9 @@ class Cache {
   // Writes a value through both tiers, fenced by `version` (nullopt or 0:
   // unversioned), and fences loads in flight as Invalidate does.
   // Errors: kInvalidArgument (bad key, payload above max_value_bytes),
-  // kAborted (a newer version or tombstone is stored), kUnavailable /
+  // kAborted (a newer version or tombstone is stored, or `version` is below
+  // the key's floor or, for a group member, the group's floor, or the group
+  // moved during the call), kUnavailable /
   // kDeadlineExceeded (L2; the value is then in this pod's L1 only).
   Status Set(std::string_view key, std::string_view payload, std::optional<uint64_t> version,
              const GetOptions& options = {});
@@ -307,19 +312,23 @@ class Cache {
 
   // One invalidation of InvalidateMany.
   struct Invalidation {
-    std::string key;       // or a group's name, with `group`
-    uint64_t version = 0;  // 0: unversioned; unused for a group
-    bool group = false;    // `key` names a group: InvalidateGroup
+    std::string key;  // or a group's name, with `group`
+    // 0: unversioned. A group: the version its floor rises to (0: none), as
+    // InvalidateGroup(group, version).
+    uint64_t version = 0;
+    bool group = false;  // `key` names a group: InvalidateGroup
     // A group's moving event (e.g. the Kafka event's id): the group moves
     // once per event id however many pods apply it (kIgnored after the
-    // first, which keeps the group's members cached); empty: always moves.
+    // first, which keeps the group's members cached, unless `version`
+    // raises its floor); empty: always moves.
     std::string event_id = {};
   };
   enum class InvalidationResult : uint8_t {
     kApplied,  // L2 took the tombstone (or there is no L2); a group moved
     kIgnored,  // L2 dropped nothing: it held this version or newer, or had seen
                // an invalidation at or above it (an old or redelivered event);
-               // a group: its event_id had moved it already
+               // a group: its event_id had moved it already (its floor did
+               // not rise)
   };
 
   // Invalidate for many keys at once, in order (a key named twice sees its
@@ -338,13 +347,23 @@ class Cache {
   // stale) nor stored (a load that began before the move is refused). This
   // pod's L1 stops serving members of earlier generations at once; other
   // pods' L1 when their L1Follower sees the event (which applies it too,
-  // with the event's id: InvalidateMany). Groups have no version: a group
-  // invalidation always applies. Returns the new generation.
+  // with the event's id: InvalidateMany). Without an event id a group
+  // invalidation always moves the group. Returns the new generation.
+  //
+  // With a `version` > 0 (e.g. the event's version, when the members'
+  // versions count in the same sequence, like a community's feed_version)
+  // it also raises the group's version floor to it (floors only rise): a
+  // member whose load returns a lower version, e.g. read after the move from
+  // a replica that lags behind the change, or no version at all, is then
+  // refused as a load below a key's floor is (Get reloads once, then
+  // kAborted, and never serves a stale copy instead; Set: kAborted). So a
+  // versioned group needs versioned members, not-found included
+  // (docs/consistency.md §3b). nullopt or 0: the floor stays as it is.
   // Errors: kInvalidArgument (bad group name), kFailedPrecondition (no L2),
   // kUnavailable / kDeadlineExceeded (L2; this pod's L1 then serves no
   // member of the group until an InvalidateGroup of it begun after this one
   // succeeds).
-  Result<uint64_t> InvalidateGroup(std::string_view group);
+  Result<uint64_t> InvalidateGroup(std::string_view group, std::optional<uint64_t> version = std::nullopt);
 
   // This pod's L1 only (not L2): drops `key`, and with a version > 0 leaves
   // an L1 tombstone refusing L1 fills below it for tombstone_ttl (so an L2

@@ -27,6 +27,16 @@
 //   G's recent events  RecentEventsKeyFor(G): the ids of the last 256 events
 //              that moved G (10 minutes): an event moves G once, however
 //              many pods apply it.
+//   G's floor  GroupFloorKeyFor(G): G's version floor, the highest version a
+//              group invalidation named (a canonical decimal in [1, 2^64),
+//              no TTL; absent: none). A member's fill (or write) of a lower
+//              version, or unversioned, is refused (kOlderVersion), as a
+//              fill below the key's own floor is. The floor only rises, and
+//              never without G moving in the same atomic step, so every
+//              member stored under G's current generation is at or above
+//              it (reads need not check it). Anything else stored there
+//              (foreign bytes) refuses every member's fill until a
+//              versioned group invalidation replaces it (and moves G).
 //
 // The fence (docs/consistency.md). A load first takes a FenceSnapshot of K
 // (the fence, and the store's clock in ms), then reads the source, then
@@ -37,7 +47,8 @@
 //   * kTooOld: the store's clock says the snapshot is older than `max_age`,
 //     or
 //   * kOlderVersion: the stored envelope (of any kind), or K's floor, has a
-//     higher version than the fill's (versioned fills only).
+//     higher version than the fill's (versioned fills only), or, for a
+//     group member, the group's floor does (unversioned fills too).
 // Because an epoch outlives its invalidation by fence_ttl >= max_age, a load
 // that started before an invalidation can never fill after it, however long
 // it ran and whether or not the tombstone still exists. The cache passes
@@ -71,9 +82,13 @@
 //   * Groups: GetInGroup reads members and G's generation in one round trip;
 //     SnapshotInGroup and AcquireLeaseInGroup also take G's generation (and
 //     give G one if it has none); a member's fill (FillRequest::group) is
-//     refused (kInvalidated) unless G is still at the envelope's generation.
-//     A group invalidation has no version: it always applies (a redelivered
-//     one costs each member one more miss, never a regression).
+//     refused (kInvalidated) unless G is still at the envelope's generation,
+//     and (kOlderVersion) when G has a floor above its version or it is
+//     unversioned. A group invalidation moves G unless its event id is
+//     among G's recent ones; with a version v > 0 it also raises G's floor
+//     to v if that is higher (or the floor is foreign bytes), and then G
+//     moves even for a recent event id: so a redelivered event is harmless
+//     (idempotent max), and the floor never rises without a move.
 //   * Every call ends within `timeout` (kDeadlineExceeded) or fails with
 //     kUnavailable when the store cannot be reached. Calls over many keys
 //     return one result per key: a failed shard fails only its own keys.
@@ -108,16 +123,18 @@ std::string FenceKeyFor(std::string_view key);
 // of its recent events: `group` + ":group:recent".
 std::string GroupKeyFor(std::string_view group);
 std::string RecentEventsKeyFor(std::string_view group);
+// The key of its version floor: `group` + ":group:floor".
+std::string GroupFloorKeyFor(std::string_view group);
 // The largest generation (exclusive) a store keeps: Lua's exact integers.
 inline constexpr uint64_t kMaxGroupGeneration = uint64_t{1} << 53;
 // kOk if `group` can name a group: non-empty, with a hash tag (so its
 // members can share its slot), not shaped like a companion key.
 Status CheckGroupName(std::string_view group);
 // True when `key` has the shape of a lease, fence or group key (ends with
-// ":lease", ":fence", ":group" or ":group:recent", or "{tag}:lease:" /
-// "{tag}:fence:" follows its first tag):
-// the cache refuses such keys (kInvalidArgument) so a user's key can never be
-// another key's companion.
+// ":lease", ":fence", ":group", ":group:recent" or ":group:floor", or
+// "{tag}:lease:" / "{tag}:fence:" follows its first tag): the cache refuses
+// such keys (kInvalidArgument) so a user's key can never be another key's
+// companion.
 bool IsCompanionKeyName(std::string_view key);
 
 // How long the cache keeps a key's fence after its last change (fence_ttl).
@@ -149,7 +166,7 @@ struct LeaseOutcome {
 
 enum class FillVerdict : uint8_t {
   kStored = 0,
-  kOlderVersion = 1,  // the stored envelope has a higher version
+  kOlderVersion = 1,  // the stored envelope, the key's floor or the group's floor is higher
   kInvalidated = 2,   // the fence epoch moved since the snapshot
   kTooOld = 3,        // the snapshot is older than max_age by the store's clock
 };
@@ -177,7 +194,10 @@ struct FillRequest {
   std::string lease_key;
   std::string lease_token;
   // Non-empty: the key is a member of this group; `envelope` is format 2 and
-  // is stored only while the group is at its generation (else kInvalidated).
+  // is stored only while the group is at its generation (else kInvalidated)
+  // and its version is at or above the group's floor (else kOlderVersion,
+  // with the floor as stored_version; an unversioned member is refused by
+  // any floor).
   std::string group;
 };
 
@@ -188,11 +208,15 @@ struct InvalidateRequest {
   milliseconds tombstone_ttl{1};
   std::string new_epoch;  // the fence epoch it installs when it applies
   // True: `key` names a group, which moves to its next generation (the
-  // other fields are unused): kStored with the new generation as
+  // fields above are unused): kStored with the new generation as
   // stored_version, or kOlderVersion with the current one when `event_id`
-  // already moved it. Only InvalidateMany takes group requests.
+  // already moved it (and group_floor raised nothing). Only InvalidateMany
+  // takes group requests.
   bool group = false;
   std::string event_id = {};  // a group's moving event; empty: always moves
+  // A group: raise its version floor to this (0: leave it). A rise moves
+  // the group, also for an event id that moved it already.
+  uint64_t group_floor = {};
 };
 
 class L2Store {

@@ -53,7 +53,9 @@ std::vector<Result<Cache::InvalidationResult>> Cache::InvalidateMany(const std::
   return impl_->InvalidateMany(invalidations);
 }
 
-Result<uint64_t> Cache::InvalidateGroup(std::string_view group) { return impl_->InvalidateGroup(group); }
+Result<uint64_t> Cache::InvalidateGroup(std::string_view group, std::optional<uint64_t> version) {
+  return impl_->InvalidateGroup(group, version);
+}
 Status Cache::InvalidateLocal(std::string_view key, uint64_t version) { return impl_->InvalidateLocal(key, version); }
 void Cache::FenceL1(bool drop) { impl_->FenceL1(drop); }
 void Cache::TrustL1() { impl_->TrustL1(); }

@@ -116,7 +116,7 @@ class Cache::Impl {
   Status Invalidate(std::string_view key, std::optional<uint64_t> version);
   std::vector<Result<Cache::InvalidationResult>> InvalidateMany(const std::vector<Cache::Invalidation>& list,
                                                                 std::vector<uint64_t>* generations = nullptr);
-  Result<uint64_t> InvalidateGroup(std::string_view group);
+  Result<uint64_t> InvalidateGroup(std::string_view group, std::optional<uint64_t> version);
   Status InvalidateLocal(std::string_view key, uint64_t version);
   void FenceL1(bool drop);
   void TrustL1() { l1_trusted_.store(true, std::memory_order_release); }

@@ -39,6 +39,7 @@ std::string LeaseKeyFor(std::string_view key) { return CompanionKey(key, "lease"
 std::string FenceKeyFor(std::string_view key) { return CompanionKey(key, "fence"); }
 std::string GroupKeyFor(std::string_view group) { return std::string(group) + ":group"; }
 std::string RecentEventsKeyFor(std::string_view group) { return std::string(group) + ":group:recent"; }
+std::string GroupFloorKeyFor(std::string_view group) { return std::string(group) + ":group:floor"; }
 
 Status CheckGroupName(std::string_view group) {
   if (group.empty()) return Status::InvalidArgument("empty group name");
@@ -55,7 +56,7 @@ Status CheckGroupName(std::string_view group) {
 
 bool IsCompanionKeyName(std::string_view key) {
   for (std::string_view suffix : {std::string_view(":lease"), std::string_view(":fence"), std::string_view(":group"),
-                                  std::string_view(":group:recent")}) {
+                                  std::string_view(":group:recent"), std::string_view(":group:floor")}) {
     if (key.size() >= suffix.size() && key.substr(key.size() - suffix.size()) == suffix) return true;
   }
   if (key.empty() || key[0] != '{') return false;

@@ -2,6 +2,7 @@
 // rules as the Lua scripts in scripts.cc (l2_store.h).
 #include <array>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <deque>
@@ -111,12 +112,25 @@ class InMemoryL2Store final : public L2Store {
       }
       std::lock_guard<std::mutex> lock(mu_);
       const uint64_t gen = EnsureGroupLocked(q.key);
+      // The floor only rises (an unknown one is replaced), and a rise moves
+      // the group whatever its event id: members stored under the current
+      // generation were all checked against the current floor.
+      bool raised = false;
+      if (q.group_floor != 0) {
+        const std::optional<uint64_t> floor = GroupFloorLocked(q.key);
+        if (!floor || q.group_floor > *floor) {
+          StoreLocked(GroupFloorKeyFor(q.key), std::to_string(q.group_floor), kNoExpiry);
+          raised = true;
+        }
+      }
       std::deque<std::string>& recent = recent_[q.key];
-      if (!q.event_id.empty() && std::find(recent.begin(), recent.end(), q.event_id) != recent.end()) {
+      const bool seen =
+          !q.event_id.empty() && std::find(recent.begin(), recent.end(), q.event_id) != recent.end();
+      if (seen && !raised) {
         out.push_back(FenceOutcome{FillVerdict::kOlderVersion, gen});  // this event moved it already
         continue;
       }
-      if (!q.event_id.empty()) {
+      if (!q.event_id.empty() && !seen) {
         recent.push_back(q.event_id);
         if (recent.size() > kRecentEvents) recent.pop_front();
       }
@@ -261,6 +275,16 @@ class InMemoryL2Store final : public L2Store {
     if (out.stored() && fresh->version != 0 && fence.floor > fresh->version) {
       out = FenceOutcome{FillVerdict::kOlderVersion, fence.floor};
     }
+    if (out.stored() && !f.group.empty()) {
+      // The group's floor refuses as the key's does, and an unversioned
+      // member too; an unknown floor (foreign bytes) refuses every member.
+      const std::optional<uint64_t> floor = GroupFloorLocked(f.group);
+      if (!floor) {
+        out = FenceOutcome{FillVerdict::kOlderVersion, std::numeric_limits<uint64_t>::max()};
+      } else if (*floor != 0 && (fresh->version == 0 || *floor > fresh->version)) {
+        out = FenceOutcome{FillVerdict::kOlderVersion, *floor};
+      }
+    }
     if (out.stored()) {
       std::optional<EnvelopeView> stored = StoredLocked(f.key);
       std::string bytes = f.envelope;
@@ -329,6 +353,18 @@ class InMemoryL2Store final : public L2Store {
     if (ec != std::errc() || end != item->bytes.data() + item->bytes.size() || v >= kMaxGroupGeneration) {
       return std::nullopt;
     }
+    return v;
+  }
+  // REQUIRES: mu_ held. The group's version floor (0: none), or nullopt when
+  // its key holds anything but a canonical decimal in [1, 2^64) (unknown).
+  std::optional<uint64_t> GroupFloorLocked(std::string_view group) {
+    const Item* item = Find(GroupFloorKeyFor(group));
+    if (item == nullptr) return uint64_t{0};
+    const std::string& b = item->bytes;
+    uint64_t v = 0;
+    if (b.empty() || b[0] == '0') return std::nullopt;
+    auto [end, ec] = std::from_chars(b.data(), b.data() + b.size(), v);
+    if (ec != std::errc() || end != b.data() + b.size()) return std::nullopt;
     return v;
   }
   // REQUIRES: mu_ held. The group's generation; without a valid one, the

@@ -231,7 +231,10 @@ class RedisL2Store final : public L2Store {
         c.keys.push_back(f.lease_key.empty() ? LeaseKeyFor(f.key) : f.lease_key);
         c.args.push_back(f.lease_token);
       }
-      if (!f.group.empty()) c.keys.push_back(GroupKeyFor(f.group));
+      if (!f.group.empty()) {
+        c.keys.push_back(GroupKeyFor(f.group));
+        c.keys.push_back(GroupFloorKeyFor(f.group));
+      }
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(fill_, calls, *call);
     for (size_t i = 0; i < fills.size(); ++i) out[i] = ParseFence(replies[i]);
@@ -287,7 +290,9 @@ class RedisL2Store final : public L2Store {
         o.push_back(i);
         c.keys.push_back(GroupKeyFor(requests[i].key));
         c.keys.push_back(RecentEventsKeyFor(requests[i].key));
+        c.keys.push_back(GroupFloorKeyFor(requests[i].key));
         c.args.push_back(requests[i].event_id);
+        c.args.push_back(std::to_string(requests[i].group_floor));
       }
     }
     std::vector<Result<redis::Reply>> replies = client_->EvalMany(invalidate_many_, calls, *call);

@@ -25,6 +25,27 @@ namespace tiercache::scripts {
   "  n = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                \
   "  redis.call('SET', k, string.format('%.0f', n))\n"                               \
   "  return n\n"                                                                     \
+  "end\n"                                                                            \
+  /* a canonical decimal in [1, 2^64) as two 32-bit halves, else nil */              \
+  "local function decimal(v)\n"                                                      \
+  "  if type(v) ~= 'string' or #v > 20 or not string.match(v, '^[1-9][0-9]*$') then return nil end\n" \
+  "  local hi, lo = 0, 0\n"                                                          \
+  "  for i = 1, #v do\n"                                                             \
+  "    local x = lo * 10 + string.byte(v, i) - 48\n"                                 \
+  "    lo = x % 4294967296\n"                                                        \
+  "    hi = hi * 10 + math.floor(x / 4294967296)\n"                                  \
+  "    if hi >= 4294967296 then return nil end\n"                                    \
+  "  end\n"                                                                          \
+  "  return hi, lo\n"                                                                \
+  "end\n"                                                                            \
+  /* group_floor(k) -> hi, lo of the group's version floor (0, 0: none), and */     \
+  /* true when the key holds anything the scripts never write (unknown floor) */    \
+  "local function group_floor(k)\n"                                                  \
+  "  local v = redis.pcall('GET', k)\n"                                              \
+  "  if not v then return 0, 0, false end\n"                                         \
+  "  local hi, lo = decimal(v)\n"                                                    \
+  "  if not hi then return 0, 0, true end\n"                                         \
+  "  return hi, lo, false\n"                                                         \
   "end\n"
 
 // Shared prelude:
@@ -92,12 +113,13 @@ namespace tiercache::scripts {
   "  return body .. crc32c(body)\n"                                                  \
   "end\n"
 
-// KEYS: value, fence, lease[, group]. ARGV: envelope, physical ttl ms,
-// 'f' | 'w', snapshot fence | new epoch, snapshot server ms, max age ms |
-// fence ttl ms, lease token ('' for none). With a group key the envelope is
-// format 2 and is stored only while the group is at its generation.
+// KEYS: value, fence, lease[, group, group floor]. ARGV: envelope, physical
+// ttl ms, 'f' | 'w', snapshot fence | new epoch, snapshot server ms, max age
+// ms | fence ttl ms, lease token ('' for none). With a group key the
+// envelope is format 2 and is stored only while the group is at its
+// generation and the envelope's version is at or above the group's floor.
 const std::string_view kFill =
-    "-- tiercache fill v4\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_GROUP
+    "-- tiercache fill v5\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_GROUP
     "local nhi, nlo, nkind = version(ARGV[1])\n"
     "if not nhi or nkind == 2 then\n"
     "  return redis.error_reply('ERR tiercache fill: not a value or negative envelope')\n"
@@ -138,6 +160,20 @@ const std::string_view kFill =
     "if not unversioned and newer(fhi, flo, nhi, nlo) then\n"
     "  release()\n"
     "  return {0, 1, pack(fhi, flo)}\n"
+    "end\n"
+    "if KEYS[5] then\n"
+    "  -- the group's floor refuses as the key's does, and an unversioned\n"
+    "  -- member too (it cannot be ordered against it); an unknown floor\n"
+    "  -- (foreign bytes) refuses every member\n"
+    "  local ghi, glo, unknown = group_floor(KEYS[5])\n"
+    "  if unknown then\n"
+    "    release()\n"
+    "    return {0, 1, pack(4294967295, 4294967295)}\n"
+    "  end\n"
+    "  if (ghi ~= 0 or glo ~= 0) and (unversioned or newer(ghi, glo, nhi, nlo)) then\n"
+    "    release()\n"
+    "    return {0, 1, pack(ghi, glo)}\n"
+    "  end\n"
     "end\n"
     "local old = redis.call('GET', KEYS[1])\n"
     "local ohi, olo, okind = version(old)\n"
@@ -212,29 +248,45 @@ const std::string_view kInvalidate =
     "return r\n";
 
 // KEYS: value 1, fence 1, ..., value n, fence n, then per group: its
-// generation key and its recent-events key. ARGV: fence ttl ms, n, then per
-// key: tombstone, tombstone ttl ms, new epoch; then per group: the id of the
-// event moving it ('' for none). In order, so a key named twice sees its
-// first invalidation. A group moves to its next generation (INCR): every
-// member filled under an earlier one is invalidated at once. An event id
-// already recorded among the group's recent 256 (for 10 minutes) moves
+// generation key, its recent-events key and its floor key. ARGV: fence ttl
+// ms, n, then per key: tombstone, tombstone ttl ms, new epoch; then per
+// group: the id of the event moving it ('' for none) and the version its
+// floor rises to (decimal, '0' for none). In order, so a key named twice
+// sees its first invalidation. A group moves to its next generation (INCR):
+// every member filled under an earlier one is invalidated at once. An event
+// id already recorded among the group's recent 256 (for 10 minutes) moves
 // nothing: the pods' followers and the service's consumer all apply each
-// event, and it moves the group once.
+// event, and it moves the group once. The floor only rises (max; a floor of
+// foreign bytes is replaced), and a rise always moves the group, recent
+// event id or not: so every member stored under the current generation was
+// checked against the current floor.
 const std::string_view kInvalidateMany =
-    "-- tiercache invalidate many v3\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_GROUP TIERCACHE_LUA_INVALIDATE
+    "-- tiercache invalidate many v4\n" TIERCACHE_LUA_PRELUDE TIERCACHE_LUA_GROUP TIERCACHE_LUA_INVALIDATE
     "local out = {}\n"
     "local n = tonumber(ARGV[2])\n"
     "for i = 1, n do\n"
     "  local a = 3 + (i - 1) * 3\n"
     "  out[i] = invalidate(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[1]) or {-1}\n"
     "end\n"
-    "for j = 1, (#KEYS - 2 * n) / 2 do\n"
-    "  local g, recent, id = KEYS[2 * n + 2 * j - 1], KEYS[2 * n + 2 * j], ARGV[2 + 3 * n + j]\n"
+    "for j = 1, (#KEYS - 2 * n) / 3 do\n"
+    "  local k = 2 * n + 3 * (j - 1)\n"
+    "  local g, recent, floor = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]\n"
+    "  local id, v = ARGV[1 + 3 * n + 2 * j], ARGV[2 + 3 * n + 2 * j]\n"
     "  local gen = group_ensure(g)\n"
-    "  if id ~= '' and redis.call('ZSCORE', recent, id) then\n"
+    "  local raised = false\n"
+    "  local vhi, vlo = decimal(v)\n"
+    "  if vhi then\n"
+    "    local fhi, flo, unknown = group_floor(floor)\n"
+    "    if unknown or newer(vhi, vlo, fhi, flo) then\n"
+    "      redis.call('SET', floor, v)\n"
+    "      raised = true\n"
+    "    end\n"
+    "  end\n"
+    "  local seen = id ~= '' and redis.call('ZSCORE', recent, id)\n"
+    "  if seen and not raised then\n"
     "    out[n + j] = {0, gen}\n"
     "  else\n"
-    "    if id ~= '' then\n"
+    "    if id ~= '' and not seen then\n"
     "      redis.call('ZADD', recent, now_ms(), id)\n"
     "      redis.call('ZREMRANGEBYRANK', recent, 0, -257)\n"
     "      redis.call('PEXPIRE', recent, 600000)\n"

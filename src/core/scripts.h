@@ -26,7 +26,13 @@ namespace tiercache::scripts {
 //   KEYS[3]  (optional) lease key, released if it still holds ARGV[7]
 //   KEYS[4]  (optional) group key: the envelope is then format 2, and it is
 //            stored only if the group is still at the envelope's generation
-//            (else reason 2); KEYS[3] and ARGV[7] ('' for none) come with it
+//            (else reason 2); KEYS[3], KEYS[5] and ARGV[7] ('' for none)
+//            come with it
+//   KEYS[5]  (with KEYS[4]) the group's floor key: a canonical decimal; an
+//            envelope of a lower version, or unversioned, is refused with
+//            reason 1 and the floor, as by the key's floor. Foreign bytes
+//            there refuse every member (reason 1, version 2^64 - 1) until a
+//            versioned group invalidation replaces them.
 //   ARGV[1]  envelope (format 1, or 2 with a group key)
 //   ARGV[2]  physical TTL, ms
 //   ARGV[3]  'f' (fill: check the snapshot) or 'w' (write-through: install
@@ -36,7 +42,8 @@ namespace tiercache::scripts {
 //   ARGV[6]  fill: max age, ms; write-through: fence TTL, ms
 //   ARGV[7]  (optional) lease token
 // Returns {1} when stored, or {0, reason, <8 bytes: stored version>} with
-// reason 1 (a higher version is stored), 2 (the epoch moved), 3 (too old).
+// reason 1 (a higher version is stored, or the key's or group's floor is
+// higher), 2 (the epoch or the group moved), 3 (too old).
 extern const std::string_view kFill;
 
 // Invalidation: a tombstone, and a new fence epoch when it applies.
@@ -53,13 +60,17 @@ extern const std::string_view kInvalidate;
 
 // kInvalidate for n keys of one slot, applied in order, then group moves.
 //   KEYS     value key 1, fence key 1, ..., value key n, fence key n, then
-//            per group: generation key, recent-events key
+//            per group: generation key, recent-events key, floor key
 //   ARGV[1]  fence TTL, ms; ARGV[2] n; then per key: tombstone, tombstone
 //            TTL ms, new epoch; then per group: the moving event's id ('' for
-//            none; an id among the group's recent ones moves nothing)
+//            none; an id among the group's recent ones moves nothing) and
+//            the group's version (canonical decimal; '0': none), which
+//            raises its floor if higher (or if the floor key holds foreign
+//            bytes; no TTL): a raise moves the group even for a recent id
 // Returns one kInvalidate reply per key ({-1} for a tombstone argument that
 // is not a tombstone envelope), then per group {1, new generation} or {0,
-// current generation} (the event had moved it already).
+// current generation} (the event had moved it already, and the floor did
+// not rise).
 extern const std::string_view kInvalidateMany;
 
 // Fence snapshots of keys of one slot.

@@ -60,8 +60,9 @@ Status Cache::Impl::Set(std::string_view key, std::string_view payload, std::opt
       if (out->verdict == FillVerdict::kInvalidated) {
         return Status::Aborted("set of '" + k + "' refused: its group '" + s->group + "' was invalidated meanwhile");
       }
+      // Below what is stored, or the key's floor, or the group's floor.
       return Status::Aborted("set of version " + std::to_string(v->version_) + " refused: L2 holds version " +
-                             std::to_string(out->stored_version));
+                             std::to_string(out->stored_version) + (s->group.empty() ? "" : " (or its group's floor)"));
     }
     l2_status = out.status();
   }
@@ -109,10 +110,10 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
   return l2_status;
 }
 
-Result<uint64_t> Cache::Impl::InvalidateGroup(std::string_view group) {
+Result<uint64_t> Cache::Impl::InvalidateGroup(std::string_view group, std::optional<uint64_t> version) {
   std::vector<uint64_t> generation;
   std::vector<Result<Cache::InvalidationResult>> r =
-      InvalidateMany({Cache::Invalidation{std::string(group), 0, true, ""}}, &generation);
+      InvalidateMany({Cache::Invalidation{std::string(group), version.value_or(0), true, ""}}, &generation);
   if (!r[0].ok()) return r[0].status();
   return generation[0];
 }
@@ -136,6 +137,7 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
         q.key = list[i].key;
         q.group = true;
         q.event_id = list[i].event_id;
+        q.group_floor = list[i].version;  // 0: the floor stays
         move[i] = groups_.BeginMove();
         requests.push_back(std::move(q));
         index.push_back(i);

@@ -257,8 +257,10 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     it.first = list.size();
     for (std::string& k : targets->keys) list.push_back({std::move(k), it.handled.event.version, false, ""});
     // A group moves once per event, whichever pod's consumer or follower
-    // applies it first.
-    for (std::string& g : targets->groups) list.push_back({std::move(g), 0, true, it.handled.event.event_id});
+    // applies it first, and its floor rises to the event's version.
+    for (std::string& g : targets->groups) {
+      list.push_back({std::move(g), it.handled.event.version, true, it.handled.event.event_id});
+    }
     it.count = targets->keys.size() + targets->groups.size();
   }
   std::vector<Result<Cache::InvalidationResult>> results;

@@ -201,9 +201,12 @@ void L1Follower::Impl::Handle(const rd_kafka_message_t& m) {
     // which generation is current, without waiting for the service's
     // consumer. The event id makes the move happen once per event, however
     // many pods (and the consumer) apply it; the others learn the generation.
+    // The event's version is the group's floor, so a member loaded by this
+    // pod from a replica behind the event is refused even before the
+    // consumer applied it.
     if (!targets->groups.empty()) {
       std::vector<Cache::Invalidation> groups;
-      for (const std::string& g : targets->groups) groups.push_back({g, 0, true, e->event_id});
+      for (const std::string& g : targets->groups) groups.push_back({g, e->version, true, e->event_id});
       for (const auto& r : cache->InvalidateMany(groups)) {
         if (r.ok()) ++dropped;  // else L1 serves none of the group's members until a later move (Poison)
       }

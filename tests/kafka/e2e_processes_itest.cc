@@ -282,7 +282,10 @@ class PodWorker {
     std::lock_guard<std::mutex> l(mu_);
     const std::string c = CommunityOf(key);
     ++loads_[c];
-    return LoadResult{"rev" + std::to_string(revisions_[c]) + ":" + std::string(key), std::nullopt};
+    // Versioned at the feed's revision: the post event's version is the
+    // group's floor (docs/events.md), and a versioned group refuses
+    // unversioned pages.
+    return LoadResult{"rev" + std::to_string(revisions_[c]) + ":" + std::string(key), revisions_[c]};
   }
 
   // "rev<r> <source>" of page n of the community's feed, or "error ...".
@@ -646,14 +649,15 @@ TEST_F(ProcessesEndToEnd, APostEventDropsEveryFeedPageOfItsCommunityInEveryProce
   std::vector<std::string> quiet_loads;
   for (PodProcess& pod : pods_) quiet_loads.push_back(Ask(pod, "loads " + quiet));
 
-  // A new post in the hot community: its feed changes on every page.
+  // A new post in the hot community: its feed changes on every page (the
+  // post takes the feed's new revision as its version).
   ASSERT_NO_FATAL_FAILURE(TellAll("rev " + hot + " 2"));
   InvalidationEvent e;
   e.event_id = tag + "-new-post";
   e.type = "post.created";
   e.entity_id = "p1";
   e.partition_key = hot;
-  e.version = 1;
+  e.version = 2;
   e.occurred_at = std::chrono::system_clock::now();
   const std::optional<SteadyClock::time_point> t0 = Publish(e);
   ASSERT_TRUE(t0.has_value()) << "the broker did not acknowledge the post event within 10 s";

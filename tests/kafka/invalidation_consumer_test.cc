@@ -1,6 +1,7 @@
 // InvalidationConsumer against librdkafka's mock cluster (no server) and the
 // in-memory L2 store: an L2 error never skips an event (the partition waits
-// and retries while the others go on); bad options are refused.
+// and retries while the others go on); an event raises a mapped group's
+// floor to its version; bad options are refused.
 #include "tiercache/kafka/invalidation_consumer.h"
 
 #include <gtest/gtest.h>
@@ -18,7 +19,10 @@ namespace tiercache::kafka {
 namespace {
 
 using testing_events::MapToKey;
+using testing_events::MapToGroup;
+using testing_events::FeedPage;
 using testing_events::EventFor;
+using testing_events::Version;
 using testing_events::WaitFor;
 
 using namespace std::chrono_literals;
@@ -115,6 +119,46 @@ TEST(InvalidationConsumerTest, AnL2ErrorPausesItsPartitionAndSkipsNothing) {
   EXPECT_EQ(e->kind, EntryKind::kTombstone);
   EXPECT_EQ(e->version, 1u);
   (*consumer)->Stop();
+}
+
+// A mapped group gets the event's version as its floor: after the event, a
+// member loaded below it (a replica behind the change) is refused.
+TEST(InvalidationConsumerTest, AnEventRaisesItsGroupsFloorToItsVersion) {
+  testing::KafkaMockCluster cluster(1);
+  ASSERT_TRUE(cluster.ok());
+  ASSERT_EQ(rd_kafka_mock_topic_create(cluster.get(), "posts", 2, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(rd_kafka_mock_topic_create(cluster.get(), "posts.dlq", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+  CacheOptions co;
+  co.l2 = MakeInMemoryL2Store();
+  auto cache = Cache::Create(co);
+  ASSERT_TRUE(cache.ok());
+  PublisherOptions po;
+  po.brokers = cluster.bootstraps();
+  po.extra = {{"log_level", "0"}};
+  auto publisher = Publisher::Create(po);
+  ASSERT_TRUE(publisher.ok());
+  ASSERT_TRUE((*publisher)->Publish("posts", "c42", EventFor("c42", 57), {}).ok());
+  ASSERT_TRUE((*publisher)->Flush(10s).ok());
+
+  InvalidationConsumerOptions o;
+  o.brokers = cluster.bootstraps();
+  o.group_id = "svc";
+  o.topics = {"posts"};
+  o.dead_letter_topic = "posts.dlq";
+  o.session_timeout = 6000ms;
+  o.extra = {{"log_level", "0"}};
+  auto consumer = InvalidationConsumer::Create(o, cache->get(), &MapToGroup, publisher->get());
+  ASSERT_TRUE(consumer.ok()) << consumer.status().ToString();
+  ASSERT_TRUE((*consumer)->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return (*consumer)->stats().events >= 1; }, 30s)) << "the event was not applied";
+  (*consumer)->Stop();
+  GetOptions g;
+  g.group = "feed:{c42}";
+  Result<CachedValue> behind = (*cache)->Get(FeedPage("c42", 1), Version(56), g);
+  EXPECT_TRUE(behind.status().IsAborted()) << "a member below the event's version was served";
+  Result<CachedValue> current = (*cache)->Get(FeedPage("c42", 1), Version(57), g);
+  ASSERT_TRUE(current.ok()) << current.status().ToString();
+  EXPECT_EQ(current->version(), 57u);
 }
 
 }  // namespace

@@ -237,7 +237,11 @@ TEST_F(EndToEnd, APostEventDropsEveryFeedPageOfItsCommunityOnEveryPodAtOnce) {
     std::lock_guard<std::mutex> l(mu);
     const std::string c = community_of(key);
     ++loads[c];
-    return LoadResult{"rev" + std::to_string(revision[c]) + ":" + std::string(key), std::nullopt};
+    // Versioned at the feed's revision: the post event's version is the
+    // group's floor (docs/events.md), and a versioned group refuses
+    // unversioned pages.
+    return LoadResult{"rev" + std::to_string(revision[c]) + ":" + std::string(key),
+                      static_cast<uint64_t>(revision[c])};
   };
   auto page = [](const std::string& c, int n) { return "feed:{community:" + c + "}:page:" + std::to_string(n); };
   auto read = [&](Pod& pod, const std::string& c, int n) -> std::string {
@@ -264,7 +268,8 @@ TEST_F(EndToEnd, APostEventDropsEveryFeedPageOfItsCommunityOnEveryPodAtOnce) {
     return loads[quiet];
   }();
 
-  // A new post in the hot community: its feed changes on every page.
+  // A new post in the hot community: its feed changes on every page (the
+  // post takes the feed's new revision as its version).
   {
     std::lock_guard<std::mutex> l(mu);
     revision[hot] = 2;
@@ -274,7 +279,7 @@ TEST_F(EndToEnd, APostEventDropsEveryFeedPageOfItsCommunityOnEveryPodAtOnce) {
   e.type = "post.created";
   e.entity_id = "p1";
   e.partition_key = hot;
-  e.version = 1;
+  e.version = 2;
   e.occurred_at = std::chrono::system_clock::now();
   const auto t0 = SteadyClock::now();
   ASSERT_TRUE(publisher_->PublishAndWait(topic_, hot, *EncodeEvent(e), 10s).ok());
@@ -294,6 +299,19 @@ TEST_F(EndToEnd, APostEventDropsEveryFeedPageOfItsCommunityOnEveryPodAtOnce) {
   // The other community's feed was not touched: still served, no reloads.
   for (Pod& pod : pods_) {
     for (int n = 1; n <= kPages; ++n) EXPECT_EQ(read(pod, quiet, n), "rev1");
+  }
+  // A page read after the event from a replica still behind the post (at
+  // revision 1) is refused on every pod: the event's version is the group's
+  // floor.
+  Loader lagging = [](std::string_view key) -> Result<LoadResult> {
+    return LoadResult{"rev1:" + std::string(key), uint64_t{1}};
+  };
+  GetOptions hot_feed;
+  hot_feed.group = "feed:{community:" + hot + "}";
+  for (Pod& pod : pods_) {
+    Result<CachedValue> v = pod.cache->Get(page(hot, kPages + 1), lagging, hot_feed);
+    EXPECT_TRUE(v.status().IsAborted()) << "a page behind the event was served: "
+                                        << (v.ok() ? std::string(v->payload()) : v.status().ToString());
   }
   std::lock_guard<std::mutex> l(mu);
   EXPECT_EQ(loads[quiet], quiet_loads) << "invalidating one community's feed reloaded another's";

@@ -28,6 +28,15 @@ inline std::string EventFor(const std::string& key, uint64_t version) {
 
 inline Result<InvalidationTargets> MapToKey(const InvalidationEvent& e) { return InvalidationTargets{{e.entity_id}, {}}; }
 
+// The group of the event's partition key ("feed:{<partition key>}"), e.g.
+// every page of a community's feed; its members are FeedPage(key, n).
+inline Result<InvalidationTargets> MapToGroup(const InvalidationEvent& e) {
+  return InvalidationTargets{{}, {"feed:{" + e.partition_key + "}"}};
+}
+inline std::string FeedPage(const std::string& partition_key, int n) {
+  return "feed:{" + partition_key + "}:page:" + std::to_string(n);
+}
+
 // Polls `done` every 5 ms until it holds or `timeout` passes.
 template <typename Pred>
 bool WaitFor(Pred done, std::chrono::milliseconds timeout) {

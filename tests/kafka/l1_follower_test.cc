@@ -1,7 +1,8 @@
 // L1Follower against librdkafka's mock cluster and the in-memory L2: L1 is
 // fenced at start until the follower caught up, events drop this pod's L1
-// copies at their version, and when the brokers become unreachable L1 is
-// fenced within the stated bound and trusted again once caught up.
+// copies at their version (and raise a mapped group's floor to it), and when
+// the brokers become unreachable L1 is fenced within the stated bound and
+// trusted again once caught up.
 #include "tiercache/kafka/l1_follower.h"
 
 #include <gtest/gtest.h>
@@ -19,6 +20,8 @@ namespace tiercache::kafka {
 namespace {
 
 using testing_events::MapToKey;
+using testing_events::MapToGroup;
+using testing_events::FeedPage;
 using testing_events::EventFor;
 using testing_events::WaitFor;
 using testing_events::Version;
@@ -47,7 +50,7 @@ class L1FollowerTest : public ::testing::Test {
     publisher_ = std::move(*p);
   }
 
-  std::unique_ptr<L1Follower> Follower() {
+  std::unique_ptr<L1Follower> Follower(EventMapper mapper = &MapToKey) {
     L1FollowerOptions o;
     o.brokers = cluster_.bootstraps();
     o.topics = {"posts"};
@@ -55,7 +58,7 @@ class L1FollowerTest : public ::testing::Test {
     o.check_interval = 50ms;
     o.extra = {{"log_level", "0"}};
     o.metrics = &metrics_;
-    auto f = L1Follower::Create(o, cache_.get(), &MapToKey);
+    auto f = L1Follower::Create(o, cache_.get(), std::move(mapper));
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     return f.ok() ? std::move(*f) : nullptr;
   }
@@ -128,6 +131,24 @@ TEST_F(L1FollowerTest, UnreachableBrokersFenceL1WithinTheBoundAndCatchingUpTrust
 
   ASSERT_EQ(cluster_.SetUp(), RD_KAFKA_RESP_ERR_NO_ERROR);
   ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 20s)) << "L1 never trusted again";
+}
+
+// The follower moves a mapped group itself, with the event's version as the
+// group's floor: a member this pod loads below it (a replica behind the
+// change) is refused before any consumer applied the event.
+TEST_F(L1FollowerTest, AnEventRaisesItsGroupsFloorToItsVersion) {
+  auto follower = Follower(&MapToGroup);
+  ASSERT_TRUE(follower && follower->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 15s));
+  ASSERT_TRUE(publisher_->PublishAndWait("posts", "c42", EventFor("c42", 57), 10s).ok());
+  ASSERT_TRUE(WaitFor([&] { return follower->stats().keys_dropped >= 1; }, 10s)) << "the group was not moved";
+  GetOptions g;
+  g.group = "feed:{c42}";
+  Result<CachedValue> behind = cache_->Get(FeedPage("c42", 1), Version(56), g);
+  EXPECT_TRUE(behind.status().IsAborted()) << "a member below the event's version was served";
+  Result<CachedValue> current = cache_->Get(FeedPage("c42", 1), Version(57), g);
+  ASSERT_TRUE(current.ok()) << current.status().ToString();
+  EXPECT_EQ(current->version(), 57u);
 }
 
 }  // namespace

@@ -53,7 +53,13 @@ namespace tiercache::kafka {
 
 // What one event invalidates: keys, at the event's version, and whole groups
 // (Cache::InvalidateGroup: every page of a feed at once, whatever the number
-// of pages; GetOptions::group names a key's group on reads).
+// of pages; GetOptions::group names a key's group on reads). A group moves
+// once per event id, and its version floor rises to the event's version:
+// from then on a member whose load returns a lower version (a replica behind
+// the event) or none is refused (docs/consistency.md §3b). So the members'
+// versions must count in the event's sequence (e.g. a community's
+// feed_version, which the changed post also takes as its version), and
+// members must be versioned, not-found included.
 struct InvalidationTargets {
   std::vector<std::string> keys;
   std::vector<std::string> groups;

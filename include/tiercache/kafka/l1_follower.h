@@ -10,10 +10,11 @@
 // Cache::InvalidateLocal(key, version): an L1 tombstone at the event's
 // version, so a refill from an L2 that has not applied the event yet is
 // refused too. For a mapped group it calls Cache::InvalidateMany with the
-// group and the event's id (an L2 round trip): the group moves on (once per
-// event id, whoever applies the event first), and this pod's L1 stops
-// serving its members from earlier generations as soon as the call returns,
-// without waiting for the service's consumer.
+// group, the event's version and the event's id (an L2 round trip): the
+// group moves on (once per event id, whoever applies the event first), its
+// version floor rises to the event's version (InvalidationTargets), and this
+// pod's L1 stops serving its members from earlier generations as soon as the
+// call returns, without waiting for the service's consumer.
 //
 // Gap-aware: every check_interval librdkafka's statistics tell each
 // partition's high watermark as of the last fetch response and whether the
