@@ -125,7 +125,7 @@ def main():
     drills.append({"id": "peak", "title": "1. Peak",
                    "description": f"Steady Zipf reads (s = 1.1 over communities and pages, 30% post reads) at "
                                   f"{peak_rate} req/s, the highest rate of the ramp at which the tiercache pods kept "
-                                  f"p99 under 50 ms, plus 5 writes/s; the same load against the pods without a cache. "
+                                  f"p99 under 50 ms, plus 3 writes/s (40% new posts, 50% edits, 10% deletions); the same load against the pods without a cache. "
                                   f"Figures are for the steady phase.",
                    "phases": phases_of(run("peak", "tiercache")), "modes": modes, "notes": []})
     pk = phase(run("peak", "tiercache"), -1)

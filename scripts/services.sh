@@ -2,6 +2,7 @@
 # The local servers tiercache's integration tests, benchmarks and demo run against.
 #
 #   scripts/services.sh up       start what is not running (idempotent)
+#   scripts/services.sh up kafka only that server (also redis, postgresql)
 #   scripts/services.sh down     stop what this script started (by pid)
 #   scripts/services.sh status   print each server and its state
 #
@@ -377,6 +378,16 @@ pg_resolve
 case "${1:-}" in
   up)
     mkdir -p "$run_dir"
+    # `up kafka` (or redis, postgresql) starts only that server: a drill that
+    # stopped one server must not have the others checked or recreated.
+    if [ -n "${2:-}" ]; then
+      case $2 in
+        redis) redis_up; exit $? ;;
+        kafka) kafka_up; exit $? ;;
+        postgresql) pg_up; exit $? ;;
+        *) echo "usage: $0 up [redis|kafka|postgresql]" >&2; exit 2 ;;
+      esac
+    fi
     # Start all three even if one fails, so one message names every problem.
     rc=0
     redis_up || rc=1

@@ -23,6 +23,7 @@ packages=(
   redis-server redis-tools postgresql-15
   openjdk-17-jre-headless maven kcat
   iproute2 procps util-linux
+  libcpp-httplib-dev curl python3 gnuplot-nox chromium
 )
 
 missing=()

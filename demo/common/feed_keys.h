@@ -36,9 +36,11 @@ inline bool AllDigits(std::string_view s) {
 }
 
 // A post event (post.created / post.updated / post.deleted, partition key =
-// community id) invalidates the post at the event's version, its community
-// mapping when it appears or disappears, and the community's feed group
-// (every page and the counter) with the event's version as the group's floor.
+// community id) invalidates the post at the event's version. A post that
+// appears or disappears also invalidates its community mapping and the
+// community's feed group (every page and the counter: the lists of ids
+// change) with the event's version as the group's floor. An edit changes no
+// page (a page holds ids; the posts are read by key), so it leaves the group.
 // Errors: kInvalidArgument for another entity or ids that are not decimal.
 inline tiercache::Result<tiercache::kafka::InvalidationTargets> MapPostEvent(const tiercache::InvalidationEvent& e) {
   if (e.entity() != "post") return tiercache::Status::InvalidArgument("unknown type " + e.type);
@@ -47,8 +49,10 @@ inline tiercache::Result<tiercache::kafka::InvalidationTargets> MapPostEvent(con
   }
   tiercache::kafka::InvalidationTargets t;
   t.keys.push_back(PostKey(e.partition_key, e.entity_id));
-  if (e.action() != "updated") t.keys.push_back(PostMapKey(e.entity_id));
-  t.groups.push_back(FeedGroup(e.partition_key));
+  if (e.action() != "updated") {
+    t.keys.push_back(PostMapKey(e.entity_id));
+    t.groups.push_back(FeedGroup(e.partition_key));
+  }
   return t;
 }
 

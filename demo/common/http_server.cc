@@ -158,6 +158,9 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
   impl->server.new_task_queue = [impl] {
     return new BoundedPool(std::max(1, impl->options.workers), std::max<size_t>(1, impl->options.queue));
   };
+  // Responses are written as headers, then body: without TCP_NODELAY, Nagle's
+  // algorithm holds the body until the client's delayed ACK (~40 ms).
+  impl->server.set_tcp_nodelay(true);
   impl->server.set_keep_alive_max_count(static_cast<size_t>(std::max(1, o.keep_alive_requests)));
   impl->server.set_keep_alive_timeout(o.keep_alive_idle.count());
   impl->server.set_read_timeout(o.read_timeout.count(), 0);

@@ -22,7 +22,9 @@
 // replica cannot tell "not yet" from "never").
 //
 // With --cache=off every read queries the replica directly (the seed's design).
+#include <array>
 #include <atomic>
+#include <mutex>
 #include <cstdio>
 #include <memory>
 #include <sstream>
@@ -83,12 +85,48 @@ bool SplitPostKey(std::string_view key, std::string* community, std::string* id)
   return !community->empty() && !id->empty();
 }
 
+// Communities written in the last `window`, as this pod learns from the
+// event stream (its L1 follower sees every event), or whose keys the replica
+// was just found to be behind on (a fill refused by the fence). A load of such a
+// community's keys goes to the primary straight away: the replica probably
+// has not replayed the write yet, and a read from it would only be refused by
+// the cache's version fence (and retried) before falling back to the primary
+// anyway. Correctness does not depend on this table (the fences do that); it
+// saves the wasted replica queries. Fixed size: a collision forgets a write,
+// which costs one refused fill, nothing more.
+class RecentWrites {
+ public:
+  explicit RecentWrites(milliseconds window) : window_(window) {}
+  void Note(std::string_view community) {
+    std::lock_guard<std::mutex> l(mu_);
+    Slot& s = slots_[std::hash<std::string_view>()(community) % slots_.size()];
+    s.community.assign(community);
+    s.at = Clock::now();
+  }
+  bool Recent(std::string_view community) const {
+    if (window_.count() <= 0) return false;
+    std::lock_guard<std::mutex> l(mu_);
+    const Slot& s = slots_[std::hash<std::string_view>()(community) % slots_.size()];
+    return s.community == community && Clock::now() - s.at < window_;
+  }
+
+ private:
+  struct Slot {
+    std::string community;
+    Clock::time_point at{};
+  };
+  milliseconds window_;
+  mutable std::mutex mu_;
+  std::array<Slot, 4096> slots_{};
+};
+
 class Feeds {
  public:
   Feeds(const Flags& f) : flags_(f) {}
 
   Status Init() {
     use_cache_ = flags_.Bool("cache", true);
+    recent_ = std::make_unique<RecentWrites>(milliseconds(flags_.Int("primary-window-ms", 1000)));
     pod_ = flags_.Str("pod", "feeds");
     hard_timeout_ = milliseconds(flags_.Int("deadline-ms", 2000));
     auto pool = [&](const std::string& dsn, int size) {
@@ -119,6 +157,8 @@ class Feeds {
     co.max_load_age = std::max(hard_timeout_, milliseconds(10000));
     co.loader_threads = static_cast<int>(flags_.Int("loader-threads", 8));
     co.metrics = &metrics_;
+    // Off only to show what the fences prevent (tests/demo/demo_itest.sh).
+    co.version_fencing = flags_.Bool("fencing", true);
     auto cache = tiercache::Cache::Create(co);
     if (!cache.ok()) return cache.status();
     cache_ = std::move(*cache);
@@ -147,6 +187,9 @@ class Feeds {
     fo.topics = {topic};
     fo.client_id = pod_ + "-l1-follower";
     fo.metrics = &metrics_;
+    fo.on_dropped = [this](const tiercache::InvalidationEvent& e, std::chrono::system_clock::time_point) {
+      recent_->Note(e.partition_key);
+    };
     auto follower = tiercache::kafka::L1Follower::Create(fo, cache_.get(), mapper);
     if (!follower.ok()) return follower.status();
     follower_ = std::move(*follower);
@@ -171,10 +214,10 @@ class Feeds {
     if (page < 1 || page > kMaxPage) return JsonError(400, "page must be a number in [1, 50]");
     std::string group = FeedGroup(community);
     std::string page_key = PageKey(community, page);
-    auto ids_v = Read(page_key, group, [this, community, page](PgPool& db) { return LoadPage(db, community, page); });
+    auto ids_v = Read(page_key, group, community, [this, community, page](PgPool& db) { return LoadPage(db, community, page); });
     if (!ids_v.ok()) return ErrorResponse(ids_v.status());
     if (!ids_v->found) return JsonError(404, "no community " + community);
-    auto count_v = Read(CounterKey(community), group,
+    auto count_v = Read(CounterKey(community), group, community,
                         [this, community](PgPool& db) { return LoadCount(db, community); });
     if (!count_v.ok()) return ErrorResponse(count_v.status());
 
@@ -207,11 +250,11 @@ class Feeds {
 
   HttpResponse Post(const HttpRequest& req) {
     const std::string& id = req.matches[0];
-    auto map = Read(PostMapKey(id), "", [this, id](PgPool& db) { return LoadPostMap(db, id); });
+    auto map = Read(PostMapKey(id), "", "", [this, id](PgPool& db) { return LoadPostMap(db, id); });
     if (!map.ok()) return ErrorResponse(map.status());
     if (!map->found) return JsonError(404, "no post " + id);
     std::string key = PostKey(map->payload, id);
-    auto post = Read(key, "", [this, key](PgPool& db) { return LoadPost(db, key); });
+    auto post = Read(key, "", map->payload, [this, key](PgPool& db) { return LoadPost(db, key); });
     if (!post.ok()) return ErrorResponse(post.status());
     if (!post->found) return JsonError(404, "no post " + id);
     return HttpResponse{200, post->payload + "\n"};
@@ -224,6 +267,10 @@ class Feeds {
     };
     out += "# TYPE demo_feeds_primary_fallbacks_total counter\n";
     line("demo_feeds_primary_fallbacks_total", "pod=\"" + pod_ + "\"", fallbacks_.load());
+    out += "# TYPE demo_feeds_routed_to_primary_total counter\n";
+    line("demo_feeds_routed_to_primary_total", "pod=\"" + pod_ + "\"", routed_.load());
+    out += "# TYPE demo_feeds_uncached_primary_reads_total counter\n";
+    line("demo_feeds_uncached_primary_reads_total", "pod=\"" + pod_ + "\"", uncached_.load());
     out += "# TYPE demo_feeds_negative_confirms_total counter\n";
     line("demo_feeds_negative_confirms_total", "pod=\"" + pod_ + "\"", negative_confirms_.load());
     if (!use_cache_) return out;
@@ -241,6 +288,17 @@ class Feeds {
     line("tiercache_refused_fills_total", "", snap.get(tiercache::Counter::kRefusedFill, tiercache::Tier::kL2));
     line("tiercache_l2_errors_total", "", snap.get(tiercache::Counter::kL2Error, tiercache::Tier::kL2));
     line("tiercache_l1_fenced", "", snap.l1_fenced ? 1 : 0);
+    out += "# TYPE tiercache_l1_fences_total counter\n";
+    for (int c = 0; c < tiercache::kL1FenceCauseCount; ++c) {
+      line("tiercache_l1_fences_total",
+           "cause=\"" + std::string(tiercache::L1FenceCauseName(static_cast<tiercache::L1FenceCause>(c))) + "\"",
+           snap.l1_fences[static_cast<size_t>(c)]);
+    }
+    if (follower_) {
+      auto fs = follower_->stats();
+      line("demo_feeds_follower_behind_ms", "", static_cast<uint64_t>(std::max<int64_t>(fs.behind_ms, 0)));
+      line("demo_feeds_follower_events_total", "", fs.events);
+    }
     // Invalidation lag (event occurred_at → applied) per stage, in the
     // library's power-of-two microsecond buckets: bucket b counts lags below
     // 2^b µs (cumulative, as Prometheus wants).
@@ -272,7 +330,17 @@ class Feeds {
 
   // Through the cache (replica, then the primary for a key the replica is
   // behind on), or straight from the replica without it.
-  Result<Value> Read(const std::string& key, const std::string& group, const LoadFn& load) {
+  PgPool& Route(const std::string& community) {
+    if (!community.empty() && recent_->Recent(community)) {
+      routed_.fetch_add(1, std::memory_order_relaxed);
+      return *primary_;
+    }
+    return *replica_;
+  }
+
+  // `community`: the key's community when known ("" otherwise), for routing.
+  Result<Value> Read(const std::string& key, const std::string& group, const std::string& community,
+                     const LoadFn& load) {
     if (!use_cache_) {
       auto r = load(*replica_);
       if (!r.ok()) return r.status();
@@ -280,10 +348,22 @@ class Feeds {
     }
     tiercache::GetOptions opt;
     opt.group = group;
-    auto got = cache_->Get(key, [this, load](std::string_view) { return load(*replica_); }, opt);
+    auto got = cache_->Get(key, [this, load, community](std::string_view) { return load(Route(community)); }, opt);
     if (!got.ok() && got.status().code() == StatusCode::kAborted) {
+      // The replica is behind an invalidation of this key: read the primary,
+      // and send this community's next loads there too for a while (renewed
+      // as long as the replica keeps lagging).
       fallbacks_.fetch_add(1, std::memory_order_relaxed);
+      if (!community.empty()) recent_->Note(community);
       got = cache_->Get(key, [this, load](std::string_view) { return load(*primary_); }, opt);
+    }
+    if (!got.ok() && got.status().code() == StatusCode::kAborted) {
+      // The key keeps changing under the cache (its fills keep being
+      // refused): answer from the source of truth, uncached.
+      uncached_.fetch_add(1, std::memory_order_relaxed);
+      auto r = load(*primary_);
+      if (!r.ok()) return r.status();
+      return Value{r->payload.has_value(), r->version.value_or(0), r->payload.value_or("")};
     }
     if (!got.ok()) return got.status();
     return Value{got->found(), got->version(), std::string(got->payload())};
@@ -299,15 +379,23 @@ class Feeds {
       }
       return out;
     }
-    (void)community;
-    auto got = cache_->GetMany(keys, [this](const std::vector<std::string>& ks) { return LoadPosts(*replica_, ks); });
+    auto got = cache_->GetMany(
+        keys, [this, community](const std::vector<std::string>& ks) { return LoadPosts(Route(community), ks); });
     if (!got.ok()) return got.status();
     for (size_t i = 0; i < keys.size(); ++i) {
       auto& r = (*got)[i];
       if (!r.ok() && r.status().code() == StatusCode::kAborted) {
         fallbacks_.fetch_add(1, std::memory_order_relaxed);
+        recent_->Note(community);
         std::string key = keys[i];
         r = cache_->Get(key, [this, key](std::string_view) { return LoadPost(*primary_, key); });
+      }
+      if (!r.ok() && r.status().code() == StatusCode::kAborted) {
+        uncached_.fetch_add(1, std::memory_order_relaxed);
+        auto direct = LoadPost(*primary_, keys[i]);
+        if (!direct.ok()) return direct.status();
+        out[i] = Value{direct->payload.has_value(), direct->version.value_or(0), direct->payload.value_or("")};
+        continue;
       }
       if (!r.ok()) return r.status();
       out[i] = Value{r->found(), r->version(), std::string(r->payload())};
@@ -419,7 +507,8 @@ class Feeds {
   std::unique_ptr<tiercache::kafka::Publisher> dead_letters_;
   std::unique_ptr<tiercache::kafka::InvalidationConsumer> consumer_;
   std::unique_ptr<tiercache::kafka::L1Follower> follower_;
-  std::atomic<uint64_t> fallbacks_{0}, negative_confirms_{0};
+  std::unique_ptr<RecentWrites> recent_;
+  std::atomic<uint64_t> fallbacks_{0}, negative_confirms_{0}, routed_{0}, uncached_{0};
 };
 
 int Main(int argc, char** argv) {

@@ -41,6 +41,7 @@
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/flags.h"
@@ -82,6 +83,7 @@ std::vector<Url> ParseUrls(const std::string& list) {
 std::unique_ptr<httplib::Client> MakeClient(const Url& u, milliseconds timeout) {
   auto c = std::make_unique<httplib::Client>(u.host, u.port);
   c->set_keep_alive(true);
+  c->set_tcp_nodelay(true);
   c->set_connection_timeout(timeout);
   c->set_read_timeout(timeout);
   c->set_write_timeout(timeout);
@@ -221,16 +223,26 @@ struct Acked {
 
 class Acks {
  public:
-  void Record(int64_t post, int64_t community, int64_t version, bool deleted, Clock::time_point at) {
+  // `feed_change`: a post appeared or disappeared, so the community's pages
+  // must show feed_version >= version (an edit changes no page).
+  void Record(int64_t post, int64_t community, int64_t version, bool deleted, bool feed_change, Clock::time_point at) {
     std::lock_guard<std::mutex> l(mu_);
     Acked& p = posts_[post];
     if (version > p.version) p = Acked{version, at, deleted};
+    if (!feed_change) return;
     Acked& c = communities_[community];
     if (version > c.version) c = Acked{version, at, false};
+  }
+  // A DELETE of `post` is about to be sent: from now on "not found" is not
+  // stale (the deletion may commit before its acknowledgement is recorded).
+  void Deleting(int64_t post) {
+    std::lock_guard<std::mutex> l(mu_);
+    deleting_.insert(post);
   }
   // A post read that began at `start` returned `version` (-1: not found).
   bool StalePost(int64_t post, int64_t version, Clock::time_point start, milliseconds window) {
     std::lock_guard<std::mutex> l(mu_);
+    if (version < 0 && deleting_.count(post)) return false;
     auto it = posts_.find(post);
     if (it == posts_.end() || it->second.at + window > start) return false;
     if (it->second.deleted) return version >= 0;
@@ -246,6 +258,7 @@ class Acks {
  private:
   std::mutex mu_;
   std::unordered_map<int64_t, Acked> posts_, communities_;
+  std::unordered_set<int64_t> deleting_;
 };
 
 // Post ids seen in page responses, per community (what a reader can click).
@@ -265,15 +278,21 @@ class KnownPosts {
     std::lock_guard<std::mutex> l(mu_);
     auto& v = known_[community];
     for (int64_t id : ids) {
-      if (std::find(v.begin(), v.end(), id) == v.end()) v.push_back(id);
+      auto at = std::lower_bound(v.begin(), v.end(), id);
+      if (at == v.end() || *at != id) v.insert(at, id);
     }
-    if (v.size() > 200) v.erase(v.begin(), v.begin() + static_cast<long>(v.size() - 200));
+    if (v.size() > 200) v.erase(v.begin(), v.begin() + static_cast<long>(v.size() - 200));  // keep the newest
   }
+  // A post of `community`, the newest the likeliest (Zipf over recency, as
+  // readers open what is on top of the feed); -1 if none is known.
   int64_t Pick(int64_t community, std::mt19937_64& rng) {
+    static const Zipf recency(20, 1.1);  // what page 1 shows
     std::lock_guard<std::mutex> l(mu_);
     auto it = known_.find(community);
     if (it == known_.end() || it->second.empty()) return -1;
-    return it->second[rng() % it->second.size()];
+    std::vector<int64_t>& v = it->second;
+    size_t rank = static_cast<size_t>(recency.Sample(rng) - 1) % v.size();  // (fewer known: wraps)
+    return v[v.size() - 1 - rank];  // ids are kept in ascending order
   }
   void Forget(int64_t community, int64_t id) {
     std::lock_guard<std::mutex> l(mu_);
@@ -376,7 +395,7 @@ class Runner {
   };
   struct Check {
     int64_t post = 0, community = 0, version = 0;
-    bool deleted = false;
+    bool deleted = false, feed_change = false;
     Clock::time_point acked;
   };
 
@@ -387,7 +406,7 @@ class Runner {
   }
 
   void Schedule() {
-    std::mt19937_64 rng(42);
+    std::mt19937_64 rng(std::random_device{}());
     const double total = rate_ * duration_s_;
     const size_t max_queue = static_cast<size_t>(std::max(100.0, rate_ * timeout_.count() / 1000.0));
     for (uint64_t i = 0; i < static_cast<uint64_t>(total); ++i) {
@@ -420,7 +439,11 @@ class Runner {
   }
 
   void Worker(size_t t) {
-    auto client = MakeClient(targets_[t], timeout_);
+    // This worker's connection to its pod, and one to each other pod for a
+    // request whose pod refuses connections (a dead pod: what a load
+    // balancer's health check would route around).
+    std::vector<std::unique_ptr<httplib::Client>> clients;
+    for (size_t i = 0; i < targets_.size(); ++i) clients.push_back(MakeClient(targets_[(t + i) % targets_.size()], timeout_));
     Queue& q = queues_[t];
     for (;;) {
       Request r;
@@ -431,13 +454,13 @@ class Runner {
         r = q.q.front();
         q.q.pop_front();
       }
-      Execute(*client, r);
+      Execute(clients, t, r);
       std::lock_guard<std::mutex> l(mu_);
       if (--in_flight_ == 0) idle_.notify_all();
     }
   }
 
-  void Execute(httplib::Client& client, const Request& r) {
+  void Execute(std::vector<std::unique_ptr<httplib::Client>>& clients, size_t t, const Request& r) {
     Second& s = SecondOf(r.due);
     auto started = Clock::now();
     if (started - r.due >= timeout_) {
@@ -446,10 +469,17 @@ class Runner {
       return;
     }
     auto left = std::chrono::duration_cast<milliseconds>(timeout_ - (started - r.due));
-    client.set_read_timeout(left);
     std::string path = r.page ? "/communities/" + std::to_string(r.community) + "/posts?page=" + std::to_string(r.page_no)
                               : "/posts/" + std::to_string(r.post);
-    auto res = client.Get(path.c_str());
+    clients[0]->set_read_timeout(left);
+    auto res = clients[0]->Get(path.c_str());
+    size_t served_by = t;
+    if (!res && res.error() == httplib::Error::Connection && clients.size() > 1) {
+      retried_.fetch_add(1, std::memory_order_relaxed);
+      clients[1]->set_read_timeout(left);
+      res = clients[1]->Get(path.c_str());
+      served_by = (t + 1) % targets_.size();
+    }
     auto done = Clock::now();
     bool timeout = !res && (res.error() == httplib::Error::Read || res.error() == httplib::Error::Connection) &&
                    done - r.due >= timeout_ - milliseconds(5);
@@ -471,7 +501,7 @@ class Runner {
     } else {
       ++s.errors;
       if (errors_logged_.fetch_add(1) < 5) {
-        std::fprintf(stderr, "\ndemo-load: %s %s: %s\n", targets_[0].text.c_str(), path.c_str(),
+        std::fprintf(stderr, "\ndemo-load: %s %s: %s\n", targets_[served_by].text.c_str(), path.c_str(),
                      res ? (std::to_string(res->status) + " " + res->body.substr(0, 200)).c_str()
                          : httplib::to_string(res.error()).c_str());
       }
@@ -497,7 +527,7 @@ class Runner {
   // ---- writes and the checker ----
 
   void WriteScheduler() {
-    std::mt19937_64 rng(7);
+    std::mt19937_64 rng(std::random_device{}());
     const int64_t n = static_cast<int64_t>(write_rate_ * duration_s_);
     for (int64_t i = 0; i < n; ++i) {
       std::this_thread::sleep_until(start_ + std::chrono::nanoseconds(static_cast<int64_t>(1e9 * static_cast<double>(i) / write_rate_)));
@@ -521,9 +551,9 @@ class Runner {
         write_q_.pop_front();
       }
       double dice = std::uniform_real_distribution<double>(0, 1)(rng);
-      int64_t post = dice < 0.6 ? -1 : known_.Pick(community, rng);
+      int64_t post = dice < 0.4 ? -1 : known_.Pick(community, rng);
       bool deleted = post >= 0 && dice >= 0.9;
-      if (deleted) known_.Forget(community, post);
+      if (deleted) known_.Forget(community, post), acks_.Deleting(post);
       httplib::Result res = [&] {
         if (post < 0) {
           return client->Post(("/communities/" + std::to_string(community) + "/posts").c_str(),
@@ -543,8 +573,8 @@ class Runner {
         continue;
       }
       Check c{JsonInt(res->body, "id"), JsonInt(res->body, "community_id"), JsonInt(res->body, "version"), deleted,
-              acked};
-      acks_.Record(c.post, c.community, c.version, deleted, acked);
+              post < 0 || deleted, acked};
+      acks_.Record(c.post, c.community, c.version, deleted, c.feed_change, acked);
       writes_acked_.fetch_add(1);
       std::lock_guard<std::mutex> l(check_mu_);
       check_q_.push_back(c);
@@ -553,8 +583,6 @@ class Runner {
   }
 
   void Checker() {
-    std::vector<std::unique_ptr<httplib::Client>> clients;
-    for (const Url& u : targets_) clients.push_back(MakeClient(u, milliseconds(1000)));
     for (;;) {
       Check c;
       {
@@ -565,33 +593,43 @@ class Runner {
         check_q_.pop_front();
       }
       // Every instance must show the post's new state and the page's new
-      // feed_version; the lag is until the last of them did.
-      std::vector<bool> post_seen(clients.size()), page_seen(clients.size());
-      size_t seen = 0;
-      Clock::time_point visible{};
-      while (seen < 2 * clients.size() && Clock::now() - c.acked < lost_after_ && !stopping_hard_) {
-        for (size_t i = 0; i < clients.size(); ++i) {
-          if (!post_seen[i]) {
+      // feed_version. Each (instance, resource) is polled on its own thread,
+      // so one slow answer does not delay the others; the lag is until the
+      // last of them answered with the new state (an upper bound: the state
+      // was visible at the latest when that answer came).
+      std::vector<Clock::time_point> seen_at(2 * targets_.size());
+      std::vector<char> seen(2 * targets_.size(), 0);
+      std::vector<std::thread> pollers;
+      for (size_t i = 0; i < 2 * targets_.size(); ++i) {
+        if (i % 2 == 1 && !c.feed_change) {  // an edit: the pages do not change
+          seen[i] = 1, seen_at[i] = c.acked;
+          continue;
+        }
+        pollers.emplace_back([&, i] {
+          auto client = MakeClient(targets_[i / 2], milliseconds(1000));
+          const bool post = i % 2 == 0;
+          const std::string path = post ? "/posts/" + std::to_string(c.post)
+                                        : "/communities/" + std::to_string(c.community) + "/posts?page=1";
+          while (Clock::now() - c.acked < lost_after_ && !stopping_hard_) {
             auto start = Clock::now();
-            auto r = clients[i]->Get(("/posts/" + std::to_string(c.post)).c_str());
-            if (r && (r->status == 200 || r->status == 404)) {
+            auto r = client->Get(path.c_str());
+            if (r && post && (r->status == 200 || r->status == 404)) {
               int64_t v = r->status == 404 ? -1 : JsonInt(r->body, "version");
               CheckPost(c.post, v, start);
-              if (c.deleted ? v < 0 : v >= c.version) post_seen[i] = true, ++seen, visible = Clock::now();
-            }
-          }
-          if (!page_seen[i]) {
-            auto start = Clock::now();
-            auto r = clients[i]->Get(("/communities/" + std::to_string(c.community) + "/posts?page=1").c_str());
-            if (r && r->status == 200) {
+              if (c.deleted ? v < 0 : v >= c.version) break;
+            } else if (r && !post && r->status == 200) {
               CheckPage(c.community, r->body, start);
-              if (JsonInt(r->body, "feed_version") >= c.version) page_seen[i] = true, ++seen, visible = Clock::now();
+              if (JsonInt(r->body, "feed_version") >= c.version) break;
             }
+            std::this_thread::sleep_for(milliseconds(2));
           }
-        }
-        if (seen < 2 * clients.size()) std::this_thread::sleep_for(milliseconds(5));
+          if (Clock::now() - c.acked < lost_after_ && !stopping_hard_) seen_at[i] = Clock::now(), seen[i] = 1;
+        });
       }
-      if (seen == 2 * clients.size()) {
+      for (auto& t : pollers) t.join();
+      bool all = std::all_of(seen.begin(), seen.end(), [](char x) { return x != 0; });
+      if (all) {
+        Clock::time_point visible = *std::max_element(seen_at.begin(), seen_at.end());
         Second& s = SecondOf(c.acked);
         std::lock_guard<std::mutex> l(s.mu);
         s.vis_lag_ms.push_back(static_cast<float>(Ms(visible - c.acked)));
@@ -701,7 +739,8 @@ class Runner {
             JsonNum(Percentile(lags, 1.0)) + ", \"lost\": " + std::to_string(lost_.load()) +
             ", \"unchecked\": " + std::to_string(unchecked_.load()) + "},\n  \"stale_reads\": " +
             std::to_string(stale_.load()) + ", \"reads_checked\": " + std::to_string(reads_checked_.load()) +
-            ", \"window_ms\": " + std::to_string(window_.count()) + "\n}\n";
+            ", \"window_ms\": " + std::to_string(window_.count()) + ", \"retried_on_other_pod\": " +
+            std::to_string(retried_.load()) + "\n}\n";
     std::string json_path = f_.Str("json", "");
     if (!json_path.empty()) {
       std::ofstream(json_path) << json;
@@ -770,6 +809,7 @@ class Runner {
   Acks acks_;
   KnownPosts known_;
   std::atomic<uint64_t> writes_acked_{0}, writes_failed_{0}, lost_{0}, unchecked_{0}, stale_{0}, reads_checked_{0};
+  std::atomic<uint64_t> retried_{0};
 };
 
 // ---- stampede ---------------------------------------------------------------
@@ -841,18 +881,34 @@ int Warm(const Flags& f) {
   int pages = static_cast<int>(f.Int("pages", 3));
   std::atomic<int> next{0}, errors{0};
   std::vector<std::thread> threads;
+  int post_communities = static_cast<int>(f.Int("post-communities", 300));
+  std::atomic<int> posts_read{0};
   for (int w = 0; w < static_cast<int>(f.Int("concurrency", 16)); ++w) {
     threads.emplace_back([&, w] {
       auto c = MakeClient(targets[static_cast<size_t>(w) % targets.size()], milliseconds(10000));
       for (int i; (i = next.fetch_add(1)) < communities * pages;) {
-        auto res = c->Get(("/communities/" + std::to_string(i / pages + 1) + "/posts?page=" +
-                           std::to_string(i % pages + 1)).c_str());
-        if (!res || res->status != 200) errors.fetch_add(1);
+        int community = i / pages + 1, page = i % pages + 1;
+        auto res = c->Get(("/communities/" + std::to_string(community) + "/posts?page=" + std::to_string(page)).c_str());
+        if (!res || res->status != 200) {
+          errors.fetch_add(1);
+          continue;
+        }
+        if (page != 1 || community > post_communities) continue;
+        // The posts a reader opens from page 1 (GET /posts/:id).
+        size_t pos = res->body.find("\"posts\":[");
+        for (size_t end = 0; pos != std::string::npos; pos = end) {
+          int64_t id = JsonInt(res->body, "id", pos, &end);
+          if (id < 0) break;
+          auto p = c->Get(("/posts/" + std::to_string(id)).c_str());
+          if (!p || p->status != 200) errors.fetch_add(1);
+          posts_read.fetch_add(1);
+        }
       }
     });
   }
   for (auto& t : threads) t.join();
-  std::fprintf(stderr, "demo-load warm: %d pages read, %d errors\n", communities * pages, errors.load());
+  std::fprintf(stderr, "demo-load warm: %d pages and %d posts read, %d errors\n", communities * pages,
+               posts_read.load(), errors.load());
   return 0;
 }
 
