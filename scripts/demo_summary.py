@@ -80,9 +80,10 @@ def main():
         return 2
     report = sys.argv[1]
     data = os.path.join(report, "data")
-    peak_rate = None
+    peak_rate = drill_rate = None
     try:
         peak_rate = int(open(os.path.join(data, "peak_rate")).read().strip())
+        drill_rate = int(open(os.path.join(data, "drill_rate")).read().strip())
     except (OSError, ValueError):
         pass
 
@@ -120,7 +121,7 @@ def main():
             "DB queries": st.get("db_queries"), "DB queries per 1,000 requests": st.get("db_per_1k"),
             "L1 hit ratio": st.get("l1_hit_ratio"), "L2 hit ratio": st.get("l2_hit_ratio"),
             "writes acknowledged": w.get("acked"), "visibility lag p50 (ms)": w.get("vis_lag_p50_ms"),
-            "visibility lag p99 (ms)": w.get("vis_lag_p99_ms"), "lost invalidations": w.get("lost"),
+            "visibility lag p99 (ms)": w.get("vis_lag_p99_ms"), "writes not visible everywhere in 30 s (lost)": w.get("lost"),
             "stale reads": r.get("stale_reads")}}
     drills.append({"id": "peak", "title": "1. Peak",
                    "description": f"Steady Zipf reads (s = 1.1 over communities and pages, 30% post reads) at "
@@ -152,9 +153,10 @@ def main():
             "p99 after recovery (ms)": rec.get("p99_ms"),
             "visibility lag p99 (ms)": w.get("vis_lag_p99_ms"), "stale reads": r.get("stale_reads")}}
     drills.append({"id": "incident", "title": "2. The incident: replica lag and slow queries",
-                   "description": "The seed's 10:14: the reader replica's replay lags 14 s "
-                                  "(recovery_min_apply_delay) and every query on it takes 300 ms more "
-                                  "(demo_read_delay) while reads continue at the peak rate with 2 writes/s.",
+                   "description": f"The seed's 10:14: the reader replica's replay lags 14 s "
+                                  f"(recovery_min_apply_delay) and every query on it takes 300 ms more "
+                                  f"(demo_read_delay) while reads continue at {drill_rate} req/s (60% of the peak: "
+                                  f"drills 2-6 leave the machine room for the faults) with 2 writes/s.",
                    "phases": phases_of(run("incident", "tiercache")), "modes": modes,
                    "notes": ["With tiercache, a key written during the lag is refused from the lagging replica "
                              "(version fence and group floor) and read from the primary instead; without a "
@@ -263,7 +265,7 @@ def main():
     summary = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()} {platform.release()}",
-        "config": {"peak rate (req/s)": peak_rate, "communities": 1000, "Zipf s": 1.1, "page size": 20,
+        "config": {"peak rate (req/s)": peak_rate, "rate of drills 2-6 (req/s)": drill_rate, "communities": 1000, "Zipf s": 1.1, "page size": 20,
                    "pods": "2 feeds pods with tiercache, 2 without, 1 posts-service",
                    "stale-read window (ms)": 1000},
         "drills": drills,

@@ -384,7 +384,10 @@ void L1Follower::Impl::Watch() {
       stats.behind_ms = behind;
     }
     if (trusted && !sure) {
-      Fence(answered ? L1FenceCause::kLagging : L1FenceCause::kBrokersUnreachable, /*drop=*/false);
+      // Unreachable brokers: events committed meanwhile are not published
+      // yet (L1FollowerOptions::drop_when_unreachable).
+      Fence(answered ? L1FenceCause::kLagging : L1FenceCause::kBrokersUnreachable,
+            /*drop=*/!answered && o.drop_when_unreachable);
     } else if (!trusted && sure) {
       cache->TrustL1();
       metrics->SetL1Fenced(false);

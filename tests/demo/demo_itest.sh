@@ -81,11 +81,12 @@ stop_feeds() {
 start posts "$base" "$bin/posts-service" --pg "host=127.0.0.1 port=$pp dbname=demo user=posts" --brokers "$brokers" --redis "$redis"
 feeds
 
-load() {  # json
+load() {  # json [more flags]
+  local json=$1; shift
   "$bin/demo-load" run --feeds "http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2))" \
     --posts "http://127.0.0.1:$base" --rate 300 --writes 5 --duration 10 --communities 20 --connections 8 \
     --pg-replica-admin "host=127.0.0.1 port=$rp dbname=demo user=postgres" \
-    --pg-primary-admin "host=127.0.0.1 port=$pp dbname=demo user=postgres" --json "$1" 2>"$1.log"
+    --pg-primary-admin "host=127.0.0.1 port=$pp dbname=demo user=postgres" --json "$json" "$@" 2>"$json.log"
 }
 field() { "$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); v=d
 for k in sys.argv[2].split("."): v=v[int(k)] if isinstance(v,list) else v[k]
@@ -120,7 +121,7 @@ echo "== 3. the same as 1 without the fences (and no routing to the primary): st
 stop_feeds
 feeds --fencing off --primary-window-ms 0
 scripts/platform.sh lag 3000 >/dev/null
-load "$work/unprotected.json"
+load "$work/unprotected.json" --lost-after-ms 5000
 cat "$work/unprotected.json"
 [ "$(field "$work/unprotected.json" stale_reads)" -gt 0 ] ||
   fail "no stale read without the fences: the check of part 1 could not have failed"

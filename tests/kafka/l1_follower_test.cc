@@ -1,8 +1,8 @@
 // L1Follower against librdkafka's mock cluster and the in-memory L2: L1 is
 // fenced at start until the follower caught up, events drop this pod's L1
 // copies at their version (and raise a mapped group's floor to it), and when
-// the brokers become unreachable L1 is fenced within the stated bound and
-// trusted again once caught up.
+// the brokers become unreachable L1 is fenced within the stated bound (and
+// dropped: events may wait in an outbox) and trusted again once caught up.
 #include "tiercache/kafka/l1_follower.h"
 
 #include <gtest/gtest.h>
@@ -131,6 +131,37 @@ TEST_F(L1FollowerTest, UnreachableBrokersFenceL1WithinTheBoundAndCatchingUpTrust
 
   ASSERT_EQ(cluster_.SetUp(), RD_KAFKA_RESP_ERR_NO_ERROR);
   ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 20s)) << "L1 never trusted again";
+}
+
+// An outage of the brokers holds back the producers' events too (an outbox
+// publishes its backlog only after it): when the follower is trusted again,
+// it has caught up with the brokers, not with those events. The L1 it kept
+// through the outage would serve copies they invalidate; it is dropped.
+TEST_F(L1FollowerTest, AnL1KeptThroughABrokerOutageDoesNotServeWhatChangedMeanwhile) {
+  auto follower = Follower();
+  ASSERT_TRUE(follower && follower->Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 15s));
+  ASSERT_TRUE(cache_->Get("k", Version(1)).ok());
+  Result<CachedValue> hit = cache_->Get("k", Version(1));
+  ASSERT_TRUE(hit.ok());
+  ASSERT_EQ(hit->source(), ValueSource::kL1);
+
+  ASSERT_EQ(cluster_.SetDown(), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(WaitFor([&] { return !cache_->l1_trusted(); }, 5s));
+  // The owner writes v2 and invalidates L2 itself; its event waits in the
+  // outbox (never published in this test).
+  {
+    CacheOptions co;
+    co.l2 = l2_;
+    auto writer = Cache::Create(co);
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Set("k", "v2", 2).ok());
+  }
+  ASSERT_EQ(cluster_.SetUp(), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 20s)) << "L1 never trusted again";
+  Result<CachedValue> after = cache_->Get("k", Version(2));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->version(), 2u) << "L1 kept through the outage served v1, which changed during it";
 }
 
 // The follower moves a mapped group itself, with the event's version as the

@@ -25,7 +25,8 @@
 // while now - caught_up_to <= max_lag; otherwise (start-up before the
 // follower caught up, brokers unreachable or hung, a slow follower) the
 // follower calls Cache::FenceL1 (stop reading and filling L1; after lost
-// events, also drop it) and Cache::TrustL1 once it caught up again. No
+// events or when the brokers became unreachable, also drop it: see
+// drop_when_unreachable) and Cache::TrustL1 once it caught up again. No
 // broker call blocks the decision: a silent broker simply stops producing
 // checkpoints. So an L1 copy outlives the publication of its invalidation by
 // at most
@@ -63,6 +64,15 @@ struct L1FollowerOptions {
   // Gap-awareness (class comment). Each > 0.
   milliseconds max_lag{500};
   milliseconds check_interval{100};  // also statistics.interval.ms
+  // When the brokers become unreachable, also drop L1 (not only stop using
+  // it). An outage stops the producers too: events committed meanwhile wait
+  // in their outbox and are published only after it, so once the follower
+  // has caught up with the brokers it still cannot know about them, and an
+  // L1 kept through the outage could serve copies those events invalidate.
+  // Set false only when every producer publishes before acknowledging its
+  // write (nothing committed can wait behind an outage): L1 then survives
+  // outages warm.
+  bool drop_when_unreachable = true;
   std::string client_id = "tiercache-l1-follower";
   // Invalidation lag at stage kL1, L1 fences by cause and the fenced state;
   // null: none. Not owned; must outlive the follower.
