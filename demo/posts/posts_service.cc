@@ -8,8 +8,8 @@
 //   DELETE /posts/:id                                            → 200 {"id","community_id","version"}
 //   GET    /healthz, /metrics
 //
-// After the commit it also invalidates Redis itself, at once and best-effort
-// (--invalidate-on-write, on by default): the same keys and group floor the
+// After the commit, before answering, it also invalidates Redis itself (up to
+// 3 attempts, then best-effort; --invalidate-on-write, on by default): the same keys and group floor the
 // event will invalidate, with the event's id, so the shared tier is fresh
 // even while Kafka is down; the event stays the contract (it reaches every
 // pod's L1, and redoes what a failed direct invalidation missed).
@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -60,8 +61,14 @@ struct Service {
     std::vector<tiercache::Cache::Invalidation> list;
     for (const auto& k : targets->keys) list.push_back({k, e.version, false});
     for (const auto& g : targets->groups) list.push_back({g, e.version, true, e.event_id});
-    bool ok = true;
-    for (const auto& r : cache->InvalidateMany(list)) ok = ok && r.ok();
+    // Before the write is acknowledged: a few attempts (a busy or failing-over
+    // Redis), then leave it to the event.
+    bool ok = false;
+    for (int attempt = 0; attempt < 3 && !ok; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50 * attempt));
+      ok = true;
+      for (const auto& r : cache->InvalidateMany(list)) ok = ok && r.ok();
+    }
     (ok ? direct_ok : direct_failed).fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -256,6 +263,8 @@ int Main(int argc, char** argv) {
     }
     tiercache::CacheOptions co;
     co.use_l1 = false;
+    co.l2_timeout = std::chrono::milliseconds(500);
+    co.breaker_failure_threshold = 50;  // a writer: keep trying, the retries are bounded
     co.l2 = tiercache::MakeRedisL2Store(std::shared_ptr<tiercache::redis::RedisClient>(std::move(*client)));
     auto cache = tiercache::Cache::Create(co);
     if (!cache.ok()) {
