@@ -132,7 +132,11 @@ def main():
     pk = phase(run("peak", "tiercache"), -1)
     pkn = phase(run("peak", "nocache"), -1)
     peak_p99 = pk.get("p99_ms")
-    add_result("demo_peak_p99_ms", peak_p99, "ms", "< 50", peak_p99 is not None and peak_p99 < 50)
+    # A latency goal holds only without failed requests (a timeout counts in
+    # the percentiles at its wait; an error answer does not, so none may occur).
+    clean = lambda p: bool(p) and p.get("errors", 1) == 0 and p.get("timeouts", 1) == 0
+    add_result("demo_peak_p99_ms", peak_p99, "ms", "< 50, no error or timeout",
+               peak_p99 is not None and peak_p99 < 50 and clean(pk))
     add_result("demo_peak_nocache_p99_ms", pkn.get("p99_ms"), "ms", "(baseline)", None)
     add_result("demo_db_reads_per_1k_requests", pk.get("db_per_1k"), "", "<= 10",
                pk.get("db_per_1k") is not None and pk["db_per_1k"] <= 10)
@@ -162,10 +166,14 @@ def main():
                              "(version fence and group floor) and read from the primary instead; without a "
                              "cache every read waits for the slow replica and shows its 14 s old data."]})
     inc = phase(run("incident", "tiercache"), 1)
+    before = phase(run("incident", "tiercache"), 0)
     incn = phase(run("incident", "nocache"), 1)
     ip99 = inc.get("p99_ms")
-    add_result("demo_incident_p99_ms", ip99, "ms", "<= 2 x peak p99",
-               ip99 is not None and peak_p99 is not None and ip99 <= 2 * peak_p99)
+    # Within 2 x the peak drill's p99, and within 2 x this run's own p99 before
+    # the fault (same rate); no error or timeout.
+    add_result("demo_incident_p99_ms", ip99, "ms", "<= 2 x peak p99 and <= 2 x its p99 before the fault",
+               ip99 is not None and peak_p99 is not None and before.get("p99_ms") is not None
+               and ip99 <= 2 * peak_p99 and ip99 <= 2 * before["p99_ms"] and clean(inc))
     add_result("demo_incident_nocache_p99_ms", incn.get("p99_ms"), "ms", "(baseline)", None)
 
     # 3. stampede
@@ -254,13 +262,26 @@ def main():
                              "dead pod fail and are counted."]})
 
     # Across drills: visibility lag in steady state, lost invalidations, stale reads.
-    all_runs = [run(d, "tiercache") for d in ("peak", "incident", "redis-kill", "kafka-restart", "pod-kill")]
+    names = ("peak", "incident", "redis-kill", "kafka-restart", "pod-kill")
+    all_runs = [run(d, "tiercache") for d in names]
+    complete = all(all_runs)  # a drill that did not run cannot pass these
+    checked = complete and all((r.get("reads_checked") or 0) > 0 and (writes(r).get("checked") or 0) > 0
+                               for r in all_runs)
+    faults_ok = complete and all((r.get("hook_failures") or 0) == 0 for r in all_runs)
+    for d, r in zip(names, all_runs):
+        if r and (r.get("hook_failures") or 0) > 0:
+            for dr in drills:
+                if dr["id"] == d:
+                    dr["notes"].append(f"A fault command of this drill failed ({r['hook_failures']}): "
+                                       f"the drill may not have happened as described.")
     lost = sum((writes(r).get("lost") or 0) for r in all_runs if r)
     stale = sum((r.get("stale_reads") or 0) for r in all_runs if r)
     vis = writes(run("peak", "tiercache")).get("vis_lag_p99_ms")
     add_result("demo_visibility_lag_p99_ms", vis, "ms", "<= 250", vis is not None and vis <= 250)
-    add_result("demo_lost_invalidations", lost, "", "0", lost == 0)
-    add_result("demo_stale_reads", stale, "", "0", stale == 0)
+    add_result("demo_lost_invalidations", lost if complete else None, "", "0 (every drill ran and checked writes)",
+               complete and checked and faults_ok and lost == 0)
+    add_result("demo_stale_reads", stale if complete else None, "", "0 (every drill ran and checked reads)",
+               complete and checked and faults_ok and stale == 0)
 
     summary = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -4,6 +4,7 @@
 # Kafka jars are missing. A second run is fast and quiet.
 #
 #   scripts/setup.sh            install what is missing
+#   TIERCACHE_SETUP_NO_BROWSER=1 scripts/setup.sh   the same without chromium (make demo)
 #
 # Environment: TIERCACHE_DEPS_DIR (default <repo>/.deps) holds the Kafka jars;
 #              TIERCACHE_MAVEN_ARGS adds flags to mvn (e.g. "-s my-settings.xml").
@@ -23,8 +24,11 @@ packages=(
   redis-server redis-tools postgresql-15
   openjdk-17-jre-headless maven kcat
   iproute2 procps util-linux
-  libcpp-httplib-dev curl python3 gnuplot-nox chromium
+  libcpp-httplib-dev curl python3 gnuplot-nox
 )
+# Headless Chromium checks the demo's report page in the tests; `make demo`
+# itself does not need it (TIERCACHE_SETUP_NO_BROWSER=1).
+[ "${TIERCACHE_SETUP_NO_BROWSER:-0}" = 1 ] || packages+=(chromium)
 
 missing=()
 for p in "${packages[@]}"; do

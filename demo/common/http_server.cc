@@ -1,7 +1,9 @@
 #include "common/http_server.h"
 
 #include <httplib.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -224,6 +226,24 @@ tiercache::Status HttpServer::Start() {
   if (impl_->started) return tiercache::Status::FailedPrecondition("server already started");
   if (impl_->options.port <= 0 || impl_->options.port > 65535) {
     return tiercache::Status::InvalidArgument("port must be in [1, 65535]");
+  }
+  // Debian's httplib binds with SO_REUSEPORT, so a second server on a taken
+  // port would bind too and share its traffic: refuse a port something
+  // already answers on.
+  {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(impl_->options.port));
+    bool taken = false;
+    if (fd >= 0 && inet_pton(AF_INET, impl_->options.host.c_str(), &addr.sin_addr) == 1) {
+      taken = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    }
+    if (fd >= 0) ::close(fd);
+    if (taken) {
+      return tiercache::Status::Unavailable("port " + std::to_string(impl_->options.port) + " on " +
+                                            impl_->options.host + " is already in use (something answers on it)");
+    }
   }
   if (!impl_->server.bind_to_port(impl_->options.host.c_str(), impl_->options.port)) {
     return tiercache::Status::Unavailable("cannot listen on " + impl_->options.host + ":" +

@@ -49,6 +49,7 @@ using tiercache::LoadResult;
 using tiercache::Result;
 using tiercache::Status;
 using tiercache::StatusCode;
+using tiercache::GetOptions;
 using std::chrono::milliseconds;
 
 constexpr int kPageSize = 20;
@@ -129,6 +130,7 @@ class Feeds {
     recent_ = std::make_unique<RecentWrites>(milliseconds(flags_.Int("primary-window-ms", 1000)));
     pod_ = flags_.Str("pod", "feeds");
     hard_timeout_ = milliseconds(flags_.Int("deadline-ms", 2000));
+    soft_timeout_ = milliseconds(flags_.Int("soft-timeout-ms", 300));
     auto pool = [&](const std::string& dsn, int size) {
       return std::make_unique<PgPool>(PgPoolOptions{dsn, size, milliseconds(flags_.Int("statement-timeout-ms", 2000)),
                                                     milliseconds(2000)});
@@ -214,11 +216,11 @@ class Feeds {
     if (page < 1 || page > kMaxPage) return JsonError(400, "page must be a number in [1, 50]");
     std::string group = FeedGroup(community);
     std::string page_key = PageKey(community, page);
-    auto ids_v = Read(page_key, group, community, [this, community, page](PgPool& db) { return LoadPage(db, community, page); });
+    auto ids_v = Read(page_key, group, community, [this, community, page](PgPool& db) { return LoadPage(db, community, page); }, req.deadline);
     if (!ids_v.ok()) return ErrorResponse(ids_v.status());
     if (!ids_v->found) return JsonError(404, "no community " + community);
     auto count_v = Read(CounterKey(community), group, community,
-                        [this, community](PgPool& db) { return LoadCount(db, community); });
+                        [this, community](PgPool& db) { return LoadCount(db, community); }, req.deadline);
     if (!count_v.ok()) return ErrorResponse(count_v.status());
 
     // payload "feed_version|id,id,..."
@@ -234,7 +236,7 @@ class Feeds {
                       ",\"feed_version\":" + std::to_string(ids_v->version) + ",\"total\":" +
                       (count_v->found ? count_v->payload : "0") + ",\"posts\":[";
     if (!keys.empty()) {
-      auto posts = ReadMany(keys, community);
+      auto posts = ReadMany(keys, community, req.deadline);
       if (!posts.ok()) return ErrorResponse(posts.status());
       bool first = true;
       for (auto& v : *posts) {
@@ -250,11 +252,11 @@ class Feeds {
 
   HttpResponse Post(const HttpRequest& req) {
     const std::string& id = req.matches[0];
-    auto map = Read(PostMapKey(id), "", "", [this, id](PgPool& db) { return LoadPostMap(db, id); });
+    auto map = Read(PostMapKey(id), "", "", [this, id](PgPool& db) { return LoadPostMap(db, id); }, req.deadline);
     if (!map.ok()) return ErrorResponse(map.status());
     if (!map->found) return JsonError(404, "no post " + id);
     std::string key = PostKey(map->payload, id);
-    auto post = Read(key, "", map->payload, [this, key](PgPool& db) { return LoadPost(db, key); });
+    auto post = Read(key, "", map->payload, [this, key](PgPool& db) { return LoadPost(db, key); }, req.deadline);
     if (!post.ok()) return ErrorResponse(post.status());
     if (!post->found) return JsonError(404, "no post " + id);
     return HttpResponse{200, post->payload + "\n"};
@@ -339,14 +341,25 @@ class Feeds {
   }
 
   // `community`: the key's community when known ("" otherwise), for routing.
+  // The request's deadline as the cache's hard timeout (and a soft timeout
+  // no later than it).
+  GetOptions Deadline(Clock::time_point deadline) const {
+    tiercache::GetOptions opt;
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    left = std::max(left, milliseconds(1));
+    opt.hard_timeout = left;
+    opt.soft_timeout = std::min(left, soft_timeout_);
+    return opt;
+  }
+
   Result<Value> Read(const std::string& key, const std::string& group, const std::string& community,
-                     const LoadFn& load) {
+                     const LoadFn& load, Clock::time_point deadline) {
     if (!use_cache_) {
       auto r = load(*replica_);
       if (!r.ok()) return r.status();
       return Value{r->payload.has_value(), r->version.value_or(0), r->payload.value_or("")};
     }
-    tiercache::GetOptions opt;
+    tiercache::GetOptions opt = Deadline(deadline);
     opt.group = group;
     auto got = cache_->Get(key, [this, load, community](std::string_view) { return load(Route(community)); }, opt);
     if (!got.ok() && got.status().code() == StatusCode::kAborted) {
@@ -355,6 +368,8 @@ class Feeds {
       // as long as the replica keeps lagging).
       fallbacks_.fetch_add(1, std::memory_order_relaxed);
       if (!community.empty()) recent_->Note(community);
+      opt = Deadline(deadline);
+      opt.group = group;
       got = cache_->Get(key, [this, load](std::string_view) { return load(*primary_); }, opt);
     }
     if (!got.ok() && got.status().code() == StatusCode::kAborted) {
@@ -369,7 +384,8 @@ class Feeds {
     return Value{got->found(), got->version(), std::string(got->payload())};
   }
 
-  Result<std::vector<Value>> ReadMany(const std::vector<std::string>& keys, const std::string& community) {
+  Result<std::vector<Value>> ReadMany(const std::vector<std::string>& keys, const std::string& community,
+                                      Clock::time_point deadline) {
     std::vector<Value> out(keys.size());
     if (!use_cache_) {
       auto r = LoadPosts(*replica_, keys);
@@ -380,7 +396,8 @@ class Feeds {
       return out;
     }
     auto got = cache_->GetMany(
-        keys, [this, community](const std::vector<std::string>& ks) { return LoadPosts(Route(community), ks); });
+        keys, [this, community](const std::vector<std::string>& ks) { return LoadPosts(Route(community), ks); },
+        Deadline(deadline));
     if (!got.ok()) return got.status();
     for (size_t i = 0; i < keys.size(); ++i) {
       auto& r = (*got)[i];
@@ -388,7 +405,7 @@ class Feeds {
         fallbacks_.fetch_add(1, std::memory_order_relaxed);
         recent_->Note(community);
         std::string key = keys[i];
-        r = cache_->Get(key, [this, key](std::string_view) { return LoadPost(*primary_, key); });
+        r = cache_->Get(key, [this, key](std::string_view) { return LoadPost(*primary_, key); }, Deadline(deadline));
       }
       if (!r.ok() && r.status().code() == StatusCode::kAborted) {
         uncached_.fetch_add(1, std::memory_order_relaxed);
@@ -500,7 +517,7 @@ class Feeds {
   const Flags& flags_;
   bool use_cache_ = true;
   std::string pod_;
-  milliseconds hard_timeout_{2000};
+  milliseconds hard_timeout_{2000}, soft_timeout_{300};
   std::unique_ptr<PgPool> replica_, primary_;
   tiercache::CounterMetrics metrics_;
   std::unique_ptr<tiercache::Cache> cache_;
@@ -528,12 +545,14 @@ int Main(int argc, char** argv) {
   HttpServerOptions ho;
   ho.port = static_cast<int>(f.Int("port", 8081));
   ho.host = f.Str("host", "127.0.0.1");
-  ho.workers = static_cast<int>(f.Int("workers", 64));
+  ho.workers = static_cast<int>(f.Int("workers", 128));
   ho.request_deadline = milliseconds(f.Int("deadline-ms", 2000));
   ho.service = name;
   HttpServer http(ho);
-  http.Get(R"(/communities/(\d{1,18})/posts)", [&](const HttpRequest& r) { return feeds.Page(r); });
-  http.Get(R"(/posts/(\d{1,18}))", [&](const HttpRequest& r) { return feeds.Post(r); });
+  // Canonical ids only (no leading zero): "/posts/07" would name another
+  // cache key than the one the events invalidate.
+  http.Get(R"(/communities/([1-9]\d{0,17})/posts)", [&](const HttpRequest& r) { return feeds.Page(r); });
+  http.Get(R"(/posts/([1-9]\d{0,17}))", [&](const HttpRequest& r) { return feeds.Post(r); });
   http.SetExtraMetrics([&] { return feeds.ExtraMetrics(); });
   if (Status s = http.Start(); !s.ok()) {
     Log(name, s.ToString());

@@ -239,6 +239,10 @@ class Acks {
     std::lock_guard<std::mutex> l(mu_);
     deleting_.insert(post);
   }
+  bool IsDeleting(int64_t post) {
+    std::lock_guard<std::mutex> l(mu_);
+    return deleting_.count(post) != 0;
+  }
   // A post read that began at `start` returned `version` (-1: not found).
   bool StalePost(int64_t post, int64_t version, Clock::time_point start, milliseconds window) {
     std::lock_guard<std::mutex> l(mu_);
@@ -360,7 +364,7 @@ class Runner {
     }
     int writers = write_rate_ > 0 && !posts_url_.empty() ? 4 : 0;
     for (int i = 0; i < writers; ++i) threads_.emplace_back([this] { Writer(); });
-    int checkers = writers > 0 ? 16 : 0;
+    int checkers = writers > 0 ? 64 : 0;
     for (int i = 0; i < checkers; ++i) threads_.emplace_back([this] { Checker(); });
 
     start_ = Clock::now() + milliseconds(200);
@@ -371,6 +375,7 @@ class Runner {
     Schedule();
     if (wsched.joinable()) wsched.join();
     hooks.join();
+    for (auto& t : hook_threads_) t.join();
     // Let what is queued finish (each is bounded by the timeout), then stop.
     {
       std::unique_lock<std::mutex> l(mu_);
@@ -426,13 +431,14 @@ class Runner {
           Second& s = SecondOf(r.due);
           std::lock_guard<std::mutex> sl(s.mu);
           ++s.timeouts;
+          s.lat_ms.push_back(static_cast<float>(timeout_.count()));
           continue;
         }
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          ++in_flight_;
+        }
         q.q.push_back(r);
-      }
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        ++in_flight_;
       }
       q.cv.notify_one();
     }
@@ -466,6 +472,7 @@ class Runner {
     if (started - r.due >= timeout_) {
       std::lock_guard<std::mutex> l(s.mu);
       ++s.timeouts;
+      s.lat_ms.push_back(static_cast<float>(Ms(started - r.due)));  // a timeout's latency: at least the timeout
       return;
     }
     auto left = std::chrono::duration_cast<milliseconds>(timeout_ - (started - r.due));
@@ -481,8 +488,7 @@ class Runner {
       served_by = (t + 1) % targets_.size();
     }
     auto done = Clock::now();
-    bool timeout = !res && (res.error() == httplib::Error::Read || res.error() == httplib::Error::Connection) &&
-                   done - r.due >= timeout_ - milliseconds(5);
+    bool timeout = !res && done - r.due >= timeout_ - milliseconds(5);
     bool ok = res && (res->status == 200 || (res->status == 404 && !r.page));
     if (ok) {
       if (r.page) {
@@ -498,6 +504,7 @@ class Runner {
       s.lat_ms.push_back(static_cast<float>(Ms(done - r.due)));
     } else if (timeout) {
       ++s.timeouts;
+      s.lat_ms.push_back(static_cast<float>(Ms(done - r.due)));
     } else {
       ++s.errors;
       if (errors_logged_.fetch_add(1) < 5) {
@@ -508,10 +515,19 @@ class Runner {
     }
   }
 
+  // The page's feed_version, and each post it shows (id, version).
   void CheckPage(int64_t community, const std::string& body, Clock::time_point started) {
     reads_checked_.fetch_add(1, std::memory_order_relaxed);
     int64_t fv = JsonInt(body, "feed_version");
     if (fv >= 0 && acks_.StalePage(community, fv, started, window_)) NoteStale("page", community, fv);
+    size_t pos = body.find("\"posts\":[");
+    for (size_t end = 0; pos != std::string::npos; pos = end) {
+      int64_t id = JsonInt(body, "id", pos, &end);
+      if (id < 0) break;
+      int64_t v = JsonInt(body, "version", end, &end);
+      if (v < 0) break;
+      if (acks_.StalePost(id, v, started, window_)) NoteStale("post in page", id, v);
+    }
   }
   void CheckPost(int64_t post, int64_t version, Clock::time_point started) {
     reads_checked_.fetch_add(1, std::memory_order_relaxed);
@@ -597,6 +613,10 @@ class Runner {
       // so one slow answer does not delay the others; the lag is until the
       // last of them answered with the new state (an upper bound: the state
       // was visible at the latest when that answer came).
+      if (Clock::now() - c.acked >= lost_after_) {  // the checker had no capacity: cannot judge
+        unchecked_.fetch_add(1);
+        continue;
+      }
       std::vector<Clock::time_point> seen_at(2 * targets_.size());
       std::vector<char> seen(2 * targets_.size(), 0);
       std::vector<std::thread> pollers;
@@ -616,7 +636,8 @@ class Runner {
             if (r && post && (r->status == 200 || r->status == 404)) {
               int64_t v = r->status == 404 ? -1 : JsonInt(r->body, "version");
               CheckPost(c.post, v, start);
-              if (c.deleted ? v < 0 : v >= c.version) break;
+              // (a deletion sent later supersedes this write: its 404 is newer)
+              if (c.deleted ? v < 0 : (v >= c.version || (v < 0 && acks_.IsDeleting(c.post)))) break;
             } else if (r && !post && r->status == 200) {
               CheckPage(c.community, r->body, start);
               if (JsonInt(r->body, "feed_version") >= c.version) break;
@@ -696,10 +717,13 @@ class Runner {
       std::this_thread::sleep_until(start_ + std::chrono::milliseconds(static_cast<int64_t>(p.at_s * 1000)));
       if (p.command.empty()) continue;
       std::string cmd = p.command;
-      std::thread([cmd, this] {
+      hook_threads_.emplace_back([cmd, this] {  // joined at the end of the run
         int rc = std::system(cmd.c_str());
-        if (rc != 0) std::fprintf(stderr, "\ndemo-load: hook '%s' exited %d\n", cmd.c_str(), rc);
-      }).detach();
+        if (rc != 0) {
+          hook_failures_.fetch_add(1);
+          std::fprintf(stderr, "\ndemo-load: hook '%s' exited %d\n", cmd.c_str(), rc);
+        }
+      });
     }
     std::this_thread::sleep_until(start_ + std::chrono::seconds(duration_s_));
   }
@@ -716,7 +740,7 @@ class Runner {
       for (int i = 0; i < duration_s_; ++i) {
         Second& s = seconds_[static_cast<size_t>(i)];
         std::lock_guard<std::mutex> l(s.mu);
-        csv << i << ',' << s.lat_ms.size() + s.errors + s.timeouts << ',' << s.errors << ',' << s.timeouts << ','
+        csv << i << ',' << s.lat_ms.size() + s.errors << ',' << s.errors << ',' << s.timeouts << ','
             << Num(Percentile(s.lat_ms, 0.5)) << ',' << Num(Percentile(s.lat_ms, 0.99)) << ','
             << Num(Percentile(s.lat_ms, 0.999)) << ',' << Num(Percentile(s.lat_ms, 1.0)) << ','
             << Num(s.db_queries, 0) << ',' << Num(s.l1_ratio, 4) << ',' << Num(s.l2_ratio, 4) << ','
@@ -740,7 +764,7 @@ class Runner {
             ", \"unchecked\": " + std::to_string(unchecked_.load()) + "},\n  \"stale_reads\": " +
             std::to_string(stale_.load()) + ", \"reads_checked\": " + std::to_string(reads_checked_.load()) +
             ", \"window_ms\": " + std::to_string(window_.count()) + ", \"retried_on_other_pod\": " +
-            std::to_string(retried_.load()) + "\n}\n";
+            std::to_string(retried_.load()) + ", \"hook_failures\": " + std::to_string(hook_failures_.load()) + "\n}\n";
     std::string json_path = f_.Str("json", "");
     if (!json_path.empty()) {
       std::ofstream(json_path) << json;
@@ -767,9 +791,10 @@ class Runner {
       if (s.l1_ratio >= 0) l1 += s.l1_ratio, ++l1n;
       if (s.l2_ratio >= 0) l2 += s.l2_ratio, ++l2n;
     }
-    double requests = static_cast<double>(lat.size() + errors + timeouts);
+    // lat holds the answered requests and the timeouts (at their wait).
+    double requests = static_cast<double>(lat.size() + errors);
     return "{\"label\": \"" + label + "\", \"from_s\": " + std::to_string(from) + ", \"to_s\": " + std::to_string(to) +
-           ", \"requests\": " + Num(requests, 0) + ", \"ok\": " + std::to_string(lat.size()) + ", \"errors\": " +
+           ", \"requests\": " + Num(requests, 0) + ", \"ok\": " + std::to_string(lat.size() - timeouts) + ", \"errors\": " +
            std::to_string(errors) + ", \"timeouts\": " + std::to_string(timeouts) +
            ", \"p50_ms\": " + JsonNum(Percentile(lat, 0.5)) + ", \"p99_ms\": " + JsonNum(Percentile(lat, 0.99)) +
            ", \"p999_ms\": " + JsonNum(Percentile(lat, 0.999)) + ", \"max_ms\": " + JsonNum(Percentile(lat, 1.0)) +
@@ -792,7 +817,7 @@ class Runner {
   Clock::time_point start_;
 
   std::deque<Queue> queues_;
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> threads_, hook_threads_;
   std::mutex mu_;
   std::condition_variable idle_;
   uint64_t in_flight_ = 0;
@@ -809,7 +834,7 @@ class Runner {
   Acks acks_;
   KnownPosts known_;
   std::atomic<uint64_t> writes_acked_{0}, writes_failed_{0}, lost_{0}, unchecked_{0}, stale_{0}, reads_checked_{0};
-  std::atomic<uint64_t> retried_{0};
+  std::atomic<uint64_t> retried_{0}, hook_failures_{0};
 };
 
 // ---- stampede ---------------------------------------------------------------

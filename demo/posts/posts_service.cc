@@ -281,6 +281,10 @@ int Main(int argc, char** argv) {
     ro.publisher.brokers = brokers;
     ro.publisher.client_id = "posts-service-relay";
     ro.poll_interval = std::chrono::milliseconds(200);
+    // After a Kafka outage the backlog goes out within half a second: pods'
+    // L1 followers trust their L1 again as soon as they caught up with the
+    // brokers, and cannot see what still waits here.
+    ro.backoff_max = std::chrono::milliseconds(500);
     auto r = tiercache::outbox::OutboxRelay::Create(ro);
     if (!r.ok()) {
       Log("posts-service", "outbox relay: " + r.status().ToString());
@@ -300,9 +304,9 @@ int Main(int argc, char** argv) {
   ho.request_deadline = std::chrono::milliseconds(f.Int("deadline-ms", 3000));
   ho.service = "posts";
   HttpServer http(ho);
-  http.Post(R"(/communities/(\d{1,18})/posts)", [&](const HttpRequest& r) { return svc.Create(r); });
-  http.Put(R"(/posts/(\d{1,18}))", [&](const HttpRequest& r) { return svc.Change(r, false); });
-  http.Delete(R"(/posts/(\d{1,18}))", [&](const HttpRequest& r) { return svc.Change(r, true); });
+  http.Post(R"(/communities/([1-9]\d{0,17})/posts)", [&](const HttpRequest& r) { return svc.Create(r); });
+  http.Put(R"(/posts/([1-9]\d{0,17}))", [&](const HttpRequest& r) { return svc.Change(r, false); });
+  http.Delete(R"(/posts/([1-9]\d{0,17}))", [&](const HttpRequest& r) { return svc.Change(r, true); });
   http.SetExtraMetrics([&] {
     std::string out;
     out += "# TYPE demo_posts_writes_total counter\ndemo_posts_writes_total " +
