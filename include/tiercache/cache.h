@@ -31,6 +31,21 @@
 //     is dropped when L2 shows a tombstone or a newer version, also when the
 //     copy would have been served as a fail-safe; a load the fence refused
 //     never falls back to a stale copy.
+//   * What this pod has seen, L2 cannot take back: once this pod has seen a
+//     versioned invalidation of a key (its own Invalidate / InvalidateMany,
+//     or its L1Follower's InvalidateLocal), no get on this pod returns an
+//     older version of it from L1 or L2 for tombstone_ttl, even while L2 has
+//     not applied the invalidation (its slot had no master, the consumer
+//     lags) or lost it in a failover: an L2 value or negative entry below
+//     that version (an unversioned one included) is a miss, in Get,
+//     GetAsync, GetMany and the lease wait; the loader answers, its fill
+//     passes over the older entry, and counter kL2BehindLocal counts it.
+//     The same for a group member while this pod's move of its group failed
+//     (poisoned), or when L2 shows the group below a generation this pod saw
+//     it reach (L2 lost the move). Unversioned invalidations record nothing
+//     (they drop this pod's L1 only). A pod that has not seen the event
+//     reads L2 as it is until the consumer applies it
+//     (docs/consistency.md §3c).
 //   * Fail-safe: when the loader fails, or runs past the soft timeout, and a
 //     stale value younger than max_stale exists, that value is returned
 //     (CachedValue::stale() == true) and the load finishes in the background.
@@ -139,7 +154,10 @@ struct CacheOptions {
   double ttl_jitter = 0.1;
   // Lifetime of a tombstone: how long a versioned invalidation refuses older
   // versions read from a replica that lags behind it. The fence against
-  // loads in flight does not depend on it (see max_load_age). > 0.
+  // loads in flight does not depend on it (see max_load_age). Also how long
+  // this pod refuses L2 entries older than an invalidation (or group move)
+  // it has seen, in case L2 has not applied it or lost it (docs/
+  // consistency.md §3c): L2 is trusted again after it. > 0.
   milliseconds tombstone_ttl{30000};
 
   // Oldest a load may be when it fills (from its fence snapshot, by L2's
@@ -306,6 +324,8 @@ class Cache {
   // loads of older versions stay refused (docs/consistency.md §4).
   // Once it returns OK, no get on any pod returns a version below `version`
   // from L2 or a loader, nor from this pod's L1 (other pods' L1: see above).
+  // Whatever L2 did, no get on this pod returns a version below `version`
+  // from L1 or L2 for tombstone_ttl (§3c).
   // Errors: kInvalidArgument, kUnavailable / kDeadlineExceeded (L2; this
   // pod's L1 is invalidated regardless).
   Status Invalidate(std::string_view key, std::optional<uint64_t> version = std::nullopt);
@@ -362,12 +382,17 @@ class Cache {
   // Errors: kInvalidArgument (bad group name), kFailedPrecondition (no L2),
   // kUnavailable / kDeadlineExceeded (L2; this pod's L1 then serves no
   // member of the group until an InvalidateGroup of it begun after this one
-  // succeeds).
+  // succeeds, and this pod serves none from L2 either until then or for
+  // tombstone_ttl, whichever ends first: §3c). After a successful move this
+  // pod also serves no member that L2 shows at an earlier generation (L2
+  // lost the move) for tombstone_ttl.
   Result<uint64_t> InvalidateGroup(std::string_view group, std::optional<uint64_t> version = std::nullopt);
 
-  // This pod's L1 only (not L2): drops `key`, and with a version > 0 leaves
-  // an L1 tombstone refusing L1 fills below it for tombstone_ttl (so an L2
-  // that has not applied the invalidation yet cannot refill L1). Loads of
+  // This pod only (L2 is not written): drops `key` from L1, and with a
+  // version > 0 leaves an L1 tombstone refusing L1 fills below it for
+  // tombstone_ttl (so an L2 that has not applied the invalidation yet cannot
+  // refill L1); for as long, this pod serves no L2 entry of `key` below
+  // `version` (it loads instead: §3c). Version 0 drops L1 only. Loads of
   // `key` in flight here do not fill L1. For the per-pod follower of the
   // invalidation stream (kafka::L1Follower). Errors: kInvalidArgument.
   Status InvalidateLocal(std::string_view key, uint64_t version);

@@ -38,6 +38,10 @@ enum class Counter : uint8_t {
   kDecodeError,        // L2 payloads that did not decode (corrupt / foreign)
   kL2Error,            // L2 calls that failed (timeouts, unavailable)
   kBreakerOpened,      // times the L2 circuit breaker opened
+  // L2 entries not served because this pod had seen newer (Tier::kL2): a
+  // versioned invalidation of the key, or a move of its group, that L2 had
+  // not applied or had lost (docs/consistency.md §3c). Each is also a kMiss.
+  kL2BehindLocal,
   kCount_,             // not a counter
 };
 inline constexpr int kCounterCount = static_cast<int>(Counter::kCount_);

@@ -35,6 +35,7 @@ std::string_view CounterName(Counter c) {
     case Counter::kDecodeError: return "decode_error";
     case Counter::kL2Error: return "l2_error";
     case Counter::kBreakerOpened: return "breaker_opened";
+    case Counter::kL2BehindLocal: return "l2_behind_local";
     case Counter::kCount_: break;
   }
   return "unknown";

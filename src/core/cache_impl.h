@@ -11,6 +11,7 @@
 //   write_path.cc     Set, Invalidate
 //   l2_guard.h        every L2 call: time bound and per-shard breakers
 //   local_fence.h     this process's fence for L1
+//   seen_versions.h   versions this process invalidated at, checked on L2 reads
 //   load_registry.h   the load running for each key in this process
 // The consistency model they implement is docs/consistency.md.
 #ifndef TIERCACHE_CORE_CACHE_IMPL_H_
@@ -30,6 +31,7 @@
 #include "core/lease_keeper.h"
 #include "core/load_registry.h"
 #include "core/local_fence.h"
+#include "core/seen_versions.h"
 #include "tiercache/cache.h"
 #include "tiercache/single_flight.h"
 
@@ -97,6 +99,9 @@ auto SafeLoad(const Fn& loader, const Arg& arg) noexcept -> decltype(loader(arg)
 class Cache::Impl {
  public:
   static constexpr size_t kGroupsTracked = 1 << 16;
+  // Keys whose local versioned invalidation is remembered (SeenVersions):
+  // 65,536 within tombstone_ttl, i.e. ~2,000 invalidations/s at 30 s.
+  static constexpr size_t kKeysSeen = 1 << 16;
 
   using Call = cache_internal::Call;
   using L2Read = cache_internal::L2Read;
@@ -131,6 +136,11 @@ class Cache::Impl {
   // A fresh L1 entry, or nullopt (an expired one goes to *stale).
   std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
+  // True when `v`, read from L2, is older than what this pod has seen: below
+  // the version of a local invalidation of `key` within tombstone_ttl
+  // (SeenVersions), or a member of a group this pod's table says L2 is
+  // behind on (GroupTable::ServesFromL2). Such an entry is not served.
+  bool BehindLocal(std::string_view key, const CachedValue& v, const CallSettings& s) const;
   // What bytes read from L2 mean now. A fresh value is also copied to L1; a
   // tombstone is applied to L1. count_misses == false for re-reads.
   // `group_generation`: the group's generation read with `raw` (group
@@ -206,7 +216,10 @@ class Cache::Impl {
   const std::unique_ptr<L1Cache> l1_;
   L2Guard guard_;
   LocalFence local_fence_;
-  GroupTable groups_{kGroupsTracked};  // the group generations this pod's L1 may serve
+  GroupTable groups_{kGroupsTracked};  // the group generations this pod's L1 (and L2 reads) may serve
+  // Versions of this pod's invalidations, for tombstone_ttl: L2 reads below
+  // them are not served (L2 has not applied them, or lost them).
+  SeenVersions seen_{kKeysSeen, o_.tombstone_ttl};
   // False while this pod cannot be sure it saw every invalidation (FenceL1):
   // L1 is then neither read nor filled.
   std::atomic<bool> l1_trusted_{true};

@@ -35,6 +35,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "tiercache/clock.h"
+
 namespace tiercache {
 
 class GroupTable {
@@ -54,19 +56,43 @@ class GroupTable {
   // A number for a move about to be sent, ordering it against the others.
   uint64_t BeginMove() { return next_move_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
-  // Move `move` found `group` at `generation` or beyond. False when the
-  // table is full (nothing changed): empty L1, Reset, call again.
-  bool Raise(std::string_view group, uint64_t generation, uint64_t move) {
+  // Move `move` found `group` at `generation` or beyond; L2 members below it
+  // are not served until `until` (ServesFromL2). False when the table is
+  // full (nothing changed): empty L1, Reset, call again.
+  bool Raise(std::string_view group, uint64_t generation, uint64_t move, Clock::TimePoint until = {}) {
     return Update(group, [&](Entry& e) {
-      e.min = std::max(e.min, generation);
+      if (generation > e.min) {
+        e.min = generation;
+        e.min_until = until;
+      } else if (generation == e.min) {
+        e.min_until = std::max(e.min_until, until);
+      }
       if (e.poisoned_by != 0 && move > e.poisoned_by) e.poisoned_by = 0;
     });
   }
 
   // Move `move` of `group` failed: its generation is unknown; serve none of
-  // its members until a move begun after this one succeeds. False as Raise.
-  bool Poison(std::string_view group, uint64_t move) {
-    return Update(group, [&](Entry& e) { e.poisoned_by = std::max(e.poisoned_by, move); });
+  // its members from L1 until a move begun after this one succeeds, nor from
+  // L2 until then or `until`, whichever comes first. False as Raise.
+  bool Poison(std::string_view group, uint64_t move, Clock::TimePoint until = {}) {
+    return Update(group, [&](Entry& e) {
+      e.poisoned_by = std::max(e.poisoned_by, move);
+      e.poisoned_until = std::max(e.poisoned_until, until);
+    });
+  }
+
+  // May a member of `group` that L2 shows at `generation` (its group's
+  // current generation there) be served at `now`? No while the group is
+  // poisoned, or `generation` is below the bound, and the knowledge is
+  // younger than its `until`.
+  bool ServesFromL2(std::string_view group, uint64_t generation, Clock::TimePoint now) const {
+    const Stripe& s = StripeOf(group);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.groups.find(group);
+    if (it == s.groups.end()) return true;
+    const Entry& e = it->second;
+    if (e.poisoned_by != 0 && now < e.poisoned_until) return false;
+    return generation >= e.min || now >= e.min_until;
   }
 
   // Forgets every bound. REQUIRES: L1 was emptied (and fills in flight
@@ -82,6 +108,8 @@ class GroupTable {
   struct Entry {
     uint64_t min = 0;          // members below it are not served
     uint64_t poisoned_by = 0;  // the failed move; 0: not poisoned
+    Clock::TimePoint min_until{};       // L2 members below `min` are not served before it
+    Clock::TimePoint poisoned_until{};  // L2 members are not served before it while poisoned
   };
   struct Hash {
     using is_transparent = void;

@@ -148,6 +148,13 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
     return out;
   }
   out.newest = got.version_;
+  if (BehindLocal(key, got, s)) {
+    // This pod has seen an invalidation L2 has not applied (or lost): a
+    // miss, not even a stale copy; the load's fill passes over it.
+    metrics_->Add(Counter::kMiss, Tier::kL2, miss);
+    metrics_->Add(Counter::kL2BehindLocal, Tier::kL2, miss);
+    return out;
+  }
   const WallTime now = clock_->WallNow();
   if (now < got.expires_at_) {
     metrics_->Add(got.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL2);
@@ -161,6 +168,17 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
     }
   }
   return out;
+}
+
+bool Cache::Impl::BehindLocal(std::string_view key, const CachedValue& v, const CallSettings& s) const {
+  // Keys: below the version of a local invalidation still remembered. An
+  // unversioned entry (0) is below every versioned one (as in L2's fill
+  // rules: an unversioned value never replaces a versioned entry).
+  const uint64_t floor = seen_.Floor(key, *clock_);
+  if (floor != 0 && v.version_ < floor) return true;
+  // Group members: the same-MGET check (Interpret) proved v is at L2's
+  // current generation; this pod may know that generation is behind.
+  return !s.group.empty() && !groups_.ServesFromL2(s.group, v.group_generation_, clock_->Now());
 }
 
 std::optional<CachedValue> Cache::Impl::BestStale(std::optional<CachedValue> mine, L2Read& read) {

@@ -100,6 +100,9 @@ Status Cache::Impl::Invalidate(std::string_view key, std::optional<uint64_t> ver
     if (r.ok() && !r->stored() && RemoveIfCorrupt(k, deadline)) r = guard_.Run(ShardOf(k), deadline, invalidate);
     l2_status = r.status();  // refused (a newer entry is stored) is success: nothing to invalidate
   }
+  // Whatever L2 did (it may lose the tombstone in a failover): L2 reads
+  // below `v` are not served here for tombstone_ttl.
+  if (v != 0) seen_.Note(k, v, clock_->Now());
   // After L2 (see LocalFence): a get that read the old L2 value before the
   // tombstone and fills L1 after this either sees the bump or is erased here.
   local_fence_.Bump(k);
@@ -239,8 +242,12 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
     if (list[i].group) {
       // L1 members below the new generation are not served from now on; if
       // it is unknown, none is until a later invalidation of the group.
+      // L2 reads of its members respect the same for tombstone_ttl (L2 may
+      // not have applied the move, or lose it in a failover).
+      const Clock::TimePoint until = clock_->Now() + o_.tombstone_ttl;
       auto record = [&] {
-        return out[i].ok() ? groups_.Raise(list[i].key, gen[i], move[i]) : groups_.Poison(list[i].key, move[i]);
+        return out[i].ok() ? groups_.Raise(list[i].key, gen[i], move[i], until)
+                           : groups_.Poison(list[i].key, move[i], until);
       };
       if (!record()) {
         // The table is full: empty L1 (fills in flight erase themselves)
@@ -255,6 +262,7 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
       local_fence_.Bump(list[i].key);
       continue;
     }
+    if (list[i].version != 0) seen_.Note(list[i].key, list[i].version, clock_->Now());  // as Invalidate
     local_fence_.Bump(list[i].key);
     if (l1_) {
       Status s = list[i].version == 0 ? l1_->Erase(list[i].key)
@@ -268,6 +276,9 @@ std::vector<Result<Cache::InvalidationResult>> Cache::Impl::InvalidateMany(
 
 Status Cache::Impl::InvalidateLocal(std::string_view key, uint64_t version) {
   TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+  // L2 may not have applied this invalidation yet (or lose it): its values
+  // below `version` are not served here for tombstone_ttl (SeenVersions).
+  if (version != 0) seen_.Note(key, version, clock_->Now());
   local_fence_.Bump(key);  // loads in flight here do not fill L1 (LocalFence)
   if (!l1_) return Status::Ok();
   // Versioned: an L1 tombstone refuses fills below `version`, also from an L2

@@ -38,6 +38,7 @@ TEST(MetricsTest, LoadLatencyGoesIntoPowerOfTwoBuckets) {
 
 TEST(MetricsTest, NamesAreStable) {
   EXPECT_EQ(CounterName(Counter::kLeaseWaitTimeout), "lease_wait_timeout");
+  EXPECT_EQ(CounterName(Counter::kL2BehindLocal), "l2_behind_local");
   EXPECT_EQ(TierName(Tier::kLoader), "loader");
   for (int c = 0; c < kCounterCount; ++c) EXPECT_NE(CounterName(static_cast<Counter>(c)), "unknown");
 }

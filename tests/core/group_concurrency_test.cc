@@ -116,7 +116,12 @@ TEST(GroupConcurrencyTest, AnL1FillRacingThisPodsMoveIsNeverServed) {
   hook->armed = true;
   Result<CachedValue> racing = a->Get(kPage, loader, InGroup());
   ASSERT_TRUE(hook->moved);
-  EXPECT_EQ(Rev(racing), "rev1");  // read before the move: it may answer the racing get
+  // Read from L2 before the move, but it reaches the cache after the move
+  // was recorded: this pod's table refuses the old generation from L2 too
+  // (docs/consistency.md §3c), so the racing get reloads. (Before L2 reads
+  // respected the table, it answered rev1, and this test's L1 fill of it
+  // was caught by the group's local fence.)
+  EXPECT_EQ(Rev(racing), "rev2");
   // Every get after the move returned: not rev1, from any tier.
   for (int i = 0; i < 3; ++i) {
     Result<CachedValue> after = a->Get(kPage, loader, InGroup());
@@ -162,7 +167,9 @@ TEST(GroupConcurrencyTest, AGetAfterTheMoveDoesNotJoinAReadBegunBeforeIt) {
   // Give the later get time to join the stalled flight, if it would.
   std::this_thread::sleep_for(50ms);
   hook->release.set_value();
-  EXPECT_EQ(Rev(before.get()), "rev1");
+  // Its read returns after the move: refused by this pod's table (§3c), it
+  // reloads; a read that overlaps the move may answer either revision.
+  EXPECT_EQ(Rev(before.get()), "rev2");
   Result<CachedValue> late = after.get();
   EXPECT_EQ(Rev(late), "rev2") << "a get begun after the move was answered by a read from before it";
   EXPECT_EQ(Rev(a->Get(kPage, loader, InGroup())), "rev2") << "the stale read reached L1";
