@@ -110,13 +110,21 @@ std::vector<ConsumedMessage> ConsumeFrom(const std::string& topic, int partition
 }
 
 int KafkaBrokerPid() {
+  // The broker of this checkout's servers (scripts/services.sh: its
+  // server.properties lives in the run folder), not another checkout's
+  // broker on the same machine.
+  const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  const char* run_dir = std::getenv("TIERCACHE_RUN_DIR");
+  const std::string properties =
+      ((run_dir != nullptr && *run_dir != '\0') ? std::filesystem::path(run_dir) : root / ".run") / "kafka" /
+      "server.properties";
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "cmdline", std::ios::binary);
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find("kafka.Kafka") != std::string::npos && cmdline.find("server.properties") != std::string::npos) {
+    if (cmdline.find("kafka.Kafka") != std::string::npos && cmdline.find(properties) != std::string::npos) {
       return std::stoi(name);
     }
   }
