@@ -122,6 +122,20 @@ int64_t JsonInt(const std::string& body, const char* name, size_t from = 0, size
   return v;
 }
 
+// The posts a page response shows, in order: (id, version) of each.
+std::vector<std::pair<int64_t, int64_t>> PagePosts(const std::string& body) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  size_t pos = body.find("\"posts\":[");
+  for (size_t end = 0; pos != std::string::npos; pos = end) {
+    int64_t id = JsonInt(body, "id", pos, &end);
+    if (id < 0) break;
+    int64_t v = JsonInt(body, "version", end, &end);
+    if (v < 0) break;
+    out.emplace_back(id, v);
+  }
+  return out;
+}
+
 // ---- PostgreSQL statistics --------------------------------------------------
 
 class PgStats {
@@ -270,14 +284,7 @@ class KnownPosts {
  public:
   void Learn(int64_t community, const std::string& page_body) {
     std::vector<int64_t> ids;
-    size_t pos = page_body.find("\"posts\":[");
-    while (pos != std::string::npos) {
-      size_t end = 0;
-      int64_t id = JsonInt(page_body, "id", pos, &end);
-      if (id < 0) break;
-      ids.push_back(id);
-      pos = end;
-    }
+    for (const auto& [id, version] : PagePosts(page_body)) ids.push_back(id);
     if (ids.empty()) return;
     std::lock_guard<std::mutex> l(mu_);
     auto& v = known_[community];
@@ -520,12 +527,7 @@ class Runner {
     reads_checked_.fetch_add(1, std::memory_order_relaxed);
     int64_t fv = JsonInt(body, "feed_version");
     if (fv >= 0 && acks_.StalePage(community, fv, started, window_)) NoteStale("page", community, fv);
-    size_t pos = body.find("\"posts\":[");
-    for (size_t end = 0; pos != std::string::npos; pos = end) {
-      int64_t id = JsonInt(body, "id", pos, &end);
-      if (id < 0) break;
-      int64_t v = JsonInt(body, "version", end, &end);
-      if (v < 0) break;
+    for (const auto& [id, v] : PagePosts(body)) {
       if (acks_.StalePost(id, v, started, window_)) NoteStale("post in page", id, v);
     }
   }
@@ -920,10 +922,7 @@ int Warm(const Flags& f) {
         }
         if (page != 1 || community > post_communities) continue;
         // The posts a reader opens from page 1 (GET /posts/:id).
-        size_t pos = res->body.find("\"posts\":[");
-        for (size_t end = 0; pos != std::string::npos; pos = end) {
-          int64_t id = JsonInt(res->body, "id", pos, &end);
-          if (id < 0) break;
+        for (const auto& [id, version] : PagePosts(res->body)) {
           auto p = c->Get(("/posts/" + std::to_string(id)).c_str());
           if (!p || p->status != 200) errors.fetch_add(1);
           posts_read.fetch_add(1);
