@@ -220,13 +220,18 @@ find_peak() {
   for r in 2000 3000 4000 5000 6000 7000 8000 9000 10000; do
     "$bin/demo-load" run --label "ramp/$r" --feeds "$cache_pods" --rate "$r" --duration "$(dur 8 4)" --at 0:warm \
       --at "$(dur 3 1):measure" --json "$data/ramp_$r.json" "${pg_admin[@]}" 2>/dev/null
-    p99=$("$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); p=d["phases"][-1];
-print(p["p99_ms"] if p["errors"]+p["timeouts"]==0 and p["p99_ms"] is not None else 1e9)' "$data/ramp_$r.json")
+    p99=$(steady_p99 "$data/ramp_$r.json")
     say "ramp: $r req/s → p99 $p99 ms"
     if "$python" -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 50 else 1)' "$p99"; then best=$r; else break; fi
   done
   ((best > 0)) || best=1000
   echo "$best"
+}
+
+# The p99 of a run's last phase, or 1e9 if it had an error or timeout.
+steady_p99() {
+  "$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); p=d["phases"][-1]
+print(p["p99_ms"] if p["errors"]+p["timeouts"]==0 and p["p99_ms"] is not None else 1e9)' "$1" 2>/dev/null || echo 1e9
 }
 
 # After a run against the pods without a cache: they hold thousands of
@@ -250,23 +255,47 @@ drills() {
   sleep 2
   say "finding the peak rate (p99 < 50 ms with tiercache)"
   rate=$(find_peak)
+  sleep 3  # the pods drain what the failed step queued
+
+  # The ramp's steps are short: the peak is the rate whose whole drill holds
+  # p99 < 50 ms without an error. When the drill at the ramp's rate does not,
+  # it runs again 1,000 req/s lower (at most twice); every attempt is kept
+  # in peak_attempts and reported.
+  local attempt p99
+  : >"$data/peak_attempts"
+  for attempt in 1 2 3; do
+    say "drill 1/6 peak (tiercache): $rate req/s, 3 writes/s"
+    load peak tiercache --rate "$rate" --writes 3 --duration "$(dur 25 10)" --at 0:warm-up --at "$(dur 5 3):steady"
+    p99=$(steady_p99 "$data/peak__tiercache.json")
+    echo "$rate $p99" >>"$data/peak_attempts"
+    if "$python" -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 50 else 1)' "$p99" || ((attempt == 3 || rate <= 1000)); then
+      break
+    fi
+    cp "$data/peak__tiercache.json" "$data/peak_attempt_$rate.json"
+    say "peak: $rate req/s did not hold p99 < 50 ms for the whole drill (p99 $p99 ms, or errors); trying $((rate - 1000)) req/s"
+    rate=$((rate - 1000))
+    sleep 3
+  done
   echo "$rate" >"$data/peak_rate"
+  say "drill 1/6 peak (nocache): $rate req/s, 3 writes/s"
+  load peak nocache --rate "$rate" --writes 3 --duration "$(dur 25 10)" --at 0:warm-up --at "$(dur 5 3):steady"
+  cool_down
   # Drills 2-6 run at 60 % of the peak: the faults themselves need room on
   # this 2-core machine (a Kafka broker starting takes a core for 10-30 s).
   local normal=$((rate * 6 / 10))
   echo "$normal" >"$data/drill_rate"
   say "peak rate: $rate req/s; drills 2-6 at $normal req/s"
+  # Drills 2-6 start with a warm-up of 3 s, not part of "before": between
+  # two runs the pods' L1 entries (5 s) expire, and the first second refills
+  # them from L2.
+  local warm_at="0:warm-up" w
+  w=$(dur 3 1)
 
   local m
-  for m in tiercache nocache; do
-    say "drill 1/6 peak ($m): $rate req/s, 3 writes/s"
-    load peak "$m" --rate "$rate" --writes 3 --duration "$(dur 25 10)" --at 0:warm-up --at "$(dur 5 3):steady"
-    [ "$m" = nocache ] && cool_down
-  done
 
   for m in tiercache nocache; do
     say "drill 2/6 incident ($m): the replica lags 14 s and its queries take 300 ms more"
-    load incident "$m" --rate "$normal" --writes 2 --duration "$(dur 40 16)" --at 0:normal \
+    load incident "$m" --rate "$normal" --writes 2 --duration "$(dur 40 16)" --at "$warm_at" --at "$w:normal" \
       --at "$(dur 10 4):replica lag + slow queries:scripts/platform.sh lag 14000 >/dev/null; scripts/platform.sh slow 300 >/dev/null" \
       --at "$(dur 32 12):recovered:scripts/platform.sh slow 0 >/dev/null; scripts/platform.sh lag 0 >/dev/null"
     scripts/platform.sh slow 0 >/dev/null; scripts/platform.sh lag 0 >/dev/null
@@ -288,7 +317,7 @@ drills() {
 
   for m in tiercache nocache; do
     say "drill 4/6 redis master killed ($m)"
-    load redis-kill "$m" --rate "$normal" --writes 2 --duration "$(dur 30 14)" --at 0:steady \
+    load redis-kill "$m" --rate "$normal" --writes 2 --duration "$(dur 30 14)" --at "$warm_at" --at "$w:steady" \
       --at "$(dur 10 4):master killed:scripts/demo.sh hook kill-redis-master" \
       --at "$(dur 22 10):node restarted:scripts/demo.sh hook restart-redis-node"
     [ "$m" = nocache ] && cool_down
@@ -298,7 +327,7 @@ drills() {
   for m in tiercache nocache; do
     say "drill 5/6 kafka restarted mid-writes ($m)"
     # (the broker takes 10-30 s to start on this machine: the drill lasts a minute)
-    load kafka-restart "$m" --rate "$normal" --writes 10 --duration "$(dur 50 40)" --at 0:steady \
+    load kafka-restart "$m" --rate "$normal" --writes 10 --duration "$(dur 50 40)" --at "$warm_at" --at "$w:steady" \
       --at "$(dur 10 4):kafka stopped:scripts/demo.sh hook kafka-stop" \
       --at "$(dur 20 8):kafka restarting:scripts/demo.sh hook kafka-start" --lost-after-ms 90000
     scripts/services.sh up kafka >/dev/null 2>&1 || say "warning: kafka did not come back after the drill"
@@ -311,7 +340,7 @@ drills() {
     say "drill 6/6 a feeds pod killed and restarted ($m)"
     local pod=feeds-2
     [ "$m" = nocache ] && pod=feeds-nocache-2
-    load pod-kill "$m" --rate "$normal" --writes 2 --duration "$(dur 30 14)" --at 0:steady \
+    load pod-kill "$m" --rate "$normal" --writes 2 --duration "$(dur 30 14)" --at "$warm_at" --at "$w:steady" \
       --at "$(dur 10 4):pod killed:scripts/demo.sh hook kill-pod $pod" \
       --at "$(dur 15 6):pod restarted (cold):scripts/demo.sh hook start-pod $pod"
   done
