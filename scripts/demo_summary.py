@@ -114,8 +114,9 @@ def main():
     if os.path.exists(attempts_path):
         attempts = [l.split() for l in open(attempts_path) if len(l.split()) == 2]
         if len(attempts) > 1:
-            peak_notes.append("Attempts (rate: p99 of the steady phase, 1e9 = errors): " +
-                              "; ".join(f"{a} req/s: {b} ms" for a, b in attempts) +
+            peak_notes.append("Attempts (p99 of the steady phase, or failed requests): " +
+                              "; ".join(f"{a} req/s: " + ("failed requests" if float(b) >= 1e9 else f"p99 {b} ms")
+                                        for a, b in attempts) +
                               ". The figures are those of the last attempt.")
     modes = {}
     for m in MODES:

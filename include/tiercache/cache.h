@@ -279,12 +279,15 @@ class Cache {
   Cache& operator=(const Cache&) = delete;
 
   // L1 → L2 → loader. Blocks up to the hard timeout.
+  // A key whose loads are at their cap in this process (two: one begun
+  // before a local invalidation of the key, and a newer one) serves its stale
+  // copy if it has one; otherwise the caller waits, up to the hard timeout,
+  // for one of them to end and then joins or starts a load.
   // Errors: kInvalidArgument (bad key or option), kDeadlineExceeded (hard
-  // timeout, or a lease wait that ran out with on_wait_timeout == kFail),
-  // kResourceExhausted (loader queue full, or two loads of the key already
-  // run, one begun before a local invalidation, and nothing stale to serve),
-  // kAborted (the source kept moving: a fill was refused twice), or the
-  // loader's own error when nothing stale can be served.
+  // timeout, a lease wait that ran out with on_wait_timeout == kFail, or the
+  // key's loads at their cap until the hard timeout), kResourceExhausted
+  // (loader queue full), kAborted (the source kept moving: a fill was refused
+  // twice), or the loader's own error when nothing stale can be served.
   // `loader` is copied: a load may outlive the call (soft or hard timeout).
   Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions& options = {});
 
@@ -302,6 +305,8 @@ class Cache {
   // loaded in this process (keys loading for a Get or another GetMany are
   // waited for, not loaded twice). Fills are pipelined. Soft timeout and
   // fail-safe per key as in Get. No distributed lease is taken for batches.
+  // A key at its cap of loads (see Get) is loaded alone, by `loader` called
+  // with that one key, once one of its loads ends (up to the hard timeout).
   // Errors per key as Get(); the call itself fails only for an empty key list.
   Result<std::vector<Result<CachedValue>>> GetMany(const std::vector<std::string>& keys,
                                                    const BatchLoader& loader,

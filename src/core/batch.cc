@@ -124,6 +124,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
 
   // Join the loads already running; register the rest as one batch.
   std::vector<std::shared_ptr<LoadRegistry::Load>> loads(m);
+  std::vector<size_t> blocked;  // at their cap of loads, nothing stale
   std::vector<size_t> to_load;
   {
     std::vector<size_t> wanted;
@@ -139,9 +140,11 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     for (size_t w = 0; w < wanted.size(); ++w) {
       const size_t j = wanted[w];
       if (!joined[w].first) {  // too many loads of it running (LoadRegistry)
-        done[j] = stale[j] ? ServeStale(*stale[j])
-                           : Result<CachedValue>(Status::ResourceExhausted(
-                                 "loads of '" + uniq[j] + "' begun before its latest local invalidation are still running"));
+        if (stale[j]) {
+          done[j] = ServeStale(*stale[j]);
+        } else {
+          blocked.push_back(j);  // loaded alone once one of them ends (below)
+        }
         continue;
       }
       loads[j] = std::move(joined[w].first);
@@ -198,6 +201,23 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     });
     if (!submitted.ok()) {
       for (size_t t = 0; t < load_keys.size(); ++t) running_.Finish(load_keys[t], batch[t], submitted);
+    }
+  }
+
+  // A key at its cap of loads waits, as Get would, for one to end (up to the
+  // deadline), then loads alone: the batch loader called with that one key.
+  if (!blocked.empty()) {
+    const Loader one = [loader](std::string_view key) -> Result<LoadResult> {
+      Result<std::vector<LoadResult>> r = loader({std::string(key)});
+      if (!r.ok()) return r.status();
+      if (r->size() != 1) {
+        return Status::Internal("batch loader returned " + std::to_string(r->size()) + " results for 1 key");
+      }
+      return std::move((*r)[0]);
+    };
+    for (size_t j : blocked) {
+      const Call call{uniq[j], one, s, start, deadline};
+      done[j] = Load(call, std::nullopt, NewTicket(uniq[j], s, deadline));
     }
   }
 

@@ -174,7 +174,10 @@ class Cache::Impl {
   // Starts a load of call.key under `ticket` in the background; the running
   // load of the key when there is one (then `ticket`'s lease is released).
   // Errors: kResourceExhausted / kCancelled from the loader pool.
-  Result<std::shared_ptr<LoadRegistry::Load>> StartOrJoin(const Call& call, LoadTicket ticket);
+  // With `wait_for_room`, a key at its cap of loads (LoadRegistry) makes the
+  // caller wait, up to call.deadline, for one of them to end (kDeadlineExceeded
+  // if none does); without, it is refused at once (kResourceExhausted).
+  Result<std::shared_ptr<LoadRegistry::Load>> StartOrJoin(const Call& call, LoadTicket ticket, bool wait_for_room);
   Result<CachedValue> WaitFor(const Call& call, LoadRegistry::Load& load, const std::optional<CachedValue>& stale);
   // Runs on a loader thread: the loader, then the fenced fill; once more
   // when the fence refused it.

@@ -177,7 +177,10 @@ bool Cache::Impl::RemoveIfCorrupt(const std::string& key, Clock::TimePoint deadl
 }
 
 Result<CachedValue> Cache::Impl::Load(const Call& call, std::optional<CachedValue> stale, LoadTicket ticket) {
-  Result<std::shared_ptr<LoadRegistry::Load>> load = StartOrJoin(call, std::move(ticket));
+  // With a stale copy to serve, a key at its cap of loads serves it at once;
+  // without one, the caller waits for room up to its deadline.
+  const bool wait_for_room = !stale.has_value();
+  Result<std::shared_ptr<LoadRegistry::Load>> load = StartOrJoin(call, std::move(ticket), wait_for_room);
   if (!load.ok()) {
     if (stale) return ServeStale(*stale);
     return load.status();
@@ -185,11 +188,31 @@ Result<CachedValue> Cache::Impl::Load(const Call& call, std::optional<CachedValu
   return WaitFor(call, **load, stale);
 }
 
-Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call& call, LoadTicket ticket) {
+Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call& call, LoadTicket ticket,
+                                                                     bool wait_for_room) {
   auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
+  while (!fresh && !load && wait_for_room) {
+    // The key is at its cap of loads (LoadRegistry): one begun before its
+    // latest local invalidation and a newer one. Wait, up to the deadline,
+    // for one to end, then join or start again. The lease is not held
+    // meanwhile (other pods may load); the load then runs without one.
+    if (!ticket.lease_token.empty()) {
+      ReleaseLease(call.key, ticket.lease_token);
+      ticket.lease_token.clear();
+    }
+    const Clock::TimePoint now = clock_->Now();
+    if (now >= call.deadline) break;
+    running_.WaitForRoom(call.key, std::clamp<nanoseconds>(call.deadline - now, nanoseconds(0), milliseconds(5)));
+    std::tie(load, fresh) = running_.Join(call.key, ticket.local_epoch);
+  }
   if (!fresh) {  // one load per key per process: wait for the running one
     if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
     if (!load) {
+      if (wait_for_room) {
+        return Status::DeadlineExceeded("loads of '" + call.key +
+                                        "' begun before its latest local invalidation still ran at the hard timeout "
+                                        "(a hung loader?)");
+      }
       return Status::ResourceExhausted("loads of '" + call.key +
                                        "' begun before its latest local invalidation are still running (a hung "
                                        "loader?): no further load of it until one ends");

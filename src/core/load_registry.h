@@ -9,10 +9,11 @@
 // replaced by a new one (its own result still reaches its own callers). At
 // most kMaxLoadsPerKey loads of one key run at once, so invalidating a key
 // whose loader hangs (or a key sharing its local fence stripe) cannot pile
-// up hung loads until the loader pool starves: past the cap, Join refuses.
+// up hung loads until the loader pool starves: past the cap, Join refuses,
+// and a caller may wait (WaitForRoom) until one of them ends.
 //
-// Thread-safety: all methods may be called concurrently. Load::WaitFor blocks
-// up to its argument; nothing else blocks.
+// Thread-safety: all methods may be called concurrently. Load::WaitFor and
+// WaitForRoom block up to their argument; nothing else blocks.
 #ifndef TIERCACHE_CORE_LOAD_REGISTRY_H_
 #define TIERCACHE_CORE_LOAD_REGISTRY_H_
 
@@ -78,6 +79,18 @@ class LoadRegistry {
     return out;
   }
 
+  // Waits (real time) at most `max_wait` until fewer than kMaxLoadsPerKey
+  // loads of `key` run; true if so. A key at the cap keeps it until one of
+  // its loads ends (Finish), so a caller refused by Join can wait here for
+  // the oldest to end and then Join again, instead of failing at once.
+  bool WaitForRoom(const std::string& key, std::chrono::nanoseconds max_wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return room_.wait_for(lock, max_wait, [&] {
+      auto it = keys_.find(key);
+      return it == keys_.end() || it->second.running < kMaxLoadsPerKey;
+    });
+  }
+
   // True when a load of `key` is running.
   bool Running(const std::string& key) const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -94,6 +107,7 @@ class LoadRegistry {
         if (--it->second.running == 0) keys_.erase(it);
       }
     }
+    room_.notify_all();  // a key below its cap again (no-op without waiters)
     {
       std::lock_guard<std::mutex> lock(load->mu_);
       load->result_.emplace(std::move(result));
@@ -125,6 +139,7 @@ class LoadRegistry {
   }
 
   mutable std::mutex mu_;
+  std::condition_variable room_;                 // signalled by every Finish
   std::unordered_map<std::string, Entry> keys_;  // GUARDED_BY(mu_)
 };
 

@@ -770,5 +770,146 @@ TEST(CacheLivenessConcurrencyTest, TypedCacheTemporaryLoaderOutlivesTheCall) {
   EXPECT_EQ(now->value, std::optional<std::string>(expected));
 }
 
+// ---- a key at its cap of loads: callers wait for room, not fail ----------------
+
+// Two loads of one key hang, each begun before an invalidation of it, so
+// the key is at LoadRegistry's cap and a third caller can join neither.
+// Such a caller used to fail at once with kResourceExhausted (in the demo:
+// a 503 on the hottest page at peak, when a post of it was edited twice in a
+// few milliseconds). It now waits, up to its deadline, for one to end, then
+// loads; a caller whose deadline comes first gets kDeadlineExceeded.
+struct CappedKey {
+  Gate first, second;
+  std::atomic<int> calls{0};
+  Loader Get() {
+    return [this](std::string_view key) -> Result<LoadResult> {
+      const int n = calls.fetch_add(1) + 1;
+      // The hung loads read the row before its invalidations: "stale@n".
+      if (n == 1) first.WaitFor(10s);
+      if (n == 2) second.WaitFor(10s);
+      const std::string what = n <= 2 ? "stale" : std::string(key);
+      return LoadResult{what + "@" + std::to_string(n), static_cast<uint64_t>(n)};
+    };
+  }
+  void OpenAll() {
+    first.Open();
+    second.Open();
+  }
+};
+
+CacheOptions CappedOptions() {
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.loader_threads = 4;
+  o.max_stale = 0ms;  // nothing stale to serve
+  o.soft_timeout = 3s;
+  o.hard_timeout = 3s;
+  o.lease.max_wait = 20ms;  // the lease of a hung load is not waited out for long
+  return o;
+}
+
+// Puts `key` at its cap: two hung loads, each superseded by an invalidation.
+void FillTheCap(Cache& cache, CappedKey& src, const std::string& key, std::thread* a, std::thread* b) {
+  *a = std::thread([&cache, &src, key] { cache.Get(key, src.Get()).status().IgnoreError(); });
+  EXPECT_TRUE(WaitUntil([&] { return src.calls.load() == 1; }, 2s));
+  EXPECT_TRUE(cache.Invalidate(key).ok());
+  *b = std::thread([&cache, &src, key] { cache.Get(key, src.Get()).status().IgnoreError(); });
+  EXPECT_TRUE(WaitUntil([&] { return src.calls.load() == 2; }, 2s));
+  EXPECT_TRUE(cache.Invalidate(key).ok());
+}
+
+TEST(CacheLivenessConcurrencyTest, GetOfAKeyAtItsCapOfLoadsWaitsForOneToEndThenLoads) {
+  CappedKey src;
+  auto cache = Make(CappedOptions());
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] { src.OpenAll(); });
+  const std::string key = "capped:row";
+  std::thread a, b;
+  FillTheCap(*cache, src, key, &a, &b);
+
+  std::atomic<bool> returned{false};
+  Result<CachedValue> third = Status::Internal("not run");
+  const Steady::time_point t0 = Steady::now();
+  std::thread c([&] {
+    third = cache->Get(key, src.Get());
+    returned = true;
+  });
+  std::this_thread::sleep_for(200ms);
+  const bool early = returned.load();
+  src.first.Open();  // the oldest load ends: room for a new one
+  c.join();
+  src.second.Open();
+  a.join();
+  b.join();
+  EXPECT_FALSE(early) << "the third get returned before either load ended: "
+                      << third.status().ToString();
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  // Its own load, or a reload of the first caller's (its fill was refused),
+  // both begun after the last invalidation.
+  EXPECT_EQ(third->payload().substr(0, key.size() + 1), key + "@") << third->payload();
+  EXPECT_GE(Since(t0), 200ms);
+}
+
+TEST(CacheLivenessConcurrencyTest, GetOfAKeyAtItsCapOfLoadsFailsAtItsDeadlineIfNoneEnds) {
+  CappedKey src;
+  CacheOptions o = CappedOptions();
+  auto cache = Make(o);
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] { src.OpenAll(); });
+  const std::string key = "capped:row";
+  std::thread a, b;
+  FillTheCap(*cache, src, key, &a, &b);
+  GetOptions g;
+  g.hard_timeout = 150ms;
+  const Steady::time_point t0 = Steady::now();
+  Result<CachedValue> third = cache->Get(key, src.Get(), g);
+  const auto took = Since(t0);
+  const int calls = src.calls.load();
+  src.OpenAll();
+  a.join();
+  b.join();
+  EXPECT_TRUE(third.status().IsDeadlineExceeded()) << third.status().ToString();
+  EXPECT_GE(took, 140ms);
+  EXPECT_LT(took, 1s) << "waited past its deadline";
+  EXPECT_EQ(calls, 2) << "a third load started while two were running";
+}
+
+TEST(CacheLivenessConcurrencyTest, GetManyLoadsAKeyAtItsCapAloneOnceOneOfItsLoadsEnds) {
+  CappedKey src;
+  RecordingBatchLoader batch;
+  auto cache = Make(CappedOptions());
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] { src.OpenAll(); });
+  const std::string key = "capped:row";
+  std::thread a, b;
+  FillTheCap(*cache, src, key, &a, &b);
+
+  std::atomic<bool> returned{false};
+  Result<std::vector<Result<CachedValue>>> got = Status::Internal("not run");
+  std::thread c([&] {
+    got = cache->GetMany({"other:row", key}, batch.Get());
+    returned = true;
+  });
+  std::this_thread::sleep_for(200ms);
+  const bool early = returned.load();
+  src.first.Open();
+  c.join();
+  src.second.Open();
+  a.join();
+  b.join();
+  EXPECT_FALSE(early) << "GetMany returned before either load of the capped key ended";
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 2u);
+  ASSERT_TRUE((*got)[0].ok()) << (*got)[0].status().ToString();
+  EXPECT_EQ((*got)[0]->payload(), "other:row@1");
+  ASSERT_TRUE((*got)[1].ok()) << (*got)[1].status().ToString();
+  // Loaded alone by the batch loader ("<key>@1"), or joined the first
+  // caller's reload: either way begun after the last invalidation.
+  EXPECT_EQ((*got)[1]->payload().substr(0, key.size() + 1), key + "@") << (*got)[1]->payload();
+  const auto asked = batch.Asked();
+  ASSERT_GE(asked.size(), 1u);
+  EXPECT_EQ(asked[0], std::vector<std::string>{"other:row"});
+  for (size_t i = 1; i < asked.size(); ++i) EXPECT_EQ(asked[i], std::vector<std::string>{key});
+}
+
 }  // namespace
 }  // namespace tiercache
