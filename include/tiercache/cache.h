@@ -282,7 +282,8 @@ class Cache {
   // A key whose loads are at their cap in this process (two: one begun
   // before a local invalidation of the key, and a newer one) serves its stale
   // copy if it has one; otherwise the caller waits, up to the hard timeout,
-  // for one of them to end and then joins or starts a load.
+  // for one of them to end and then joins or starts a load (fenced from
+  // then on). For GetAsync that wait holds one of its async threads.
   // Errors: kInvalidArgument (bad key or option), kDeadlineExceeded (hard
   // timeout, a lease wait that ran out with on_wait_timeout == kFail, or the
   // key's loads at their cap until the hard timeout), kResourceExhausted

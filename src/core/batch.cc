@@ -7,6 +7,7 @@
 
 namespace tiercache {
 
+using std::chrono::nanoseconds;
 using cache_internal::FillResult;
 using cache_internal::L2Read;
 using cache_internal::LoadTicket;
@@ -204,8 +205,9 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     }
   }
 
-  // A key at its cap of loads waits, as Get would, for one to end (up to the
-  // deadline), then loads alone: the batch loader called with that one key.
+  // Keys at their cap of loads wait, as Get would, for one of theirs to end
+  // (all of them at once, up to the deadline); each then loads alone, the
+  // batch loader called with that one key, with a ticket taken then.
   if (!blocked.empty()) {
     const Loader one = [loader](std::string_view key) -> Result<LoadResult> {
       Result<std::vector<LoadResult>> r = loader({std::string(key)});
@@ -215,9 +217,41 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       }
       return std::move((*r)[0]);
     };
-    for (size_t j : blocked) {
-      const Call call{uniq[j], one, s, start, deadline};
-      done[j] = Load(call, std::nullopt, NewTicket(uniq[j], s, deadline));
+    std::vector<size_t> pending = std::move(blocked);
+    while (!pending.empty()) {
+      std::vector<size_t> still;
+      for (size_t j : pending) {
+        if (!running_.HasRoom(uniq[j])) {
+          still.push_back(j);
+          continue;
+        }
+        const Call call{uniq[j], one, s, start, deadline};
+        bool at_cap = false;
+        Result<std::shared_ptr<LoadRegistry::Load>> load =
+            StartOrJoin(call, NewTicket(uniq[j], s, deadline), /*wait_for_room=*/false, &at_cap);
+        if (load.ok()) {
+          loads[j] = std::move(*load);  // waited for below
+        } else if (at_cap) {
+          still.push_back(j);  // another caller took the room first
+        } else {
+          done[j] = load.status();
+        }
+      }
+      pending.swap(still);
+      if (pending.empty()) break;
+      const Clock::TimePoint now = clock_->Now();
+      if (now >= deadline || running_.stopping()) {
+        for (size_t j : pending) {
+          done[j] = now >= deadline ? Status::DeadlineExceeded("loads of '" + uniq[j] +
+                                                               "' begun before its latest local invalidation still "
+                                                               "ran at the hard timeout (a hung loader?)")
+                                    : Status::Cancelled("cache shut down while '" + uniq[j] + "' waited to load");
+        }
+        break;
+      }
+      std::vector<std::string> waiting;
+      for (size_t j : pending) waiting.push_back(uniq[j]);
+      running_.WaitForRoomAny(waiting, std::clamp<nanoseconds>(deadline - now, nanoseconds(0), milliseconds(5)));
     }
   }
 

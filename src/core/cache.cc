@@ -96,6 +96,7 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
 }
 
 Cache::Impl::~Impl() {
+  running_.Stop();       // gets waiting for room to load a key give up now
   timer_->Stop();        // no deadline fires into a cache being torn down
   async_->Shutdown();    // its tasks may still submit loads: stop it first
   loaders_->Shutdown();  // running loads finish (and unregister their leases)

@@ -176,8 +176,12 @@ class Cache::Impl {
   // Errors: kResourceExhausted / kCancelled from the loader pool.
   // With `wait_for_room`, a key at its cap of loads (LoadRegistry) makes the
   // caller wait, up to call.deadline, for one of them to end (kDeadlineExceeded
-  // if none does); without, it is refused at once (kResourceExhausted).
-  Result<std::shared_ptr<LoadRegistry::Load>> StartOrJoin(const Call& call, LoadTicket ticket, bool wait_for_room);
+  // if none does; kCancelled when the cache is destroyed meanwhile), and the
+  // load it then starts gets a new ticket; without, it is refused at once
+  // (kResourceExhausted). *at_cap (if given): whether it ended refused at the
+  // cap (else a kResourceExhausted is the loader pool's).
+  Result<std::shared_ptr<LoadRegistry::Load>> StartOrJoin(const Call& call, LoadTicket ticket, bool wait_for_room,
+                                                          bool* at_cap = nullptr);
   Result<CachedValue> WaitFor(const Call& call, LoadRegistry::Load& load, const std::optional<CachedValue>& stale);
   // Runs on a loader thread: the loader, then the fenced fill; once more
   // when the fence refused it.

@@ -189,7 +189,7 @@ Result<CachedValue> Cache::Impl::Load(const Call& call, std::optional<CachedValu
 }
 
 Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call& call, LoadTicket ticket,
-                                                                     bool wait_for_room) {
+                                                                     bool wait_for_room, bool* at_cap) {
   auto [load, fresh] = running_.Join(call.key, ticket.local_epoch);
   while (!fresh && !load && wait_for_room) {
     // The key is at its cap of loads (LoadRegistry): one begun before its
@@ -202,9 +202,18 @@ Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call&
     }
     const Clock::TimePoint now = clock_->Now();
     if (now >= call.deadline) break;
-    running_.WaitForRoom(call.key, std::clamp<nanoseconds>(call.deadline - now, nanoseconds(0), milliseconds(5)));
+    if (!running_.WaitForRoom(call.key,
+                              std::clamp<nanoseconds>(call.deadline - now, nanoseconds(0), milliseconds(5)))) {
+      if (running_.stopping()) return Status::Cancelled("cache shut down while '" + call.key + "' waited to load");
+      continue;
+    }
+    // A new ticket: the load about to start is fenced from now, not from
+    // before the wait (an invalidation during the wait would doom its fill,
+    // and a wait longer than max_load_age would make it too old to store).
+    ticket = NewTicket(call.key, call.settings, call.deadline);
     std::tie(load, fresh) = running_.Join(call.key, ticket.local_epoch);
   }
+  if (at_cap != nullptr) *at_cap = !fresh && !load;
   if (!fresh) {  // one load per key per process: wait for the running one
     if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
     if (!load) {

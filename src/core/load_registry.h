@@ -83,12 +83,41 @@ class LoadRegistry {
   // loads of `key` run; true if so. A key at the cap keeps it until one of
   // its loads ends (Finish), so a caller refused by Join can wait here for
   // the oldest to end and then Join again, instead of failing at once.
+  // Returns false at once after Stop().
   bool WaitForRoom(const std::string& key, std::chrono::nanoseconds max_wait) {
+    return WaitForRoomAny({key}, max_wait);
+  }
+  // WaitForRoom for several keys: true as soon as one of them has room.
+  bool WaitForRoomAny(const std::vector<std::string>& keys, std::chrono::nanoseconds max_wait) {
     std::unique_lock<std::mutex> lock(mu_);
-    return room_.wait_for(lock, max_wait, [&] {
-      auto it = keys_.find(key);
-      return it == keys_.end() || it->second.running < kMaxLoadsPerKey;
+    ++waiters_;
+    const bool room = room_.wait_for(lock, max_wait, [&] {
+      if (stopping_) return true;
+      for (const std::string& key : keys) {
+        if (HasRoomLocked(key)) return true;
+      }
+      return false;
     });
+    --waiters_;
+    return room && !stopping_;
+  }
+  // True when a load of `key` could start now (fewer than the cap running).
+  bool HasRoom(const std::string& key) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return HasRoomLocked(key);
+  }
+  // Wakes every WaitForRoom and makes later ones return false at once (the
+  // cache is being destroyed).
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    room_.notify_all();
+  }
+  bool stopping() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stopping_;
   }
 
   // True when a load of `key` is running.
@@ -99,15 +128,17 @@ class LoadRegistry {
 
   // Publishes `load`'s result and forgets it.
   void Finish(const std::string& key, const std::shared_ptr<Load>& load, Result<CachedValue> result) {
+    bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = keys_.find(key);
       if (it != keys_.end()) {
         if (it->second.newest == load) it->second.newest.reset();
+        wake = it->second.running == kMaxLoadsPerKey && waiters_ > 0;  // below its cap again
         if (--it->second.running == 0) keys_.erase(it);
       }
     }
-    room_.notify_all();  // a key below its cap again (no-op without waiters)
+    if (wake) room_.notify_all();
     {
       std::lock_guard<std::mutex> lock(load->mu_);
       load->result_.emplace(std::move(result));
@@ -129,6 +160,11 @@ class LoadRegistry {
     int running = 0;               // loads of the key running, superseded ones included
   };
 
+  bool HasRoomLocked(const std::string& key) const {
+    auto it = keys_.find(key);
+    return it == keys_.end() || it->second.running < kMaxLoadsPerKey;
+  }
+
   std::pair<std::shared_ptr<Load>, bool> JoinLocked(const std::string& key, uint64_t local_epoch) {
     Entry& e = keys_[key];
     if (e.newest && e.newest->local_epoch() == local_epoch) return {e.newest, false};
@@ -139,7 +175,9 @@ class LoadRegistry {
   }
 
   mutable std::mutex mu_;
-  std::condition_variable room_;                 // signalled by every Finish
+  std::condition_variable room_;                 // a key left its cap, or Stop()
+  int waiters_ = 0;                              // GUARDED_BY(mu_): in WaitForRoomAny
+  bool stopping_ = false;                        // GUARDED_BY(mu_)
   std::unordered_map<std::string, Entry> keys_;  // GUARDED_BY(mu_)
 };
 

@@ -777,15 +777,21 @@ TEST(CacheLivenessConcurrencyTest, TypedCacheTemporaryLoaderOutlivesTheCall) {
 // Such a caller used to fail at once with kResourceExhausted (in the demo:
 // a 503 on the hottest page at peak, when a post of it was edited twice in a
 // few milliseconds). It now waits, up to its deadline, for one to end, then
-// loads; a caller whose deadline comes first gets kDeadlineExceeded.
+// loads with a ticket taken then; a caller whose deadline comes first gets
+// kDeadlineExceeded.
 struct CappedKey {
   Gate first, second;
   std::atomic<int> calls{0};
+  // Load 1 fails after its gate (so its caller does not reload), load 2
+  // returns what it read before the invalidations; later loads return
+  // "<key>@<n>" at version n.
   Loader Get() {
     return [this](std::string_view key) -> Result<LoadResult> {
       const int n = calls.fetch_add(1) + 1;
-      // The hung loads read the row before its invalidations: "stale@n".
-      if (n == 1) first.WaitFor(10s);
+      if (n == 1) {
+        first.WaitFor(10s);
+        return Status::Unavailable("load 1 gave up");
+      }
       if (n == 2) second.WaitFor(10s);
       const std::string what = n <= 2 ? "stale" : std::string(key);
       return LoadResult{what + "@" + std::to_string(n), static_cast<uint64_t>(n)};
@@ -799,7 +805,7 @@ struct CappedKey {
 
 CacheOptions CappedOptions() {
   CacheOptions o = BaseOptions(MakeInMemoryL2Store());
-  o.loader_threads = 4;
+  o.loader_threads = 6;
   o.max_stale = 0ms;  // nothing stale to serve
   o.soft_timeout = 3s;
   o.hard_timeout = 3s;
@@ -835,24 +841,52 @@ TEST(CacheLivenessConcurrencyTest, GetOfAKeyAtItsCapOfLoadsWaitsForOneToEndThenL
   });
   std::this_thread::sleep_for(200ms);
   const bool early = returned.load();
+  const int calls_while_capped = src.calls.load();
   src.first.Open();  // the oldest load ends: room for a new one
   c.join();
+  const int calls = src.calls.load();
   src.second.Open();
   a.join();
   b.join();
-  EXPECT_FALSE(early) << "the third get returned before either load ended: "
-                      << third.status().ToString();
+  EXPECT_FALSE(early) << "the third get returned before either load ended: " << third.status().ToString();
+  EXPECT_EQ(calls_while_capped, 2) << "a third load started while two were running";
   ASSERT_TRUE(third.ok()) << third.status().ToString();
-  // Its own load, or a reload of the first caller's (its fill was refused),
-  // both begun after the last invalidation.
-  EXPECT_EQ(third->payload().substr(0, key.size() + 1), key + "@") << third->payload();
+  EXPECT_EQ(third->payload(), key + "@3");
+  EXPECT_EQ(calls, 3);
   EXPECT_GE(Since(t0), 200ms);
+}
+
+// An invalidation while the caller waits: the load it then starts is fenced
+// from when it starts, so its fill is stored at once. With the ticket taken
+// before the wait, the fill was refused and the load ran twice.
+TEST(CacheLivenessConcurrencyTest, GetThatWaitedForRoomLoadsWithATicketTakenAfterTheWait) {
+  CappedKey src;
+  auto cache = Make(CappedOptions());
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] { src.OpenAll(); });
+  const std::string key = "capped:row";
+  std::thread a, b;
+  FillTheCap(*cache, src, key, &a, &b);
+
+  Result<CachedValue> third = Status::Internal("not run");
+  std::thread c([&] { third = cache->Get(key, src.Get()); });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(cache->Invalidate(key).ok());  // while the third get waits
+  std::this_thread::sleep_for(50ms);
+  src.first.Open();
+  c.join();
+  const int calls = src.calls.load();
+  src.second.Open();
+  a.join();
+  b.join();
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  EXPECT_EQ(third->payload(), key + "@3");
+  EXPECT_EQ(calls, 3) << "the load after the wait was fenced from before it, so its fill was refused";
 }
 
 TEST(CacheLivenessConcurrencyTest, GetOfAKeyAtItsCapOfLoadsFailsAtItsDeadlineIfNoneEnds) {
   CappedKey src;
-  CacheOptions o = CappedOptions();
-  auto cache = Make(o);
+  auto cache = Make(CappedOptions());
   ASSERT_TRUE(cache);
   OpenOnExit open([&] { src.OpenAll(); });
   const std::string key = "capped:row";
@@ -902,13 +936,46 @@ TEST(CacheLivenessConcurrencyTest, GetManyLoadsAKeyAtItsCapAloneOnceOneOfItsLoad
   ASSERT_TRUE((*got)[0].ok()) << (*got)[0].status().ToString();
   EXPECT_EQ((*got)[0]->payload(), "other:row@1");
   ASSERT_TRUE((*got)[1].ok()) << (*got)[1].status().ToString();
-  // Loaded alone by the batch loader ("<key>@1"), or joined the first
-  // caller's reload: either way begun after the last invalidation.
-  EXPECT_EQ((*got)[1]->payload().substr(0, key.size() + 1), key + "@") << (*got)[1]->payload();
+  EXPECT_EQ((*got)[1]->payload(), key + "@1") << "not the batch loader's own load of the key";
   const auto asked = batch.Asked();
-  ASSERT_GE(asked.size(), 1u);
+  ASSERT_EQ(asked.size(), 2u);
   EXPECT_EQ(asked[0], std::vector<std::string>{"other:row"});
-  for (size_t i = 1; i < asked.size(); ++i) EXPECT_EQ(asked[i], std::vector<std::string>{key});
+  EXPECT_EQ(asked[1], std::vector<std::string>{key});
+}
+
+// Two keys at their caps: each loads as soon as it has room, not one after
+// the other's wait (k2's room comes first, though k1 comes first in the call).
+TEST(CacheLivenessConcurrencyTest, GetManyWaitsForAllItsCappedKeysAtOnce) {
+  CappedKey src1, src2;
+  RecordingBatchLoader batch;
+  auto cache = Make(CappedOptions());
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] {
+    src1.OpenAll();
+    src2.OpenAll();
+  });
+  const std::string k1 = "capped:one", k2 = "capped:two";
+  std::thread a1, b1, a2, b2;
+  FillTheCap(*cache, src1, k1, &a1, &b1);
+  FillTheCap(*cache, src2, k2, &a2, &b2);
+
+  Result<std::vector<Result<CachedValue>>> got = Status::Internal("not run");
+  std::thread c([&] { got = cache->GetMany({k1, k2}, batch.Get()); });
+  std::this_thread::sleep_for(100ms);
+  src2.first.Open();
+  EXPECT_TRUE(WaitUntil([&] { return batch.calls.load() == 1; }, 2s)) << "k2 did not load once it had room";
+  src1.first.Open();
+  c.join();
+  src1.second.Open();
+  src2.second.Open();
+  for (std::thread* t : {&a1, &b1, &a2, &b2}) t->join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 2u);
+  for (const auto& r : *got) EXPECT_TRUE(r.ok()) << r.status().ToString();
+  const auto asked = batch.Asked();
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_EQ(asked[0], std::vector<std::string>{k2});
+  EXPECT_EQ(asked[1], std::vector<std::string>{k1});
 }
 
 }  // namespace
