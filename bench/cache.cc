@@ -9,6 +9,10 @@
 //      50 ms loader: loader calls against the ideal (20 s / 2 s = 10), and the
 //      read latency p99 against the p99 of L2 hits read at the same pace (a
 //      key an hour from expiry, 5 s, same run).
+// Baselines measured in the same run, for the ratios: the same L1 reads from
+// an L1Cache alone (cache_l1_hit_vs_raw_l1), the client's own GET of the same
+// keys (cache_l2_hit_1c_p50_vs_client), and one L2 hit against one GetMany of
+// 100 keys in one slot (get_many_100_vs_l2_hit).
 // Ends with RESULT lines. Reads TIERCACHE_REDIS_PORT_BASE (default 7000).
 #include <benchmark/benchmark.h>
 
@@ -24,6 +28,8 @@
 #include <vector>
 
 #include "tiercache/cache.h"
+#include "tiercache/envelope.h"
+#include "tiercache/l1_cache.h"
 #include "tiercache/redis/redis_client.h"
 
 namespace {
@@ -51,13 +57,17 @@ std::shared_ptr<tiercache::redis::RedisClient> NewClient() {
   return std::shared_ptr<tiercache::redis::RedisClient>(std::move(*c));
 }
 
+// Default options (early refresh on, β = 1), except TTLs of an hour: every
+// hit of the run stays a hit of its tier, and no read comes near an expiry
+// (so early refresh only checks, it never reloads).
 std::unique_ptr<Cache> NewCache(std::shared_ptr<tiercache::redis::RedisClient> client, bool use_l1,
                                 int loader_threads = 4) {
   CacheOptions o;
   o.l2 = tiercache::MakeRedisL2Store(std::move(client));
   o.use_l1 = use_l1;
   o.loader_threads = loader_threads;
-  o.early_refresh_beta = 0;  // steady-state hits, no background refresh noise
+  o.ttl = std::chrono::hours(1);
+  o.l1.default_ttl = std::chrono::hours(1);
   auto c = Cache::Create(o);
   if (!c.ok()) std::exit(2);
   return std::move(*c);
@@ -77,18 +87,42 @@ const Loader kOneMsLoader = [](std::string_view) -> Result<LoadResult> {
 };
 
 constexpr int kHotKeys = 1000;
+constexpr int kBatchKeys = 100;
+
+std::unique_ptr<tiercache::L1Cache> NewRawL1() {
+  tiercache::L1Options o;  // the tiered cache's L1 options, as NewCache sets them
+  o.default_ttl = std::chrono::hours(1);
+  auto c = tiercache::L1Cache::Create(o);
+  if (!c.ok()) std::exit(2);
+  return std::move(*c);
+}
+
 struct Fixture {
   std::shared_ptr<tiercache::redis::RedisClient> client = NewClient();
   std::unique_ptr<Cache> with_l1 = NewCache(client, true);
   std::unique_ptr<Cache> l2_only = NewCache(client, false);
   std::unique_ptr<Cache> for_misses = NewCache(client, true, 64);
+  // The baseline of cache_l1_hit_vs_raw_l1: an L1Cache alone, holding the
+  // same keys with values of the same size as the tiered cache's L1 entries.
+  std::unique_ptr<tiercache::L1Cache> raw_l1 = NewRawL1();
   std::string tag = Tag();
   std::atomic<uint64_t> miss_seq{0};
   std::vector<std::string> keys;
+  std::vector<std::string> batch_keys;  // kBatchKeys in one hash slot
   Fixture() {
+    tiercache::L1Fill fill;
+    fill.version = 1;
     for (int i = 0; i < kHotKeys; ++i) {
       keys.push_back("bench:{" + tag + ":" + std::to_string(i % 64) + "}:" + std::to_string(i));
-      (void)with_l1->Get(keys.back(), kValueLoader);
+      Result<CachedValue> v = with_l1->Get(keys.back(), kValueLoader);
+      const size_t stored = v.ok() ? v->payload().size() + tiercache::kEnvelopeHeaderSize +
+                                         tiercache::kEnvelopeTrailerSize
+                                   : 244;
+      (void)raw_l1->Set(keys.back(), std::make_shared<const std::string>(stored, 'v'), fill);
+    }
+    for (int i = 0; i < kBatchKeys; ++i) {
+      batch_keys.push_back("bench:{" + tag + ":batch}:" + std::to_string(i));
+      (void)l2_only->Get(batch_keys.back(), kValueLoader);
     }
   }
 };
@@ -105,6 +139,17 @@ void BM_L1Hit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_L1Hit)->Threads(1)->Threads(64)->UseRealTime()->MinTime(1.0);
+
+// The same reads, in the same order, from the L1Cache alone.
+void BM_RawL1Hit(benchmark::State& state) {
+  size_t i = static_cast<size_t>(state.thread_index()) * 7919;
+  for (auto _ : state) {
+    auto v = g_fixture->raw_l1->Get(g_fixture->keys[i++ % kHotKeys]);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RawL1Hit)->Threads(1)->UseRealTime()->MinTime(1.0);
 
 void BM_L2Hit(benchmark::State& state) {
   size_t i = static_cast<size_t>(state.thread_index()) * 7919;
@@ -293,6 +338,15 @@ int main(int argc, char** argv) {
   auto l2_1 = Measure(1, 2s, [&](int t, uint64_t i) {
     (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
+  // Baselines of the same run: the client's own GET of the same keys, and
+  // one GetMany of kBatchKeys keys in one slot (L1 off: all from L2).
+  auto client_1 = Measure(1, 2s, [&](int t, uint64_t i) {
+    (void)fixture.client->Get(fixture.keys[(t * 7919 + i) % kHotKeys]);
+  });
+  const tiercache::BatchLoader batch_loader = [](const std::vector<std::string>& ks) {
+    return Result<std::vector<LoadResult>>(std::vector<LoadResult>(ks.size(), LoadResult{std::string(200, 'v'), 1}));
+  };
+  auto many_1 = Measure(1, 2s, [&](int, uint64_t) { (void)fixture.l2_only->GetMany(fixture.batch_keys, batch_loader); });
   auto l2_64 = Measure(64, 2s, [&](int t, uint64_t i) {
     (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
@@ -309,6 +363,8 @@ int main(int argc, char** argv) {
   };
   row("l1 hit, 1 caller", l1_1);
   row("l2 hit, 1 caller", l2_1);
+  row("client GET, 1 caller", client_1);
+  row("get_many 100, 1 caller", many_1);
   row("l2 hit, 64 callers", l2_64);
   row("miss 1ms, 1 caller", miss_1);
   row("miss 1ms, 64 callers", miss_64);
@@ -340,6 +396,14 @@ int main(int argc, char** argv) {
   std::printf("RESULT cache_l2_hit_64c %.0f ops/s\n", rate("BM_L2Hit", "/threads:64"));
   std::printf("RESULT cache_miss_1ms_1c %.0f ops/s\n", rate("BM_MissWith1msLoader", "/threads:1"));
   std::printf("RESULT cache_miss_1ms_64c %.0f ops/s\n", rate("BM_MissWith1msLoader", "/threads:64"));
+  const double raw_l1 = rate("BM_RawL1Hit", "/threads:1");
+  std::printf("RESULT raw_l1_hit_1t %.0f ops/s\n", raw_l1);
+  std::printf("RESULT cache_l1_hit_vs_raw_l1 %.2f x\n", raw_l1 > 0 ? rate("BM_L1Hit", "/threads:1") / raw_l1 : 0.0);
+  std::printf("RESULT client_get_1c_p50 %.1f us\n", client_1.p50_us);
+  std::printf("RESULT cache_l2_hit_1c_p50_vs_client %.2f x\n",
+              client_1.p50_us > 0 ? l2_1.p50_us / client_1.p50_us : 0.0);
+  std::printf("RESULT get_many_100_1c_p50 %.1f us\n", many_1.p50_us);
+  std::printf("RESULT get_many_100_vs_l2_hit %.2f x\n", l2_1.p50_us > 0 ? many_1.p50_us / l2_1.p50_us : 0.0);
   std::printf("RESULT cache_l1_hit_1c_p50 %.2f us\n", l1_1.p50_us);
   std::printf("RESULT cache_l2_hit_1c_p50 %.1f us\n", l2_1.p50_us);
   std::printf("RESULT cache_l2_hit_1c_p99 %.1f us\n", l2_1.p99_us);

@@ -11,6 +11,8 @@
 // TIERCACHE_BENCH_SKIP_HIT_RATIO to stop after part 1 (for profiling).
 // Part 2: a single-threaded replay of a fixed-seed trace (get, and set on a
 // miss) into a 10,000-entry cache (1% of 1 M keys), for both policies.
+// Part 3: heap bytes per entry beyond key and value, 1 M entries of 16-byte
+// keys and 100-byte values (l1_bytes_per_entry_overhead).
 // The RESULT lines at the end are computed from this run's measurements.
 #include <benchmark/benchmark.h>
 
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <list>
+#include <malloc.h>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -321,6 +324,60 @@ HitRatios MeasureHitRatios() {
   return h;
 }
 
+// ---- memory --------------------------------------------------------------
+
+// Heap bytes the cache adds per entry beyond the key and the value, for
+// kMemoryEntries entries of 16-byte keys and 100-byte values (glibc's
+// mallinfo2: bytes in use, allocator headers included). The values are made
+// before the measurement (they are the caller's, shared with the cache); the
+// second figure also counts a value's own representation beyond its 100
+// bytes (std::make_shared<const std::string>: control block, string object,
+// heap buffer), which the L1Value type imposes on every caller.
+constexpr std::size_t kMemoryEntries = 1'000'000;
+constexpr std::size_t kMemoryKeyBytes = 16;
+constexpr std::size_t kMemoryValueBytes = 100;
+
+struct Overhead {
+  double cache_per_entry = 0;       // beyond key + value
+  double value_object_per_entry = 0;  // make_shared<const std::string>(100) beyond the 100 bytes
+};
+
+Overhead MeasureOverhead() {
+  std::vector<std::string> keys;
+  keys.reserve(kMemoryEntries);
+  for (std::size_t i = 0; i < kMemoryEntries; ++i) {
+    char buf[kMemoryKeyBytes + 1];
+    std::snprintf(buf, sizeof buf, "k:%014zu", i);  // exactly 16 bytes
+    keys.emplace_back(buf, kMemoryKeyBytes);
+  }
+  std::vector<L1Value> values;
+  values.reserve(kMemoryEntries);
+  const std::size_t after_reserve = mallinfo2().uordblks;
+  for (std::size_t i = 0; i < kMemoryEntries; ++i) {
+    values.push_back(std::make_shared<const std::string>(kMemoryValueBytes, 'v'));
+  }
+  const std::size_t after_values = mallinfo2().uordblks;
+  Overhead o;
+  o.value_object_per_entry = static_cast<double>(after_values - after_reserve) / kMemoryEntries - kMemoryValueBytes;
+  L1Options options;
+  options.max_entries = kMemoryEntries;
+  options.max_bytes = std::size_t{1} << 40;
+  options.default_ttl = std::chrono::hours(1);
+  const std::size_t before = mallinfo2().uordblks;
+  {
+    std::unique_ptr<L1Cache> cache = MustCreate(options);
+    L1Fill fill;
+    fill.version = 1;
+    for (std::size_t i = 0; i < kMemoryEntries; ++i) cache->Set(keys[i], values[i], fill).IgnoreError();
+    const tiercache::L1Stats stats = cache->Stats();
+    const std::size_t after = mallinfo2().uordblks;
+    if (stats.entries != kMemoryEntries) std::printf("memory: only %llu entries stored\n",
+                                                      static_cast<unsigned long long>(stats.entries));
+    o.cache_per_entry = static_cast<double>(after - before) / static_cast<double>(stats.entries) - kMemoryKeyBytes;
+  }
+  return o;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -337,6 +394,7 @@ int main(int argc, char** argv) {
               "scan mix: %.0f%% of requests are never-repeated keys, interleaved at random\n",
               kZipfSkew, kUniverse, kRequests, kCacheEntries, kScanShare * 100);
   const HitRatios h = MeasureHitRatios();
+  const Overhead mem = MeasureOverhead();
 
   for (const char* id : {"BM_L1Hit/1000/1/hits_per_s_per_thread",
                          "BM_L1Hit/1000/2/hits_per_s_per_thread",
@@ -373,6 +431,17 @@ int main(int argc, char** argv) {
     std::printf("RESULT l1_vs_mutex_lru_2t_cpu%s %.2f x\n", suffix,
                 base_cpu_2t > 0 ? cpu_2t / base_cpu_2t : 0.0);
   }
+  // The ratios: the 10,000-key set against the mutex LRU at one
+  // thread, and the per-thread rate at 2 threads over the 1-thread rate, per
+  // CPU-second (this machine's second core is often busy with other work).
+  {
+    const double l1_10k = reporter.Get("BM_L1Hit/10000/1/hits_per_s_per_thread");
+    const double mutex_10k = reporter.Get("BM_MutexLruHit/10000/1/hits_per_s_total");
+    std::printf("RESULT l1_hit_1t_10k_vs_mutex %.2f x\n", mutex_10k > 0 ? l1_10k / mutex_10k : 0.0);
+    const double cpu_1t = reporter.Get("BM_L1Hit/1000/1/ops_per_cpu_s");
+    const double cpu_2t = reporter.Get("BM_L1Hit/1000/2/ops_per_cpu_s");
+    std::printf("RESULT l1_hit_2t_scaling %.2f x\n", cpu_1t > 0 ? cpu_2t / cpu_1t : 0.0);
+  }
   // Not the default configuration: value_stripes = 1 (see L1Options), i.e.
   // one reference count per value, bumped by both threads.
   std::printf("RESULT l1_hit_2t_unstriped %.0f ops/s\n",
@@ -383,5 +452,7 @@ int main(int argc, char** argv) {
   std::printf("RESULT hit_ratio_zipf_tinylfu %.2f %%\n", h.zipf_tinylfu);
   std::printf("RESULT hit_ratio_scan_lru %.2f %%\n", h.scan_lru);
   std::printf("RESULT hit_ratio_scan_tinylfu %.2f %%\n", h.scan_tinylfu);
+  std::printf("RESULT l1_bytes_per_entry_overhead %.0f bytes\n", mem.cache_per_entry);
+  std::printf("RESULT l1_value_object_overhead %.0f bytes\n", mem.value_object_per_entry);
   return 0;
 }

@@ -77,6 +77,16 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e);
 // still runs.
 Result<EnvelopeView> DecodeEnvelope(std::string_view bytes, bool verify_checksum = true);
 
+// The payload and logical expiry of bytes DecodeEnvelope already accepted
+// (e.g. an envelope kept in memory since it was decoded or encoded), read
+// without any check: for a hit path that must not parse. Undefined for
+// other bytes.
+struct DecodedEnvelopeFields {
+  std::string_view payload;
+  WallTime expires_at{};
+};
+DecodedEnvelopeFields PeekDecodedEnvelope(std::string_view accepted) noexcept;
+
 // CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start).
 uint32_t Crc32c(std::string_view data, uint32_t crc = 0);
 

@@ -77,6 +77,9 @@ struct L1Entry {
   Clock::TimePoint expiry{};                  // fresh while now < expiry
   Clock::Duration load_duration{};            // δ: how long its load took
   std::uint64_t tag = 0;                      // L1Fill::tag of the fill that stored it
+  // GetStale() only: true when the entry was past its expiry at the lookup
+  // (then !FreshAt(now)); saves the caller a second reading of the clock.
+  bool stale = false;
 
   bool negative() const noexcept { return kind == L1EntryKind::kNegative; }
   bool FreshAt(Clock::TimePoint now) const noexcept { return now < expiry; }

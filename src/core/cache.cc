@@ -31,6 +31,10 @@ Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader, const
   return impl_->Get(key, loader, options);
 }
 
+Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader) {
+  return impl_->Get(key, loader, nullptr);
+}
+
 std::future<Result<CachedValue>> Cache::GetAsync(std::string key, Loader loader, GetOptions options) {
   return impl_->GetAsync(std::move(key), std::move(loader), options);
 }
@@ -70,6 +74,11 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
       l1_(std::move(l1)),
       guard_({o_.breaker_failure_threshold, o_.breaker_open_duration}, o_.l2_timeout, clock_, metrics_),
       flights_(clock_) {
+  // Create() validated the options, so the defaults resolve.
+  Result<CallSettings> defaults = ResolveCallSettings(o_, GetOptions());
+  default_settings_ = defaults.ok() ? std::move(*defaults)
+                                    : CallSettings{o_.ttl,          o_.negative_ttl, o_.soft_timeout, o_.hard_timeout,
+                                                   o_.max_stale,    o_.early_refresh_beta, std::string()};
   ExecutorOptions eo;
   eo.threads = o_.loader_threads;
   eo.queue_capacity = o_.loader_queue;
@@ -103,18 +112,40 @@ Cache::Impl::~Impl() {
   if (keeper_) keeper_->Stop();
 }
 
-Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions& g) {
-  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+Result<const CallSettings*> Cache::Impl::Settings(const GetOptions& g, CallSettings* storage) const {
+  if (!g.ttl && !g.negative_ttl && !g.soft_timeout && !g.hard_timeout && !g.max_stale && !g.early_refresh_beta &&
+      g.group.empty()) {
+    return &default_settings_;
+  }
   Result<CallSettings> s = ResolveCallSettings(o_, g);
   if (!s.ok()) return s.status();
-  TIERCACHE_RETURN_IF_ERROR(CheckMember(key, *s));
+  *storage = std::move(*s);
+  return storage;
+}
+
+Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions& g) {
+  return Get(key, loader, &g);
+}
+
+Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions* g) {
+  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+  CallSettings storage;
+  const CallSettings* settings = &default_settings_;
+  if (g != nullptr) {
+    Result<const CallSettings*> resolved = Settings(*g, &storage);
+    if (!resolved.ok()) return resolved.status();
+    settings = *resolved;
+  }
+  const CallSettings& s = *settings;
+  TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
   std::optional<CachedValue> stale;
-  if (std::optional<CachedValue> hit = ReadL1(key, *s, &stale)) {
-    MaybeRefreshEarly(key, *hit, loader, *s);
+  Clock::TimePoint l1_expiry;
+  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale, &l1_expiry)) {
+    MaybeRefreshEarly(key, *hit, loader, s, l1_expiry);
     return std::move(*hit);
   }
   const Clock::TimePoint start = clock_->Now();
-  return AfterL1Miss(Call{std::string(key), loader, *s, start, start + s->hard_timeout}, std::move(stale));
+  return AfterL1Miss(Call{std::string(key), loader, s, start, start + s.hard_timeout}, std::move(stale));
 }
 
 std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader loader, const GetOptions& g) {
@@ -129,8 +160,9 @@ std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader l
   }
   const CallSettings s = *settings;
   std::optional<CachedValue> stale;
-  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale)) {
-    MaybeRefreshEarly(key, *hit, loader, s);
+  Clock::TimePoint l1_expiry;
+  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale, &l1_expiry)) {
+    MaybeRefreshEarly(key, *hit, loader, s, l1_expiry);
     promise->set_value(std::move(*hit));
     return future;
   }

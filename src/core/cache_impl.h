@@ -113,6 +113,8 @@ class Cache::Impl {
 
   // The entry points (cache.h).
   Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions& g);
+  // g null: the cache's defaults (no GetOptions built).
+  Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions* g);
   std::future<Result<CachedValue>> GetAsync(std::string key, Loader loader, const GetOptions& g);
   Result<std::vector<Result<CachedValue>>> GetMany(const std::vector<std::string>& keys, const BatchLoader& loader,
                                                    const GetOptions& g);
@@ -134,7 +136,10 @@ class Cache::Impl {
   // kOk unless `key` cannot be a member of s.group (another hash slot).
   Status CheckMember(std::string_view key, const CallSettings& s) const;
   // A fresh L1 entry, or nullopt (an expired one goes to *stale).
-  std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale);
+  // *l1_expiry (if given) receives a hit's L1 expiry, which its logical
+  // expiry cannot precede (FillL1 caps the first by the second).
+  std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale,
+                                    Clock::TimePoint* l1_expiry = nullptr);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
   // True when `v`, read from L2, is older than what this pod has seen: below
   // the version of a local invalidation of `key` within tombstone_ttl
@@ -212,7 +217,14 @@ class Cache::Impl {
                                              const CallSettings& s, const std::vector<LoadTicket>& tickets);
 
   // ---- early_refresh.cc ----
-  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s);
+  // `fresh_until`: a time (this process's clock) before which v's logical
+  // expiry cannot come, if known (an L1 hit's L1 expiry); min() if not.
+  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s,
+                         Clock::TimePoint fresh_until = Clock::TimePoint::min());
+  // The settings of a call: the cache's defaults (not copied) when `g`
+  // overrides nothing, else `g` applied into *storage.
+  // Errors: kInvalidArgument / kFailedPrecondition as ResolveCallSettings.
+  Result<const CallSettings*> Settings(const GetOptions& g, CallSettings* storage) const;
   void RefreshNow(const Call& call, WallTime seen_expiry);
 
   friend class Cache;
@@ -231,6 +243,7 @@ class Cache::Impl {
   // L1 is then neither read nor filled.
   std::atomic<bool> l1_trusted_{true};
   LoadRegistry running_;
+  CallSettings default_settings_;  // ResolveCallSettings(o_, {}), set once in the constructor
   SingleFlight<CachedValue> flights_;  // per key and call settings
   std::mutex refresh_mu_;
   std::unordered_set<std::string> refreshing_;  // GUARDED_BY(refresh_mu_): early refreshes in flight

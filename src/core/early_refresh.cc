@@ -21,9 +21,23 @@ double UniformOpenZero() {
 
 }  // namespace
 
+// -ln(u) for every u UniformOpenZero can return: its smallest is 2^-53
+// (1 minus the largest double below 1), and 53 ln 2 = 36.74.
+constexpr double kMaxMinusLnU = 36.75;
+
 void Cache::Impl::MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader,
-                                    const CallSettings& s) {
+                                    const CallSettings& s, Clock::TimePoint fresh_until) {
   if (!loader || !v.envelope_ || s.beta <= 0) return;
+  // Far from expiry no draw can refresh (now - δβ ln u < expiry for every u):
+  // decided on the coarse clock, without reading the wall clock or drawing.
+  if (fresh_until != Clock::TimePoint::min()) {
+    const double reach_ns = static_cast<double>(nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
+    const Clock::Duration left = fresh_until - (clock_->CoarseNow() + Clock::kCoarseLag);  // <= the time to expiry
+    if (left > Clock::Duration::zero() &&
+        static_cast<double>(std::chrono::duration_cast<nanoseconds>(left).count()) > reach_ns) {
+      return;
+    }
+  }
   if (!XFetchShouldRefresh(clock_->WallNow(), v.expires_at_, nanoseconds(v.load_duration_), s.beta,
                            UniformOpenZero())) {
     return;

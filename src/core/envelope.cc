@@ -1,6 +1,8 @@
 #include "tiercache/envelope.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 #include <limits>
 
 namespace tiercache {
@@ -32,7 +34,22 @@ WallTime FromUnixMs(int64_t ms) {
   return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::milliseconds(ms)));
 }
 
+static_assert(std::endian::native == std::endian::little, "LoadBe64 assumes a little-endian host");
+
+uint64_t LoadBe64(const char* p) noexcept {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_bswap64(v);  // the envelope is big-endian; this host is little-endian (x86-64, arm64)
+}
+
 }  // namespace
+
+DecodedEnvelopeFields PeekDecodedEnvelope(std::string_view in) noexcept {
+  const size_t header =
+      static_cast<uint8_t>(in[2]) == kEnvelopeGroupedFormatVersion ? kEnvelopeGroupedHeaderSize : kEnvelopeHeaderSize;
+  return {in.substr(header, in.size() - header - kEnvelopeTrailerSize),
+          FromUnixMs(static_cast<int64_t>(LoadBe64(in.data() + 16)))};
+}
 
 Result<std::string> EncodeEnvelope(const EnvelopeView& e) {
   if (e.payload.size() > kEnvelopeMaxPayload) {

@@ -133,7 +133,10 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Cloc
     outcome = Classify(n, now, stale_bound);
     dead = n != nullptr && now >= DeadAt(n);
   }
-  if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry(reader));
+  if (outcome != LookupOutcome::kMiss) {
+    out->emplace(n->ToEntry(reader));
+    (*out)->stale = outcome == LookupOutcome::kStale;
+  }
   bool full = false;
   bool hit = false;
   if (accounting == Accounting::kCount) {
@@ -184,7 +187,10 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
     ExclusiveSection section(*this);
     Node* n = FindLiveLocked(hash, key, now);
     outcome = Classify(n, now, stale_bound);
-    if (outcome != LookupOutcome::kMiss) out->emplace(n->ToEntry());
+    if (outcome != LookupOutcome::kMiss) {
+      out->emplace(n->ToEntry());
+      (*out)->stale = outcome == LookupOutcome::kStale;
+    }
     if (accounting == Accounting::kCount) {
       if (outcome == LookupOutcome::kFresh) {
         ++counters_.hits;

@@ -86,6 +86,34 @@ TEST(CacheTest, ColdGetLoadsOnceThenHitsL1ThenL2) {
   EXPECT_EQ(loader.calls.load(), 1);
 }
 
+// An L1 hit is built from the L1 entry and the envelope read without
+// parsing (read_path.cc): every field must equal what the load returned,
+// for a plain key and for a group member.
+TEST(CacheTest, AnL1HitReturnsEveryFieldTheLoadReturned) {
+  for (const std::string group : {"", "feed:{community:42}"}) {
+    CountingLoader loader;
+    loader.version = 7;
+    loader.delay = 3ms;  // a measurable δ
+    auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+    GetOptions g;
+    g.group = group;
+    Result<CachedValue> loaded = cache->Get("posts:{community:42}:7", loader.Get(), g);
+    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    ASSERT_EQ(loaded->source(), ValueSource::kLoader);
+    Result<CachedValue> hit = cache->Get("posts:{community:42}:7", loader.Get(), g);
+    ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+    EXPECT_EQ(hit->source(), ValueSource::kL1) << group;
+    EXPECT_TRUE(hit->found());
+    EXPECT_FALSE(hit->stale());
+    EXPECT_EQ(hit->payload(), loaded->payload());
+    EXPECT_EQ(hit->version(), 7u);
+    EXPECT_EQ(hit->expires_at(), loaded->expires_at());
+    EXPECT_EQ(hit->load_duration(), loaded->load_duration());
+    EXPECT_GE(hit->load_duration(), 3ms);
+    EXPECT_EQ(loader.calls.load(), 1);
+  }
+}
+
 TEST(CacheTest, BadKeysAreRejectedWithoutLoading) {
   CountingLoader loader;
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
@@ -494,6 +522,35 @@ TEST(CacheTest, EarlyRefreshReloadsInTheBackgroundNearExpiry) {
     Result<CachedValue> v = cache->Get("k", slow);
     ASSERT_TRUE(v.ok());
     EXPECT_FALSE(v->stale()) << "callers keep getting the current value";
+    std::this_thread::sleep_for(20ms);
+  }
+  for (int i = 0; i < 200 && loader.calls.load() < 2; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+// The same from L1: an L1 hit skips XFetch's draw only when its L1 expiry
+// (which the logical expiry cannot precede) is out of reach of every draw;
+// near expiry it still refreshes.
+TEST(CacheTest, EarlyRefreshAlsoFromAnL1HitNearExpiry) {
+  FakeClock clock;
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store(&clock), &clock);
+  o.ttl = 10s;
+  o.l1.default_ttl = 60s;  // the L1 copy lives until the L2 expiry
+  o.early_refresh_beta = 1.0;
+  auto cache = Make(o);
+  Loader slow = [&](std::string_view key) -> Result<LoadResult> {
+    loader.calls.fetch_add(1);
+    clock.Advance(1s);  // δ = 1 s
+    return LoadResult{std::string(key), loader.version.load()};
+  };
+  ASSERT_TRUE(cache->Get("k", slow).ok());
+  ASSERT_EQ(loader.calls.load(), 1);
+  clock.Advance(9990ms);  // 10 ms left (expiry = the load's end + 10 s): p = e^-0.01 per read
+  for (int i = 0; i < 10 && loader.calls.load() < 2; ++i) {
+    Result<CachedValue> v = cache->Get("k", slow);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->source(), ValueSource::kL1);
     std::this_thread::sleep_for(20ms);
   }
   for (int i = 0; i < 200 && loader.calls.load() < 2; ++i) std::this_thread::sleep_for(5ms);

@@ -108,6 +108,28 @@ TEST(EnvelopeTest, GoldenBytesOfAGroupMember) {
   for (size_t n = 0; n < bytes->size(); ++n) EXPECT_FALSE(DecodeEnvelope(bytes->substr(0, n)).ok()) << n;
 }
 
+// The L1 hit path reads accepted envelopes with PeekDecodedEnvelope instead
+// of DecodeEnvelope: both must see the same payload and expiry.
+TEST(EnvelopeTest, PeekOfAnAcceptedEnvelopeReadsWhatDecodeReads) {
+  for (bool grouped : {false, true}) {
+    for (size_t size : {size_t{0}, size_t{1}, size_t{200}, size_t{70000}}) {
+      EnvelopeView e = SampleValue();
+      const std::string payload(size, 'p');
+      e.payload = payload;
+      e.grouped = grouped;
+      e.group_generation = grouped ? 42 : 0;
+      Result<std::string> bytes = EncodeEnvelope(e);
+      ASSERT_TRUE(bytes.ok());
+      Result<EnvelopeView> decoded = DecodeEnvelope(*bytes);
+      ASSERT_TRUE(decoded.ok());
+      const DecodedEnvelopeFields peek = PeekDecodedEnvelope(*bytes);
+      EXPECT_EQ(peek.payload, decoded->payload) << grouped << " " << size;
+      EXPECT_EQ(peek.payload.data(), decoded->payload.data());
+      EXPECT_EQ(peek.expires_at, decoded->expires_at);
+    }
+  }
+}
+
 TEST(EnvelopeTest, AnUngroupedEnvelopeStaysFormat1) {
   Result<EnvelopeView> e = DecodeEnvelope(*EncodeEnvelope(SampleValue()));
   ASSERT_TRUE(e.ok());

@@ -232,6 +232,11 @@ TEST_F(L1CacheTest, ExpiredEntryIsNeverFreshButReadableAsStale) {
   ASSERT_TRUE(stale->has_value());
   EXPECT_EQ(*(*stale)->value, "v1");
   EXPECT_FALSE((*stale)->FreshAt(clock_.Now()));
+  EXPECT_TRUE((*stale)->stale);
+  ASSERT_TRUE(c->Set("k2", V("v2"), Version(1)).ok());
+  auto fresh = c->GetStale("k2", seconds(5));
+  ASSERT_TRUE(fresh.ok() && fresh->has_value());
+  EXPECT_FALSE((*fresh)->stale);
   auto too_old = c->GetStale("k", seconds(4));
   ASSERT_TRUE(too_old.ok());
   EXPECT_FALSE(too_old->has_value()) << "stale read must honour the caller's bound";
