@@ -234,6 +234,8 @@ struct GetOptions {
   // entry stored in a group is a miss for a get without it, and vice versa.
   // GetMany: every key of the call is a member of this group.
   std::string group;
+
+  bool operator==(const GetOptions&) const = default;
 };
 
 enum class ValueSource : uint8_t { kL1, kL2, kLoader };
@@ -415,7 +417,8 @@ class Cache {
   void TrustL1();
   bool l1_trusted() const;
 
-  // The L1 (null when use_l1 is false), for stats and tests.
+  // The L1 (null when use_l1 is false), for stats and tests. Do not Set
+  // into it: a value the cache did not write there is at best a miss.
   L1Cache* l1() const;
 
  private:

@@ -31,6 +31,9 @@ class Clock {
   // kernel's last timekeeping tick, one tick (1-10 ms) behind at most, a
   // few ticks if the CPU keeping time stalls. This default returns Now().
   virtual TimePoint CoarseNow() const noexcept { return Now(); }
+  // The same for the wall clock: never ahead of WallNow(), behind it by at
+  // most kCoarseLag (CLOCK_REALTIME_COARSE in the real clock).
+  virtual WallTimePoint CoarseWallNow() const noexcept { return WallNow(); }
   // The lag bound of CoarseNow() that callers rely on: 50 times the largest
   // tick, so a stalled timekeeping CPU is covered too.
   static constexpr Duration kCoarseLag = std::chrono::milliseconds(500);
@@ -44,7 +47,7 @@ class Clock {
 
 // A manually advanced clock for tests. Starts at an arbitrary fixed point;
 // Advance() moves all readings forward together. Never goes backwards.
-// CoarseNow() lags Now() by `coarse_lag` (default none), to test callers
+// CoarseNow() and CoarseWallNow() lag by `coarse_lag` (default none), to test callers
 // against the worst a coarse clock may do.
 class FakeClock final : public Clock {
  public:
@@ -54,6 +57,9 @@ class FakeClock final : public Clock {
     return TimePoint(Duration(offset_ns_.load(std::memory_order_acquire)));
   }
   TimePoint CoarseNow() const noexcept override { return Now() - coarse_lag_; }
+  WallTimePoint CoarseWallNow() const noexcept override {
+    return WallNow() - std::chrono::duration_cast<WallTimePoint::duration>(coarse_lag_);
+  }
   WallTimePoint WallNow() const noexcept override {
     return WallTimePoint(std::chrono::duration_cast<WallTimePoint::duration>(
         Duration(kWallEpochNs + offset_ns_.load(std::memory_order_acquire))));

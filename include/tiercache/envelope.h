@@ -77,15 +77,17 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e);
 // still runs.
 Result<EnvelopeView> DecodeEnvelope(std::string_view bytes, bool verify_checksum = true);
 
-// The payload and logical expiry of bytes DecodeEnvelope already accepted
-// (e.g. an envelope kept in memory since it was decoded or encoded), read
-// without any check: for a hit path that must not parse. Undefined for
-// other bytes.
+// The payload and logical expiry of a value envelope of codec `codec_id`,
+// for bytes DecodeEnvelope already accepted once (e.g. kept in memory since):
+// the hit path's read. It checks only what keeps the read in bounds and the
+// kind and codec (size, magic, format, kind, codec, payload length: all in the
+// first 40 bytes), not the checksum nor the reserved bytes. False (and *out
+// untouched) for any bytes that fail those checks.
 struct DecodedEnvelopeFields {
   std::string_view payload;
   WallTime expires_at{};
 };
-DecodedEnvelopeFields PeekDecodedEnvelope(std::string_view accepted) noexcept;
+bool PeekDecodedEnvelope(std::string_view bytes, uint8_t codec_id, DecodedEnvelopeFields* out) noexcept;
 
 // CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start).
 uint32_t Crc32c(std::string_view data, uint32_t crc = 0);

@@ -16,6 +16,13 @@ class RealClock final : public Clock {
     return TimePoint(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
   }
   WallTimePoint WallNow() const noexcept override { return std::chrono::system_clock::now(); }
+  // libstdc++'s system_clock is CLOCK_REALTIME; its coarse variant too.
+  WallTimePoint CoarseWallNow() const noexcept override {
+    timespec ts;
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &ts) != 0) return WallNow();
+    return WallTimePoint(std::chrono::duration_cast<WallTimePoint::duration>(std::chrono::seconds(ts.tv_sec) +
+                                                                             std::chrono::nanoseconds(ts.tv_nsec)));
+  }
 };
 
 }  // namespace

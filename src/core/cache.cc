@@ -1,6 +1,7 @@
 #include "tiercache/cache.h"
 
 #include <atomic>
+#include <cassert>
 
 #include "core/cache_impl.h"
 
@@ -76,9 +77,8 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
       flights_(clock_) {
   // Create() validated the options, so the defaults resolve.
   Result<CallSettings> defaults = ResolveCallSettings(o_, GetOptions());
-  default_settings_ = defaults.ok() ? std::move(*defaults)
-                                    : CallSettings{o_.ttl,          o_.negative_ttl, o_.soft_timeout, o_.hard_timeout,
-                                                   o_.max_stale,    o_.early_refresh_beta, std::string()};
+  assert(defaults.ok());
+  if (defaults.ok()) default_settings_ = std::move(*defaults);
   ExecutorOptions eo;
   eo.threads = o_.loader_threads;
   eo.queue_capacity = o_.loader_queue;
@@ -113,10 +113,8 @@ Cache::Impl::~Impl() {
 }
 
 Result<const CallSettings*> Cache::Impl::Settings(const GetOptions& g, CallSettings* storage) const {
-  if (!g.ttl && !g.negative_ttl && !g.soft_timeout && !g.hard_timeout && !g.max_stale && !g.early_refresh_beta &&
-      g.group.empty()) {
-    return &default_settings_;
-  }
+  static const GetOptions kNoOverride;
+  if (g == kNoOverride) return &default_settings_;  // every field, also one added later
   Result<CallSettings> s = ResolveCallSettings(o_, g);
   if (!s.ok()) return s.status();
   *storage = std::move(*s);
@@ -139,9 +137,8 @@ Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader,
   const CallSettings& s = *settings;
   TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
   std::optional<CachedValue> stale;
-  Clock::TimePoint l1_expiry;
-  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale, &l1_expiry)) {
-    MaybeRefreshEarly(key, *hit, loader, s, l1_expiry);
+  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale)) {
+    MaybeRefreshEarly(key, *hit, loader, s);
     return std::move(*hit);
   }
   const Clock::TimePoint start = clock_->Now();
@@ -160,9 +157,8 @@ std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader l
   }
   const CallSettings s = *settings;
   std::optional<CachedValue> stale;
-  Clock::TimePoint l1_expiry;
-  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale, &l1_expiry)) {
-    MaybeRefreshEarly(key, *hit, loader, s, l1_expiry);
+  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale)) {
+    MaybeRefreshEarly(key, *hit, loader, s);
     promise->set_value(std::move(*hit));
     return future;
   }

@@ -136,10 +136,7 @@ class Cache::Impl {
   // kOk unless `key` cannot be a member of s.group (another hash slot).
   Status CheckMember(std::string_view key, const CallSettings& s) const;
   // A fresh L1 entry, or nullopt (an expired one goes to *stale).
-  // *l1_expiry (if given) receives a hit's L1 expiry, which its logical
-  // expiry cannot precede (FillL1 caps the first by the second).
-  std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale,
-                                    Clock::TimePoint* l1_expiry = nullptr);
+  std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
   // True when `v`, read from L2, is older than what this pod has seen: below
   // the version of a local invalidation of `key` within tombstone_ttl
@@ -217,10 +214,7 @@ class Cache::Impl {
                                              const CallSettings& s, const std::vector<LoadTicket>& tickets);
 
   // ---- early_refresh.cc ----
-  // `fresh_until`: a time (this process's clock) before which v's logical
-  // expiry cannot come, if known (an L1 hit's L1 expiry); min() if not.
-  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s,
-                         Clock::TimePoint fresh_until = Clock::TimePoint::min());
+  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s);
   // The settings of a call: the cache's defaults (not copied) when `g`
   // overrides nothing, else `g` applied into *storage.
   // Errors: kInvalidArgument / kFailedPrecondition as ResolveCallSettings.

@@ -26,17 +26,17 @@ double UniformOpenZero() {
 constexpr double kMaxMinusLnU = 36.75;
 
 void Cache::Impl::MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader,
-                                    const CallSettings& s, Clock::TimePoint fresh_until) {
+                                    const CallSettings& s) {
   if (!loader || !v.envelope_ || s.beta <= 0) return;
-  // Far from expiry no draw can refresh (now - δβ ln u < expiry for every u):
-  // decided on the coarse clock, without reading the wall clock or drawing.
-  if (fresh_until != Clock::TimePoint::min()) {
-    const double reach_ns = static_cast<double>(nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
-    const Clock::Duration left = fresh_until - (clock_->CoarseNow() + Clock::kCoarseLag);  // <= the time to expiry
-    if (left > Clock::Duration::zero() &&
-        static_cast<double>(std::chrono::duration_cast<nanoseconds>(left).count()) > reach_ns) {
-      return;
-    }
+  // Far from its logical expiry no draw can refresh (now - δβ ln u < expiry
+  // for every u): decided on the coarse wall clock (never ahead of the wall
+  // clock, behind it by at most kCoarseLag), without the precise reading
+  // and the draw. A huge or NaN reach fails the test and draws as before.
+  const double reach_ns = static_cast<double>(nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
+  const WallTime latest_now = clock_->CoarseWallNow() + std::chrono::duration_cast<WallTime::duration>(Clock::kCoarseLag);
+  if (v.expires_at_ > latest_now &&
+      static_cast<double>(std::chrono::duration_cast<nanoseconds>(v.expires_at_ - latest_now).count()) > reach_ns) {
+    return;
   }
   if (!XFetchShouldRefresh(clock_->WallNow(), v.expires_at_, nanoseconds(v.load_duration_), s.beta,
                            UniformOpenZero())) {

@@ -44,11 +44,24 @@ uint64_t LoadBe64(const char* p) noexcept {
 
 }  // namespace
 
-DecodedEnvelopeFields PeekDecodedEnvelope(std::string_view in) noexcept {
-  const size_t header =
-      static_cast<uint8_t>(in[2]) == kEnvelopeGroupedFormatVersion ? kEnvelopeGroupedHeaderSize : kEnvelopeHeaderSize;
-  return {in.substr(header, in.size() - header - kEnvelopeTrailerSize),
-          FromUnixMs(static_cast<int64_t>(LoadBe64(in.data() + 16)))};
+bool PeekDecodedEnvelope(std::string_view in, uint8_t codec_id, DecodedEnvelopeFields* out) noexcept {
+  if (in.size() < kEnvelopeHeaderSize + kEnvelopeTrailerSize || static_cast<unsigned char>(in[0]) != kMagic0 ||
+      static_cast<unsigned char>(in[1]) != kMagic1) {
+    return false;
+  }
+  const auto format = static_cast<uint8_t>(in[2]);
+  if (format != kEnvelopeFormatVersion && format != kEnvelopeGroupedFormatVersion) return false;
+  const size_t header = format == kEnvelopeGroupedFormatVersion ? kEnvelopeGroupedHeaderSize : kEnvelopeHeaderSize;
+  if (in.size() < header + kEnvelopeTrailerSize || static_cast<uint8_t>(in[3]) != static_cast<uint8_t>(EntryKind::kValue) ||
+      static_cast<uint8_t>(in[4]) != codec_id) {
+    return false;
+  }
+  uint32_t length;
+  std::memcpy(&length, in.data() + 36, sizeof length);
+  if (__builtin_bswap32(length) != in.size() - header - kEnvelopeTrailerSize) return false;
+  out->payload = in.substr(header, in.size() - header - kEnvelopeTrailerSize);
+  out->expires_at = FromUnixMs(static_cast<int64_t>(LoadBe64(in.data() + 16)));
+  return true;
 }
 
 Result<std::string> EncodeEnvelope(const EnvelopeView& e) {

@@ -50,7 +50,7 @@ Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<con
 }
 
 std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallSettings& s,
-                                               std::optional<CachedValue>* stale, Clock::TimePoint* l1_expiry) {
+                                               std::optional<CachedValue>* stale) {
   if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return std::nullopt;
   Result<std::optional<L1Entry>> r = l1_->GetStale(key, s.max_stale);
   if (!r.ok() || !r->has_value()) {
@@ -69,17 +69,22 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
   v.group_generation_ = e.tag;
   v.source_ = ValueSource::kL1;
   if (e.kind == L1EntryKind::kValue) {
-    // Every value in L1 is an envelope of this cache's codec that FromEnvelope
-    // accepted (FillL1), stored with its version, δ and group generation:
-    // the hit reads the payload and the expiry without parsing it again.
-    const DecodedEnvelopeFields f = PeekDecodedEnvelope(*e.value);
+    // Every value the cache puts in L1 is an envelope of its codec that
+    // FromEnvelope accepted (FillL1), stored with its version, δ and group
+    // generation: the hit reads the payload and the expiry without parsing
+    // it again. Bytes that fail the peek's checks (written through l1())
+    // are a miss.
+    DecodedEnvelopeFields f;
+    if (!PeekDecodedEnvelope(*e.value, o_.codec_id, &f)) {
+      metrics_->Add(Counter::kMiss, Tier::kL1);
+      return std::nullopt;
+    }
     v.found_ = true;
     v.payload_ = f.payload;
     v.expires_at_ = f.expires_at;
     v.load_duration_ = duration_cast<std::chrono::microseconds>(e.load_duration);
     v.envelope_ = std::move(e.value);  // moved, not copied: one reference count less per hit
   }
-  if (l1_expiry != nullptr) *l1_expiry = e.expiry;
   if (e.stale) {  // past its expiry at the lookup (GetStale)
     metrics_->Add(Counter::kMiss, Tier::kL1);
     v.stale_ = true;

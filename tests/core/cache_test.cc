@@ -539,9 +539,10 @@ TEST(CacheTest, EarlyRefreshAlsoFromAnL1HitNearExpiry) {
   o.l1.default_ttl = 60s;  // the L1 copy lives until the L2 expiry
   o.early_refresh_beta = 1.0;
   auto cache = Make(o);
+  // Only the first load moves the clock (δ = 1 s): the background refresh
+  // must not move it under the reads of the loop.
   Loader slow = [&](std::string_view key) -> Result<LoadResult> {
-    loader.calls.fetch_add(1);
-    clock.Advance(1s);  // δ = 1 s
+    if (loader.calls.fetch_add(1) == 0) clock.Advance(1s);
     return LoadResult{std::string(key), loader.version.load()};
   };
   ASSERT_TRUE(cache->Get("k", slow).ok());
@@ -555,6 +556,62 @@ TEST(CacheTest, EarlyRefreshAlsoFromAnL1HitNearExpiry) {
   }
   for (int i = 0; i < 200 && loader.calls.load() < 2; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(loader.calls.load(), 2);
+}
+
+// XFetch's pre-check skips the draw only when no draw can reach the expiry
+// (δβ × 36.75): 2 s before expiry with δ = 1 s a read refreshes with
+// probability e^-2, so 60 reads refresh all but once in 6,000 runs. A pre-check
+// with a reach below 2 s (a wrong constant, a reversed test) would skip them.
+TEST(CacheTest, EarlyRefreshTwoDeltasBeforeExpiryIsNotSkipped) {
+  FakeClock clock(Clock::kCoarseLag);  // the coarse clocks as far behind as allowed
+  CountingLoader loader;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store(&clock), &clock);
+  o.ttl = 10s;
+  o.l1.default_ttl = 60s;
+  o.early_refresh_beta = 1.0;
+  auto cache = Make(o);
+  Loader slow = [&](std::string_view key) -> Result<LoadResult> {
+    if (loader.calls.fetch_add(1) == 0) clock.Advance(1s);  // δ = 1 s
+    return LoadResult{std::string(key), loader.version.load()};
+  };
+  ASSERT_TRUE(cache->Get("k", slow).ok());
+  clock.Advance(8s);  // 2 s left
+  for (int i = 0; i < 60 && loader.calls.load() < 2; ++i) {
+    Result<CachedValue> v = cache->Get("k", slow);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->source(), ValueSource::kL1);
+    for (int w = 0; w < 20 && loader.calls.load() < 2; ++w) std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
+// Bytes written into the cache's L1 through l1() that are not one of its
+// envelopes are a miss (the hit path peeks without parsing), never a crash.
+TEST(CacheTest, ForeignBytesInTheL1AreAMiss) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  L1Fill fill;
+  fill.version = 1;
+  ASSERT_TRUE(cache->l1()->Set("k", std::make_shared<const std::string>("short"), fill).ok());
+  Result<CachedValue> v = cache->Get("k", loader.Get());
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_NE(v->source(), ValueSource::kL1);
+  EXPECT_EQ(v->payload(), "k@1");
+}
+
+// A call without options and one with default GetOptions are the same call.
+TEST(CacheTest, GetWithoutOptionsIsGetWithDefaultOptions) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  Result<CachedValue> a = cache->Get("k", loader.Get());
+  Result<CachedValue> b = cache->Get("k", loader.Get(), GetOptions{});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->payload(), b->payload());
+  EXPECT_EQ(b->source(), ValueSource::kL1);
+  GetOptions other;
+  other.group = "feed:{community:1}";
+  EXPECT_FALSE(other == GetOptions{});
+  EXPECT_TRUE(cache->Get("k", loader.Get(), other).status().IsInvalidArgument()) << "not in the group's slot";
 }
 
 // An L2 that always fails after a delay, counting calls.

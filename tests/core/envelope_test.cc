@@ -109,7 +109,8 @@ TEST(EnvelopeTest, GoldenBytesOfAGroupMember) {
 }
 
 // The L1 hit path reads accepted envelopes with PeekDecodedEnvelope instead
-// of DecodeEnvelope: both must see the same payload and expiry.
+// of DecodeEnvelope: both must see the same payload and expiry, and the peek
+// must refuse what would take it out of bounds or is not a value of the codec.
 TEST(EnvelopeTest, PeekOfAnAcceptedEnvelopeReadsWhatDecodeReads) {
   for (bool grouped : {false, true}) {
     for (size_t size : {size_t{0}, size_t{1}, size_t{200}, size_t{70000}}) {
@@ -122,12 +123,24 @@ TEST(EnvelopeTest, PeekOfAnAcceptedEnvelopeReadsWhatDecodeReads) {
       ASSERT_TRUE(bytes.ok());
       Result<EnvelopeView> decoded = DecodeEnvelope(*bytes);
       ASSERT_TRUE(decoded.ok());
-      const DecodedEnvelopeFields peek = PeekDecodedEnvelope(*bytes);
+      DecodedEnvelopeFields peek;
+      ASSERT_TRUE(PeekDecodedEnvelope(*bytes, e.codec_id, &peek));
       EXPECT_EQ(peek.payload, decoded->payload) << grouped << " " << size;
       EXPECT_EQ(peek.payload.data(), decoded->payload.data());
       EXPECT_EQ(peek.expires_at, decoded->expires_at);
+      EXPECT_FALSE(PeekDecodedEnvelope(*bytes, static_cast<uint8_t>(e.codec_id + 1), &peek)) << "another codec";
+      for (size_t n = 0; n < bytes->size() && n < 100; ++n) {
+        EXPECT_FALSE(PeekDecodedEnvelope(bytes->substr(0, n), e.codec_id, &peek)) << "truncated to " << n;
+      }
+      EXPECT_FALSE(PeekDecodedEnvelope(*bytes + "x", e.codec_id, &peek)) << "trailing byte";
     }
   }
+  DecodedEnvelopeFields peek;
+  EXPECT_FALSE(PeekDecodedEnvelope(std::string(60, 'x'), kCodecString, &peek)) << "not an envelope";
+  EnvelopeView tombstone = SampleValue();
+  tombstone.kind = EntryKind::kTombstone;
+  tombstone.payload = {};
+  EXPECT_FALSE(PeekDecodedEnvelope(*EncodeEnvelope(tombstone), tombstone.codec_id, &peek)) << "not a value";
 }
 
 TEST(EnvelopeTest, AnUngroupedEnvelopeStaysFormat1) {
