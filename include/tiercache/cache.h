@@ -295,6 +295,7 @@ class Cache {
   Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions& options);
   // Get() with the cache's options: the same, without building a GetOptions
   // (about 130 bytes to zero and destroy) on every call of the hot path.
+  // (Being overloaded, &Cache::Get needs a cast to pick one.)
   Result<CachedValue> Get(std::string_view key, const Loader& loader);
 
   // Get() without blocking the caller: an L1 hit completes at once; anything
