@@ -62,14 +62,13 @@ double UnitRandom() {
   return static_cast<double>(Mix(state) >> 11) * 0x1.0p-53;
 }
 
-// Gives `node` stripes - 1 extra references to `value`, each with its own
-// control block whose deleter only drops a reference to the original.
-void AddStripes(l1::Node& node, const L1Value& value, std::size_t stripes) {
-  node.stripes = std::make_unique<L1Value[]>(stripes - 1);
-  for (std::size_t i = 0; i + 1 < stripes; ++i) {
-    node.stripes[i] = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
+// Fills `node`'s stripe references (room made by NewNode) with references
+// to `value`, each with its own control block whose deleter only drops a
+// reference to the original.
+void AddStripes(l1::Node& node, const L1Value& value) {
+  for (std::size_t i = 0; i + 1 < node.stripe_count; ++i) {
+    node.stripe(i) = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
   }
-  node.stripe_count = static_cast<std::uint8_t>(stripes);
 }
 
 }  // namespace
@@ -168,7 +167,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   if (!charge.ok()) return charge.status();
 
   const Clock::TimePoint now = impl_->clock->Now();
-  l1::NodePtr node = l1::NewNode(key);
+  l1::NodePtr node = l1::NewNode(key, impl_->value_stripes);
   node->hash = HashKey(key);
   node->kind = kind;
   node->version = fill.version;
@@ -181,7 +180,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   }
   node->expiry = now + ttl;
   if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
-  if (value != nullptr && impl_->value_stripes > 1) AddStripes(*node, value, impl_->value_stripes);
+  if (value != nullptr) AddStripes(*node, value);
   node->value = std::move(value);
   if (built != nullptr) *built = node->ToEntry();
 

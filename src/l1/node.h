@@ -26,22 +26,20 @@ struct ListLinks {
   ListLinks* next = nullptr;
 };
 
-// The fill's tag (L1Fill::tag, 8 bytes) and then the key bytes follow the
-// Node in the same allocation (see NewNode), so a lookup reads one
-// allocation, not a node plus a separately allocated key; the tag shares the
-// key's line, which lookups read anyway and only fills write.
+// A trailer follows the Node in the same allocation (see NewNode): the
+// fill's tag (L1Fill::tag, 8 bytes), stripe_count - 1 stripe references
+// (16 bytes each), then the key bytes. So a lookup reads one allocation, not
+// a node plus a separately allocated key or stripe array, and what it reads
+// besides line 1 shares the key's line, which lookups read anyway and only
+// fills write.
 // Layout by who writes what: line 0 is rewritten by the policy on every
 // drained hit (links, segment); line 1 holds what a lookup reads and only
-// fills write; the key follows in line 2. So one thread's recency updates do
-// not evict the lines another thread's lookups read.
+// fills write; the trailer follows from line 2 on. So one thread's recency
+// updates do not evict the lines another thread's lookups read.
 struct alignas(64) Node : ListLinks {
   // Line 0: policy state.
   Segment segment = Segment::kLru;
   std::size_t charge = 0;
-  // Extra references to `value`, each with its own control block, so that
-  // readers on different threads bump different reference counts (see
-  // L1Options::value_stripes). Null when stripe_count == 1.
-  std::unique_ptr<L1Value[]> stripes;
 
   // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
   // max_stale (others) on: see Shard::DeadAt.
@@ -49,31 +47,51 @@ struct alignas(64) Node : ListLinks {
   std::uint64_t hash = 0;
   std::uint32_t key_size = 0;
   L1EntryKind kind = L1EntryKind::kValue;
-  std::uint8_t stripe_count = 1;  // power of two; 1 + the size of `stripes`
+  // A power of two, fixed at NewNode: 1 + the stripe references in the
+  // trailer. Every node of one cache has the same count.
+  std::uint8_t stripe_count = 1;
   Clock::TimePoint expiry{};
   L1Value value;
   std::uint64_t version = 0;
   Clock::Duration load_duration{};
 
-  std::string_view key() const {
-    return {reinterpret_cast<const char*>(this) + sizeof(Node) + kTagBytes, key_size};
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  ~Node() {
+    for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).~L1Value();
   }
+
   static constexpr std::size_t kTagBytes = sizeof(std::uint64_t);
+  static std::size_t TrailerBytes(std::size_t stripes) { return kTagBytes + (stripes - 1) * sizeof(L1Value); }
+  std::string_view key() const { return {trailer() + TrailerBytes(stripe_count), key_size}; }
   std::uint64_t tag() const {
     std::uint64_t t;
-    std::memcpy(&t, reinterpret_cast<const char*>(this) + sizeof(Node), sizeof t);
+    std::memcpy(&t, trailer(), sizeof t);
     return t;
   }
-  void set_tag(std::uint64_t t) { std::memcpy(reinterpret_cast<char*>(this) + sizeof(Node), &t, sizeof t); }
+  void set_tag(std::uint64_t t) { std::memcpy(trailer(), &t, sizeof t); }
+  // Extra references to `value` (i < stripe_count - 1), each with its own
+  // control block, so that readers on different CPUs bump different
+  // reference counts (see L1Options::value_stripes). Null unless the node
+  // holds a value.
+  L1Value& stripe(std::size_t i) const {
+    return *std::launder(reinterpret_cast<L1Value*>(trailer() + kTagBytes + i * sizeof(L1Value)));
+  }
   const L1Value& ValueFor(std::size_t reader) const {
     const std::size_t i = reader & (stripe_count - 1u);
-    return i == 0 ? value : stripes[i - 1];
+    return i == 0 ? value : stripe(i - 1);
   }
   L1Entry ToEntry(std::size_t reader = 0) const {
     return L1Entry{kind, ValueFor(reader), version, expiry, load_duration, tag()};
   }
+
+ private:
+  friend std::unique_ptr<Node, struct NodeDeleter> NewNode(std::string_view key, std::size_t stripes);
+  char* trailer() const { return const_cast<char*>(reinterpret_cast<const char*>(this)) + sizeof(Node); }
 };
 static_assert(sizeof(Node) == 128, "Node is two cache lines: policy, lookup");
+static_assert(sizeof(L1Value) % alignof(L1Value) == 0 && Node::kTagBytes % alignof(L1Value) == 0);
 
 struct NodeDeleter {
   void operator()(Node* n) const noexcept {
@@ -83,17 +101,23 @@ struct NodeDeleter {
 };
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
-// A default-initialised Node followed by a zero tag and a copy of `key`.
-inline NodePtr NewNode(std::string_view key) {
+// A default-initialised Node with room for `stripes` (a power of two, at
+// most kMaxValueStripes) value references, followed by a zero tag, null stripe
+// references and a copy of `key`.
+inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
-  const std::size_t bytes =
-      (sizeof(Node) + Node::kTagBytes + key.size() + alignof(Node) - 1) & ~(alignof(Node) - 1);
+  const std::size_t bytes = (sizeof(Node) + Node::TrailerBytes(stripes) + key.size() + alignof(Node) - 1) &
+                            ~(alignof(Node) - 1);
   void* memory = ::operator new(bytes, std::align_val_t{alignof(Node)});
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
+  n->stripe_count = static_cast<std::uint8_t>(stripes);
   n->set_tag(0);
-  if (!key.empty()) std::memcpy(static_cast<char*>(memory) + sizeof(Node) + Node::kTagBytes, key.data(), key.size());
+  for (std::size_t i = 0; i + 1 < stripes; ++i) {
+    new (n->trailer() + Node::kTagBytes + i * sizeof(L1Value)) L1Value();
+  }
+  if (!key.empty()) std::memcpy(n->trailer() + Node::TrailerBytes(stripes), key.data(), key.size());
   return NodePtr(n);
 }
 

@@ -254,8 +254,8 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
   } else {
     bytes_ = bytes_ - old->charge + node->charge;
     old->value.swap(node->value);
-    old->stripes.swap(node->stripes);
-    std::swap(old->stripe_count, node->stripe_count);
+    // Same stripe_count: one per cache. `node` keeps the replaced ones.
+    for (std::size_t i = 0; i + 1 < old->stripe_count; ++i) old->stripe(i).swap(node->stripe(i));
     old->kind = node->kind;
     old->version = node->version;
     old->expiry = node->expiry;
