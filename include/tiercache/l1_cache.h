@@ -77,6 +77,7 @@ struct L1Entry {
   Clock::TimePoint expiry{};                  // fresh while now < expiry
   Clock::Duration load_duration{};            // δ: how long its load took
   std::uint64_t tag = 0;                      // L1Fill::tag of the fill that stored it
+  std::uint64_t user_data = 0;                // L1Fill::user_data of the fill that stored it
   // GetStale() only: true when the entry was past its expiry at the lookup
   // (then !FreshAt(now)); saves the caller a second reading of the clock.
   bool stale = false;
@@ -100,6 +101,11 @@ struct L1Fill {
   // Opaque to the L1, returned with the entry (the tiered cache stores the
   // group generation of a group member here; 0 otherwise).
   std::uint64_t tag = 0;
+  // Opaque to the L1, returned with the entry. The tiered cache describes
+  // the envelope it stores here (payload offset, logical expiry), so that a
+  // hit need not read the value's bytes; a Set through Cache::l1() must
+  // leave it 0.
+  std::uint64_t user_data = 0;
 };
 
 // What a GetOrLoad() loader returns.
@@ -215,6 +221,13 @@ class L1Cache final {
   // hit or a miss.
   // Errors: kInvalidArgument (bad key, max_stale < 0).
   Result<std::optional<L1Entry>> GetStale(std::string_view key, Clock::Duration max_stale);
+
+  // GetStale() for a hot path, without the Result and optional around the
+  // entry: kFresh or kStale with *out assigned (every field), or kMiss with
+  // *out untouched. Counts as GetStale() does. A key GetStale() would refuse
+  // (empty, oversized) or a negative max_stale is a kMiss, not counted.
+  enum class Read : std::uint8_t { kMiss, kFresh, kStale };
+  Read GetStaleInto(std::string_view key, Clock::Duration max_stale, L1Entry* out);
 
   // Stores `value` under `key`. Evicts as needed to stay within the bounds.
   // Errors (the cache is unchanged):

@@ -136,6 +136,14 @@ Status CheckGroupName(std::string_view group);
 // such keys (kInvalidArgument) so a user's key can never be another key's
 // companion.
 bool IsCompanionKeyName(std::string_view key);
+// False only for keys IsCompanionKeyName() refuses for sure to be companion
+// shaped: two byte tests that decide most keys (first byte not '{', last byte
+// none of the suffixes' last letters), inline for the hit path.
+inline bool MaybeCompanionKeyName(std::string_view key) {
+  if (key.empty()) return false;
+  const char last = key.back();
+  return key[0] == '{' || last == 'e' || last == 'p' || last == 't' || last == 'r';
+}
 
 // How long the cache keeps a key's fence after its last change (fence_ttl).
 // Fixed, not configurable, so that no pod's max_load_age (<= half of it, by

@@ -126,21 +126,27 @@ Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader,
 }
 
 Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions* g) {
-  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
   CallSettings storage;
   const CallSettings* settings = &default_settings_;
   if (g != nullptr) {
+    TIERCACHE_RETURN_IF_ERROR(CheckKey(key));  // before the options, as always
     Result<const CallSettings*> resolved = Settings(*g, &storage);
     if (!resolved.ok()) return resolved.status();
     settings = *resolved;
   }
   const CallSettings& s = *settings;
-  TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
-  std::optional<CachedValue> stale;
-  if (std::optional<CachedValue> hit = ReadL1(key, s, &stale)) {
-    MaybeRefreshEarly(key, *hit, loader, s);
-    return std::move(*hit);
+  if (!PassesChecksFast(key, s)) {
+    TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+    TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
   }
+  CachedValue v;
+  const L1Read read = ReadL1Into(key, s, &v);
+  if (read == L1Read::kFresh) {
+    MaybeRefreshEarly(key, v, loader, s);
+    return v;
+  }
+  std::optional<CachedValue> stale;
+  if (read == L1Read::kStale) stale = std::move(v);
   const Clock::TimePoint start = clock_->Now();
   return AfterL1Miss(Call{std::string(key), loader, s, start, start + s.hard_timeout}, std::move(stale));
 }

@@ -133,10 +133,20 @@ class Cache::Impl {
  private:
   // ---- read_path.cc ----
   Status CheckKey(std::string_view key) const;
+  // True when CheckKey() and CheckMember() would surely pass: a key of an
+  // acceptable size, not companion shaped by the two byte tests, outside any
+  // group. Inline, for the hit path; the others take the full checks.
+  bool PassesChecksFast(std::string_view key, const CallSettings& s) const {
+    return !key.empty() && key.size() <= o_.l1.max_key_bytes && s.group.empty() && !MaybeCompanionKeyName(key);
+  }
   // kOk unless `key` cannot be a member of s.group (another hash slot).
   Status CheckMember(std::string_view key, const CallSettings& s) const;
   // A fresh L1 entry, or nullopt (an expired one goes to *stale).
   std::optional<CachedValue> ReadL1(std::string_view key, const CallSettings& s, std::optional<CachedValue>* stale);
+  // The same into *out (kFresh, kStale), for the hot path: no optional to
+  // build and clear on every hit.
+  enum class L1Read { kMiss, kFresh, kStale };
+  L1Read ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
   // True when `v`, read from L2, is older than what this pod has seen: below
   // the version of a local invalidation of `key` within tombstone_ttl

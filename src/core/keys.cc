@@ -57,9 +57,7 @@ Status CheckGroupName(std::string_view group) {
 bool IsCompanionKeyName(std::string_view key) {
   // Every get checks its key: most keys end in none of the suffixes' last
   // letters and do not start with '{', and are decided by two byte tests.
-  if (key.empty()) return false;
-  const char last = key.back();
-  if (key[0] != '{' && last != 'e' && last != 'p' && last != 't' && last != 'r') return false;
+  if (!MaybeCompanionKeyName(key)) return false;
   for (std::string_view suffix : {std::string_view(":lease"), std::string_view(":fence"), std::string_view(":group"),
                                   std::string_view(":group:recent"), std::string_view(":group:floor")}) {
     if (key.size() >= suffix.size() && key.substr(key.size() - suffix.size()) == suffix) return true;

@@ -3,6 +3,41 @@
 #include "tiercache/redis/slot.h"
 
 namespace tiercache {
+namespace {
+
+// What FillL1 records in L1Fill::user_data for a value envelope, so that an
+// L1 hit reads neither the envelope's header nor its checks again: a mark
+// (bit 63), the payload's offset (bits 48..55) and the logical expiry in
+// Unix milliseconds (bits 0..47). 0 (nothing recorded: a value too odd to
+// describe, or bytes Set through l1()) sends the hit to the checked peek.
+constexpr uint64_t kL1Described = uint64_t{1} << 63;
+constexpr uint64_t kL1ExpiryMask = (uint64_t{1} << 48) - 1;
+
+uint64_t DescribeForL1(size_t payload_offset, WallTime expires_at) {
+  const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(expires_at.time_since_epoch()).count();
+  if (payload_offset > 0xFF || ms < 0 || static_cast<uint64_t>(ms) > kL1ExpiryMask) return 0;
+  return kL1Described | (uint64_t{payload_offset} << 48) | static_cast<uint64_t>(ms);
+}
+
+// The payload and expiry a DescribeForL1() `user_data` records for `bytes`;
+// false for bytes too short for the offset it names (the payload is then
+// still in bounds: never past the trailer).
+// (Written straight into the caller's fields: a struct filled field by field
+// and then copied whole stalls on store forwarding, on every hit.)
+bool ReadL1Description(uint64_t user_data, const std::string& bytes, std::string_view* payload,
+                       WallTime* expires_at) {
+  const size_t offset = (user_data >> 48) & 0xFF;
+  const size_t size = bytes.size();
+  if (size < offset + kEnvelopeTrailerSize) return false;
+  *payload = std::string_view(bytes.data() + offset, size - offset - kEnvelopeTrailerSize);
+  constexpr int64_t kMaxMs =
+      std::chrono::duration_cast<std::chrono::milliseconds>(WallTime::duration::max()).count();
+  const int64_t ms = std::min(static_cast<int64_t>(user_data & kL1ExpiryMask), kMaxMs);
+  *expires_at = WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::milliseconds(ms)));
+  return true;
+}
+
+}  // namespace
 
 using std::chrono::duration_cast;
 using std::chrono::nanoseconds;
@@ -51,48 +86,64 @@ Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<con
 
 std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallSettings& s,
                                                std::optional<CachedValue>* stale) {
-  if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return std::nullopt;
-  Result<std::optional<L1Entry>> r = l1_->GetStale(key, s.max_stale);
-  if (!r.ok() || !r->has_value()) {
-    metrics_->Add(Counter::kMiss, Tier::kL1);
-    return std::nullopt;
+  CachedValue v;
+  switch (ReadL1Into(key, s, &v)) {
+    case L1Read::kFresh: return v;
+    case L1Read::kStale: *stale = std::move(v); break;
+    case L1Read::kMiss: break;
   }
-  L1Entry& e = **r;
+  return std::nullopt;
+}
+
+Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out) {
+  if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return L1Read::kMiss;
+  L1Entry e;
+  if (l1_->GetStaleInto(key, s.max_stale, &e) == L1Cache::Read::kMiss) {
+    metrics_->Add(Counter::kMiss, Tier::kL1);
+    return L1Read::kMiss;
+  }
   // A group member is served only in its group, at a generation this pod has
   // not seen the group move past; an entry outside any group only outside.
   if ((!s.group.empty() || e.tag != 0) && (s.group.empty() || e.tag == 0 || !groups_.Accepts(s.group, e.tag))) {
     metrics_->Add(Counter::kMiss, Tier::kL1);
-    return std::nullopt;  // not even stale: the group was invalidated
+    return L1Read::kMiss;  // not even stale: the group was invalidated
   }
-  CachedValue v;
+  CachedValue& v = *out;
   v.version_ = e.version;
   v.group_generation_ = e.tag;
   v.source_ = ValueSource::kL1;
   if (e.kind == L1EntryKind::kValue) {
     // Every value the cache puts in L1 is an envelope of its codec that
-    // FromEnvelope accepted (FillL1), stored with its version, δ and group
-    // generation: the hit reads the payload and the expiry without parsing
-    // it again. Bytes that fail the peek's checks (written through l1())
-    // are a miss.
-    DecodedEnvelopeFields f;
-    if (!PeekDecodedEnvelope(*e.value, o_.codec_id, &f)) {
-      metrics_->Add(Counter::kMiss, Tier::kL1);
-      return std::nullopt;
+    // FromEnvelope accepted (FillL1), stored with its version, δ, group
+    // generation and, in user_data, its payload offset and logical expiry:
+    // the hit reads none of the envelope's bytes. Without that description
+    // (bytes written through l1()) it peeks, and bytes that fail the peek's
+    // checks are a miss.
+    if ((e.user_data & kL1Described) != 0) {
+      if (!ReadL1Description(e.user_data, *e.value, &v.payload_, &v.expires_at_)) {
+        metrics_->Add(Counter::kMiss, Tier::kL1);
+        return L1Read::kMiss;
+      }
+    } else {
+      DecodedEnvelopeFields f;
+      if (!PeekDecodedEnvelope(*e.value, o_.codec_id, &f)) {
+        metrics_->Add(Counter::kMiss, Tier::kL1);
+        return L1Read::kMiss;
+      }
+      v.payload_ = f.payload;
+      v.expires_at_ = f.expires_at;
     }
     v.found_ = true;
-    v.payload_ = f.payload;
-    v.expires_at_ = f.expires_at;
     v.load_duration_ = duration_cast<std::chrono::microseconds>(e.load_duration);
     v.envelope_ = std::move(e.value);  // moved, not copied: one reference count less per hit
   }
   if (e.stale) {  // past its expiry at the lookup (GetStale)
     metrics_->Add(Counter::kMiss, Tier::kL1);
     v.stale_ = true;
-    *stale = std::move(v);
-    return std::nullopt;
+    return L1Read::kStale;
   }
   metrics_->Add(v.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL1);
-  return v;
+  return L1Read::kFresh;
 }
 
 L2Read Cache::Impl::ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline,
@@ -221,6 +272,14 @@ void Cache::Impl::FillL1(std::string_view key, const CachedValue& v, const CallS
   fill.not_after = clock_->Now() + duration_cast<nanoseconds>(left);
   fill.load_duration = v.load_duration_;
   fill.tag = v.group_generation_;
+  if (v.found_) {
+    // payload_ views envelope_'s bytes (FromEnvelope); checked, not assumed.
+    const auto base = reinterpret_cast<uintptr_t>(v.envelope_->data());
+    const auto payload = reinterpret_cast<uintptr_t>(v.payload_.data());
+    if (payload >= base && payload - base + v.payload_.size() + kEnvelopeTrailerSize == v.envelope_->size()) {
+      fill.user_data = DescribeForL1(payload - base, v.expires_at_);
+    }
+  }
   Status stored = v.found_ ? l1_->Set(key, v.envelope_, fill) : l1_->SetNegative(key, fill);
   if (stored.IsAborted()) metrics_->Add(Counter::kRefusedFill, Tier::kL1);
   // Other L1 errors (too large) only mean it is not cached there.

@@ -132,10 +132,26 @@ Result<std::optional<L1Entry>> L1Cache::Lookup(std::string_view key,
     return l1::KeyError(key, impl_->options.max_key_bytes);
   }
   const std::uint64_t hash = HashKey(key);
-  Result<std::optional<L1Entry>> result{std::optional<L1Entry>()};  // filled in place
-  impl_->ShardFor(hash).Lookup(hash, key, *impl_->clock, stale_bound,
-                               l1::Accounting::kCount, &*result);
+  Result<std::optional<L1Entry>> result{std::optional<L1Entry>(std::in_place)};  // filled in place
+  if (impl_->ShardFor(hash).Lookup(hash, key, *impl_->clock, stale_bound, l1::Accounting::kCount,
+                                   &**result) == l1::LookupOutcome::kMiss) {
+    result->reset();
+  }
   return result;
+}
+
+L1Cache::Read L1Cache::GetStaleInto(std::string_view key, Clock::Duration max_stale, L1Entry* out) {
+  if (key.empty() || key.size() > impl_->options.max_key_bytes || max_stale < Clock::Duration::zero()) {
+    return Read::kMiss;
+  }
+  const std::uint64_t hash = HashKey(key);
+  switch (impl_->ShardFor(hash).Lookup(hash, key, *impl_->clock, std::min(max_stale, impl_->options.max_stale),
+                                       l1::Accounting::kCount, out)) {
+    case l1::LookupOutcome::kFresh: return Read::kFresh;
+    case l1::LookupOutcome::kStale: return Read::kStale;
+    case l1::LookupOutcome::kMiss: break;
+  }
+  return Read::kMiss;
 }
 
 Status L1Cache::Set(std::string_view key, L1Value value, const L1Fill& fill) {
@@ -173,6 +189,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   node->version = fill.version;
   node->load_duration = fill.load_duration;
   node->set_tag(fill.tag);
+  node->set_user_data(fill.user_data);
   node->charge = *charge;
   Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
   if (kind != L1EntryKind::kTombstone && o.ttl_jitter > 0) {
@@ -182,7 +199,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
   if (value != nullptr) AddStripes(*node, value);
   node->value = std::move(value);
-  if (built != nullptr) *built = node->ToEntry();
+  if (built != nullptr) node->CopyTo(built);
 
   TIERCACHE_RETURN_IF_ERROR(l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge));
   // A refused invalidation is a no-op, not a refused fill.
@@ -228,11 +245,11 @@ Result<L1Entry> L1Cache::GetOrLoad(std::string_view key, const L1Loader& loader,
 Result<L1Entry> L1Cache::LoadAndFill(std::string_view key, const L1Loader& loader) {
   const std::uint64_t hash = HashKey(key);
   l1::Shard& shard = impl_->ShardFor(hash);
-  std::optional<L1Entry> current;
+  L1Entry current;
   // A flight that ended between our miss and our becoming leader filled it.
   if (shard.Lookup(hash, key, *impl_->clock, std::nullopt, l1::Accounting::kQuiet,
                    &current) == l1::LookupOutcome::kFresh) {
-    return std::move(*current);
+    return current;
   }
   const Clock::TimePoint start = impl_->clock->Now();
   Result<L1Loaded> loaded = loader();
@@ -247,10 +264,9 @@ Result<L1Entry> L1Cache::LoadAndFill(std::string_view key, const L1Loader& loade
   if (s.ok() || s.IsResourceExhausted()) return built;  // too big: served, not cached
   if (!s.IsAborted()) return s;
   // Refused: a newer entry (or tombstone) is present. Serve a fresh newer one.
-  current.reset();
   if (shard.Lookup(hash, key, *impl_->clock, std::nullopt, l1::Accounting::kQuiet,
                    &current) == l1::LookupOutcome::kFresh) {
-    return std::move(*current);
+    return current;
   }
   return s;
 }

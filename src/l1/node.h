@@ -27,7 +27,8 @@ struct ListLinks {
 };
 
 // A trailer follows the Node in the same allocation (see NewNode): the
-// fill's tag (L1Fill::tag, 8 bytes), stripe_count - 1 stripe references
+// fill's tag and user data (L1Fill::tag and ::user_data, 8 bytes each),
+// stripe_count - 1 stripe references
 // (16 bytes each), then the key bytes. So a lookup reads one allocation, not
 // a node plus a separately allocated key or stripe array, and what it reads
 // besides line 1 shares the key's line, which lookups read anyway and only
@@ -62,7 +63,7 @@ struct alignas(64) Node : ListLinks {
     for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).~L1Value();
   }
 
-  static constexpr std::size_t kTagBytes = sizeof(std::uint64_t);
+  static constexpr std::size_t kTagBytes = 2 * sizeof(std::uint64_t);  // tag, user_data
   static std::size_t TrailerBytes(std::size_t stripes) { return kTagBytes + (stripes - 1) * sizeof(L1Value); }
   std::string_view key() const { return {trailer() + TrailerBytes(stripe_count), key_size}; }
   std::uint64_t tag() const {
@@ -71,6 +72,12 @@ struct alignas(64) Node : ListLinks {
     return t;
   }
   void set_tag(std::uint64_t t) { std::memcpy(trailer(), &t, sizeof t); }
+  std::uint64_t user_data() const {
+    std::uint64_t u;
+    std::memcpy(&u, trailer() + sizeof u, sizeof u);
+    return u;
+  }
+  void set_user_data(std::uint64_t u) { std::memcpy(trailer() + sizeof u, &u, sizeof u); }
   // Extra references to `value` (i < stripe_count - 1), each with its own
   // control block, so that readers on different CPUs bump different
   // reference counts (see L1Options::value_stripes). Null unless the node
@@ -82,8 +89,15 @@ struct alignas(64) Node : ListLinks {
     const std::size_t i = reader & (stripe_count - 1u);
     return i == 0 ? value : stripe(i - 1);
   }
-  L1Entry ToEntry(std::size_t reader = 0) const {
-    return L1Entry{kind, ValueFor(reader), version, expiry, load_duration, tag()};
+  // Assigns every field of *out but `stale`.
+  void CopyTo(L1Entry* out, std::size_t reader = 0) const {
+    out->kind = kind;
+    out->value = ValueFor(reader);
+    out->version = version;
+    out->expiry = expiry;
+    out->load_duration = load_duration;
+    out->tag = tag();
+    out->user_data = user_data();
   }
 
  private:
@@ -114,6 +128,7 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   n->key_size = static_cast<std::uint32_t>(key.size());
   n->stripe_count = static_cast<std::uint8_t>(stripes);
   n->set_tag(0);
+  n->set_user_data(0);
   for (std::size_t i = 0; i + 1 < stripes; ++i) {
     new (n->trailer() + Node::kTagBytes + i * sizeof(L1Value)) L1Value();
   }

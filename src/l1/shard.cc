@@ -113,7 +113,7 @@ LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
 // (and not dead) whatever the precise time; only the others pay for Now().
 LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
                             std::optional<Clock::Duration> stale_bound,
-                            Accounting accounting, std::optional<L1Entry>* out) {
+                            Accounting accounting, L1Entry* out) {
   const std::size_t reader = ThreadSlot();
   ReaderSlot& slot = slots_[reader];
   slot.state.fetch_add(1, std::memory_order_seq_cst);
@@ -134,8 +134,8 @@ LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Cloc
     dead = n != nullptr && now >= DeadAt(n);
   }
   if (outcome != LookupOutcome::kMiss) {
-    out->emplace(n->ToEntry(reader));
-    (*out)->stale = outcome == LookupOutcome::kStale;
+    n->CopyTo(out, reader);
+    out->stale = outcome == LookupOutcome::kStale;
   }
   bool full = false;
   bool hit = false;
@@ -180,7 +180,7 @@ void Shard::DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoin
 LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
                                      Clock::TimePoint now,
                                      std::optional<Clock::Duration> stale_bound,
-                                     Accounting accounting, std::optional<L1Entry>* out) {
+                                     Accounting accounting, L1Entry* out) {
   LookupOutcome outcome;
   Node* retired;
   {
@@ -188,8 +188,8 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
     Node* n = FindLiveLocked(hash, key, now);
     outcome = Classify(n, now, stale_bound);
     if (outcome != LookupOutcome::kMiss) {
-      out->emplace(n->ToEntry());
-      (*out)->stale = outcome == LookupOutcome::kStale;
+      n->CopyTo(out);
+      out->stale = outcome == LookupOutcome::kStale;
     }
     if (accounting == Accounting::kCount) {
       if (outcome == LookupOutcome::kFresh) {
@@ -261,6 +261,7 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     old->expiry = node->expiry;
     old->load_duration = node->load_duration;
     old->set_tag(node->tag());
+    old->set_user_data(node->user_data());
     old->charge = node->charge;
     Touch(old);
   }

@@ -71,10 +71,10 @@ class alignas(64) Shard {
 
   // Fresh entry of `key` into *out (kFresh); with a stale_bound, also an
   // expired one whose expiry is at most that far behind clock.Now() (kStale).
-  // Tombstones and dead entries are misses (dead ones are dropped).
+  // Tombstones and dead entries are misses (dead ones are dropped); *out is
+  // left untouched on a miss.
   LookupOutcome Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
-                       std::optional<Clock::Duration> stale_bound, Accounting accounting,
-                       std::optional<L1Entry>* out);
+                       std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out);
 
   // Stores `node` (REQUIRES: node->charge <= limits.max_bytes) unless a live
   // entry of a higher version is present. Returns false when refused; a
@@ -144,7 +144,7 @@ class alignas(64) Shard {
                          std::optional<Clock::Duration> stale_bound) const;
   LookupOutcome LookupExclusive(std::uint64_t hash, std::string_view key, Clock::TimePoint now,
                                 std::optional<Clock::Duration> stale_bound, Accounting accounting,
-                                std::optional<L1Entry>* out);
+                                L1Entry* out);
   // The entry of `key` unless it is dead, which it then drops (and counts).
   // REQUIRES: inside an ExclusiveSection.
   Node* FindLiveLocked(std::uint64_t hash, std::string_view key, Clock::TimePoint now);

@@ -111,6 +111,10 @@ TEST(CacheTest, AnL1HitReturnsEveryFieldTheLoadReturned) {
     EXPECT_EQ(hit->load_duration(), loaded->load_duration());
     EXPECT_GE(hit->load_duration(), 3ms);
     EXPECT_EQ(loader.calls.load(), 1);
+    // The hit above read the fill's description, not the envelope's header.
+    Result<std::optional<L1Entry>> raw = cache->l1()->Get("posts:{community:42}:7");
+    ASSERT_TRUE(raw.ok() && raw->has_value());
+    EXPECT_NE((*raw)->user_data, 0u) << "the fill did not describe the envelope";
   }
 }
 
@@ -592,6 +596,22 @@ TEST(CacheTest, ForeignBytesInTheL1AreAMiss) {
   auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
   L1Fill fill;
   fill.version = 1;
+  ASSERT_TRUE(cache->l1()->Set("k", std::make_shared<const std::string>("short"), fill).ok());
+  Result<CachedValue> v = cache->Get("k", loader.Get());
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_NE(v->source(), ValueSource::kL1);
+  EXPECT_EQ(v->payload(), "k@1");
+}
+
+// An L1 entry whose user_data claims the cache's description of an envelope
+// (only a Set through l1() can make one) with an offset past its bytes is a
+// miss, never a read out of bounds (ASan checks).
+TEST(CacheTest, ADescriptionThatDoesNotFitItsBytesIsAMiss) {
+  CountingLoader loader;
+  auto cache = Make(BaseOptions(MakeInMemoryL2Store()));
+  L1Fill fill;
+  fill.version = 1;
+  fill.user_data = (uint64_t{1} << 63) | (uint64_t{200} << 48) | 1000;
   ASSERT_TRUE(cache->l1()->Set("k", std::make_shared<const std::string>("short"), fill).ok());
   Result<CachedValue> v = cache->Get("k", loader.Get());
   ASSERT_TRUE(v.ok()) << v.status().ToString();

@@ -157,6 +157,75 @@ TEST_F(L1CacheTest, StripedValuesShareTheBytesAndOutliveTheCache) {
   }
 }
 
+// The stripes live in the node; an overwrite (in place, under the shard's
+// lock) must move every one of them to the new value, through a tombstone
+// (whose node has empty stripes) too, and free the old value's.
+TEST_F(L1CacheTest, OverwriteMovesEveryStripeToTheNewValue) {
+  L1Options o = Options();
+  o.value_stripes = 4;
+  auto c = Make(o);
+  L1Value a = V("a"), b = V("b"), d = V("d");
+  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
+  EXPECT_EQ(a.use_count(), 5) << "test, the node and the node's 3 stripes";
+  ASSERT_TRUE(c->Set("k", b, Version(2)).ok());
+  EXPECT_EQ(a.use_count(), 1) << "the overwrite kept a stripe of the old value";
+  EXPECT_EQ(b.use_count(), 5);
+  ASSERT_TRUE(c->Invalidate("k", 3, seconds(30)).ok());
+  EXPECT_EQ(b.use_count(), 1) << "the tombstone kept a stripe of the value";
+  EXPECT_EQ(Get(*c, "k"), "<miss>");
+  ASSERT_TRUE(c->Set("k", d, Version(3)).ok());
+  EXPECT_EQ(d.use_count(), 5);
+  EXPECT_EQ(Get(*c, "k"), "d");
+}
+
+// user_data, like tag, is the fill's: returned by every lookup, replaced by
+// an overwrite, 0 by default.
+TEST_F(L1CacheTest, UserDataAndTagAreTheFillsAndReplacedByAnOverwrite) {
+  auto c = Make(Options());
+  L1Fill f = Version(1);
+  f.tag = 11;
+  f.user_data = 0x8000'0000'0000'0042ULL;
+  ASSERT_TRUE(c->Set("k", V("v1"), f).ok());
+  auto r = c->Get("k");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->tag, 11u);
+  EXPECT_EQ((*r)->user_data, 0x8000'0000'0000'0042ULL);
+  ASSERT_TRUE(c->Set("k", V("v2"), Version(2)).ok());
+  r = c->Get("k");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->tag, 0u);
+  EXPECT_EQ((*r)->user_data, 0u);
+}
+
+// GetStaleInto answers what GetStale answers, with the same counting, and
+// leaves *out alone on a miss.
+TEST_F(L1CacheTest, GetStaleIntoAnswersAsGetStale) {
+  auto c = Make(Options());
+  ASSERT_TRUE(c->Set("k", V("v"), Version(4)).ok());
+  L1Entry e;
+  ASSERT_EQ(c->GetStaleInto("k", seconds(5), &e), L1Cache::Read::kFresh);
+  EXPECT_EQ(*e.value, "v");
+  EXPECT_EQ(e.version, 4u);
+  EXPECT_FALSE(e.stale);
+  clock_.Advance(seconds(12));  // 2 s past the expiry
+  L1Entry s;
+  ASSERT_EQ(c->GetStaleInto("k", seconds(5), &s), L1Cache::Read::kStale);
+  EXPECT_TRUE(s.stale);
+  EXPECT_EQ(*s.value, "v");
+  L1Entry untouched;
+  untouched.version = 99;
+  EXPECT_EQ(c->GetStaleInto("k", seconds(1), &untouched), L1Cache::Read::kMiss);
+  EXPECT_EQ(c->GetStaleInto("absent", seconds(5), &untouched), L1Cache::Read::kMiss);
+  EXPECT_EQ(c->GetStaleInto("", seconds(5), &untouched), L1Cache::Read::kMiss);
+  EXPECT_EQ(c->GetStaleInto("k", seconds(-1), &untouched), L1Cache::Read::kMiss);
+  EXPECT_EQ(untouched.version, 99u);
+  EXPECT_EQ(untouched.value, nullptr);
+  const L1Stats st = c->Stats();
+  EXPECT_EQ(st.hits, 1u);
+  EXPECT_EQ(st.stale_hits, 1u);
+  EXPECT_EQ(st.misses, 2u) << "the bad key and bad bound are not counted";
+}
+
 TEST_F(L1CacheTest, UnstripedHitSharesTheOriginalReferenceCount) {
   L1Options o = Options();
   o.value_stripes = 1;
