@@ -12,7 +12,10 @@
 // Baselines measured in the same run, for the ratios: the same L1 reads from
 // an L1Cache alone (cache_l1_hit_vs_raw_l1), the client's own GET of the same
 // keys (cache_l2_hit_1c_p50_vs_client), and one L2 hit against one GetMany of
-// 100 keys in one slot (get_many_100_vs_l2_hit).
+// 100 keys in one slot (get_many_100_vs_l2_hit), with the floor that ratio
+// stands on: the client's own MGET of those 100 keys against its own GET
+// (client_mget_100_vs_get: what Redis and the protocol alone cost for 100
+// values against one).
 // Ends with RESULT lines. Reads TIERCACHE_REDIS_PORT_BASE (default 7000).
 #include <benchmark/benchmark.h>
 
@@ -347,6 +350,7 @@ int main(int argc, char** argv) {
     return Result<std::vector<LoadResult>>(std::vector<LoadResult>(ks.size(), LoadResult{std::string(200, 'v'), 1}));
   };
   auto many_1 = Measure(1, 2s, [&](int, uint64_t) { (void)fixture.l2_only->GetMany(fixture.batch_keys, batch_loader); });
+  auto client_mget = Measure(1, 2s, [&](int, uint64_t) { (void)fixture.client->MGet(fixture.batch_keys); });
   auto l2_64 = Measure(64, 2s, [&](int t, uint64_t i) {
     (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
@@ -365,6 +369,7 @@ int main(int argc, char** argv) {
   row("l2 hit, 1 caller", l2_1);
   row("client GET, 1 caller", client_1);
   row("get_many 100, 1 caller", many_1);
+  row("client MGET 100, 1 caller", client_mget);
   row("l2 hit, 64 callers", l2_64);
   row("miss 1ms, 1 caller", miss_1);
   row("miss 1ms, 64 callers", miss_64);
@@ -404,6 +409,11 @@ int main(int argc, char** argv) {
               client_1.p50_us > 0 ? l2_1.p50_us / client_1.p50_us : 0.0);
   std::printf("RESULT get_many_100_1c_p50 %.1f us\n", many_1.p50_us);
   std::printf("RESULT get_many_100_vs_l2_hit %.2f x\n", l2_1.p50_us > 0 ? many_1.p50_us / l2_1.p50_us : 0.0);
+  std::printf("RESULT client_mget_100_1c_p50 %.1f us\n", client_mget.p50_us);
+  std::printf("RESULT client_mget_100_vs_get %.2f x\n",
+              client_1.p50_us > 0 ? client_mget.p50_us / client_1.p50_us : 0.0);
+  std::printf("RESULT get_many_100_vs_client_mget %.2f x\n",
+              client_mget.p50_us > 0 ? many_1.p50_us / client_mget.p50_us : 0.0);
   std::printf("RESULT cache_l1_hit_1c_p50 %.2f us\n", l1_1.p50_us);
   std::printf("RESULT cache_l2_hit_1c_p50 %.1f us\n", l2_1.p50_us);
   std::printf("RESULT cache_l2_hit_1c_p99 %.1f us\n", l2_1.p99_us);

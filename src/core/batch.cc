@@ -1,7 +1,8 @@
 // GetMany: L1, one L2 round trip per slot group, then one batch load of what
 // is missing and not already loading in this process.
 #include <map>
-#include <unordered_map>
+#include <bit>
+#include <functional>
 
 #include "core/cache_impl.h"
 
@@ -42,15 +43,28 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   const Clock::TimePoint start = clock_->Now();
   const Clock::TimePoint deadline = start + s.hard_timeout;
 
-  // Each distinct key once.
+  // Each distinct key once: an open-addressed table of indexes into `uniq`
+  // (one allocation, not one per key).
   std::vector<std::string> uniq;
+  uniq.reserve(keys.size());
   std::vector<size_t> index_of(keys.size());
   {
-    std::unordered_map<std::string_view, size_t> seen;
+    const size_t slots = std::bit_ceil(2 * keys.size());
+    std::vector<uint32_t> table(slots, 0);  // 0: empty, else 1 + index into uniq
+    const std::hash<std::string_view> hash;
     for (size_t i = 0; i < keys.size(); ++i) {
-      auto [it, added] = seen.emplace(keys[i], uniq.size());
-      if (added) uniq.push_back(keys[i]);
-      index_of[i] = it->second;
+      for (size_t at = hash(keys[i]) & (slots - 1);; at = (at + 1) & (slots - 1)) {
+        if (table[at] == 0) {
+          table[at] = static_cast<uint32_t>(uniq.size() + 1);
+          index_of[i] = uniq.size();
+          uniq.push_back(keys[i]);
+          break;
+        }
+        if (uniq[table[at] - 1] == keys[i]) {
+          index_of[i] = table[at] - 1;
+          break;
+        }
+      }
     }
   }
   const size_t m = uniq.size();
@@ -73,18 +87,26 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   }
 
   // One L2 read for the L1 misses; shards whose breaker is open are skipped.
+  std::vector<int> shard_of(m, -1);  // ShardOf (a CRC16 and a slot lookup), once per key
+  const auto shard = [&](size_t j) {
+    if (shard_of[j] < 0) shard_of[j] = ShardOf(uniq[j]);
+    return shard_of[j];
+  };
   if (o_.l2 && !missing.empty()) {
     std::map<int, bool> allowed;
     std::vector<size_t> asked_idx;
-    std::vector<std::string> asked;
     for (size_t j : missing) {
-      const int shard = ShardOf(uniq[j]);
-      auto it = allowed.find(shard);
-      if (it == allowed.end()) it = allowed.emplace(shard, guard_.Allow(shard)).first;
+      auto it = allowed.find(shard(j));
+      if (it == allowed.end()) it = allowed.emplace(shard(j), guard_.Allow(shard(j))).first;
       if (!it->second) continue;
       asked_idx.push_back(j);
-      asked.push_back(uniq[j]);
     }
+    // Every key asked (the usual case): `uniq` itself, not a copy.
+    std::vector<std::string> copies;
+    if (asked_idx.size() != m) {
+      for (size_t j : asked_idx) copies.push_back(uniq[j]);
+    }
+    const std::vector<std::string>& asked = asked_idx.size() == m ? uniq : copies;
     if (!asked.empty()) {
       const milliseconds left = std::chrono::duration_cast<milliseconds>(
           std::min(deadline, clock_->Now() + o_.l2_timeout) - clock_->Now());
@@ -104,7 +126,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       ShardOutcomes outcomes;
       for (size_t a = 0; a < asked.size(); ++a) {
         const size_t j = asked_idx[a];
-        outcomes.Add(ShardOf(uniq[j]), got[a].status());
+        outcomes.Add(shard(j), got[a].status());
         if (!got[a].ok()) continue;
         L2Read read = Interpret(uniq[j], std::move(*got[a]), generation, s, local[j]);
         if (read.fresh) {
@@ -112,7 +134,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
           continue;
         }
         if (read.corrupt) {  // it would fence the fill: remove it (only if unchanged)
-          guard_.Run(ShardOf(uniq[j]), deadline, [&](milliseconds dl) {
+          guard_.Run(shard(j), deadline, [&](milliseconds dl) {
             return o_.l2->RemoveCorrupt(uniq[j], *read.corrupt, dl);
           }).status().IgnoreError();
         }

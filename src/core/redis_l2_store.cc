@@ -94,10 +94,11 @@ std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
 // array of `lead` leading elements, then one element per key of the group.
 // Each key gets `each(reply, element index)`, or its group's error.
 template <typename T, typename Each>
-void Scatter(const std::vector<std::vector<size_t>>& groups, const std::vector<Result<redis::Reply>>& replies,
+// `each` may move out of the reply it is given.
+void Scatter(const std::vector<std::vector<size_t>>& groups, std::vector<Result<redis::Reply>>& replies,
              size_t lead, const char* what, std::vector<Result<T>>& out, Each each) {
   for (size_t gi = 0; gi < groups.size(); ++gi) {
-    const Result<redis::Reply>& r = replies[gi];
+    Result<redis::Reply>& r = replies[gi];
     const bool shaped = r.ok() && r->IsArray() && r->elements.size() == groups[gi].size() + lead;
     for (size_t j = 0; j < groups[gi].size(); ++j) {
       const size_t i = groups[gi][j];
@@ -144,8 +145,8 @@ class RedisL2Store final : public L2Store {
       for (size_t i : g) c.push_back(keys[i]);
     }
     std::vector<Result<redis::Reply>> replies = client_->Pipeline(commands, *call);
-    Scatter(groups, replies, 0, "MGET", out, [](const redis::Reply& r, size_t e) -> Result<std::optional<std::string>> {
-      if (r.elements[e].IsString()) return std::optional<std::string>(r.elements[e].str);
+    Scatter(groups, replies, 0, "MGET", out, [](redis::Reply& r, size_t e) -> Result<std::optional<std::string>> {
+      if (r.elements[e].IsString()) return std::optional<std::string>(std::move(r.elements[e].str));
       return std::optional<std::string>();
     });
     return out;
