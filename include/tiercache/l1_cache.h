@@ -24,7 +24,9 @@
 //   * Eviction: LRU, or W-TinyLFU (a 1% LRU window in front of a segmented LRU
 //     main space; a window victim enters the main space only if a count-min
 //     sketch says it is used more often than the main space's victim), so a
-//     one-off scan does not flush the hot set.
+//     one-off scan does not flush the hot set. The sketch forgets old
+//     popularity over a period it adapts to the workload, and at once when
+//     the hit rate drops (src/l1/frequency_sketch.h).
 //   * Single-flight: GetOrLoad() runs one loader per key at a time in this
 //     process; concurrent callers wait for its result (see single_flight.h).
 //

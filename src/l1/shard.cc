@@ -344,6 +344,7 @@ void Shard::Touch(Node* n) {
     return;
   }
   sketch_.Increment(n->hash);
+  sketch_.RecordRequest(/*hit=*/true);
   switch (n->segment) {
     case Segment::kWindow:
     case Segment::kProtected:
@@ -372,6 +373,7 @@ void Shard::Place(Node* n) {
     n->segment = Segment::kLru;
   } else {
     sketch_.Increment(n->hash);
+    sketch_.RecordRequest(/*hit=*/false);
     n->segment = Segment::kWindow;
   }
   list(n->segment).push_front(n);
@@ -410,16 +412,26 @@ void Shard::EnforceTinyLfu() {
 
 // The main space is full: the window's victim (`candidate`, just moved to the
 // probation front) stays only if it is used more often than the main space's
-// victim. Ties go to the incumbent, so one-off keys never displace it.
+// victim. Ties go to the incumbent, so one-off keys never displace it. A
+// probation victim that wins goes to the probation front: the next contest is
+// against the next entry, so one entry whose estimate is too high (old
+// popularity not yet aged, or hash collisions) and that is not used again
+// cannot turn every candidate away until the sketch ages.
 void Shard::AdmitOrReject(Node* candidate) {
   Node* victim = list(Segment::kProbation).back();
   if (victim == candidate) victim = list(Segment::kProtected).back();
-  if (victim == nullptr ||
-      sketch_.Frequency(candidate->hash) <= sketch_.Frequency(victim->hash)) {
+  if (victim == nullptr) {
     Evict(candidate);
-  } else {
-    Evict(victim);
+    return;
   }
+  const int victim_frequency = sketch_.Frequency(victim->hash);
+  sketch_.RecordContest(victim_frequency);
+  if (sketch_.Frequency(candidate->hash) > victim_frequency) {
+    Evict(victim);
+    return;
+  }
+  Evict(candidate);
+  if (victim->segment == Segment::kProbation) list(Segment::kProbation).move_to_front(victim);
 }
 
 void Shard::Evict(Node* n) {

@@ -1,0 +1,147 @@
+// W-TinyLFU's adaptive aging (FrequencySketch) and the admission contest's
+// rotation of a winning victim (Shard::AdmitOrReject).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "l1/frequency_sketch.h"
+#include "tiercache/l1_cache.h"
+
+namespace tiercache {
+namespace {
+
+using l1::FrequencySketch;
+
+constexpr std::size_t kCapacity = 100;  // classic period: 1,000 increments
+
+// Drives `sketch` through increments of distinct keys (one request each,
+// `hit_in_50` hits per 50 requests) and one contest per increment whose
+// victim has estimate `victim`, until it has aged `agings` times. Returns
+// the next unused key.
+std::uint64_t RunPeriods(FrequencySketch& sketch, int agings, int victim, int hit_in_50,
+                         std::uint64_t key) {
+  for (int aged = 0; aged < agings;) {
+    const std::size_t before = sketch.additions();
+    sketch.Increment(key++ * 0x9E3779B97F4A7C15ULL);
+    sketch.RecordRequest(static_cast<int>(key % 50) < hit_in_50);
+    sketch.RecordContest(victim);
+    if (sketch.additions() < before) ++aged;
+  }
+  return key;
+}
+
+TEST(AdaptiveAgingTest, PeriodGrowsWhileVictimsCountsAreLow) {
+  FrequencySketch sketch(kCapacity);
+  const std::size_t base = sketch.base_sample_size();
+  ASSERT_EQ(base, FrequencySketch::kBasePeriod * kCapacity);
+  std::uint64_t key = RunPeriods(sketch, 1, /*victim=*/1, 25, 1);
+  EXPECT_EQ(sketch.sample_size(), 2 * base);
+  key = RunPeriods(sketch, 20, 1, 25, key);
+  EXPECT_EQ(sketch.sample_size(), FrequencySketch::kMaxPeriodFactor * base) << "bounded";
+}
+
+TEST(AdaptiveAgingTest, PeriodShrinksWhenVictimsCountsAreHigh) {
+  FrequencySketch sketch(kCapacity);
+  const std::size_t base = sketch.base_sample_size();
+  std::uint64_t key = RunPeriods(sketch, 3, /*victim=*/1, 25, 1);
+  ASSERT_EQ(sketch.sample_size(), 8 * base);
+  key = RunPeriods(sketch, 1, /*victim=*/14, 25, key);
+  EXPECT_EQ(sketch.sample_size(), 4 * base);
+  key = RunPeriods(sketch, 5, 14, 25, key);
+  EXPECT_EQ(sketch.sample_size(), base) << "never below the classic period";
+  key = RunPeriods(sketch, 3, /*victim=*/7, 25, key);
+  EXPECT_EQ(sketch.sample_size(), base) << "mid-range victims: the period stays";
+}
+
+TEST(AdaptiveAgingTest, HitRateDropAgesAtOnceAndRestoresTheClassicPeriod) {
+  FrequencySketch sketch(kCapacity);
+  const std::size_t base = sketch.base_sample_size();
+  RunPeriods(sketch, 3, /*victim=*/1, 25, 1);
+  ASSERT_EQ(sketch.sample_size(), 8 * base);
+  for (int i = 0; i < 12; ++i) sketch.Increment(7);
+  const int before = sketch.Frequency(7);
+  ASSERT_GE(before, 12);
+  // A whole sample (10 x capacity requests) of misses: the workload changed.
+  for (std::size_t i = 0; i < FrequencySketch::kBasePeriod * kCapacity; ++i) {
+    sketch.RecordRequest(false);
+  }
+  EXPECT_LE(sketch.Frequency(7), (before + 1) / 2);
+  EXPECT_EQ(sketch.sample_size(), base);
+}
+
+TEST(AdaptiveAgingTest, SteadyHitRateDoesNotAge) {
+  FrequencySketch sketch(kCapacity);
+  for (int i = 0; i < 12; ++i) sketch.Increment(7);
+  for (std::size_t i = 0; i < 20 * FrequencySketch::kBasePeriod * kCapacity; ++i) {
+    sketch.RecordRequest(i % 2 == 0);
+  }
+  EXPECT_EQ(sketch.Frequency(7), 12);
+}
+
+TEST(AdaptiveAgingTest, DoublingThatLowersTheHitRateIsTakenBack) {
+  FrequencySketch sketch(kCapacity);
+  const std::size_t base = sketch.base_sample_size();
+  std::uint64_t key = RunPeriods(sketch, 1, /*victim=*/1, 25, 1);
+  ASSERT_EQ(sketch.sample_size(), 2 * base);
+  // The longer period's hit rate is 4 points lower: under the shift check's
+  // threshold, over the comparison's.
+  key = RunPeriods(sketch, 1, 1, 23, key);
+  EXPECT_EQ(sketch.sample_size(), base);
+  // And it does not grow back past that at once.
+  key = RunPeriods(sketch, 3, 1, 23, key);
+  EXPECT_EQ(sketch.sample_size(), base);
+}
+
+TEST(AdaptiveAgingTest, ConservativeUpdateKeepsLoneKeysExact) {
+  FrequencySketch sketch(kCapacity);
+  for (int i = 0; i < 9; ++i) sketch.Increment(42);
+  for (int i = 0; i < 3; ++i) sketch.Increment(43);
+  EXPECT_EQ(sketch.Frequency(42), 9);
+  EXPECT_EQ(sketch.Frequency(43), 3);
+}
+
+L1Value V(const std::string& s) { return std::make_shared<const std::string>(s); }
+
+bool Has(L1Cache& c, const std::string& key) {
+  auto r = c.Get(key);
+  return r.ok() && r->has_value();
+}
+
+// An entry that was popular and is not used any more sits at the probation
+// tail with a high count: it wins one contest, then the next candidates are
+// compared with other entries instead of all losing to it until aging.
+TEST(AdaptiveAgingTest, StaleVictimDoesNotBlockEveryAdmission) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kTinyLfu;
+  o.max_entries = kCapacity;
+  o.num_shards = 1;
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = &clock;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  L1Cache& c = **created;
+  ASSERT_TRUE(c.Set("stale", V("x"), L1Fill{}).ok());
+  for (int i = 0; i < 14; ++i) ASSERT_TRUE(Has(c, "stale"));  // while in the window
+  for (std::size_t i = 0; i + 1 < kCapacity; ++i) {
+    ASSERT_TRUE(c.Set("filler" + std::to_string(i), V("x"), L1Fill{}).ok());
+  }
+  constexpr int kNew = 6;
+  for (int j = 0; j < kNew; ++j) {
+    const std::string key = "new" + std::to_string(j);
+    ASSERT_TRUE(c.Set(key, V("x"), L1Fill{}).ok());
+    ASSERT_TRUE(Has(c, key));
+    ASSERT_TRUE(Has(c, key));
+  }
+  ASSERT_TRUE(c.Set("last", V("x"), L1Fill{}).ok());  // pushes the last new key out of the window
+  int admitted = 0;
+  for (int j = 0; j < kNew; ++j) admitted += Has(c, "new" + std::to_string(j));
+  EXPECT_GE(admitted, kNew - 1);
+  EXPECT_LE(c.Stats().entries, kCapacity);
+}
+
+}  // namespace
+}  // namespace tiercache
