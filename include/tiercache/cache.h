@@ -419,7 +419,11 @@ class Cache {
   bool l1_trusted() const;
 
   // The L1 (null when use_l1 is false), for stats and tests. Do not Set
-  // into it: a value the cache did not write there is at best a miss.
+  // into it: a value the cache did not write there is at best a miss. Such a
+  // value is a miss (never read out of bounds) unless its L1Fill::user_data
+  // carries the cache's mark (bit 63), which only the cache's own fills set:
+  // then its bytes are served as an envelope of that description, checked
+  // for length only.
   L1Cache* l1() const;
 
  private:

@@ -91,6 +91,14 @@ void FrequencySketch::RecordRequest(bool hit) {
   if (sample_requests_ >= sample_length_) EndSample();
 }
 
+// After a halving the period's count restarts at half the period; when the
+// period just got shorter, at half the new one. Without this the count left
+// from a longer period is already past the new end, and the next increments
+// would age again at once, halving after halving (a wiped sketch).
+void FrequencySketch::ClampAdditions() {
+  additions_ = std::min(additions_, sample_size_ / 2);
+}
+
 void FrequencySketch::Halve() {
   for (Block& b : blocks_) {
     for (std::uint64_t& w : b.words) w = (w >> 1) & 0x7777777777777777ULL;
@@ -114,6 +122,7 @@ void FrequencySketch::AgeAndAdapt() {
     }
   }
   grew_ = false;
+  ClampAdditions();  // a shorter period (taken back) starts as a halved one would
   if (ceiling_ < max_sample_size_ && ++agings_under_ceiling_ >= kCeilingAgings) {
     ceiling_ = max_sample_size_;
   }
@@ -126,6 +135,7 @@ void FrequencySketch::AgeAndAdapt() {
       grew_ = true;
     } else if (victim_sum_ > kShrinkAbove * contests_ && sample_size_ / 2 >= base_sample_size_) {
       sample_size_ /= 2;
+      ClampAdditions();
     }
   }
   contests_ = victim_sum_ = 0;
@@ -151,6 +161,7 @@ void FrequencySketch::EndSample() {
 // After a shift: the classic period, no pending comparison, no ceiling.
 void FrequencySketch::ResetPeriod() {
   sample_size_ = base_sample_size_;
+  ClampAdditions();
   ceiling_ = max_sample_size_;
   grew_ = false;
   contests_ = victim_sum_ = 0;

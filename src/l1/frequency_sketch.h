@@ -98,6 +98,7 @@ class FrequencySketch {
   // The end of a sample of requests: the shift check.
   void EndSample();
   void ResetPeriod();
+  void ClampAdditions();
 
   struct alignas(64) Block {
     std::uint64_t words[8];

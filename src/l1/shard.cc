@@ -112,8 +112,16 @@ LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
 // expires more than Clock::kCoarseLag after the coarse reading is fresh
 // (and not dead) whatever the precise time; only the others pay for Now().
 LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
-                            std::optional<Clock::Duration> stale_bound,
-                            Accounting accounting, L1Entry* out) {
+                            std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out) {
+  L1Value previous = std::move(out->value);  // dies after the read section, below
+  const LookupOutcome outcome = LookupInto(hash, key, clock, stale_bound, accounting, out);
+  if (outcome == LookupOutcome::kMiss) out->value = std::move(previous);  // untouched on a miss
+  return outcome;
+}
+
+LookupOutcome Shard::LookupInto(std::uint64_t hash, std::string_view key, const Clock& clock,
+                                std::optional<Clock::Duration> stale_bound, Accounting accounting,
+                                L1Entry* out) {
   const std::size_t reader = ThreadSlot();
   ReaderSlot& slot = slots_[reader];
   slot.state.fetch_add(1, std::memory_order_seq_cst);

@@ -72,7 +72,9 @@ class alignas(64) Shard {
   // Fresh entry of `key` into *out (kFresh); with a stale_bound, also an
   // expired one whose expiry is at most that far behind clock.Now() (kStale).
   // Tombstones and dead entries are misses (dead ones are dropped); *out is
-  // left untouched on a miss.
+  // left untouched on a miss. The value *out held before is released after
+  // the read section, never inside it (its deleter is the caller's code: it
+  // may take time, or touch this shard, whose writers wait for the section).
   LookupOutcome Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
                        std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out);
 
@@ -140,6 +142,9 @@ class alignas(64) Shard {
   Clock::TimePoint DeadAt(const Node* n) const {
     return n->kind == L1EntryKind::kTombstone ? n->expiry : n->expiry + max_stale_;
   }
+  // Lookup() with *out's value already taken out (null).
+  LookupOutcome LookupInto(std::uint64_t hash, std::string_view key, const Clock& clock,
+                           std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out);
   LookupOutcome Classify(const Node* n, Clock::TimePoint now,
                          std::optional<Clock::Duration> stale_bound) const;
   LookupOutcome LookupExclusive(std::uint64_t hash, std::string_view key, Clock::TimePoint now,

@@ -143,5 +143,66 @@ TEST(AdaptiveAgingTest, StaleVictimDoesNotBlockEveryAdmission) {
   EXPECT_LE(c.Stats().entries, kCapacity);
 }
 
+// Counts the halvings one Increment of a fresh key causes (additions drop).
+int HalvingsOnNextIncrement(FrequencySketch& s, std::uint64_t key) {
+  const std::size_t before = s.additions();
+  s.Increment(key * 0x9E3779B97F4A7C15ULL);
+  return s.additions() < before ? 1 : 0;
+}
+
+// A hit-rate shift after a long period halves the counters once and puts the
+// period back to the classic one. The count left from the long period must
+// not carry over past the new period's end, or the next increments cascade
+// through halving after halving and wipe the sketch.
+TEST(AdaptiveAgingTest, AShiftAfterALongPeriodHalvesOnceNotOverAndOver) {
+  FrequencySketch s(kCapacity);
+  const std::size_t base = s.base_sample_size();
+  std::uint64_t key = RunPeriods(s, 6, /*victim=*/1, 25, 1);
+  ASSERT_EQ(s.sample_size(), 64 * base);
+  // Most of a long period, without ending it.
+  for (std::size_t i = 0; i < 40 * base; ++i) {
+    s.Increment(key++ * 0x9E3779B97F4A7C15ULL);
+    s.RecordRequest(static_cast<int>(key % 50) < 25);
+  }
+  for (int i = 0; i < 14; ++i) s.Increment(7);
+  const int hot = s.Frequency(7);
+  ASSERT_GE(hot, 14);
+  for (std::size_t i = 0; i < FrequencySketch::kBasePeriod * kCapacity; ++i) s.RecordRequest(false);
+  ASSERT_EQ(s.sample_size(), base);
+  EXPECT_EQ(s.Frequency(7), hot / 2) << "the shift halves once";
+  int extra = 0;
+  for (int i = 0; i < 10; ++i) extra += HalvingsOnNextIncrement(s, key++);
+  EXPECT_EQ(extra, 0) << "cascade of halvings right after the shift";
+  EXPECT_EQ(s.Frequency(7), hot / 2);
+}
+
+// A taken-back doubling (and a shrink, below) shortens the period: the next
+// increment must not age again at once (a 'period' of one request).
+TEST(AdaptiveAgingTest, ATakenBackDoublingDoesNotAgeTwiceInARow) {
+  FrequencySketch s(kCapacity);
+  const std::size_t base = s.base_sample_size();
+  std::uint64_t key = RunPeriods(s, 1, 1, 25, 1);
+  ASSERT_EQ(s.sample_size(), 2 * base);
+  for (int i = 0; i < 12; ++i) s.Increment(7);
+  key = RunPeriods(s, 1, 1, 23, key);
+  ASSERT_EQ(s.sample_size(), base);
+  const int after_revert = s.Frequency(7);
+  EXPECT_EQ(HalvingsOnNextIncrement(s, key++), 0) << "immediate second aging after the revert";
+  EXPECT_EQ(s.Frequency(7), after_revert);
+}
+
+TEST(AdaptiveAgingTest, AShrinkDoesNotAgeTwiceInARow) {
+  FrequencySketch s(kCapacity);
+  const std::size_t base = s.base_sample_size();
+  std::uint64_t key = RunPeriods(s, 3, 1, 25, 1);
+  ASSERT_EQ(s.sample_size(), 8 * base);
+  for (int i = 0; i < 12; ++i) s.Increment(7);
+  key = RunPeriods(s, 1, 14, 25, key);
+  ASSERT_EQ(s.sample_size(), 4 * base);
+  const int after = s.Frequency(7);
+  EXPECT_EQ(HalvingsOnNextIncrement(s, key++), 0) << "immediate second aging after a shrink";
+  EXPECT_EQ(s.Frequency(7), after);
+}
+
 }  // namespace
 }  // namespace tiercache

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -527,6 +530,47 @@ TEST_F(L1CacheTest, ThrowingWeigherIsInternalAndStoresNothing) {
   Status s = c->Set("k", V("v"), Version(1));
   EXPECT_TRUE(s.IsInternal()) << s.ToString();
   EXPECT_EQ(c->Stats().entries, 0u);
+}
+
+// GetStaleInto assigns *out, whose previous value may hold the last
+// reference to a value with a user's deleter. Released inside the shard's
+// lock-free read section, a deleter that touches the same shard (Erase/Set:
+// an exclusive section waits for this very reader) would never return. The
+// test fails by exiting after 3 s (a deadlock cannot be failed otherwise).
+TEST(L1CacheDeadlockTest, GetStaleIntoReleasesThePreviousValueOutsideTheReadSection) {
+  L1Options o;
+  o.max_entries = 100;
+  o.num_shards = 1;
+  o.value_stripes = 1;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok());
+  std::shared_ptr<L1Cache> c(std::move(*created));
+  std::atomic<bool> done{false};
+  std::thread t([c, &done] {
+    {
+      L1Value v1(new std::string("a"), [c](const std::string* p) {
+        c->Erase("other").IgnoreError();  // e.g. an owner's cleanup touching the cache
+        delete p;
+      });
+      L1Fill f;
+      f.version = 1;
+      c->Set("k", v1, f).IgnoreError();
+    }
+    L1Entry e;
+    c->GetStaleInto("k", std::chrono::seconds(0), &e);
+    L1Fill f2;
+    f2.version = 2;
+    c->Set("k", std::make_shared<const std::string>("b"), f2).IgnoreError();  // e.value: last ref to "a"
+    c->GetStaleInto("k", std::chrono::seconds(0), &e);  // releases "a" in the read section
+    done = true;
+  });
+  for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!done) {
+    std::printf("L1CacheDeadlockTest: GetStaleInto did not return in 3 s (deadlock)\n");
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  t.join();
 }
 
 }  // namespace
