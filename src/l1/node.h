@@ -28,11 +28,10 @@ struct ListLinks {
 
 // A trailer follows the Node in the same allocation (see NewNode): the
 // fill's tag and user data (L1Fill::tag and ::user_data, 8 bytes each),
-// stripe_count - 1 stripe references
-// (16 bytes each), then the key bytes. So a lookup reads one allocation, not
-// a node plus a separately allocated key or stripe array, and what it reads
-// besides line 1 shares the key's line, which lookups read anyway and only
-// fills write.
+// stripe_count - 1 stripe references (16 bytes each), then the key bytes. So
+// a lookup reads one allocation, not a node plus a separately allocated key
+// or stripe array, and what it reads besides line 1 shares the key's line,
+// which lookups read anyway and only fills write.
 // Layout by who writes what: line 0 is rewritten by the policy on every
 // drained hit (links, segment); line 1 holds what a lookup reads and only
 // fills write; the trailer follows from line 2 on. So one thread's recency
