@@ -561,7 +561,7 @@ TEST(L1CacheDeadlockTest, GetStaleIntoReleasesThePreviousValueOutsideTheReadSect
     L1Fill f2;
     f2.version = 2;
     c->Set("k", std::make_shared<const std::string>("b"), f2).IgnoreError();  // e.value: last ref to "a"
-    c->GetStaleInto("k", std::chrono::seconds(0), &e);  // releases "a" in the read section
+    c->GetStaleInto("k", std::chrono::seconds(0), &e);  // releases "a" (the fix: after the read section)
     done = true;
   });
   for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
