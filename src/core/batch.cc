@@ -264,16 +264,14 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       const Clock::TimePoint now = clock_->Now();
       if (now >= deadline || running_.stopping()) {
         for (size_t j : pending) {
-          done[j] = now >= deadline ? Status::DeadlineExceeded("loads of '" + uniq[j] +
-                                                               "' begun before its latest local invalidation still "
-                                                               "ran at the hard timeout (a hung loader?)")
-                                    : Status::Cancelled("cache shut down while '" + uniq[j] + "' waited to load");
+          done[j] = now >= deadline ? LoadRegistry::CapOutlastedDeadline(uniq[j])
+                                    : LoadRegistry::StoppedWhileWaiting(uniq[j]);
         }
         break;
       }
       std::vector<std::string> waiting;
       for (size_t j : pending) waiting.push_back(uniq[j]);
-      running_.WaitForRoomAny(waiting, std::clamp<nanoseconds>(deadline - now, nanoseconds(0), milliseconds(5)));
+      running_.WaitForRoomAny(waiting, LoadRegistry::WaitStep(deadline, now));
     }
   }
 

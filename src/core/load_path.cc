@@ -202,9 +202,8 @@ Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call&
     }
     const Clock::TimePoint now = clock_->Now();
     if (now >= call.deadline) break;
-    if (!running_.WaitForRoom(call.key,
-                              std::clamp<nanoseconds>(call.deadline - now, nanoseconds(0), milliseconds(5)))) {
-      if (running_.stopping()) return Status::Cancelled("cache shut down while '" + call.key + "' waited to load");
+    if (!running_.WaitForRoom(call.key, LoadRegistry::WaitStep(call.deadline, now))) {
+      if (running_.stopping()) return LoadRegistry::StoppedWhileWaiting(call.key);
       continue;
     }
     // A new ticket: the load about to start is fenced from now, not from
@@ -217,11 +216,7 @@ Result<std::shared_ptr<LoadRegistry::Load>> Cache::Impl::StartOrJoin(const Call&
   if (!fresh) {  // one load per key per process: wait for the running one
     if (!ticket.lease_token.empty()) ReleaseLease(call.key, ticket.lease_token);
     if (!load) {
-      if (wait_for_room) {
-        return Status::DeadlineExceeded("loads of '" + call.key +
-                                        "' begun before its latest local invalidation still ran at the hard timeout "
-                                        "(a hung loader?)");
-      }
+      if (wait_for_room) return LoadRegistry::CapOutlastedDeadline(call.key);
       return Status::ResourceExhausted("loads of '" + call.key +
                                        "' begun before its latest local invalidation are still running (a hung "
                                        "loader?): no further load of it until one ends");

@@ -17,11 +17,13 @@
 #ifndef TIERCACHE_CORE_LOAD_REGISTRY_H_
 #define TIERCACHE_CORE_LOAD_REGISTRY_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -85,10 +87,10 @@ class LoadRegistry {
   // the oldest to end and then Join again, instead of failing at once.
   // Returns false at once after Stop().
   bool WaitForRoom(const std::string& key, std::chrono::nanoseconds max_wait) {
-    return WaitForRoomAny({key}, max_wait);
+    return WaitForRoomAny(std::span<const std::string>(&key, 1), max_wait);
   }
   // WaitForRoom for several keys: true as soon as one of them has room.
-  bool WaitForRoomAny(const std::vector<std::string>& keys, std::chrono::nanoseconds max_wait) {
+  bool WaitForRoomAny(std::span<const std::string> keys, std::chrono::nanoseconds max_wait) {
     std::unique_lock<std::mutex> lock(mu_);
     ++waiters_;
     const bool room = room_.wait_for(lock, max_wait, [&] {
@@ -101,6 +103,23 @@ class LoadRegistry {
     --waiters_;
     return room && !stopping_;
   }
+  // One step of a wait for room that ends at `deadline`: what is left of it,
+  // at most kWaitStep, so a waiter re-checks its deadline and Stop() often.
+  static constexpr std::chrono::milliseconds kWaitStep{5};
+  static std::chrono::nanoseconds WaitStep(Clock::TimePoint deadline, Clock::TimePoint now) {
+    return std::clamp<std::chrono::nanoseconds>(deadline - now, std::chrono::nanoseconds(0), kWaitStep);
+  }
+  // The errors of a key that stayed at its cap of loads: until the caller's
+  // hard timeout, or until the cache was destroyed.
+  static Status CapOutlastedDeadline(const std::string& key) {
+    return Status::DeadlineExceeded("loads of '" + key +
+                                    "' begun before its latest local invalidation still ran at the hard timeout "
+                                    "(a hung loader?)");
+  }
+  static Status StoppedWhileWaiting(const std::string& key) {
+    return Status::Cancelled("cache shut down while '" + key + "' waited to load");
+  }
+
   // True when a load of `key` could start now (fewer than the cap running).
   bool HasRoom(const std::string& key) const {
     std::lock_guard<std::mutex> lock(mu_);
