@@ -24,8 +24,6 @@ constexpr double kAverageWeight = 0.25;
 constexpr double kRevertErrors = 1.0;
 // Halvings after a taken-back doubling before the period may grow past it.
 constexpr int kCeilingAgings = 16;
-// A period also ends after this many sample_size()s of increments of any kind.
-constexpr std::size_t kSaturatedPeriods = 4;
 
 // Standard error of a hit rate `p` over `n` requests (p kept off 0 and 1,
 // where the binomial error would vanish).
@@ -47,7 +45,7 @@ FrequencySketch::FrequencySketch(std::size_t capacity) {
   sample_length_ = kBasePeriod * capacity;
 }
 
-void FrequencySketch::Increment(std::uint64_t hash) {
+bool FrequencySketch::Increment(std::uint64_t hash) {
   const std::uint64_t h = Mix(hash + kSeed);
   Block& block = blocks_[BlockOf(h)];
   int counts[kRows];
@@ -60,14 +58,19 @@ void FrequencySketch::Increment(std::uint64_t hash) {
   // the sketch forget everything else too often; unless nearly everything is
   // saturated (see increments_).
   if (smallest == kMaxCount) {
-    if (++increments_ >= kSaturatedPeriods * sample_size_) AgeAndAdapt();
-    return;
+    const std::uint64_t before = halvings_;
+    IncrementSaturated();
+    return halvings_ == before;
   }
   ++increments_;
   for (int row = 0; row < kRows; ++row) {
     if (counts[row] == smallest) block.words[WordOf(h, row)] += std::uint64_t{1} << ShiftOf(h, row);
   }
-  if (++additions_ >= sample_size_) AgeAndAdapt();
+  if (++additions_ >= sample_size_) {
+    AgeAndAdapt();
+    return false;
+  }
+  return smallest + 1 == kMaxCount;
 }
 
 int FrequencySketch::Frequency(std::uint64_t hash) const {
@@ -105,6 +108,7 @@ void FrequencySketch::Halve() {
   }
   additions_ /= 2;
   increments_ = 0;
+  ++halvings_;
 }
 
 void FrequencySketch::AgeAndAdapt() {

@@ -59,7 +59,17 @@ class FrequencySketch {
   explicit FrequencySketch(std::size_t capacity = 1);
 
   // Counts one occurrence of `hash`; ages the sketch every sample_size().
-  void Increment(std::uint64_t hash);
+  // Returns true when the estimate of `hash` is now kMaxCount: it stays
+  // there, and further Increment()s of it change no counter, until the next
+  // halving, i.e. while halvings() does not change.
+  bool Increment(std::uint64_t hash);
+  // Increment() of a hash known to be saturated (see above): the same effect
+  // on aging without reading its counters.
+  void IncrementSaturated() {
+    if (++increments_ >= kSaturatedPeriods * sample_size_) AgeAndAdapt();
+  }
+  // Halvings so far; starts at 1, so 0 can mean "never saturated".
+  std::uint64_t halvings() const { return halvings_; }
   // Starts loading the block of `hash`, for a batch of Increment()s.
   void Prefetch(std::uint64_t hash) const {
     __builtin_prefetch(&blocks_[BlockOf(Mix(hash + kSeed))], 1);
@@ -111,6 +121,11 @@ class FrequencySketch {
   // Every increment since the last halving, saturated ones too: a sketch so
   // saturated that additions stop still ages (and then shortens its period).
   std::size_t increments_ = 0;
+  std::uint64_t halvings_ = 1;
+
+  // A period also ends after this many sample_size()s of increments of any
+  // kind (see increments_).
+  static constexpr std::size_t kSaturatedPeriods = 4;
 
   // Aging state (see the comment at the top).
   std::size_t base_sample_size_ = 0;

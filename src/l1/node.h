@@ -40,6 +40,10 @@ struct alignas(64) Node : ListLinks {
   // Line 0: policy state.
   Segment segment = Segment::kLru;
   std::size_t charge = 0;
+  // FrequencySketch::halvings() when the sketch last said this key's estimate
+  // is saturated, so it stays so until the next halving and a hit need not
+  // read the sketch (see Shard::CountInSketch); 0: not known to be saturated.
+  std::uint64_t saturated_at = 0;
 
   // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
   // max_stale (others) on: see Shard::DeadAt.

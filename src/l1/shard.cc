@@ -77,12 +77,17 @@ void Shard::DrainSlot(ReaderSlot& slot) {
   }
   const std::uint32_t n = std::min(slot.recorded.load(std::memory_order_acquire), kReadBuffer);
   Node* nodes[kReadBuffer];
-  // Two passes: start every node's and sketch block's load, then update, so
-  // the cache misses of a whole buffer overlap instead of queueing.
+  // Start every node's load, then the sketch blocks that will be read, then
+  // update, so the cache misses of a whole buffer overlap instead of
+  // queueing.
   for (std::uint32_t i = 0; i < n; ++i) {
     nodes[i] = slot.buffer[i].load(std::memory_order_relaxed);
     __builtin_prefetch(nodes[i], 1);
-    if (policy_ == L1Policy::kTinyLfu) sketch_.Prefetch(nodes[i]->hash);
+  }
+  if (policy_ == L1Policy::kTinyLfu) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (nodes[i]->saturated_at != sketch_.halvings()) sketch_.Prefetch(nodes[i]->hash);
+    }
   }
   for (std::uint32_t i = 0; i < n; ++i) Touch(nodes[i]);
   slot.recorded.store(0, std::memory_order_relaxed);
@@ -351,7 +356,7 @@ void Shard::Touch(Node* n) {
     list(Segment::kLru).move_to_front(n);
     return;
   }
-  sketch_.Increment(n->hash);
+  CountInSketch(n);
   sketch_.RecordRequest(/*hit=*/true);
   switch (n->segment) {
     case Segment::kWindow:
@@ -376,11 +381,23 @@ void Shard::Touch(Node* n) {
   }
 }
 
+// A hot key's estimate is saturated nearly all the time, and incrementing a
+// saturated estimate changes no counter: skip reading the sketch's block (a
+// cache miss per drained hit on a large key set) while the node's mark says
+// it is saturated, which holds until the next halving.
+void Shard::CountInSketch(Node* n) {
+  if (n->saturated_at == sketch_.halvings()) {
+    sketch_.IncrementSaturated();
+    return;
+  }
+  n->saturated_at = sketch_.Increment(n->hash) ? sketch_.halvings() : 0;
+}
+
 void Shard::Place(Node* n) {
   if (policy_ == L1Policy::kLru) {
     n->segment = Segment::kLru;
   } else {
-    sketch_.Increment(n->hash);
+    CountInSketch(n);
     sketch_.RecordRequest(/*hit=*/false);
     n->segment = Segment::kWindow;
   }

@@ -171,6 +171,7 @@ class alignas(64) Shard {
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(Node* n);           // a read or an overwrite: recency and frequency
   void Place(Node* n);           // a new node enters the policy
+  void CountInSketch(Node* n);   // TinyLFU: one occurrence of n's key
   void EnforceBounds();
   void EnforceTinyLfu();
   void AdmitOrReject(Node* candidate);

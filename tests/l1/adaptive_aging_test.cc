@@ -1,11 +1,14 @@
-// W-TinyLFU's adaptive aging (FrequencySketch) and the admission contest's
+// W-TinyLFU's adaptive aging (FrequencySketch), the saturation mark a hit
+// uses to skip the sketch (Shard::CountInSketch), and the admission contest's
 // rotation of a winning victim (Shard::AdmitOrReject).
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string>
+#include <unordered_map>
 
 #include "l1/frequency_sketch.h"
 #include "tiercache/l1_cache.h"
@@ -202,6 +205,51 @@ TEST(AdaptiveAgingTest, AShrinkDoesNotAgeTwiceInARow) {
   const int after = s.Frequency(7);
   EXPECT_EQ(HalvingsOnNextIncrement(s, key++), 0) << "immediate second aging after a shrink";
   EXPECT_EQ(s.Frequency(7), after);
+}
+
+// Shard::CountInSketch skips reading the sketch for a key whose mark says it
+// is saturated, calling IncrementSaturated() instead. Fed the same requests,
+// a sketch driven that way must stay identical to one that always reads
+// (every estimate, the aging state), and a mark must only ever be held by a
+// saturated key. Fails if Increment() reports saturation early, or if a mark
+// outlives a halving.
+TEST(AdaptiveAgingTest, SkippingSaturatedKeysChangesNoEstimateAndNoAging) {
+  FrequencySketch skipping(kCapacity);
+  FrequencySketch reading(kCapacity);
+  std::unordered_map<std::uint64_t, std::uint64_t> saturated_at;  // hash -> halvings()
+  std::mt19937_64 rng(7);
+  // Skewed keys: a few hot ones saturate, the tail does not; a shift halfway
+  // (new hot keys, lower hit rate) makes the sketch age early too.
+  std::uint64_t skipped = 0;
+  for (int i = 0; i < 200'000; ++i) {
+    const std::uint64_t rank = rng() % 2 == 0 ? rng() % 20 : 20 + rng() % 980;  // half to 20 keys
+    const std::uint64_t key = (rank + (i >= 100'000 ? 5000 : 0)) * 0x9E3779B97F4A7C15ULL;
+    std::uint64_t& mark = saturated_at[key];
+    if (mark == skipping.halvings()) {
+      EXPECT_EQ(skipping.Frequency(key), FrequencySketch::kMaxCount) << "a mark on a key that is not saturated";
+      skipping.IncrementSaturated();
+      ++skipped;
+    } else {
+      mark = skipping.Increment(key) ? skipping.halvings() : 0;
+    }
+    reading.Increment(key);
+    const bool hit = i % 3 != 0 && i < 100'000;
+    skipping.RecordRequest(hit);
+    reading.RecordRequest(hit);
+    skipping.RecordContest(static_cast<int>(rank % 16));
+    reading.RecordContest(static_cast<int>(rank % 16));
+    ASSERT_EQ(skipping.halvings(), reading.halvings()) << "request " << i;
+    ASSERT_EQ(skipping.additions(), reading.additions()) << "request " << i;
+    ASSERT_EQ(skipping.sample_size(), reading.sample_size()) << "request " << i;
+    if (i % 997 == 0) {
+      for (std::uint64_t r = 0; r < 1000; r += 3) {
+        const std::uint64_t probe = (r + (i >= 100'000 ? 5000 : 0)) * 0x9E3779B97F4A7C15ULL;
+        ASSERT_EQ(skipping.Frequency(probe), reading.Frequency(probe)) << "request " << i;
+      }
+    }
+  }
+  EXPECT_GT(skipped, 40'000u) << "the hot keys were not found saturated: the test checks little";
+  EXPECT_GT(reading.halvings(), 10u) << "too few halvings for the marks to be tested across them";
 }
 
 }  // namespace
