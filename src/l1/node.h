@@ -1,7 +1,7 @@
 // Node and NodeList: the intrusive building blocks of an L1 shard.
 //
-// A Node is one entry; it sits in one hash chain (NodeTable) and in one
-// policy list (NodeList), so a hit touches no allocation. Not thread-safe:
+// A Node is one entry; the shard's NodeTable points at it, and it sits in
+// one policy list (NodeList), so a hit touches no allocation. Not thread-safe:
 // every Node and list belongs to one shard and is guarded by its mutex.
 #ifndef TIERCACHE_L1_NODE_H_
 #define TIERCACHE_L1_NODE_H_
@@ -47,7 +47,7 @@ struct alignas(64) Node : ListLinks {
 
   // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
   // max_stale (others) on: see Shard::DeadAt.
-  alignas(64) Node* chain = nullptr;  // next node in the same hash bucket
+  alignas(64) Node* chain = nullptr;  // next node on the shard's retired list
   std::uint64_t hash = 0;
   std::uint32_t key_size = 0;
   L1EntryKind kind = L1EntryKind::kValue;

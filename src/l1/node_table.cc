@@ -4,39 +4,50 @@
 
 namespace tiercache::l1 {
 
+void NodeTable::Place(std::uint64_t hash, Node* n) {
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = hash & mask;
+  while (slots_[i].node != nullptr) i = (i + 1) & mask;
+  slots_[i] = Slot{hash, n};
+}
+
 void NodeTable::Insert(Node* n) {
-  if (size_ >= buckets_.size()) Grow();
-  Node*& head = buckets_[n->hash & (buckets_.size() - 1)];
-  n->chain = head;
-  head = n;
+  if (2 * (size_ + 1) > slots_.size()) Grow();
+  Place(n->hash, n);
   ++size_;
 }
 
+// Backward-shift deletion: each entry after the hole, up to the next empty
+// slot, moves into the hole if its home slot is not cyclically after the
+// hole (then the hole moves to where it was), so every probe sequence stays
+// unbroken without tombstones.
 void NodeTable::Remove(Node* n) {
-  Node** link = &buckets_[n->hash & (buckets_.size() - 1)];
-  while (*link != n) link = &(*link)->chain;
-  *link = n->chain;
-  n->chain = nullptr;
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t hole = n->hash & mask;
+  while (slots_[hole].node != n) hole = (hole + 1) & mask;
+  for (std::size_t j = (hole + 1) & mask; slots_[j].node != nullptr; j = (j + 1) & mask) {
+    const std::size_t home = slots_[j].hash & mask;
+    // Its probe distance against the hole's distance back from j.
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      slots_[hole] = slots_[j];
+      hole = j;
+    }
+  }
+  slots_[hole] = Slot{};
   --size_;
 }
 
 void NodeTable::Reset() {
-  std::vector<Node*>(kInitialBuckets, nullptr).swap(buckets_);
+  std::vector<Slot>(kInitialSlots).swap(slots_);
   size_ = 0;
 }
 
 void NodeTable::Grow() {
-  std::vector<Node*> bigger(buckets_.size() * 2, nullptr);
-  const std::size_t mask = bigger.size() - 1;
-  for (Node* head : buckets_) {
-    while (head != nullptr) {
-      Node* next = head->chain;
-      head->chain = bigger[head->hash & mask];
-      bigger[head->hash & mask] = head;
-      head = next;
-    }
+  std::vector<Slot> old(slots_.size() * 2);
+  old.swap(slots_);
+  for (const Slot& s : old) {
+    if (s.node != nullptr) Place(s.hash, s.node);
   }
-  buckets_.swap(bigger);
 }
 
 }  // namespace tiercache::l1
