@@ -243,8 +243,8 @@ int main() {
   // ratio is the median of the rounds' ratios.
   constexpr int kRounds = 5;
   int64_t e1 = 0, e64 = 0, ea = 0;
-  std::vector<Figures> ones, rb1s, syncs, rb64s, asyncs, rbps;
-  std::vector<double> r1, r64, rp;
+  std::vector<Figures> ones, rb1s, syncs, rb64s, asyncs, rbps, deeps;
+  std::vector<double> r1, r64, rp, rp_deep, r_async_c64;
   for (int round = 0; round < kRounds; ++round) {
     int64_t e = 0;
     ones.push_back(OneCaller(client, 10000, &e));
@@ -256,14 +256,20 @@ int main() {
     asyncs.push_back(Async(client, 64, seconds, &e));
     ea += e;
     rbps.push_back(RedisBenchmark(base, "-c 64 -P 16", 2000000));
+    // redis-benchmark -c 64 -P 16 keeps 64 x 16 = 1,024 GETs in flight, 16
+    // times the 64 above; this is the same depth.
+    deeps.push_back(Async(client, 1024, seconds, &e));
+    ea += e;
     auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
     r1.push_back(ratio(ones.back().p50_us, rb1s.back().p50_us));
     r64.push_back(ratio(syncs.back().ops, rb64s.back().ops));
     rp.push_back(ratio(asyncs.back().ops, rbps.back().ops));
+    rp_deep.push_back(ratio(deeps.back().ops, rbps.back().ops));
+    r_async_c64.push_back(ratio(asyncs.back().ops, rb64s.back().ops));
     std::printf("round %d: 1c p50 %.1f us vs rb %.1f us; sync64 %.0f vs rb c64 %.0f ops/s; "
-                "async64 %.0f vs rb c64 P16 %.0f ops/s\n",
+                "async64 %.0f, async1024 %.0f vs rb c64 P16 %.0f ops/s\n",
                 round + 1, ones.back().p50_us, rb1s.back().p50_us, syncs.back().ops,
-                rb64s.back().ops, asyncs.back().ops, rbps.back().ops);
+                rb64s.back().ops, asyncs.back().ops, deeps.back().ops, rbps.back().ops);
   }
   auto median_by = [](std::vector<Figures> v, double Figures::*field) {
     std::sort(v.begin(), v.end(), [field](const Figures& a, const Figures& b) { return a.*field < b.*field; });
@@ -276,11 +282,13 @@ int main() {
   Figures one = median_by(ones, &Figures::p50_us), rb1 = median_by(rb1s, &Figures::p50_us);
   Figures sync64 = median_by(syncs, &Figures::ops), rb64 = median_by(rb64s, &Figures::ops);
   Figures async64 = median_by(asyncs, &Figures::ops), rbp = median_by(rbps, &Figures::ops);
+  Figures async1024 = median_by(deeps, &Figures::ops);
   Print("tiercache GET 1 caller", one, e1);
   Print("redis-benchmark -c 1", rb1, 0);
   Print("tiercache GET 64 sync", sync64, e64);
   Print("redis-benchmark -c 64", rb64, 0);
   Print("tiercache GET 64 async", async64, ea);
+  Print("tiercache GET 1024 async", async1024, 0);
   Print("redis-benchmark -c 64 -P 16", rbp, 0);
 
   std::printf("RESULT redis_get_1c_p50 %.1f us\n", one.p50_us);
@@ -292,12 +300,18 @@ int main() {
   std::printf("RESULT redis_get_async64_ops %.0f ops/s\n", async64.ops);
   std::printf("RESULT redis_get_async64_p50 %.1f us\n", async64.p50_us);
   std::printf("RESULT redis_get_async64_p99 %.1f us\n", async64.p99_us);
+  std::printf("RESULT redis_get_async1024_ops %.0f ops/s\n", async1024.ops);
+  std::printf("RESULT redis_get_async1024_p50 %.1f us\n", async1024.p50_us);
   std::printf("RESULT rb_get_c1_p50 %.1f us\n", rb1.p50_us);
   std::printf("RESULT rb_get_c1_ops %.0f ops/s\n", rb1.ops);
   std::printf("RESULT rb_get_c64_ops %.0f ops/s\n", rb64.ops);
   std::printf("RESULT rb_get_c64_p16_ops %.0f ops/s\n", rbp.ops);
   std::printf("RESULT redis_get_1c_p50_vs_rb %.2f x\n", median(r1));
   std::printf("RESULT redis_get_async64_vs_rb_p16 %.2f x\n", median(rp));
+  // The same comparison at the same depth (1,024 in flight on both sides),
+  // and the 64 async GETs against redis-benchmark's 64 in flight (-c 64).
+  std::printf("RESULT redis_get_async1024_vs_rb_p16 %.2f x\n", median(rp_deep));
+  std::printf("RESULT redis_get_async64_vs_rb_c64 %.2f x\n", median(r_async_c64));
   std::printf("RESULT redis_get_sync64_vs_rb_c64 %.2f x\n", median(r64));
   std::printf("RESULT redis_get_errors %lld calls\n", static_cast<long long>(e1 + e64 + ea));
   return 0;
