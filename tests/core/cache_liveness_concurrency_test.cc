@@ -907,6 +907,53 @@ TEST(CacheLivenessConcurrencyTest, GetOfAKeyAtItsCapOfLoadsFailsAtItsDeadlineIfN
   EXPECT_EQ(calls, 2) << "a third load started while two were running";
 }
 
+// A caller that won the key's lease and then finds the key at its cap gives
+// the lease back before it waits for room: other pods may load the key
+// meanwhile (their callers would otherwise wait for a lease nobody uses, up
+// to lease.max_wait, then load without it or fail). Forced: a probe holds
+// the lease while the cap fills (so the two hung loads run without it), then
+// lets it go, so the third caller wins it; while that caller waits, the
+// lease must be free. Fails without the give-back (the lease lives for its
+// 5 s TTL).
+TEST(CacheLivenessConcurrencyTest, GetThatWaitsForRoomGivesItsLeaseBackFirst) {
+  CappedKey src;
+  auto l2 = MakeInMemoryL2Store();
+  CacheOptions o = CappedOptions();
+  o.l2 = l2;
+  o.lease.ttl = 5s;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] { src.OpenAll(); });
+  const std::string key = "capped:row";
+  auto probe = l2->AcquireLease(key, "probe", 5s, 1s);
+  ASSERT_TRUE(probe.ok() && probe->won) << "the probe could not take the lease";
+  std::thread a, b;
+  FillTheCap(*cache, src, key, &a, &b);  // both loads waited out lease.max_wait and run without it
+  auto released = l2->ReleaseLease(key, "probe", 1s);
+  ASSERT_TRUE(released.ok() && *released);
+
+  std::atomic<bool> returned{false};
+  Result<CachedValue> third = Status::Internal("not run");
+  std::thread c([&] {
+    third = cache->Get(key, src.Get());  // wins the free lease, then finds the cap
+    returned = true;
+  });
+  std::this_thread::sleep_for(150ms);
+  const bool waiting = !returned.load();
+  auto during_wait = l2->AcquireLease(key, "other-pod", 1s, 1s);
+  if (during_wait.ok() && during_wait->won) l2->ReleaseLease(key, "other-pod", 1s).status().IgnoreError();
+  src.first.Open();  // room: the third get loads
+  c.join();
+  src.second.Open();
+  a.join();
+  b.join();
+  EXPECT_TRUE(waiting) << "the third get did not wait for room: " << third.status().ToString();
+  ASSERT_TRUE(during_wait.ok()) << during_wait.status().ToString();
+  EXPECT_TRUE(during_wait->won) << "the caller waiting for room kept the key's lease: no other pod could load it";
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  EXPECT_EQ(third->payload(), key + "@3");
+}
+
 TEST(CacheLivenessConcurrencyTest, GetManyLoadsAKeyAtItsCapAloneOnceOneOfItsLoadsEnds) {
   CappedKey src;
   RecordingBatchLoader batch;
