@@ -127,7 +127,7 @@ using L1Loader = std::function<Result<L1Loaded>()>;
 using L1Weigher = std::function<std::size_t(std::string_view key, std::string_view value)>;
 
 // Fixed per-entry overhead the default weigher adds to key and value sizes
-// (node, hash chain, list links, bookkeeping; extra value stripes excluded).
+// (node, table slot, list links, bookkeeping; extra value stripes excluded).
 inline constexpr std::size_t kL1EntryOverheadBytes = 128;
 // Largest accepted TTL (per fill or in the options).
 inline constexpr Clock::Duration kL1MaxTtl = std::chrono::hours(24 * 365);

@@ -1,6 +1,7 @@
 // Mix: splitmix64's finaliser, a cheap, well-mixing bijection on 64 bits.
-// The L1 applies it to std::hash so that the shard bits (high) and bucket
-// bits (low) are both well mixed, and to derive the sketch's row indexes.
+// The L1 applies it to the key's hash to place the sketch's counters apart
+// from the table's (low bits) and shard's (high bits) use of that hash, and
+// to draw TTL jitter.
 #ifndef TIERCACHE_L1_MIX_H_
 #define TIERCACHE_L1_MIX_H_
 

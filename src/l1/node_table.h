@@ -7,7 +7,7 @@
 // average at load factor 1 (a cache miss each on a large key set). Linear
 // probing, load factor at most 1/2, deletion by backward shift (no
 // tombstones). Lookups take a string_view: no key copy on the hit path. Grows
-// by doubling; never shrinks. Not thread-safe.
+// by doubling; shrinks only on Reset(). Not thread-safe.
 #ifndef TIERCACHE_L1_NODE_TABLE_H_
 #define TIERCACHE_L1_NODE_TABLE_H_
 

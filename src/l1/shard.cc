@@ -260,8 +260,8 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     return false;
   }
   if (old == nullptr) {
+    table_.Insert(node.get());  // may grow the table (and throw) while `node` still owns it
     Node* n = node.release();
-    table_.Insert(n);
     bytes_ += n->charge;
     Place(n);
   } else {

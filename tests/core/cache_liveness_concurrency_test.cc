@@ -912,15 +912,17 @@ TEST(CacheLivenessConcurrencyTest, GetOfAKeyAtItsCapOfLoadsFailsAtItsDeadlineIfN
 // meanwhile (their callers would otherwise wait for a lease nobody uses, up
 // to lease.max_wait, then load without it or fail). Forced: a probe holds
 // the lease while the cap fills (so the two hung loads run without it), then
-// lets it go, so the third caller wins it; while that caller waits, the
-// lease must be free. Fails without the give-back (the lease lives for its
-// 5 s TTL).
+// lets it go, so the third caller wins it (seen in its metrics); while that
+// caller waits, another pod must be able to take the lease well within its
+// 5 s TTL. Fails without the give-back.
 TEST(CacheLivenessConcurrencyTest, GetThatWaitsForRoomGivesItsLeaseBackFirst) {
   CappedKey src;
+  CounterMetrics metrics;
   auto l2 = MakeInMemoryL2Store();
   CacheOptions o = CappedOptions();
   o.l2 = l2;
   o.lease.ttl = 5s;
+  o.metrics = &metrics;
   auto cache = Make(o);
   ASSERT_TRUE(cache);
   OpenOnExit open([&] { src.OpenAll(); });
@@ -929,6 +931,8 @@ TEST(CacheLivenessConcurrencyTest, GetThatWaitsForRoomGivesItsLeaseBackFirst) {
   ASSERT_TRUE(probe.ok() && probe->won) << "the probe could not take the lease";
   std::thread a, b;
   FillTheCap(*cache, src, key, &a, &b);  // both loads waited out lease.max_wait and run without it
+  const auto leases_won = [&] { return metrics.snapshot().get(Counter::kLeaseWon, Tier::kL2); };
+  EXPECT_EQ(leases_won(), 0u) << "a load of the cap took the lease the probe held";
   auto released = l2->ReleaseLease(key, "probe", 1s);
   ASSERT_TRUE(released.ok() && *released);
 
@@ -938,18 +942,26 @@ TEST(CacheLivenessConcurrencyTest, GetThatWaitsForRoomGivesItsLeaseBackFirst) {
     third = cache->Get(key, src.Get());  // wins the free lease, then finds the cap
     returned = true;
   });
-  std::this_thread::sleep_for(150ms);
+  const bool won = WaitUntil([&] { return leases_won() == 1; }, 2s);
+  bool other_pod_took_it = false;
+  if (won) {  // the give-back is asynchronous (the lease keeper's thread): poll
+    other_pod_took_it = WaitUntil(
+        [&] {
+          auto r = l2->AcquireLease(key, "other-pod", 1s, 1s);
+          return r.ok() && r->won;
+        },
+        1s);
+  }
   const bool waiting = !returned.load();
-  auto during_wait = l2->AcquireLease(key, "other-pod", 1s, 1s);
-  if (during_wait.ok() && during_wait->won) l2->ReleaseLease(key, "other-pod", 1s).status().IgnoreError();
+  if (other_pod_took_it) l2->ReleaseLease(key, "other-pod", 1s).status().IgnoreError();
   src.first.Open();  // room: the third get loads
   c.join();
   src.second.Open();
   a.join();
   b.join();
+  ASSERT_TRUE(won) << "the third get never took the free lease: the test forces nothing";
   EXPECT_TRUE(waiting) << "the third get did not wait for room: " << third.status().ToString();
-  ASSERT_TRUE(during_wait.ok()) << during_wait.status().ToString();
-  EXPECT_TRUE(during_wait->won) << "the caller waiting for room kept the key's lease: no other pod could load it";
+  EXPECT_TRUE(other_pod_took_it) << "the caller waiting for room kept the key's lease: no other pod could load it";
   ASSERT_TRUE(third.ok()) << third.status().ToString();
   EXPECT_EQ(third->payload(), key + "@3");
 }

@@ -47,9 +47,13 @@ TEST(NodeTableTest, CollidingAndWrappingRunsSurviveRemovalsInTheMiddle) {
   EXPECT_EQ(table.size(), 4u);
 }
 
+// Seven homes, the last three slots of the array and the first four
+// whatever its size (low bits 2^48 - 3 ... 3), so runs wrap around its end,
+// also while it grows.
 std::uint64_t HashOf(const std::string& key) {
   const std::uint64_t h = std::hash<std::string>{}(key);
-  return (h & 0xFFFF'0000'0000ULL) | (h % 7);
+  constexpr std::uint64_t kLow = (std::uint64_t{1} << 48) - 1;
+  return (h & ~kLow) | ((h % 7 + kLow - 2) & kLow);
 }
 
 // The same property at random against a std::map, across growth, with few
