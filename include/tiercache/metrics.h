@@ -3,9 +3,9 @@
 // refused fills, decode errors, breaker state).
 //
 // A component is given a Metrics* at construction (never null: the default
-// is a process-wide no-op). CounterMetrics keeps every figure in atomics and
-// hands out snapshots; the Prometheus exporter renders one. Implement Metrics
-// yourself to feed another system.
+// is a process-wide no-op). CounterMetrics keeps every figure and hands out
+// snapshots; the Prometheus exporter (tiercache/prometheus.h, an optional
+// component) renders them. Implement Metrics yourself to feed another system.
 //
 // Thread-safety: implementations must accept calls from any thread at once;
 // calls sit on the hot path and must not block.
@@ -16,7 +16,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace tiercache {
 
@@ -117,21 +121,33 @@ class Metrics {
   static Metrics* Noop();
 };
 
-// Keeps everything in relaxed atomics. Load latencies go into power-of-two
-// microsecond buckets: bucket i counts loads of [2^(i-1), 2^i) µs (bucket 0: < 1 µs).
+// Keeps every figure: counters, gauges and histograms in relaxed atomics, the
+// consumer lag (per topic and partition, set every few seconds, not on a hot
+// path) in a map under a mutex. Latencies go into power-of-two microsecond
+// buckets: bucket i counts durations of [2^(i-1), 2^i) µs (bucket 0: < 1 µs).
 class CounterMetrics final : public Metrics {
  public:
   static constexpr int kLatencyBuckets = 32;
+  using Buckets = std::array<uint64_t, kLatencyBuckets>;
   struct Snapshot {
     std::array<std::array<uint64_t, kTierCount>, kCounterCount> counters{};
-    std::array<uint64_t, kLatencyBuckets> load_latency_us_buckets{};
+    Buckets load_latency_us_buckets{};
     uint64_t load_latency_sum_us = 0;
     bool breaker_open = false;
     std::array<uint64_t, kEventOutcomeCount> events{};
     // Invalidation lag per stage, in the load latency's buckets.
-    std::array<std::array<uint64_t, kLatencyBuckets>, kInvalidationStageCount> lag_us_buckets{};
+    std::array<Buckets, kInvalidationStageCount> lag_us_buckets{};
+    std::array<uint64_t, kInvalidationStageCount> lag_sum_us{};
     std::array<uint64_t, kL1FenceCauseCount> l1_fences{};
     bool l1_fenced = false;
+    // (topic, partition) -> messages not yet handled, as last set.
+    std::map<std::pair<std::string, int32_t>, int64_t> consumer_lag;
+    int64_t outbox_unsent = 0;
+    std::chrono::milliseconds outbox_oldest_age{0};
+    Buckets outbox_publish_lag_us_buckets{};
+    uint64_t outbox_publish_lag_sum_us = 0;
+    uint64_t relay_errors_kafka = 0;
+    uint64_t relay_errors_database = 0;
     uint64_t events_of(EventOutcome o) const { return events[static_cast<int>(o)]; }
     uint64_t lags_of(InvalidationStage s) const {
       uint64_t n = 0;
@@ -156,6 +172,15 @@ class CounterMetrics final : public Metrics {
     fences_[static_cast<int>(cause)].fetch_add(1, std::memory_order_relaxed);
   }
   void SetL1Fenced(bool fenced) override { l1_fenced_.store(fenced, std::memory_order_relaxed); }
+  void SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) override;
+  void SetOutboxDepth(int64_t unsent, std::chrono::milliseconds oldest_age) override {
+    outbox_unsent_.store(unsent, std::memory_order_relaxed);
+    outbox_oldest_age_ms_.store(oldest_age.count(), std::memory_order_relaxed);
+  }
+  void ObserveOutboxPublishLag(std::chrono::nanoseconds lag) override;
+  void AddRelayError(bool kafka) override {
+    (kafka ? relay_errors_kafka_ : relay_errors_database_).fetch_add(1, std::memory_order_relaxed);
+  }
   Snapshot snapshot() const;
 
   // The bucket of the power-of-two microsecond histograms for `d`.
@@ -168,8 +193,17 @@ class CounterMetrics final : public Metrics {
   std::atomic<bool> breaker_open_{false};
   std::array<std::atomic<uint64_t>, kEventOutcomeCount> events_{};
   std::array<std::array<std::atomic<uint64_t>, kLatencyBuckets>, kInvalidationStageCount> lag_buckets_{};
+  std::array<std::atomic<uint64_t>, kInvalidationStageCount> lag_sum_us_{};
   std::array<std::atomic<uint64_t>, kL1FenceCauseCount> fences_{};
   std::atomic<bool> l1_fenced_{false};
+  mutable std::mutex lag_mu_;
+  std::map<std::pair<std::string, int32_t>, int64_t> consumer_lag_;  // GUARDED_BY(lag_mu_)
+  std::atomic<int64_t> outbox_unsent_{0};
+  std::atomic<int64_t> outbox_oldest_age_ms_{0};
+  std::array<std::atomic<uint64_t>, kLatencyBuckets> publish_lag_buckets_{};
+  std::atomic<uint64_t> publish_lag_sum_us_{0};
+  std::atomic<uint64_t> relay_errors_kafka_{0};
+  std::atomic<uint64_t> relay_errors_database_{0};
 };
 
 }  // namespace tiercache

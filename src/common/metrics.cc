@@ -87,14 +87,30 @@ int CounterMetrics::BucketOf(std::chrono::nanoseconds d) {
   return bucket >= kLatencyBuckets ? kLatencyBuckets - 1 : bucket;
 }
 
+namespace {
+
+uint64_t Micros(std::chrono::nanoseconds d) { return d.count() <= 0 ? 0 : static_cast<uint64_t>(d.count()) / 1000; }
+
+}  // namespace
+
 void CounterMetrics::ObserveLoad(std::chrono::nanoseconds latency) {
   buckets_[BucketOf(latency)].fetch_add(1, std::memory_order_relaxed);
-  sum_us_.fetch_add(latency.count() <= 0 ? 0 : static_cast<uint64_t>(latency.count()) / 1000,
-                    std::memory_order_relaxed);
+  sum_us_.fetch_add(Micros(latency), std::memory_order_relaxed);
 }
 
 void CounterMetrics::ObserveInvalidationLag(InvalidationStage stage, std::chrono::nanoseconds lag) {
   lag_buckets_[static_cast<int>(stage)][BucketOf(lag)].fetch_add(1, std::memory_order_relaxed);
+  lag_sum_us_[static_cast<int>(stage)].fetch_add(Micros(lag), std::memory_order_relaxed);
+}
+
+void CounterMetrics::SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) {
+  std::lock_guard<std::mutex> lock(lag_mu_);
+  consumer_lag_[{std::string(topic), partition}] = messages;
+}
+
+void CounterMetrics::ObserveOutboxPublishLag(std::chrono::nanoseconds lag) {
+  publish_lag_buckets_[BucketOf(lag)].fetch_add(1, std::memory_order_relaxed);
+  publish_lag_sum_us_.fetch_add(Micros(lag), std::memory_order_relaxed);
 }
 
 CounterMetrics::Snapshot CounterMetrics::snapshot() const {
@@ -109,8 +125,21 @@ CounterMetrics::Snapshot CounterMetrics::snapshot() const {
   for (int st = 0; st < kInvalidationStageCount; ++st) {
     for (int b = 0; b < kLatencyBuckets; ++b) s.lag_us_buckets[st][b] = lag_buckets_[st][b].load(std::memory_order_relaxed);
   }
+  for (int st = 0; st < kInvalidationStageCount; ++st) s.lag_sum_us[st] = lag_sum_us_[st].load(std::memory_order_relaxed);
   for (int c = 0; c < kL1FenceCauseCount; ++c) s.l1_fences[c] = fences_[c].load(std::memory_order_relaxed);
   s.l1_fenced = l1_fenced_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(lag_mu_);
+    s.consumer_lag = consumer_lag_;
+  }
+  s.outbox_unsent = outbox_unsent_.load(std::memory_order_relaxed);
+  s.outbox_oldest_age = std::chrono::milliseconds(outbox_oldest_age_ms_.load(std::memory_order_relaxed));
+  for (int b = 0; b < kLatencyBuckets; ++b) {
+    s.outbox_publish_lag_us_buckets[b] = publish_lag_buckets_[b].load(std::memory_order_relaxed);
+  }
+  s.outbox_publish_lag_sum_us = publish_lag_sum_us_.load(std::memory_order_relaxed);
+  s.relay_errors_kafka = relay_errors_kafka_.load(std::memory_order_relaxed);
+  s.relay_errors_database = relay_errors_database_.load(std::memory_order_relaxed);
   return s;
 }
 
