@@ -25,7 +25,7 @@ packages=(
   openjdk-17-jre-headless maven kcat
   iproute2 procps util-linux
   libcpp-httplib-dev curl python3 gnuplot-nox
-  prometheus-cpp-dev prometheus
+  prometheus-cpp-dev prometheus libcli11-dev
 )
 # Headless Chromium checks the demo's report page in the tests; `make demo`
 # itself does not need it (TIERCACHE_SETUP_NO_BROWSER=1).
