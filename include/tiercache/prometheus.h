@@ -9,12 +9,13 @@
 //   * Exporter::Start: an HTTP endpoint of its own (prometheus-cpp's pull
 //     exposer), for a service without one;
 //   * MakeCollectable: a prometheus::Collectable to register on the
-//     prometheus::Exposer (or Registry) a service already runs.
+//     prometheus::Exposer a service already runs.
 // RenderText gives the text exposition format directly (tests, a CLI).
 //
 // Thread-safety: everything here may be used from any thread. A scrape reads
-// a snapshot of the metrics (CounterMetrics::snapshot()), a few microseconds
-// of copying; it never blocks the threads that update them.
+// a snapshot of the metrics (CounterMetrics::snapshot()): atomics, plus the
+// consumer-lag map under its mutex, which its writer (the consumer, every
+// few seconds) holds only for one map update.
 #ifndef TIERCACHE_PROMETHEUS_H_
 #define TIERCACHE_PROMETHEUS_H_
 
@@ -34,9 +35,9 @@ class Collectable;
 namespace tiercache::prometheus {
 
 // Labels put on every series, e.g. {{"service", "feeds"}, {"pod", "feeds-7"}}.
-// Names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with "__"; they may
-// not be one of the labels tiercache sets (tier, result, outcome, stage,
-// cause, topic, partition, le).
+// Names must match [a-zA-Z_][a-zA-Z0-9_]*, not start with "__", appear once,
+// and not be one of the labels tiercache sets (tier, result, outcome, stage,
+// cause, topic, partition, le); values must be UTF-8.
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 struct ExporterOptions {
@@ -52,19 +53,24 @@ struct ExporterOptions {
 // every series. Errors: kInvalidArgument for a bad label name.
 Result<std::string> RenderText(const CounterMetrics::Snapshot& snapshot, const Labels& labels = {});
 
-// A collectable that renders `metrics` on every collection. `metrics` is not
-// owned and must outlive the collectable's registration. Errors:
-// kInvalidArgument for a bad label name.
+// A collectable that renders `metrics` on every collection (a failed one is
+// an empty scrape; nothing is thrown). `metrics` is not owned and must
+// outlive the collectable's registration: an Exposer keeps only a weak_ptr,
+// so keep the returned pointer for as long as it should be scraped, and call
+// the Exposer's RemoveCollectable (which waits for a scrape in progress)
+// before `metrics` goes. Errors: kInvalidArgument for null metrics or a bad
+// label.
 Result<std::shared_ptr<::prometheus::Collectable>> MakeCollectable(const CounterMetrics* metrics,
                                                                    const Labels& labels = {});
 
-// An HTTP endpoint serving `metrics` at options.path. Stops (and joins its
-// threads) when destroyed.
+// An HTTP endpoint serving `metrics` at options.path. `metrics` is not owned
+// and must outlive the Exporter. The destructor stops the server: it blocks
+// until the HTTP threads have ended (about a second at most).
 class Exporter {
  public:
   // Errors: kInvalidArgument (null metrics, a bad label, path or thread
-  // count, an address without a port), kUnavailable (the address cannot be
-  // bound: port taken, unknown host, no permission).
+  // count, an address without a numeric port), kUnavailable (the address
+  // cannot be bound: port taken, unknown host, no permission).
   static Result<std::unique_ptr<Exporter>> Start(const CounterMetrics* metrics, ExporterOptions options);
   ~Exporter();
   Exporter(const Exporter&) = delete;

@@ -139,6 +139,15 @@ std::string TtlText(int64_t pttl) {
   return std::to_string(pttl) + " ms left";
 }
 
+// The fence key's "<epoch>|<8-byte big-endian floor>" (l2_store.h).
+std::string FenceText(const std::string& v) {
+  const size_t bar = v.rfind('|');
+  if (bar == std::string::npos || v.size() - bar - 1 != 8) return Preview(v) + " (not a fence value)";
+  uint64_t floor = 0;
+  for (size_t i = bar + 1; i < v.size(); ++i) floor = (floor << 8) | static_cast<unsigned char>(v[i]);
+  return "epoch " + Preview(v.substr(0, bar)) + ", floor " + std::to_string(floor);
+}
+
 int Fail(std::ostream& err, const std::string& what, const Status& s) {
   err << "tiercache: " << what << ": " << s.ToString() << "\n";
   return ExitCodeOf(s);
@@ -199,6 +208,9 @@ int Inspect(const Connection& c, const std::string& key, const std::string& grou
     err << "tiercache: inspect: an empty key\n";
     return kExitUsage;
   }
+  if (!group.empty()) {
+    if (Status bad = CheckGroupName(group); !bad.ok()) return Fail(err, "inspect", bad);
+  }
   Result<std::shared_ptr<redis::RedisClient>> client = Connect(c);
   if (!client.ok()) return Fail(err, "inspect", client.status());
   redis::RedisClient& r = **client;
@@ -236,17 +248,22 @@ int Inspect(const Connection& c, const std::string& key, const std::string& grou
       << "\n";
   Result<Raw> fence = ReadRaw(r, FenceKeyFor(key), c.timeout);
   if (!fence.ok()) return Fail(err, "inspect " + key + " (fence)", fence.status());
-  out << "fence epoch  " << (fence->value ? Preview(*fence->value) + ", " + TtlText(fence->pttl_ms) : std::string("none"))
+  out << "fence        " << (fence->value ? FenceText(*fence->value) + ", " + TtlText(fence->pttl_ms) : std::string("none"))
       << "\n";
   if (!group.empty()) {
     Result<Raw> gen = ReadRaw(r, GroupKeyFor(group), c.timeout);
     if (!gen.ok()) return Fail(err, "inspect " + key + " (group)", gen.status());
-    out << "group        " << group << " at generation " << (gen->value ? *gen->value : std::string("none"));
-    if (env) {
-      const bool current = env->grouped && gen->value && std::to_string(env->group_generation) == *gen->value;
+    out << "group        " << group << " at generation " << (gen->value ? Preview(*gen->value) : std::string("none"));
+    if (env && !env->grouped) {
+      out << " (the entry is NOT a member: filled outside any group)";
+    } else if (env) {
+      const bool current = gen->value && std::to_string(env->group_generation) == *gen->value;
       out << (current ? " (the entry is current)" : " (the entry is NOT current: filled under another generation)");
     }
     out << "\n";
+    Result<Raw> floor = ReadRaw(r, GroupFloorKeyFor(group), c.timeout);
+    if (!floor.ok()) return Fail(err, "inspect " + key + " (group floor)", floor.status());
+    out << "group floor  " << (floor->value ? Preview(*floor->value) : std::string("none")) << "\n";
   }
   return code;
 }
@@ -280,6 +297,11 @@ int Get(const Connection& c, const std::string& key, const std::string& group, s
   if (!e.ok()) return Fail(err, "get " + key + ": not a tiercache envelope", e.status());
   if (e->kind != EntryKind::kValue) {
     err << "tiercache: get " << key << ": " << KindName(e->kind) << " at version " << e->version << "\n";
+    return kExitNotFound;
+  }
+  if (group.empty() && e->grouped) {
+    err << "tiercache: get " << key << ": a member of a group (filled under generation " << e->group_generation
+        << "): name it with --group to see whether it is current\n";
     return kExitNotFound;
   }
   if (!group.empty() && (!e->grouped || !generation || e->group_generation != *generation)) {
@@ -319,7 +341,8 @@ int Invalidate(const Connection& c, const std::string& key, const std::string& g
   if (r.size() != 1) return Fail(err, "invalidate " + what, Status::Internal("no result"));
   if (!r[0].ok()) return Fail(err, "invalidate " + what, r[0].status());
   if (*r[0] == Cache::InvalidationResult::kApplied) {
-    out << "invalidated " << what << (version ? " at version " + std::to_string(*version) : std::string()) << "\n";
+    out << "invalidated " << what << (version ? " at version " + std::to_string(*version) : std::string())
+        << " in L2 (no event published: other pods' L1 copies live until their L1 TTL)\n";
   } else {
     out << "ignored: " << what << " was already at version " << inv.version << " or newer\n";
   }

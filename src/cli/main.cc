@@ -1,5 +1,5 @@
 // tiercache: the command-line tool for the people on call (see commands.h
-// for the commands' output and exit codes, docs/operations.md for use).
+// for the commands' output and exit codes).
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
@@ -24,16 +24,19 @@ int main(int argc, char** argv) {
   using tiercache::cli::Connection;
   Connection conn;
   conn.redis = EnvOr("TIERCACHE_REDIS", conn.redis);
+  conn.redis_password = EnvOr("TIERCACHE_REDIS_PASSWORD", "");  // kept out of argv (ps)
   int timeout_ms = 2000;
 
   CLI::App app{"tiercache: look at and act on tiercache's keys in Redis.\n"
                "Exit codes: 0 done; 2 bad arguments or input; 3 nothing (current) stored; "
                "4 a server did not answer; 5 a server error or bytes that are not an envelope."};
   app.require_subcommand(1);
+  app.fallthrough();  // the options above also after the command's name
   app.add_option("--redis", conn.redis, "a Redis Cluster node, host:port (env TIERCACHE_REDIS)")
       ->capture_default_str();
   app.add_option("--redis-user", conn.redis_user, "ACL user for AUTH");
-  app.add_option("--redis-password", conn.redis_password, "password for AUTH");
+  app.add_option("--redis-password", conn.redis_password,
+                 "password for AUTH (better: env TIERCACHE_REDIS_PASSWORD, not visible in ps)");
   app.add_option("--timeout-ms", timeout_ms, "timeout of each server call")->check(CLI::Range(1, 600000))
       ->capture_default_str();
 
@@ -56,7 +59,8 @@ int main(int argc, char** argv) {
 
   std::optional<uint64_t> version;
   CLI::App* invalidate = app.add_subcommand(
-      "invalidate", "invalidate KEY, or every member of --group, in L2 (every pod's L1 follows its events)");
+      "invalidate", "invalidate KEY, or every member of --group, in L2 (no event is published: other pods' L1 "
+                    "copies live until their L1 TTL; publish an event to reach them)");
   invalidate->add_option("KEY", key, "the key (or give --group)");
   invalidate->add_option("--group", group, "invalidate this group instead of a key");
   invalidate->add_option("--version", version, "the version invalidated: older fills stay refused (default: unversioned)");

@@ -6,7 +6,9 @@
 #include <prometheus/text_serializer.h>
 
 #include <cmath>
+#include <deque>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <sstream>
 #include <string_view>
@@ -20,8 +22,27 @@ using Snapshot = CounterMetrics::Snapshot;
 // Labels tiercache sets itself; a constant label may not take their names.
 constexpr std::string_view kOwnLabels[] = {"tier", "result", "outcome", "stage", "cause", "topic", "partition", "le"};
 
+// Well-formed UTF-8 (Prometheus' label values must be).
+bool IsUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
 Status CheckLabels(const Labels& labels) {
-  for (const auto& [name, value] : labels) {
+  for (size_t at = 0; at < labels.size(); ++at) {
+    const auto& [name, value] = labels[at];
+    for (size_t before = 0; before < at; ++before) {
+      if (labels[before].first == name) return Status::InvalidArgument("prometheus: label '" + name + "' given twice");
+    }
+    if (!IsUtf8(value)) return Status::InvalidArgument("prometheus: the value of label '" + name + "' is not UTF-8");
     bool ok = !name.empty() && !(name.size() >= 2 && name[0] == '_' && name[1] == '_');
     for (size_t i = 0; ok && i < name.size(); ++i) {
       const char c = name[i];
@@ -51,17 +72,22 @@ class Renderer {
     };
 
     auto& lookups = Family("tiercache_lookups_total",
-                           "Lookups per tier and result: hit (fresh), miss, stale (a stale value served on "
-                           "purpose) and negative_hit (a cached \"not found\").",
+                           "Lookups per tier and result: hit (a fresh value), negative_hit (a cached \"not "
+                           "found\"), miss (anything else; stale copies served are counted here too).",
                            pm::MetricType::Counter);
-    const std::pair<Counter, const char*> results[] = {{Counter::kHit, "hit"},
-                                                       {Counter::kMiss, "miss"},
-                                                       {Counter::kStaleServe, "stale"},
-                                                       {Counter::kNegativeHit, "negative_hit"}};
+    const std::pair<Counter, const char*> results[] = {
+        {Counter::kHit, "hit"}, {Counter::kMiss, "miss"}, {Counter::kNegativeHit, "negative_hit"}};
     for (Tier t : {Tier::kL1, Tier::kL2}) {
       for (const auto& [c, result] : results) {
         AddCounter(lookups, {{"tier", std::string(TierName(t))}, {"result", result}}, per_tier(c, t));
       }
+    }
+    auto& stale = Family("tiercache_stale_serves_total",
+                         "Stale values served on purpose (fail-safe, stale-while-revalidate), by the tier they "
+                         "came from; each was also counted as a miss.",
+                         pm::MetricType::Counter);
+    for (Tier t : {Tier::kL1, Tier::kL2}) {
+      AddCounter(stale, {{"tier", std::string(TierName(t))}}, per_tier(Counter::kStaleServe, t));
     }
     auto& refused = Family("tiercache_refused_fills_total",
                            "Fills refused by the version fence (a newer version or an invalidation was seen).",
@@ -140,7 +166,7 @@ class Renderer {
                          pm::MetricType::Counter);
     AddCounter(relay, {{"cause", "kafka"}}, s.relay_errors_kafka);
     AddCounter(relay, {{"cause", "database"}}, s.relay_errors_database);
-    return std::move(families_);
+    return {std::make_move_iterator(families_.begin()), std::make_move_iterator(families_.end())};
   }
 
  private:
@@ -182,13 +208,23 @@ class Renderer {
   }
 
   std::vector<pm::ClientMetric::Label> base_;
-  std::vector<pm::MetricFamily> families_;
+  // A deque: Family() hands out references that must survive the next
+  // Family() (a family may be filled after another one is created).
+  std::deque<pm::MetricFamily> families_;
 };
 
 class SnapshotCollectable final : public pm::Collectable {
  public:
   SnapshotCollectable(const CounterMetrics* metrics, Labels labels) : metrics_(metrics), labels_(std::move(labels)) {}
-  std::vector<pm::MetricFamily> Collect() const override { return Renderer(labels_).Render(metrics_->snapshot()); }
+  // Runs on the exposer's (civetweb's) threads, under C code: nothing may
+  // escape. A failed collection is an empty scrape.
+  std::vector<pm::MetricFamily> Collect() const override {
+    try {
+      return Renderer(labels_).Render(metrics_->snapshot());
+    } catch (...) {
+      return {};
+    }
+  }
 
  private:
   const CounterMetrics* metrics_;
@@ -225,7 +261,8 @@ Result<std::unique_ptr<Exporter>> Exporter::Start(const CounterMetrics* metrics,
     return Status::InvalidArgument("prometheus exporter: threads must be in [1, 16]");
   }
   const size_t colon = options.listen_address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == options.listen_address.size()) {
+  if (colon == std::string::npos || colon + 1 == options.listen_address.size() ||
+      options.listen_address.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
     return Status::InvalidArgument("prometheus exporter: listen_address must be host:port: '" +
                                    options.listen_address + "'");
   }

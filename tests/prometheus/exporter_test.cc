@@ -28,6 +28,9 @@ TEST(PrometheusExporterTest, RendersEveryFigureUnderItsNameAndLabels) {
   CounterMetrics m;
   m.Add(Counter::kHit, Tier::kL1, 5);
   m.Add(Counter::kMiss, Tier::kL2, 2);
+  m.Add(Counter::kStaleServe, Tier::kL2, 1);
+  m.Add(Counter::kRefusedFill, Tier::kL2, 6);
+  m.Add(Counter::kDecodeError, Tier::kL1, 8);
   m.Add(Counter::kLoad, Tier::kLoader, 3);
   m.Add(Counter::kLoad, Tier::kL2, 1);  // not per tier: summed over tiers
   m.ObserveLoad(3us);    // bucket 2: [2, 4) µs
@@ -45,6 +48,9 @@ TEST(PrometheusExporterTest, RendersEveryFigureUnderItsNameAndLabels) {
   const std::string& t = *text;
   EXPECT_TRUE(Has(t, "tiercache_lookups_total{service=\"feeds\",tier=\"l1\",result=\"hit\"} 5")) << t;
   EXPECT_TRUE(Has(t, "tiercache_lookups_total{service=\"feeds\",tier=\"l2\",result=\"miss\"} 2")) << t;
+  EXPECT_TRUE(Has(t, "tiercache_stale_serves_total{service=\"feeds\",tier=\"l2\"} 1")) << t;
+  EXPECT_TRUE(Has(t, "tiercache_refused_fills_total{service=\"feeds\",tier=\"l2\"} 6")) << t;
+  EXPECT_TRUE(Has(t, "tiercache_decode_errors_total{service=\"feeds\",tier=\"l1\"} 8")) << t;
   EXPECT_TRUE(Has(t, "tiercache_loads_total{service=\"feeds\"} 4")) << t;
   EXPECT_TRUE(Has(t, "# TYPE tiercache_load_duration_seconds histogram")) << t;
   // Cumulative: 3 µs is at or below 4 µs; 700 µs only from 1,024 µs on.
@@ -75,6 +81,9 @@ TEST(PrometheusExporterTest, RefusesBadAndReservedLabelNames) {
     Result<std::string> text = RenderText(m.snapshot(), {{bad, "x"}});
     EXPECT_TRUE(text.status().IsInvalidArgument()) << "'" << bad << "': " << text.status().ToString();
   }
+  EXPECT_TRUE(RenderText(m.snapshot(), {{"pod", "a"}, {"pod", "b"}}).status().IsInvalidArgument()) << "twice";
+  EXPECT_TRUE(RenderText(m.snapshot(), {{"pod", "\xff\xfe"}}).status().IsInvalidArgument()) << "not UTF-8";
+  EXPECT_TRUE(RenderText(m.snapshot(), {{"pod", "caf\xc3\xa9"}}).ok()) << "UTF-8";
   EXPECT_TRUE(MakeCollectable(nullptr).status().IsInvalidArgument());
 }
 
@@ -121,6 +130,8 @@ TEST(PrometheusExporterTest, BadOptionsAreInvalidArguments) {
   CounterMetrics m;
   ExporterOptions o;
   o.listen_address = "127.0.0.1";  // no port
+  EXPECT_TRUE(Exporter::Start(&m, o).status().IsInvalidArgument());
+  o.listen_address = "127.0.0.1:http";
   EXPECT_TRUE(Exporter::Start(&m, o).status().IsInvalidArgument());
   o.listen_address = "127.0.0.1:0";
   o.path = "metrics";

@@ -145,7 +145,7 @@ TEST(PrometheusItest, APrometheusServerScrapesTheExporterAndSeesTheCounts) {
   EXPECT_EQ(hits, 42);
   EXPECT_EQ(loads, 3);
   EXPECT_EQ(load_p, 1);
-  // Every series the exporter renders is a tiercache_ one or the exposer's own.
+  // The server stored the exporter's whole set of tiercache_ series.
   const nlohmann::json all = server.Query("{job=\"tiercache\",__name__=~\"tiercache_.+\"}");
   EXPECT_GT(all.size(), 40u) << all.dump();
 }
