@@ -9,6 +9,7 @@
 #include "tiercache/cache.h"
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
+#include "tiercache/outbox.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
 
@@ -148,8 +149,14 @@ std::string FenceText(const std::string& v) {
   return "epoch " + Preview(v.substr(0, bar)) + ", floor " + std::to_string(floor);
 }
 
+// One line, whatever the server said (libpq's messages span several).
 int Fail(std::ostream& err, const std::string& what, const Status& s) {
-  err << "tiercache: " << what << ": " << s.ToString() << "\n";
+  std::string line = s.ToString();
+  for (size_t at = 0; (at = line.find_first_of("\r\n", at)) != std::string::npos;) {
+    size_t end = line.find_first_not_of("\r\n\t ", at);
+    line.replace(at, (end == std::string::npos ? line.size() : end) - at, end == std::string::npos ? "" : "; ");
+  }
+  err << "tiercache: " << what << ": " << line << "\n";
   return ExitCodeOf(s);
 }
 
@@ -346,6 +353,26 @@ int Invalidate(const Connection& c, const std::string& key, const std::string& g
   } else {
     out << "ignored: " << what << " was already at version " << inv.version << " or newer\n";
   }
+  return kExitOk;
+}
+
+int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
+                 std::ostream& err) {
+  // Bounded: the connection by connect_timeout (whole seconds), the query by
+  // statement_timeout, unless the conninfo sets them.
+  std::string info = conninfo;
+  if (info.find("connect_timeout") == std::string::npos) {
+    info += " connect_timeout=" + std::to_string(std::max<int64_t>(1, (timeout.count() + 999) / 1000));
+  }
+  if (info.find("options") == std::string::npos) {
+    info += " options='-c statement_timeout=" + std::to_string(timeout.count()) + "'";
+  }
+  Result<outbox::OutboxStatus> s = outbox::GetOutboxStatus(info);
+  if (!s.ok()) return Fail(err, "outbox status", s.status());
+  out << "unsent       " << s->unsent << " rows\n";
+  out << "oldest       " << (s->unsent == 0 ? std::string("none") : std::to_string(s->oldest_unsent_age.count()) + " ms old")
+      << "\n";
+  out << "sent, kept   " << s->sent_retained << " rows (deleted after the relay's retention)\n";
   return kExitOk;
 }
 

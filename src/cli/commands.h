@@ -47,6 +47,10 @@ int Get(const Connection& c, const std::string& key, const std::string& group, s
 // Exactly one of `key` and `group` is non-empty.
 int Invalidate(const Connection& c, const std::string& key, const std::string& group,
                std::optional<uint64_t> version, std::ostream& out, std::ostream& err);
+// The transactional outbox in PostgreSQL (`conninfo`, libpq's format): rows
+// not sent yet, the age of the oldest, sent rows kept until retention.
+int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
+                 std::ostream& err);
 
 }  // namespace tiercache::cli
 

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   conn.redis_password = EnvOr("TIERCACHE_REDIS_PASSWORD", "");  // kept out of argv (ps)
   int timeout_ms = 2000;
 
-  CLI::App app{"tiercache: look at and act on tiercache's keys in Redis.\n"
+  CLI::App app{"tiercache: look at and act on tiercache's keys in Redis, and its outbox.\n"
                "Exit codes: 0 done; 2 bad arguments or input; 3 nothing (current) stored; "
                "4 a server did not answer; 5 a server error or bytes that are not an envelope."};
   app.require_subcommand(1);
@@ -65,6 +65,13 @@ int main(int argc, char** argv) {
   invalidate->add_option("--group", group, "invalidate this group instead of a key");
   invalidate->add_option("--version", version, "the version invalidated: older fills stay refused (default: unversioned)");
 
+  std::string pg = EnvOr("TIERCACHE_PG", "host=127.0.0.1 port=55432 dbname=tiercache user=postgres");
+  CLI::App* outbox = app.add_subcommand("outbox", "the transactional outbox in PostgreSQL");
+  outbox->require_subcommand(1);
+  CLI::App* outbox_status =
+      outbox->add_subcommand("status", "rows not yet published, the age of the oldest, sent rows kept");
+  outbox_status->add_option("--pg", pg, "libpq connection string (env TIERCACHE_PG)")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -81,5 +88,6 @@ int main(int argc, char** argv) {
   if (*inspect) return tiercache::cli::Inspect(conn, key, group, std::cout, std::cerr);
   if (*get) return tiercache::cli::Get(conn, key, group, std::cout, std::cerr);
   if (*invalidate) return tiercache::cli::Invalidate(conn, key, group, version, std::cout, std::cerr);
+  if (*outbox_status) return tiercache::cli::OutboxStatus(pg, conn.timeout, std::cout, std::cerr);
   return tiercache::cli::kExitUsage;
 }
