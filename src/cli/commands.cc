@@ -22,8 +22,10 @@ using std::chrono::milliseconds;
 Result<redis::Endpoint> ParseEndpoint(const std::string& s) {
   const size_t colon = s.rfind(':');
   int port = 0;
-  if (colon == std::string::npos || colon == 0 ||
-      std::from_chars(s.data() + colon + 1, s.data() + s.size(), port).ec != std::errc() || port < 1 ||
+  const char* end = s.data() + s.size();
+  const auto parsed = colon == std::string::npos ? std::from_chars_result{end, std::errc::invalid_argument}
+                                                 : std::from_chars(s.data() + colon + 1, end, port);
+  if (colon == std::string::npos || colon == 0 || parsed.ec != std::errc() || parsed.ptr != end || port < 1 ||
       port > 65535) {
     return Status::InvalidArgument("--redis must be host:port, got '" + s + "'");
   }

@@ -298,6 +298,7 @@ TEST_F(CliItest, MalformedInputAndUnreachableServersGetOneLineErrorsAndTheirExit
       {{"inspect", prefix_ + "a"}, dead, 4, "UNAVAILABLE"},
       {{"invalidate", prefix_ + "a"}, dead, 4, "UNAVAILABLE"},
       {{"cluster"}, "no-port-here", 2, "host:port"},
+      {{"cluster"}, "127.0.0.1:7000x", 2, "host:port"},
       {{"invalidate", "--version", "abc", prefix_ + "a"}, "", 2, "--version"},
       {{"invalidate"}, "", 2, "KEY or a --group"},
       {{"invalidate", prefix_ + "a", "--group", "g"}, "", 2, "KEY or a --group"},
