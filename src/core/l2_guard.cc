@@ -1,5 +1,9 @@
 #include "core/l2_guard.h"
 
+#include <string>
+
+#include "tiercache/log.h"
+
 namespace tiercache {
 
 L2Guard::L2Guard(const CircuitBreakerOptions& options, std::chrono::milliseconds l2_timeout, Clock* clock,
@@ -8,9 +12,9 @@ L2Guard::L2Guard(const CircuitBreakerOptions& options, std::chrono::milliseconds
   for (auto& b : breakers_) b = std::make_unique<CircuitBreaker>(options, clock);
 }
 
-CircuitBreaker& L2Guard::Breaker(int shard) const {
-  return *breakers_[static_cast<size_t>((shard < 0 ? -shard : shard) % kBreakers)];
-}
+size_t L2Guard::ShardIndex(int shard) { return static_cast<size_t>((shard < 0 ? -shard : shard) % kBreakers); }
+
+CircuitBreaker& L2Guard::Breaker(int shard) const { return *breakers_[ShardIndex(shard)]; }
 
 bool L2Guard::Allow(int shard) { return Breaker(shard).Allow(); }
 
@@ -24,7 +28,13 @@ void L2Guard::Record(int shard, const Status& s) {
     metrics_->Add(Counter::kL2Error, Tier::kL2);
     b.RecordFailure();
   }
-  if (b.times_opened() != opened_before) metrics_->Add(Counter::kBreakerOpened, Tier::kL2);
+  if (b.times_opened() != opened_before) {
+    metrics_->Add(Counter::kBreakerOpened, Tier::kL2);
+    Log(LogLevel::kWarning, "L2 circuit breaker " + std::to_string(ShardIndex(shard)) +
+                                " opened (Redis shard failing: " + s.ToString() + "); its keys skip L2 meanwhile");
+  } else if (before != BreakerState::kClosed && b.state() == BreakerState::kClosed) {
+    Log(LogLevel::kInfo, "L2 circuit breaker " + std::to_string(ShardIndex(shard)) + " closed: its Redis shard answers again");
+  }
   if (b.state() != before) {
     bool any_open = false;
     for (const auto& other : breakers_) any_open = any_open || other->state() != BreakerState::kClosed;

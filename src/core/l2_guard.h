@@ -60,6 +60,7 @@ class L2Guard {
   static Status StatusOf(const Result<T>& r) {
     return r.status();
   }
+  static size_t ShardIndex(int shard);  // the breaker of `shard`
   CircuitBreaker& Breaker(int shard) const;
 
   const std::chrono::milliseconds l2_timeout_;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "kafka/rdkafka_util.h"
+#include "tiercache/log.h"
 
 namespace tiercache::kafka {
 namespace {
@@ -303,6 +304,8 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     backoff.erase(tp);
     if (it.handled.malformed) {
       metrics->AddEvents(EventOutcome::kDeadLettered);
+      Log(LogLevel::kWarning, "event dead-lettered (" + tp.first + "[" + std::to_string(tp.second) + "] offset " +
+                                  std::to_string(it.handled.offset) + "): " + it.handled.dead_letter_reason);
     } else {
       metrics->AddEvents(it.handled.keys_applied > 0 ? EventOutcome::kApplied : EventOutcome::kIgnored);
       metrics->ObserveInvalidationLag(InvalidationStage::kL2, it.handled.applied_at - it.handled.event.occurred_at);

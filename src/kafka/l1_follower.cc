@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "kafka/rdkafka_util.h"
+#include "tiercache/log.h"
 
 namespace tiercache::kafka {
 namespace {
@@ -283,6 +284,9 @@ void L1Follower::Impl::Fence(L1FenceCause cause, bool drop) {
     ++stats.fences;
     ++stats.fences_by_cause[std::string(L1FenceCauseName(cause))];
     metrics->AddL1Fence(cause);
+    Log(LogLevel::kWarning, "L1 fenced (" + std::string(L1FenceCauseName(cause)) +
+                                (drop ? "; its entries dropped" : "") +
+                                "): this pod reads L2 until it is sure it has seen every invalidation");
   }
 }
 
@@ -391,6 +395,7 @@ void L1Follower::Impl::Watch() {
     } else if (!trusted && sure) {
       cache->TrustL1();
       metrics->SetL1Fenced(false);
+      Log(LogLevel::kInfo, "L1 trusted again: the follower has caught up with the invalidation events");
       std::lock_guard<std::mutex> lock(mu);
       stats.trusted = true;
     }

@@ -7,6 +7,7 @@
 
 #include "redis/connection_io.h"
 #include "redis/engine.h"
+#include "tiercache/log.h"
 
 namespace tiercache::redis::internal {
 
@@ -110,7 +111,14 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
       slot_shard_[s] = static_cast<uint16_t>(shard);
     }
   }
-  if (masters != slot_master_) counters_.topology_changes.fetch_add(1, std::memory_order_relaxed);
+  if (masters != slot_master_) {
+    counters_.topology_changes.fetch_add(1, std::memory_order_relaxed);
+    if (have_topology_) {  // not the first map: a failover, a reshard, a node added or removed
+      std::string who;
+      for (int m : shard_master) who += (who.empty() ? "" : ", ") + nodes_[static_cast<size_t>(m)]->name;
+      Log(LogLevel::kInfo, "Redis cluster topology changed: masters now " + who);
+    }
+  }
   slot_master_ = masters;
   for (int s = 0; s < kSlotCount; ++s) PublishSlot(s);
   shard_master_ = std::move(shard_master);

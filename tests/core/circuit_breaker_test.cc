@@ -2,6 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/l2_guard.h"
+#include "tiercache/log.h"
+
 namespace tiercache {
 namespace {
 
@@ -68,6 +75,33 @@ TEST_F(CircuitBreakerTest, ALostProbeIsReplacedAfterTheOpenDuration) {
   EXPECT_FALSE(breaker_.Allow());
   clock_.Advance(milliseconds(500));
   EXPECT_TRUE(breaker_.Allow());
+}
+
+// An operator learns when a shard's breaker opens and closes: one log line
+// each (tiercache/log.h), with the shard and the error that opened it.
+TEST(L2GuardTest, LogsWhenABreakerOpensAndWhenItClosesAgain) {
+  std::mutex mu;
+  std::vector<std::pair<LogLevel, std::string>> lines;
+  SetLogSink([&](LogLevel level, std::string_view message) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.emplace_back(level, std::string(message));
+  });
+  FakeClock clock;
+  L2Guard guard({2, milliseconds(500)}, milliseconds(100), &clock, Metrics::Noop());
+  guard.Record(3, Status::Unavailable("connection refused"));
+  EXPECT_TRUE(lines.empty()) << "one failure does not open the breaker";
+  guard.Record(3, Status::Unavailable("connection refused"));
+  guard.Record(3, Status::Unavailable("connection refused"));  // already open: no second line
+  clock.Advance(milliseconds(500));
+  ASSERT_TRUE(guard.Allow(3));  // the probe
+  guard.Record(3, Status::Ok());
+  SetLogSink(nullptr);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].first, LogLevel::kWarning);
+  EXPECT_NE(lines[0].second.find("breaker 3 opened"), std::string::npos) << lines[0].second;
+  EXPECT_NE(lines[0].second.find("connection refused"), std::string::npos) << lines[0].second;
+  EXPECT_EQ(lines[1].first, LogLevel::kInfo);
+  EXPECT_NE(lines[1].second.find("breaker 3 closed"), std::string::npos) << lines[1].second;
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "tiercache/events.h"
 #include "tiercache/l2_store.h"
 #include "tiercache/redis/redis_client.h"
+#include "common/log_capture.h"
 
 namespace tiercache::kafka {
 namespace {
@@ -365,6 +366,7 @@ TEST_F(ConsumerTest, PoisonEventsAreDeadLetteredWithAReasonAndThePartitionKeepsF
   for (const std::string& p : poison) Publish(community, p);
   Publish(community, EventJson("ok2", community, "9", 2));
 
+  testing::LogCapture log;
   auto consumer = MakeConsumer(testing::UniqueKafkaName("tiercache.test.group"), cache_.get());
   ASSERT_TRUE(consumer && consumer->Start().ok());
   ASSERT_TRUE(WaitFor([&] { return consumer->stats().events >= 2; }, 60s)) << "the partition stopped at a poison event";
@@ -372,6 +374,7 @@ TEST_F(ConsumerTest, PoisonEventsAreDeadLetteredWithAReasonAndThePartitionKeepsF
   EXPECT_EQ(s.dead_lettered, poison.size());
   EXPECT_EQ(metrics_.snapshot().events_of(EventOutcome::kDeadLettered), poison.size());
   EXPECT_EQ(TombstoneVersion(key), 2);
+  EXPECT_EQ(log.Count("WARNING event dead-lettered"), static_cast<int>(poison.size())) << log.All();
 
   std::vector<testing::ConsumedMessage> dead = testing::ConsumeFrom(dlq_, 1, RD_KAFKA_OFFSET_BEGINNING, poison.size());
   ASSERT_EQ(dead.size(), poison.size());

@@ -15,6 +15,7 @@
 #include "kafka/kafka_event_test_util.h"
 #include "tiercache/events.h"
 #include "tiercache/l2_store.h"
+#include "common/log_capture.h"
 
 namespace tiercache::kafka {
 namespace {
@@ -99,6 +100,7 @@ TEST_F(L1FollowerTest, L1IsFencedUntilTheFollowerCaughtUpThenEventsDropCopiesAtT
 }
 
 TEST_F(L1FollowerTest, UnreachableBrokersFenceL1WithinTheBoundAndCatchingUpTrustsItAgain) {
+  testing::LogCapture log;
   auto follower = Follower();
   ASSERT_TRUE(follower && follower->Start().ok());
   ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 15s));
@@ -131,6 +133,9 @@ TEST_F(L1FollowerTest, UnreachableBrokersFenceL1WithinTheBoundAndCatchingUpTrust
 
   ASSERT_EQ(cluster_.SetUp(), RD_KAFKA_RESP_ERR_NO_ERROR);
   ASSERT_TRUE(WaitFor([&] { return cache_->l1_trusted(); }, 20s)) << "L1 never trusted again";
+  // The operator was told: fenced at the start and at the outage, trusted again after each.
+  EXPECT_EQ(log.Count("WARNING L1 fenced (brokers_unreachable"), 1) << log.All();
+  EXPECT_EQ(log.Count("INFO L1 trusted again"), 2) << log.All();
 }
 
 // An outage of the brokers holds back the producers' events too (an outbox

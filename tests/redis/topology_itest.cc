@@ -17,6 +17,7 @@
 #include "redis/redis_test_util.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
+#include "common/log_capture.h"
 
 namespace tiercache::redis {
 namespace {
@@ -138,6 +139,7 @@ TEST(TopologyTest, SeedsBringTheClusterBackWhenEveryKnownNodeIsGone) {
   // node refuses, the seed answers, and the call completes on the real owner.
   CallOptions call;
   call.timeout = 5s;
+  ::tiercache::testing::LogCapture log;
   auto start = Clock::now();
   auto got = client->Get(key, call);
   auto took = Clock::now() - start;
@@ -149,6 +151,7 @@ TEST(TopologyTest, SeedsBringTheClusterBackWhenEveryKnownNodeIsGone) {
   EXPECT_GE(after.connection_failures, before.connection_failures + 1);
   EXPECT_GE(after.topology_refreshes, before.topology_refreshes + 2) << "known nodes first, then the seed";
   EXPECT_GE(after.topology_changes, before.topology_changes + 1);
+  EXPECT_GE(log.Count("INFO Redis cluster topology changed: masters now 127.0.0.1:"), 1) << log.All();
 
   // The map is the cluster's again: every slot sampled is served by a real master.
   std::set<int> owners;
