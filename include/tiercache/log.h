@@ -10,7 +10,8 @@
 // Thread-safety: every function may be called from any thread at any time.
 // A sink is called from tiercache's threads (the caller's, the Redis I/O
 // thread, the Kafka consumers'), possibly several at once: it must be
-// thread-safe and return quickly. An exception it throws is swallowed.
+// thread-safe, return quickly, and not call Log or SetLogSink itself. An
+// exception it throws is swallowed.
 #ifndef TIERCACHE_LOG_H_
 #define TIERCACHE_LOG_H_
 
@@ -26,8 +27,8 @@ std::string_view LogLevelName(LogLevel level);  // "INFO", "WARNING", "ERROR"
 using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 
 // Replaces the process-wide sink; an empty one restores the default (stderr).
-// Lines being written by other threads when it is replaced may still reach
-// the old sink.
+// Blocks until calls of the old sink in progress have returned, so what the
+// old sink uses may be released once this returns.
 void SetLogSink(LogSink sink);
 // Lines below `level` are dropped (default: kInfo, everything).
 void SetLogLevel(LogLevel level);

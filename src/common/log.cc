@@ -2,16 +2,19 @@
 
 #include <atomic>
 #include <cstdio>
-#include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 
 namespace tiercache {
 namespace {
 
+// Log() holds mu shared while it calls the sink; SetLogSink() holds it
+// exclusively to swap, so it returns only once no call of the old sink is in
+// progress.
 struct Hook {
-  std::mutex mu;
-  std::shared_ptr<const LogSink> sink;  // GUARDED_BY(mu); null: stderr
+  std::shared_mutex mu;
+  LogSink sink;  // GUARDED_BY(mu); empty: stderr
   std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
 };
 
@@ -32,29 +35,26 @@ std::string_view LogLevelName(LogLevel level) {
 }
 
 void SetLogSink(LogSink sink) {
-  std::shared_ptr<const LogSink> next = sink ? std::make_shared<const LogSink>(std::move(sink)) : nullptr;
   Hook& h = TheHook();
-  std::lock_guard<std::mutex> lock(h.mu);
-  h.sink.swap(next);
-}  // the old sink is released here, outside the lock
+  {
+    std::unique_lock<std::shared_mutex> lock(h.mu);
+    h.sink.swap(sink);
+  }
+}  // the old sink is destroyed here, outside the lock
 
 void SetLogLevel(LogLevel level) { TheHook().min_level.store(static_cast<int>(level), std::memory_order_relaxed); }
 
 void Log(LogLevel level, std::string_view message) {
   Hook& h = TheHook();
   if (static_cast<int>(level) < h.min_level.load(std::memory_order_relaxed)) return;
-  std::shared_ptr<const LogSink> sink;
-  {
-    std::lock_guard<std::mutex> lock(h.mu);
-    sink = h.sink;
-  }
-  if (sink == nullptr) {
+  std::shared_lock<std::shared_mutex> lock(h.mu);
+  if (!h.sink) {
     const std::string line = "tiercache " + std::string(LogLevelName(level)) + ": " + std::string(message) + "\n";
     std::fwrite(line.data(), 1, line.size(), stderr);  // one write: lines of threads do not interleave
     return;
   }
   try {
-    (*sink)(level, message);
+    h.sink(level, message);
   } catch (...) {
     // A sink's failure is not tiercache's to report, and must not unwind
     // through the threads that log.
