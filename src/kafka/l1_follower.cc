@@ -277,13 +277,19 @@ void L1Follower::Impl::Poll() {
 void L1Follower::Impl::Fence(L1FenceCause cause, bool drop) {
   cache->FenceL1(drop);
   metrics->SetL1Fenced(true);
-  std::lock_guard<std::mutex> lock(mu);
-  const bool was_trusted = stats.trusted;
-  stats.trusted = false;
-  if (was_trusted || drop) {
-    ++stats.fences;
-    ++stats.fences_by_cause[std::string(L1FenceCauseName(cause))];
-    metrics->AddL1Fence(cause);
+  bool counted = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const bool was_trusted = stats.trusted;
+    stats.trusted = false;
+    if (was_trusted || drop) {
+      ++stats.fences;
+      ++stats.fences_by_cause[std::string(L1FenceCauseName(cause))];
+      metrics->AddL1Fence(cause);
+      counted = true;
+    }
+  }
+  if (counted) {  // outside mu: a sink is the user's code
     Log(LogLevel::kWarning, "L1 fenced (" + std::string(L1FenceCauseName(cause)) +
                                 (drop ? "; its entries dropped" : "") +
                                 "): this pod reads L2 until it is sure it has seen every invalidation");
