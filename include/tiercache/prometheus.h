@@ -65,7 +65,7 @@ Result<std::shared_ptr<::prometheus::Collectable>> MakeCollectable(const Counter
 
 // An HTTP endpoint serving `metrics` at options.path. `metrics` is not owned
 // and must outlive the Exporter. The destructor stops the server: it blocks
-// until the HTTP threads have ended (about a second at most).
+// until the HTTP threads have ended.
 class Exporter {
  public:
   // Errors: kInvalidArgument (null metrics, a bad label, path or thread

@@ -16,7 +16,8 @@ struct HttpReply {
 };
 
 // GET http://127.0.0.1:<port><target>. Errors: kUnavailable (no connection,
-// a malformed reply), kDeadlineExceeded (no whole reply within `timeout`).
+// a malformed reply), kDeadlineExceeded (no whole reply within `timeout` of
+// connecting; the connect itself is not bounded: for loopback servers only).
 Result<HttpReply> HttpGet(int port, const std::string& target,
                           std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
 
