@@ -6,11 +6,13 @@
 #   scripts/services.sh down     stop what this script started (by pid)
 #   scripts/services.sh status   print each server and its state
 #
-# Servers (all on 127.0.0.1; test servers, not for production):
-#   Redis Cluster  6 redis-server nodes, 3 masters + 3 replicas, ports BASE..BASE+5
-#   Kafka 3.9.1    one KRaft broker+controller (client port, controller port)
-#   PostgreSQL 15  own data directory, database `tiercache`, user `postgres`,
-#                  trust authentication from 127.0.0.1 (no password), fsync off
+# Servers (all on 127.0.0.1; test servers, not for production), one script
+# each under scripts/services/, each also runnable alone with up|down|status:
+#   Redis Cluster  redis.sh     6 redis-server nodes, 3 masters + 3 replicas, ports BASE..BASE+5
+#   Kafka 3.9.1    kafka.sh     one KRaft broker+controller (client port, controller port)
+#   PostgreSQL 15  postgres.sh  own data directory, database `tiercache`, user `postgres`,
+#                               trust authentication from 127.0.0.1 (no password), fsync off
+# Their shared helpers (paths, ports, logging, waits) are in scripts/services/common.sh.
 #
 # Environment (defaults are what the tests use):
 #   TIERCACHE_RUN_DIR                <repo>/.run   everything a run creates
@@ -19,362 +21,17 @@
 #   TIERCACHE_KAFKA_PORT             9092
 #   TIERCACHE_KAFKA_CONTROLLER_PORT  9093
 #   TIERCACHE_PG_PORT                55432
+#   TIERCACHE_PG_BIN                 /usr/lib/postgresql/15/bin
 set -uo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/.." && pwd)"
-run_dir="${TIERCACHE_RUN_DIR:-$repo/.run}"
-deps_dir="${TIERCACHE_DEPS_DIR:-$repo/.deps}"
-redis_base="${TIERCACHE_REDIS_PORT_BASE:-7000}"
-kafka_port="${TIERCACHE_KAFKA_PORT:-9092}"
-kafka_ctrl_port="${TIERCACHE_KAFKA_CONTROLLER_PORT:-9093}"
-pg_port="${TIERCACHE_PG_PORT:-55432}"
-pg_bin="${TIERCACHE_PG_BIN:-/usr/lib/postgresql/15/bin}"
-redis_ports=()
-for i in 0 1 2 3 4 5; do redis_ports+=($((redis_base + i))); done
+services="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/services"
+# shellcheck source-path=SCRIPTDIR source=services/common.sh
+. "$services/common.sh"
 
-say() { echo "services: $*"; }
-fail() { echo "services: $*" >&2; return 1; }
+redis() { "$services/redis.sh" "$1"; }
+kafka() { "$services/kafka.sh" "$1"; }
+postgresql() { "$services/postgres.sh" "$1"; }
 
-# ---- process helpers -------------------------------------------------------
-
-# pid_of PIDFILE PATTERN: prints the pid if it is alive and its command line
-# matches PATTERN (so a recycled pid is never taken for ours).
-pid_of() {
-  local pidfile=$1 pattern=$2 pid
-  [ -r "$pidfile" ] || return 1
-  pid=$(head -n1 "$pidfile" 2>/dev/null | tr -dc '0-9')
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern" || return 1
-  echo "$pid"
-}
-
-port_in_use() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-
-port_owner() {
-  local owner
-  owner=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n1 |
-    sed -E 's/users:\(\("([^"]*)",pid=([0-9]*)/\1 (pid \2)/')
-  echo "${owner:-another process}"
-}
-
-# require_free_port PORT NAME ENVVAR
-require_free_port() {
-  if port_in_use "$1"; then
-    fail "port $1 ($2) is already in use by $(port_owner "$1"); stop that process or choose another port with $3"
-    return 1
-  fi
-}
-
-# wait_for SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
-
-# stop_pid PID NAME: SIGTERM (after SIGCONT, in case a test left it stopped),
-# then SIGKILL after 20 s.
-stop_pid() {
-  local pid=$1 name=$2
-  kill -CONT "$pid" 2>/dev/null
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do
-    [ -d "/proc/$pid" ] || { say "$name stopped"; return 0; }
-    sleep 0.2
-  done
-  kill -KILL "$pid" 2>/dev/null
-  say "$name killed (did not stop within 20 s)"
-}
-
-log_tail() { [ -f "$1" ] && { echo "--- last lines of $1:" >&2; tail -n "${2:-15}" "$1" >&2; }; }
-
-# ---- Redis Cluster ---------------------------------------------------------
-
-redis_dir() { echo "$run_dir/redis/$1"; }
-redis_pid() { pid_of "$(redis_dir "$1")/redis.pid" "redis-server"; }
-rcli() { local p=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$p" "$@"; }
-
-redis_cluster_healthy() {
-  local p info nodes
-  for p in "${redis_ports[@]}"; do
-    info=$(rcli "$p" cluster info 2>/dev/null) || return 1
-    grep -q '^cluster_state:ok' <<<"$info" || return 1
-    grep -q '^cluster_slots_assigned:16384' <<<"$info" || return 1
-    nodes=$(rcli "$p" cluster nodes 2>/dev/null) || return 1
-    # Every node sees 6 healthy nodes: 3 masters and 3 replicas.
-    [ "$(grep -c . <<<"$nodes")" = 6 ] || return 1
-    grep -Eq 'fail|handshake|noaddr' <<<"$nodes" && return 1
-    [ "$(grep -c 'master' <<<"$nodes")" = 3 ] || return 1
-  done
-  # ... and all agree on the slot map.
-  local check
-  check=$(timeout 10 redis-cli --cluster check "127.0.0.1:${redis_ports[0]}" 2>&1) || return 1
-  grep -q 'All nodes agree about slots configuration' <<<"$check" &&
-    grep -q 'All 16384 slots covered' <<<"$check"
-}
-
-redis_start_node() {
-  local port=$1 dir
-  dir=$(redis_dir "$port")
-  mkdir -p "$dir"
-  cat >"$dir/redis.conf" <<EOF
-# tiercache local test node (generated by scripts/services.sh)
-bind 127.0.0.1
-port $port
-dir $dir
-daemonize yes
-pidfile $dir/redis.pid
-logfile $dir/redis.log
-cluster-enabled yes
-cluster-config-file nodes.conf
-cluster-node-timeout 2000
-save ""
-appendonly no
-EOF
-  if ! redis-server "$dir/redis.conf" >/dev/null 2>&1 || ! wait_for 5 redis_pid "$port"; then
-    fail "redis-server on port $port exited at start"
-    log_tail "$dir/redis.log"
-    return 1
-  fi
-}
-
-redis_up() {
-  command -v redis-server >/dev/null || { fail "redis-server is missing; run make setup"; return 1; }
-  local running=0 p
-  for p in "${redis_ports[@]}"; do redis_pid "$p" >/dev/null && running=$((running + 1)); done
-  if ((running == 6)) && redis_cluster_healthy; then
-    say "redis cluster already running on 127.0.0.1:${redis_ports[0]}-${redis_ports[5]}"
-    return 0
-  fi
-  if ((running > 0)); then
-    say "redis cluster incomplete or unhealthy ($running/6 nodes running); recreating it"
-    redis_down
-  fi
-  for p in "${redis_ports[@]}"; do require_free_port "$p" "redis node" TIERCACHE_REDIS_PORT_BASE || return 1; done
-  rm -rf "$run_dir/redis"
-  for p in "${redis_ports[@]}"; do redis_start_node "$p" || return 1; done
-  for p in "${redis_ports[@]}"; do
-    wait_for 10 rcli "$p" ping || { fail "redis node $p does not answer PING"; log_tail "$(redis_dir "$p")/redis.log"; return 1; }
-  done
-  local addrs=() log="$run_dir/redis/cluster-create.log"
-  for p in "${redis_ports[@]}"; do addrs+=("127.0.0.1:$p"); done
-  if ! timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$log" 2>&1; then
-    fail "redis-cli --cluster create failed"; log_tail "$log"; return 1
-  fi
-  if ! wait_for 60 redis_cluster_healthy; then
-    fail "redis cluster did not become healthy within 60 s (cluster_state, slot agreement, replicas)"
-    rcli "${redis_ports[0]}" cluster nodes >&2
-    return 1
-  fi
-  say "redis cluster up on 127.0.0.1:${redis_ports[0]}-${redis_ports[5]} (3 masters, 3 replicas)"
-}
-
-redis_down() {
-  local p pid
-  for p in "${redis_ports[@]}"; do
-    pid=$(redis_pid "$p") && stop_pid "$pid" "redis node $p"
-  done
-  return 0
-}
-
-redis_status() {
-  local p pid role
-  for p in "${redis_ports[@]}"; do
-    if pid=$(redis_pid "$p"); then
-      role=$(rcli "$p" role 2>/dev/null | head -n1)
-      state=$(rcli "$p" cluster info 2>/dev/null | grep -o 'cluster_state:[a-z]*' || echo "not answering")
-      echo "redis      127.0.0.1:$p  up    pid $pid  ${role:-?}  $state"
-    else
-      echo "redis      127.0.0.1:$p  down"
-    fi
-  done
-}
-
-# ---- Kafka (KRaft, combined broker + controller) ---------------------------
-
-kafka_dir="$run_dir/kafka"
-kafka_lib="$deps_dir/kafka/lib"
-kafka_pid() { pid_of "$kafka_dir/kafka.pid" "kafka.Kafka"; }
-kafka_answers() { timeout 10 kcat -b "127.0.0.1:$kafka_port" -L -m 5 >/dev/null 2>&1; }
-
-kafka_write_config() {
-  mkdir -p "$kafka_dir/data"
-  cat >"$kafka_dir/server.properties" <<EOF
-# tiercache local test broker (generated by scripts/services.sh)
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$kafka_ctrl_port
-listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$kafka_ctrl_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$kafka_dir/data
-num.partitions=3
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-group.initial.rebalance.delay.ms=0
-log.cleaner.dedupe.buffer.size=2097152
-auto.create.topics.enable=true
-num.network.threads=2
-num.io.threads=2
-num.recovery.threads.per.data.dir=1
-EOF
-  cat >"$kafka_dir/log4j.properties" <<'EOF'
-log4j.rootLogger=INFO, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka=INFO
-log4j.logger.org.apache.kafka=INFO
-EOF
-}
-
-kafka_up() {
-  if pid=$(kafka_pid); then
-    if wait_for 30 kafka_answers; then say "kafka already running on 127.0.0.1:$kafka_port (pid $pid)"; return 0; fi
-    fail "kafka (pid $pid) is running but does not answer a metadata request on 127.0.0.1:$kafka_port"
-    log_tail "$kafka_dir/kafka.log"; return 1
-  fi
-  command -v java >/dev/null || { fail "Java is missing (no 'java' on PATH); run make setup (installs openjdk-17-jre-headless)"; return 1; }
-  command -v kcat >/dev/null || { fail "kcat is missing; run make setup"; return 1; }
-  [ -f "$kafka_lib/kafka_2.13-3.9.1.jar" ] || { fail "Kafka jars are missing in $kafka_lib; run make setup"; return 1; }
-  require_free_port "$kafka_port" "kafka" TIERCACHE_KAFKA_PORT || return 1
-  require_free_port "$kafka_ctrl_port" "kafka controller" TIERCACHE_KAFKA_CONTROLLER_PORT || return 1
-  kafka_write_config
-  [ -s "$kafka_dir/cluster-id" ] ||
-    head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-22 >"$kafka_dir/cluster-id"
-  local java=(java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
-    "-Dlog4j.configuration=file:$kafka_dir/log4j.properties" -cp "$kafka_lib/*")
-  if ! "${java[@]}" kafka.tools.StorageTool format -t "$(cat "$kafka_dir/cluster-id")" \
-      -c "$kafka_dir/server.properties" --ignore-formatted >"$kafka_dir/format.log" 2>&1; then
-    fail "formatting the kafka storage failed"; log_tail "$kafka_dir/format.log"; return 1
-  fi
-  : >"$kafka_dir/kafka.log"
-  setsid nohup "${java[@]}" kafka.Kafka "$kafka_dir/server.properties" >>"$kafka_dir/kafka.log" 2>&1 </dev/null &
-  echo $! >"$kafka_dir/kafka.pid"
-  local deadline=$((SECONDS + 120))
-  until grep -q 'Kafka Server started' "$kafka_dir/kafka.log" && kafka_answers; do
-    if ! kafka_pid >/dev/null; then
-      fail "kafka exited at start"; log_tail "$kafka_dir/kafka.log" 20; return 1
-    fi
-    if ((SECONDS >= deadline)); then
-      fail "kafka did not become ready within 120 s"; log_tail "$kafka_dir/kafka.log" 20; return 1
-    fi
-    sleep 0.5
-  done
-  say "kafka up on 127.0.0.1:$kafka_port (controller $kafka_ctrl_port, pid $(kafka_pid))"
-}
-
-kafka_down() { local pid; pid=$(kafka_pid) && stop_pid "$pid" "kafka"; return 0; }
-
-kafka_status() {
-  local pid
-  if pid=$(kafka_pid); then
-    if kafka_answers; then echo "kafka      127.0.0.1:$kafka_port  up    pid $pid"
-    else echo "kafka      127.0.0.1:$kafka_port  starting or hung (pid $pid, no metadata answer)"; fi
-  else
-    echo "kafka      127.0.0.1:$kafka_port  down"
-  fi
-}
-
-# ---- PostgreSQL 15 ---------------------------------------------------------
-
-pg_dir="$run_dir/postgres"
-# PostgreSQL refuses to run as root: as root, initdb and the server run as the
-# `postgres` user; as anyone else, as that user.
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_pid() { pid_of "$pg_dir/data/postmaster.pid" "postgres"; }
-pg_answers() { "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -t 2; }
-
-pg_prepare_dir() {
-  [ -d "$pg_dir" ] && return 0
-  mkdir -p "$run_dir"
-  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$run_dir"; then
-    # The postgres user cannot reach the run folder (a parent directory is
-    # closed to others): keep the data under /var/tmp and link it here.
-    local real
-    real="/var/tmp/tiercache-pg-$(echo "$run_dir" | md5sum | cut -c1-12)"
-    rm -rf "$real" && mkdir -p "$real" && ln -sfn "$real" "$pg_dir"
-  else
-    mkdir -p "$pg_dir"
-  fi
-  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir/"
-  return 0
-}
-
-# The PostgreSQL tools get the real path (the postgres user may not traverse
-# the run folder when it is a link to /var/tmp).
-pg_resolve() { [ -L "$pg_dir" ] && pg_dir="$(readlink -f "$pg_dir")"; return 0; }
-
-pg_up() {
-  local pid
-  if pid=$(pg_pid); then
-    if wait_for 10 pg_answers; then say "postgresql already running on 127.0.0.1:$pg_port (pid $pid)"; return 0; fi
-    fail "postgresql (pid $pid) is running but not accepting connections"; log_tail "$pg_dir/postgres.log"; return 1
-  fi
-  [ -x "$pg_bin/postgres" ] || { fail "PostgreSQL 15 is missing ($pg_bin/postgres); run make setup"; return 1; }
-  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
-    fail "the 'postgres' user is missing; run make setup (installs postgresql-15)"; return 1
-  fi
-  require_free_port "$pg_port" "postgresql" TIERCACHE_PG_PORT || return 1
-  pg_prepare_dir
-  pg_resolve
-  if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
-    rm -rf "$pg_dir/data"
-    if ! as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --no-sync \
-        >"$pg_dir/initdb.log" 2>&1; then
-      fail "initdb failed"; log_tail "$pg_dir/initdb.log"; return 1
-    fi
-  fi
-  if ! as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/postgres.log" -w -t 60 start \
-      -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-      >"$pg_dir/pg_ctl.log" 2>&1; then
-    fail "postgresql exited at start"; log_tail "$pg_dir/postgres.log"; return 1
-  fi
-  local exists
-  exists=$("$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname = 'tiercache'" 2>&1) ||
-    { fail "cannot query postgresql: $exists"; return 1; }
-  if [ "$exists" != 1 ]; then
-    "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres tiercache ||
-      { fail "createdb tiercache failed"; return 1; }
-  fi
-  say "postgresql up on 127.0.0.1:$pg_port (database tiercache, user postgres, trust auth, pid $(pg_pid))"
-}
-
-pg_down() {
-  local pid
-  pid=$(pg_pid) || return 0
-  kill -CONT "$pid" 2>/dev/null
-  if as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w -t 30 stop >/dev/null 2>&1; then
-    say "postgresql stopped"
-  else
-    stop_pid "$pid" "postgresql"
-  fi
-}
-
-pg_status() {
-  local pid
-  if pid=$(pg_pid); then
-    if pg_answers; then echo "postgresql 127.0.0.1:$pg_port up    pid $pid"
-    else echo "postgresql 127.0.0.1:$pg_port not accepting connections (pid $pid)"; fi
-  else
-    echo "postgresql 127.0.0.1:$pg_port down"
-  fi
-}
-
-# ---- main ------------------------------------------------------------------
-
-pg_resolve
 case "${1:-}" in
   up)
     mkdir -p "$run_dir"
@@ -382,30 +39,28 @@ case "${1:-}" in
     # stopped one server must not have the others checked or recreated.
     if [ -n "${2:-}" ]; then
       case $2 in
-        redis) redis_up; exit $? ;;
-        kafka) kafka_up; exit $? ;;
-        postgresql) pg_up; exit $? ;;
+        redis | kafka | postgresql) "$2" up; exit $? ;;
         *) echo "usage: $0 up [redis|kafka|postgresql]" >&2; exit 2 ;;
       esac
     fi
     # Start all three even if one fails, so one message names every problem.
     rc=0
-    redis_up || rc=1
-    kafka_up || rc=1
-    pg_up || rc=1
+    redis up || rc=1
+    kafka up || rc=1
+    postgresql up || rc=1
     ((rc == 0)) || fail "some servers failed to start (see above); 'make services-down' stops the others"
     exit $rc
     ;;
   down)
-    kafka_down
-    redis_down
-    pg_down
+    kafka down
+    redis down
+    postgresql down
     exit 0
     ;;
   status)
-    redis_status
-    kafka_status
-    pg_status
+    redis status
+    kafka status
+    postgresql status
     ;;
   *)
     echo "usage: $0 up|down|status" >&2
