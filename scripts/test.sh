@@ -28,7 +28,7 @@ step "build (-Werror)"
 configure_and_build build || { echo "test: build failed" >&2; exit 1; }
 # The sanitizer builds run the concurrency tests only; the CLI, which has
 # none, is left out of them.
-lean=(-DTIERCACHE_BUILD_BENCH=OFF -DTIERCACHE_BUILD_DEMO=OFF "-DTIERCACHE_EXCLUDE_COMPONENTS=cli")
+lean=(-DTIERCACHE_BUILD_BENCH=OFF -DTIERCACHE_BUILD_DEMO=OFF -DTIERCACHE_WITH_CLI=OFF)
 step "build ASan+UBSan"
 configure_and_build build-asan -DTIERCACHE_SANITIZE=address "${lean[@]}" ||
   { echo "test: ASan build failed" >&2; exit 1; }

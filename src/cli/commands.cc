@@ -1,11 +1,11 @@
 #include "cli/commands.h"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <memory>
 #include <utility>
 
+#include "cli/output.h"
 #include "tiercache/cache.h"
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
@@ -99,24 +99,6 @@ std::string_view KindName(EntryKind k) {
   return "unknown";
 }
 
-// At most 80 bytes, non-printable ones as \xNN.
-std::string Preview(std::string_view p) {
-  std::string out;
-  for (size_t i = 0; i < p.size() && i < 80; ++i) {
-    const auto c = static_cast<unsigned char>(p[i]);
-    if (std::isprint(c) && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      static const char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  if (p.size() > 80) out += "... (" + std::to_string(p.size()) + " bytes)";
-  return out;
-}
-
 // A plain GET of an internal key (lease, fence, group generation), and its PTTL.
 struct Raw {
   std::optional<std::string> value;
@@ -149,17 +131,6 @@ std::string FenceText(const std::string& v) {
   uint64_t floor = 0;
   for (size_t i = bar + 1; i < v.size(); ++i) floor = (floor << 8) | static_cast<unsigned char>(v[i]);
   return "epoch " + Preview(v.substr(0, bar)) + ", floor " + std::to_string(floor);
-}
-
-// One line, whatever the server said (libpq's messages span several).
-int Fail(std::ostream& err, const std::string& what, const Status& s) {
-  std::string line = s.ToString();
-  for (size_t at = 0; (at = line.find_first_of("\r\n", at)) != std::string::npos;) {
-    size_t end = line.find_first_not_of("\r\n\t ", at);
-    line.replace(at, (end == std::string::npos ? line.size() : end) - at, end == std::string::npos ? "" : "; ");
-  }
-  err << "tiercache: " << what << ": " << line << "\n";
-  return ExitCodeOf(s);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #ifndef TIERCACHE_CLI_COMMANDS_H_
 #define TIERCACHE_CLI_COMMANDS_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tiercache/events.h"
 #include "tiercache/status.h"
 
 namespace tiercache::cli {
@@ -51,6 +53,40 @@ int Invalidate(const Connection& c, const std::string& key, const std::string& g
 // not sent yet, the age of the oldest, sent rows kept until retention.
 int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
                  std::ostream& err);
+
+// `events tail`: the invalidation events of `topics`, decoded, one line each
+// with partition, offset, lag (messages behind the partition's end) and age.
+// A message that is not an event is printed as MALFORMED with the reason, and
+// the tail goes on. Offsets are never committed (no consumer group joins).
+struct TailOptions {
+  std::string brokers = "127.0.0.1:9092";
+  std::vector<std::string> topics;
+  bool from_beginning = false;  // else from the end (only new events)
+  int64_t last = 0;             // > 0: the last N of each partition first
+  int64_t max_events = 0;       // > 0: stop after that many messages
+  bool exit_at_end = false;     // stop once every partition's end is reached
+  std::chrono::milliseconds timeout{2000};  // for the topics' metadata
+  const std::atomic<bool>* stop = nullptr;  // set (by a signal handler) to stop
+};
+// Exit codes: 0 (stopped by max_events, exit_at_end or `stop`), 2 (bad
+// options), 3 (a topic does not exist), 4 (no broker answered within the
+// timeout), 5 (a broker's error).
+int EventsTail(const TailOptions& o, std::ostream& out, std::ostream& err);
+
+// `events publish`: one hand-made event, validated (ValidateEvent), then
+// published with the idempotent publisher keyed by its partition key, and
+// waited for. Either `json` (the whole event) or the fields of `event`.
+struct PublishOptions {
+  std::string brokers = "127.0.0.1:9092";
+  std::string topic;
+  std::string json;        // non-empty: the event as JSON, parsed with ParseEvent
+  InvalidationEvent event;  // else: event_id generated when empty, occurred_at now when unset
+  std::chrono::milliseconds timeout{2000};  // for the delivery report
+};
+// Exit codes: 0 (acknowledged), 2 (malformed event or options: nothing is
+// published), 4 (no acknowledgement within the timeout: it may still be
+// delivered), 5 (the broker refused it).
+int EventsPublish(const PublishOptions& o, std::ostream& out, std::ostream& err);
 
 }  // namespace tiercache::cli
 

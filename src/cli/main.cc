@@ -1,7 +1,9 @@
 // tiercache: the command-line tool for the people on call (see commands.h
 // for the commands' output and exit codes).
 #include <CLI/CLI.hpp>
+#include <signal.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -18,6 +20,11 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return v != nullptr && *v != '\0' ? v : fallback;
 }
 
+// Set by SIGINT / SIGTERM: `events tail` stops and exits 0.
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "a signal handler may only store a lock-free atomic");
+void OnStopSignal(int) { g_stop.store(true); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -27,7 +34,7 @@ int main(int argc, char** argv) {
   conn.redis_password = EnvOr("TIERCACHE_REDIS_PASSWORD", "");  // kept out of argv (ps)
   int timeout_ms = 2000;
 
-  CLI::App app{"tiercache: look at and act on tiercache's keys in Redis, and its outbox.\n"
+  CLI::App app{"tiercache: look at and act on tiercache's keys in Redis, its events on Kafka and its outbox.\n"
                "Exit codes: 0 done; 2 bad arguments or input; 3 nothing (current) stored; "
                "4 a server did not answer; 5 a server error or bytes that are not an envelope."};
   app.require_subcommand(1);
@@ -72,6 +79,42 @@ int main(int argc, char** argv) {
       outbox->add_subcommand("status", "rows not yet published, the age of the oldest, sent rows kept");
   outbox_status->add_option("--pg", pg, "libpq connection string (env TIERCACHE_PG)")->capture_default_str();
 
+  std::string brokers = EnvOr("TIERCACHE_KAFKA", "127.0.0.1:9092");
+  CLI::App* events = app.add_subcommand("events", "invalidation events on Kafka");
+  events->require_subcommand(1);
+  tiercache::cli::TailOptions tail_options;
+  CLI::App* tail = events->add_subcommand(
+      "tail", "print the events of --topic as they come, decoded, with partition, offset, lag (messages behind "
+              "the partition's end) and age; malformed ones as MALFORMED with the reason. Joins no consumer "
+              "group and commits nothing. Ctrl-C stops it (exit 0)");
+  tail->add_option("--brokers", brokers, "Kafka bootstrap servers (env TIERCACHE_KAFKA)")->capture_default_str();
+  tail->add_option("--topic", tail_options.topics, "topic to read (repeatable)")->required();
+  auto* from_beginning = tail->add_flag("--from-beginning", tail_options.from_beginning,
+                                        "read every partition from its first event (default: only new events)");
+  tail->add_option("--last", tail_options.last, "first the last N events of each partition")
+      ->check(CLI::PositiveNumber)
+      ->excludes(from_beginning);
+  tail->add_option("--max", tail_options.max_events, "stop after N events")->check(CLI::PositiveNumber);
+  tail->add_flag("--exit-at-end", tail_options.exit_at_end, "stop once every partition's end is reached");
+
+  tiercache::cli::PublishOptions publish_options;
+  CLI::App* publish = events->add_subcommand(
+      "publish", "publish one hand-made event (validated first; nothing is sent when it is malformed), keyed by "
+                 "its partition key, and wait for the broker's acknowledgement");
+  publish->add_option("--brokers", brokers, "Kafka bootstrap servers (env TIERCACHE_KAFKA)")->capture_default_str();
+  publish->add_option("--topic", publish_options.topic, "the topic")->required();
+  auto* json = publish->add_option("--json", publish_options.json, "the whole event as JSON (docs/events.md)");
+  auto& ev = publish_options.event;
+  auto* type = publish->add_option("--type", ev.type, "<entity>.<action>, e.g. post.updated")->excludes(json);
+  auto* entity = publish->add_option("--entity-id", ev.entity_id, "the changed entity's id")->excludes(json);
+  auto* pkey = publish->add_option("--partition-key", ev.partition_key, "the message key, e.g. the community id")
+                   ->excludes(json);
+  auto* ver = publish->add_option("--version", ev.version, "the entity's version after the change (>= 1)")
+                  ->excludes(json);
+  publish->add_option("--event-id", ev.event_id, "the event's id (default: a new UUID; reuse one to redeliver)")
+      ->excludes(json);
+  for (CLI::Option* field : {type, entity, pkey, ver}) json->excludes(field);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -88,6 +131,21 @@ int main(int argc, char** argv) {
   if (*inspect) return tiercache::cli::Inspect(conn, key, group, std::cout, std::cerr);
   if (*get) return tiercache::cli::Get(conn, key, group, std::cout, std::cerr);
   if (*invalidate) return tiercache::cli::Invalidate(conn, key, group, version, std::cout, std::cerr);
+  if (*tail) {
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    tail_options.brokers = brokers;
+    tail_options.timeout = conn.timeout;
+    tail_options.stop = &g_stop;
+    return tiercache::cli::EventsTail(tail_options, std::cout, std::cerr);
+  }
+  if (*publish) {
+    publish_options.brokers = brokers;
+    publish_options.timeout = conn.timeout;
+    return tiercache::cli::EventsPublish(publish_options, std::cout, std::cerr);
+  }
   if (*outbox_status) return tiercache::cli::OutboxStatus(pg, conn.timeout, std::cout, std::cerr);
   return tiercache::cli::kExitUsage;
 }

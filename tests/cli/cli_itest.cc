@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/cli_runner.h"
 #include "common/test_env.h"
 #include "redis/redis_test_util.h"
 #include "tiercache/cache.h"
@@ -23,53 +24,15 @@
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
 
-#ifndef TIERCACHE_CLI_BIN
-#error "TIERCACHE_CLI_BIN (the built program) must be defined by the build"
-#endif
-
 namespace tiercache {
 namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// Runs the program with `args` (after --redis, unless `redis` is empty).
-CliRun Cli(const std::vector<std::string>& args, const std::string& redis = "") {
-  const std::string seed = redis.empty() ? "127.0.0.1:" + std::to_string(testing::RedisPortBase()) : redis;
-  std::string cmd = std::string(TIERCACHE_CLI_BIN) + " --timeout-ms 1000 --redis " + Quote(seed);
-  for (const std::string& a : args) cmd += " " + Quote(a);
-  const fs::path dir = fs::temp_directory_path();
-  const fs::path out = dir / ("cli-out-" + std::to_string(::getpid()));
-  const fs::path err = dir / ("cli-err-" + std::to_string(::getpid()));
-  const int status = std::system((cmd + " >" + out.string() + " 2>" + err.string()).c_str());
-  CliRun r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = Slurp(out);
-  r.err = Slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
-
-std::string Show(const CliRun& r) { return "exit " + std::to_string(r.code) + "\nstdout:\n" + r.out + "stderr:\n" + r.err; }
-
-bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using testing::Cli;
+using testing::CliRun;
+using testing::Contains;
+using testing::Show;
 
 // A port nothing listens on.
 std::string DeadSeed() {
