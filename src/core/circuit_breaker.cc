@@ -15,6 +15,7 @@ Status CircuitBreaker::Validate(const CircuitBreakerOptions& options) {
 
 bool CircuitBreaker::Allow() {
   std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != BreakerState::kClosed) last_asked_ = clock_->Now();
   switch (state_) {
     case BreakerState::kClosed:
       return true;
@@ -35,6 +36,7 @@ bool CircuitBreaker::Allow() {
 
 void CircuitBreaker::RecordSuccess() {
   std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == BreakerState::kOpen) return;  // a call let through before it opened
   consecutive_failures_ = 0;
   probe_in_flight_ = false;
   state_ = BreakerState::kClosed;
@@ -50,7 +52,17 @@ void CircuitBreaker::RecordFailure() {
   if (state_ == BreakerState::kClosed && ++consecutive_failures_ >= options_.failure_threshold) OpenLocked();
 }
 
+bool CircuitBreaker::CloseIfUnaskedSince(Clock::TimePoint t) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == BreakerState::kClosed || last_asked_ >= t) return false;
+  state_ = BreakerState::kClosed;
+  consecutive_failures_ = 0;
+  probe_in_flight_ = false;
+  return true;
+}
+
 void CircuitBreaker::OpenLocked() {
+  last_asked_ = clock_->Now();  // its idle time counts from its opening
   state_ = BreakerState::kOpen;
   open_until_ = clock_->Now() + options_.open_duration;
   consecutive_failures_ = 0;

@@ -7,6 +7,10 @@
 // Half-open: the probe's success closes the breaker; its failure re-opens it
 //   for another `open_duration`. A probe that never reports back is given up
 //   after `open_duration` and another probe is allowed.
+// While open, outcomes reported by calls let through before it opened are
+// ignored: a late success does not close it (only a probe's does), so a
+// shard failing part of its calls opens once per `open_duration`, not on
+// every few calls.
 //
 // Thread-safety: all methods may be called concurrently. Non-blocking.
 #ifndef TIERCACHE_CORE_CIRCUIT_BREAKER_H_
@@ -44,6 +48,11 @@ class CircuitBreaker {
   void RecordSuccess();
   void RecordFailure();
 
+  // Closes the breaker, if it is not closed and nobody has asked Allow()
+  // since `t` (its dependency is no longer used: e.g. a Redis master whose
+  // slots a failover moved to another node). True when it did.
+  bool CloseIfUnaskedSince(Clock::TimePoint t);
+
   BreakerState state() const;
   // How many times the breaker has opened since construction.
   uint64_t times_opened() const;
@@ -57,6 +66,7 @@ class CircuitBreaker {
   Clock::TimePoint open_until_{};                     // GUARDED_BY(mu_)
   bool probe_in_flight_ = false;                      // GUARDED_BY(mu_)
   uint64_t times_opened_ = 0;                         // GUARDED_BY(mu_)
+  Clock::TimePoint last_asked_{};                     // GUARDED_BY(mu_)
 
   void OpenLocked();
 };

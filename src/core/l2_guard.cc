@@ -8,7 +8,7 @@ namespace tiercache {
 
 L2Guard::L2Guard(const CircuitBreakerOptions& options, std::chrono::milliseconds l2_timeout, Clock* clock,
                  Metrics* metrics)
-    : l2_timeout_(l2_timeout), clock_(clock), metrics_(metrics) {
+    : l2_timeout_(l2_timeout), open_duration_(options.open_duration), clock_(clock), metrics_(metrics) {
   for (auto& b : breakers_) b = std::make_unique<CircuitBreaker>(options, clock);
 }
 
@@ -19,7 +19,8 @@ CircuitBreaker& L2Guard::Breaker(int shard) const { return *breakers_[ShardIndex
 bool L2Guard::Allow(int shard) { return Breaker(shard).Allow(); }
 
 void L2Guard::Record(int shard, const Status& s) {
-  CircuitBreaker& b = Breaker(shard);
+  const size_t index = ShardIndex(shard);
+  CircuitBreaker& b = *breakers_[index];
   const uint64_t opened_before = b.times_opened();
   const BreakerState before = b.state();
   if (s.ok() || s.IsInvalidArgument() || s.IsAborted()) {
@@ -28,18 +29,54 @@ void L2Guard::Record(int shard, const Status& s) {
     metrics_->Add(Counter::kL2Error, Tier::kL2);
     b.RecordFailure();
   }
-  if (b.times_opened() != opened_before) {
-    metrics_->Add(Counter::kBreakerOpened, Tier::kL2);
-    Log(LogLevel::kWarning, "L2 circuit breaker " + std::to_string(ShardIndex(shard)) +
-                                " opened (Redis shard failing: " + s.ToString() + "); its keys skip L2 meanwhile");
-  } else if (before != BreakerState::kClosed && b.state() == BreakerState::kClosed) {
-    Log(LogLevel::kInfo, "L2 circuit breaker " + std::to_string(ShardIndex(shard)) + " closed: its Redis shard answers again");
+  const bool opened = b.times_opened() != opened_before;
+  const BreakerState after = b.state();
+  if (opened) metrics_->Add(Counter::kBreakerOpened, Tier::kL2);
+  LogChange(index, s, opened, before != BreakerState::kClosed && after == BreakerState::kClosed);
+  if (after != before) PublishGauge();
+  CloseUnasked();
+}
+
+void L2Guard::LogChange(size_t index, const Status& s, bool opened, bool closed) {
+  BreakerLog& log = logs_[index];
+  if (opened) {
+    uint64_t left_out = 0;
+    const bool admitted = log.opened.Admit(clock_->Now(), &left_out);
+    log.open_logged.store(admitted);
+    if (admitted) {
+      Log(LogLevel::kWarning, "L2 circuit breaker " + std::to_string(index) + " opened (Redis shard failing: " +
+                                  s.ToString() + "); its keys skip L2 meanwhile" + LogLimiter::Note(left_out));
+    }
+  } else if (closed && log.open_logged.exchange(false)) {
+    Log(LogLevel::kInfo, "L2 circuit breaker " + std::to_string(index) + " closed: its Redis shard answers again");
   }
-  if (b.state() != before) {
-    bool any_open = false;
-    for (const auto& other : breakers_) any_open = any_open || other->state() != BreakerState::kClosed;
-    metrics_->SetBreakerOpen(any_open);
+}
+
+void L2Guard::CloseUnasked() {
+  const Clock::TimePoint now = clock_->Now();
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  int64_t last = last_sweep_ns_.load(std::memory_order_relaxed);
+  if (now_ns - last < std::chrono::duration_cast<std::chrono::nanoseconds>(open_duration_).count() ||
+      !last_sweep_ns_.compare_exchange_strong(last, now_ns, std::memory_order_relaxed)) {
+    return;
   }
+  bool closed_any = false;
+  for (size_t i = 0; i < breakers_.size(); ++i) {
+    if (!breakers_[i]->CloseIfUnaskedSince(now - kIdleOpenPeriods * open_duration_)) continue;
+    closed_any = true;
+    if (logs_[i].open_logged.exchange(false)) {
+      Log(LogLevel::kInfo, "L2 circuit breaker " + std::to_string(i) + " closed: no key has used its shard for " +
+                               std::to_string((kIdleOpenPeriods * open_duration_).count()) +
+                               " ms (a failover moved its slots)");
+    }
+  }
+  if (closed_any) PublishGauge();
+}
+
+void L2Guard::PublishGauge() {
+  bool any_open = false;
+  for (const auto& other : breakers_) any_open = any_open || other->state() != BreakerState::kClosed;
+  metrics_->SetBreakerOpen(any_open);
 }
 
 bool L2Guard::Down(int shard) const { return Breaker(shard).state() != BreakerState::kClosed; }

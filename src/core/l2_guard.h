@@ -5,6 +5,13 @@
 // other shards keep serving. A success on one shard never closes another's
 // breaker.
 //
+// A breaker nobody has asked about for kIdleOpenPeriods open durations is
+// closed (its shard is no longer used: a failover moved its slots to a
+// node with another shard number), so the breaker gauge does not stay up
+// while L2 serves. Log lines: "opened" at most once per kLogInterval per
+// breaker (with the number left out), and "closed" only after a logged
+// "opened".
+//
 // Thread-safety: all methods may be called concurrently. Run() blocks for the
 // L2 call; no lock is held across it.
 #ifndef TIERCACHE_CORE_L2_GUARD_H_
@@ -12,8 +19,10 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <memory>
 
+#include "common/log_limiter.h"
 #include "core/circuit_breaker.h"
 #include "tiercache/clock.h"
 #include "tiercache/metrics.h"
@@ -25,6 +34,8 @@ class L2Guard {
  public:
   // Shards beyond kBreakers share breakers (shard % kBreakers).
   static constexpr int kBreakers = 64;
+  static constexpr int kIdleOpenPeriods = 10;
+  static constexpr std::chrono::seconds kLogInterval{10};
 
   // REQUIRES: options validated; clock and metrics non-null and outliving this.
   L2Guard(const CircuitBreakerOptions& options, std::chrono::milliseconds l2_timeout, Clock* clock,
@@ -62,11 +73,24 @@ class L2Guard {
   }
   static size_t ShardIndex(int shard);  // the breaker of `shard`
   CircuitBreaker& Breaker(int shard) const;
+  void LogChange(size_t index, const Status& s, bool opened, bool closed);
+  // At most once per open duration: closes breakers nobody asked about.
+  void CloseUnasked();
+  void PublishGauge();
+
+  // What was logged of one breaker.
+  struct BreakerLog {
+    LogLimiter opened{kLogInterval};
+    std::atomic<bool> open_logged{false};  // a "closed" line follows only a logged "opened"
+  };
 
   const std::chrono::milliseconds l2_timeout_;
+  const std::chrono::milliseconds open_duration_;
   Clock* const clock_;
   Metrics* const metrics_;
   std::array<std::unique_ptr<CircuitBreaker>, kBreakers> breakers_;
+  std::array<BreakerLog, kBreakers> logs_;
+  std::atomic<int64_t> last_sweep_ns_{0};  // clock_ time of the last CloseUnasked
 };
 
 }  // namespace tiercache

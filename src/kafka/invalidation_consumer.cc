@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/log_limiter.h"
 #include "kafka/rdkafka_util.h"
 #include "tiercache/log.h"
 
@@ -85,6 +86,7 @@ struct InvalidationConsumer::Impl {
   EventMapper mapper;
   Publisher* dead_letters = nullptr;
   Metrics* metrics = nullptr;  // never null
+  LogLimiter dead_letter_log{std::chrono::seconds(1)};  // a stream of poison events: a line a second
   rd_kafka_t* rk = nullptr;
 
   std::thread thread;
@@ -304,8 +306,11 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     backoff.erase(tp);
     if (it.handled.malformed) {
       metrics->AddEvents(EventOutcome::kDeadLettered);
-      Log(LogLevel::kWarning, "event dead-lettered (" + tp.first + "[" + std::to_string(tp.second) + "] offset " +
-                                  std::to_string(it.handled.offset) + "): " + it.handled.dead_letter_reason);
+      if (uint64_t left_out = 0; dead_letter_log.Admit(std::chrono::steady_clock::now(), &left_out)) {
+        Log(LogLevel::kWarning, "event dead-lettered (" + tp.first + "[" + std::to_string(tp.second) + "] offset " +
+                                    std::to_string(it.handled.offset) + "): " + it.handled.dead_letter_reason +
+                                    LogLimiter::Note(left_out));
+      }
     } else {
       metrics->AddEvents(it.handled.keys_applied > 0 ? EventOutcome::kApplied : EventOutcome::kIgnored);
       metrics->ObserveInvalidationLag(InvalidationStage::kL2, it.handled.applied_at - it.handled.event.occurred_at);

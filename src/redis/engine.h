@@ -235,6 +235,7 @@ class Engine {
   size_t keyless_rr_ = 0;
   size_t replica_rr_ = 0;
   bool have_topology_ = false;
+  std::vector<std::string> logged_masters_;  // sorted: the masters the last topology line named
   bool shutting_down_ = false;
   std::string last_refresh_error_;
   bool refresh_wanted_ = false;

@@ -113,10 +113,20 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
   }
   if (masters != slot_master_) {
     counters_.topology_changes.fetch_add(1, std::memory_order_relaxed);
-    if (have_topology_) {  // not the first map: a failover, a reshard, a node added or removed
-      std::string who;
-      for (int m : shard_master) who += (who.empty() ? "" : ", ") + nodes_[static_cast<size_t>(m)]->name;
-      Log(LogLevel::kInfo, "Redis cluster topology changed: masters now " + who);
+    // A line when the set of masters changes (a failover, a node added or
+    // removed), not for slots moving between the same masters: a resharding
+    // changes the map for minutes and is counted in topology_changes only.
+    std::vector<std::string> names;
+    for (int m : shard_master) names.push_back(nodes_[static_cast<size_t>(m)]->name);
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    if (names != logged_masters_) {
+      if (have_topology_) {  // not the first map
+        std::string who;
+        for (const std::string& n : names) who += (who.empty() ? "" : ", ") + n;
+        Log(LogLevel::kInfo, "Redis cluster topology changed: masters now " + who);
+      }
+      logged_masters_ = std::move(names);
     }
   }
   slot_master_ = masters;

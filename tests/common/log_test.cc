@@ -81,5 +81,67 @@ TEST(LogTest, SetLogSinkWaitsForACallOfTheOldSinkInProgress) {
   EXPECT_TRUE(replaced.load());
 }
 
+// glibc's shared_mutex lets readers in while a writer waits: with the sink
+// called under a shared lock, four threads logging through a slow sink kept
+// SetLogSink waiting for seconds (forever, in the review's run). Calls that
+// start after the swap use the new sink, so only the calls in progress count.
+TEST(LogTest, SetLogSinkIsNotHeldUpByAStreamOfLogCalls) {
+  SetLogSink([](LogLevel, std::string_view) { std::this_thread::sleep_for(std::chrono::microseconds(500)); });
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> loggers;
+  for (int i = 0; i < 4; ++i) {
+    loggers.emplace_back([&] {
+      while (!stop.load()) Log(LogLevel::kInfo, "busy");
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<int> new_calls{0};
+  SetLogSink([&](LogLevel, std::string_view) { new_calls.fetch_add(1); });
+  const auto took = std::chrono::steady_clock::now() - start;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  stop = true;
+  for (auto& t : loggers) t.join();
+  SetLogSink(nullptr);
+  EXPECT_LT(took, std::chrono::seconds(1));
+  EXPECT_GT(new_calls.load(), 0) << "the loggers moved to the new sink";
+}
+
+// A sink that logs (or whose code calls something that logs) does not recurse
+// into itself or deadlock: its line goes to stderr. A sink that replaces the
+// sink does not wait for itself.
+TEST(LogTest, ASinkThatLogsOrReplacesTheSinkNeitherRecursesNorDeadlocks) {
+  std::atomic<int> calls{0};
+  SetLogSink([&](LogLevel, std::string_view m) {
+    calls.fetch_add(1);
+    Log(LogLevel::kError, std::string("inner ") + std::string(m));
+  });
+  ::testing::internal::CaptureStderr();
+  Log(LogLevel::kWarning, "outer");
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(err, "tiercache ERROR: inner outer\n");
+
+  SetLogSink([&](LogLevel, std::string_view) { SetLogSink(nullptr); });
+  Log(LogLevel::kInfo, "replace yourself");  // returns: the test would hang otherwise
+  ::testing::internal::CaptureStderr();
+  Log(LogLevel::kInfo, "back to stderr");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tiercache INFO: back to stderr\n");
+}
+
+// Keys and reasons taken from events reach log lines: they can neither forge
+// a second line nor make one without end.
+TEST(LogTest, MessagesAreEscapedAndCut) {
+  std::vector<std::string> got;
+  SetLogSink([&](LogLevel, std::string_view m) { got.emplace_back(m); });
+  Log(LogLevel::kWarning, "key two\ntiercache ERROR: forged\\ \x01");
+  Log(LogLevel::kWarning, std::string(5000, 'k'));
+  SetLogSink(nullptr);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], "key two\\x0atiercache ERROR: forged\\x5c \\x01");
+  EXPECT_EQ(got[1], std::string(kMaxLogMessage, 'k') + "... (5000 bytes)");
+  EXPECT_EQ(SanitizeLogMessage("plain"), "plain");
+}
+
 }  // namespace
 }  // namespace tiercache

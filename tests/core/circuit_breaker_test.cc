@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/l2_guard.h"
+#include "tiercache/metrics.h"
 #include "tiercache/log.h"
 
 namespace tiercache {
@@ -77,6 +78,34 @@ TEST_F(CircuitBreakerTest, ALostProbeIsReplacedAfterTheOpenDuration) {
   EXPECT_TRUE(breaker_.Allow());
 }
 
+// A call let through before the breaker opened and answering late does not
+// close it: only a probe's success does, after the open duration.
+TEST_F(CircuitBreakerTest, ALateSuccessDoesNotCloseAnOpenBreaker) {
+  ASSERT_TRUE(breaker_.Allow());  // a call that will answer late
+  Fail(3);
+  ASSERT_EQ(breaker_.state(), BreakerState::kOpen);
+  breaker_.RecordSuccess();
+  EXPECT_EQ(breaker_.state(), BreakerState::kOpen);
+  EXPECT_FALSE(breaker_.Allow());
+  clock_.Advance(milliseconds(500));
+  ASSERT_TRUE(breaker_.Allow());  // the probe
+  breaker_.RecordSuccess();
+  EXPECT_EQ(breaker_.state(), BreakerState::kClosed);
+}
+
+TEST_F(CircuitBreakerTest, ClosesWhenNobodyAskedSinceATime) {
+  Fail(3);
+  const Clock::TimePoint opened_at = clock_.Now();
+  clock_.Advance(milliseconds(100));
+  EXPECT_FALSE(breaker_.CloseIfUnaskedSince(opened_at)) << "asked at its opening";
+  EXPECT_FALSE(breaker_.Allow());  // asked now
+  clock_.Advance(milliseconds(100));
+  EXPECT_FALSE(breaker_.CloseIfUnaskedSince(opened_at + milliseconds(50)));
+  EXPECT_TRUE(breaker_.CloseIfUnaskedSince(clock_.Now()));
+  EXPECT_EQ(breaker_.state(), BreakerState::kClosed);
+  EXPECT_FALSE(breaker_.CloseIfUnaskedSince(clock_.Now())) << "already closed";
+}
+
 // An operator learns when a shard's breaker opens and closes: one log line
 // each (tiercache/log.h), with the shard and the error that opened it.
 TEST(L2GuardTest, LogsWhenABreakerOpensAndWhenItClosesAgain) {
@@ -102,6 +131,99 @@ TEST(L2GuardTest, LogsWhenABreakerOpensAndWhenItClosesAgain) {
   EXPECT_NE(lines[0].second.find("connection refused"), std::string::npos) << lines[0].second;
   EXPECT_EQ(lines[1].first, LogLevel::kInfo);
   EXPECT_NE(lines[1].second.find("breaker 3 closed"), std::string::npos) << lines[1].second;
+}
+
+}  // namespace
+}  // namespace tiercache
+
+namespace tiercache {
+namespace {
+
+// Captures log lines for the test's lifetime.
+class Lines {
+ public:
+  Lines() {
+    SetLogSink([this](LogLevel, std::string_view m) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lines_.emplace_back(m);
+    });
+  }
+  ~Lines() { SetLogSink(nullptr); }
+  std::vector<std::string> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lines_;
+  }
+  int Count(const std::string& part) {
+    int n = 0;
+    for (const std::string& l : Get()) n += l.find(part) != std::string::npos ? 1 : 0;
+    return n;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// A shard failing 2 calls in 3 for 10 s: with late successes closing the
+// breaker it opened and closed on every few calls (hundreds of lines); now it
+// opens once per open duration, and its lines are at most one "opened" per
+// L2Guard::kLogInterval, with the count of those left out.
+TEST(L2GuardTest, AShardFailingPartOfItsCallsLogsAFewLinesNotAFlood) {
+  Lines log;
+  FakeClock clock;
+  CounterMetrics metrics;
+  L2Guard guard({2, milliseconds(500)}, milliseconds(100), &clock, &metrics);
+  int calls = 0;
+  for (int i = 0; i < 1000; ++i) {  // 10 s of 3 concurrent calls every 10 ms
+    bool allowed[3];
+    for (bool& a : allowed) a = guard.Allow(3);
+    for (int k = 0; k < 3; ++k) {  // they answer: two fail, the third succeeds late
+      if (!allowed[k]) continue;
+      ++calls;
+      guard.Record(3, k == 2 ? Status::Ok() : Status::Unavailable("timeout"));
+    }
+    clock.Advance(milliseconds(10));
+  }
+  const uint64_t opened = metrics.snapshot().get(Counter::kBreakerOpened, Tier::kL2);
+  EXPECT_LE(opened, 21u) << "at most one opening per open duration (+ its probe)";
+  EXPECT_LT(calls, 200) << "an open breaker keeps calls away";
+  EXPECT_LE(log.Count("opened"), 2) << ::testing::PrintToString(log.Get());
+  EXPECT_GE(log.Count("opened"), 1);
+  EXPECT_LE(log.Count("closed"), log.Count("opened"));
+}
+
+// After a failover the dead master's slots are served by another node (a
+// shard of another number): nobody asks the old shard's breaker again. It is
+// closed after kIdleOpenPeriods open durations, so the gauge falls while L2
+// serves; a shard still asked about stays open.
+TEST(L2GuardTest, ABreakerNobodyAsksAboutIsClosedAndTheGaugeFalls) {
+  Lines log;
+  FakeClock clock;
+  CounterMetrics metrics;
+  L2Guard guard({2, milliseconds(500)}, milliseconds(100), &clock, &metrics);
+  for (int shard : {3, 4}) {
+    guard.Record(shard, Status::Unavailable("connection refused"));
+    guard.Record(shard, Status::Unavailable("connection refused"));
+  }
+  ASSERT_TRUE(guard.Down(3));
+  ASSERT_TRUE(metrics.snapshot().breaker_open);
+  for (int i = 0; i < 60; ++i) {  // 6 s of traffic on shard 5 (the new master) and on dead shard 4
+    clock.Advance(milliseconds(100));
+    ASSERT_TRUE(guard.Allow(5));
+    guard.Record(5, Status::Ok());
+    if (guard.Allow(4)) guard.Record(4, Status::Unavailable("connection refused"));
+  }
+  EXPECT_FALSE(guard.Down(3)) << "nobody asked about shard 3 for 6 s";
+  EXPECT_TRUE(guard.Down(4)) << "shard 4 is asked about and still failing";
+  EXPECT_TRUE(metrics.snapshot().breaker_open);
+  EXPECT_EQ(log.Count("breaker 3 closed: no key has used its shard"), 1) << ::testing::PrintToString(log.Get());
+  for (int i = 0; i < 60; ++i) {  // shard 4's keys moved too
+    clock.Advance(milliseconds(100));
+    ASSERT_TRUE(guard.Allow(5));
+    guard.Record(5, Status::Ok());
+  }
+  EXPECT_FALSE(guard.Down(4));
+  EXPECT_FALSE(metrics.snapshot().breaker_open) << "every breaker closed: the gauge must fall";
 }
 
 }  // namespace

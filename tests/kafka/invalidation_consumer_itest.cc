@@ -374,7 +374,10 @@ TEST_F(ConsumerTest, PoisonEventsAreDeadLetteredWithAReasonAndThePartitionKeepsF
   EXPECT_EQ(s.dead_lettered, poison.size());
   EXPECT_EQ(metrics_.snapshot().events_of(EventOutcome::kDeadLettered), poison.size());
   EXPECT_EQ(TombstoneVersion(key), 2);
-  EXPECT_EQ(log.Count("WARNING event dead-lettered"), static_cast<int>(poison.size())) << log.All();
+  // One line a second at most (a stream of poison events must not flood the
+  // log): the first is written, the others counted into the next line.
+  EXPECT_GE(log.Count("WARNING event dead-lettered"), 1) << log.All();
+  EXPECT_LE(log.Count("WARNING event dead-lettered"), static_cast<int>(poison.size())) << log.All();
 
   std::vector<testing::ConsumedMessage> dead = testing::ConsumeFrom(dlq_, 1, RD_KAFKA_OFFSET_BEGINNING, poison.size());
   ASSERT_EQ(dead.size(), poison.size());
