@@ -133,7 +133,10 @@ struct OutboxRelayOptions {
   std::chrono::seconds retention{3600};     // sent rows are deleted after this
   milliseconds retention_interval{60000};
   int max_shards = 0;                       // most shards this relay owns; 0: all it can get
-  Metrics* metrics = nullptr;               // not owned; null: Metrics::Noop()
+  // Not owned; null: Metrics::Noop(). SetOutboxDepth (the whole table) is
+  // called after every round, at most once a second, also when Kafka failed
+  // the round; not when PostgreSQL did (AddRelayError(false) instead).
+  Metrics* metrics = nullptr;
   // Test hook: called after a batch was acknowledged, before it is marked
   // sent (e.g. to kill the process there). Runs on the relay's thread.
   std::function<void(size_t rows)> after_publish;

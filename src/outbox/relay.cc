@@ -339,6 +339,12 @@ class OutboxRelay::Impl {
     }
   }
 
+  // Runs after every round, also one Kafka failed (Loop). The depth gauges
+  // cover the whole table (every shard, owned or not), at most once per
+  // kDepthInterval; their query reads only unsent rows, through the partial
+  // index tiercache_outbox_unsent (a sequential scan only when the planner
+  // finds most of the table unsent). A failed statement leaves the gauges
+  // as they were and marks the connection broken (counted by Loop).
   void Housekeeping() {
     const auto now = steady_clock::now();
     if (now >= next_depth) {
@@ -346,10 +352,9 @@ class OutboxRelay::Impl {
       Result<pg::ResultPtr> r = Q(
           "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)) * 1000, 0)::bigint "
           "FROM tiercache_outbox WHERE sent_at IS NULL");
-      if (r.ok()) {
-        metrics->SetOutboxDepth(std::stoll(std::string(pg::Cell(r->get(), 0, 0))),
-                                milliseconds(std::stoll(std::string(pg::Cell(r->get(), 0, 1)))));
-      }
+      if (!r.ok()) return;
+      metrics->SetOutboxDepth(std::stoll(std::string(pg::Cell(r->get(), 0, 0))),
+                              milliseconds(std::stoll(std::string(pg::Cell(r->get(), 0, 1)))));
     }
     if (now >= next_retention && !owned.empty()) {
       next_retention = now + o.retention_interval;
@@ -432,7 +437,11 @@ class OutboxRelay::Impl {
         s = Claim();
       }
       if (s.ok()) s = Round();
-      if (s.ok()) {
+      // Housekeeping (the depth gauges first) after every round, whatever
+      // became of its batches on Kafka (kAborted): during a Kafka outage is
+      // when the oldest unsent age matters. Not after a database failure:
+      // the gauges keep their value and the error is counted below.
+      if ((s.ok() || s.IsAborted()) && !stop.load()) {
         Housekeeping();
         if (conn_broken) s = Status::Unavailable("postgresql: housekeeping statement failed");
       }

@@ -2,18 +2,28 @@
 //
 //   tiercache-outbox-relay --conninfo "host=... dbname=..." --brokers host:port
 //                          [--batch N] [--max-shards N] [--migrate [--shards N]]
+//                          [--metrics-listen HOST:PORT]
 //
 // Runs until SIGINT or SIGTERM, then stops after the batch in flight (its
 // shards go to another relay). Prints its counters every 10 s to stderr.
+// With --metrics-listen (only in a build with the Prometheus exporter,
+// TIERCACHE_WITH_PROMETHEUS) it serves its metrics (the outbox series of
+// docs/metrics.md) at http://HOST:PORT/metrics; the endpoint is bound before
+// the relay connects, so a port already taken ends the program at once.
 // Exit codes: 0 stopped by a signal, 2 bad arguments, 1 could not start.
 #include <signal.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
+#include "tiercache/metrics.h"
 #include "tiercache/outbox.h"
+#ifdef TIERCACHE_RELAY_WITH_PROMETHEUS
+#include "tiercache/prometheus.h"
+#endif
 
 namespace {
 
@@ -21,7 +31,8 @@ int Usage(const char* why) {
   std::fprintf(stderr,
                "tiercache-outbox-relay: %s\n"
                "usage: tiercache-outbox-relay --conninfo CONNINFO --brokers HOST:PORT[,...]\n"
-               "                              [--batch N] [--max-shards N] [--migrate [--shards N]]\n",
+               "                              [--batch N] [--max-shards N] [--migrate [--shards N]]\n"
+               "                              [--metrics-listen HOST:PORT]\n",
                why);
   return 2;
 }
@@ -40,6 +51,7 @@ int main(int argc, char** argv) {
   tiercache::outbox::OutboxRelayOptions o;
   bool migrate = false;
   long shards = 64;
+  std::string metrics_listen;  // empty: no metrics endpoint
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -63,6 +75,14 @@ int main(int argc, char** argv) {
     } else if (arg == "--shards") {
       const char* v = value();
       if (!v || !ParseInt(v, 1, 4096, &shards)) return Usage("--shards needs a number in [1, 4096]");
+    } else if (arg == "--metrics-listen") {
+      const char* v = value();
+      if (!v || *v == '\0') return Usage("--metrics-listen needs HOST:PORT");
+#ifdef TIERCACHE_RELAY_WITH_PROMETHEUS
+      metrics_listen = v;
+#else
+      return Usage("--metrics-listen: this build has no Prometheus exporter (TIERCACHE_WITH_PROMETHEUS=OFF)");
+#endif
     } else if (arg == "--migrate") {
       migrate = true;
     } else if (arg == "--help" || arg == "-h") {
@@ -74,12 +94,33 @@ int main(int argc, char** argv) {
   }
   if (o.conninfo.empty() || o.publisher.brokers.empty()) return Usage("--conninfo and --brokers are required");
   o.publisher.client_id = "tiercache-outbox-relay";
+  tiercache::CounterMetrics metrics;  // outlives the relay and the exporter
+  o.metrics = &metrics;
 
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts: they inherit it
+
+#ifdef TIERCACHE_RELAY_WITH_PROMETHEUS
+  // Bound before anything else starts: a taken port is reported at once,
+  // before the relay claims shards.
+  std::unique_ptr<tiercache::prometheus::Exporter> exporter;
+  if (!metrics_listen.empty()) {
+    tiercache::prometheus::ExporterOptions eo;
+    eo.listen_address = metrics_listen;
+    auto e = tiercache::prometheus::Exporter::Start(&metrics, eo);
+    if (!e.ok()) {
+      std::fprintf(stderr, "tiercache-outbox-relay: --metrics-listen %s: %s\n", metrics_listen.c_str(),
+                   e.status().ToString().c_str());
+      return e.status().IsInvalidArgument() ? 2 : 1;
+    }
+    exporter = std::move(*e);
+    std::fprintf(stderr, "tiercache-outbox-relay: serving metrics on %s (port %u) at %s\n", metrics_listen.c_str(),
+                 static_cast<unsigned>(exporter->port()), eo.path.c_str());
+  }
+#endif
 
   if (migrate) {
     tiercache::Status s = tiercache::outbox::MigrateOutbox(o.conninfo, static_cast<int>(shards));
