@@ -1,15 +1,24 @@
 #include "cli/commands.h"
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <future>
 #include <memory>
+#include <sstream>
+#include <string_view>
+#include <thread>
 #include <utility>
 
 #include "cli/output.h"
+#include "outbox/pg.h"
 #include "tiercache/cache.h"
 #include "tiercache/envelope.h"
 #include "tiercache/l2_store.h"
-#include "tiercache/outbox.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
 
@@ -329,23 +338,201 @@ int Invalidate(const Connection& c, const std::string& key, const std::string& g
   return kExitOk;
 }
 
+namespace {
+
+// ---- outbox status ----------------------------------------------------------
+
+namespace pg = outbox::pg;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+// How long the cancel request of a query that ran past the deadline may take.
+constexpr milliseconds kCancelGrace{200};
+
+// The unsent rows are read through the partial index tiercache_outbox_unsent:
+// the WHERE clause is its predicate word for word (schema.cc), so the planner
+// reads those rows only. The sent ones are not counted (that would read the
+// whole table): pg_class.reltuples, the table's row count as of its last
+// VACUUM or ANALYZE (-1: never), stands in for the total.
+constexpr char kOutboxStatusSql[] =
+    "SELECT u.unsent, u.oldest_ms, c.reltuples::bigint "
+    "FROM (SELECT count(*) AS unsent, "
+    "             coalesce(extract(epoch FROM clock_timestamp() - min(created_at)) * 1000, 0)::bigint AS oldest_ms "
+    "      FROM tiercache_outbox WHERE sent_at IS NULL) u, "
+    "     pg_catalog.pg_class c "
+    "WHERE c.oid = 'tiercache_outbox'::regclass";
+
+struct OutboxCounts {
+  int64_t unsent = 0;
+  int64_t oldest_ms = 0;
+  int64_t rows_estimate = -1;  // all rows, sent or not; -1: unknown
+};
+
+milliseconds Left(SteadyTime deadline) {
+  return std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now());
+}
+
+// libpq's parser, for its verdict only: its message quotes the input, which
+// may hold a password.
+Status CheckConninfo(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (error != nullptr) PQfreemem(error);
+  if (options == nullptr) return Status::InvalidArgument("--pg is not a valid libpq connection string");
+  PQconninfoFree(options);
+  return Status::Ok();
+}
+
+// A server's error, as pg.cc words it ("... (SQLSTATE xxxxx)"), classed for
+// ExitCodeOf: a cancelled statement (statement_timeout, our cancel, an
+// operator's) and a server going away or not accepting connections yet are
+// "did not answer" (4); the other errors stay the server's (5).
+Status Classified(const Status& s) {
+  const std::string msg(s.message());
+  const size_t at = msg.rfind("(SQLSTATE ");
+  if (!s.IsInternal() || at == std::string::npos) return s;
+  const std::string state = msg.substr(at + 10, 5);
+  if (state == "57014") return Status::DeadlineExceeded(msg);
+  if (state.rfind("08", 0) == 0 || state == "57P01" || state == "57P02" || state == "57P03") {
+    return Status::Unavailable(msg);
+  }
+  return s;
+}
+
+// libpq's message for a failed connection and the SQLSTATE in it, if a
+// server's error: with PQERRORS_VERBOSE that reads "FATAL:  <SQLSTATE>:
+// <text>", followed by a LOCATION line (dropped).
+std::pair<std::string, std::string> SplitSqlState(std::string msg) {
+  std::string state;
+  for (size_t at = msg.find(":  "); at != std::string::npos && state.empty(); at = msg.find(":  ", at + 1)) {
+    const std::string_view code = std::string_view(msg).substr(at + 3, 7);
+    const auto state_char = [](char ch) {
+      return std::isdigit(static_cast<unsigned char>(ch)) || (ch >= 'A' && ch <= 'Z');
+    };
+    if (code.size() == 7 && code.substr(5) == ": " && std::all_of(code.begin(), code.begin() + 5, state_char)) {
+      state = std::string(code.substr(0, 5));
+      msg.erase(at + 3, 7);
+    }
+  }
+  std::string text;
+  std::istringstream lines(msg);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.rfind("LOCATION:", 0) != 0) text += (text.empty() ? "" : "\n") + line;
+  }
+  return {text, state};
+}
+
+Status ConnectError(PGconn* c) {
+  const auto [text, state] = SplitSqlState(PQerrorMessage(c));
+  const std::string msg = "postgresql: cannot connect: " + text;
+  if (!state.empty()) return Classified(Status::Internal(msg + " (SQLSTATE " + state + ")"));
+  // The server asked for a password and there is none: a refusal, not silence.
+  if (PQconnectionNeedsPassword(c)) return Status::Internal(msg);
+  return Status::Unavailable(msg);
+}
+
+// Waits for `c`'s socket to be ready for `events` until `deadline`.
+Status WaitSocket(PGconn* c, short events, SteadyTime deadline, milliseconds timeout) {
+  for (;;) {
+    const milliseconds left = Left(deadline);
+    if (left.count() <= 0) {
+      return Status::DeadlineExceeded("postgresql: not connected within " + std::to_string(timeout.count()) + " ms");
+    }
+    pollfd p{PQsocket(c), events, 0};
+    if (p.fd < 0) return Status::Unavailable("postgresql: cannot connect: no socket");
+    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n > 0) return Status::Ok();
+    if (n < 0 && errno != EINTR) return Status::Unavailable(std::string("postgresql: poll: ") + std::strerror(errno));
+  }
+}
+
+void ForwardNotice(void* err, const char* message) { *static_cast<std::ostream*>(err) << message; }
+
+// Connects (libpq's nonblocking way) before `deadline`. `conninfo` goes in as
+// an expanded dbname, so key=value strings and URIs both work and the user's
+// options, PGOPTIONS and the other PG* variables apply as they would anywhere.
+// The server's notices go to `err`.
+Result<pg::ConnPtr> ConnectBefore(const std::string& conninfo, SteadyTime deadline, milliseconds timeout,
+                                  std::ostream& err) {
+  const char* const keys[] = {"fallback_application_name", "dbname", nullptr};
+  const char* const values[] = {"tiercache-cli", conninfo.c_str(), nullptr};
+  pg::ConnPtr c(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
+  if (c == nullptr) return Status::ResourceExhausted("postgresql: out of memory");
+  PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);  // a startup error's SQLSTATE, for ConnectError
+  PQsetNoticeProcessor(c.get(), ForwardNotice, &err);
+  for (PostgresPollingStatusType st = PGRES_POLLING_WRITING; st != PGRES_POLLING_OK; st = PQconnectPoll(c.get())) {
+    if (st == PGRES_POLLING_FAILED || PQstatus(c.get()) == CONNECTION_BAD) return ConnectError(c.get());
+    TIERCACHE_RETURN_IF_ERROR(WaitSocket(c.get(), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, timeout));
+  }
+  PQsetErrorVerbosity(c.get(), PQERRORS_DEFAULT);
+  return c;
+}
+
+// Asks the server to cancel `c`'s running query. PQcancel (libpq 15) blocks
+// on a connection of its own with no timeout, so it runs on a thread waited
+// for `grace` at most; a server that never answers leaves that thread blocked
+// until the process exits.
+void RequestCancel(PGconn* c, milliseconds grace) {
+  PGcancel* cancel = PQgetCancel(c);
+  if (cancel == nullptr) return;
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> finished = done->get_future();
+  std::thread([cancel, done] {
+    char error[256];
+    PQcancel(cancel, error, sizeof error);
+    PQfreeCancel(cancel);
+    done->set_value();
+  }).detach();
+  finished.wait_for(grace);
+}
+
+Result<int64_t> IntCell(const PGresult* r, int col) {
+  const std::string_view v = pg::Cell(r, 0, col);
+  int64_t n = 0;
+  const auto parsed = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (parsed.ec != std::errc() || parsed.ptr != v.data() + v.size()) {
+    return Status::Internal("postgresql: unexpected reply '" + Preview(v) + "'");
+  }
+  return n;
+}
+
+// statement_timeout server-side as well (belt and braces: the client's
+// deadline is what bounds the wait), then the counts, before `deadline`.
+Result<OutboxCounts> QueryCounts(PGconn* c, SteadyTime deadline, milliseconds timeout) {
+  const std::string set = "SET statement_timeout = " + std::to_string(timeout.count());
+  Result<pg::ResultPtr> r = pg::ExecFor(c, set, {}, PGRES_COMMAND_OK, Left(deadline), -1);
+  if (r.ok()) r = pg::ExecFor(c, kOutboxStatusSql, {}, PGRES_TUPLES_OK, Left(deadline), -1);
+  if (!r.ok() && r.status().IsDeadlineExceeded()) {
+    RequestCancel(c, kCancelGrace);
+    return Status::DeadlineExceeded("postgresql: no answer within " + std::to_string(timeout.count()) +
+                                    " ms (cancel requested)");
+  }
+  if (!r.ok()) return Classified(r.status());
+  if (PQntuples(r->get()) != 1 || PQnfields(r->get()) != 3) return Status::Internal("postgresql: unexpected reply");
+  Result<int64_t> unsent = IntCell(r->get(), 0), oldest = IntCell(r->get(), 1), rows = IntCell(r->get(), 2);
+  for (const auto* v : {&unsent, &oldest, &rows}) {
+    if (!v->ok()) return v->status();
+  }
+  return OutboxCounts{*unsent, *oldest, *rows};
+}
+
+}  // namespace
+
 int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
                  std::ostream& err) {
-  // Bounded: the connection by connect_timeout (whole seconds), the query by
-  // statement_timeout, unless the conninfo sets them.
-  std::string info = conninfo;
-  if (info.find("connect_timeout") == std::string::npos) {
-    info += " connect_timeout=" + std::to_string(std::max<int64_t>(1, (timeout.count() + 999) / 1000));
+  if (Status bad = CheckConninfo(conninfo); !bad.ok()) return Fail(err, "outbox status", bad);
+  const SteadyTime deadline = std::chrono::steady_clock::now() + timeout;
+  Result<pg::ConnPtr> conn = ConnectBefore(conninfo, deadline, timeout, err);
+  if (!conn.ok()) return Fail(err, "outbox status", conn.status());
+  Result<OutboxCounts> n = QueryCounts(conn->get(), deadline, timeout);
+  if (!n.ok()) return Fail(err, "outbox status", n.status());
+  out << "unsent       " << n->unsent << " rows\n";
+  out << "oldest       " << (n->unsent == 0 ? std::string("none") : std::to_string(n->oldest_ms) + " ms old") << "\n";
+  if (n->rows_estimate < 0) {
+    out << "sent, kept   unknown (estimated from the table's statistics: none yet, never vacuumed or analyzed)\n";
+  } else {
+    out << "sent, kept   ~" << std::max<int64_t>(0, n->rows_estimate - n->unsent)
+        << " rows (estimate from the table's statistics; deleted after the relay's retention)\n";
   }
-  if (info.find("options") == std::string::npos) {
-    info += " options='-c statement_timeout=" + std::to_string(timeout.count()) + "'";
-  }
-  Result<outbox::OutboxStatus> s = outbox::GetOutboxStatus(info);
-  if (!s.ok()) return Fail(err, "outbox status", s.status());
-  out << "unsent       " << s->unsent << " rows\n";
-  out << "oldest       " << (s->unsent == 0 ? std::string("none") : std::to_string(s->oldest_unsent_age.count()) + " ms old")
-      << "\n";
-  out << "sent, kept   " << s->sent_retained << " rows (deleted after the relay's retention)\n";
   return kExitOk;
 }
 

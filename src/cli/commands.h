@@ -49,8 +49,27 @@ int Get(const Connection& c, const std::string& key, const std::string& group, s
 // Exactly one of `key` and `group` is non-empty.
 int Invalidate(const Connection& c, const std::string& key, const std::string& group,
                std::optional<uint64_t> version, std::ostream& out, std::ostream& err);
-// The transactional outbox in PostgreSQL (`conninfo`, libpq's format): rows
-// not sent yet, the age of the oldest, sent rows kept until retention.
+// `outbox status`: the transactional outbox in PostgreSQL. `conninfo` is a
+// libpq key=value string or a postgresql:// URI, used as given: its options,
+// PGOPTIONS and the other PG* variables apply. Prints
+//   unsent       N rows
+//   oldest       N ms old | none
+//   sent, kept   ~N rows (estimate ...) | unknown (...)
+// The unsent rows and the age of the oldest are exact, read through the
+// partial index of unsent rows; the sent rows kept until the relay's
+// retention are an estimate (pg_class.reltuples as of the table's last VACUUM
+// or ANALYZE, minus the unsent rows; unknown before the first): counting them
+// would read the whole table.
+// Bounded by `timeout`: connecting and the query share one client-side
+// deadline (a server that accepts and never answers included); a query still
+// running then is cancelled (the cancel request may take 200 ms more), and
+// the session's statement_timeout is set to `timeout` as well (over one in
+// the options). Not bounded: libpq's host name lookup.
+// Exit codes: 2 a conninfo libpq cannot parse (its message is not shown: it
+// quotes the input, password included); 4 no answer (unreachable, timed out,
+// the statement cancelled: SQLSTATE 57014, a server shutting down or
+// starting: 57P01-57P03, class 08); 5 the server's error (no such database or
+// role, authentication failed, no outbox table).
 int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
                  std::ostream& err);
 

@@ -77,7 +77,10 @@ int main(int argc, char** argv) {
   outbox->require_subcommand(1);
   CLI::App* outbox_status =
       outbox->add_subcommand("status", "rows not yet published, the age of the oldest, sent rows kept");
-  outbox_status->add_option("--pg", pg, "libpq connection string (env TIERCACHE_PG)")->capture_default_str();
+  // No capture_default_str(): TIERCACHE_PG may hold a password.
+  outbox_status->add_option("--pg", pg,
+                            "libpq connection string, key=value or postgresql:// URI (default: env TIERCACHE_PG, "
+                            "else host=127.0.0.1 port=55432 dbname=tiercache user=postgres)");
 
   std::string brokers = EnvOr("TIERCACHE_KAFKA", "127.0.0.1:9092");
   CLI::App* events = app.add_subcommand("events", "invalidation events on Kafka");

@@ -2,7 +2,6 @@
 // its output and its exit code, and the error paths (a server down, a bad
 // address, malformed arguments, bytes that are not an envelope).
 #include <gtest/gtest.h>
-#include <libpq-fe.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cli/cli_runner.h"
@@ -20,7 +18,6 @@
 #include "redis/redis_test_util.h"
 #include "tiercache/cache.h"
 #include "tiercache/l2_store.h"
-#include "tiercache/outbox.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
 
@@ -184,67 +181,6 @@ TEST_F(CliItest, InvalidateWritesAVersionedTombstoneAndIgnoresOlderVersions) {
   r = Cli({"invalidate", prefix_ + "c", "--version", "3"});
   EXPECT_EQ(r.code, 0) << Show(r);
   EXPECT_TRUE(Contains(r.out, "ignored")) << Show(r);
-}
-
-// `outbox status` against PostgreSQL, in a schema of its own (search_path),
-// so its rows never meet the outbox tests' relays.
-TEST(CliOutboxItest, OutboxStatusCountsWhatIsNotSentAndHowOldItIs) {
-  TIERCACHE_REQUIRE_SERVER("postgresql", testing::PgPort());
-  const std::string schema = "cli_outbox_" + std::to_string(::getpid());
-  PGconn* admin = PQconnectdb(testing::PgConnString().c_str());
-  ASSERT_EQ(PQstatus(admin), CONNECTION_OK) << PQerrorMessage(admin);
-  const auto exec = [](PGconn* c, const std::string& sql) {
-    PGresult* r = PQexec(c, sql.c_str());
-    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok) ADD_FAILURE() << sql << ": " << PQerrorMessage(c);
-    PQclear(r);
-    return ok;
-  };
-  exec(admin, "DROP SCHEMA IF EXISTS " + schema + " CASCADE");
-  ASSERT_TRUE(exec(admin, "CREATE SCHEMA " + schema));
-  const std::string conninfo = testing::PgConnString() + " options='-c search_path=" + schema + "'";
-  const auto status = [&](const std::string& info) {
-    return Cli({"outbox", "status", "--pg", info});
-  };
-
-  // No table yet in that schema: a server error, one line.
-  CliRun r = status(conninfo);
-  EXPECT_EQ(r.code, 5) << Show(r);
-  EXPECT_TRUE(Contains(r.err, "tiercache_outbox")) << Show(r);
-
-  ASSERT_TRUE(outbox::MigrateOutbox(conninfo, 4).ok());
-  r = status(conninfo);
-  ASSERT_EQ(r.code, 0) << Show(r);
-  EXPECT_TRUE(Contains(r.out, "unsent       0 rows\n")) << Show(r);
-  EXPECT_TRUE(Contains(r.out, "oldest       none\n")) << Show(r);
-
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
-  Result<outbox::OutboxWriter> writer = outbox::OutboxWriter::Create(c);
-  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
-  ASSERT_TRUE(exec(c, "BEGIN"));
-  std::vector<outbox::OutboxEvent> events;
-  for (int i = 0; i < 3; ++i) events.push_back({"cli.test.v1", "community:" + std::to_string(i), "{}", {}});
-  ASSERT_TRUE(writer->Append(c, events).ok());
-  ASSERT_TRUE(exec(c, "COMMIT"));
-  PQfinish(c);
-  std::this_thread::sleep_for(100ms);
-  r = status(conninfo);
-  ASSERT_EQ(r.code, 0) << Show(r);
-  EXPECT_TRUE(Contains(r.out, "unsent       3 rows\n")) << Show(r);
-  int age = -1;
-  const size_t at = r.out.find("oldest       ");
-  if (at != std::string::npos) age = std::atoi(r.out.c_str() + at + 13);
-  EXPECT_GE(age, 100) << Show(r);
-  EXPECT_LT(age, 60000) << Show(r);
-
-  // PostgreSQL down (a port nothing listens on): unreachable, exit 4.
-  r = status("host=127.0.0.1 port=1 dbname=x user=x");
-  EXPECT_EQ(r.code, 4) << Show(r);
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << Show(r);
-
-  exec(admin, "DROP SCHEMA IF EXISTS " + schema + " CASCADE");
-  PQfinish(admin);
 }
 
 TEST_F(CliItest, MalformedInputAndUnreachableServersGetOneLineErrorsAndTheirExitCodes) {
