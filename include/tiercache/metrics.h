@@ -106,6 +106,9 @@ class Metrics {
   virtual void SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) {
     (void)topic, (void)partition, (void)messages;
   }
+  // The partition is no longer this process's (revoked, or the consumer
+  // stopped): its lag is another member's to report.
+  virtual void RemoveConsumerLag(std::string_view topic, int32_t partition) { (void)topic, (void)partition; }
 
   // The transactional outbox (no-ops unless overridden).
   // Rows not sent yet, and the age of the oldest of them (0 when none).
@@ -173,6 +176,7 @@ class CounterMetrics final : public Metrics {
   }
   void SetL1Fenced(bool fenced) override { l1_fenced_.store(fenced, std::memory_order_relaxed); }
   void SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) override;
+  void RemoveConsumerLag(std::string_view topic, int32_t partition) override;
   void SetOutboxDepth(int64_t unsent, std::chrono::milliseconds oldest_age) override {
     outbox_unsent_.store(unsent, std::memory_order_relaxed);
     outbox_oldest_age_ms_.store(oldest_age.count(), std::memory_order_relaxed);

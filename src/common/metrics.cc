@@ -108,6 +108,11 @@ void CounterMetrics::SetConsumerLag(std::string_view topic, int32_t partition, i
   consumer_lag_[{std::string(topic), partition}] = messages;
 }
 
+void CounterMetrics::RemoveConsumerLag(std::string_view topic, int32_t partition) {
+  std::lock_guard<std::mutex> lock(lag_mu_);
+  consumer_lag_.erase({std::string(topic), partition});
+}
+
 void CounterMetrics::ObserveOutboxPublishLag(std::chrono::nanoseconds lag) {
   publish_lag_buckets_[BucketOf(lag)].fetch_add(1, std::memory_order_relaxed);
   publish_lag_sum_us_.fetch_add(Micros(lag), std::memory_order_relaxed);

@@ -25,6 +25,11 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr int kPollMs = 100;  // longest a poll blocks (so how fast Stop is noticed)
 constexpr int kSeekTimeoutMs = 1000;
+// A paused partition fetches nothing, so its lag is asked of the broker:
+// every kLagRefresh, at most kLagQueryMs per partition and kLagRoundMs in all.
+constexpr std::chrono::seconds kLagRefresh{2};
+constexpr int kLagQueryMs = 500;
+constexpr std::chrono::milliseconds kLagRoundMs{1000};
 
 // Constant-initialized (no dynamic initialization): safe to use from other
 // translation units' static initializers.
@@ -99,6 +104,7 @@ struct InvalidationConsumer::Impl {
   // Touched only by the consumer thread (the rebalance callback runs on it).
   std::map<TopicPartition, Paused> paused;
   std::map<TopicPartition, milliseconds> backoff;  // last backoff, reset on success
+  SteadyClock::time_point next_lag_refresh{};
 
   ~Impl() {
     if (rk != nullptr) rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
@@ -106,6 +112,7 @@ struct InvalidationConsumer::Impl {
 
   void Run();
   void ResumeDue();
+  void RefreshPausedLag();
   void Process(std::vector<Message>& batch);
   Status DeadLetter(const Message& m, const std::string& reason);
   void PauseAndRewind(const TopicPartition& tp, int64_t offset);
@@ -136,6 +143,9 @@ void OnRebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partiti
   if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && !rd_kafka_assignment_lost(rk)) {
     rd_kafka_commit(rk, nullptr, /*async=*/0);  // errors: the next owner re-applies (idempotent)
   }
+  for (int i = 0; parts != nullptr && i < parts->cnt; ++i) {
+    self->metrics->RemoveConsumerLag(parts->elems[i].topic, parts->elems[i].partition);
+  }
   if (!self->paused.empty()) {
     PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(self->paused.size())));
     for (const auto& [tp, p] : self->paused) rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second);
@@ -151,6 +161,7 @@ void InvalidationConsumer::Impl::Run() {
   std::vector<Message> batch;
   while (!stop.load()) {
     ResumeDue();
+    RefreshPausedLag();
     batch.clear();
     int wait = kPollMs;
     while (batch.size() < o.max_batch) {
@@ -204,6 +215,21 @@ void InvalidationConsumer::Impl::ResumeDue() {
     }
     rd_kafka_resume_partitions(rk, list.get());
     it = paused.erase(it);
+  }
+}
+
+void InvalidationConsumer::Impl::RefreshPausedLag() {
+  const auto now = SteadyClock::now();
+  if (paused.empty() || now < next_lag_refresh) return;
+  next_lag_refresh = now + kLagRefresh;
+  for (const auto& [tp, p] : paused) {
+    if (SteadyClock::now() - now > kLagRoundMs || stop.load()) break;  // the next round goes on
+    int64_t low = 0, high = 0;
+    if (rd_kafka_query_watermark_offsets(rk, tp.first.c_str(), tp.second, &low, &high, kLagQueryMs) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        high >= 0) {
+      metrics->SetConsumerLag(tp.first, tp.second, std::max<int64_t>(0, high - p.rewind_to));
+    }
   }
 }
 
@@ -335,11 +361,13 @@ void InvalidationConsumer::Impl::Process(std::vector<Message>& batch) {
     // Fails (per partition) only for partitions no longer assigned: their new
     // owner re-applies from the committed offset, harmlessly.
     rd_kafka_offsets_store(rk, offsets.get());
-    for (const auto& [tp, next] : store) {  // the watermark as of the last fetch: no broker call
+    for (int i = 0; i < offsets->cnt; ++i) {  // the watermark as of the last fetch: no broker call
+      const rd_kafka_topic_partition_t& tp = offsets->elems[i];
+      if (tp.err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;  // revoked meanwhile: not ours to report
       int64_t low = 0, high = 0;
-      if (rd_kafka_get_watermark_offsets(rk, tp.first.c_str(), tp.second, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+      if (rd_kafka_get_watermark_offsets(rk, tp.topic, tp.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
           high >= 0) {
-        metrics->SetConsumerLag(tp.first, tp.second, std::max<int64_t>(0, high - next));
+        metrics->SetConsumerLag(tp.topic, tp.partition, std::max<int64_t>(0, high - tp.offset));
       }
     }
   }
