@@ -11,10 +11,11 @@
 // SetLogSink replaces the default for the whole process (e.g. to feed the
 // service's own logger); SetLogLevel drops lines below a level.
 //
-// Messages are sanitized before any sink sees them: at most kMaxLogMessage
-// bytes (longer ones are cut, with their size noted), control characters
-// and '\' as \xNN, so a key or a reason taken from an event can neither
-// forge a line nor flood one.
+// Messages are sanitized before any sink sees them: control characters,
+// '\' and bytes that are not well-formed UTF-8 as \xNN (so a sink gets valid
+// UTF-8), and cut between characters to at most kMaxLogMessage bytes, then
+// "... (N bytes)" with the original size. A key or a reason taken from an
+// event can neither forge a line nor flood one.
 //
 // Thread-safety: every function may be called from any thread at any time.
 // A sink is called from tiercache's threads (the caller's, the Redis I/O
@@ -46,7 +47,9 @@ inline constexpr size_t kMaxLogMessage = 1024;
 // Replaces the process-wide sink; an empty one restores the default (stderr).
 // Blocks until the calls of the old sink in progress have returned (calls
 // that start meanwhile use the new one, so a stream of Log calls cannot hold
-// it up), so what the old sink uses may be released once this returns.
+// it up), and destroys the old sink before returning: what it uses may be
+// released once this returns. With several SetLogSink at once, each waits
+// for every sink replaced so far.
 void SetLogSink(LogSink sink);
 // Lines below `level` are dropped (default: kInfo, everything).
 void SetLogLevel(LogLevel level);
@@ -54,8 +57,7 @@ void SetLogLevel(LogLevel level);
 // Writes one line (tiercache's components call this).
 void Log(LogLevel level, std::string_view message);
 
-// `message` as Log passes it on: cut to kMaxLogMessage bytes, control
-// characters and '\' escaped.
+// `message` as Log passes it on (see above).
 std::string SanitizeLogMessage(std::string_view message);
 
 }  // namespace tiercache

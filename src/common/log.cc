@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 #include <utility>
 
 namespace tiercache {
@@ -16,7 +17,8 @@ namespace {
 // A sink and the number of its calls in progress. Log() takes a reference
 // to the current one under `mu` (briefly) and calls it outside; SetLogSink()
 // swaps the pointer under `mu`, so no call can start on the old one after
-// that, then waits for `calls` of the old one to drain.
+// that, then waits for the calls of every slot retired so far to drain (two
+// SetLogSink at once: each waits for what the other retired too).
 struct SinkSlot {
   explicit SinkSlot(LogSink s) : sink(std::move(s)) {}
   const LogSink sink;
@@ -25,7 +27,8 @@ struct SinkSlot {
 
 struct Hook {
   std::mutex mu;
-  std::shared_ptr<SinkSlot> slot;  // GUARDED_BY(mu); null: stderr
+  std::shared_ptr<SinkSlot> slot;                  // GUARDED_BY(mu); null: stderr
+  std::vector<std::shared_ptr<SinkSlot>> retired;  // GUARDED_BY(mu); replaced, calls maybe in progress
   std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
 };
 
@@ -54,19 +57,59 @@ std::string_view LogLevelName(LogLevel level) {
   return "UNKNOWN";
 }
 
+namespace {
+
+// The length of the well-formed UTF-8 sequence at the start of `s`, or 0.
+size_t Utf8SequenceAt(std::string_view s) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xbf;  // the second byte's range
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) lo = 0xa0;  // no overlong forms
+    if (c == 0xed) hi = 0x9f;  // no surrogates
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;  // <= U+10FFFF
+  } else {
+    return 0;
+  }
+  if (s.size() < n || b(1) < lo || b(1) > hi) return 0;
+  for (size_t i = 2; i < n; ++i) {
+    if (b(i) < 0x80 || b(i) > 0xbf) return 0;
+  }
+  return n;
+}
+
+void AppendEscaped(std::string& out, unsigned char c) {
+  static const char kHex[] = "0123456789abcdef";
+  out += "\\x";
+  out += kHex[c >> 4];
+  out += kHex[c & 15];
+}
+
+}  // namespace
+
 std::string SanitizeLogMessage(std::string_view message) {
   std::string out;
-  out.reserve(std::min(message.size(), kMaxLogMessage) + 16);
+  out.reserve(std::min(message.size(), kMaxLogMessage) + 32);
   size_t i = 0;
-  for (; i < message.size() && out.size() < kMaxLogMessage; ++i) {
+  while (i < message.size()) {
     const auto c = static_cast<unsigned char>(message[i]);
-    if (c < 0x20 || c == 0x7f || c == '\\') {
-      static const char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
+    const size_t n = c < 0x80 ? 1 : Utf8SequenceAt(message.substr(i));
+    const bool escape = n == 0 || c < 0x20 || c == 0x7f || c == '\\';
+    const size_t width = escape ? 4 : n;  // the bytes it takes in `out`
+    if (out.size() + width > kMaxLogMessage) break;  // cut between characters, never inside one
+    if (escape) {
+      AppendEscaped(out, c);  // a control character, '\\', or a byte that is not well-formed UTF-8
+      ++i;
     } else {
-      out += static_cast<char>(c);
+      out.append(message.substr(i, n));
+      i += n;
     }
   }
   if (i < message.size()) out += "... (" + std::to_string(message.size()) + " bytes)";
@@ -75,21 +118,41 @@ std::string SanitizeLogMessage(std::string_view message) {
 
 void SetLogSink(LogSink sink) {
   Hook& h = TheHook();
-  std::shared_ptr<SinkSlot> old;
+  std::vector<std::shared_ptr<SinkSlot>> waited_for;
   {
     std::lock_guard<std::mutex> lock(h.mu);
-    old = std::exchange(h.slot, sink ? std::make_shared<SinkSlot>(std::move(sink)) : nullptr);
+    std::shared_ptr<SinkSlot> old = std::exchange(h.slot, sink ? std::make_shared<SinkSlot>(std::move(sink)) : nullptr);
+    if (old) h.retired.push_back(std::move(old));
+    waited_for = h.retired;
   }
-  if (!old || t_in_sink > 0) return;
-  // Only calls that had already started remain: their number only falls.
-  for (int spins = 0; old->calls.load(std::memory_order_acquire) != 0; ++spins) {
-    if (spins < 1000) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a sink held up: do not burn a core
+  if (t_in_sink > 0) return;  // a sink replacing the sink cannot wait for itself; a later call frees it
+  // Only calls that had already started remain: their numbers only fall.
+  for (const std::shared_ptr<SinkSlot>& slot : waited_for) {
+    for (int spins = 0; slot->calls.load(std::memory_order_acquire) != 0; ++spins) {
+      if (spins < 1000) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a sink held up: do not burn a core
+      }
     }
   }
-}  // the old sink is destroyed here (or by the last call still holding it)
+  std::vector<std::shared_ptr<SinkSlot>> done;
+  {
+    std::lock_guard<std::mutex> lock(h.mu);
+    for (auto it = h.retired.begin(); it != h.retired.end();) {
+      if ((*it)->calls.load(std::memory_order_acquire) == 0) {
+        done.push_back(std::move(*it));
+        it = h.retired.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  waited_for.clear();
+  // `done` holds the last references (Log drops its own before its call ends
+  // counting): the old sinks are destroyed here, outside the lock, before
+  // this returns.
+}
 
 void SetLogLevel(LogLevel level) { TheHook().min_level.store(static_cast<int>(level), std::memory_order_relaxed); }
 
@@ -115,7 +178,11 @@ void Log(LogLevel level, std::string_view message) {
     // through the threads that log.
   }
   --t_in_sink;
-  slot->calls.fetch_sub(1, std::memory_order_release);
+  // Drop this call's reference before it stops counting: once `calls` is 0,
+  // SetLogSink holds the last references and destroys the sink itself.
+  SinkSlot* const raw = slot.get();
+  slot.reset();
+  raw->calls.fetch_sub(1, std::memory_order_release);
 }
 
 }  // namespace tiercache

@@ -34,22 +34,28 @@ bool CircuitBreaker::Allow() {
   return false;
 }
 
-void CircuitBreaker::RecordSuccess() {
+BreakerChange CircuitBreaker::RecordSuccess() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (state_ == BreakerState::kOpen) return;  // a call let through before it opened
+  if (state_ == BreakerState::kOpen) return BreakerChange::kNone;  // a call let through before it opened
+  const bool was_closed = state_ == BreakerState::kClosed;
   consecutive_failures_ = 0;
   probe_in_flight_ = false;
   state_ = BreakerState::kClosed;
+  return was_closed ? BreakerChange::kNone : BreakerChange::kClosed;
 }
 
-void CircuitBreaker::RecordFailure() {
+BreakerChange CircuitBreaker::RecordFailure() {
   std::lock_guard<std::mutex> lock(mu_);
   probe_in_flight_ = false;
   if (state_ == BreakerState::kHalfOpen) {
     OpenLocked();
-    return;
+    return BreakerChange::kOpened;
   }
-  if (state_ == BreakerState::kClosed && ++consecutive_failures_ >= options_.failure_threshold) OpenLocked();
+  if (state_ == BreakerState::kClosed && ++consecutive_failures_ >= options_.failure_threshold) {
+    OpenLocked();
+    return BreakerChange::kOpened;
+  }
+  return BreakerChange::kNone;
 }
 
 bool CircuitBreaker::CloseIfUnaskedSince(Clock::TimePoint t) {

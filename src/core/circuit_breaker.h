@@ -8,9 +8,10 @@
 //   for another `open_duration`. A probe that never reports back is given up
 //   after `open_duration` and another probe is allowed.
 // While open, outcomes reported by calls let through before it opened are
-// ignored: a late success does not close it (only a probe's does), so a
-// shard failing part of its calls opens once per `open_duration`, not on
-// every few calls.
+// ignored: a late success does not close it, so a shard failing part of its
+// calls opens once per `open_duration`, not on every few calls. (In
+// half-open, any success closes it: the probe's, or a late one, which can
+// only arrive there when a call takes longer than `open_duration`.)
 //
 // Thread-safety: all methods may be called concurrently. Non-blocking.
 #ifndef TIERCACHE_CORE_CIRCUIT_BREAKER_H_
@@ -34,6 +35,10 @@ struct CircuitBreakerOptions {
 
 enum class BreakerState : uint8_t { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
 
+// What a report did to the breaker, decided under its mutex: kOpened when it
+// left closed or half-open for open, kClosed when it became closed again.
+enum class BreakerChange : uint8_t { kNone = 0, kOpened = 1, kClosed = 2 };
+
 class CircuitBreaker {
  public:
   // REQUIRES: options validated by Validate(); clock non-null, outlives this.
@@ -44,9 +49,10 @@ class CircuitBreaker {
   // True when the caller may use the dependency now. In half-open state
   // exactly one caller gets true (the probe) until it reports.
   bool Allow();
-  // Report the outcome of a call that Allow() let through.
-  void RecordSuccess();
-  void RecordFailure();
+  // Report the outcome of a call that Allow() let through; returns what it
+  // changed.
+  BreakerChange RecordSuccess();
+  BreakerChange RecordFailure();
 
   // Closes the breaker, if it is not closed and nobody has asked Allow()
   // since `t` (its dependency is no longer used: e.g. a Redis master whose

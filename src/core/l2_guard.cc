@@ -21,33 +21,29 @@ bool L2Guard::Allow(int shard) { return Breaker(shard).Allow(); }
 void L2Guard::Record(int shard, const Status& s) {
   const size_t index = ShardIndex(shard);
   CircuitBreaker& b = *breakers_[index];
-  const uint64_t opened_before = b.times_opened();
-  const BreakerState before = b.state();
+  BreakerChange change;
   if (s.ok() || s.IsInvalidArgument() || s.IsAborted()) {
-    b.RecordSuccess();
+    change = b.RecordSuccess();
   } else {
     metrics_->Add(Counter::kL2Error, Tier::kL2);
-    b.RecordFailure();
+    change = b.RecordFailure();
   }
-  const bool opened = b.times_opened() != opened_before;
-  const BreakerState after = b.state();
-  if (opened) metrics_->Add(Counter::kBreakerOpened, Tier::kL2);
-  LogChange(index, s, opened, before != BreakerState::kClosed && after == BreakerState::kClosed);
-  if (after != before) PublishGauge();
+  if (change == BreakerChange::kOpened) metrics_->Add(Counter::kBreakerOpened, Tier::kL2);
+  LogChange(index, s, change);
+  if (change != BreakerChange::kNone) PublishGauge();
   CloseUnasked();
 }
 
-void L2Guard::LogChange(size_t index, const Status& s, bool opened, bool closed) {
+void L2Guard::LogChange(size_t index, const Status& s, BreakerChange change) {
   BreakerLog& log = logs_[index];
-  if (opened) {
+  if (change == BreakerChange::kOpened) {
     uint64_t left_out = 0;
-    const bool admitted = log.opened.Admit(clock_->Now(), &left_out);
-    log.open_logged.store(admitted);
-    if (admitted) {
+    if (log.opened.Admit(clock_->Now(), &left_out)) {
+      log.open_logged.store(true);
       Log(LogLevel::kWarning, "L2 circuit breaker " + std::to_string(index) + " opened (Redis shard failing: " +
                                   s.ToString() + "); its keys skip L2 meanwhile" + LogLimiter::Note(left_out));
     }
-  } else if (closed && log.open_logged.exchange(false)) {
+  } else if (change == BreakerChange::kClosed && log.open_logged.exchange(false)) {
     Log(LogLevel::kInfo, "L2 circuit breaker " + std::to_string(index) + " closed: its Redis shard answers again");
   }
 }
@@ -74,9 +70,21 @@ void L2Guard::CloseUnasked() {
 }
 
 void L2Guard::PublishGauge() {
-  bool any_open = false;
-  for (const auto& other : breakers_) any_open = any_open || other->state() != BreakerState::kClosed;
-  metrics_->SetBreakerOpen(any_open);
+  // A writer that lost a race with another change writes again: the last
+  // write always follows a read made after the last change.
+  for (bool open = AnyNotClosed();;) {
+    metrics_->SetBreakerOpen(open);
+    const bool now = AnyNotClosed();
+    if (now == open) break;
+    open = now;
+  }
+}
+
+bool L2Guard::AnyNotClosed() const {
+  for (const auto& b : breakers_) {
+    if (b->state() != BreakerState::kClosed) return true;
+  }
+  return false;
 }
 
 bool L2Guard::Down(int shard) const { return Breaker(shard).state() != BreakerState::kClosed; }

@@ -5,6 +5,10 @@
 // other shards keep serving. A success on one shard never closes another's
 // breaker.
 //
+// The breaker gauge (Metrics::SetBreakerOpen) is 1 while any breaker is not
+// closed; its last write follows the last change (each writer checks again
+// after writing).
+//
 // A breaker nobody has asked about for kIdleOpenPeriods open durations is
 // closed (its shard is no longer used: a failover moved its slots to a
 // node with another shard number), so the breaker gauge does not stay up
@@ -73,10 +77,11 @@ class L2Guard {
   }
   static size_t ShardIndex(int shard);  // the breaker of `shard`
   CircuitBreaker& Breaker(int shard) const;
-  void LogChange(size_t index, const Status& s, bool opened, bool closed);
+  void LogChange(size_t index, const Status& s, BreakerChange change);
   // At most once per open duration: closes breakers nobody asked about.
   void CloseUnasked();
   void PublishGauge();
+  bool AnyNotClosed() const;
 
   // What was logged of one breaker.
   struct BreakerLog {

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/l2_guard.h"
@@ -224,6 +227,96 @@ TEST(L2GuardTest, ABreakerNobodyAsksAboutIsClosedAndTheGaugeFalls) {
   }
   EXPECT_FALSE(guard.Down(4));
   EXPECT_FALSE(metrics.snapshot().breaker_open) << "every breaker closed: the gauge must fall";
+}
+
+}  // namespace
+}  // namespace tiercache
+
+namespace tiercache {
+namespace {
+
+// A shard down for 3.5 s with the default options: the breaker opens, its
+// probes fail and re-open it (lines left out by the limiter), then the shard
+// answers. The last line must say it closed: an operator whose last line
+// says "opened" goes looking for a failure that has ended.
+TEST(L2GuardTest, AnOutageLongerThanTheOpenDurationEndsWithAClosedLine) {
+  Lines log;
+  FakeClock clock;
+  CounterMetrics metrics;
+  L2Guard guard(CircuitBreakerOptions{}, milliseconds(100), &clock, &metrics);
+  for (int i = 0; i < 350; ++i) {  // 3.5 s, a call every 10 ms
+    if (guard.Allow(3)) guard.Record(3, Status::Unavailable("connection refused"));
+    clock.Advance(milliseconds(10));
+  }
+  ASSERT_GE(metrics.snapshot().get(Counter::kBreakerOpened, Tier::kL2), 2u) << "its probes failed";
+  for (int i = 0; i < 200 && guard.Down(3); ++i) {  // the shard answers
+    if (guard.Allow(3)) guard.Record(3, Status::Ok());
+    clock.Advance(milliseconds(10));
+  }
+  ASSERT_FALSE(guard.Down(3));
+  EXPECT_FALSE(metrics.snapshot().breaker_open);
+  const std::vector<std::string> lines = log.Get();
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines.back().find("breaker 3 closed"), std::string::npos) << ::testing::PrintToString(lines);
+  EXPECT_EQ(log.Count("opened"), 1) << ::testing::PrintToString(lines);
+}
+
+// Metrics whose first SetBreakerOpen(false) waits until released: the
+// closing of one breaker is held between reading the breakers and writing
+// the gauge while another breaker opens.
+class HeldGauge final : public Metrics {
+ public:
+  void Add(Counter, Tier, uint64_t) override {}
+  void ObserveLoad(std::chrono::nanoseconds) override {}
+  void SetBreakerOpen(bool open) override {
+    if (!open && hold_.exchange(false)) {
+      std::unique_lock<std::mutex> lock(mu_);
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    last_ = open;
+  }
+  void Arm() { hold_ = true; }
+  void WaitHeld() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return held_; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  bool last() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_;
+  }
+
+ private:
+  std::atomic<bool> hold_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false, released_ = false, last_ = false;
+};
+
+TEST(L2GuardTest, TheGaugeEndsOpenWhenABreakerOpensWhileAnotherClosing) {
+  FakeClock clock;
+  HeldGauge metrics;
+  L2Guard guard({1, milliseconds(500)}, milliseconds(100), &clock, &metrics);
+  guard.Record(3, Status::Unavailable("down"));  // breaker 3 open
+  ASSERT_TRUE(metrics.last());
+  clock.Advance(milliseconds(500));
+  ASSERT_TRUE(guard.Allow(3));  // its probe
+  metrics.Arm();
+  std::thread closing([&] { guard.Record(3, Status::Ok()); });  // reads "none open", then is held
+  metrics.WaitHeld();
+  guard.Record(4, Status::Unavailable("down"));  // breaker 4 opens and writes "open"
+  EXPECT_TRUE(metrics.last());
+  metrics.Release();  // breaker 3's stale "none open" lands
+  closing.join();
+  EXPECT_TRUE(guard.Down(4));
+  EXPECT_TRUE(metrics.last()) << "the gauge says no breaker is open while breaker 4 is";
 }
 
 }  // namespace

@@ -74,7 +74,12 @@ grep -q "no component 'nosuch'" "$work/nosuch.log" || { cat "$work/nosuch.log"; 
 if probe version tiercache 9.0 REQUIRED; then fail "version 9.0 was accepted"; fi
 grep -q 'version' "$work/version.log" || { cat "$work/version.log"; fail "no clear message for 9.0"; }
 probe outbox tiercache REQUIRED COMPONENTS outbox || { cat "$work/outbox.log"; fail "COMPONENTS outbox"; }
-ok "find_package refuses COMPONENTS nosuch and version 9.0; accepts COMPONENTS outbox"
+grep -q 'tiercache::kafka' "$prefix/lib/cmake/tiercache/tiercache-outbox-targets.cmake" ||
+  fail "the outbox targets do not name tiercache::kafka (the order check below would prove nothing)"
+order=(outbox kafka); [ -e "$prefix/lib/pkgconfig/tiercache-prometheus.pc" ] && order=(prometheus outbox kafka)
+probe order tiercache REQUIRED COMPONENTS "${order[@]}" ||
+  { cat "$work/order.log"; fail "COMPONENTS in an order other than their dependencies'"; }
+ok "find_package refuses COMPONENTS nosuch and version 9.0; accepts outbox alone and parts in any order"
 
 # --- pkg-config -------------------------------------------------------------
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
