@@ -2,10 +2,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -41,9 +43,27 @@ Result<HttpReply> HttpGet(int port, const std::string& target, std::chrono::mill
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = htons(static_cast<uint16_t>(port));
+  // A non-blocking connect, bounded by the same deadline (a stopped server
+  // with a full backlog would otherwise hold it for minutes of SYN retries).
+  const int flags = ::fcntl(fd, F_GETFL, 0);
+  ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    return Status::Unavailable("connect to 127.0.0.1:" + std::to_string(port) + ": " + std::strerror(errno));
+    if (errno != EINPROGRESS) {
+      return Status::Unavailable("connect to 127.0.0.1:" + std::to_string(port) + ": " + std::strerror(errno));
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count()))) <= 0) {
+      return Status::DeadlineExceeded("connect to 127.0.0.1:" + std::to_string(port) + ": no answer in time");
+    }
+    int error = 0;
+    socklen_t len = sizeof error;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len);
+    if (error != 0) {
+      return Status::Unavailable("connect to 127.0.0.1:" + std::to_string(port) + ": " + std::strerror(error));
+    }
   }
+  ::fcntl(fd, F_SETFL, flags);
   const std::string request = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
     return Status::Unavailable(std::string("send: ") + std::strerror(errno));

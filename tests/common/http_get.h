@@ -15,9 +15,9 @@ struct HttpReply {
   std::string body;
 };
 
-// GET http://127.0.0.1:<port><target>. Errors: kUnavailable (no connection,
-// a malformed reply), kDeadlineExceeded (no whole reply within `timeout` of
-// connecting; the connect itself is not bounded: for loopback servers only).
+// GET http://127.0.0.1:<port><target>. Errors: kUnavailable (connection
+// refused, a malformed reply), kDeadlineExceeded (no connection and whole
+// reply within `timeout`, the connect included).
 Result<HttpReply> HttpGet(int port, const std::string& target,
                           std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
 

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -81,6 +82,22 @@ class PrometheusServer {
     fs::remove_all(dir_, ignored);
   }
   bool started() const { return pid_ > 0; }
+  // True once its API answers; false if it exited first (e.g. its port was
+  // taken between FreePort and its bind) or `timeout` passed.
+  bool WaitReady(std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      Result<testing::HttpReply> r = testing::HttpGet(web_port_, "/-/ready", 1s);
+      if (r.ok() && r->status == 200) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
   std::string Log() const {
     std::ifstream in(dir_ / "prometheus.log");
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -125,10 +142,23 @@ TEST(PrometheusItest, APrometheusServerScrapesTheExporterAndSeesTheCounts) {
   o.const_labels = {{"service", "itest"}};
   Result<std::unique_ptr<Exporter>> exporter = Exporter::Start(&metrics, o);
   ASSERT_TRUE(exporter.ok()) << exporter.status().ToString();
-  const int web_port = FreePort();
-  ASSERT_NE(web_port, 0);
-  PrometheusServer server((*exporter)->port(), web_port);
-  ASSERT_TRUE(server.started());
+  // FreePort's port can be taken before the server binds it: then the
+  // server exits, and another port is tried.
+  std::unique_ptr<PrometheusServer> started;
+  std::string failed_logs;
+  for (int attempt = 0; attempt < 3 && !started; ++attempt) {
+    const int web_port = FreePort();
+    ASSERT_NE(web_port, 0);
+    auto s = std::make_unique<PrometheusServer>((*exporter)->port(), web_port);
+    ASSERT_TRUE(s->started());
+    if (s->WaitReady(60s)) {
+      started = std::move(s);
+    } else {
+      failed_logs += s->Log();
+    }
+  }
+  ASSERT_TRUE(started) << "the Prometheus server never got ready:\n" << failed_logs;
+  PrometheusServer& server = *started;
   metrics.Add(Counter::kHit, Tier::kL1, 1);  // 42 from the first scrape on
 
   double hits = -1, up = -1, loads = -1, load_p = -1;
