@@ -36,8 +36,7 @@ void Engine::MaybeLend(Connection* c) {
 }
 
 void Engine::PublishSlot(int slot) {
-  int m = slot_master_[slot];
-  slot_node_pub_[slot].store(static_cast<int16_t>(m), std::memory_order_relaxed);
+  const int m = slots_.Master(static_cast<uint16_t>(slot));
   direct_conn_[slot].store(m < 0 ? nullptr : nodes_[m]->conns.front().get(), std::memory_order_release);
 }
 

@@ -19,8 +19,6 @@ const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
 }  // namespace
 
 Engine::Engine(RedisClientOptions options) : options_(std::move(options)) {
-  slot_master_.fill(-1);
-  for (auto& n : slot_node_pub_) n.store(-1, std::memory_order_relaxed);
 }
 
 Engine::~Engine() {
@@ -45,10 +43,8 @@ Status Engine::Start() {
   if (options_.mode == Mode::kStandalone) {
     Node* n = EnsureNode(options_.seeds.front());
     n->in_topology = true;
-    slot_master_.fill(static_cast<int16_t>(n->id));
+    slots_.AssignAll(n->id);
     for (int s = 0; s < kSlotCount; ++s) PublishSlot(s);
-    shard_master_ = {n->id};
-    shard_replicas_ = {{}};
     have_topology_ = true;
   }
   thread_ = std::thread([this] {
@@ -208,21 +204,15 @@ Node* Engine::RouteNode(const Request* req) {
   if (req->target_node >= 0) return nodes_[req->target_node].get();
   if (!have_topology_) return nullptr;
   if (req->slot < 0) {
-    for (int i = 0; i < 8; ++i) {
-      keyless_rr_ += 4093;
-      int m = slot_master_[keyless_rr_ & (kSlotCount - 1)];
-      if (m >= 0) return nodes_[m].get();
-    }
-    return nullptr;
+    const int m = slots_.NextKeylessMaster();
+    return m < 0 ? nullptr : nodes_[m].get();
   }
-  int m = slot_master_[req->slot];
+  const auto slot = static_cast<uint16_t>(req->slot);
+  const int m = slots_.Master(slot);
   if (m < 0) return nullptr;
   if (req->read_only && options_.read_from_replicas) {
-    int shard = slot_shard_[req->slot];
-    if (shard < static_cast<int>(shard_master_.size()) && shard_master_[shard] == m &&
-        !shard_replicas_[shard].empty()) {
-      const auto& reps = shard_replicas_[shard];
-      Node* r = nodes_[reps[replica_rr_++ % reps.size()]].get();
+    if (const int replica = slots_.NextReplica(slot); replica >= 0) {
+      Node* r = nodes_[replica].get();
       const Connection* c = r->conns.front().get();
       bool backing_off = c->state == Connection::State::kDisconnected && !c->last_error.empty() &&
                          SteadyClock::now() < c->next_connect;
@@ -442,12 +432,12 @@ Status Engine::RunOnIoThread(std::function<void()> fn, std::chrono::milliseconds
 void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
   Node* n = EnsureNode(owner);
   n->in_topology = true;
-  slot_master_[slot] = static_cast<int16_t>(n->id);
+  slots_.Move(slot, n->id);
   PublishSlot(slot);
 }
 
 std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {
-  int m = slot_master_[slot];
+  const int m = slots_.Master(slot);
   if (m < 0) return std::nullopt;
   return nodes_[m]->endpoint;
 }

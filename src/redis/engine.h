@@ -37,6 +37,7 @@
 
 #include "redis/protocol.h"
 #include "redis/request.h"
+#include "redis/slot_map.h"
 #include "tiercache/redis/options.h"
 #include "tiercache/redis/slot.h"
 
@@ -120,9 +121,7 @@ class Engine {
 
   const RedisClientOptions& options() const { return options_; }
   // Any thread: the master node id of `slot` as last published (-1: none).
-  int NodeOfSlot(uint16_t slot) const {
-    return slot < kSlotCount ? slot_node_pub_[slot].load(std::memory_order_relaxed) : -1;
-  }
+  int NodeOfSlot(uint16_t slot) const { return slots_.PublishedMaster(slot); }
 
   // Waits for a request submitted by the calling thread (see AwaitRequest).
   Result<Reply> Await(Request* req) { return AwaitRequest(req, options_.caller_spin, &spinners_); }
@@ -221,19 +220,12 @@ class Engine {
   std::vector<Request*> drained_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::unordered_map<std::string, int> node_by_name_;
-  std::array<int16_t, kSlotCount> slot_master_{};
+  SlotMap slots_;  // its PublishedMaster is read by caller threads (NodeOfSlot)
   // Read by caller threads for direct I/O: the connection serving each slot.
   std::array<std::atomic<Connection*>, kSlotCount> direct_conn_{};
-  // Read by caller threads (NodeOfSlot): the master node id of each slot.
-  std::array<std::atomic<int16_t>, kSlotCount> slot_node_pub_{};
-  std::array<uint16_t, kSlotCount> slot_shard_{};
-  std::vector<std::vector<int>> shard_replicas_;  // shard -> replica node ids
-  std::vector<int> shard_master_;
   std::vector<Request*> parked_;
   std::vector<Connection*> dirty_;
   std::vector<Request*> to_wake_;  // finished; their callers wake at the end of the loop pass
-  size_t keyless_rr_ = 0;
-  size_t replica_rr_ = 0;
   bool have_topology_ = false;
   std::vector<std::string> logged_masters_;  // sorted: the masters the last topology line named
   bool shutting_down_ = false;

@@ -146,7 +146,7 @@ void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
       }
       Node* target = EnsureNode(info.target);
       if (moved) {
-        slot_master_[info.slot] = static_cast<int16_t>(target->id);
+        slots_.Move(info.slot, target->id);
         PublishSlot(info.slot);
         target->in_topology = true;
         refresh_wanted_ = true;

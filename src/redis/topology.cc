@@ -3,7 +3,6 @@
 // known nodes and then the seeds, and installing the result (connections to
 // nodes that left the map are closed). I/O thread only.
 #include <algorithm>
-#include <unordered_set>
 
 #include "redis/connection_io.h"
 #include "redis/engine.h"
@@ -90,36 +89,21 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
 }
 
 void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
-  std::array<int16_t, kSlotCount> masters;
-  masters.fill(-1);
-  std::vector<int> shard_master;
-  std::vector<std::vector<int>> shard_replicas;
-  std::unordered_set<int> members;
+  std::vector<SlotMap::Range> by_id;
+  by_id.reserve(ranges.size());
   for (const SlotRange& range : ranges) {
-    Node* m = EnsureNode(range.master);
-    members.insert(m->id);
-    int shard = static_cast<int>(shard_master.size());
-    shard_master.push_back(m->id);
-    shard_replicas.emplace_back();
-    for (const Endpoint& e : range.replicas) {
-      Node* r = EnsureNode(e);
-      members.insert(r->id);
-      shard_replicas.back().push_back(r->id);
-    }
-    for (int s = range.first; s <= range.last; ++s) {
-      masters[s] = static_cast<int16_t>(m->id);
-      slot_shard_[s] = static_cast<uint16_t>(shard);
-    }
+    SlotMap::Range r{range.first, range.last, EnsureNode(range.master)->id, {}};
+    for (const Endpoint& e : range.replicas) r.replicas.push_back(EnsureNode(e)->id);
+    by_id.push_back(std::move(r));
   }
-  if (masters != slot_master_) {
+  if (slots_.Apply(by_id)) {
     counters_.topology_changes.fetch_add(1, std::memory_order_relaxed);
     // A line when the set of masters changes (a failover, a node added or
     // removed), not for slots moving between the same masters: a resharding
     // changes the map for minutes and is counted in topology_changes only.
     std::vector<std::string> names;
-    for (int m : shard_master) names.push_back(nodes_[static_cast<size_t>(m)]->name);
+    for (int m : slots_.Masters()) names.push_back(nodes_[static_cast<size_t>(m)]->name);
     std::sort(names.begin(), names.end());
-    names.erase(std::unique(names.begin(), names.end()), names.end());
     if (names != logged_masters_) {
       if (have_topology_) {  // not the first map
         std::string who;
@@ -129,14 +113,12 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
       logged_masters_ = std::move(names);
     }
   }
-  slot_master_ = masters;
   for (int s = 0; s < kSlotCount; ++s) PublishSlot(s);
-  shard_master_ = std::move(shard_master);
-  shard_replicas_ = std::move(shard_replicas);
+  const std::vector<int> members = slots_.Members();
   have_topology_ = true;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     Node* n = nodes_[i].get();
-    n->in_topology = members.count(n->id) > 0;
+    n->in_topology = std::binary_search(members.begin(), members.end(), n->id);
     if (n->in_topology) continue;
     // A node that left the map: close its connections; what was queued there
     // is routed again. A connection with commands in flight is left to finish
