@@ -239,7 +239,8 @@ DirectResult DirectExchange(Connection* c, const std::string& cmd, TimePoint dea
     if (!again) *error = std::string("send: ") + std::strerror(errno);
     if (!again || !PollUntil(c->fd, POLLOUT, deadline)) {
       if (again) *error = "deadline exceeded while sending";
-      return sent == 0 ? DirectResult::kNotSent : DirectResult::kBrokenAfterSend;
+      if (sent > 0) return DirectResult::kBrokenAfterSend;  // a partial command: the stream is lost
+      return again ? DirectResult::kNotSentInTime : DirectResult::kNotSentBroken;
     }
   }
   char buf[16 * 1024];

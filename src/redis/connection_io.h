@@ -27,7 +27,8 @@ void ConnOnEvent(Connection* c, uint32_t events);
 
 enum class DirectResult : uint8_t {
   kReply,             // *reply holds the reply
-  kNotSent,           // nothing was sent (error or deadline): safe to resend
+  kNotSentInTime,     // the deadline passed before a byte was sent: the connection is intact
+  kNotSentBroken,     // sending failed before a byte left: the connection is broken, resending is safe
   kTimedOut,          // sent; the deadline passed before the reply (one orphan reply due)
   kBrokenAfterSend,   // the connection failed after (part of) the command left
 };

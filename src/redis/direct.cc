@@ -110,11 +110,13 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
 
   Reply reply;
   std::string error;
-  switch (DirectExchange(c, req->cmd, req->deadline, &reply, &error)) {
+  const DirectResult result = DirectExchange(c, req->cmd, req->deadline, &reply, &error);
+  switch (result) {
     case DirectResult::kReply:
       break;
-    case DirectResult::kNotSent:
-      c->borrow_broken = !error.empty() && error.rfind("deadline", 0) != 0;
+    case DirectResult::kNotSentInTime:
+    case DirectResult::kNotSentBroken:
+      c->borrow_broken = result == DirectResult::kNotSentBroken;
       c->borrow_error = error;
       GiveBack(c, c->borrow_broken);
       return false;  // nothing left: the queued path retries or times out

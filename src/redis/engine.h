@@ -177,6 +177,12 @@ class Engine {
   bool TryDirect(Request* req, Result<Reply>* out);
   void GiveBack(Connection* c, bool need_io_thread);
   void OnConnectionReturned(Connection* c);
+  // OnReply's cases.
+  void OnHandshakeReply(Connection* c, const Reply& reply);
+  void OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error, TimePoint now);
+  // NOSCRIPT: sends the script again with the command, once; false when it
+  // was sent already (the error is the caller's).
+  bool ReloadScript(Connection* c, Request* req, TimePoint now);
   void PublishSlot(int slot);
   void GoReady(Connection* c);
   // Writes the requests that waited for `c` to become ready; abandoned ones

@@ -116,12 +116,7 @@ void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
   c->last_read = now;
   if (entry.kind == Connection::InFlight::kDiscard) return;
   if (entry.kind == Connection::InFlight::kHandshake) {
-    if (reply.IsError()) {
-      c->handshake_rejected = true;
-      OnConnectionFailed(c, reply.str);
-      return;
-    }
-    if (--c->handshake_left == 0) GoReady(c);
+    OnHandshakeReply(c, reply);
     return;
   }
   Request* req = entry.req;
@@ -133,29 +128,12 @@ void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
     Finish(req, std::move(reply));
     return;
   }
-  ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
+  const ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
   switch (info.kind) {
     case ErrorKind::kMoved:
-    case ErrorKind::kAsk: {
-      bool moved = info.kind == ErrorKind::kMoved;
-      (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
-      if (++req->redirects > options_.max_redirects) {
-        Finish(req, Status::Unavailable("redirects exhausted after " + std::to_string(options_.max_redirects) +
-                                        " hops; last: " + reply.str + " from " + c->node->name));
-        return;
-      }
-      Node* target = EnsureNode(info.target);
-      if (moved) {
-        slots_.Move(info.slot, target->id);
-        PublishSlot(info.slot);
-        target->in_topology = true;
-        refresh_wanted_ = true;
-      }
-      req->target_node = target->id;
-      req->asking = !moved;
-      Dispatch(req, now);
+    case ErrorKind::kAsk:
+      OnRedirect(c, req, info, reply.str, now);
       return;
-    }
     case ErrorKind::kTryAgain:
     case ErrorKind::kClusterDown:
     case ErrorKind::kLoading:
@@ -165,18 +143,51 @@ void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
       Park(req, now, c->node->name + ": " + reply.str);
       return;
     case ErrorKind::kNoScript:
-      if (!req->script.empty() && !req->script_reloaded) {
-        req->script_reloaded = true;
-        req->load_script = true;
-        req->target_node = c->node->id;
-        Dispatch(req, now);
-        return;
-      }
+      if (ReloadScript(c, req, now)) return;
       break;
     case ErrorKind::kOther:
       break;
   }
   Finish(req, ServerError(c->node->name, reply.str));
+}
+
+void Engine::OnHandshakeReply(Connection* c, const Reply& reply) {
+  if (reply.IsError()) {
+    c->handshake_rejected = true;  // AUTH or READONLY refused: not retried
+    OnConnectionFailed(c, reply.str);
+    return;
+  }
+  if (--c->handshake_left == 0) GoReady(c);
+}
+
+void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error,
+                        TimePoint now) {
+  const bool moved = info.kind == ErrorKind::kMoved;
+  (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
+  if (++req->redirects > options_.max_redirects) {
+    Finish(req, Status::Unavailable("redirects exhausted after " + std::to_string(options_.max_redirects) +
+                                    " hops; last: " + error + " from " + c->node->name));
+    return;
+  }
+  Node* target = EnsureNode(info.target);
+  if (moved) {  // the slot's owner changed: patch the map, refresh it soon
+    slots_.Move(info.slot, target->id);
+    PublishSlot(info.slot);
+    target->in_topology = true;
+    refresh_wanted_ = true;
+  }
+  req->target_node = target->id;
+  req->asking = !moved;  // ASK: this command only, the map untouched
+  Dispatch(req, now);
+}
+
+bool Engine::ReloadScript(Connection* c, Request* req, TimePoint now) {
+  if (req->script.empty() || req->script_reloaded) return false;
+  req->script_reloaded = true;  // once: a second NOSCRIPT is the server's answer
+  req->load_script = true;
+  req->target_node = c->node->id;
+  Dispatch(req, now);
+  return true;
 }
 
 }  // namespace tiercache::redis::internal
