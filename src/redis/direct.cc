@@ -151,15 +151,11 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
   return true;
 }
 
-Result<Reply> Engine::Call(Request* req) {
+Result<Reply> Engine::Call(SyncRequest req) {
   Result<Reply> direct = Status::Internal("unset");
-  if (TryDirect(req, &direct)) {
-    req->Unref();
-    req->Unref();
-    return direct;
-  }
+  if (TryDirect(req.operator->(), &direct)) return direct;  // the handle frees the request, never submitted
   Submit(req);
-  return Await(req);
+  return Await(std::move(req));
 }
 
 }  // namespace tiercache::redis::internal

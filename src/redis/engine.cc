@@ -55,8 +55,7 @@ Status Engine::Start() {
 
   // Wait for the first slot map: a control task parks the request in the
   // engine, which finishes it when the first refresh succeeds or fails.
-  auto* req = new Request;
-  req->refs.store(2);
+  SyncRequest req(new Request);
   req->deadline = SteadyClock::now() + options_.connect_timeout + options_.command_timeout +
                   options_.min_refresh_interval;
   req->task = [this](Request* r) {
@@ -69,7 +68,7 @@ Status Engine::Start() {
     return false;
   };
   Submit(req);
-  Result<Reply> r = AwaitRequest(req, std::chrono::microseconds(0));
+  Result<Reply> r = AwaitRequest(req.Release(), std::chrono::microseconds(0));
   if (!r.ok()) {
     return Status::Unavailable("cannot fetch the cluster topology from the seeds: " + std::string(r.status().message()));
   }
@@ -417,15 +416,14 @@ void Engine::Shutdown() {
 namespace tiercache::redis::internal {
 
 Status Engine::RunOnIoThread(std::function<void()> fn, std::chrono::milliseconds timeout) {
-  auto* req = new Request;
-  req->refs.store(2);
+  SyncRequest req(new Request);
   req->deadline = SteadyClock::now() + timeout;
   req->task = [fn = std::move(fn)](Request*) {
     fn();
     return true;
   };
   Submit(req);
-  Result<Reply> r = AwaitRequest(req, std::chrono::microseconds(0));
+  Result<Reply> r = AwaitRequest(req.Release(), std::chrono::microseconds(0));
   return r.ok() ? Status::Ok() : r.status();
 }
 

@@ -123,13 +123,16 @@ class Engine {
   // Any thread: the master node id of `slot` as last published (-1: none).
   int NodeOfSlot(uint16_t slot) const { return slots_.PublishedMaster(slot); }
 
+  // Submits a request its caller will wait for (Await).
+  void Submit(SyncRequest& req) { Submit(req.ForEngine()); }
   // Waits for a request submitted by the calling thread (see AwaitRequest).
-  Result<Reply> Await(Request* req) { return AwaitRequest(req, options_.caller_spin, &spinners_); }
+  // REQUIRES: req.submitted().
+  Result<Reply> Await(SyncRequest req) { return AwaitRequest(req.Release(), options_.caller_spin, &spinners_); }
 
   // Runs a single sync request: in the calling thread on an idle connection
-  // (direct I/O) when possible, else through the I/O thread. Takes the
-  // caller's reference to `req` (refs must be 2: caller + engine).
-  Result<Reply> Call(Request* req);
+  // (direct I/O) when possible, else through the I/O thread.
+  // REQUIRES: !req.submitted().
+  Result<Reply> Call(SyncRequest req);
 
   // I/O thread: takes the connection back from lending; false when a caller
   // has it (it will be handed back through OnConnectionReturned).

@@ -12,6 +12,7 @@
 namespace tiercache::redis {
 
 using internal::Request;
+using internal::SyncRequest;
 using internal::SteadyClock;
 using internal::ToOptionalString;
 
@@ -48,18 +49,16 @@ Result<std::unique_ptr<RedisClient>> RedisClient::Create(RedisClientOptions opti
 
 Result<Reply> RedisClient::Command(const std::vector<std::string>& args, CommandOptions options) {
   if (args.empty()) return Status::InvalidArgument("empty command");
-  Request* req = NewRequest(args, options.key_index, options.idempotent, DeadlineOf(options.call, engine_->options()));
+  SyncRequest req(NewRequest(args, options.key_index, options.idempotent, DeadlineOf(options.call, engine_->options())));
   req->read_only = options.read_only;
-  req->refs.store(2, std::memory_order_relaxed);
-  return engine_->Call(req);
+  return engine_->Call(std::move(req));
 }
 
 Result<std::optional<std::string>> RedisClient::Get(std::string_view key, CallOptions call) {
   const std::array<std::string_view, 2> args{"GET", key};
-  Request* req = NewRequest(args, 1, true, DeadlineOf(call, engine_->options()));
+  SyncRequest req(NewRequest(args, 1, true, DeadlineOf(call, engine_->options())));
   req->read_only = true;
-  req->refs.store(2, std::memory_order_relaxed);
-  return ToOptionalString(engine_->Call(req));
+  return ToOptionalString(engine_->Call(std::move(req)));
 }
 
 Result<bool> RedisClient::Set(std::string_view key, std::string_view value, SetOptions options) {
@@ -71,9 +70,8 @@ Result<bool> RedisClient::Set(std::string_view key, std::string_view value, SetO
     args.push_back(px);
   }
   if (options.only_if_absent) args.push_back("NX");
-  Request* req = NewRequest(args, 1, !options.only_if_absent, DeadlineOf(options.call, engine_->options()));
-  req->refs.store(2, std::memory_order_relaxed);
-  Result<Reply> r = engine_->Call(req);
+  Result<Reply> r =
+      engine_->Call(SyncRequest(NewRequest(args, 1, !options.only_if_absent, DeadlineOf(options.call, engine_->options()))));
   if (!r.ok()) return r.status();
   if (r->IsNil()) return false;
   if (r->IsStatus() && r->str == "OK") return true;
@@ -86,15 +84,14 @@ namespace {
 // each with the indexes (in `keys`) it covers.
 struct SlotPart {
   std::vector<size_t> indexes;
-  Request* req = nullptr;
-  bool submitted = false;  // else AwaitPart runs it with Engine::Call
+  SyncRequest req;  // submitted, or else AwaitPart runs it with Engine::Call
 };
 
 // The reply of `p`. A lone part is not queued by SplitBySlot: it runs as
 // Engine::Call runs a single command, in the caller's thread over an idle
 // connection when the caller is alone, saving two thread hand-offs.
 Result<Reply> AwaitPart(internal::Engine& engine, SlotPart& p) {
-  return p.submitted ? engine.Await(p.req) : engine.Call(p.req);
+  return p.req.submitted() ? engine.Await(std::move(p.req)) : engine.Call(std::move(p.req));
 }
 
 std::vector<SlotPart> SplitBySlot(internal::Engine& engine, std::string_view name,
@@ -109,11 +106,10 @@ std::vector<SlotPart> SplitBySlot(internal::Engine& engine, std::string_view nam
   for (auto& [slot, idx] : by_slot) {
     std::vector<std::string_view> args{name};
     for (size_t i : idx) args.push_back(keys[i]);
-    Request* req = NewRequest(args, 1, idempotent, deadline);
+    SyncRequest req(NewRequest(args, 1, idempotent, deadline));
     req->read_only = name == "MGET";
-    req->refs.store(2, std::memory_order_relaxed);
-    parts.push_back(SlotPart{std::move(idx), req, by_slot.size() > 1});
-    reqs.push_back(req);
+    if (by_slot.size() > 1) reqs.push_back(req.ForEngine());
+    parts.push_back(SlotPart{std::move(idx), std::move(req)});
   }
   if (parts.size() > 1) engine.SubmitBatch(reqs.data(), reqs.size());
   return parts;
@@ -179,32 +175,33 @@ Result<Reply> RedisClient::Eval(const Script& script, const std::vector<std::str
   std::vector<std::string_view> argv{"EVALSHA", script.sha1(), numkeys};
   for (const auto& k : keys) argv.push_back(k);
   for (const auto& a : args) argv.push_back(a);
-  Request* req = NewRequest(argv, keys.empty() ? -1 : 3, false, DeadlineOf(call, engine_->options()));
+  SyncRequest req(NewRequest(argv, keys.empty() ? -1 : 3, false, DeadlineOf(call, engine_->options())));
   req->script = script.body();
-  req->refs.store(2, std::memory_order_relaxed);
   engine_->Submit(req);
-  return engine_->Await(req);
+  return engine_->Await(std::move(req));
 }
 
 std::vector<Result<Reply>> RedisClient::EvalMany(const Script& script, const std::vector<ScriptCall>& calls,
                                                  CallOptions call) {
   const auto deadline = DeadlineOf(call, engine_->options());
+  std::vector<SyncRequest> handles;
   std::vector<Request*> reqs;
+  handles.reserve(calls.size());
   reqs.reserve(calls.size());
   for (const ScriptCall& c : calls) {
     std::string numkeys = std::to_string(c.keys.size());
     std::vector<std::string_view> argv{"EVALSHA", script.sha1(), numkeys};
     for (const auto& k : c.keys) argv.push_back(k);
     for (const auto& a : c.args) argv.push_back(a);
-    Request* req = NewRequest(argv, c.keys.empty() ? -1 : 3, false, deadline);
+    SyncRequest req(NewRequest(argv, c.keys.empty() ? -1 : 3, false, deadline));
     req->script = script.body();
-    req->refs.store(2, std::memory_order_relaxed);
-    reqs.push_back(req);
+    reqs.push_back(req.ForEngine());
+    handles.push_back(std::move(req));
   }
   engine_->SubmitBatch(reqs.data(), reqs.size());
   std::vector<Result<Reply>> results;
-  results.reserve(reqs.size());
-  for (Request* r : reqs) results.emplace_back(engine_->Await(r));
+  results.reserve(handles.size());
+  for (SyncRequest& r : handles) results.emplace_back(engine_->Await(std::move(r)));
   return results;
 }
 
@@ -213,32 +210,27 @@ int RedisClient::NodeOfSlot(uint16_t slot) const { return engine_->NodeOfSlot(sl
 std::vector<Result<Reply>> RedisClient::Pipeline(const std::vector<std::vector<std::string>>& commands,
                                                  CallOptions call) {
   auto deadline = DeadlineOf(call, engine_->options());
-  std::vector<Request*> reqs;
+  std::vector<SyncRequest> handles;  // empty handle: an empty command
+  handles.reserve(commands.size());
+  for (const auto& args : commands) {
+    handles.push_back(args.empty() ? SyncRequest() : SyncRequest(NewRequest(args, 1, false, deadline)));
+  }
   std::vector<Result<Reply>> results;
   results.reserve(commands.size());
-  for (const auto& args : commands) {
-    if (args.empty()) {
-      reqs.push_back(nullptr);
-      continue;
-    }
-    Request* req = NewRequest(args, 1, false, deadline);
-    req->refs.store(2, std::memory_order_relaxed);
-    reqs.push_back(req);
-  }
-  std::vector<Request*> live;
-  for (Request* r : reqs) {
-    if (r != nullptr) live.push_back(r);
-  }
-  if (live.size() == 1 && reqs.size() == 1) {  // one command: as Command() runs it (see AwaitPart)
-    results.emplace_back(engine_->Call(live[0]));
+  if (handles.size() == 1 && handles[0]) {  // one command: as Command() runs it (see AwaitPart)
+    results.emplace_back(engine_->Call(std::move(handles[0])));
     return results;
   }
+  std::vector<Request*> live;
+  for (SyncRequest& h : handles) {
+    if (h) live.push_back(h.ForEngine());
+  }
   engine_->SubmitBatch(live.data(), live.size());
-  for (Request* r : reqs) {
-    if (r == nullptr) {
+  for (SyncRequest& h : handles) {
+    if (!h) {
       results.emplace_back(Status::InvalidArgument("empty command"));
     } else {
-      results.emplace_back(engine_->Await(r));
+      results.emplace_back(engine_->Await(std::move(h)));
     }
   }
   return results;

@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tiercache/redis/reply.h"
@@ -78,6 +79,62 @@ struct Request {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
   bool Live() const { return state.load(std::memory_order_acquire) == kPending; }
+};
+
+// A request its caller waits for, as an owning handle: it takes the
+// caller's reference and the engine's together (no count set by hand).
+// ForEngine() hands the engine its reference (Submit / SubmitBatch); the
+// caller's goes to Engine::Await, or both to Engine::Call. A handle dropped
+// before that gives them back: unsubmitted, the request is freed;
+// submitted, it is abandoned (the engine finishes it and frees it).
+// Not thread-safe: one caller thread owns it.
+class SyncRequest {
+ public:
+  SyncRequest() = default;
+  // REQUIRES: `fresh` new (one reference), not submitted. Takes it.
+  explicit SyncRequest(Request* fresh) : req_(fresh) { req_->refs.store(2, std::memory_order_relaxed); }
+  SyncRequest(SyncRequest&& o) noexcept : req_(std::exchange(o.req_, nullptr)), submitted_(o.submitted_) {}
+  SyncRequest& operator=(SyncRequest&& o) noexcept {
+    if (this != &o) {
+      Drop();
+      req_ = std::exchange(o.req_, nullptr);
+      submitted_ = o.submitted_;
+    }
+    return *this;
+  }
+  SyncRequest(const SyncRequest&) = delete;
+  SyncRequest& operator=(const SyncRequest&) = delete;
+  ~SyncRequest() { Drop(); }
+
+  Request* operator->() const { return req_; }
+  explicit operator bool() const { return req_ != nullptr; }
+  bool submitted() const { return submitted_; }
+  // The request for Submit / SubmitBatch, with the engine's reference.
+  // REQUIRES: not submitted yet.
+  Request* ForEngine() {
+    submitted_ = true;
+    return req_;
+  }
+  // The request with the references still held, for Engine::Await (the
+  // caller's) or Engine::Call (both, unsubmitted). Empties the handle.
+  Request* Release() { return std::exchange(req_, nullptr); }
+
+ private:
+  void Drop() {
+    if (req_ == nullptr) return;
+    Request* r = std::exchange(req_, nullptr);
+    if (!submitted_) {
+      r->Unref();  // the engine's, never given
+      r->Unref();  // the caller's: freed
+      return;
+    }
+    int32_t pending = Request::kPending;
+    r->state.compare_exchange_strong(pending, Request::kAbandoned, std::memory_order_acq_rel);
+    r->Unref();  // the caller's; the engine drops its own when it finishes it
+  }
+
+  Request* req_ = nullptr;
+  bool submitted_ = false;
 };
 
 // A GET's reply as its value: nullopt for nil; kInternal for any other type.
