@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,22 +23,20 @@ Engine::Engine(RedisClientOptions options) : options_(std::move(options)) {
 Engine::~Engine() {
   if (thread_.joinable()) {
     stop_.store(true, std::memory_order_release);
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof(one));
+    queue_.Wake();
     thread_.join();
   }
-  if (event_fd_ >= 0) ::close(event_fd_);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
 }
 
 Status Engine::Start() {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_fd_ < 0 || event_fd_ < 0) return Status::Internal("epoll/eventfd creation failed");
+  if (epoll_fd_ < 0) return Status::Internal("epoll creation failed");
+  TIERCACHE_RETURN_IF_ERROR(queue_.Init());
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = nullptr;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, queue_.event_fd(), &ev);
   if (options_.mode == Mode::kStandalone) {
     Node* n = EnsureNode(options_.seeds.front());
     n->in_topology = true;
@@ -87,26 +84,10 @@ void Engine::SubmitBatch(Request* const* reqs, size_t n) {
     }
     return;
   }
-  bool stopping;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping = stopping_;
-    if (!stopping) {
-      for (size_t i = 0; i < n; ++i) {
-        reqs[i]->counted = true;
-        submitted_.push_back(reqs[i]);
-      }
-    }
-  }
-  if (stopping) {
+  for (size_t i = 0; i < n; ++i) reqs[i]->counted = true;
+  if (!queue_.Push(reqs, n)) {
     outstanding_.fetch_sub(n, std::memory_order_relaxed);
     for (size_t i = 0; i < n; ++i) FinishRequest(reqs[i], Status::Cancelled("the Redis client is shutting down"));
-    return;
-  }
-  submitted_count_.fetch_add(n, std::memory_order_seq_cst);
-  if (io_sleeping_.load(std::memory_order_seq_cst) && io_sleeping_.exchange(false)) {
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t w = ::write(event_fd_, &one, sizeof(one));
   }
 }
 
@@ -139,21 +120,16 @@ void Engine::Run() {
     }
     int timeout_ms = 0;
     if (now - last_activity_ >= options_.io_busy_poll) {
-      io_sleeping_.store(true, std::memory_order_seq_cst);
-      if (submitted_count_.load(std::memory_order_seq_cst) != drained_count_) {
-        io_sleeping_.store(false, std::memory_order_relaxed);
-        continue;
-      }
+      if (!queue_.PrepareSleep()) continue;  // a submission came meanwhile
       auto wait = std::chrono::duration_cast<milliseconds>(next_housekeeping_ - now).count() + 1;
       timeout_ms = static_cast<int>(std::clamp<long long>(wait, 1, 100));
     }
     int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
-    io_sleeping_.store(false, std::memory_order_relaxed);
+    queue_.Awake();
     if (n > 0) last_activity_ = SteadyClock::now();
     for (int i = 0; i < n; ++i) {
       if (events[i].data.ptr == nullptr) {
-        uint64_t v;
-        [[maybe_unused]] ssize_t r = ::read(event_fd_, &v, sizeof(v));
+        queue_.ConsumeWake();
         continue;
       }
       auto* c = static_cast<Connection*>(events[i].data.ptr);
@@ -168,12 +144,8 @@ void Engine::Run() {
 
 void Engine::DrainSubmissions() {
   drained_.clear();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    drained_.swap(submitted_);
-  }
+  queue_.TakeAll(&drained_);
   if (drained_.empty()) return;
-  drained_count_ += drained_.size();
   last_activity_ = SteadyClock::now();
   TimePoint now = last_activity_;
   for (Request* req : drained_) Dispatch(req, now);
@@ -381,12 +353,7 @@ void Engine::Housekeeping(TimePoint now) {
 
 void Engine::Shutdown() {
   shutting_down_ = true;
-  std::vector<Request*> pending;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    pending.swap(submitted_);
-  }
+  std::vector<Request*> pending = queue_.Close();
   Status cancelled = Status::Cancelled("the Redis client is shutting down");
   for (Request* req : pending) {
     if (req->task) req->task = nullptr;

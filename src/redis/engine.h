@@ -38,6 +38,7 @@
 #include "redis/protocol.h"
 #include "redis/request.h"
 #include "redis/slot_map.h"
+#include "redis/submission_queue.h"
 #include "tiercache/redis/options.h"
 #include "tiercache/redis/slot.h"
 
@@ -211,16 +212,9 @@ class Engine {
   RedisClientOptions options_;
   EngineCounters counters_;
   int epoll_fd_ = -1;
-  int event_fd_ = -1;
   std::thread thread_;
 
-  // Submission queue: guarded by mu_; drained by the I/O thread.
-  std::mutex mu_;
-  std::vector<Request*> submitted_;          // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
-  std::atomic<uint64_t> submitted_count_{0};
-  uint64_t drained_count_ = 0;  // I/O thread only
-  std::atomic<bool> io_sleeping_{false};
+  SubmissionQueue queue_;
   std::atomic<size_t> outstanding_{0};
   std::atomic<bool> stop_{false};
   std::atomic<int> spinners_{0};
