@@ -17,8 +17,8 @@ const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
 
 }  // namespace
 
-Engine::Engine(RedisClientOptions options) : options_(std::move(options)) {
-}
+Engine::Engine(RedisClientOptions options)
+    : options_(std::move(options)), retries_(options_.retry_backoff_min, options_.retry_backoff_max) {}
 
 Engine::~Engine() {
   if (thread_.joinable()) {
@@ -115,7 +115,7 @@ void Engine::Run() {
     if (now >= next_housekeeping_) {
       Housekeeping(now);
       FlushDirty();
-      bool busy = outstanding_.load(std::memory_order_relaxed) > 0 || !parked_.empty() || refresh_in_flight_;
+      bool busy = outstanding_.load(std::memory_order_relaxed) > 0 || !retries_.empty() || refresh_in_flight_;
       next_housekeeping_ = now + (busy ? milliseconds(2) : milliseconds(100));
     }
     int timeout_ms = 0;
@@ -270,36 +270,15 @@ void Engine::FlushDirty() {
   }
 }
 
-std::chrono::nanoseconds Engine::Backoff(int attempts) const {
-  auto d = std::chrono::nanoseconds(options_.retry_backoff_min);
-  for (int i = 1; i < attempts && d < options_.retry_backoff_max; ++i) d *= 2;
-  return std::min<std::chrono::nanoseconds>(d, options_.retry_backoff_max);
-}
-
 void Engine::Park(Request* req, TimePoint now, const std::string& why) {
-  ++req->attempts;
   req->last_error = why;
-  req->target_node = -1;
+  req->target_node = -1;  // routed again by slot: a redirection does not outlive a retry
   req->asking = false;
-  req->retry_at = now + Backoff(req->attempts);
-  if (req->retry_at >= req->deadline) {
-    Finish(req, Status::Unavailable(why + " (no time left to retry before the deadline)"));
-    return;
-  }
-  parked_.push_back(req);
+  if (!retries_.Park(req, now)) Finish(req, Status::Unavailable(why + " (no time left to retry before the deadline)"));
 }
 
 void Engine::RetryParked(TimePoint now, bool all) {
-  if (parked_.empty()) return;
-  std::vector<Request*> parked;
-  parked.swap(parked_);
-  for (Request* req : parked) {
-    if (all || now >= req->retry_at || !req->Live() || now >= req->deadline) {
-      Dispatch(req, now);
-    } else {
-      parked_.push_back(req);
-    }
-  }
+  for (Request* req : retries_.TakeDue(now, all)) Dispatch(req, now);
 }
 
 void Engine::SweepExpired(TimePoint now) {
@@ -359,8 +338,7 @@ void Engine::Shutdown() {
     if (req->task) req->task = nullptr;
     Finish(req, cancelled);
   }
-  for (Request* req : parked_) Finish(req, cancelled);
-  parked_.clear();
+  for (Request* req : retries_.TakeDue(TimePoint::max(), /*all=*/true)) Finish(req, cancelled);
   if (topology_waiter_ != nullptr) {
     Finish(topology_waiter_, cancelled);
     topology_waiter_ = nullptr;

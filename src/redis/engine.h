@@ -37,6 +37,7 @@
 
 #include "redis/protocol.h"
 #include "redis/request.h"
+#include "redis/retry_queue.h"
 #include "redis/slot_map.h"
 #include "redis/submission_queue.h"
 #include "tiercache/redis/options.h"
@@ -194,7 +195,6 @@ class Engine {
   void WriteWaiting(Connection* c);
   void Finish(Request* req, Result<Reply> r);
   void WakeCallers();
-  std::chrono::nanoseconds Backoff(int attempts) const;
   Node* EnsureNode(const Endpoint& e);
   Node* RouteNode(const Request* req);
   Connection* PickConnection(Node* n);
@@ -226,7 +226,7 @@ class Engine {
   SlotMap slots_;  // its PublishedMaster is read by caller threads (NodeOfSlot)
   // Read by caller threads for direct I/O: the connection serving each slot.
   std::array<std::atomic<Connection*>, kSlotCount> direct_conn_{};
-  std::vector<Request*> parked_;
+  RetryQueue retries_;
   std::vector<Connection*> dirty_;
   std::vector<Request*> to_wake_;  // finished; their callers wake at the end of the loop pass
   bool have_topology_ = false;
