@@ -75,8 +75,13 @@ int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout,
 
 // `events tail`: the invalidation events of `topics`, decoded, one line each
 // with partition, offset, lag (messages behind the partition's end) and age.
-// A message that is not an event is printed as MALFORMED with the reason, and
-// the tail goes on. Offsets are never committed (no consumer group joins).
+// A message that is not an event is printed as MALFORMED with the reason, one
+// with a null payload (a compaction tombstone) as NULL-PAYLOAD, a null key as
+// key=(null); the tail goes on. Partitions added to the topics while it runs
+// are found within about 5 s (one metadata look every 5 s, at most 1 s long)
+// and read from their beginning. A start below a partition's log start
+// (--last N beyond what retention kept, a tail fallen behind retention) goes
+// on from the log start. Offsets are never committed (no consumer group joins).
 struct TailOptions {
   std::string brokers = "127.0.0.1:9092";
   std::vector<std::string> topics;
@@ -85,26 +90,35 @@ struct TailOptions {
   int64_t max_events = 0;       // > 0: stop after that many messages
   bool exit_at_end = false;     // stop once every partition's end is reached
   std::chrono::milliseconds timeout{2000};  // for the topics' metadata
-  const std::atomic<bool>* stop = nullptr;  // set (by a signal handler) to stop
+  // Set (by a signal handler) to stop; seen within 1 s while the metadata is
+  // awaited too.
+  const std::atomic<bool>* stop = nullptr;
 };
-// Exit codes: 0 (stopped by max_events, exit_at_end or `stop`), 2 (bad
-// options), 3 (a topic does not exist), 4 (no broker answered within the
-// timeout), 5 (a broker's error).
+// Exit codes: 0 (stopped by max_events, exit_at_end or `stop`, also before
+// the metadata came), 2 (bad options), 3 (a topic does not exist), 4 (no
+// broker answered within the timeout), 5 (a broker's error).
 int EventsTail(const TailOptions& o, std::ostream& out, std::ostream& err);
 
 // `events publish`: one hand-made event, validated (ValidateEvent), then
 // published with the idempotent publisher keyed by its partition key, and
-// waited for. Either `json` (the whole event) or the fields of `event`.
+// waited for. Either `json` (the whole event) or the fields of `event`. The
+// topic is looked up first, with a consumer's metadata request, which does
+// not create it: a producer's would have a broker with
+// auto.create.topics.enable create a mistyped topic and take the event.
 struct PublishOptions {
   std::string brokers = "127.0.0.1:9092";
   std::string topic;
   std::string json;        // non-empty: the event as JSON, parsed with ParseEvent
   InvalidationEvent event;  // else: event_id generated when empty, occurred_at now when unset
-  std::chrono::milliseconds timeout{2000};  // for the delivery report
+  // For the topic's lookup, then for the delivery report (whose wait adds
+  // 2 s: librdkafka looks for expired messages once a second).
+  std::chrono::milliseconds timeout{2000};
 };
 // Exit codes: 0 (acknowledged), 2 (malformed event or options: nothing is
-// published), 4 (no acknowledgement within the timeout: it may still be
-// delivered), 5 (the broker refused it).
+// published), 3 (the topic does not exist: nothing is published and the topic
+// is not created), 4 (no broker answered the lookup within the timeout:
+// nothing is published; or no acknowledgement within the timeout: it may
+// still be delivered), 5 (the broker refused it).
 int EventsPublish(const PublishOptions& o, std::ostream& out, std::ostream& err);
 
 }  // namespace tiercache::cli

@@ -88,13 +88,16 @@ int main(int argc, char** argv) {
   tiercache::cli::TailOptions tail_options;
   CLI::App* tail = events->add_subcommand(
       "tail", "print the events of --topic as they come, decoded, with partition, offset, lag (messages behind "
-              "the partition's end) and age; malformed ones as MALFORMED with the reason. Joins no consumer "
-              "group and commits nothing. Ctrl-C stops it (exit 0)");
+              "the partition's end) and age; malformed ones as MALFORMED with the reason, tombstones (null "
+              "payloads) as NULL-PAYLOAD, null keys as key=(null). Partitions added meanwhile are found within "
+              "about 5 s and read from their beginning. Joins no consumer group and commits nothing. Ctrl-C stops "
+              "it (exit 0)");
   tail->add_option("--brokers", brokers, "Kafka bootstrap servers (env TIERCACHE_KAFKA)")->capture_default_str();
   tail->add_option("--topic", tail_options.topics, "topic to read (repeatable)")->required();
   auto* from_beginning = tail->add_flag("--from-beginning", tail_options.from_beginning,
                                         "read every partition from its first event (default: only new events)");
-  tail->add_option("--last", tail_options.last, "first the last N events of each partition")
+  tail->add_option("--last", tail_options.last,
+                   "first the last N events of each partition (fewer when retention kept fewer)")
       ->check(CLI::PositiveNumber)
       ->excludes(from_beginning);
   tail->add_option("--max", tail_options.max_events, "stop after N events")->check(CLI::PositiveNumber);
@@ -103,7 +106,8 @@ int main(int argc, char** argv) {
   tiercache::cli::PublishOptions publish_options;
   CLI::App* publish = events->add_subcommand(
       "publish", "publish one hand-made event (validated first; nothing is sent when it is malformed), keyed by "
-                 "its partition key, and wait for the broker's acknowledgement");
+                 "its partition key, and wait for the broker's acknowledgement. The topic must exist: exit 3 "
+                 "\"topic 'X' does not exist\" otherwise (it is not created)");
   publish->add_option("--brokers", brokers, "Kafka bootstrap servers (env TIERCACHE_KAFKA)")->capture_default_str();
   publish->add_option("--topic", publish_options.topic, "the topic")->required();
   auto* json = publish->add_option("--json", publish_options.json, "the whole event as JSON (docs/events.md)");

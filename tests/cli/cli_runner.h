@@ -39,11 +39,13 @@ inline std::string Quote(const std::string& s) {
   return q + "'";
 }
 
-// The command line: the program, --timeout-ms 1000, --redis (the local
-// cluster unless `redis` is given), then `args`.
-inline std::string CliCommand(const std::vector<std::string>& args, const std::string& redis = "") {
+// The command line: the program, --timeout-ms `timeout_ms` (1000 unless
+// given), --redis (the local cluster unless `redis` is given), then `args`.
+inline std::string CliCommand(const std::vector<std::string>& args, const std::string& redis = "",
+                              int timeout_ms = 1000) {
   const std::string seed = redis.empty() ? "127.0.0.1:" + std::to_string(RedisPortBase()) : redis;
-  std::string cmd = std::string(TIERCACHE_CLI_BIN) + " --timeout-ms 1000 --redis " + Quote(seed);
+  std::string cmd = std::string(TIERCACHE_CLI_BIN) + " --timeout-ms " + std::to_string(timeout_ms) + " --redis " +
+                    Quote(seed);
   for (const std::string& a : args) cmd += " " + Quote(a);
   return cmd;
 }
@@ -54,12 +56,13 @@ inline int ExitCodeOfWait(int status) {
 }
 
 // Runs the program with `args` to its end.
-inline CliRun Cli(const std::vector<std::string>& args, const std::string& redis = "") {
+inline CliRun Cli(const std::vector<std::string>& args, const std::string& redis = "", int timeout_ms = 1000) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path();
   const fs::path out = dir / ("cli-out-" + std::to_string(::getpid()));
   const fs::path err = dir / ("cli-err-" + std::to_string(::getpid()));
-  const int status = std::system((CliCommand(args, redis) + " >" + out.string() + " 2>" + err.string()).c_str());
+  const std::string cmd = CliCommand(args, redis, timeout_ms) + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(cmd.c_str());
   CliRun r;
   r.code = ExitCodeOfWait(status);
   r.out = Slurp(out);
@@ -73,13 +76,13 @@ inline CliRun Cli(const std::vector<std::string>& args, const std::string& redis
 // when destroyed.
 class CliProcess {
  public:
-  explicit CliProcess(const std::vector<std::string>& args) {
+  explicit CliProcess(const std::vector<std::string>& args, int timeout_ms = 1000) {
     static int n = 0;
     const auto dir = std::filesystem::temp_directory_path();
     const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(++n);
     out_ = dir / ("cli-bg-out-" + tag);
     err_ = dir / ("cli-bg-err-" + tag);
-    const std::string cmd = "exec " + CliCommand(args) + " >" + out_.string() + " 2>" + err_.string();
+    const std::string cmd = "exec " + CliCommand(args, "", timeout_ms) + " >" + out_.string() + " 2>" + err_.string();
     pid_ = ::fork();
     if (pid_ == 0) {
       ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
