@@ -51,7 +51,7 @@ void SetEvents(Connection* c, bool want_write) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLET | (want_write ? EPOLLOUT : 0u);
   ev.data.ptr = c;
-  epoll_ctl(c->engine->epoll_fd(), EPOLL_CTL_MOD, c->fd, &ev);
+  epoll_ctl(c->observer->epoll_fd(), EPOLL_CTL_MOD, c->fd, &ev);
   c->want_write = want_write;
 }
 
@@ -81,7 +81,7 @@ bool ConnOpen(Connection* c, std::string* error) {
   // waking the I/O thread while the caller reads its reply.
   ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
   ev.data.ptr = c;
-  epoll_ctl(c->engine->epoll_fd(), EPOLL_CTL_ADD, fd, &ev);
+  epoll_ctl(c->observer->epoll_fd(), EPOLL_CTL_ADD, fd, &ev);
   c->want_write = true;
   c->state = Connection::State::kConnecting;
   return true;
@@ -89,7 +89,7 @@ bool ConnOpen(Connection* c, std::string* error) {
 
 void ConnClose(Connection* c) {
   if (c->fd >= 0) {
-    epoll_ctl(c->engine->epoll_fd(), EPOLL_CTL_DEL, c->fd, nullptr);
+    epoll_ctl(c->observer->epoll_fd(), EPOLL_CTL_DEL, c->fd, nullptr);
     ::close(c->fd);
     c->fd = -1;
   }
@@ -116,14 +116,15 @@ bool HoldForReplies(const Connection& c, bool coalesce) {
          c.out.size() < kCoalesceMaxBytes;
 }
 
-void ConnFlush(Connection* c) {
-  if (c->fd < 0 || c->state == Connection::State::kConnecting) return;
+bool ConnFlush(Connection* c) {
+  if (c->fd < 0) return false;
+  if (c->state == Connection::State::kConnecting) return true;
   if (c->out.empty()) {
     if (c->want_write) SetEvents(c, false);
-    return;
+    return true;
   }
-  if (HoldForReplies(*c, c->engine->options().coalesce_writes)) return;
-  c->engine->CountWrite();
+  if (HoldForReplies(*c, c->observer->coalesce_writes())) return true;
+  c->observer->CountWrite();
   size_t sent = 0;
   while (sent < c->out.size()) {
     ssize_t n = ::send(c->fd, c->out.data() + sent, c->out.size() - sent, MSG_NOSIGNAL);
@@ -135,75 +136,72 @@ void ConnFlush(Connection* c) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     c->out.erase(0, sent);
     c->out_base += sent;
-    c->engine->OnConnectionFailed(c, std::string("send: ") + std::strerror(errno));
-    return;
+    c->observer->OnConnectionFailed(c, std::string("send: ") + std::strerror(errno));
+    return false;
   }
   c->out.erase(0, sent);
   c->out_base += sent;
   bool need = !c->out.empty();
   if (need != c->want_write) SetEvents(c, need);
+  return true;
 }
 
-void ConnOnEvent(Connection* c, uint32_t events) {
-  if (!c->engine->TryOwn(c)) return;  // lent to a caller, who reads its reply
+bool ConnOnEvent(Connection* c, uint32_t events) {
+  if (!c->observer->TryOwn(c)) return true;  // lent to a caller, who reads its reply
   if (c->state == Connection::State::kConnecting) {
-    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return;
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return true;
     int err = 0;
     socklen_t len = sizeof(err);
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) {
-      c->engine->OnConnectionFailed(c, std::string("connect: ") + std::strerror(err));
-      return;
+      c->observer->OnConnectionFailed(c, std::string("connect: ") + std::strerror(err));
+      return false;
     }
     SetEvents(c, false);
-    c->engine->OnConnectionReady(c);  // sends the handshake, or goes ready
-    return;
+    c->observer->OnConnectionReady(c);  // sends the handshake, or goes ready
+    return c->fd >= 0;
   }
-  if (events & EPOLLOUT) {
-    ConnFlush(c);
-    if (c->fd < 0) return;
-  }
-  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) return;
+  if ((events & EPOLLOUT) && !ConnFlush(c)) return false;
+  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) return true;
   char buf[64 * 1024];
   for (;;) {
     ssize_t n = ::recv(c->fd, buf, sizeof(buf), 0);
     if (n > 0) {
       if (redisReaderFeed(c->reader, buf, static_cast<size_t>(n)) != REDIS_OK) {
-        c->engine->OnConnectionFailed(c, "protocol error");
-        return;
+        c->observer->OnConnectionFailed(c, "protocol error");
+        return false;
       }
       TimePoint now = SteadyClock::now();
       // Hand out every complete reply, in order.
       for (;;) {
         void* raw = nullptr;
         if (redisReaderGetReply(c->reader, &raw) != REDIS_OK) {
-          c->engine->OnConnectionFailed(c, std::string("protocol error: ") + c->reader->errstr);
-          return;
+          c->observer->OnConnectionFailed(c, std::string("protocol error: ") + c->reader->errstr);
+          return false;
         }
         if (raw == nullptr) break;
         std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
         Reply reply = std::move(*root);
         root.reset();
         if (c->inflight.empty()) {
-          c->engine->OnConnectionFailed(c, "reply without a request");
-          return;
+          c->observer->OnConnectionFailed(c, "reply without a request");
+          return false;
         }
         Connection::InFlight entry = c->inflight.front();
         c->inflight.pop_front();
-        c->engine->OnReply(c, entry, std::move(reply), now);
-        if (c->fd < 0) return;  // the reply handler closed the connection
+        if (!c->observer->OnReply(c, entry, std::move(reply), now)) return false;  // it closed the connection
       }
       // Commands held for these replies (HoldForReplies) may go now. Here,
       // after every chunk: a chunk that fills buf is followed by EAGAIN, and
       // that return must not leave them waiting for a reply nobody owes.
-      if (!c->out.empty()) c->engine->MarkDirty(c);
-      if (static_cast<size_t>(n) < sizeof(buf)) return;
+      if (!c->out.empty()) c->observer->MarkDirty(c);
+      if (static_cast<size_t>(n) < sizeof(buf)) return true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    c->engine->OnConnectionFailed(c, n == 0 ? "connection closed by server" : std::string("recv: ") + std::strerror(errno));
-    return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    c->observer->OnConnectionFailed(c, n == 0 ? "connection closed by server" : std::string("recv: ") + std::strerror(errno));
+    return false;
   }
 }
 

@@ -14,16 +14,18 @@ bool ConnOpen(Connection* c, std::string* error);
 // Closes the socket and the reader; queues are left to the caller.
 void ConnClose(Connection* c);
 // Sends as much of c->out as the socket takes; arms EPOLLOUT for the rest.
-// Sends nothing while HoldForReplies.
-void ConnFlush(Connection* c);
+// Sends nothing while HoldForReplies. False when the connection is closed
+// (it was, or a send failed and the observer closed it).
+bool ConnFlush(Connection* c);
 
 // Write coalescing: true when c->out should wait for replies already due on
 // the connection (a whole command sent and unanswered, no partial write
 // draining, less than kCoalesceMaxBytes waiting).
 constexpr size_t kCoalesceMaxBytes = 16 * 1024;
 bool HoldForReplies(const Connection& c, bool coalesce);
-// Handles epoll events: connect completion, writability, replies.
-void ConnOnEvent(Connection* c, uint32_t events);
+// Handles epoll events: connect completion, writability, replies. False
+// when the connection is closed afterwards.
+bool ConnOnEvent(Connection* c, uint32_t events);
 
 enum class DirectResult : uint8_t {
   kReply,             // *reply holds the reply

@@ -81,8 +81,7 @@ void Engine::OnConnectionReturned(Connection* c) {
   if (!c->inflight.empty()) {
     c->last_read = SteadyClock::now();
     // A reply that arrived while the connection was lent raised no new edge.
-    ConnOnEvent(c, EPOLLIN);
-    if (c->fd < 0) return;
+    if (!ConnOnEvent(c, EPOLLIN)) return;
   }
   if (c->state == Connection::State::kReady) WriteWaiting(c);
   MaybeLend(c);

@@ -162,7 +162,7 @@ Node* Engine::EnsureNode(const Endpoint& e) {
   node->name = name;
   for (int i = 0; i < options_.connections_per_node; ++i) {
     auto c = std::make_unique<Connection>();
-    c->engine = this;
+    c->observer = this;
     c->node = node.get();
     node->conns.push_back(std::move(c));
   }

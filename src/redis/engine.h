@@ -47,7 +47,7 @@ struct redisReader;
 
 namespace tiercache::redis::internal {
 
-class Engine;
+class ConnectionObserver;
 struct Node;
 
 // Counters, updated by the I/O thread, read by anyone (relaxed).
@@ -65,7 +65,7 @@ struct Connection {
     uint64_t start = 0;  // stream offset of the command's first byte
   };
 
-  Engine* engine = nullptr;
+  ConnectionObserver* observer = nullptr;  // its owner: told of readiness, replies, failures
   Node* node = nullptr;
   int fd = -1;
   State state = State::kDisconnected;
@@ -98,6 +98,26 @@ struct Connection {
   std::string borrow_error;
 };
 
+// What a connection's socket code (connection.cc) reports to its owner, and
+// the little it asks of it. Called on the I/O thread only.
+class ConnectionObserver {
+ public:
+  virtual ~ConnectionObserver() = default;
+  virtual int epoll_fd() const = 0;
+  virtual bool coalesce_writes() const = 0;
+  // Takes the connection back from a borrower; false when a caller has it.
+  virtual bool TryOwn(Connection* c) = 0;
+  virtual void OnConnectionReady(Connection* c) = 0;
+  // Closes the connection (its socket and reader) and deals with its queues.
+  virtual void OnConnectionFailed(Connection* c, const std::string& reason) = 0;
+  // One reply, with the in-flight entry it answers. False when handling it
+  // closed the connection (nothing more may be read from it).
+  virtual bool OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) = 0;
+  // Bytes are waiting in c->out: flush them at the end of the loop pass.
+  virtual void MarkDirty(Connection* c) = 0;
+  virtual void CountWrite() = 0;
+};
+
 struct Node {
   int id = 0;
   Endpoint endpoint;
@@ -107,7 +127,7 @@ struct Node {
   std::vector<std::unique_ptr<Connection>> conns;
 };
 
-class Engine {
+class Engine final : public ConnectionObserver {
  public:
   explicit Engine(RedisClientOptions options);
   ~Engine();  // stops and joins the I/O thread; outstanding requests end kCancelled
@@ -141,7 +161,7 @@ class Engine {
   bool Acquire(Connection* c);
   // I/O thread: like Acquire, but leaves a lent connection alone (for
   // readiness events, which the borrower handles by reading its reply).
-  bool TryOwn(Connection* c);
+  bool TryOwn(Connection* c) override;
   // I/O thread: lends the connection out if it is idle.
   void MaybeLend(Connection* c);
   const EngineCounters& counters() const { return counters_; }
@@ -155,15 +175,16 @@ class Engine {
   // REQUIRES: !masters.empty().
   void SetTopology(const std::vector<Endpoint>& masters);
 
-  // Called by the I/O thread (connection.cc / topology.cc).
-  void OnConnectionReady(Connection* c);
-  void OnConnectionFailed(Connection* c, const std::string& reason);
+  // ConnectionObserver (connection.cc; topology.cc).
+  void OnConnectionReady(Connection* c) override;
+  void OnConnectionFailed(Connection* c, const std::string& reason) override;
   // `now`: when the bytes holding the reply were read (one clock read per
   // recv, not per reply).
-  void OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now);
-  void MarkDirty(Connection* c);
-  void CountWrite() { counters_.writes.fetch_add(1, std::memory_order_relaxed); }
-  int epoll_fd() const { return epoll_fd_; }
+  bool OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) override;
+  void MarkDirty(Connection* c) override;
+  void CountWrite() override { counters_.writes.fetch_add(1, std::memory_order_relaxed); }
+  int epoll_fd() const override { return epoll_fd_; }
+  bool coalesce_writes() const override { return options_.coalesce_writes; }
 
  private:
   friend struct TopologyAccess;
@@ -183,7 +204,7 @@ class Engine {
   void GiveBack(Connection* c, bool need_io_thread);
   void OnConnectionReturned(Connection* c);
   // OnReply's cases.
-  void OnHandshakeReply(Connection* c, const Reply& reply);
+  bool OnHandshakeReply(Connection* c, const Reply& reply);
   void OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error, TimePoint now);
   // NOSCRIPT: sends the script again with the command, once; false when it
   // was sent already (the error is the caller's).

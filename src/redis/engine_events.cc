@@ -112,28 +112,25 @@ void Engine::DropConnection(Connection* c, const std::string& reason, bool want_
   }
 }
 
-void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) {
+bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) {
   c->last_read = now;
-  if (entry.kind == Connection::InFlight::kDiscard) return;
-  if (entry.kind == Connection::InFlight::kHandshake) {
-    OnHandshakeReply(c, reply);
-    return;
-  }
+  if (entry.kind == Connection::InFlight::kDiscard) return true;
+  if (entry.kind == Connection::InFlight::kHandshake) return OnHandshakeReply(c, reply);
   Request* req = entry.req;
   if (!req->Live()) {
     Finish(req, Status::Cancelled("abandoned"));
-    return;
+    return true;
   }
   if (!reply.IsError()) {
     Finish(req, std::move(reply));
-    return;
+    return true;
   }
   const ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
   switch (info.kind) {
     case ErrorKind::kMoved:
     case ErrorKind::kAsk:
       OnRedirect(c, req, info, reply.str, now);
-      return;
+      return true;
     case ErrorKind::kTryAgain:
     case ErrorKind::kClusterDown:
     case ErrorKind::kLoading:
@@ -141,23 +138,25 @@ void Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
       counters_.retries.fetch_add(1, std::memory_order_relaxed);
       if (info.kind != ErrorKind::kTryAgain) refresh_wanted_ = true;
       Park(req, now, c->node->name + ": " + reply.str);
-      return;
+      return true;
     case ErrorKind::kNoScript:
-      if (ReloadScript(c, req, now)) return;
+      if (ReloadScript(c, req, now)) return true;
       break;
     case ErrorKind::kOther:
       break;
   }
   Finish(req, ServerError(c->node->name, reply.str));
+  return true;
 }
 
-void Engine::OnHandshakeReply(Connection* c, const Reply& reply) {
+bool Engine::OnHandshakeReply(Connection* c, const Reply& reply) {
   if (reply.IsError()) {
     c->handshake_rejected = true;  // AUTH or READONLY refused: not retried
     OnConnectionFailed(c, reply.str);
-    return;
+    return false;
   }
   if (--c->handshake_left == 0) GoReady(c);
+  return c->fd >= 0;  // going ready writes what waited, which may fail
 }
 
 void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error,
