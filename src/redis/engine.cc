@@ -18,7 +18,9 @@ const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
 }  // namespace
 
 Engine::Engine(RedisClientOptions options)
-    : options_(std::move(options)), retries_(options_.retry_backoff_min, options_.retry_backoff_max) {}
+    : options_(std::move(options)),
+      retries_(options_.retry_backoff_min, options_.retry_backoff_max),
+      refresh_(options_.min_refresh_interval, options_.topology_refresh_interval) {}
 
 Engine::~Engine() {
   if (thread_.joinable()) {
@@ -57,9 +59,8 @@ Status Engine::Start() {
                   options_.min_refresh_interval;
   req->task = [this](Request* r) {
     topology_waiter_ = r;
-    if (!refresh_in_flight_) {  // the I/O thread may have started one already
-      refresh_wanted_ = true;
-      last_refresh_start_ = TimePoint{};
+    if (!refresh_.in_flight()) {  // the I/O thread may have started one already
+      refresh_.WantNow();
       MaybeRefresh(SteadyClock::now());
     }
     return false;
@@ -115,7 +116,7 @@ void Engine::Run() {
     if (now >= next_housekeeping_) {
       Housekeeping(now);
       FlushDirty();
-      bool busy = outstanding_.load(std::memory_order_relaxed) > 0 || !retries_.empty() || refresh_in_flight_;
+      bool busy = outstanding_.load(std::memory_order_relaxed) > 0 || !retries_.empty() || refresh_.in_flight();
       next_housekeeping_ = now + (busy ? milliseconds(2) : milliseconds(100));
     }
     int timeout_ms = 0;
@@ -216,7 +217,7 @@ void Engine::Dispatch(Request* req, TimePoint now) {
   }
   Node* n = RouteNode(req);
   if (n == nullptr) {
-    refresh_wanted_ = true;
+    refresh_.Want();
     Park(req, now, have_topology_ ? "slot " + std::to_string(req->slot) + " is not covered" : "no topology yet");
     return;
   }

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "redis/protocol.h"
+#include "redis/refresh_schedule.h"
 #include "redis/request.h"
 #include "redis/retry_queue.h"
 #include "redis/slot_map.h"
@@ -223,7 +224,7 @@ class Engine final : public ConnectionObserver {
 
   // Topology (topology.cc).
   void MaybeRefresh(TimePoint now);
-  // Lists the nodes a refresh round asks, in order (refresh_candidates_).
+  // Lists the nodes a refresh round asks, in order, and begins the round.
   void PlanRefreshRound();
   // Sends CLUSTER SLOTS to the round's next candidate.
   void StartRefresh(TimePoint now);
@@ -253,14 +254,7 @@ class Engine final : public ConnectionObserver {
   bool have_topology_ = false;
   std::vector<std::string> logged_masters_;  // sorted: the masters the last topology line named
   bool shutting_down_ = false;
-  std::string last_refresh_error_;
-  bool refresh_wanted_ = false;
-  bool refresh_in_flight_ = false;
-  std::vector<int> refresh_candidates_;  // node ids the current round asks, in order
-  size_t refresh_next_ = 0;              // index of the next one to ask
-  size_t refresh_rotation_ = 0;          // spreads rounds over the known nodes
-  TimePoint last_refresh_start_{};
-  TimePoint last_refresh_ok_{};
+  RefreshSchedule refresh_;
   TimePoint next_housekeeping_{};
   TimePoint last_activity_{};
 

@@ -80,7 +80,7 @@ void Engine::DropConnection(Connection* c, const std::string& reason, bool want_
   c->handshake_rejected = false;
   c->last_error = why;
   c->next_connect = std::max(c->next_connect, now + options_.reconnect_backoff);
-  if (want_refresh && options_.mode == Mode::kCluster) refresh_wanted_ = true;
+  if (want_refresh && options_.mode == Mode::kCluster) refresh_.Want();
   std::deque<Connection::InFlight> inflight;
   inflight.swap(c->inflight);
   std::deque<Request*> waiting;
@@ -136,7 +136,7 @@ bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
     case ErrorKind::kLoading:
     case ErrorKind::kMasterDown:
       counters_.retries.fetch_add(1, std::memory_order_relaxed);
-      if (info.kind != ErrorKind::kTryAgain) refresh_wanted_ = true;
+      if (info.kind != ErrorKind::kTryAgain) refresh_.Want();
       Park(req, now, c->node->name + ": " + reply.str);
       return true;
     case ErrorKind::kNoScript:
@@ -173,7 +173,7 @@ void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, cons
     slots_.Move(info.slot, target->id);
     PublishSlot(info.slot);
     target->in_topology = true;
-    refresh_wanted_ = true;
+    refresh_.Want();
   }
   req->target_node = target->id;
   req->asking = !moved;  // ASK: this command only, the map untouched

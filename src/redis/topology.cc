@@ -11,12 +11,7 @@
 namespace tiercache::redis::internal {
 
 void Engine::MaybeRefresh(TimePoint now) {
-  if (options_.mode != Mode::kCluster || refresh_in_flight_ || shutting_down_) return;
-  bool periodic = now - last_refresh_ok_ >= options_.topology_refresh_interval;
-  if (!refresh_wanted_ && !periodic && have_topology_) return;
-  if (now - last_refresh_start_ < options_.min_refresh_interval) return;
-  refresh_wanted_ = false;
-  last_refresh_error_.clear();
+  if (options_.mode != Mode::kCluster || shutting_down_ || !refresh_.Due(now, have_topology_)) return;
   PlanRefreshRound();
   StartRefresh(now);
 }
@@ -32,13 +27,11 @@ void Engine::PlanRefreshRound() {
     (failed ? failing : healthy).push_back(n->id);
   }
   for (const Endpoint& seed : options_.seeds) seeds.push_back(EnsureNode(seed)->id);
-  refresh_candidates_ = RefreshRoundOrder(std::move(healthy), seeds, failing, refresh_rotation_++);
-  refresh_next_ = 0;
+  refresh_.BeginRound(RefreshRoundOrder(std::move(healthy), seeds, failing, refresh_.NextRotation()));
 }
 
 void Engine::StartRefresh(TimePoint now) {
-  // REQUIRES: refresh_next_ < refresh_candidates_.size() (seeds are never empty).
-  int node_id = refresh_candidates_[refresh_next_++];
+  const int node_id = refresh_.Next(now);  // REQUIRES: refresh_.HasNext() (seeds are never empty)
   auto* req = new Request;
   req->internal = true;
   AppendCommand(req->cmd, std::vector<std::string_view>{"CLUSTER", "SLOTS"});
@@ -46,15 +39,13 @@ void Engine::StartRefresh(TimePoint now) {
   req->deadline = now + std::min<std::chrono::milliseconds>(options_.connect_timeout + options_.command_timeout,
                                                             options_.topology_probe_timeout);
   req->callback = [this, node_id](Result<Reply> r) { OnRefreshReply(node_id, std::move(r)); };
-  refresh_in_flight_ = true;
-  last_refresh_start_ = now;
   counters_.topology_refreshes.fetch_add(1, std::memory_order_relaxed);
   Dispatch(req, now);
 }
 
 void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
   if (shutting_down_) {
-    refresh_in_flight_ = false;
+    refresh_.Abandon();
     return;
   }
   TimePoint now = SteadyClock::now();
@@ -62,8 +53,7 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
   if (r.ok()) {
     Result<std::vector<SlotRange>> ranges = ParseClusterSlots(*r, asked->endpoint.host);
     if (ranges.ok() && !ranges->empty()) {
-      refresh_in_flight_ = false;
-      last_refresh_ok_ = now;
+      refresh_.Succeeded(now);
       ApplyTopology(*ranges);
       if (topology_waiter_ != nullptr) {
         Finish(topology_waiter_, Reply::Nil());
@@ -71,19 +61,18 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
       }
       return;
     }
-    last_refresh_error_ = asked->name + ": " +
-                          (ranges.ok() ? std::string("empty CLUSTER SLOTS") : std::string(ranges.status().message()));
+    refresh_.Failed(asked->name + ": " +
+                    (ranges.ok() ? std::string("empty CLUSTER SLOTS") : std::string(ranges.status().message())));
   } else {
-    last_refresh_error_ = std::string(r.status().message());
+    refresh_.Failed(std::string(r.status().message()));
   }
-  if (refresh_next_ < refresh_candidates_.size()) {
+  if (refresh_.HasNext()) {
     StartRefresh(now);  // the next candidate of this round
     return;
   }
-  refresh_in_flight_ = false;
-  refresh_wanted_ = true;
+  refresh_.RoundFailed();
   if (topology_waiter_ != nullptr) {
-    Finish(topology_waiter_, Status::Unavailable("no node answered CLUSTER SLOTS; last error: " + last_refresh_error_));
+    Finish(topology_waiter_, Status::Unavailable("no node answered CLUSTER SLOTS; last error: " + refresh_.last_error()));
     topology_waiter_ = nullptr;
   }
 }
