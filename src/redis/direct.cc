@@ -11,6 +11,7 @@
 namespace tiercache::redis::internal {
 
 bool Engine::Acquire(Connection* c) {
+  AssertIoThread();
   for (;;) {
     int s = c->lend.load(std::memory_order_acquire);
     if (s == Connection::kOwned) return true;
@@ -21,6 +22,7 @@ bool Engine::Acquire(Connection* c) {
 }
 
 bool Engine::TryOwn(Connection* c) {
+  AssertIoThread();
   int s = c->lend.load(std::memory_order_acquire);
   if (s == Connection::kOwned) return true;
   if (s != Connection::kLendable) return false;
@@ -28,6 +30,7 @@ bool Engine::TryOwn(Connection* c) {
 }
 
 void Engine::MaybeLend(Connection* c) {
+  AssertIoThread();
   if (!options_.direct_io || c->state != Connection::State::kReady || !c->inflight.empty() || !c->out.empty() ||
       !c->waiting.empty() || c->lend.load(std::memory_order_relaxed) != Connection::kOwned) {
     return;
@@ -59,6 +62,7 @@ void Engine::GiveBack(Connection* c, bool need_io_thread) {
 }
 
 void Engine::OnConnectionReturned(Connection* c) {
+  AssertIoThread();
   c->lend.store(Connection::kOwned, std::memory_order_release);
   if (c->borrow_broken) {
     c->borrow_broken = false;
@@ -151,6 +155,7 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
 }
 
 Result<Reply> Engine::Call(SyncRequest req) {
+  TIERCACHE_DCHECK(!req.submitted());
   Result<Reply> direct = Status::Internal("unset");
   if (TryDirect(req.operator->(), &direct)) return direct;  // the handle frees the request, never submitted
   Submit(req);

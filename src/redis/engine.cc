@@ -47,6 +47,7 @@ Status Engine::Start() {
     have_topology_ = true;
   }
   thread_ = std::thread([this] {
+    io_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     pthread_setname_np(pthread_self(), "tiercache-redis");  // for top -H, perf, gdb
     Run();
   });
@@ -96,6 +97,7 @@ void Engine::SubmitBatch(Request* const* reqs, size_t n) {
 // processed (WakeCallers), not one by one: a woken caller often takes this
 // CPU at once, and would otherwise leave the remaining replies waiting.
 void Engine::Finish(Request* req, Result<Reply> r) {
+  AssertIoThread();
   if (req->counted) outstanding_.fetch_sub(1, std::memory_order_relaxed);
   FinishRequest(req, std::move(r), &to_wake_);
 }
@@ -144,6 +146,7 @@ void Engine::Run() {
 }
 
 void Engine::DrainSubmissions() {
+  AssertIoThread();
   drained_.clear();
   queue_.TakeAll(&drained_);
   if (drained_.empty()) return;
@@ -200,6 +203,7 @@ Connection* Engine::PickConnection(Node* n) {
 }
 
 void Engine::Dispatch(Request* req, TimePoint now) {
+  AssertIoThread();
   if (req->task) {
     auto task = std::move(req->task);
     if (task(req)) Finish(req, Reply::Nil());
@@ -236,6 +240,7 @@ void Engine::Dispatch(Request* req, TimePoint now) {
 }
 
 void Engine::WriteRequest(Connection* c, Request* req) {
+  AssertIoThread();
   if (c->inflight.empty()) c->last_read = SteadyClock::now();
   if (req->asking) {
     c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, c->stream_end()});
@@ -254,12 +259,14 @@ void Engine::WriteRequest(Connection* c, Request* req) {
 }
 
 void Engine::MarkDirty(Connection* c) {
+  AssertIoThread();
   if (c->dirty) return;
   c->dirty = true;
   dirty_.push_back(c);
 }
 
 void Engine::FlushDirty() {
+  AssertIoThread();
   while (!dirty_.empty()) {
     std::vector<Connection*> batch;
     batch.swap(dirty_);
@@ -272,6 +279,7 @@ void Engine::FlushDirty() {
 }
 
 void Engine::Park(Request* req, TimePoint now, const std::string& why) {
+  AssertIoThread();
   req->last_error = why;
   req->target_node = -1;  // routed again by slot: a redirection does not outlive a retry
   req->asking = false;
@@ -279,10 +287,12 @@ void Engine::Park(Request* req, TimePoint now, const std::string& why) {
 }
 
 void Engine::RetryParked(TimePoint now, bool all) {
+  AssertIoThread();
   for (Request* req : retries_.TakeDue(now, all)) Dispatch(req, now);
 }
 
 void Engine::SweepExpired(TimePoint now) {
+  AssertIoThread();
   // Collect first: an expiry callback may dispatch (topology refresh) and so
   // change the queues being walked.
   std::vector<std::pair<Request*, const Node*>> expired;
@@ -304,6 +314,7 @@ void Engine::SweepExpired(TimePoint now) {
 }
 
 void Engine::Housekeeping(TimePoint now) {
+  AssertIoThread();
   SweepExpired(now);
   RetryParked(now, /*all=*/false);
   auto stall_limit = std::max<std::chrono::nanoseconds>(options_.command_timeout * 2, milliseconds(1000));
@@ -374,6 +385,7 @@ Status Engine::RunOnIoThread(std::function<void()> fn, std::chrono::milliseconds
 }
 
 void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
+  AssertIoThread();
   Node* n = EnsureNode(owner);
   n->in_topology = true;
   slots_.Move(slot, n->id);
@@ -381,12 +393,15 @@ void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
 }
 
 std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {
+  AssertIoThread();
   const int m = slots_.Master(slot);
   if (m < 0) return std::nullopt;
   return nodes_[m]->endpoint;
 }
 
 void Engine::SetTopology(const std::vector<Endpoint>& masters) {
+  AssertIoThread();
+  TIERCACHE_DCHECK(!masters.empty());
   std::vector<SlotRange> ranges;
   for (size_t i = 0; i < masters.size(); ++i) {
     SlotRange r;

@@ -35,6 +35,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/dcheck.h"
 #include "redis/protocol.h"
 #include "redis/refresh_schedule.h"
 #include "redis/request.h"
@@ -149,12 +150,15 @@ class Engine final : public ConnectionObserver {
   // Submits a request its caller will wait for (Await).
   void Submit(SyncRequest& req) { Submit(req.ForEngine()); }
   // Waits for a request submitted by the calling thread (see AwaitRequest).
-  // REQUIRES: req.submitted().
-  Result<Reply> Await(SyncRequest req) { return AwaitRequest(req.Release(), options_.caller_spin, &spinners_); }
+  // REQUIRES: req.submitted() (checked).
+  Result<Reply> Await(SyncRequest req) {
+    TIERCACHE_DCHECK(req.submitted());
+    return AwaitRequest(req.Release(), options_.caller_spin, &spinners_);
+  }
 
   // Runs a single sync request: in the calling thread on an idle connection
   // (direct I/O) when possible, else through the I/O thread.
-  // REQUIRES: !req.submitted().
+  // REQUIRES: !req.submitted() (checked).
   Result<Reply> Call(SyncRequest req);
 
   // I/O thread: takes the connection back from lending; false when a caller
@@ -173,7 +177,7 @@ class Engine final : public ConnectionObserver {
   void SetSlotOwner(uint16_t slot, const Endpoint& owner);
   std::optional<Endpoint> SlotOwner(uint16_t slot) const;
   // Installs a map in which `masters` share the slots evenly (ApplyTopology).
-  // REQUIRES: !masters.empty().
+  // REQUIRES: !masters.empty() (checked).
   void SetTopology(const std::vector<Endpoint>& masters);
 
   // ConnectionObserver (connection.cc; topology.cc).
@@ -189,6 +193,14 @@ class Engine final : public ConnectionObserver {
 
  private:
   friend struct TopologyAccess;
+
+  // Every method that touches the I/O thread's state starts with this: on
+  // any other thread it fails a DCHECK (src/common/dcheck.h). Before the
+  // thread runs, the thread calling Start() sets things up.
+  void AssertIoThread() const {
+    const std::thread::id io = io_thread_.load(std::memory_order_relaxed);
+    TIERCACHE_DCHECK(io == std::thread::id() || io == std::this_thread::get_id());
+  }
 
   void Run();
   void DrainSubmissions();
@@ -235,6 +247,7 @@ class Engine final : public ConnectionObserver {
   EngineCounters counters_;
   int epoll_fd_ = -1;
   std::thread thread_;
+  std::atomic<std::thread::id> io_thread_{};  // set by the I/O thread when it starts
 
   SubmissionQueue queue_;
   std::atomic<size_t> outstanding_{0};

@@ -17,6 +17,7 @@ Status ServerError(const std::string& node, const std::string& text) {
 }  // namespace
 
 void Engine::StartConnect(Connection* c, TimePoint now) {
+  AssertIoThread();
   c->connect_started = now;
   c->next_connect = now + options_.reconnect_backoff;
   std::string error;
@@ -24,6 +25,7 @@ void Engine::StartConnect(Connection* c, TimePoint now) {
 }
 
 void Engine::OnConnectionReady(Connection* c) {
+  AssertIoThread();
   c->state = Connection::State::kHandshake;
   c->handshake_left = 0;
   c->handshake_rejected = false;
@@ -67,11 +69,13 @@ void Engine::GoReady(Connection* c) {
 }
 
 void Engine::OnConnectionFailed(Connection* c, const std::string& reason) {
+  AssertIoThread();
   counters_.connection_failures.fetch_add(1, std::memory_order_relaxed);
   DropConnection(c, reason, /*want_refresh=*/true);
 }
 
 void Engine::DropConnection(Connection* c, const std::string& reason, bool want_refresh) {
+  AssertIoThread();
   TimePoint now = SteadyClock::now();
   std::string why = c->node->name + ": " + reason;
   bool rejected = c->handshake_rejected;
@@ -113,6 +117,7 @@ void Engine::DropConnection(Connection* c, const std::string& reason, bool want_
 }
 
 bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) {
+  AssertIoThread();
   c->last_read = now;
   if (entry.kind == Connection::InFlight::kDiscard) return true;
   if (entry.kind == Connection::InFlight::kHandshake) return OnHandshakeReply(c, reply);

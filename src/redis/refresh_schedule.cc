@@ -1,6 +1,6 @@
 #include "redis/refresh_schedule.h"
 
-#include <cassert>
+#include "common/dcheck.h"
 
 namespace tiercache::redis::internal {
 
@@ -12,7 +12,7 @@ bool RefreshSchedule::Due(TimePoint now, bool have_map) const {
 }
 
 void RefreshSchedule::BeginRound(std::vector<int> candidates) {
-  assert(!candidates.empty() && !in_flight_);
+  TIERCACHE_DCHECK(!candidates.empty() && !in_flight_);
   candidates_ = std::move(candidates);
   next_ = 0;
   wanted_ = false;
@@ -20,7 +20,7 @@ void RefreshSchedule::BeginRound(std::vector<int> candidates) {
 }
 
 int RefreshSchedule::Next(TimePoint now) {
-  assert(HasNext());
+  TIERCACHE_DCHECK(HasNext());
   in_flight_ = true;
   last_start_ = now;
   return candidates_[next_++];

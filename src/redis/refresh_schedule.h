@@ -33,12 +33,12 @@ class RefreshSchedule {
   }
   bool Due(TimePoint now, bool have_map) const;
 
-  // A round over `candidates` begins. REQUIRES: !candidates.empty(), no
-  // round in flight. Clears the wish and the last error.
+  // A round over `candidates` begins. REQUIRES (checked): !candidates.empty(), no
+  // round in flight (checked). Clears the wish and the last error.
   void BeginRound(std::vector<int> candidates);
   bool HasNext() const { return next_ < candidates_.size(); }
   // The next node to ask; the refresh is in flight from `now`.
-  // REQUIRES: HasNext().
+  // REQUIRES: HasNext() (checked).
   int Next(TimePoint now);
   // The node asked gave no map, for `error`.
   void Failed(std::string error) { last_error_ = std::move(error); }

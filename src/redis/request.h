@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/dcheck.h"
 #include "tiercache/redis/reply.h"
 #include "tiercache/status.h"
 
@@ -91,8 +92,11 @@ struct Request {
 class SyncRequest {
  public:
   SyncRequest() = default;
-  // REQUIRES: `fresh` new (one reference), not submitted. Takes it.
-  explicit SyncRequest(Request* fresh) : req_(fresh) { req_->refs.store(2, std::memory_order_relaxed); }
+  // REQUIRES: `fresh` new (one reference), not submitted (checked). Takes it.
+  explicit SyncRequest(Request* fresh) : req_(fresh) {
+    TIERCACHE_DCHECK(fresh->refs.load(std::memory_order_relaxed) == 1 && fresh->Live());
+    req_->refs.store(2, std::memory_order_relaxed);
+  }
   SyncRequest(SyncRequest&& o) noexcept : req_(std::exchange(o.req_, nullptr)), submitted_(o.submitted_) {}
   SyncRequest& operator=(SyncRequest&& o) noexcept {
     if (this != &o) {
@@ -110,8 +114,9 @@ class SyncRequest {
   explicit operator bool() const { return req_ != nullptr; }
   bool submitted() const { return submitted_; }
   // The request for Submit / SubmitBatch, with the engine's reference.
-  // REQUIRES: not submitted yet.
+  // REQUIRES: not submitted yet (checked).
   Request* ForEngine() {
+    TIERCACHE_DCHECK(req_ != nullptr && !submitted_);
     submitted_ = true;
     return req_;
   }

@@ -11,14 +11,17 @@
 #include <chrono>
 #include <vector>
 
+#include "common/dcheck.h"
 #include "redis/request.h"
 
 namespace tiercache::redis::internal {
 
 class RetryQueue {
  public:
-  // REQUIRES: 0 < min <= max.
-  RetryQueue(std::chrono::nanoseconds min, std::chrono::nanoseconds max) : min_(min), max_(max) {}
+  // REQUIRES: 0 < min <= max (checked).
+  RetryQueue(std::chrono::nanoseconds min, std::chrono::nanoseconds max) : min_(min), max_(max) {
+    TIERCACHE_DCHECK(min_.count() > 0 && min_ <= max_);
+  }
 
   // The wait before retry number `attempts` (1 = the first retry).
   std::chrono::nanoseconds Backoff(int attempts) const;

@@ -3,7 +3,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cassert>
+#include "common/dcheck.h"
 
 namespace tiercache::redis::internal {
 
@@ -36,7 +36,7 @@ std::vector<Request*> SubmissionQueue::Close() {
 }
 
 void SubmissionQueue::Wake() {
-  assert(event_fd_ >= 0);
+  TIERCACHE_DCHECK(event_fd_ >= 0);
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof(one));
 }

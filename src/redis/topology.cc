@@ -11,6 +11,7 @@
 namespace tiercache::redis::internal {
 
 void Engine::MaybeRefresh(TimePoint now) {
+  AssertIoThread();
   if (options_.mode != Mode::kCluster || shutting_down_ || !refresh_.Due(now, have_topology_)) return;
   PlanRefreshRound();
   StartRefresh(now);
@@ -31,6 +32,7 @@ void Engine::PlanRefreshRound() {
 }
 
 void Engine::StartRefresh(TimePoint now) {
+  AssertIoThread();
   const int node_id = refresh_.Next(now);  // REQUIRES: refresh_.HasNext() (seeds are never empty)
   auto* req = new Request;
   req->internal = true;
@@ -44,6 +46,7 @@ void Engine::StartRefresh(TimePoint now) {
 }
 
 void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
+  AssertIoThread();
   if (shutting_down_) {
     refresh_.Abandon();
     return;
@@ -78,6 +81,7 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
 }
 
 void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
+  AssertIoThread();
   std::vector<SlotMap::Range> by_id;
   by_id.reserve(ranges.size());
   for (const SlotRange& range : ranges) {
