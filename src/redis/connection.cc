@@ -55,6 +55,14 @@ void SetEvents(Connection* c, bool want_write) {
   c->want_write = want_write;
 }
 
+// Reads what the socket holds and hands out every whole reply (ConnOnEvent's
+// EPOLLIN side). False when the connection is closed afterwards.
+bool ReadReplies(Connection* c);
+// The replies complete in c->reader, in order, to the observer. False when
+// the stream is broken (*error says why) or the observer closed the
+// connection (*error empty).
+bool HandOutReplies(Connection* c, std::string* error);
+
 }  // namespace
 
 bool ConnOpen(Connection* c, std::string* error) {
@@ -163,33 +171,20 @@ bool ConnOnEvent(Connection* c, uint32_t events) {
   }
   if ((events & EPOLLOUT) && !ConnFlush(c)) return false;
   if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) return true;
+  return ReadReplies(c);
+}
+
+namespace {
+
+bool ReadReplies(Connection* c) {
   char buf[64 * 1024];
+  std::string error;
   for (;;) {
     ssize_t n = ::recv(c->fd, buf, sizeof(buf), 0);
     if (n > 0) {
-      if (redisReaderFeed(c->reader, buf, static_cast<size_t>(n)) != REDIS_OK) {
-        c->observer->OnConnectionFailed(c, "protocol error");
+      if (!FeedReplies(c->reader, buf, static_cast<size_t>(n), &error) || !HandOutReplies(c, &error)) {
+        if (!error.empty()) c->observer->OnConnectionFailed(c, error);
         return false;
-      }
-      TimePoint now = SteadyClock::now();
-      // Hand out every complete reply, in order.
-      for (;;) {
-        void* raw = nullptr;
-        if (redisReaderGetReply(c->reader, &raw) != REDIS_OK) {
-          c->observer->OnConnectionFailed(c, std::string("protocol error: ") + c->reader->errstr);
-          return false;
-        }
-        if (raw == nullptr) break;
-        std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
-        Reply reply = std::move(*root);
-        root.reset();
-        if (c->inflight.empty()) {
-          c->observer->OnConnectionFailed(c, "reply without a request");
-          return false;
-        }
-        Connection::InFlight entry = c->inflight.front();
-        c->inflight.pop_front();
-        if (!c->observer->OnReply(c, entry, std::move(reply), now)) return false;  // it closed the connection
       }
       // Commands held for these replies (HoldForReplies) may go now. Here,
       // after every chunk: a chunk that fills buf is followed by EAGAIN, and
@@ -204,6 +199,32 @@ bool ConnOnEvent(Connection* c, uint32_t events) {
     return false;
   }
 }
+
+bool HandOutReplies(Connection* c, std::string* error) {
+  const TimePoint now = SteadyClock::now();  // one clock read per recv, not per reply
+  for (Reply reply;;) {
+    switch (NextReply(c->reader, &reply, error)) {
+      case ReplyState::kNeedMore:
+        return true;
+      case ReplyState::kProtocolError:
+        return false;
+      case ReplyState::kReply:
+        break;
+    }
+    if (c->inflight.empty()) {
+      *error = "reply without a request";
+      return false;
+    }
+    const Connection::InFlight entry = c->inflight.front();
+    c->inflight.pop_front();
+    if (!c->observer->OnReply(c, entry, std::move(reply), now)) {
+      error->clear();  // the observer closed the connection itself
+      return false;
+    }
+  }
+}
+
+}  // namespace
 
 namespace {
 
@@ -243,23 +264,18 @@ DirectResult DirectExchange(Connection* c, const std::string& cmd, TimePoint dea
   }
   char buf[16 * 1024];
   for (;;) {
-    void* raw = nullptr;
-    if (redisReaderGetReply(c->reader, &raw) != REDIS_OK) {
-      *error = std::string("protocol error: ") + c->reader->errstr;
-      return DirectResult::kBrokenAfterSend;
-    }
-    if (raw != nullptr) {
-      std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
-      *reply = std::move(*root);
-      return DirectResult::kReply;
+    switch (NextReply(c->reader, reply, error)) {
+      case ReplyState::kReply:
+        return DirectResult::kReply;
+      case ReplyState::kProtocolError:
+        return DirectResult::kBrokenAfterSend;
+      case ReplyState::kNeedMore:
+        break;
     }
     if (!PollUntil(c->fd, POLLIN, deadline)) return DirectResult::kTimedOut;
     ssize_t n = ::recv(c->fd, buf, sizeof(buf), 0);
     if (n > 0) {
-      if (redisReaderFeed(c->reader, buf, static_cast<size_t>(n)) != REDIS_OK) {
-        *error = "protocol error";
-        return DirectResult::kBrokenAfterSend;
-      }
+      if (!FeedReplies(c->reader, buf, static_cast<size_t>(n), error)) return DirectResult::kBrokenAfterSend;
       continue;
     }
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;

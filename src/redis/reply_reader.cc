@@ -2,7 +2,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include <memory>
 #include <new>
+#include <string>
 
 namespace tiercache::redis::internal {
 namespace {
@@ -65,22 +67,36 @@ redisReplyObjectFunctions kReplyFunctions = {CreateString, CreateArray, CreateIn
 
 redisReader* NewReplyReader() { return redisReaderCreateWithFunctions(&kReplyFunctions); }
 
+bool FeedReplies(redisReader* reader, const char* bytes, size_t n, std::string* error) {
+  if (redisReaderFeed(reader, bytes, n) == REDIS_OK) return true;
+  *error = "protocol error";
+  return false;
+}
+
+ReplyState NextReply(redisReader* reader, Reply* out, std::string* error) {
+  void* raw = nullptr;
+  if (redisReaderGetReply(reader, &raw) != REDIS_OK) {
+    *error = std::string("protocol error: ") + reader->errstr;
+    return ReplyState::kProtocolError;
+  }
+  if (raw == nullptr) return ReplyState::kNeedMore;
+  std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
+  *out = std::move(*root);
+  return ReplyState::kReply;
+}
+
 Result<std::vector<Reply>> ParseReplies(const std::vector<std::string_view>& chunks) {
   std::unique_ptr<redisReader, void (*)(redisReader*)> reader(NewReplyReader(), redisReaderFree);
   if (!reader) return Status::Internal("cannot create a reader");
   std::vector<Reply> out;
+  std::string error;
   for (std::string_view chunk : chunks) {
-    if (redisReaderFeed(reader.get(), chunk.data(), chunk.size()) != REDIS_OK) {
-      return Status::Internal("protocol error");
-    }
-    for (;;) {
-      void* raw = nullptr;
-      if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK) {
-        return Status::Internal(std::string("protocol error: ") + reader->errstr);
-      }
-      if (raw == nullptr) break;
-      std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
-      out.push_back(std::move(*root));
+    if (!FeedReplies(reader.get(), chunk.data(), chunk.size(), &error)) return Status::Internal(error);
+    for (Reply reply;;) {
+      const ReplyState state = NextReply(reader.get(), &reply, &error);
+      if (state == ReplyState::kProtocolError) return Status::Internal(error);
+      if (state == ReplyState::kNeedMore) break;
+      out.push_back(std::move(reply));
     }
   }
   return out;
