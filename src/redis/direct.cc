@@ -111,6 +111,10 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
   if (!c->lend.compare_exchange_strong(s, Connection::kBorrowed, std::memory_order_acq_rel)) return false;
   req->node_name.store(&c->node->name, std::memory_order_relaxed);
 
+  return ExchangeDirect(c, req, out);
+}
+
+bool Engine::ExchangeDirect(Connection* c, Request* req, Result<Reply>* out) {
   Reply reply;
   std::string error;
   const DirectResult result = DirectExchange(c, req->cmd, req->deadline, &reply, &error);
@@ -137,20 +141,12 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
                                  " after the command was sent; not retried because it may have run");
       return true;
   }
-  if (reply.IsError()) {
-    ErrorKind kind = ClassifyError(reply.str, c->node->endpoint.host).kind;
-    if (kind != ErrorKind::kOther) {
-      // Redirection or retryable state: the command did not run. The I/O
-      // thread follows it (and repairs the map).
-      GiveBack(c, false);
-      return false;
-    }
-    GiveBack(c, false);
-    *out = Status::Internal("server error from " + c->node->name + ": " + reply.str);
-    return true;
-  }
   GiveBack(c, false);
-  *out = std::move(reply);
+  if (reply.IsError() && ClassifyError(reply.str, c->node->endpoint.host).kind != ErrorKind::kOther) {
+    return false;  // a redirection or a retryable state: it did not run; the I/O thread follows it
+  }
+  *out = reply.IsError() ? Result<Reply>(Status::Internal("server error from " + c->node->name + ": " + reply.str))
+                         : Result<Reply>(std::move(reply));
   return true;
 }
 

@@ -384,33 +384,5 @@ Status Engine::RunOnIoThread(std::function<void()> fn, std::chrono::milliseconds
   return r.ok() ? Status::Ok() : r.status();
 }
 
-void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
-  AssertIoThread();
-  Node* n = EnsureNode(owner);
-  n->in_topology = true;
-  slots_.Move(slot, n->id);
-  PublishSlot(slot);
-}
-
-std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {
-  AssertIoThread();
-  const int m = slots_.Master(slot);
-  if (m < 0) return std::nullopt;
-  return nodes_[m]->endpoint;
-}
-
-void Engine::SetTopology(const std::vector<Endpoint>& masters) {
-  AssertIoThread();
-  TIERCACHE_DCHECK(!masters.empty());
-  std::vector<SlotRange> ranges;
-  for (size_t i = 0; i < masters.size(); ++i) {
-    SlotRange r;
-    r.first = static_cast<uint16_t>(kSlotCount * i / masters.size());
-    r.last = static_cast<uint16_t>(kSlotCount * (i + 1) / masters.size() - 1);
-    r.master = masters[i];
-    ranges.push_back(std::move(r));
-  }
-  ApplyTopology(ranges);
-}
 
 }  // namespace tiercache::redis::internal

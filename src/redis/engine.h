@@ -214,6 +214,8 @@ class Engine final : public ConnectionObserver {
   void Shutdown();
   void DropConnection(Connection* c, const std::string& reason, bool want_refresh);
   bool TryDirect(Request* req, Result<Reply>* out);
+  // TryDirect's exchange on the borrowed `c`, and its hand-back.
+  bool ExchangeDirect(Connection* c, Request* req, Result<Reply>* out);
   void GiveBack(Connection* c, bool need_io_thread);
   void OnConnectionReturned(Connection* c);
   // OnReply's cases.
