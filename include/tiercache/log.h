@@ -11,9 +11,10 @@
 // SetLogSink replaces the default for the whole process (e.g. to feed the
 // service's own logger); SetLogLevel drops lines below a level.
 //
-// Messages are sanitized before any sink sees them: control characters,
-// '\' and bytes that are not well-formed UTF-8 as \xNN (so a sink gets valid
-// UTF-8), and cut between characters to at most kMaxLogMessage bytes, then
+// Messages are sanitized before any sink sees them: control characters (C0,
+// DEL, C1, U+2028/2029), '\' and bytes that are not well-formed UTF-8 as
+// \xNN, byte by byte (so a sink gets valid UTF-8), and cut between
+// characters to at most kMaxLogMessage bytes, then
 // "... (N bytes)" with the original size. A key or a reason taken from an
 // event can neither forge a line nor flood one.
 //
@@ -48,8 +49,8 @@ inline constexpr size_t kMaxLogMessage = 1024;
 // Blocks until the calls of the old sink in progress have returned (calls
 // that start meanwhile use the new one, so a stream of Log calls cannot hold
 // it up), and destroys the old sink before returning: what it uses may be
-// released once this returns. With several SetLogSink at once, each waits
-// for every sink replaced so far.
+// released once this returns. Several SetLogSink at once run one after the
+// other.
 void SetLogSink(LogSink sink);
 // Lines below `level` are dropped (default: kInfo, everything).
 void SetLogLevel(LogLevel level);

@@ -106,9 +106,6 @@ class Metrics {
   virtual void SetConsumerLag(std::string_view topic, int32_t partition, int64_t messages) {
     (void)topic, (void)partition, (void)messages;
   }
-  // The partition is no longer this process's (revoked, or the consumer
-  // stopped): its lag is another member's to report.
-  virtual void RemoveConsumerLag(std::string_view topic, int32_t partition) { (void)topic, (void)partition; }
 
   // The transactional outbox (no-ops unless overridden).
   // Rows not sent yet, and the age of the oldest of them (0 when none).
@@ -119,6 +116,12 @@ class Metrics {
   virtual void ObserveOutboxPublishLag(std::chrono::nanoseconds lag) { (void)lag; }
   // The relay failed to publish (`kafka` true) or to read or mark rows.
   virtual void AddRelayError(bool kafka) { (void)kafka; }
+
+  // Added in 0.1 after the others (last, so the table of the methods above
+  // keeps its layout). The partition is no longer this process's (revoked,
+  // or the consumer stopped): its lag is another member's to report. A
+  // Metrics that keeps SetConsumerLag's figures must drop this partition's.
+  virtual void RemoveConsumerLag(std::string_view topic, int32_t partition) { (void)topic, (void)partition; }
 
   // A Metrics that drops everything. Never null; lives for the whole process.
   static Metrics* Noop();

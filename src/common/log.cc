@@ -85,6 +85,14 @@ size_t Utf8SequenceAt(std::string_view s) {
   return n;
 }
 
+// A well-formed character that still moves a terminal or splits a line: the
+// C1 controls U+0080..U+009F (NEL, CSI...) and U+2028 / U+2029.
+bool IsControlSequence(std::string_view ch) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(ch[i]); };
+  if (ch.size() == 2) return b(0) == 0xc2 && b(1) <= 0x9f;
+  return ch.size() == 3 && b(0) == 0xe2 && b(1) == 0x80 && (b(2) == 0xa8 || b(2) == 0xa9);
+}
+
 void AppendEscaped(std::string& out, unsigned char c) {
   static const char kHex[] = "0123456789abcdef";
   out += "\\x";
@@ -102,11 +110,14 @@ std::string SanitizeLogMessage(std::string_view message) {
     const auto c = static_cast<unsigned char>(message[i]);
     const size_t n = c < 0x80 ? 1 : Utf8SequenceAt(message.substr(i));
     const bool escape = n == 0 || c < 0x20 || c == 0x7f || c == '\\';
-    const size_t width = escape ? 4 : n;  // the bytes it takes in `out`
+    const size_t width = escape ? 4 : IsControlSequence(message.substr(i, n)) ? 4 * n : n;  // its bytes in `out`
     if (out.size() + width > kMaxLogMessage) break;  // cut between characters, never inside one
     if (escape) {
       AppendEscaped(out, c);  // a control character, '\\', or a byte that is not well-formed UTF-8
       ++i;
+    } else if (width != n) {
+      for (size_t k = 0; k < n; ++k) AppendEscaped(out, static_cast<unsigned char>(message[i + k]));
+      i += n;
     } else {
       out.append(message.substr(i, n));
       i += n;
@@ -116,42 +127,72 @@ std::string SanitizeLogMessage(std::string_view message) {
   return out;
 }
 
+namespace {
+
+// Setters one at a time (but for a sink replacing the sink): each waits for
+// the calls of what was replaced and destroys it before returning, and no
+// other setter holds a reference to it meanwhile.
+std::mutex& SetterMutex() {
+  static auto* mu = new std::mutex();  // never destroyed: usable during exit
+  return *mu;
+}
+
+// Removes the retired slots no call uses any more. The caller destroys them
+// once `h.mu` is released (a sink's destructor is the user's code).
+std::vector<std::shared_ptr<SinkSlot>> TakeIdleRetired(Hook& h) {  // REQUIRES: h.mu held
+  std::vector<std::shared_ptr<SinkSlot>> idle;
+  for (auto it = h.retired.begin(); it != h.retired.end();) {
+    if ((*it)->calls.load(std::memory_order_acquire) == 0) {
+      idle.push_back(std::move(*it));
+      it = h.retired.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return idle;
+}
+
+void WaitForCalls(const SinkSlot& slot) {
+  // Only calls that had already started remain: their number only falls.
+  for (int spins = 0; slot.calls.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 1000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a sink held up: do not burn a core
+    }
+  }
+}
+
+}  // namespace
+
 void SetLogSink(LogSink sink) {
   Hook& h = TheHook();
-  std::vector<std::shared_ptr<SinkSlot>> waited_for;
-  {
+  std::shared_ptr<SinkSlot> fresh = sink ? std::make_shared<SinkSlot>(std::move(sink)) : nullptr;
+  std::vector<std::shared_ptr<SinkSlot>> idle;
+  if (t_in_sink > 0) {
+    // A sink replacing the sink cannot wait for itself: its slot is retired
+    // with its call in progress, and destroyed by a later SetLogSink. What is
+    // idle already goes now, so a sink that replaces itself on every call
+    // does not pile up slots.
     std::lock_guard<std::mutex> lock(h.mu);
-    std::shared_ptr<SinkSlot> old = std::exchange(h.slot, sink ? std::make_shared<SinkSlot>(std::move(sink)) : nullptr);
-    if (old) h.retired.push_back(std::move(old));
-    waited_for = h.retired;
-  }
-  if (t_in_sink > 0) return;  // a sink replacing the sink cannot wait for itself; a later call frees it
-  // Only calls that had already started remain: their numbers only fall.
-  for (const std::shared_ptr<SinkSlot>& slot : waited_for) {
-    for (int spins = 0; slot->calls.load(std::memory_order_acquire) != 0; ++spins) {
-      if (spins < 1000) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a sink held up: do not burn a core
-      }
+    if (std::shared_ptr<SinkSlot> old = std::exchange(h.slot, std::move(fresh))) h.retired.push_back(std::move(old));
+    idle = TakeIdleRetired(h);
+  } else {
+    std::lock_guard<std::mutex> one_setter(SetterMutex());
+    std::vector<std::shared_ptr<SinkSlot>> waited_for;
+    {
+      std::lock_guard<std::mutex> lock(h.mu);
+      if (std::shared_ptr<SinkSlot> old = std::exchange(h.slot, std::move(fresh))) h.retired.push_back(std::move(old));
+      waited_for = h.retired;
     }
-  }
-  std::vector<std::shared_ptr<SinkSlot>> done;
-  {
+    for (const std::shared_ptr<SinkSlot>& slot : waited_for) WaitForCalls(*slot);
+    waited_for.clear();
     std::lock_guard<std::mutex> lock(h.mu);
-    for (auto it = h.retired.begin(); it != h.retired.end();) {
-      if ((*it)->calls.load(std::memory_order_acquire) == 0) {
-        done.push_back(std::move(*it));
-        it = h.retired.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    idle = TakeIdleRetired(h);
   }
-  waited_for.clear();
-  // `done` holds the last references (Log drops its own before its call ends
-  // counting): the old sinks are destroyed here, outside the lock, before
-  // this returns.
+  // `idle` holds the last references (Log drops its own before its call
+  // stops counting): the old sinks are destroyed here, outside the locks,
+  // before this returns.
 }
 
 void SetLogLevel(LogLevel level) { TheHook().min_level.store(static_cast<int>(level), std::memory_order_relaxed); }

@@ -26,10 +26,9 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr int kPollMs = 100;  // longest a poll blocks (so how fast Stop is noticed)
 constexpr int kSeekTimeoutMs = 1000;
 // A paused partition fetches nothing, so its lag is asked of the broker:
-// every kLagRefresh, at most kLagQueryMs per partition and kLagRoundMs in all.
+// every kLagRefresh, one request for all of them, at most kLagQueryMs.
 constexpr std::chrono::seconds kLagRefresh{2};
 constexpr int kLagQueryMs = 500;
-constexpr std::chrono::milliseconds kLagRoundMs{1000};
 
 // Constant-initialized (no dynamic initialization): safe to use from other
 // translation units' static initializers.
@@ -222,14 +221,19 @@ void InvalidationConsumer::Impl::RefreshPausedLag() {
   const auto now = SteadyClock::now();
   if (paused.empty() || now < next_lag_refresh) return;
   next_lag_refresh = now + kLagRefresh;
+  // One ListOffsets for every paused partition, bounded as a whole:
+  // offsets_for_times honours its timeout even when a leader answers slowly
+  // (query_watermark_offsets waits for the broker's reply however long).
+  PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(paused.size())));
   for (const auto& [tp, p] : paused) {
-    if (SteadyClock::now() - now > kLagRoundMs || stop.load()) break;  // the next round goes on
-    int64_t low = 0, high = 0;
-    if (rd_kafka_query_watermark_offsets(rk, tp.first.c_str(), tp.second, &low, &high, kLagQueryMs) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR &&
-        high >= 0) {
-      metrics->SetConsumerLag(tp.first, tp.second, std::max<int64_t>(0, high - p.rewind_to));
-    }
+    rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second)->offset = RD_KAFKA_OFFSET_END;
+  }
+  if (rd_kafka_offsets_for_times(rk, list.get(), kLagQueryMs) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  for (int i = 0; i < list->cnt; ++i) {
+    const rd_kafka_topic_partition_t& e = list->elems[i];
+    auto it = paused.find({e.topic, e.partition});
+    if (e.err != RD_KAFKA_RESP_ERR_NO_ERROR || e.offset < 0 || it == paused.end()) continue;
+    metrics->SetConsumerLag(e.topic, e.partition, std::max<int64_t>(0, e.offset - it->second.rewind_to));
   }
 }
 

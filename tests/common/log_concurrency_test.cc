@@ -10,6 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -205,13 +207,15 @@ TEST(LogTest, EachSetLogSinkWaitsForEverySinkReplacedSoFar) {
 // thread whose call was in progress. (A race of a few instructions when
 // broken: this check catches it only now and then; 50 rounds a run.)
 TEST(LogTest, TheOldSinkIsDestroyedBeforeSetLogSinkReturns) {
-  struct Canary {
-    std::atomic<bool>* destroyed;
+  struct Canary {  // constructed in place: a temporary's destructor would set the flag at once
+    explicit Canary(std::atomic<bool>* d) : destroyed(d) {}
+    Canary(const Canary&) = delete;
     ~Canary() { destroyed->store(true); }
+    std::atomic<bool>* destroyed;
   };
   for (int round = 0; round < 50; ++round) {
     std::atomic<bool> destroyed{false}, inside{false}, release{false};
-    auto canary = std::make_shared<Canary>(Canary{&destroyed});
+    auto canary = std::make_shared<Canary>(&destroyed);
     SetLogSink([canary, &inside, &release](LogLevel, std::string_view) {
       inside = true;
       while (!release.load()) std::this_thread::yield();
@@ -228,6 +232,82 @@ TEST(LogTest, TheOldSinkIsDestroyedBeforeSetLogSinkReturns) {
     logger.join();
     setter.join();
   }
+}
+
+TEST(LogTest, C1ControlsAndLineSeparatorsAreEscapedToo) {
+  EXPECT_EQ(SanitizeLogMessage("a\xc2\x85" "b\xc2\x9b" "31m\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xc2\xa9"),
+            "a\\xc2\\x85b\\xc2\\x9b31m\\xe2\\x80\\xa8c\\xe2\\x80\\xa9d\xc2\xa9")
+      << "NEL, CSI, LINE and PARAGRAPH SEPARATOR escaped; the copyright sign kept";
+}
+
+// Two SetLogSink at once, each replacing a sink with a call in progress:
+// each sink must be destroyed before the SetLogSink that replaced it returns.
+// A replaces S0 (a call held in it), a call is held in A's S1, then B
+// replaces S1; S0's call ends: A must return with S0 destroyed, though B,
+// still waiting for S1's call, once held a copy of S0 that kept it alive.
+TEST(LogTest, EachReplacedSinkIsDestroyedBeforeItsReplacerReturns) {
+  struct Canary {  // constructed in place: a temporary's destructor would set the flag at once
+    explicit Canary(std::atomic<bool>* d) : destroyed(d) {}
+    Canary(const Canary&) = delete;
+    ~Canary() { destroyed->store(true); }
+    std::atomic<bool>* destroyed;
+  };
+  struct Held {
+    std::atomic<bool> inside{false}, release{false};
+    void Wait() {
+      inside = true;
+      while (!release.load()) std::this_thread::yield();
+    }
+  };
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<bool> s0_destroyed{false}, s1_destroyed{false}, a_done{false}, b_done{false};
+    Held h0, h1;
+    auto c0 = std::make_shared<Canary>(&s0_destroyed);
+    SetLogSink([c0, &h0](LogLevel, std::string_view) { h0.Wait(); });
+    c0.reset();
+    std::thread l0([] { Log(LogLevel::kInfo, "held in S0"); });
+    while (!h0.inside.load()) std::this_thread::yield();
+    std::thread a([&] {
+      auto c1 = std::make_shared<Canary>(&s1_destroyed);
+      SetLogSink([c1, &h1](LogLevel, std::string_view) { h1.Wait(); });  // S1 replaces S0
+      EXPECT_TRUE(s0_destroyed.load()) << "round " << round << ": S0 outlived the SetLogSink that replaced it";
+      a_done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // A has swapped and waits for S0's call
+    std::thread l1([] { Log(LogLevel::kInfo, "held in S1"); });
+    while (!h1.inside.load()) std::this_thread::yield();
+    std::thread b([&] {
+      SetLogSink(nullptr);  // replaces S1
+      EXPECT_TRUE(s1_destroyed.load()) << "round " << round << ": S1 outlived the SetLogSink that replaced it";
+      b_done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // B is in SetLogSink
+    h0.release = true;  // S0's call ends: A may return; B still waits for S1's
+    while (!a_done.load()) std::this_thread::yield();
+    EXPECT_FALSE(b_done.load());
+    h1.release = true;
+    l0.join();
+    l1.join();
+    a.join();
+    b.join();
+  }
+}
+
+// A sink that installs a new sink on every call: the replaced ones must not
+// pile up (each call left its slot behind: 10,000 calls, 10,000 sinks kept,
+// and every call copied them all).
+TEST(LogTest, ASinkReplacingItselfOnEveryCallKeepsFewSinksAlive) {
+  auto alive = std::make_shared<int>(0);  // one reference per sink alive, plus this one
+  std::function<void(LogLevel, std::string_view)> self;
+  self = [&self, alive](LogLevel, std::string_view) { SetLogSink(self); };
+  SetLogSink(self);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 10000; ++i) Log(LogLevel::kInfo, "again");
+  const auto took = std::chrono::steady_clock::now() - start;
+  const long kept = alive.use_count() - 2;  // `alive` here and in `self`
+  SetLogSink(nullptr);
+  EXPECT_LE(kept, 3) << "sinks left alive after 10,000 self-replacements";
+  EXPECT_LT(took, std::chrono::seconds(2));
 }
 
 }  // namespace
