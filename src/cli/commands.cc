@@ -6,13 +6,17 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "cli/output.h"
 #include "outbox/pg.h"
@@ -371,15 +375,217 @@ milliseconds Left(SteadyTime deadline) {
   return std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now());
 }
 
-// libpq's parser, for its verdict only: its message quotes the input, which
-// may hold a password.
-Status CheckConninfo(const std::string& conninfo) {
+// How much of libpq's or the server's text an error line shows.
+constexpr size_t kMessageLimit = 300;
+
+std::vector<std::string> SplitList(const std::string& v) {
+  std::vector<std::string> out;
+  for (size_t at = 0;; ++at) {
+    const size_t comma = v.find(',', at);
+    out.push_back(v.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) return out;
+    at = comma;
+  }
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string PercentDecoded(std::string_view v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '%' && i + 2 < v.size() && HexDigit(v[i + 1]) >= 0 && HexDigit(v[i + 2]) >= 0) {
+      out += static_cast<char>(HexDigit(v[i + 1]) * 16 + HexDigit(v[i + 2]));
+      i += 2;
+    } else {
+      out += v[i];
+    }
+  }
+  return out;
+}
+
+// One option of a conninfo, as PQconninfoParse gives it.
+struct ConnOption {
+  std::string keyword;
+  std::optional<std::string> given;  // in --pg
+  const char* envvar = nullptr;      // libpq's default from the environment, if any
+  std::optional<std::string> compiled;
+};
+
+// --pg as libpq reads it, and what must never be printed of it.
+struct ParsedConninfo {
+  std::vector<ConnOption> options;
+  // The password, the user-info of a URI and the pieces of its password
+  // (3 characters and more), longest first: taken out of every message.
+  std::vector<std::string> secrets;
+
+  const ConnOption* Find(std::string_view keyword) const {
+    for (const ConnOption& o : options) {
+      if (o.keyword == keyword) return &o;
+    }
+    return nullptr;
+  }
+  // As libpq resolves it: given, else its environment variable, else the
+  // compiled-in default (the service file aside).
+  std::string Effective(std::string_view keyword) const {
+    const ConnOption* o = Find(keyword);
+    if (o == nullptr) return {};
+    if (o->given) return *o->given;
+    if (o->envvar != nullptr) {
+      if (const char* env = std::getenv(o->envvar)) return env;
+    }
+    return o->compiled.value_or("");
+  }
+};
+
+// The user-info of a postgresql:// URI: from "://" to the last '@' before
+// the query string (a password may hold '@' or '/'); empty if none.
+std::string UriUserInfo(const std::string& conninfo) {
+  for (const char* scheme : {"postgresql://", "postgres://"}) {
+    if (conninfo.rfind(scheme, 0) != 0) continue;
+    const std::string rest = conninfo.substr(std::strlen(scheme));
+    const std::string before_query = rest.substr(0, rest.find('?'));
+    const size_t at = before_query.rfind('@');
+    return at == std::string::npos ? std::string() : before_query.substr(0, at);
+  }
+  return {};
+}
+
+std::vector<std::string> Secrets(const std::string& conninfo, const std::optional<std::string>& password) {
+  std::vector<std::string> out;
+  const auto add = [&out](const std::string& s) {
+    for (const std::string& whole : {s, PercentDecoded(s)}) {
+      if (whole.size() >= 3) out.push_back(whole);
+      for (size_t at = 0; at < whole.size();) {  // its pieces, as a misread URI splits them
+        const size_t end = std::min(whole.find_first_of("@/:", at), whole.size());
+        if (end - at >= 3 && end - at < whole.size()) out.push_back(whole.substr(at, end - at));
+        at = end + 1;
+      }
+    }
+  };
+  if (password) add(*password);
+  const std::string userinfo = UriUserInfo(conninfo);
+  if (const size_t colon = userinfo.find(':'); colon != std::string::npos) {
+    if (userinfo.size() >= 3) out.push_back(userinfo);
+    add(userinfo.substr(colon + 1));
+  }
+  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() > b.size() : a < b;
+  });
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// `text` with every occurrence of a secret replaced with "[hidden]" (runs
+// that overlap or touch: one).
+std::string Scrubbed(const std::string& text, const std::vector<std::string>& secrets) {
+  std::vector<bool> hidden(text.size(), false);
+  for (const std::string& s : secrets) {
+    for (size_t at = 0; (at = text.find(s, at)) != std::string::npos; ++at) {
+      std::fill(hidden.begin() + static_cast<std::ptrdiff_t>(at),
+                hidden.begin() + static_cast<std::ptrdiff_t>(at + s.size()), true);
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (!hidden[i]) {
+      out += text[i];
+    } else if (i == 0 || !hidden[i - 1]) {
+      out += "[hidden]";
+    }
+  }
+  return out;
+}
+
+// libpq's parser, for its verdict (its message is not shown: it quotes the
+// input, which may hold a password), then what libpq would misread: a URI
+// whose password holds an unescaped '@' or '/' parses, with part of the
+// password taken for the host, the port or the database name, and libpq's
+// error would quote it. Such a value is refused, named but not shown.
+Result<ParsedConninfo> ParseConninfo(const std::string& conninfo) {
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
   if (error != nullptr) PQfreemem(error);
   if (options == nullptr) return Status::InvalidArgument("--pg is not a valid libpq connection string");
+  ParsedConninfo p;
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    ConnOption c;
+    c.keyword = o->keyword;
+    if (o->val != nullptr) c.given = o->val;
+    c.envvar = o->envvar;  // static strings of libpq
+    if (o->compiled != nullptr) c.compiled = o->compiled;
+    p.options.push_back(std::move(c));
+  }
   PQconninfoFree(options);
-  return Status::Ok();
+  constexpr char kEncode[] = " (a password with '@' or '/' must be percent-encoded)";
+  if (const ConnOption* host = p.Find("host"); host != nullptr && host->given) {
+    for (const std::string& h : SplitList(*host->given)) {
+      if (h.find_first_of("@/") != std::string::npos && h[0] != '/') {  // '/...': a Unix socket directory
+        return Status::InvalidArgument(std::string("--pg: the host contains '@' or '/'") + kEncode);
+      }
+    }
+  }
+  if (const ConnOption* port = p.Find("port"); port != nullptr && port->given) {
+    if (port->given->find_first_not_of("0123456789,") != std::string::npos) {
+      return Status::InvalidArgument(std::string("--pg: the port is not a number") + kEncode);
+    }
+  }
+  for (const char* scheme : {"postgresql://", "postgres://"}) {
+    if (conninfo.rfind(scheme, 0) != 0) continue;
+    const std::string rest = conninfo.substr(std::strlen(scheme));
+    const size_t slash = rest.find('/');
+    if (slash != std::string::npos && rest.substr(slash, rest.find('?', slash) - slash).find('@') != std::string::npos) {
+      return Status::InvalidArgument(
+          "--pg: the URI's database name contains '@' (a password with '@' or '/' must be percent-encoded, and so "
+          "must an '@' in a database name)");
+    }
+  }
+  p.secrets = Secrets(conninfo, p.Find("password") ? p.Find("password")->given : std::nullopt);
+  return p;
+}
+
+// libpq's or a server's text as one line of at most kMessageLimit bytes
+// (more: cut, with the size), control characters blanked.
+std::string OneLine(const std::string& text) {
+  std::string line;
+  std::istringstream lines(text);
+  for (std::string l; std::getline(lines, l);) {
+    while (!l.empty() && (l.back() == ' ' || l.back() == '\t' || l.back() == '\r')) l.pop_back();
+    const size_t first = l.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    line += (line.empty() ? "" : "; ") + l.substr(first);
+  }
+  for (char& ch : line) {
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
+  }
+  if (line.size() <= kMessageLimit) return line;
+  size_t cut = kMessageLimit;
+  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 character
+  return line.substr(0, cut) + "... (" + std::to_string(line.size()) + " bytes)";
+}
+
+// The status as printed: the password out, the message one line, cut.
+Status Shown(const Status& s, const std::vector<std::string>& secrets) {
+  if (s.ok()) return s;
+  std::string msg = Scrubbed(std::string(s.message()), secrets);
+  std::string suffix;
+  if (const size_t at = msg.rfind(" (SQLSTATE "); at != std::string::npos && msg.size() - at == 17) {
+    suffix = msg.substr(at);
+    msg.erase(at);
+  }
+  std::string prefix;
+  for (const char* p : {"postgresql: cannot connect: ", "postgresql: connection lost: ", "postgresql: "}) {
+    if (msg.rfind(p, 0) == 0) {
+      prefix = p;
+      msg.erase(0, prefix.size());
+      break;
+    }
+  }
+  return Status(s.code(), prefix + OneLine(msg) + suffix);
 }
 
 // A server's error, as pg.cc words it ("... (SQLSTATE xxxxx)"), classed for
@@ -421,12 +627,36 @@ std::pair<std::string, std::string> SplitSqlState(std::string msg) {
   return {text, state};
 }
 
-Status ConnectError(PGconn* c) {
-  const auto [text, state] = SplitSqlState(PQerrorMessage(c));
+// Whether libpq's message says the connection went away (the server closed
+// or reset it) rather than that the server answered something refused.
+bool ConnectionLost(const std::string& text) {
+  for (const char* lost : {"closed the connection unexpectedly", "EOF detected", "connection has been closed",
+                           "Connection reset by peer", "could not receive data from server",
+                           "could not send data to server", "Broken pipe"}) {
+    if (text.find(lost) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// `answered`: the failed step was past the TCP connection (libpq had sent
+// its startup or SSL request, so what failed was the server's answer).
+Status ConnectError(PGconn* c, bool answered) {
+  auto [text, state] = SplitSqlState(PQerrorMessage(c));
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\n')) text.pop_back();
+  if (text.empty() || text.back() == ':') {
+    // libpq takes an ErrorResponse over 30000 bytes for a pre-3.0 server's
+    // and reads nothing of it (or the peer is not PostgreSQL).
+    text += std::string(text.empty() ? "" : " ") +
+            "the server's answer could not be read (an error message over libpq's 30000-byte limit, or not a "
+            "PostgreSQL server)";
+  }
   const std::string msg = "postgresql: cannot connect: " + text;
   if (!state.empty()) return Classified(Status::Internal(msg + " (SQLSTATE " + state + ")"));
   // The server asked for a password and there is none: a refusal, not silence.
   if (PQconnectionNeedsPassword(c)) return Status::Internal(msg);
+  // SSL refused (sslmode=require), a failed SSL handshake, a protocol error:
+  // the server answered.
+  if (answered && !ConnectionLost(text)) return Status::Internal(msg);
   return Status::Unavailable(msg);
 }
 
@@ -445,26 +675,140 @@ Status WaitSocket(PGconn* c, short events, SteadyTime deadline, milliseconds tim
   }
 }
 
-void ForwardNotice(void* err, const char* message) { *static_cast<std::ostream*>(err) << message; }
+// Where the server's notices go: `err`, the password taken out.
+struct NoticeSink {
+  std::ostream* err;
+  const std::vector<std::string>* secrets;
+};
 
-// Connects (libpq's nonblocking way) before `deadline`. `conninfo` goes in as
-// an expanded dbname, so key=value strings and URIs both work and the user's
-// options, PGOPTIONS and the other PG* variables apply as they would anywhere.
-// The server's notices go to `err`.
-Result<pg::ConnPtr> ConnectBefore(const std::string& conninfo, SteadyTime deadline, milliseconds timeout,
-                                  std::ostream& err) {
-  const char* const keys[] = {"fallback_application_name", "dbname", nullptr};
-  const char* const values[] = {"tiercache-cli", conninfo.c_str(), nullptr};
-  pg::ConnPtr c(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
+void ForwardNotice(void* arg, const char* message) {
+  const auto* sink = static_cast<NoticeSink*>(arg);
+  *sink->err << Scrubbed(message, *sink->secrets);
+}
+
+// One connection attempt (libpq's nonblocking way) with `keys`/`values`,
+// before `deadline`.
+Result<pg::ConnPtr> ConnectAttempt(const std::vector<std::string>& keys, const std::vector<std::string>& values,
+                                   bool expand_dbname, SteadyTime deadline, milliseconds timeout,
+                                   NoticeSink* notices) {
+  std::vector<const char*> k, v;
+  for (size_t i = 0; i < keys.size(); ++i) k.push_back(keys[i].c_str()), v.push_back(values[i].c_str());
+  k.push_back(nullptr);
+  v.push_back(nullptr);
+  pg::ConnPtr c(PQconnectStartParams(k.data(), v.data(), expand_dbname ? 1 : 0));
   if (c == nullptr) return Status::ResourceExhausted("postgresql: out of memory");
   PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);  // a startup error's SQLSTATE, for ConnectError
-  PQsetNoticeProcessor(c.get(), ForwardNotice, &err);
-  for (PostgresPollingStatusType st = PGRES_POLLING_WRITING; st != PGRES_POLLING_OK; st = PQconnectPoll(c.get())) {
-    if (st == PGRES_POLLING_FAILED || PQstatus(c.get()) == CONNECTION_BAD) return ConnectError(c.get());
+  PQsetNoticeProcessor(c.get(), ForwardNotice, notices);
+  ConnStatusType before = CONNECTION_STARTED;  // the step the last PQconnectPoll took
+  for (PostgresPollingStatusType st = PGRES_POLLING_WRITING; st != PGRES_POLLING_OK;) {
+    if (st == PGRES_POLLING_FAILED || PQstatus(c.get()) == CONNECTION_BAD) {
+      const bool answered = before != CONNECTION_STARTED && before != CONNECTION_MADE && before != CONNECTION_NEEDED &&
+                            before != CONNECTION_BAD;
+      return ConnectError(c.get(), answered);
+    }
     TIERCACHE_RETURN_IF_ERROR(WaitSocket(c.get(), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, timeout));
+    before = PQstatus(c.get());
+    st = PQconnectPoll(c.get());
   }
   PQsetErrorVerbosity(c.get(), PQERRORS_DEFAULT);
   return c;
+}
+
+// connect_timeout as libpq counts it (in --pg or PGCONNECT_TIMEOUT; 1 is
+// 2); 0: none.
+int ConnectTimeoutSeconds(const ParsedConninfo& p) {
+  const std::string v = p.Effective("connect_timeout");
+  char* end = nullptr;
+  const long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || end == v.c_str() || std::string_view(end).find_first_not_of(" \t") != std::string_view::npos ||
+      n <= 0) {
+    return 0;
+  }
+  return static_cast<int>(std::clamp<long>(n, 2, 86400));  // above --timeout-ms's range anyway
+}
+
+// One attempt per host, each with every other option of --pg: when
+// connect_timeout is set and several hosts are listed (libpq applies
+// connect_timeout only to its blocking connect, so its nonblocking one
+// would spend the whole --timeout-ms on a first host that never answers).
+// Empty when libpq's own single attempt applies: one host, a service file
+// (which may list hosts), target_session_attrs=prefer-standby (two passes
+// over the hosts), an empty or mismatched entry in the host, hostaddr or
+// port lists (libpq reports the mismatch).
+struct HostAttempt {
+  std::string where;  // host:port, for messages
+  std::vector<std::string> keys, values;
+};
+std::vector<HostAttempt> PerHostAttempts(const ParsedConninfo& p) {
+  if (!p.Effective("service").empty() || p.Effective("target_session_attrs") == "prefer-standby") return {};
+  const std::string host = p.Effective("host"), hostaddr = p.Effective("hostaddr");
+  const std::vector<std::string> hosts = host.empty() ? std::vector<std::string>{} : SplitList(host);
+  const std::vector<std::string> addrs = hostaddr.empty() ? std::vector<std::string>{} : SplitList(hostaddr);
+  const std::vector<std::string> ports = SplitList(p.Effective("port"));
+  const size_t n = !addrs.empty() ? addrs.size() : hosts.size();
+  if (n < 2 || (!hosts.empty() && hosts.size() != n) || (ports.size() != 1 && ports.size() != n)) return {};
+  const ConnOption* port_option = p.Find("port");
+  std::vector<HostAttempt> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    HostAttempt& a = out[i];
+    bool app_name = false;
+    for (const ConnOption& o : p.options) {
+      if (!o.given || o.keyword == "host" || o.keyword == "hostaddr" || o.keyword == "port") continue;
+      a.keys.push_back(o.keyword);
+      a.values.push_back(*o.given);
+      app_name = app_name || o.keyword == "fallback_application_name";
+    }
+    if (!app_name) a.keys.push_back("fallback_application_name"), a.values.push_back("tiercache-cli");
+    std::string port = ports.size() == 1 ? ports[0] : ports[i];
+    if (port.empty() && port_option != nullptr) port = port_option->compiled.value_or("");
+    if ((!hosts.empty() && hosts[i].empty()) || (!addrs.empty() && addrs[i].empty()) || port.empty()) return {};
+    if (!hosts.empty()) a.keys.push_back("host"), a.values.push_back(hosts[i]);
+    if (!addrs.empty()) a.keys.push_back("hostaddr"), a.values.push_back(addrs[i]);
+    a.keys.push_back("port");
+    a.values.push_back(port);
+    a.where = (hosts.empty() ? addrs[i] : hosts[i]) + ":" + port;
+  }
+  return out;
+}
+
+// Connects before `deadline`. `conninfo` goes in as an expanded dbname, so
+// key=value strings and URIs both work and the user's options, PGOPTIONS and
+// the other PG* variables apply as they would anywhere. connect_timeout (or
+// PGCONNECT_TIMEOUT) bounds each host as it does in psql, within
+// `deadline`: with several hosts, they are tried one at a time
+// (PerHostAttempts). The server's notices go to `notices`.
+Result<pg::ConnPtr> ConnectBefore(const std::string& conninfo, const ParsedConninfo& p, SteadyTime deadline,
+                                  milliseconds timeout, NoticeSink* notices) {
+  const int per_host_s = ConnectTimeoutSeconds(p);
+  const auto attempt_deadline = [&] {
+    return per_host_s == 0 ? deadline
+                           : std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(per_host_s));
+  };
+  const auto late = [&](const Status& s, const std::string& where) {
+    if (!s.IsDeadlineExceeded() || std::chrono::steady_clock::now() >= deadline) return s;
+    return Status::DeadlineExceeded("postgresql: cannot connect: " + where + "no answer within connect_timeout (" +
+                                    std::to_string(per_host_s) + " s)");
+  };
+  const std::vector<HostAttempt> hosts = per_host_s > 0 ? PerHostAttempts(p) : std::vector<HostAttempt>{};
+  if (hosts.empty()) {
+    Result<pg::ConnPtr> c = ConnectAttempt({"fallback_application_name", "dbname"}, {"tiercache-cli", conninfo},
+                                           /*expand_dbname=*/true, attempt_deadline(), timeout, notices);
+    if (!c.ok()) return late(c.status(), "");
+    return c;
+  }
+  std::string failures;  // of the hosts tried, as libpq lists them
+  Status last;
+  for (const HostAttempt& h : hosts) {
+    Result<pg::ConnPtr> c =
+        ConnectAttempt(h.keys, h.values, /*expand_dbname=*/false, attempt_deadline(), timeout, notices);
+    if (c.ok()) return c;
+    last = late(c.status(), h.where + ": ");
+    std::string msg(last.message());
+    if (msg.rfind("postgresql: cannot connect: ", 0) == 0) msg.erase(0, 28);
+    failures += (failures.empty() ? "" : "; ") + msg;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+  }
+  return Status(last.code(), "postgresql: cannot connect: " + failures);
 }
 
 // Asks the server to cancel `c`'s running query. PQcancel (libpq 15) blocks
@@ -519,12 +863,15 @@ Result<OutboxCounts> QueryCounts(PGconn* c, SteadyTime deadline, milliseconds ti
 
 int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
                  std::ostream& err) {
-  if (Status bad = CheckConninfo(conninfo); !bad.ok()) return Fail(err, "outbox status", bad);
+  Result<ParsedConninfo> parsed = ParseConninfo(conninfo);
+  if (!parsed.ok()) return Fail(err, "outbox status", parsed.status());
+  const std::vector<std::string>& secrets = parsed->secrets;
+  NoticeSink notices{&err, &secrets};
   const SteadyTime deadline = std::chrono::steady_clock::now() + timeout;
-  Result<pg::ConnPtr> conn = ConnectBefore(conninfo, deadline, timeout, err);
-  if (!conn.ok()) return Fail(err, "outbox status", conn.status());
+  Result<pg::ConnPtr> conn = ConnectBefore(conninfo, *parsed, deadline, timeout, &notices);
+  if (!conn.ok()) return Fail(err, "outbox status", Shown(conn.status(), secrets));
   Result<OutboxCounts> n = QueryCounts(conn->get(), deadline, timeout);
-  if (!n.ok()) return Fail(err, "outbox status", n.status());
+  if (!n.ok()) return Fail(err, "outbox status", Shown(n.status(), secrets));
   out << "unsent       " << n->unsent << " rows\n";
   out << "oldest       " << (n->unsent == 0 ? std::string("none") : std::to_string(n->oldest_ms) + " ms old") << "\n";
   if (n->rows_estimate < 0) {

@@ -64,12 +64,35 @@ int Invalidate(const Connection& c, const std::string& key, const std::string& g
 // deadline (a server that accepts and never answers included); a query still
 // running then is cancelled (the cancel request may take 200 ms more), and
 // the session's statement_timeout is set to `timeout` as well (over one in
-// the options). Not bounded: libpq's host name lookup.
-// Exit codes: 2 a conninfo libpq cannot parse (its message is not shown: it
-// quotes the input, password included); 4 no answer (unreachable, timed out,
-// the statement cancelled: SQLSTATE 57014, a server shutting down or
-// starting: 57P01-57P03, class 08); 5 the server's error (no such database or
-// role, authentication failed, no outbox table).
+// the options). connect_timeout (in `conninfo` or PGCONNECT_TIMEOUT; 1 counts
+// as 2, as in libpq) bounds each host within that deadline, as in psql: with
+// several hosts they are tried one at a time, each given connect_timeout,
+// the next one tried after a host that failed or did not answer in time.
+// Limits of that: the timeout is per host, not per address of a host name
+// that resolves to several; a connect_timeout set only in a service file is
+// not seen; with a service (service=, PGSERVICE), target_session_attrs=
+// prefer-standby, or an empty entry in the host, hostaddr or port lists,
+// libpq's single attempt runs, bounded as a whole by connect_timeout (a first
+// host that never answers then ends the command, exit 4, the others untried).
+// Not bounded: libpq's host name lookup.
+// The password is never printed: libpq's parse errors are not shown (they
+// quote the input); a URI whose password holds an unescaped '@' or '/' is
+// refused before connecting (libpq would take part of the password for the
+// host, the port or the database name, look it up and quote it): a host
+// with '@' or '/' (a Unix socket directory, starting with '/', is fine), a
+// port that is not digits and commas, a URI's database name with '@'; and
+// the password (the password option, a URI's user-info, the pieces of its
+// password between '@', '/' and ':'; each of 3 characters or more) is
+// replaced with [hidden] in every message and notice printed.
+// Messages are one line, libpq's or the server's text cut at 300 bytes.
+// Exit codes: 2 a conninfo libpq cannot parse, or refused as above (the
+// message names the option, not its value); 4 no answer (unreachable, timed
+// out, the connection closed by the server, the statement cancelled: SQLSTATE
+// 57014, a server shutting down or starting: 57P01-57P03, class 08); 5 the
+// server answered with an error or an answer refused (no such database or
+// role, authentication failed, no outbox table, SSL required by sslmode but
+// not offered, target_session_attrs not met, an error message libpq cannot
+// read: over 30000 bytes).
 int OutboxStatus(const std::string& conninfo, std::chrono::milliseconds timeout, std::ostream& out,
                  std::ostream& err);
 

@@ -419,6 +419,7 @@ class OutboxRelay::Impl {
       if (!conn) {
         Status s = Connect();
         if (!s.ok()) {
+          if (stop.load()) break;  // abandoned by Stop: not the database's failure
           Count([](OutboxRelayStats& st, uint64_t) { ++st.db_errors; });
           metrics->AddRelayError(/*kafka=*/false);
           if (!Wait(backoff)) break;
@@ -453,6 +454,11 @@ class OutboxRelay::Impl {
         }
         continue;
       }
+      // A statement that failed once Stop was called was (most likely)
+      // abandoned by it (pg::ExecFor's kCancelled): not counted, so that
+      // stopping a relay whose statement waits (a lock, a slow depth query)
+      // does not trip the alert on database errors.
+      if (!s.IsAborted() && stop.load()) break;
       if (!s.IsAborted()) {  // the database: start over with a new session
         Count([](OutboxRelayStats& st, uint64_t) { ++st.db_errors; });
         metrics->AddRelayError(/*kafka=*/false);

@@ -10,7 +10,11 @@
 // TIERCACHE_WITH_PROMETHEUS) it serves its metrics (the outbox series of
 // docs/metrics.md) at http://HOST:PORT/metrics; the endpoint is bound before
 // the relay connects, so a port already taken ends the program at once.
-// Exit codes: 0 stopped by a signal, 2 bad arguments, 1 could not start.
+// HOST is an IPv4 address or a host name (the exporter has no IPv6), PORT a
+// number in [0, 65535] (0: any free port, printed).
+// Exit codes: 0 stopped by a signal, 2 bad arguments (a malformed
+// --metrics-listen included), 1 could not start (a --metrics-listen address
+// that cannot be bound included).
 #include <signal.h>
 
 #include <cstdio>
@@ -43,6 +47,28 @@ bool ParseInt(const char* s, long lo, long hi, long* out) {
   if (end == s || *end != '\0' || v < lo || v > hi) return false;
   *out = v;
   return true;
+}
+
+// Why `v` is not a --metrics-listen address (HOST:PORT, HOST an IPv4
+// address or a host name, PORT in [0, 65535]); empty when it is one. The
+// exporter (prometheus-cpp's civetweb) is built without IPv6: an IPv6
+// address is refused here rather than failing to bind.
+std::string MetricsListenProblem(const std::string& v) {
+  const size_t colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return "--metrics-listen needs HOST:PORT (HOST an IPv4 address or a host name)";
+  }
+  const std::string host = v.substr(0, colon), port = v.substr(colon + 1);
+  if (host[0] == '[' || host.find(':') != std::string::npos) {
+    return "--metrics-listen: an IPv6 address is not supported (the exporter listens on IPv4 only): give an IPv4 "
+           "address or a host name";
+  }
+  long n = 0;
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      !ParseInt(port.c_str(), 0, 65535, &n)) {
+    return "--metrics-listen: the port must be a number in [0, 65535]";
+  }
+  return {};
 }
 
 }  // namespace
@@ -78,6 +104,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--metrics-listen") {
       const char* v = value();
       if (!v || *v == '\0') return Usage("--metrics-listen needs HOST:PORT");
+      if (const std::string why = MetricsListenProblem(v); !why.empty()) return Usage(why.c_str());
 #ifdef TIERCACHE_RELAY_WITH_PROMETHEUS
       metrics_listen = v;
 #else

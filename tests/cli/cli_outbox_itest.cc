@@ -1,10 +1,12 @@
 // `tiercache outbox status` against the local PostgreSQL, in schemas of its
 // own (search_path), so its rows never meet the outbox tests' relays; and
 // against fake servers in this process that answer the startup and then
-// never a query, or never even the startup: the promise that --timeout-ms
-// bounds the whole command, the user's own options (conninfo, URI,
-// PGOPTIONS), the exit codes, no password in any output, and a query that
-// reads the partial index of unsent rows instead of the whole table.
+// never a query, or never even the startup, or with an error too large to
+// read: the promise that --timeout-ms bounds the whole command (and
+// connect_timeout each of several hosts), the user's own options (conninfo,
+// URI, PGOPTIONS), the exit codes, no password in any output (a URI with an
+// unescaped '@' or '/' in its password refused), and a query that reads the
+// partial index of unsent rows instead of the whole table.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
@@ -15,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -98,6 +101,8 @@ class FakePg {
     kSilent,        // accepts the TCP connection and never sends a byte
     kNoQueryReply,  // completes the startup (AuthenticationOk ... ReadyForQuery), never answers a query
     kAuthFails,     // answers the startup with FATAL 28P01
+    kHugeError,     // answers the startup with an ErrorResponse whose message ('M') is 2 MB
+    kLongError,     // answers the startup with FATAL 28000 whose message is 20,000 bytes
   };
   static constexpr milliseconds kHold = 5000ms;
 
@@ -175,6 +180,22 @@ class FakePg {
   }
   static std::string Cstr(const std::string& s) { return s + std::string(1, '\0'); }
 
+  // Writes all of `data` (a client that hung up: false, no SIGPIPE).
+  bool SendAll(int fd, const std::string& data, steady_clock::time_point deadline) const {
+    for (size_t sent = 0; sent < data.size();) {
+      const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return false;
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now()).count();
+      pollfd fds[2] = {{fd, POLLOUT, 0}, {stop_[0], POLLIN, 0}};
+      if (left <= 0 || ::poll(fds, 2, static_cast<int>(left)) <= 0 || fds[1].revents != 0) return false;
+    }
+    return true;
+  }
+
   // Reads the startup packet, answering SSLRequest / GSSENCRequest with 'N'.
   // False for a cancel request or when the client went away.
   bool ReadStartup(int fd, steady_clock::time_point deadline) const {
@@ -183,7 +204,7 @@ class FakePg {
       if (!ReadN(fd, head, sizeof head, deadline)) return false;
       const uint32_t len = Be32(head), code = Be32(head + 4);
       if (code == 80877103 || code == 80877104) {  // SSLRequest, GSSENCRequest: not supported
-        if (::write(fd, "N", 1) != 1) return false;
+        if (::send(fd, "N", 1, MSG_NOSIGNAL) != 1) return false;
         continue;
       }
       if (code == 80877102 || len < 8 || len > 10000) return false;  // CancelRequest (or garbage)
@@ -193,6 +214,11 @@ class FakePg {
   }
 
   std::string Answer() const {
+    if (mode_ == Mode::kHugeError || mode_ == Mode::kLongError) {
+      const size_t n = mode_ == Mode::kHugeError ? 2u << 20 : 20000u;
+      return Message('E', Cstr("SFATAL") + Cstr("VFATAL") + Cstr("C28000") + Cstr("M" + std::string(n, 'x')) +
+                              std::string(1, '\0'));
+    }
     if (mode_ == Mode::kAuthFails) {
       return Message('E', Cstr("SFATAL") + Cstr("VFATAL") + Cstr("C28P01") +
                               Cstr("Mpassword authentication failed for user \"x\"") + std::string(1, '\0'));
@@ -212,7 +238,7 @@ class FakePg {
     const auto deadline = steady_clock::now() + kHold;
     if (mode_ != Mode::kSilent && ReadStartup(fd, deadline)) {
       const std::string a = Answer();
-      if (::write(fd, a.data(), a.size()) == static_cast<ssize_t>(a.size()) && mode_ == Mode::kNoQueryReply) {
+      if (SendAll(fd, a, deadline) && mode_ == Mode::kNoQueryReply) {
         char sink[4096];  // queries: read and never answered
         while (Readable(fd, deadline) && ::read(fd, sink, sizeof sink) > 0) {
         }
@@ -495,6 +521,146 @@ TEST_F(CliOutboxItest, CountsUnsentRowsThroughThePartialIndex) {
   EXPECT_TRUE(Contains(t.r.err, "plan:")) << "auto_explain's plan expected on stderr\n" << ShowTimed(t);
   EXPECT_TRUE(Contains(t.r.err, "tiercache_outbox_unsent")) << ShowTimed(t);
   EXPECT_FALSE(Contains(t.r.err, "Seq Scan on tiercache_outbox")) << ShowTimed(t);
+}
+
+// (5) A URI whose password holds an unescaped '@' or '/' parses, but not as
+// meant: libpq would take part of the password for the host, the port or
+// the database name, and quote it in its error (after a DNS lookup of it).
+// Refused before connecting, naming the option but not its value. A Unix
+// socket directory (a host starting with '/') is still a host.
+TEST_F(CliOutboxItest, RefusesAUriWhosePasswordHasAnUnescapedAtOrSlash) {
+  const std::string port = std::to_string(testing::PgPort());
+  const struct {
+    std::string uri, says;
+  } refused[] = {
+      {"postgresql://postgres:p@SECRETPW@127.0.0.1:" + port + "/tiercache", "--pg: the host contains '@' or '/'"},
+      {"postgresql://postgres:SECRET/PW@127.0.0.1:" + port + "/tiercache", "--pg: the port is not a number"},
+      {"postgresql://postgres:1234/SECRET@127.0.0.1:" + port + "/tiercache", "--pg: the URI's database name"},
+      {"host=127.0.0.1,SECRET@x port=" + port + " dbname=tiercache", "--pg: the host contains '@' or '/'"},
+      {"host=127.0.0.1 port=" + port + ",SECRET dbname=tiercache", "--pg: the port is not a number"},
+  };
+  for (const auto& c : refused) {
+    const Timed t = RunStatus(c.uri);
+    EXPECT_EQ(t.r.code, 2) << c.uri << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.err, c.says)) << c.uri << "\n" << ShowTimed(t);
+    EXPECT_EQ(StderrLines(t.r), 1) << c.uri << "\n" << ShowTimed(t);
+    EXPECT_FALSE(Contains(t.r.out + t.r.err, "SECRET")) << c.uri << "\n" << ShowTimed(t);
+  }
+  // Percent-encoded, the same password is fine (the dev server trusts local
+  // connections: it is not checked).
+  const std::string schema = Schema("socket", true);
+  const Timed encoded = RunStatus("postgresql://postgres:p%40SECRET%2FPW@127.0.0.1:" + port +
+                                  "/tiercache?options=-c%20search_path%3D" + schema);
+  EXPECT_EQ(encoded.r.code, 0) << ShowTimed(encoded);
+  EXPECT_FALSE(Contains(encoded.r.out + encoded.r.err, "SECRET")) << ShowTimed(encoded);
+
+  // A Unix socket directory: not refused (no such directory: "no answer").
+  for (const std::string& missing : {"host=/nonexistent/tiercache-test port=" + port + " dbname=tiercache",
+                                     "postgresql:///tiercache?host=/nonexistent/tiercache-test&port=" + port}) {
+    const Timed t = RunStatus(missing);
+    EXPECT_EQ(t.r.code, 4) << missing << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.err, "/nonexistent/tiercache-test")) << missing << "\n" << ShowTimed(t);
+  }
+  // The dev server's own socket directory, when it has one: connects.
+  PGresult* r = PQexec(admin_, "SHOW unix_socket_directories");
+  std::string dir = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "";
+  PQclear(r);
+  dir = dir.substr(0, dir.find(','));
+  if (dir.empty() || dir[0] != '/' || !std::filesystem::exists(dir + "/.s.PGSQL." + port)) {
+    GTEST_SKIP() << "the dev server has no Unix socket to try ('" << dir << "')";
+  }
+  for (const std::string& socket :
+       {"host=" + dir + " port=" + port + " dbname=tiercache user=postgres options='-c search_path=" + schema + "'",
+        "postgresql:///tiercache?host=" + dir + "&port=" + port + "&user=postgres&options=-c%20search_path%3D" +
+            schema}) {
+    const Timed t = RunStatus(socket);
+    EXPECT_EQ(t.r.code, 0) << socket << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.out, "unsent       0 rows\n")) << socket << "\n" << ShowTimed(t);
+  }
+}
+
+// (6) Defence in depth: whatever libpq's message quotes, the password (the
+// password option's value, a URI's user-info and the pieces of its
+// password) is taken out of it before it is printed. Here the host name is
+// the password (so libpq's "could not translate host name" quotes it).
+TEST_F(CliOutboxItest, TakesThePasswordOutOfLibpqsMessages) {
+  for (const std::string& pg : {std::string("host=SECRETPW.invalid dbname=x user=x password=SECRETPW"),
+                                std::string("postgresql://x@SECRETPW.invalid/x?password=SECRETPW"),
+                                std::string("postgresql://x:SECRETPW@SECRETPW.invalid/x"),
+                                std::string("postgresql://x:ab%40SECRETPW@SECRETPW.invalid/x")}) {
+    const Timed t = RunStatus(pg);
+    EXPECT_EQ(t.r.code, 4) << pg << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.err, "could not translate host name")) << pg << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.err, ".invalid")) << pg << "\n" << ShowTimed(t);
+    EXPECT_FALSE(Contains(t.r.out + t.r.err, "SECRETPW")) << pg << "\n" << ShowTimed(t);
+  }
+}
+
+// (7) connect_timeout (or PGCONNECT_TIMEOUT) with several hosts: a first
+// host that accepts the TCP connection and never answers is given up after
+// connect_timeout (2 s at least, as libpq counts it), and the next host
+// tried, within the one --timeout-ms.
+TEST_F(CliOutboxItest, ConnectTimeoutMovesOnToTheNextHost) {
+  const std::string schema = Schema("hosts", true);
+  Rows(schema, 3, 0);
+  FakePg silent(FakePg::Mode::kSilent);
+  const std::string ports = std::to_string(silent.port()) + "," + std::to_string(testing::PgPort());
+  const std::string kv = "host=127.0.0.1,127.0.0.1 port=" + ports +
+                         " dbname=tiercache user=postgres options='-c search_path=" + schema + "'";
+  const std::string uri = "postgresql://postgres@127.0.0.1:" + std::to_string(silent.port()) + ",127.0.0.1:" +
+                          std::to_string(testing::PgPort()) + "/tiercache?options=-c%20search_path%3D" + schema;
+  const struct {
+    std::string what, pg, env;
+  } cases[] = {
+      {"connect_timeout=1", kv + " connect_timeout=1", ""},
+      {"PGCONNECT_TIMEOUT=2", kv, "PGCONNECT_TIMEOUT=2"},
+      {"URI, connect_timeout=2", uri + "&connect_timeout=2", ""},
+  };
+  for (const auto& c : cases) {
+    const Timed t = RunStatus(c.pg, 5000, c.env);
+    EXPECT_EQ(t.r.code, 0) << c.what << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.out, "unsent       3 rows\n")) << c.what << "\n" << ShowTimed(t);
+    EXPECT_GE(t.took, 1900ms) << c.what << "\n" << ShowTimed(t);
+    EXPECT_LT(t.took, 3000ms) << c.what << "\n" << ShowTimed(t);
+  }
+  // The overall deadline still bounds it: both hosts silent, connect_timeout
+  // longer than --timeout-ms.
+  FakePg silent2(FakePg::Mode::kSilent);
+  const Timed t = RunStatus("host=127.0.0.1,127.0.0.1 port=" + std::to_string(silent.port()) + "," +
+                                std::to_string(silent2.port()) + " dbname=x user=x connect_timeout=10",
+                            800);
+  EXPECT_EQ(t.r.code, 4) << ShowTimed(t);
+  EXPECT_LT(t.took, 1800ms) << ShowTimed(t);
+  EXPECT_EQ(StderrLines(t.r), 1) << ShowTimed(t);
+}
+
+// (8) The server answered, though not with a query's result: "server
+// refused" (5), not "no answer" (4). sslmode=require against a server
+// without SSL (the dev server), and a startup answered by an ErrorResponse
+// too large for libpq to read (2 MB) or merely long: one line, cut to about
+// 300 characters.
+TEST_F(CliOutboxItest, AServerThatRefusesSslOrSendsAHugeErrorIsAServerError) {
+  PGresult* r = PQexec(admin_, "SHOW ssl");
+  const bool ssl = PQresultStatus(r) == PGRES_TUPLES_OK && std::string(PQgetvalue(r, 0, 0)) == "on";
+  PQclear(r);
+  if (!ssl) {
+    const Timed t = RunStatus(testing::PgConnString() + " sslmode=require");
+    EXPECT_EQ(t.r.code, 5) << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.err, "SSL")) << ShowTimed(t);
+    EXPECT_EQ(StderrLines(t.r), 1) << ShowTimed(t);
+  }
+  for (const FakePg::Mode mode : {FakePg::Mode::kHugeError, FakePg::Mode::kLongError}) {
+    const char* what = mode == FakePg::Mode::kHugeError ? "2 MB error" : "20,000-byte error";
+    FakePg server(mode);
+    const Timed t = RunStatus(server.Conninfo(), 2000);
+    EXPECT_EQ(t.r.code, 5) << what << "\n" << ShowTimed(t);
+    EXPECT_EQ(StderrLines(t.r), 1) << what << "\n" << ShowTimed(t);
+    EXPECT_LT(t.r.err.size(), 450u) << what << "\n" << ShowTimed(t);
+    EXPECT_TRUE(Contains(t.r.err, "cannot connect: ")) << what << "\n" << ShowTimed(t);
+    EXPECT_FALSE(t.r.err.ends_with(": \n") || t.r.err.ends_with(":\n"))
+        << "a message, not an empty one: " << what << "\n" << ShowTimed(t);
+    EXPECT_FALSE(Contains(t.r.out + t.r.err, "Hunter2")) << what << "\n" << ShowTimed(t);
+  }
 }
 
 }  // namespace

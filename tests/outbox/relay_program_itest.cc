@@ -1,8 +1,9 @@
 // The relay's remaining promises on the local PostgreSQL and Kafka: the
-// standalone tiercache-outbox-relay program (and its --metrics-listen), the
-// poll fallback when no NOTIFY comes, retention of sent rows, and the
-// metrics it reports, including the depth gauges while Kafka refuses every
-// batch (librdkafka's mock cluster with its brokers down).
+// standalone tiercache-outbox-relay program (and its --metrics-listen), Stop
+// during a statement counting no database error, the poll fallback when no
+// NOTIFY comes, retention of sent rows, and the metrics it reports,
+// including the depth gauges while Kafka refuses every batch (librdkafka's
+// mock cluster with its brokers down).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -383,6 +384,51 @@ TEST_F(RelayProgramTest, DepthGaugesAreRefreshedEveryRoundWhileKafkaRefusesEvery
   (*relay)->Stop();
 }
 
+// Stop while a statement of the relay waits (here for a lock another
+// session holds) abandons it: that is no database error, and must not count
+// as one (db_errors, the `database` relay-error counter: the documented
+// alert). Once with the relay owning no shard, so the statement waiting is
+// the depth query of its housekeeping, once owning them all, so it is the
+// round's read.
+TEST_F(RelayProgramTest, StoppingDuringAStatementCountsNoDatabaseError) {
+  for (const bool owns_shards : {false, true}) {
+    SCOPED_TRACE(owns_shards ? "the round's read waits" : "the depth query waits");
+    OwnOutbox own(conn_.get());
+    ASSERT_NO_FATAL_FAILURE(own.Create(/*shards=*/4));
+    Conn holder(PQconnectdb(conninfo_.c_str()));
+    ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
+    if (!owns_shards) {  // every shard taken (as another relay would): this relay owns none
+      ASSERT_TRUE(Sql(holder.get(), "SELECT pg_try_advisory_lock(" + std::to_string(0x74630002) +
+                                        ", s) FROM generate_series(0, 3) s"));
+    }
+    ASSERT_TRUE(Sql(holder.get(), "BEGIN"));
+    ASSERT_TRUE(Sql(holder.get(), "LOCK TABLE " + own.schema() + ".tiercache_outbox IN ACCESS EXCLUSIVE MODE"));
+
+    CounterMetrics metrics;
+    OutboxRelayOptions o;
+    o.conninfo = own.conninfo();
+    o.publisher.brokers = testing::KafkaBootstrap();
+    o.metrics = &metrics;
+    auto relay = OutboxRelay::Create(o);
+    ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+    ASSERT_TRUE((*relay)->Start().ok());
+    const std::string waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + own.schema() +
+                                "' AND wait_event_type = 'Lock' AND query LIKE '%FROM tiercache_outbox%'";
+    ASSERT_TRUE(WaitUntil([&] { return Count(conn_.get(), waiting) == 1; }, 10s))
+        << "the relay's statement never waited for the lock";
+    if (!owns_shards) {
+      EXPECT_EQ((*relay)->stats().shards_owned, 0);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    (*relay)->Stop();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "Stop waited for the statement";
+    EXPECT_EQ((*relay)->stats().db_errors, 0u);
+    EXPECT_EQ(metrics.snapshot().relay_errors_database, 0u);
+    Sql(holder.get(), "ROLLBACK");
+    relay->reset();
+  }
+}
+
 // tiercache-outbox-relay --metrics-listen: the program serves the outbox
 // series of its relay (docs/metrics.md), refreshed while Kafka is down; a
 // port already taken is one clear line and exit code 1. A build without
@@ -470,6 +516,32 @@ TEST_F(RelayProgramTest, TheStandaloneRelayServesItsMetricsWithMetricsListen) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   std::remove(log.c_str());
   std::remove(log2.c_str());
+}
+
+// --metrics-listen takes HOST:PORT, HOST an IPv4 address or a host name
+// (the exporter's civetweb is built without IPv6), PORT in [0, 65535]:
+// anything else is a usage error (exit code 2, at once, before anything
+// starts), not "could not start" (1).
+TEST_F(RelayProgramTest, AMalformedMetricsListenAddressIsAUsageError) {
+  if (!kRelayWithPrometheus) GTEST_SKIP() << "built without the Prometheus exporter: the flag is refused (exit code 2)";
+  const std::string log = ::testing::TempDir() + "relay_listen_" + std::to_string(::getpid()) + ".log";
+  for (const std::string address : {"127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1:123456789012", ":9464",
+                                     "127.0.0.1:", "127.0.0.1:-1", "9464", "[::1]:0", "[::1]:9464"}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const pid_t pid =
+        SpawnRelay({"--conninfo", conninfo_, "--brokers", "127.0.0.1:1", "--metrics-listen", address}, log);
+    ASSERT_GT(pid, 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    const std::string err = ReadFile(log);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << address << ": status " << status << ": " << err;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << address;
+    EXPECT_NE(err.find("--metrics-listen"), std::string::npos) << address << ": " << err;
+    if (address[0] == '[') {
+      EXPECT_NE(err.find("IPv4"), std::string::npos) << address << ": " << err;
+    }
+  }
+  std::remove(log.c_str());
 }
 
 }  // namespace
