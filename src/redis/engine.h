@@ -148,7 +148,10 @@ class Engine final : public ConnectionObserver {
   int NodeOfSlot(uint16_t slot) const { return slots_.PublishedMaster(slot); }
 
   // Submits a request its caller will wait for (Await).
-  void Submit(SyncRequest& req) { Submit(req.ForEngine()); }
+  void Submit(SyncRequest& req) {
+    Submit(req.ForEngine());
+    req.MarkSubmitted();
+  }
   // Waits for a request submitted by the calling thread (see AwaitRequest).
   // REQUIRES: req.submitted() (checked).
   Result<Reply> Await(SyncRequest req) {
@@ -218,8 +221,9 @@ class Engine final : public ConnectionObserver {
   bool ExchangeDirect(Connection* c, Request* req, Result<Reply>* out);
   void GiveBack(Connection* c, bool need_io_thread);
   void OnConnectionReturned(Connection* c);
-  // OnReply's cases.
+  // OnReply's cases: a handshake reply, or a request's.
   bool OnHandshakeReply(Connection* c, const Reply& reply);
+  void HandleReply(Connection* c, Request* req, Reply reply, TimePoint now);
   void OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error, TimePoint now);
   // NOSCRIPT: sends the script again with the command, once; false when it
   // was sent already (the error is the caller's).

@@ -121,21 +121,28 @@ bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
   c->last_read = now;
   if (entry.kind == Connection::InFlight::kDiscard) return true;
   if (entry.kind == Connection::InFlight::kHandshake) return OnHandshakeReply(c, reply);
-  Request* req = entry.req;
+  HandleReply(c, entry.req, std::move(reply), now);
+  // Finishing a request can close `c`: a refresh's callback installs a map
+  // that may leave out the very node that answered (a master with no slot
+  // lists itself nowhere), and its connections are dropped.
+  return c->fd >= 0;
+}
+
+void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now) {
   if (!req->Live()) {
     Finish(req, Status::Cancelled("abandoned"));
-    return true;
+    return;
   }
   if (!reply.IsError()) {
     Finish(req, std::move(reply));
-    return true;
+    return;
   }
   const ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
   switch (info.kind) {
     case ErrorKind::kMoved:
     case ErrorKind::kAsk:
       OnRedirect(c, req, info, reply.str, now);
-      return true;
+      return;
     case ErrorKind::kTryAgain:
     case ErrorKind::kClusterDown:
     case ErrorKind::kLoading:
@@ -143,15 +150,14 @@ bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
       counters_.retries.fetch_add(1, std::memory_order_relaxed);
       if (info.kind != ErrorKind::kTryAgain) refresh_.Want();
       Park(req, now, c->node->name + ": " + reply.str);
-      return true;
+      return;
     case ErrorKind::kNoScript:
-      if (ReloadScript(c, req, now)) return true;
+      if (ReloadScript(c, req, now)) return;
       break;
     case ErrorKind::kOther:
       break;
   }
   Finish(req, ServerError(c->node->name, reply.str));
-  return true;
 }
 
 bool Engine::OnHandshakeReply(Connection* c, const Reply& reply) {

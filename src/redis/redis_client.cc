@@ -111,7 +111,10 @@ std::vector<SlotPart> SplitBySlot(internal::Engine& engine, std::string_view nam
     if (by_slot.size() > 1) reqs.push_back(req.ForEngine());
     parts.push_back(SlotPart{std::move(idx), std::move(req)});
   }
-  if (parts.size() > 1) engine.SubmitBatch(reqs.data(), reqs.size());
+  if (parts.size() > 1) {
+    engine.SubmitBatch(reqs.data(), reqs.size());
+    for (SlotPart& p : parts) p.req.MarkSubmitted();
+  }
   return parts;
 }
 
@@ -199,6 +202,7 @@ std::vector<Result<Reply>> RedisClient::EvalMany(const Script& script, const std
     handles.push_back(std::move(req));
   }
   engine_->SubmitBatch(reqs.data(), reqs.size());
+  for (SyncRequest& h : handles) h.MarkSubmitted();
   std::vector<Result<Reply>> results;
   results.reserve(handles.size());
   for (SyncRequest& r : handles) results.emplace_back(engine_->Await(std::move(r)));
@@ -226,6 +230,9 @@ std::vector<Result<Reply>> RedisClient::Pipeline(const std::vector<std::vector<s
     if (h) live.push_back(h.ForEngine());
   }
   engine_->SubmitBatch(live.data(), live.size());
+  for (SyncRequest& h : handles) {
+    if (h) h.MarkSubmitted();
+  }
   for (SyncRequest& h : handles) {
     if (!h) {
       results.emplace_back(Status::InvalidArgument("empty command"));

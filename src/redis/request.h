@@ -113,12 +113,17 @@ class SyncRequest {
   Request* operator->() const { return req_; }
   explicit operator bool() const { return req_ != nullptr; }
   bool submitted() const { return submitted_; }
-  // The request for Submit / SubmitBatch, with the engine's reference.
+  // The request for Submit / SubmitBatch, with the engine's reference;
+  // MarkSubmitted() once it is queued (an exception in between leaves the
+  // handle owning both references).
   // REQUIRES: not submitted yet (checked).
-  Request* ForEngine() {
+  Request* ForEngine() const {
+    TIERCACHE_DCHECK(req_ != nullptr && !submitted_);
+    return req_;
+  }
+  void MarkSubmitted() {
     TIERCACHE_DCHECK(req_ != nullptr && !submitted_);
     submitted_ = true;
-    return req_;
   }
   // The request with the references still held, for Engine::Await (the
   // caller's) or Engine::Call (both, unsubmitted). Empties the handle.

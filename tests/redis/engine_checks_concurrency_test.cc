@@ -49,7 +49,7 @@ TEST(EngineChecksDeathTest, BrokenRequiresAbort) {
   EXPECT_DEATH(
       {
         SyncRequest r(new Request);
-        r.ForEngine();
+        r.MarkSubmitted();
         r.ForEngine();  // submitted twice
       },
       "internal check failed.*!submitted_");
