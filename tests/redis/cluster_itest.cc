@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "redis/cluster_guard.h"
 #include "redis/redis_test_util.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
@@ -202,6 +203,7 @@ TEST(ClusterTest, MovedStormTriggersCoalescedRateLimitedRefreshes) {
 }
 
 TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
+  testing::ClusterGuard cluster_guard;  // this test moves a slot
   REQUIRE_CLUSTER();
   auto client = Connect();
   ASSERT_TRUE(client);
@@ -261,6 +263,7 @@ TEST(ClusterTest, AskDuringMigrationLeavesTheMapAndMovedAfterwardUpdatesIt) {
 // TRYAGAIN from the source; the client retries with backoff (within the
 // call's deadline) and succeeds once the migration ends.
 TEST(ClusterTest, TryAgainDuringMigrationIsRetriedUntilTheSlotSettles) {
+  testing::ClusterGuard cluster_guard;  // this test moves a slot
   REQUIRE_CLUSTER();
   auto client = Connect();
   ASSERT_TRUE(client);

@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "redis/cluster_guard.h"
 #include "redis/redis_test_util.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
@@ -24,6 +25,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using ::tiercache::testing::RedisClusterPorts;
 using testing::NodeCommandText;
+
+// Every test here changes the cluster: the fixture restores it (ClusterGuard).
+class FailoverTest : public testing::ClusterRepairTest {};
 
 constexpr auto kDeadline = 500ms;
 constexpr auto kSlack = 60ms;  // scheduling slack on a loaded 2-core machine
@@ -114,7 +118,7 @@ void RestoreKilledMaster(const testing::NodeProcessInfo& info, int port) {
   ASSERT_TRUE(testing::WaitClusterHealthy(RedisClusterPorts(), 40));
 }
 
-TEST(FailoverTest, MasterKillRecoversWithinNodeTimeoutPlusThreeSeconds) {
+TEST_F(FailoverTest, MasterKillRecoversWithinNodeTimeoutPlusThreeSeconds) {
   REQUIRE_HEALTHY_CLUSTER();
   auto client = Connect(kDeadline);
   ASSERT_TRUE(client);
@@ -176,7 +180,7 @@ TEST(FailoverTest, MasterKillRecoversWithinNodeTimeoutPlusThreeSeconds) {
   RestoreKilledMaster(info, victim);
 }
 
-TEST(FailoverTest, HungMasterFailsItsSlotsByDeadlineOnly) {
+TEST_F(FailoverTest, HungMasterFailsItsSlotsByDeadlineOnly) {
   REQUIRE_HEALTHY_CLUSTER();
   auto client = Connect(300ms);
   ASSERT_TRUE(client);
@@ -231,7 +235,7 @@ bool Reshard(int any_port, const std::string& from_id, const std::string& to_id,
   return std::system(cmd.c_str()) == 0;
 }
 
-TEST(FailoverTest, LiveReshardingOfTwoHundredSlotsLosesNothing) {
+TEST_F(FailoverTest, LiveReshardingOfTwoHundredSlotsLosesNothing) {
   REQUIRE_HEALTHY_CLUSTER();
   testing::ClusterFixGuard fix_on_exit(RedisClusterPorts());
   auto client = Connect(2000ms);

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "redis/cluster_guard.h"
 #include "redis/redis_test_util.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
@@ -338,6 +339,7 @@ class ExtraNode {
 };
 
 TEST(TopologyTest, ConnectionToANodeThatLeftTheClusterIsClosed) {
+  testing::ClusterGuard cluster_guard;  // this test adds a node to the cluster
   REQUIRE_HEALTHY_CLUSTER();
   std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
   ASSERT_EQ(masters.size(), 3u);
