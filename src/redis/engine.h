@@ -20,6 +20,14 @@
 // the request for an exponential backoff. A request is never retried past its
 // deadline nor beyond max_redirects hops. A command that was written to a
 // connection that then broke is resent only when marked idempotent.
+//
+// The parts that own state are classes of their own, each with unit tests:
+// SlotMap (slot_map.h: routing, shards, replicas), SubmissionQueue (the
+// hand-over and its wake-up), RetryQueue (the parked requests' backoff),
+// RefreshSchedule (when to ask for the slot map, and whom). Connections
+// report to the engine through ConnectionObserver (connection.cc never sees
+// the Engine). Methods for the I/O thread only check it (AssertIoThread:
+// a DCHECK, on in Debug and the sanitizer builds).
 #ifndef TIERCACHE_SRC_REDIS_ENGINE_H_
 #define TIERCACHE_SRC_REDIS_ENGINE_H_
 
