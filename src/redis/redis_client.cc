@@ -2,6 +2,7 @@
 
 #include <array>
 #include <map>
+#include <memory>
 
 #include "redis/engine.h"
 #include "redis/protocol.h"
@@ -291,11 +292,13 @@ Status RedisClient::SetSlotOwnerForTesting(uint16_t slot, const Endpoint& owner)
 
 Result<Endpoint> RedisClient::SlotOwnerForTesting(uint16_t slot) {
   if (slot >= kSlotCount) return Status::InvalidArgument("slot out of range");
-  std::optional<Endpoint> owner;
-  TIERCACHE_RETURN_IF_ERROR(
-      engine_->RunOnIoThread([this, slot, &owner] { owner = engine_->SlotOwner(slot); }, std::chrono::milliseconds(5000)));
-  if (!owner) return Status::NotFound("slot " + std::to_string(slot) + " is not covered");
-  return *owner;
+  // Shared with the task: after a timeout it may still run, and must not
+  // write into this frame.
+  auto owner = std::make_shared<std::optional<Endpoint>>();
+  TIERCACHE_RETURN_IF_ERROR(engine_->RunOnIoThread([this, slot, owner] { *owner = engine_->SlotOwner(slot); },
+                                                   std::chrono::milliseconds(5000)));
+  if (!*owner) return Status::NotFound("slot " + std::to_string(slot) + " is not covered");
+  return **owner;
 }
 
 Status RedisClient::SetTopologyForTesting(const std::vector<Endpoint>& masters) {
