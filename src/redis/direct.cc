@@ -5,53 +5,54 @@
 // connection and falls back to the I/O thread, which owns all recovery.
 #include <sys/epoll.h>
 
-#include "redis/connection_io.h"
 #include "redis/engine.h"
 
 namespace tiercache::redis::internal {
 
+using Owner = Connection::Owner;  // its lending states
+
 bool Engine::Acquire(Connection* c) {
   AssertIoThread();
   for (;;) {
-    int s = c->lend.load(std::memory_order_acquire);
-    if (s == Connection::kOwned) return true;
-    if (s == Connection::kReclaim || s == Connection::kReturning) return false;
-    int next = s == Connection::kLendable ? Connection::kOwned : Connection::kReclaim;
-    if (c->lend.compare_exchange_weak(s, next, std::memory_order_acq_rel)) return next == Connection::kOwned;
+    int s = c->owner.lend.load(std::memory_order_acquire);
+    if (s == Owner::kOwned) return true;
+    if (s == Owner::kReclaim || s == Owner::kReturning) return false;
+    int next = s == Owner::kLendable ? Owner::kOwned : Owner::kReclaim;
+    if (c->owner.lend.compare_exchange_weak(s, next, std::memory_order_acq_rel)) return next == Owner::kOwned;
   }
 }
 
 bool Engine::TryOwn(Connection* c) {
   AssertIoThread();
-  int s = c->lend.load(std::memory_order_acquire);
-  if (s == Connection::kOwned) return true;
-  if (s != Connection::kLendable) return false;
-  return c->lend.compare_exchange_strong(s, Connection::kOwned, std::memory_order_acq_rel);
+  int s = c->owner.lend.load(std::memory_order_acquire);
+  if (s == Owner::kOwned) return true;
+  if (s != Owner::kLendable) return false;
+  return c->owner.lend.compare_exchange_strong(s, Owner::kOwned, std::memory_order_acq_rel);
 }
 
 void Engine::MaybeLend(Connection* c) {
   AssertIoThread();
-  if (!options_.direct_io || c->state != Connection::State::kReady || !c->inflight.empty() || !c->out.empty() ||
-      !c->waiting.empty() || c->lend.load(std::memory_order_relaxed) != Connection::kOwned) {
+  if (!options_.direct_io || c->state() != Connection::State::kReady || !c->inflight().empty() || c->has_unsent() ||
+      !c->owner.waiting.empty() || c->owner.lend.load(std::memory_order_relaxed) != Owner::kOwned) {
     return;
   }
-  c->lend.store(Connection::kLendable, std::memory_order_release);
+  c->owner.lend.store(Owner::kLendable, std::memory_order_release);
 }
 
 void Engine::PublishSlot(int slot) {
   const int m = slots_.Master(static_cast<uint16_t>(slot));
-  direct_conn_[slot].store(m < 0 ? nullptr : nodes_[m]->conns.front().get(), std::memory_order_release);
+  direct_conn_[slot].store(m < 0 ? nullptr : nodes_[m]->primary(), std::memory_order_release);
 }
 
 void Engine::GiveBack(Connection* c, bool need_io_thread) {
   if (!need_io_thread) {
-    int s = Connection::kBorrowed;
-    if (c->lend.compare_exchange_strong(s, Connection::kLendable, std::memory_order_acq_rel)) return;
+    int s = Owner::kBorrowed;
+    if (c->owner.lend.compare_exchange_strong(s, Owner::kLendable, std::memory_order_acq_rel)) return;
     // kReclaim: the I/O thread queued work behind us; hand over with a task.
   }
   // Not kOwned yet: until the task below has queued the orphan reply (or
   // closed the socket), the I/O thread must neither write nor lend it.
-  c->lend.store(Connection::kReturning, std::memory_order_release);
+  c->owner.lend.store(Owner::kReturning, std::memory_order_release);
   auto* task = new Request;
   task->deadline = SteadyClock::now() + std::chrono::hours(1);
   task->task = [this, c](Request*) {
@@ -63,31 +64,30 @@ void Engine::GiveBack(Connection* c, bool need_io_thread) {
 
 void Engine::OnConnectionReturned(Connection* c) {
   AssertIoThread();
-  c->lend.store(Connection::kOwned, std::memory_order_release);
-  if (c->borrow_broken) {
-    c->borrow_broken = false;
-    c->orphan_replies = 0;
-    OnConnectionFailed(c, c->borrow_error);
+  c->owner.lend.store(Owner::kOwned, std::memory_order_release);
+  if (c->owner.borrow_broken) {
+    c->owner.borrow_broken = false;
+    c->owner.orphan_replies = 0;
+    OnConnectionFailed(c, c->owner.borrow_error);
     return;
   }
-  if (!c->node->in_topology) {
+  if (!c->node()->in_topology) {
     // The node left the slot map while a caller had this connection, so
     // ApplyTopology could not close it: close it now rather than at the next
     // refresh (up to topology_refresh_interval away). Orphan replies die with
     // it; requests queued here are routed again.
-    c->orphan_replies = 0;
+    c->owner.orphan_replies = 0;
     DropConnection(c, "node is no longer in the cluster topology", /*want_refresh=*/false);
     return;
   }
-  for (; c->orphan_replies > 0; --c->orphan_replies) {
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, 0});
-  }
-  if (!c->inflight.empty()) {
-    c->last_read = SteadyClock::now();
+  c->ExpectOrphanReplies(c->owner.orphan_replies);
+  c->owner.orphan_replies = 0;
+  if (!c->inflight().empty()) {
+    c->owner.last_read = SteadyClock::now();
     // A reply that arrived while the connection was lent raised no new edge.
-    if (!ConnOnEvent(c, EPOLLIN)) return;
+    if (!c->OnEvent(EPOLLIN)) return;
   }
-  if (c->state == Connection::State::kReady) WriteWaiting(c);
+  if (c->state() == Connection::State::kReady) WriteWaiting(c);
   MaybeLend(c);
 }
 
@@ -107,9 +107,9 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
   } leave{&spinners_};
   Connection* c = direct_conn_[req->slot].load(std::memory_order_acquire);
   if (c == nullptr) return false;
-  int s = Connection::kLendable;
-  if (!c->lend.compare_exchange_strong(s, Connection::kBorrowed, std::memory_order_acq_rel)) return false;
-  req->node_name.store(&c->node->name, std::memory_order_relaxed);
+  int s = Owner::kLendable;
+  if (!c->owner.lend.compare_exchange_strong(s, Owner::kBorrowed, std::memory_order_acq_rel)) return false;
+  req->node_name.store(&c->node()->name(), std::memory_order_relaxed);
 
   return ExchangeDirect(c, req, out);
 }
@@ -117,35 +117,35 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
 bool Engine::ExchangeDirect(Connection* c, Request* req, Result<Reply>* out) {
   Reply reply;
   std::string error;
-  const DirectResult result = DirectExchange(c, req->cmd, req->deadline, &reply, &error);
+  const DirectResult result = c->Exchange(req->cmd, req->deadline, &reply, &error);
   switch (result) {
     case DirectResult::kReply:
       break;
     case DirectResult::kNotSentInTime:
     case DirectResult::kNotSentBroken:
-      c->borrow_broken = result == DirectResult::kNotSentBroken;
-      c->borrow_error = error;
-      GiveBack(c, c->borrow_broken);
+      c->owner.borrow_broken = result == DirectResult::kNotSentBroken;
+      c->owner.borrow_error = error;
+      GiveBack(c, c->owner.borrow_broken);
       return false;  // nothing left: the queued path retries or times out
     case DirectResult::kTimedOut:
-      c->orphan_replies = 1;
+      c->owner.orphan_replies = 1;
       GiveBack(c, true);
-      *out = Status::DeadlineExceeded("deadline exceeded waiting for " + c->node->name);
+      *out = Status::DeadlineExceeded("deadline exceeded waiting for " + c->node()->name());
       return true;
     case DirectResult::kBrokenAfterSend:
-      c->borrow_broken = true;
-      c->borrow_error = error;
+      c->owner.borrow_broken = true;
+      c->owner.borrow_error = error;
       GiveBack(c, true);
       if (req->idempotent) return false;  // resend through the I/O thread
-      *out = Status::Unavailable("connection to " + c->node->name + ": " + error +
+      *out = Status::Unavailable("connection to " + c->node()->name() + ": " + error +
                                  " after the command was sent; not retried because it may have run");
       return true;
   }
   GiveBack(c, false);
-  if (reply.IsError() && ClassifyError(reply.str, c->node->endpoint.host).kind != ErrorKind::kOther) {
+  if (reply.IsError() && ClassifyError(reply.str, c->node()->endpoint().host).kind != ErrorKind::kOther) {
     return false;  // a redirection or a retryable state: it did not run; the I/O thread follows it
   }
-  *out = reply.IsError() ? Result<Reply>(Status::Internal("server error from " + c->node->name + ": " + reply.str))
+  *out = reply.IsError() ? Result<Reply>(Status::Internal("server error from " + c->node()->name() + ": " + reply.str))
                          : Result<Reply>(std::move(reply));
   return true;
 }

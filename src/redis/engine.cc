@@ -6,14 +6,12 @@
 
 #include <algorithm>
 
-#include "redis/connection_io.h"
-
 namespace tiercache::redis::internal {
 namespace {
 
 using std::chrono::milliseconds;
 
-const char kAsking[] = "*1\r\n$6\r\nASKING\r\n";
+constexpr std::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
 
 }  // namespace
 
@@ -42,7 +40,7 @@ Status Engine::Start() {
   if (options_.mode == Mode::kStandalone) {
     Node* n = EnsureNode(options_.seeds.front());
     n->in_topology = true;
-    slots_.AssignAll(n->id);
+    slots_.AssignAll(n->id());
     for (int s = 0; s < kSlotCount; ++s) PublishSlot(s);
     have_topology_ = true;
   }
@@ -136,7 +134,7 @@ void Engine::Run() {
         continue;
       }
       auto* c = static_cast<Connection*>(events[i].data.ptr);
-      ConnOnEvent(c, events[i].events);
+      c->OnEvent(events[i].events);
       MaybeLend(c);
     }
     WakeCallers();
@@ -160,17 +158,8 @@ Node* Engine::EnsureNode(const Endpoint& e) {
   std::string name = e.ToString();
   auto it = node_by_name_.find(name);
   if (it != node_by_name_.end()) return nodes_[it->second].get();
-  auto node = std::make_unique<Node>();
-  node->id = static_cast<int>(nodes_.size());
-  node->endpoint = e;
-  node->name = name;
-  for (int i = 0; i < options_.connections_per_node; ++i) {
-    auto c = std::make_unique<Connection>();
-    c->observer = this;
-    c->node = node.get();
-    node->conns.push_back(std::move(c));
-  }
-  node_by_name_[name] = node->id;
+  auto node = std::make_unique<Node>(static_cast<int>(nodes_.size()), e, this, options_.connections_per_node);
+  node_by_name_[name] = node->id();
   nodes_.push_back(std::move(node));
   return nodes_.back().get();
 }
@@ -188,18 +177,13 @@ Node* Engine::RouteNode(const Request* req) {
   if (req->read_only && options_.read_from_replicas) {
     if (const int replica = slots_.NextReplica(slot); replica >= 0) {
       Node* r = nodes_[replica].get();
-      const Connection* c = r->conns.front().get();
-      bool backing_off = c->state == Connection::State::kDisconnected && !c->last_error.empty() &&
-                         SteadyClock::now() < c->next_connect;
+      const Connection* c = r->primary();
+      bool backing_off = c->state() == Connection::State::kDisconnected && !c->owner.last_error.empty() &&
+                         SteadyClock::now() < c->owner.next_connect;
       if (!backing_off) return r;
     }
   }
   return nodes_[m].get();
-}
-
-Connection* Engine::PickConnection(Node* n) {
-  if (n->conns.size() == 1) return n->conns.front().get();
-  return n->conns[n->next_conn++ % n->conns.size()].get();
 }
 
 void Engine::Dispatch(Request* req, TimePoint now) {
@@ -225,43 +209,40 @@ void Engine::Dispatch(Request* req, TimePoint now) {
     Park(req, now, have_topology_ ? "slot " + std::to_string(req->slot) + " is not covered" : "no topology yet");
     return;
   }
-  req->node_name.store(&n->name, std::memory_order_release);
-  Connection* c = PickConnection(n);
-  if (c->state == Connection::State::kReady) {
+  req->node_name.store(&n->name(), std::memory_order_release);
+  Connection* c = n->Pick();
+  if (c->state() == Connection::State::kReady) {
     if (Acquire(c)) {
       WriteRequest(c, req);
     } else {
-      c->waiting.push_back(req);  // written when the borrower hands it back
+      c->owner.waiting.push_back(req);  // written when the borrower hands it back
     }
     return;
   }
-  c->waiting.push_back(req);
-  if (c->state == Connection::State::kDisconnected && now >= c->next_connect) StartConnect(c, now);
+  c->owner.waiting.push_back(req);
+  if (c->state() == Connection::State::kDisconnected && now >= c->owner.next_connect) StartConnect(c, now);
 }
 
 void Engine::WriteRequest(Connection* c, Request* req) {
   AssertIoThread();
-  if (c->inflight.empty()) c->last_read = SteadyClock::now();
+  if (c->inflight().empty()) c->owner.last_read = SteadyClock::now();
   if (req->asking) {
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, c->stream_end()});
-    c->out.append(kAsking, sizeof(kAsking) - 1);
+    c->Write(kAsking, Connection::InFlight::kDiscard);
     req->asking = false;
   }
   if (req->load_script) {
-    c->inflight.push_back({nullptr, Connection::InFlight::kDiscard, c->stream_end()});
-    AppendCommand(c->out, std::vector<std::string_view>{"SCRIPT", "LOAD", req->script});
+    const std::string_view load[] = {"SCRIPT", "LOAD", req->script};
+    c->Write(load, Connection::InFlight::kDiscard);
     req->load_script = false;
   }
-  uint64_t start = c->stream_end();
-  c->out.append(req->cmd);
-  c->inflight.push_back({req, Connection::InFlight::kUser, start});
+  c->Write(req->cmd, Connection::InFlight::kUser, req);
   MarkDirty(c);
 }
 
 void Engine::MarkDirty(Connection* c) {
   AssertIoThread();
-  if (c->dirty) return;
-  c->dirty = true;
+  if (c->owner.dirty) return;
+  c->owner.dirty = true;
   dirty_.push_back(c);
 }
 
@@ -271,8 +252,8 @@ void Engine::FlushDirty() {
     std::vector<Connection*> batch;
     batch.swap(dirty_);
     for (Connection* c : batch) {
-      c->dirty = false;
-      ConnFlush(c);
+      c->owner.dirty = false;
+      c->Flush();
       MaybeLend(c);
     }
   }
@@ -301,15 +282,15 @@ void Engine::SweepExpired(TimePoint now) {
   };
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const Node* node = nodes_[i].get();
-    for (const auto& c : node->conns) {
-      for (const auto& e : c->inflight) {
+    for (const auto& c : node->connections()) {
+      for (const auto& e : c->inflight()) {
         if (e.kind == Connection::InFlight::kUser) check(e.req, node);
       }
-      for (Request* req : c->waiting) check(req, node);
+      for (Request* req : c->owner.waiting) check(req, node);
     }
   }
   for (auto& [req, node] : expired) {
-    ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + node->name));
+    ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + node->name()));
   }
 }
 
@@ -319,22 +300,22 @@ void Engine::Housekeeping(TimePoint now) {
   RetryParked(now, /*all=*/false);
   auto stall_limit = std::max<std::chrono::nanoseconds>(options_.command_timeout * 2, milliseconds(1000));
   for (size_t i = 0; i < nodes_.size(); ++i) {
-    for (auto& conn : nodes_[i]->conns) {
+    for (auto& conn : nodes_[i]->connections()) {
       Connection* c = conn.get();
-      switch (c->state) {
+      switch (c->state()) {
         case Connection::State::kConnecting:
         case Connection::State::kHandshake:
-          if (now - c->connect_started > options_.connect_timeout) OnConnectionFailed(c, "connect timeout");
+          if (now - c->owner.connect_started > options_.connect_timeout) OnConnectionFailed(c, "connect timeout");
           break;
         case Connection::State::kReady:
-          if (!c->inflight.empty() && now - c->last_read > stall_limit) {
+          if (!c->inflight().empty() && now - c->owner.last_read > stall_limit) {
             OnConnectionFailed(c, "no reply within " +
                                       std::to_string(std::chrono::duration_cast<milliseconds>(stall_limit).count()) +
                                       " ms");
           }
           break;
         case Connection::State::kDisconnected:
-          if (!c->waiting.empty() && now >= c->next_connect) StartConnect(c, now);
+          if (!c->owner.waiting.empty() && now >= c->owner.next_connect) StartConnect(c, now);
           break;
       }
     }
@@ -356,14 +337,13 @@ void Engine::Shutdown() {
     topology_waiter_ = nullptr;
   }
   for (auto& node : nodes_) {
-    for (auto& c : node->conns) {
-      ConnClose(c.get());
-      for (const auto& e : c->inflight) {
+    for (auto& c : node->connections()) {
+      c->Close();
+      for (const auto& e : c->TakeInFlight()) {
         if (e.kind == Connection::InFlight::kUser) Finish(e.req, cancelled);
       }
-      for (Request* req : c->waiting) Finish(req, cancelled);
-      c->inflight.clear();
-      c->waiting.clear();
+      for (Request* req : c->owner.waiting) Finish(req, cancelled);
+      c->owner.waiting.clear();
     }
   }
 }

@@ -10,7 +10,7 @@
 // parsing with hiredis's redisReader.
 //
 // A lone synchronous caller may instead borrow an idle connection and do its
-// own send/receive (direct.cc); the connection's `lend` state says who may
+// own send/receive (direct.cc); the connection's `owner.lend` state says who may
 // touch its socket and reader, and anything unusual is handed back to the
 // I/O thread.
 //
@@ -24,16 +24,16 @@
 // The parts that own state are classes of their own, each with unit tests:
 // SlotMap (slot_map.h: routing, shards, replicas), SubmissionQueue (the
 // hand-over and its wake-up), RetryQueue (the parked requests' backoff),
-// RefreshSchedule (when to ask for the slot map, and whom). Connections
-// report to the engine through ConnectionObserver (connection.cc never sees
-// the Engine). Methods for the I/O thread only check it (AssertIoThread:
+// RefreshSchedule (when to ask for the slot map, and whom), and Connection
+// (connection.h: its socket, reader, output and in-flight queue private),
+// which reports to the engine through ConnectionObserver and never sees the
+// Engine. Methods for the I/O thread only check it (AssertIoThread:
 // a DCHECK, on in Debug and the sanitizer builds).
 #ifndef TIERCACHE_SRC_REDIS_ENGINE_H_
 #define TIERCACHE_SRC_REDIS_ENGINE_H_
 
 #include <array>
 #include <atomic>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "common/dcheck.h"
+#include "redis/connection.h"
 #include "redis/protocol.h"
 #include "redis/refresh_schedule.h"
 #include "redis/request.h"
@@ -53,88 +54,12 @@
 #include "tiercache/redis/options.h"
 #include "tiercache/redis/slot.h"
 
-struct redisReader;
-
 namespace tiercache::redis::internal {
-
-class ConnectionObserver;
-struct Node;
 
 // Counters, updated by the I/O thread, read by anyone (relaxed).
 struct EngineCounters {
   std::atomic<uint64_t> moved{0}, ask{0}, retries{0}, reconnects{0}, connection_failures{0},
       topology_refreshes{0}, topology_changes{0}, writes{0};
-};
-
-struct Connection {
-  enum class State : uint8_t { kDisconnected, kConnecting, kHandshake, kReady };
-  struct InFlight {
-    enum Kind : uint8_t { kUser, kDiscard, kHandshake };
-    Request* req;  // null unless kind == kUser
-    Kind kind;
-    uint64_t start = 0;  // stream offset of the command's first byte
-  };
-
-  ConnectionObserver* observer = nullptr;  // its owner: told of readiness, replies, failures
-  Node* node = nullptr;
-  int fd = -1;
-  State state = State::kDisconnected;
-  redisReader* reader = nullptr;
-  std::string out;                // bytes not yet sent
-  uint64_t out_base = 0;          // stream offset of out[0] (= bytes sent so far)
-  // Stream offset where the next appended command starts.
-  uint64_t stream_end() const { return out_base + out.size(); }
-  bool want_write = false;        // EPOLLOUT armed
-  bool dirty = false;             // in the engine's flush list
-  int handshake_left = 0;         // handshake replies still expected
-  bool handshake_rejected = false;  // AUTH/READONLY refused: fail, do not retry
-  std::deque<InFlight> inflight;  // written, awaiting replies, in order
-  std::deque<Request*> waiting;   // routed here before the connection is ready
-  TimePoint connect_started{};
-  TimePoint next_connect{};       // reconnection backoff
-  TimePoint last_read{};          // for stall detection
-  std::string last_error;
-
-  // Direct I/O: an idle ready connection may be lent to one caller thread,
-  // which then sends its command and reads the reply itself (no hand-off).
-  // While lent (kBorrowed/kReclaim) only the borrower touches fd and reader.
-  // kReturning: handed back with work for the I/O thread (orphan reply,
-  // broken socket, queued requests); nobody may use it until that runs.
-  enum Lend : int { kOwned = 0, kLendable = 1, kBorrowed = 2, kReclaim = 3, kReturning = 4 };
-  std::atomic<int> lend{kOwned};
-  // Set by the borrower before it hands the connection back with a task.
-  int orphan_replies = 0;   // replies still due to a borrower that gave up
-  bool borrow_broken = false;
-  std::string borrow_error;
-};
-
-// What a connection's socket code (connection.cc) reports to its owner, and
-// the little it asks of it. Called on the I/O thread only.
-class ConnectionObserver {
- public:
-  virtual ~ConnectionObserver() = default;
-  virtual int epoll_fd() const = 0;
-  virtual bool coalesce_writes() const = 0;
-  // Takes the connection back from a borrower; false when a caller has it.
-  virtual bool TryOwn(Connection* c) = 0;
-  virtual void OnConnectionReady(Connection* c) = 0;
-  // Closes the connection (its socket and reader) and deals with its queues.
-  virtual void OnConnectionFailed(Connection* c, const std::string& reason) = 0;
-  // One reply, with the in-flight entry it answers. False when handling it
-  // closed the connection (nothing more may be read from it).
-  virtual bool OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) = 0;
-  // Bytes are waiting in c->out: flush them at the end of the loop pass.
-  virtual void MarkDirty(Connection* c) = 0;
-  virtual void CountWrite() = 0;
-};
-
-struct Node {
-  int id = 0;
-  Endpoint endpoint;
-  std::string name;  // "host:port"; immutable, its address is handed to callers
-  bool in_topology = false;
-  size_t next_conn = 0;
-  std::vector<std::unique_ptr<Connection>> conns;
 };
 
 class Engine final : public ConnectionObserver {
@@ -245,7 +170,6 @@ class Engine final : public ConnectionObserver {
   void WakeCallers();
   Node* EnsureNode(const Endpoint& e);
   Node* RouteNode(const Request* req);
-  Connection* PickConnection(Node* n);
   void StartConnect(Connection* c, TimePoint now);
 
   // Topology (topology.cc).

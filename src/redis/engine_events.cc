@@ -4,7 +4,6 @@
 // reloads scripts on NOSCRIPT.
 #include <algorithm>
 
-#include "redis/connection_io.h"
 #include "redis/engine.h"
 
 namespace tiercache::redis::internal {
@@ -18,31 +17,30 @@ Status ServerError(const std::string& node, const std::string& text) {
 
 void Engine::StartConnect(Connection* c, TimePoint now) {
   AssertIoThread();
-  c->connect_started = now;
-  c->next_connect = now + options_.reconnect_backoff;
+  c->owner.connect_started = now;
+  c->owner.next_connect = now + options_.reconnect_backoff;
   std::string error;
-  if (!ConnOpen(c, &error)) OnConnectionFailed(c, error);
+  if (!c->Open(&error)) OnConnectionFailed(c, error);
 }
 
 void Engine::OnConnectionReady(Connection* c) {
   AssertIoThread();
-  c->state = Connection::State::kHandshake;
-  c->handshake_left = 0;
-  c->handshake_rejected = false;
+  c->BeginHandshake();
+  c->owner.handshake_left = 0;
+  c->owner.handshake_rejected = false;
   if (!options_.password.empty()) {
     std::vector<std::string_view> auth{"AUTH"};
     if (!options_.username.empty()) auth.push_back(options_.username);
     auth.push_back(options_.password);
-    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, c->stream_end()});
-    AppendCommand(c->out, auth);
-    ++c->handshake_left;
+    c->Write(auth, Connection::InFlight::kHandshake);
+    ++c->owner.handshake_left;
   }
   if (options_.read_from_replicas) {
-    c->inflight.push_back({nullptr, Connection::InFlight::kHandshake, c->stream_end()});
-    AppendCommand(c->out, std::vector<std::string_view>{"READONLY"});
-    ++c->handshake_left;
+    const std::string_view readonly[] = {"READONLY"};
+    c->Write(readonly, Connection::InFlight::kHandshake);
+    ++c->owner.handshake_left;
   }
-  if (c->handshake_left == 0) {
+  if (c->owner.handshake_left == 0) {
     GoReady(c);
   } else {
     MarkDirty(c);
@@ -51,7 +49,7 @@ void Engine::OnConnectionReady(Connection* c) {
 
 void Engine::WriteWaiting(Connection* c) {
   std::deque<Request*> waiting;
-  waiting.swap(c->waiting);
+  waiting.swap(c->owner.waiting);
   for (Request* req : waiting) {
     if (!req->Live()) {
       Finish(req, Status::Cancelled("abandoned"));
@@ -62,8 +60,8 @@ void Engine::WriteWaiting(Connection* c) {
 }
 
 void Engine::GoReady(Connection* c) {
-  c->state = Connection::State::kReady;
-  c->last_error.clear();
+  c->MarkReady();
+  c->owner.last_error.clear();
   counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
   WriteWaiting(c);
 }
@@ -77,18 +75,18 @@ void Engine::OnConnectionFailed(Connection* c, const std::string& reason) {
 void Engine::DropConnection(Connection* c, const std::string& reason, bool want_refresh) {
   AssertIoThread();
   TimePoint now = SteadyClock::now();
-  std::string why = c->node->name + ": " + reason;
-  bool rejected = c->handshake_rejected;
-  uint64_t sent_upto = c->out_base;  // commands starting at or after it never left
-  ConnClose(c);
-  c->handshake_rejected = false;
-  c->last_error = why;
-  c->next_connect = std::max(c->next_connect, now + options_.reconnect_backoff);
+  std::string why = c->node()->name() + ": " + reason;
+  bool rejected = c->owner.handshake_rejected;
+  const uint64_t sent_upto = c->sent_upto();  // commands starting at or after it never left
+  c->Close();
+  c->owner.handshake_left = 0;
+  c->owner.handshake_rejected = false;
+  c->owner.last_error = why;
+  c->owner.next_connect = std::max(c->owner.next_connect, now + options_.reconnect_backoff);
   if (want_refresh && options_.mode == Mode::kCluster) refresh_.Want();
-  std::deque<Connection::InFlight> inflight;
-  inflight.swap(c->inflight);
+  const std::deque<Connection::InFlight> inflight = c->TakeInFlight();
   std::deque<Request*> waiting;
-  waiting.swap(c->waiting);
+  waiting.swap(c->owner.waiting);
   for (const Connection::InFlight& e : inflight) {
     if (e.kind != Connection::InFlight::kUser) continue;
     Request* req = e.req;
@@ -118,14 +116,14 @@ void Engine::DropConnection(Connection* c, const std::string& reason, bool want_
 
 bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) {
   AssertIoThread();
-  c->last_read = now;
+  c->owner.last_read = now;
   if (entry.kind == Connection::InFlight::kDiscard) return true;
   if (entry.kind == Connection::InFlight::kHandshake) return OnHandshakeReply(c, reply);
   HandleReply(c, entry.req, std::move(reply), now);
   // Finishing a request can close `c`: a refresh's callback installs a map
   // that may leave out the very node that answered (a master with no slot
   // lists itself nowhere), and its connections are dropped.
-  return c->fd >= 0;
+  return c->open();
 }
 
 void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now) {
@@ -137,7 +135,7 @@ void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now
     Finish(req, std::move(reply));
     return;
   }
-  const ErrorInfo info = ClassifyError(reply.str, c->node->endpoint.host);
+  const ErrorInfo info = ClassifyError(reply.str, c->node()->endpoint().host);
   switch (info.kind) {
     case ErrorKind::kMoved:
     case ErrorKind::kAsk:
@@ -149,7 +147,7 @@ void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now
     case ErrorKind::kMasterDown:
       counters_.retries.fetch_add(1, std::memory_order_relaxed);
       if (info.kind != ErrorKind::kTryAgain) refresh_.Want();
-      Park(req, now, c->node->name + ": " + reply.str);
+      Park(req, now, c->node()->name() + ": " + reply.str);
       return;
     case ErrorKind::kNoScript:
       if (ReloadScript(c, req, now)) return;
@@ -157,17 +155,17 @@ void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now
     case ErrorKind::kOther:
       break;
   }
-  Finish(req, ServerError(c->node->name, reply.str));
+  Finish(req, ServerError(c->node()->name(), reply.str));
 }
 
 bool Engine::OnHandshakeReply(Connection* c, const Reply& reply) {
   if (reply.IsError()) {
-    c->handshake_rejected = true;  // AUTH or READONLY refused: not retried
+    c->owner.handshake_rejected = true;  // AUTH or READONLY refused: not retried
     OnConnectionFailed(c, reply.str);
     return false;
   }
-  if (--c->handshake_left == 0) GoReady(c);
-  return c->fd >= 0;  // going ready writes what waited, which may fail
+  if (--c->owner.handshake_left == 0) GoReady(c);
+  return c->open();  // going ready writes what waited, which may fail
 }
 
 void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error,
@@ -176,17 +174,17 @@ void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, cons
   (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
   if (++req->redirects > options_.max_redirects) {
     Finish(req, Status::Unavailable("redirects exhausted after " + std::to_string(options_.max_redirects) +
-                                    " hops; last: " + error + " from " + c->node->name));
+                                    " hops; last: " + error + " from " + c->node()->name()));
     return;
   }
   Node* target = EnsureNode(info.target);
   if (moved) {  // the slot's owner changed: patch the map, refresh it soon
-    slots_.Move(info.slot, target->id);
+    slots_.Move(info.slot, target->id());
     PublishSlot(info.slot);
     target->in_topology = true;
     refresh_.Want();
   }
-  req->target_node = target->id;
+  req->target_node = target->id();
   req->asking = !moved;  // ASK: this command only, the map untouched
   Dispatch(req, now);
 }
@@ -195,7 +193,7 @@ bool Engine::ReloadScript(Connection* c, Request* req, TimePoint now) {
   if (req->script.empty() || req->script_reloaded) return false;
   req->script_reloaded = true;  // once: a second NOSCRIPT is the server's answer
   req->load_script = true;
-  req->target_node = c->node->id;
+  req->target_node = c->node()->id();
   Dispatch(req, now);
   return true;
 }

@@ -4,7 +4,6 @@
 // nodes that left the map are closed). I/O thread only.
 #include <algorithm>
 
-#include "redis/connection_io.h"
 #include "redis/engine.h"
 #include "tiercache/log.h"
 
@@ -23,11 +22,11 @@ void Engine::PlanRefreshRound() {
   std::vector<int> healthy, seeds, failing;
   for (const auto& n : nodes_) {
     if (!n->in_topology) continue;
-    const Connection* c = n->conns.front().get();
-    bool failed = c->state == Connection::State::kDisconnected && !c->last_error.empty();
-    (failed ? failing : healthy).push_back(n->id);
+    const Connection* c = n->primary();
+    bool failed = c->state() == Connection::State::kDisconnected && !c->owner.last_error.empty();
+    (failed ? failing : healthy).push_back(n->id());
   }
-  for (const Endpoint& seed : options_.seeds) seeds.push_back(EnsureNode(seed)->id);
+  for (const Endpoint& seed : options_.seeds) seeds.push_back(EnsureNode(seed)->id());
   refresh_.BeginRound(RefreshRoundOrder(std::move(healthy), seeds, failing, refresh_.NextRotation()));
 }
 
@@ -54,7 +53,7 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
   TimePoint now = SteadyClock::now();
   const Node* asked = nodes_[node_id].get();
   if (r.ok()) {
-    Result<std::vector<SlotRange>> ranges = ParseClusterSlots(*r, asked->endpoint.host);
+    Result<std::vector<SlotRange>> ranges = ParseClusterSlots(*r, asked->endpoint().host);
     if (ranges.ok() && !ranges->empty()) {
       refresh_.Succeeded(now);
       ApplyTopology(*ranges);
@@ -64,7 +63,7 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
       }
       return;
     }
-    refresh_.Failed(asked->name + ": " +
+    refresh_.Failed(asked->name() + ": " +
                     (ranges.ok() ? std::string("empty CLUSTER SLOTS") : std::string(ranges.status().message())));
   } else {
     refresh_.Failed(std::string(r.status().message()));
@@ -85,8 +84,8 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
   std::vector<SlotMap::Range> by_id;
   by_id.reserve(ranges.size());
   for (const SlotRange& range : ranges) {
-    SlotMap::Range r{range.first, range.last, EnsureNode(range.master)->id, {}};
-    for (const Endpoint& e : range.replicas) r.replicas.push_back(EnsureNode(e)->id);
+    SlotMap::Range r{range.first, range.last, EnsureNode(range.master)->id(), {}};
+    for (const Endpoint& e : range.replicas) r.replicas.push_back(EnsureNode(e)->id());
     by_id.push_back(std::move(r));
   }
   if (slots_.Apply(by_id)) {
@@ -95,7 +94,7 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
     // removed), not for slots moving between the same masters: a resharding
     // changes the map for minutes and is counted in topology_changes only.
     std::vector<std::string> names;
-    for (int m : slots_.Masters()) names.push_back(nodes_[static_cast<size_t>(m)]->name);
+    for (int m : slots_.Masters()) names.push_back(nodes_[static_cast<size_t>(m)]->name());
     std::sort(names.begin(), names.end());
     if (names != logged_masters_) {
       if (have_topology_) {  // not the first map
@@ -111,7 +110,7 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
   have_topology_ = true;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     Node* n = nodes_[i].get();
-    n->in_topology = std::binary_search(members.begin(), members.end(), n->id);
+    n->in_topology = std::binary_search(members.begin(), members.end(), n->id());
     if (n->in_topology) continue;
     // A node that left the map: close its connections; what was queued there
     // is routed again. A connection with commands in flight is left to finish
@@ -119,10 +118,10 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
     // importing its first slot, reached through ASK) is not in CLUSTER SLOTS
     // either, and failing its ASKed commands would turn a routine scale-out
     // into errors.
-    for (auto& c : n->conns) {
+    for (auto& c : n->connections()) {
       if (!Acquire(c.get())) continue;  // lent to a caller: closed when handed back
-      if (!c->inflight.empty()) continue;
-      if (c->state != Connection::State::kDisconnected || !c->waiting.empty()) {
+      if (!c->inflight().empty()) continue;
+      if (c->state() != Connection::State::kDisconnected || !c->owner.waiting.empty()) {
         DropConnection(c.get(), "node is no longer in the cluster topology", /*want_refresh=*/false);
       }
     }
@@ -136,7 +135,7 @@ void Engine::SetSlotOwner(uint16_t slot, const Endpoint& owner) {
   AssertIoThread();
   Node* n = EnsureNode(owner);
   n->in_topology = true;
-  slots_.Move(slot, n->id);
+  slots_.Move(slot, n->id());
   PublishSlot(slot);
 }
 
@@ -144,7 +143,7 @@ std::optional<Endpoint> Engine::SlotOwner(uint16_t slot) const {
   AssertIoThread();
   const int m = slots_.Master(slot);
   if (m < 0) return std::nullopt;
-  return nodes_[m]->endpoint;
+  return nodes_[m]->endpoint();
 }
 
 void Engine::SetTopology(const std::vector<Endpoint>& masters) {
