@@ -137,7 +137,7 @@ class Connection {
   // ---- Commands (I/O thread) ----
 
   // Appends one command's RESP bytes and the in-flight entry for its reply.
-  // The bytes leave at the next Flush. REQUIRES: kind != kUser || req.
+  // The bytes leave at the next Flush. REQUIRES: kind != kUser || req (checked).
   void Write(std::string_view resp, InFlight::Kind kind, Request* req = nullptr);
   void Write(std::span<const std::string_view> args, InFlight::Kind kind);
   // `n` replies are due for commands a borrower sent (Exchange) and gave up

@@ -294,6 +294,19 @@ void Engine::SweepExpired(TimePoint now) {
   }
 }
 
+// A node that left the slot map keeps a connection that had commands in
+// flight when the map was installed (ApplyTopology). It is closed once idle
+// for kDepartedIdleClose: soon after its last reply, yet not after every
+// ASKed command when the node is a new one importing its first slot (such a
+// node is in no CLUSTER SLOTS reply either).
+void Engine::CloseIfDeparted(Connection* c, TimePoint now) {
+  if (c->node()->in_topology || !c->inflight().empty() || c->has_unsent() || !c->owner.waiting.empty() ||
+      now - c->owner.last_read < kDepartedIdleClose || !Acquire(c)) {
+    return;
+  }
+  DropConnection(c, "node is no longer in the cluster topology", /*want_refresh=*/false);
+}
+
 void Engine::Housekeeping(TimePoint now) {
   AssertIoThread();
   SweepExpired(now);
@@ -312,6 +325,8 @@ void Engine::Housekeeping(TimePoint now) {
             OnConnectionFailed(c, "no reply within " +
                                       std::to_string(std::chrono::duration_cast<milliseconds>(stall_limit).count()) +
                                       " ms");
+          } else {
+            CloseIfDeparted(c, now);
           }
           break;
         case Connection::State::kDisconnected:

@@ -144,6 +144,10 @@ class Engine final : public ConnectionObserver {
   void WriteRequest(Connection* c, Request* req);
   void FlushDirty();
   void Housekeeping(TimePoint now);
+  // Closes `c` if its node left the slot map and it has been idle for
+  // kDepartedIdleClose (Housekeeping).
+  static constexpr std::chrono::milliseconds kDepartedIdleClose{1000};
+  void CloseIfDeparted(Connection* c, TimePoint now);
   void Park(Request* req, TimePoint now, const std::string& why);
   void RetryParked(TimePoint now, bool all);
   void SweepExpired(TimePoint now);

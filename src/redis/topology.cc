@@ -114,7 +114,7 @@ void Engine::ApplyTopology(const std::vector<SlotRange>& ranges) {
     if (n->in_topology) continue;
     // A node that left the map: close its connections; what was queued there
     // is routed again. A connection with commands in flight is left to finish
-    // them and closed by a later refresh: a node with no slot yet (one
+    // them and closed once idle (CloseIfDeparted): a node with no slot yet (one
     // importing its first slot, reached through ASK) is not in CLUSTER SLOTS
     // either, and failing its ASKed commands would turn a routine scale-out
     // into errors.

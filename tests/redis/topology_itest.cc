@@ -399,5 +399,49 @@ TEST(TopologyTest, ConnectionToANodeThatLeftTheClusterIsClosed) {
   EXPECT_TRUE(ClientConnections(node.port()).empty()) << NodeCommandText(node.port(), {"CLIENT", "LIST"});
 }
 
+// A node leaves the slot map while a command on its connection awaits a
+// reply: the map's installation must not fail that command (it may be an
+// ASKed one on a node importing its first slot), so the connection stays
+// open until the reply. Then it is closed once idle for a second
+// (Engine::kDepartedIdleClose), not at the next periodic refresh (10 s by
+// default), and the command got its reply.
+TEST(TopologyTest, ConnectionBusyWhenItsNodeLeftIsClosedSoonAfterItsLastReply) {
+  REQUIRE_HEALTHY_CLUSTER();
+  // The departing node: a plain redis-server, reached only through the test
+  // hook that maps one slot to it.
+  testing::ServerProcess departing(testing::FreeClusterPort(), {});
+  ASSERT_TRUE(departing.ok()) << "cannot start a redis-server";
+  const std::vector<int> masters = testing::MasterPorts(RedisClusterPorts());
+  ASSERT_EQ(masters.size(), 3u);
+  auto client = Connect(testing::ClusterOptions());  // periodic refresh: the default 10 s
+  ASSERT_TRUE(client);
+  const std::string key = "tc:busy-leaving:" + RunTag();
+  const auto slot = KeySlot(key);
+  ASSERT_TRUE(client->SetSlotOwnerForTesting(slot, Endpoint{"127.0.0.1", departing.port()}).ok());
+
+  // A command the node holds for 600 ms (BLPOP on an empty list).
+  CommandOptions blocking;
+  blocking.call.timeout = 5s;
+  auto reply = client->CommandFuture({"BLPOP", key, "0.6"}, blocking);
+  ASSERT_TRUE(WaitUntil(2s, [&] { return ClientConnections(departing.port()).size() == 1; }, 1ms))
+      << NodeCommandText(departing.port(), {"CLIENT", "LIST"});
+  // Now the node leaves the client's map, the BLPOP still in flight.
+  std::vector<Endpoint> cluster;
+  for (int p : masters) cluster.push_back(Endpoint{"127.0.0.1", p});
+  ASSERT_TRUE(client->SetTopologyForTesting(cluster).ok());
+  EXPECT_EQ(ClientConnections(departing.port()).size(), 1u) << "closed with a command in flight";
+
+  Result<Reply> r = reply.get();
+  const auto replied = Clock::now();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->IsNil()) << "BLPOP on an empty list times out with nil";
+  const bool closed = WaitUntil(3s, [&] { return ClientConnections(departing.port()).empty(); }, 5ms);
+  const double after_ms = std::chrono::duration<double, std::milli>(Clock::now() - replied).count();
+  ASSERT_TRUE(closed) << "the connection to the departed node is still open " << after_ms
+                      << " ms after its last reply: " << NodeCommandText(departing.port(), {"CLIENT", "LIST"});
+  std::printf("connection to the departed node closed %.0f ms after its last reply\n", after_ms);
+  EXPECT_GE(after_ms, 500) << "closed before it was idle for a second";
+}
+
 }  // namespace
 }  // namespace tiercache::redis
