@@ -1,8 +1,9 @@
 // GetMany: L1, one L2 round trip per slot group, then one batch load of what
 // is missing and not already loading in this process.
-#include <map>
+#include <algorithm>
 #include <bit>
 #include <functional>
+#include <map>
 
 #include "core/cache_impl.h"
 
@@ -43,70 +44,96 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   const Clock::TimePoint start = clock_->Now();
   const Clock::TimePoint deadline = start + s.hard_timeout;
 
-  // Each distinct key once: an open-addressed table of indexes into `uniq`
-  // (one allocation, not one per key).
-  std::vector<std::string> uniq;
-  uniq.reserve(keys.size());
-  std::vector<size_t> index_of(keys.size());
+  // Each distinct key once: an open-addressed table of indexes into `first`
+  // (one allocation, not one per key). A distinct key is named by the index
+  // of its first occurrence in `keys`: no key is copied. Its hash also picks
+  // its local fence stripe (LocalEpochHashed): each key is hashed once.
+  std::vector<uint32_t> first;  // distinct key j is keys[first[j]]
+  first.reserve(keys.size());
+  std::vector<size_t> hash_of;  // std::hash<std::string_view> of distinct key j
+  hash_of.reserve(keys.size());
+  std::vector<uint32_t> index_of(keys.size());  // keys[i] is distinct key index_of[i]
   {
     const size_t slots = std::bit_ceil(2 * keys.size());
-    std::vector<uint32_t> table(slots, 0);  // 0: empty, else 1 + index into uniq
-    const std::hash<std::string_view> hash;
+    std::vector<uint32_t> table(slots, 0);  // 0: empty, else 1 + index into `first`
+    const std::hash<std::string_view> hasher;
     for (size_t i = 0; i < keys.size(); ++i) {
-      for (size_t at = hash(keys[i]) & (slots - 1);; at = (at + 1) & (slots - 1)) {
+      const size_t h = hasher(keys[i]);
+      for (size_t at = h & (slots - 1);; at = (at + 1) & (slots - 1)) {
         if (table[at] == 0) {
-          table[at] = static_cast<uint32_t>(uniq.size() + 1);
-          index_of[i] = uniq.size();
-          uniq.push_back(keys[i]);
+          table[at] = static_cast<uint32_t>(first.size() + 1);
+          index_of[i] = static_cast<uint32_t>(first.size());
+          first.push_back(static_cast<uint32_t>(i));
+          hash_of.push_back(h);
           break;
         }
-        if (uniq[table[at] - 1] == keys[i]) {
+        if (hash_of[table[at] - 1] == h && keys[first[table[at] - 1]] == keys[i]) {
           index_of[i] = table[at] - 1;
           break;
         }
       }
     }
   }
-  const size_t m = uniq.size();
-  std::vector<std::optional<Result<CachedValue>>> done(m);
-  std::vector<std::optional<CachedValue>> stale(m);
-  std::vector<uint64_t> local(m, 0);
-  std::vector<bool> l2_ok(m, !o_.l2);
+  const size_t m = first.size();
+  const auto key = [&](size_t j) -> const std::string& { return keys[first[j]]; };
+  // What is known of each distinct key (one allocation for all of them).
+  struct KeyState {
+    KeyState() {}  // user-provided: the vector does not zero 200 bytes per key first
+    std::optional<Result<CachedValue>> done;
+    std::optional<CachedValue> stale;
+    uint64_t local = 0;  // LocalEpoch, read before any source
+    int shard = -1;      // ShardOf (a CRC16 and a slot lookup), once per key
+    bool l2_ok = false;  // L2 answered for it
+    std::shared_ptr<LoadRegistry::Load> load;  // the load it joined or started
+  };
+  std::vector<KeyState> st(m);
+  if (!o_.l2) {
+    for (KeyState& k : st) k.l2_ok = true;
+  }
   std::vector<size_t> missing;
+  missing.reserve(m);
   for (size_t j = 0; j < m; ++j) {
-    if (Status bad = CheckKey(uniq[j]); !bad.ok()) {
-      done[j] = bad;
-    } else if (Status other = CheckMember(uniq[j], s); !other.ok()) {
-      done[j] = other;
-    } else if (std::optional<CachedValue> hit = ReadL1(uniq[j], s, &stale[j])) {
-      done[j] = std::move(*hit);
+    if (Status bad = CheckKey(key(j)); !bad.ok()) {
+      st[j].done = bad;
+    } else if (Status other = CheckMember(key(j), s); !other.ok()) {
+      st[j].done = other;
+    } else if (std::optional<CachedValue> hit = ReadL1(key(j), s, &st[j].stale)) {
+      st[j].done = std::move(*hit);
     } else {
-      local[j] = LocalEpoch(uniq[j], s);
       missing.push_back(j);
     }
   }
+  // Each miss's local epoch, read before any source (after its L1 miss, as
+  // Get does), in a loop of its own: the stripes' cache misses overlap.
+  for (size_t j : missing) st[j].local = LocalEpochHashed(hash_of[j], s);
 
   // One L2 read for the L1 misses; shards whose breaker is open are skipped.
-  std::vector<int> shard_of(m, -1);  // ShardOf (a CRC16 and a slot lookup), once per key
   const auto shard = [&](size_t j) {
-    if (shard_of[j] < 0) shard_of[j] = ShardOf(uniq[j]);
-    return shard_of[j];
+    if (st[j].shard < 0) st[j].shard = ShardOf(key(j));
+    return st[j].shard;
   };
   if (o_.l2 && !missing.empty()) {
-    std::map<int, bool> allowed;
+    std::vector<std::pair<int, bool>> allowed;  // per shard met: its breaker's verdict (few shards)
     std::vector<size_t> asked_idx;
+    asked_idx.reserve(missing.size());
     for (size_t j : missing) {
-      auto it = allowed.find(shard(j));
-      if (it == allowed.end()) it = allowed.emplace(shard(j), guard_.Allow(shard(j))).first;
+      const int sh = shard(j);
+      auto it = std::find_if(allowed.begin(), allowed.end(), [sh](const auto& a) { return a.first == sh; });
+      if (it == allowed.end()) {
+        allowed.emplace_back(sh, guard_.Allow(sh));
+        it = allowed.end() - 1;
+      }
       if (!it->second) continue;
       asked_idx.push_back(j);
     }
-    // Every key asked (the usual case): `uniq` itself, not a copy.
+    // Every key asked, none repeated (the usual case): `keys` itself, not a copy.
     std::vector<std::string> copies;
-    if (asked_idx.size() != m) {
-      for (size_t j : asked_idx) copies.push_back(uniq[j]);
+    const bool all_of_keys = asked_idx.size() == keys.size();
+    if (!all_of_keys) {
+      copies.reserve(asked_idx.size());
+      for (size_t j : asked_idx) copies.push_back(key(j));
     }
-    const std::vector<std::string>& asked = asked_idx.size() == m ? uniq : copies;
+    const std::vector<std::string>& asked = all_of_keys ? keys : copies;
     if (!asked.empty()) {
       const milliseconds left = std::chrono::duration_cast<milliseconds>(
           std::min(deadline, clock_->Now() + o_.l2_timeout) - clock_->Now());
@@ -114,39 +141,44 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       std::optional<uint64_t> generation;
       if (s.group.empty()) {
         got = o_.l2->GetMany(asked, std::max(left, milliseconds(1)));
+        if (got.size() != asked.size()) {
+          got.assign(asked.size(), Status::Internal("L2 GetMany: wrong number of values"));
+        }
       } else {  // every member in the group's slot: one MGET with the generation
         Result<GroupRead> g = o_.l2->GetInGroup(asked, s.group, std::max(left, milliseconds(1)));
         if (g.ok() && g->values.size() != asked.size()) g = Status::Internal("GetInGroup: wrong number of values");
+        got.reserve(asked.size());
         for (size_t a = 0; a < asked.size(); ++a) {
           got.push_back(g.ok() ? Result<std::optional<std::string>>(std::move(g->values[a]))
                                : Result<std::optional<std::string>>(g.status()));
         }
         if (g.ok()) generation = g->generation;
       }
+      // Every value of the reply is judged at one instant, after it arrived.
+      const WallTime now = clock_->WallNow();
       ShardOutcomes outcomes;
       for (size_t a = 0; a < asked.size(); ++a) {
         const size_t j = asked_idx[a];
         outcomes.Add(shard(j), got[a].status());
         if (!got[a].ok()) continue;
-        L2Read read = Interpret(uniq[j], std::move(*got[a]), generation, s, local[j]);
+        L2Read read = Interpret(key(j), std::move(*got[a]), generation, s, st[j].local, /*count_misses=*/true, &now);
         if (read.fresh) {
-          done[j] = std::move(*read.fresh);
+          st[j].done = std::move(*read.fresh);
           continue;
         }
         if (read.corrupt) {  // it would fence the fill: remove it (only if unchanged)
           guard_.Run(shard(j), deadline, [&](milliseconds dl) {
-            return o_.l2->RemoveCorrupt(uniq[j], *read.corrupt, dl);
+            return o_.l2->RemoveCorrupt(key(j), *read.corrupt, dl);
           }).status().IgnoreError();
         }
-        stale[j] = BestStale(std::move(stale[j]), read);
-        l2_ok[j] = true;
+        st[j].stale = BestStale(std::move(st[j].stale), read);
+        st[j].l2_ok = true;
       }
       outcomes.RecordTo(guard_);
     }
   }
 
   // Join the loads already running; register the rest as one batch.
-  std::vector<std::shared_ptr<LoadRegistry::Load>> loads(m);
   std::vector<size_t> blocked;  // at their cap of loads, nothing stale
   std::vector<size_t> to_load;
   {
@@ -154,23 +186,23 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     std::vector<std::string> wanted_keys;
     std::vector<uint64_t> wanted_epochs;
     for (size_t j : missing) {
-      if (done[j]) continue;
+      if (st[j].done) continue;
       wanted.push_back(j);
-      wanted_keys.push_back(uniq[j]);
-      wanted_epochs.push_back(local[j]);
+      wanted_keys.push_back(key(j));
+      wanted_epochs.push_back(st[j].local);
     }
     auto joined = running_.JoinMany(wanted_keys, wanted_epochs);
     for (size_t w = 0; w < wanted.size(); ++w) {
       const size_t j = wanted[w];
       if (!joined[w].first) {  // too many loads of it running (LoadRegistry)
-        if (stale[j]) {
-          done[j] = ServeStale(*stale[j]);
+        if (st[j].stale) {
+          st[j].done = ServeStale(*st[j].stale);
         } else {
           blocked.push_back(j);  // loaded alone once one of them ends (below)
         }
         continue;
       }
-      loads[j] = std::move(joined[w].first);
+      st[j].load = std::move(joined[w].first);
       if (joined[w].second) to_load.push_back(j);
     }
   }
@@ -182,12 +214,12 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     std::vector<size_t> snap_idx;
     for (size_t t = 0; t < to_load.size(); ++t) {
       const size_t j = to_load[t];
-      load_keys.push_back(uniq[j]);
-      tickets[t].local_epoch = local[j];
+      load_keys.push_back(key(j));
+      tickets[t].local_epoch = st[j].local;
       tickets[t].taken = clock_->Now();
       tickets[t].l2_absent = !o_.l2;
-      if (o_.l2 && l2_ok[j]) {
-        snap_keys.push_back(uniq[j]);
+      if (o_.l2 && st[j].l2_ok) {
+        snap_keys.push_back(key(j));
         snap_idx.push_back(t);
       }
     }
@@ -215,7 +247,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       outcomes.RecordTo(guard_);
     }
     std::vector<std::shared_ptr<LoadRegistry::Load>> batch;
-    for (size_t j : to_load) batch.push_back(loads[j]);
+    for (size_t j : to_load) batch.push_back(st[j].load);
     Status submitted = loaders_->Submit([this, load_keys, tickets, batch, loader, s](bool cancelled) {
       std::vector<Result<CachedValue>> results(load_keys.size(),
                                                Status::Cancelled("cache shut down before the load ran"));
@@ -243,20 +275,20 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     while (!pending.empty()) {
       std::vector<size_t> still;
       for (size_t j : pending) {
-        if (!running_.HasRoom(uniq[j])) {
+        if (!running_.HasRoom(key(j))) {
           still.push_back(j);
           continue;
         }
-        const Call call{uniq[j], one, s, start, deadline};
+        const Call call{key(j), one, s, start, deadline};
         bool at_cap = false;
         Result<std::shared_ptr<LoadRegistry::Load>> load =
-            StartOrJoin(call, NewTicket(uniq[j], s, deadline), /*wait_for_room=*/false, &at_cap);
+            StartOrJoin(call, NewTicket(key(j), s, deadline), /*wait_for_room=*/false, &at_cap);
         if (load.ok()) {
-          loads[j] = std::move(*load);  // waited for below
+          st[j].load = std::move(*load);  // waited for below
         } else if (at_cap) {
           still.push_back(j);  // another caller took the room first
         } else {
-          done[j] = load.status();
+          st[j].done = load.status();
         }
       }
       pending.swap(still);
@@ -264,26 +296,30 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       const Clock::TimePoint now = clock_->Now();
       if (now >= deadline || running_.stopping()) {
         for (size_t j : pending) {
-          done[j] = now >= deadline ? LoadRegistry::CapOutlastedDeadline(uniq[j])
-                                    : LoadRegistry::StoppedWhileWaiting(uniq[j]);
+          st[j].done = now >= deadline ? LoadRegistry::CapOutlastedDeadline(key(j))
+                                       : LoadRegistry::StoppedWhileWaiting(key(j));
         }
         break;
       }
       std::vector<std::string> waiting;
-      for (size_t j : pending) waiting.push_back(uniq[j]);
+      for (size_t j : pending) waiting.push_back(key(j));
       running_.WaitForRoomAny(waiting, LoadRegistry::WaitStep(deadline, now));
     }
   }
 
   // Wait, per key, as Get would: stale at the soft timeout, error at the hard one.
   for (size_t j : missing) {
-    if (done[j]) continue;
-    const Call call{uniq[j], Loader(), s, start, deadline};
-    done[j] = WaitFor(call, *loads[j], stale[j]);
+    if (st[j].done) continue;
+    const Call call{key(j), Loader(), s, start, deadline};
+    st[j].done = WaitFor(call, *st[j].load, st[j].stale);
   }
   std::vector<Result<CachedValue>> out;
   out.reserve(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) out.push_back(*done[index_of[i]]);
+  if (m == keys.size()) {  // no key repeated: each result moved, not copied
+    for (size_t i = 0; i < keys.size(); ++i) out.push_back(std::move(*st[i].done));
+  } else {
+    for (size_t i = 0; i < keys.size(); ++i) out.push_back(*st[index_of[i]].done);
+  }
   return out;
 }
 

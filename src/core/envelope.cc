@@ -1,5 +1,7 @@
 #include "tiercache/envelope.h"
 
+#include "core/envelope_internal.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -13,12 +15,6 @@ constexpr unsigned char kMagic1 = 'C';
 
 void PutBe(std::string* out, uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-
-uint64_t GetBe(std::string_view in, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
-  return v;
 }
 
 int64_t ToUnixMs(WallTime t) {
@@ -40,6 +36,11 @@ uint64_t LoadBe64(const char* p) noexcept {
   uint64_t v;
   std::memcpy(&v, p, sizeof v);
   return __builtin_bswap64(v);  // the envelope is big-endian; this host is little-endian (x86-64, arm64)
+}
+uint32_t LoadBe32(const char* p) noexcept {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_bswap32(v);
 }
 
 }  // namespace
@@ -89,7 +90,13 @@ Result<std::string> EncodeEnvelope(const EnvelopeView& e) {
   return out;
 }
 
-Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
+namespace envelope_internal {
+
+// Reads every field with one fixed-size load (not a byte loop), straight
+// into the caller's fields: it runs on every value read from L2, a hundred
+// times per GetMany of 100 keys, and a view built field by field and then
+// copied whole into a Result stalls on store forwarding.
+Status DecodeEnvelopeInto(std::string_view in, bool verify_checksum, EnvelopeView* out) {
   if (in.size() < 2 || static_cast<unsigned char>(in[0]) != kMagic0 || static_cast<unsigned char>(in[1]) != kMagic1) {
     return Status::DataLoss("not a tiercache envelope (bad magic)");
   }
@@ -105,31 +112,42 @@ Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
   if (in.size() < header + kEnvelopeTrailerSize) {
     return Status::DataLoss("envelope truncated: " + std::to_string(in.size()) + " bytes");
   }
-  const auto kind = static_cast<uint8_t>(in[3]);
+  const char* p = in.data();
+  const auto kind = static_cast<uint8_t>(p[3]);
   if (kind > static_cast<uint8_t>(EntryKind::kTombstone)) {
     return Status::DataLoss("unknown envelope kind " + std::to_string(kind));
   }
-  if (in[5] != '\0' || in[6] != '\0' || in[7] != '\0') return Status::DataLoss("envelope reserved bytes not zero");
-  const uint64_t length = GetBe(in, 36, 4);
+  if (p[5] != '\0' || p[6] != '\0' || p[7] != '\0') return Status::DataLoss("envelope reserved bytes not zero");
+  const uint64_t length = LoadBe32(p + 36);
   if (in.size() != header + length + kEnvelopeTrailerSize) {
     return Status::DataLoss("envelope length mismatch: header says " + std::to_string(length) +
                             " payload bytes, have " + std::to_string(in.size()));
   }
   const size_t body = header + length;
-  if (verify_checksum && Crc32c(in.substr(0, body)) != static_cast<uint32_t>(GetBe(in, body, 4))) {
+  if (verify_checksum && Crc32c(std::string_view(p, body)) != LoadBe32(p + body)) {
     return Status::DataLoss("envelope checksum mismatch");
   }
-  EnvelopeView e;
+  EnvelopeView& e = *out;
   e.kind = static_cast<EntryKind>(kind);
-  e.codec_id = static_cast<uint8_t>(in[4]);
-  e.version = GetBe(in, 8, 8);
-  e.expires_at = FromUnixMs(static_cast<int64_t>(GetBe(in, 16, 8)));
-  e.written_at = FromUnixMs(static_cast<int64_t>(GetBe(in, 24, 8)));
-  e.load_duration = std::chrono::microseconds(GetBe(in, 32, 4));
+  e.codec_id = static_cast<uint8_t>(p[4]);
+  e.version = LoadBe64(p + 8);
+  e.expires_at = FromUnixMs(static_cast<int64_t>(LoadBe64(p + 16)));
+  e.written_at = FromUnixMs(static_cast<int64_t>(LoadBe64(p + 24)));
+  e.load_duration = std::chrono::microseconds(LoadBe32(p + 32));
   e.grouped = grouped;
-  e.group_generation = grouped ? GetBe(in, kEnvelopeHeaderSize, 8) : 0;
-  e.payload = in.substr(header, length);
-  return e;
+  e.group_generation = grouped ? LoadBe64(p + kEnvelopeHeaderSize) : 0;
+  e.payload = std::string_view(p + header, length);
+  return Status::Ok();
+}
+
+}  // namespace envelope_internal
+
+Result<EnvelopeView> DecodeEnvelope(std::string_view in, bool verify_checksum) {
+  Result<EnvelopeView> out{EnvelopeView{}};
+  if (Status bad = envelope_internal::DecodeEnvelopeInto(in, verify_checksum, &*out); !bad.ok()) {
+    out = Result<EnvelopeView>(std::move(bad));
+  }
+  return out;  // the one return: built in the caller's storage
 }
 
 }  // namespace tiercache

@@ -27,6 +27,11 @@ class LocalFence {
   static constexpr size_t kStripes = 4096;
 
   uint64_t Read(std::string_view key) const { return Stripe(key).load(std::memory_order_seq_cst); }
+  // Read(key) for a caller that already has std::hash<std::string_view>{}(key)
+  // (GetMany hashes each key once, to find the distinct ones).
+  uint64_t ReadHashed(size_t key_hash) const {
+    return stripes_[key_hash % kStripes].load(std::memory_order_seq_cst);
+  }
   // Returns the counter's value before the bump.
   uint64_t Bump(std::string_view key) { return Stripe(key).fetch_add(1, std::memory_order_seq_cst); }
   bool Unchanged(std::string_view key, uint64_t seen) const { return Read(key) == seen; }

@@ -1,5 +1,6 @@
 // The read path: L1, then L2, and what L2's bytes mean.
 #include "core/cache_impl.h"
+#include "core/envelope_internal.h"
 #include "tiercache/redis/slot.h"
 
 namespace tiercache {
@@ -65,23 +66,30 @@ Status Cache::Impl::CheckMember(std::string_view key, const CallSettings& s) con
 
 Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<const std::string> bytes,
                                                              ValueSource source, bool verify) const {
-  Result<EnvelopeView> e = DecodeEnvelope(*bytes, verify);
-  if (!e.ok()) return e.status();
-  if (e->kind == EntryKind::kTombstone) return std::optional<CachedValue>();
-  if (e->kind == EntryKind::kValue && e->codec_id != o_.codec_id) {
-    return Status::DataLoss("payload written by codec " + std::to_string(e->codec_id) + ", this cache uses " +
-                            std::to_string(o_.codec_id));
+  // Decoded into a local view and written field by field into the one
+  // Result returned (no whole-struct copies of fields just written: they
+  // stall on store forwarding, once per value of a GetMany).
+  Result<std::optional<CachedValue>> out{std::optional<CachedValue>()};
+  EnvelopeView e;
+  Status bad = envelope_internal::DecodeEnvelopeInto(*bytes, verify, &e);
+  if (bad.ok() && e.kind == EntryKind::kValue && e.codec_id != o_.codec_id) {
+    bad = Status::DataLoss("payload written by codec " + std::to_string(e.codec_id) + ", this cache uses " +
+                           std::to_string(o_.codec_id));
   }
-  CachedValue v;
-  v.found_ = e->kind == EntryKind::kValue;
-  v.payload_ = v.found_ ? e->payload : std::string_view();
-  v.version_ = e->version;
-  v.expires_at_ = e->expires_at;
-  v.load_duration_ = e->load_duration;
-  v.group_generation_ = e->grouped ? e->group_generation : 0;
-  v.source_ = source;
-  v.envelope_ = std::move(bytes);
-  return std::optional<CachedValue>(std::move(v));
+  if (!bad.ok()) {
+    out = Result<std::optional<CachedValue>>(std::move(bad));
+  } else if (e.kind != EntryKind::kTombstone) {  // a tombstone: nullopt
+    CachedValue& v = out->emplace();
+    v.found_ = e.kind == EntryKind::kValue;
+    v.payload_ = v.found_ ? e.payload : std::string_view();
+    v.version_ = e.version;
+    v.expires_at_ = e.expires_at;
+    v.load_duration_ = e.load_duration;
+    v.group_generation_ = e.grouped ? e.group_generation : 0;
+    v.source_ = source;
+    v.envelope_ = std::move(bytes);
+  }
+  return out;
 }
 
 std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallSettings& s,
@@ -164,7 +172,7 @@ L2Read Cache::Impl::ReadL2(std::string_view key, const CallSettings& s, Clock::T
 
 L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> raw,
                               std::optional<uint64_t> group_generation, const CallSettings& s, uint64_t local_epoch,
-                              bool count_misses) {
+                              bool count_misses, const WallTime* now_taken) {
   L2Read out;
   out.ok = true;
   out.group_generation = group_generation;
@@ -214,7 +222,9 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
     metrics_->Add(Counter::kL2BehindLocal, Tier::kL2, miss);
     return out;
   }
-  const WallTime now = clock_->WallNow();
+  // A caller interpreting many values of one read (GetMany) reads the clock
+  // once, after the reply arrived: every value is judged at that instant.
+  const WallTime now = now_taken ? *now_taken : clock_->WallNow();
   if (now < got.expires_at_) {
     metrics_->Add(got.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL2);
     FillL1(key, got, s, local_epoch);

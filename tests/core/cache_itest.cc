@@ -27,6 +27,7 @@
 #include "redis/redis_test_util.h"
 #include "core/cache_test_util.h"
 #include "tiercache/cache.h"
+#include "tiercache/envelope.h"
 #include "tiercache/json_codec.h"
 #include "tiercache/redis/redis_client.h"
 
@@ -532,6 +533,98 @@ TEST_F(CacheClusterTest, GetManySpansSlotsInOneLoaderCall) {
   got = third->GetMany(keys, loader);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(calls, 1);
+}
+
+// The usual batch, 100 keys of one hash tag, is read with one MGET: every
+// value it returns still goes through the envelope's checks. A payload byte
+// flipped in Redis (only the CRC is wrong), bytes of another library and a
+// value of another codec are each a decode error, loaded instead; the rest
+// are served from L2, in order.
+TEST_F(CacheClusterTest, GetManyInOneSlotChecksEveryValueOfTheMget) {
+  const std::string tag = UniqueTag();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back("many:{" + tag + "}:" + std::to_string(i));
+  auto writer = MakeCache(ClusterCacheOptions(client_));
+  for (const std::string& k : keys) ASSERT_TRUE(writer->Set(k, "stored:" + k, 1).ok());
+  Result<std::optional<std::string>> stored = client_->Get(keys[3]);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  std::string flipped = **stored;
+  flipped[flipped.size() - kEnvelopeTrailerSize - 1] ^= 0x01;
+  ASSERT_FALSE(DecodeEnvelope(flipped).ok());
+  ASSERT_TRUE(DecodeEnvelope(flipped, /*verify_checksum=*/false).ok()) << "only the CRC is wrong";
+  ASSERT_TRUE(client_->Set(keys[3], flipped).ok());
+  ASSERT_TRUE(client_->Set(keys[50], "{\"legacy\":\"json from the old service\"}").ok());
+  CacheOptions json = ClusterCacheOptions(client_);
+  json.codec_id = kCodecJson;
+  ASSERT_TRUE(MakeCache(json)->Set(keys[99], "\"json\"", 2).ok());
+
+  CounterMetrics metrics;
+  CacheOptions o = ClusterCacheOptions(client_);
+  o.use_l1 = false;
+  o.metrics = &metrics;
+  auto cache = MakeCache(o);
+  std::vector<std::string> asked;
+  BatchLoader loader = [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
+    asked.insert(asked.end(), ks.begin(), ks.end());
+    std::vector<LoadResult> out;
+    for (const auto& k : ks) out.push_back(LoadResult{"loaded:" + k, 3});
+    return out;
+  };
+  Result<std::vector<Result<CachedValue>>> got = cache->GetMany(keys, loader);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE((*got)[i].ok()) << keys[i] << ": " << (*got)[i].status().ToString();
+    const bool bad = i == 3 || i == 50 || i == 99;
+    EXPECT_EQ((*got)[i]->source(), bad ? ValueSource::kLoader : ValueSource::kL2) << keys[i];
+    EXPECT_EQ((*got)[i]->payload(), (bad ? "loaded:" : "stored:") + keys[i]);
+  }
+  EXPECT_EQ(asked, (std::vector<std::string>{keys[3], keys[50], keys[99]}));
+  EXPECT_EQ(metrics.snapshot().get(Counter::kDecodeError, Tier::kL2), 3u);
+  EXPECT_EQ(metrics.snapshot().get(Counter::kHit, Tier::kL2), 97u);
+}
+
+// Keys of several tags, interleaved, untagged keys and keys whose braces do
+// not make a tag: each key's slot is its own (a slot remembered from the
+// previous key's tag must never be reused for another tag), so every value
+// comes back from L2, in order, whatever the mix of one-slot and
+// many-slot batches.
+TEST_F(CacheClusterTest, GetManyOfInterleavedTagsReadsEveryKeyFromItsSlot) {
+  const std::string tag = UniqueTag();
+  const std::vector<std::string> mixed = {
+      "mix:{" + tag + ":a}:1", "mix:{" + tag + ":b}:1", "mix:{" + tag + ":a}:2",
+      "mix:" + tag + ":plain:1", "mix:" + tag + ":plain:2", "mix:{}:{" + tag + ":a}:3",
+      "mix:{" + tag + ":a", "mix:{" + tag + ":a}:4", "mix:{" + tag + ":b}:2",
+  };
+  auto writer = MakeCache(ClusterCacheOptions(client_));
+  for (const std::string& k : mixed) ASSERT_TRUE(writer->Set(k, "stored:" + k, 1).ok());
+  CacheOptions o = ClusterCacheOptions(client_);
+  o.use_l1 = false;
+  auto cache = MakeCache(o);
+  int calls = 0;
+  BatchLoader loader = [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
+    ++calls;
+    std::vector<LoadResult> out;
+    for (const auto& k : ks) out.push_back(LoadResult{"loaded:" + k, 2});
+    return out;
+  };
+  // The whole mix, then each pair of neighbours (two tags, or one tag and
+  // its own slot), then runs of one tag with another tag's key last.
+  std::vector<std::vector<std::string>> batches = {mixed};
+  for (size_t i = 0; i + 1 < mixed.size(); ++i) batches.push_back({mixed[i], mixed[i + 1]});
+  batches.push_back({mixed[0], mixed[2], mixed[7], mixed[1]});
+  batches.push_back({mixed[1], mixed[8], mixed[0]});
+  for (const auto& batch : batches) {
+    Result<std::vector<Result<CachedValue>>> got = cache->GetMany(batch, loader);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(got->size(), batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      ASSERT_TRUE((*got)[i].ok()) << batch[i] << ": " << (*got)[i].status().ToString();
+      EXPECT_EQ((*got)[i]->source(), ValueSource::kL2) << batch[i];
+      EXPECT_EQ((*got)[i]->payload(), "stored:" + batch[i]);
+    }
+  }
+  EXPECT_EQ(calls, 0);
 }
 
 struct Post {

@@ -2,6 +2,7 @@
 // the Redis scripts). The same behaviours run against the real Redis Cluster
 // in cache_itest.cc.
 #include "core/cache_test_util.h"
+#include "core/local_fence.h"
 #include "tiercache/cache.h"
 
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "tiercache/envelope.h"
 #include "tiercache/redis/slot.h"
 
 namespace tiercache {
@@ -490,6 +492,150 @@ TEST(CacheTest, GetManyUsesEachTierOnceAndKeepsOrder) {
   EXPECT_TRUE((*got)[4].status().IsInvalidArgument());
   EXPECT_EQ(calls.load(), 1);
   EXPECT_EQ(asked, (std::vector<std::string>{"c", "gone"}));
+}
+
+// GetMany reads every value of its L2 round trip through the same checks as
+// Get: the envelope's CRC (a flipped payload byte), its shape (bytes of
+// another library) and its codec. A repeated key gets the same result, and
+// the keys are each asked of L2 and of the loader once.
+TEST(CacheTest, GetManyChecksEveryValueFromL2AndAnswersRepeatsAlike) {
+  auto l2 = MakeInMemoryL2Store();
+  auto writer = Make(BaseOptions(l2));
+  for (const char* k : {"a", "flipped", "foreign", "d"}) ASSERT_TRUE(writer->Set(k, std::string("stored:") + k, 1).ok());
+  CacheOptions json = BaseOptions(l2);
+  json.codec_id = kCodecJson;
+  ASSERT_TRUE(Make(json)->Set("other-codec", "\"json\"", 1).ok());
+  Result<std::optional<std::string>> stored = l2->Get("flipped", 1s);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  std::string bytes = **stored;
+  ASSERT_TRUE(DecodeEnvelope(bytes).ok());
+  bytes[bytes.size() - kEnvelopeTrailerSize - 1] ^= 0x01;  // last payload byte: "stored:flippee"
+  ASSERT_FALSE(DecodeEnvelope(bytes).ok());
+  ASSERT_TRUE(DecodeEnvelope(bytes, /*verify_checksum=*/false).ok()) << "only the CRC is wrong";
+  InMemoryL2StorePutRaw(l2.get(), "flipped", bytes);
+  InMemoryL2StorePutRaw(l2.get(), "foreign", "{\"written\":\"by another library\"}");
+
+  CounterMetrics metrics;
+  CacheOptions o = BaseOptions(l2);
+  o.use_l1 = false;
+  o.metrics = &metrics;
+  auto cache = Make(o);
+  std::vector<std::vector<std::string>> asked;
+  BatchLoader loader = [&](const std::vector<std::string>& keys) -> Result<std::vector<LoadResult>> {
+    asked.push_back(keys);
+    std::vector<LoadResult> out;
+    for (const auto& k : keys) out.push_back(LoadResult{"loaded:" + k, 2});
+    return out;
+  };
+  const std::vector<std::string> keys = {"a", "flipped", "a", "foreign", "other-codec", "d", "flipped"};
+  Result<std::vector<Result<CachedValue>>> got = cache->GetMany(keys, loader);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) ASSERT_TRUE((*got)[i].ok()) << keys[i] << ": " << (*got)[i].status().ToString();
+  for (size_t i : {0, 2, 5}) {
+    EXPECT_EQ((*got)[i]->source(), ValueSource::kL2) << keys[i];
+    EXPECT_EQ((*got)[i]->payload(), "stored:" + keys[i]);
+  }
+  for (size_t i : {1, 3, 4, 6}) {
+    EXPECT_EQ((*got)[i]->source(), ValueSource::kLoader) << keys[i] << " was served from L2";
+    EXPECT_EQ((*got)[i]->payload(), "loaded:" + keys[i]);
+  }
+  EXPECT_EQ((*got)[0]->payload().data(), (*got)[2]->payload().data()) << "a repeated key: one value, shared";
+  EXPECT_EQ((*got)[1]->payload().data(), (*got)[6]->payload().data());
+  EXPECT_EQ(asked, (std::vector<std::vector<std::string>>{{"flipped", "foreign", "other-codec"}}));
+  EXPECT_EQ(metrics.snapshot().get(Counter::kDecodeError, Tier::kL2), 3u);
+  EXPECT_EQ(metrics.snapshot().get(Counter::kHit, Tier::kL2), 2u) << "each distinct key counted once";
+}
+
+// An L2Store whose GetMany answers one value short: a broken store must not
+// make GetMany read past its answer. Every key is then treated as an L2
+// failure (loaded, and not cached in L2).
+class ShortGetManyL2 final : public L2Store {
+ public:
+  explicit ShortGetManyL2(std::shared_ptr<L2Store> inner) : inner_(std::move(inner)) {}
+  std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
+                                                          milliseconds timeout) override {
+    auto out = inner_->GetMany(keys, timeout);
+    out.pop_back();
+    out.shrink_to_fit();
+    return out;
+  }
+  Result<std::optional<std::string>> Get(std::string_view key, milliseconds t) override { return inner_->Get(key, t); }
+  std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys, milliseconds t) override {
+    return inner_->Snapshot(keys, t);
+  }
+  std::vector<Result<FenceOutcome>> Fill(const std::vector<FillRequest>& fills, milliseconds max_age,
+                                         milliseconds fence_ttl, milliseconds t) override {
+    return inner_->Fill(fills, max_age, fence_ttl, t);
+  }
+  Status Put(std::string_view key, std::string_view envelope, milliseconds ttl, milliseconds t) override {
+    return inner_->Put(key, envelope, ttl, t);
+  }
+  Result<FenceOutcome> Invalidate(const InvalidateRequest& r, milliseconds fence_ttl, milliseconds t) override {
+    return inner_->Invalidate(r, fence_ttl, t);
+  }
+  Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds t) override {
+    return inner_->RemoveCorrupt(key, bytes, t);
+  }
+  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
+                                    milliseconds t) override {
+    return inner_->AcquireLease(key, token, ttl, t);
+  }
+  Result<bool> ExtendLease(std::string_view key, std::string_view token, milliseconds ttl, milliseconds t) override {
+    return inner_->ExtendLease(key, token, ttl, t);
+  }
+  Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds t) override {
+    return inner_->ReleaseLease(key, token, t);
+  }
+  int ShardOf(std::string_view key) const override { return inner_->ShardOf(key); }
+
+ private:
+  std::shared_ptr<L2Store> inner_;
+};
+
+TEST(CacheTest, GetManyOverAnL2AnsweringTooFewValuesLoadsEveryKey) {
+  auto l2 = MakeInMemoryL2Store();
+  auto writer = Make(BaseOptions(l2));
+  std::vector<std::string> keys;
+  for (int i = 0; i < 64; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    ASSERT_TRUE(writer->Set(keys.back(), "stored:" + keys.back(), 1).ok());
+  }
+  CacheOptions o = BaseOptions(std::make_shared<ShortGetManyL2>(l2));
+  o.use_l1 = false;
+  auto cache = Make(o);
+  BatchLoader loader = [&](const std::vector<std::string>& ks) -> Result<std::vector<LoadResult>> {
+    std::vector<LoadResult> out;
+    for (const auto& k : ks) out.push_back(LoadResult{"loaded:" + k, 2});
+    return out;
+  };
+  Result<std::vector<Result<CachedValue>>> got = cache->GetMany(keys, loader);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE((*got)[i].ok()) << keys[i] << ": " << (*got)[i].status().ToString();
+    EXPECT_EQ((*got)[i]->payload(), "loaded:" + keys[i]);
+  }
+  // Not cached in L2 (no fence was taken): the stored values stay.
+  Result<std::optional<std::string>> raw = l2->Get("k0", 1s);
+  ASSERT_TRUE(raw.ok() && raw->has_value());
+  Result<EnvelopeView> e = DecodeEnvelope(**raw);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->payload, "stored:k0");
+}
+
+// LocalFence::ReadHashed, given a key's std::hash, reads the key's own
+// stripe (GetMany hashes each key once and reads its epoch by that hash).
+TEST(CacheTest, LocalFenceReadHashedReadsTheKeysStripe) {
+  LocalFence fence;
+  const std::hash<std::string_view> hash;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string key = "key:" + std::to_string(i);
+    const uint64_t before = fence.ReadHashed(hash(key));
+    EXPECT_EQ(before, fence.Read(key));
+    fence.Bump(key);
+    EXPECT_EQ(fence.ReadHashed(hash(key)), before + 1) << key;
+  }
 }
 
 TEST(CacheTest, GetAsyncCompletesFromEveryTier) {
