@@ -79,7 +79,7 @@ void Connection::SetEvents(bool want_write) {
 }
 
 bool Connection::Open(std::string* error) {
-  TIERCACHE_DCHECK(fd_ < 0);
+  TIERCACHE_DCHECK(observer_->OnIoThread() && fd_ < 0 && inflight_.empty());
   sockaddr_storage addr{};
   socklen_t len = 0;
   if (!Resolve(node_->endpoint(), &addr, &len, error)) return false;
@@ -111,6 +111,7 @@ bool Connection::Open(std::string* error) {
 
 void Connection::Close() {
   if (fd_ >= 0) {
+    TIERCACHE_DCHECK(observer_->OnIoThread());
     epoll_ctl(observer_->epoll_fd(), EPOLL_CTL_DEL, fd_, nullptr);
     ::close(fd_);
     fd_ = -1;
@@ -126,32 +127,35 @@ void Connection::Close() {
 }
 
 void Connection::BeginHandshake() {
-  TIERCACHE_DCHECK(fd_ >= 0);
+  TIERCACHE_DCHECK(observer_->OnIoThread() && fd_ >= 0);
   state_ = State::kHandshake;
 }
 
 void Connection::MarkReady() {
-  TIERCACHE_DCHECK(fd_ >= 0);
+  TIERCACHE_DCHECK(observer_->OnIoThread() && fd_ >= 0);
   state_ = State::kReady;
 }
 
 void Connection::Write(std::string_view resp, InFlight::Kind kind, Request* req) {
-  TIERCACHE_DCHECK(kind != InFlight::kUser || req != nullptr);
+  TIERCACHE_DCHECK(observer_->OnIoThread() && (kind != InFlight::kUser || req != nullptr));
   inflight_.push_back({req, kind, stream_end()});
   out_.append(resp);
 }
 
 void Connection::Write(std::span<const std::string_view> args, InFlight::Kind kind) {
+  TIERCACHE_DCHECK(observer_->OnIoThread());
   inflight_.push_back({nullptr, kind, stream_end()});
   AppendCommand(out_, args);
 }
 
 void Connection::ExpectOrphanReplies(int n) {
+  TIERCACHE_DCHECK(observer_->OnIoThread());
   // Offset 0: sent long ago, so HoldForReplies sees a reply due.
   for (; n > 0; --n) inflight_.push_back({nullptr, InFlight::kDiscard, 0});
 }
 
 std::deque<Connection::InFlight> Connection::TakeInFlight() {
+  TIERCACHE_DCHECK(observer_->OnIoThread());
   std::deque<InFlight> taken;
   taken.swap(inflight_);
   return taken;
@@ -170,6 +174,7 @@ bool Connection::HoldForReplies(bool coalesce) const {
 }
 
 bool Connection::Flush() {
+  TIERCACHE_DCHECK(observer_->OnIoThread());
   if (fd_ < 0) return false;
   if (state_ == State::kConnecting) return true;
   if (out_.empty()) {
@@ -200,6 +205,7 @@ bool Connection::Flush() {
 }
 
 bool Connection::OnEvent(uint32_t events) {
+  TIERCACHE_DCHECK(observer_->OnIoThread());
   if (!observer_->TryOwn(this)) return true;  // lent to a caller, who reads its reply
   if (state_ == State::kConnecting) {
     if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return true;
@@ -269,7 +275,7 @@ bool Connection::HandOutReplies(std::string* error) {
 }
 
 DirectResult Connection::Exchange(const std::string& cmd, TimePoint deadline, Reply* reply, std::string* error) {
-  TIERCACHE_DCHECK(inflight_.empty() && out_.empty());
+  TIERCACHE_DCHECK(!observer_->OnIoThread() && inflight_.empty() && out_.empty());
   size_t sent = 0;
   while (sent < cmd.size()) {
     ssize_t n = ::send(fd_, cmd.data() + sent, cmd.size() - sent, MSG_NOSIGNAL);

@@ -13,9 +13,9 @@
 // ready, reconnection backoff, the lending state of direct I/O, ...) is in
 // `owner`, which the connection's own code never reads or writes.
 //
-// Thread-safety: I/O thread only, except Exchange(), which a caller thread
-// runs on a connection it borrowed (see Owner::lend), and the atomic
-// Owner::lend itself.
+// Thread-safety: I/O thread only (checked: ConnectionObserver::OnIoThread),
+// except Exchange(), which a caller thread runs on a connection it borrowed
+// (see Owner::lend), and the atomic Owner::lend itself.
 #ifndef TIERCACHE_SRC_REDIS_CONNECTION_H_
 #define TIERCACHE_SRC_REDIS_CONNECTION_H_
 
@@ -113,7 +113,8 @@ class Connection {
   // ---- Socket (I/O thread) ----
 
   // Starts a non-blocking connect to the node (kConnecting); false (with
-  // `error`) when it fails at once.
+  // `error`) when it fails at once. REQUIRES: !open() and nothing in flight
+  // (checked): replies on the new stream must not meet old requests.
   bool Open(std::string* error);
   // Closes the socket and the reader and drops unsent bytes
   // (kDisconnected). The in-flight queue is left: TakeInFlight.
@@ -184,6 +185,9 @@ class ConnectionObserver {
  public:
   virtual ~ConnectionObserver() = default;
   virtual int epoll_fd() const = 0;
+  // True on the thread that may use the connection's socket (checked by
+  // every Connection method but Exchange, which must run elsewhere).
+  virtual bool OnIoThread() const = 0;
   virtual bool coalesce_writes() const = 0;
   // Takes the connection back from a borrower; false when a caller has it.
   virtual bool TryOwn(Connection* c) = 0;

@@ -40,6 +40,7 @@ void Engine::MaybeLend(Connection* c) {
 }
 
 void Engine::PublishSlot(int slot) {
+  AssertIoThread();
   const int m = slots_.Master(static_cast<uint16_t>(slot));
   direct_conn_[slot].store(m < 0 ? nullptr : nodes_[m]->primary(), std::memory_order_release);
 }
@@ -59,7 +60,9 @@ void Engine::GiveBack(Connection* c, bool need_io_thread) {
     OnConnectionReturned(c);
     return true;
   };
-  Submit(task);  // if rejected (shutdown), the connection is closed anyway
+  // The engine's own work: not held to max_outstanding_requests, whose
+  // refusal would leave the connection kReturning (unusable) for good.
+  SubmitOwnWork(task);  // if refused (shutdown), the connection is closed anyway
 }
 
 void Engine::OnConnectionReturned(Connection* c) {
@@ -115,6 +118,7 @@ bool Engine::TryDirect(Request* req, Result<Reply>* out) {
 }
 
 bool Engine::ExchangeDirect(Connection* c, Request* req, Result<Reply>* out) {
+  TIERCACHE_DCHECK(c->owner.lend.load(std::memory_order_relaxed) == Owner::kBorrowed && !OnIoThread());
   Reply reply;
   std::string error;
   const DirectResult result = c->Exchange(req->cmd, req->deadline, &reply, &error);
@@ -151,7 +155,7 @@ bool Engine::ExchangeDirect(Connection* c, Request* req, Result<Reply>* out) {
 }
 
 Result<Reply> Engine::Call(SyncRequest req) {
-  TIERCACHE_DCHECK(!req.submitted());
+  TIERCACHE_DCHECK(!req.submitted() && !OnIoThread());
   Result<Reply> direct = Status::Internal("unset");
   if (TryDirect(req.operator->(), &direct)) return direct;  // the handle frees the request, never submitted
   Submit(req);

@@ -49,6 +49,9 @@ Status Engine::Start() {
     pthread_setname_np(pthread_self(), "tiercache-redis");  // for top -H, perf, gdb
     Run();
   });
+  // Also stored here, so that no caller thread runs unchecked while the new
+  // thread has yet to store its id.
+  io_thread_.store(thread_.get_id(), std::memory_order_relaxed);
   if (options_.mode == Mode::kStandalone) return Status::Ok();
 
   // Wait for the first slot map: a control task parks the request in the
@@ -73,6 +76,10 @@ Status Engine::Start() {
 }
 
 void Engine::Submit(Request* req) { SubmitBatch(&req, 1); }
+
+void Engine::SubmitOwnWork(Request* req) {
+  if (!queue_.Push(&req, 1)) FinishRequest(req, Status::Cancelled("the Redis client is shutting down"));
+}
 
 void Engine::SubmitBatch(Request* const* reqs, size_t n) {
   if (n == 0) return;
@@ -101,6 +108,7 @@ void Engine::Finish(Request* req, Result<Reply> r) {
 }
 
 void Engine::WakeCallers() {
+  AssertIoThread();
   for (Request* req : to_wake_) WakeCaller(req);
   to_wake_.clear();
 }
@@ -155,6 +163,7 @@ void Engine::DrainSubmissions() {
 }
 
 Node* Engine::EnsureNode(const Endpoint& e) {
+  AssertIoThread();
   std::string name = e.ToString();
   auto it = node_by_name_.find(name);
   if (it != node_by_name_.end()) return nodes_[it->second].get();
@@ -165,6 +174,7 @@ Node* Engine::EnsureNode(const Endpoint& e) {
 }
 
 Node* Engine::RouteNode(const Request* req) {
+  AssertIoThread();
   if (req->target_node >= 0) return nodes_[req->target_node].get();
   if (!have_topology_) return nullptr;
   if (req->slot < 0) {
@@ -339,6 +349,7 @@ void Engine::Housekeeping(TimePoint now) {
 }
 
 void Engine::Shutdown() {
+  AssertIoThread();
   shutting_down_ = true;
   std::vector<Request*> pending = queue_.Close();
   Status cancelled = Status::Cancelled("the Redis client is shutting down");

@@ -59,7 +59,7 @@ namespace tiercache::redis::internal {
 // Counters, updated by the I/O thread, read by anyone (relaxed).
 struct EngineCounters {
   std::atomic<uint64_t> moved{0}, ask{0}, retries{0}, reconnects{0}, connection_failures{0},
-      topology_refreshes{0}, topology_changes{0}, writes{0};
+      topology_refreshes{0}, topology_changes{0}, writes{0}, seed_fallbacks{0};
 };
 
 class Engine final : public ConnectionObserver {
@@ -86,15 +86,16 @@ class Engine final : public ConnectionObserver {
     req.MarkSubmitted();
   }
   // Waits for a request submitted by the calling thread (see AwaitRequest).
-  // REQUIRES: req.submitted() (checked).
+  // REQUIRES: req.submitted(), not on the I/O thread (checked: it would wait
+  // for itself until the deadline).
   Result<Reply> Await(SyncRequest req) {
-    TIERCACHE_DCHECK(req.submitted());
+    TIERCACHE_DCHECK(req.submitted() && !OnIoThread());
     return AwaitRequest(req.Release(), options_.caller_spin, &spinners_);
   }
 
   // Runs a single sync request: in the calling thread on an idle connection
   // (direct I/O) when possible, else through the I/O thread.
-  // REQUIRES: !req.submitted() (checked).
+  // REQUIRES: !req.submitted(), not on the I/O thread (checked).
   Result<Reply> Call(SyncRequest req);
 
   // I/O thread: takes the connection back from lending; false when a caller
@@ -125,6 +126,9 @@ class Engine final : public ConnectionObserver {
   void MarkDirty(Connection* c) override;
   void CountWrite() override { counters_.writes.fetch_add(1, std::memory_order_relaxed); }
   int epoll_fd() const override { return epoll_fd_; }
+  bool OnIoThread() const override {
+    return io_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+  }
   bool coalesce_writes() const override { return options_.coalesce_writes; }
 
  private:
@@ -139,6 +143,10 @@ class Engine final : public ConnectionObserver {
   }
 
   void Run();
+  // Hands the I/O thread work of the engine's own (a connection handed back
+  // by a borrower): never refused for max_outstanding_requests, which bounds
+  // callers' requests only. Refused (finished kCancelled) at shutdown only.
+  void SubmitOwnWork(Request* req);
   void DrainSubmissions();
   void Dispatch(Request* req, TimePoint now);
   void WriteRequest(Connection* c, Request* req);
@@ -210,6 +218,9 @@ class Engine final : public ConnectionObserver {
   std::vector<std::string> logged_masters_;  // sorted: the masters the last topology line named
   bool shutting_down_ = false;
   RefreshSchedule refresh_;
+  // The nodes of the current refresh round that are in it only as seeds
+  // (sorted): a map one of them gives is a seed fallback.
+  std::vector<int> round_seed_only_;
   TimePoint next_housekeeping_{};
   TimePoint last_activity_{};
 

@@ -48,6 +48,7 @@ void Engine::OnConnectionReady(Connection* c) {
 }
 
 void Engine::WriteWaiting(Connection* c) {
+  AssertIoThread();
   std::deque<Request*> waiting;
   waiting.swap(c->owner.waiting);
   for (Request* req : waiting) {
@@ -60,6 +61,7 @@ void Engine::WriteWaiting(Connection* c) {
 }
 
 void Engine::GoReady(Connection* c) {
+  AssertIoThread();
   c->MarkReady();
   c->owner.last_error.clear();
   counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
@@ -127,6 +129,7 @@ bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
 }
 
 void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now) {
+  AssertIoThread();
   if (!req->Live()) {
     Finish(req, Status::Cancelled("abandoned"));
     return;
@@ -159,6 +162,7 @@ void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now
 }
 
 bool Engine::OnHandshakeReply(Connection* c, const Reply& reply) {
+  AssertIoThread();
   if (reply.IsError()) {
     c->owner.handshake_rejected = true;  // AUTH or READONLY refused: not retried
     OnConnectionFailed(c, reply.str);
@@ -170,6 +174,7 @@ bool Engine::OnHandshakeReply(Connection* c, const Reply& reply) {
 
 void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error,
                         TimePoint now) {
+  AssertIoThread();
   const bool moved = info.kind == ErrorKind::kMoved;
   (moved ? counters_.moved : counters_.ask).fetch_add(1, std::memory_order_relaxed);
   if (++req->redirects > options_.max_redirects) {
@@ -190,6 +195,7 @@ void Engine::OnRedirect(Connection* c, Request* req, const ErrorInfo& info, cons
 }
 
 bool Engine::ReloadScript(Connection* c, Request* req, TimePoint now) {
+  AssertIoThread();
   if (req->script.empty() || req->script_reloaded) return false;
   req->script_reloaded = true;  // once: a second NOSCRIPT is the server's answer
   req->load_script = true;

@@ -280,6 +280,7 @@ ClientStats RedisClient::Stats() const {
   s.connection_failures = c.connection_failures.load(std::memory_order_relaxed);
   s.topology_refreshes = c.topology_refreshes.load(std::memory_order_relaxed);
   s.topology_changes = c.topology_changes.load(std::memory_order_relaxed);
+  s.seed_fallbacks = c.seed_fallbacks.load(std::memory_order_relaxed);
   s.writes = c.writes.load(std::memory_order_relaxed);
   return s;
 }

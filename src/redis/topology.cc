@@ -17,6 +17,7 @@ void Engine::MaybeRefresh(TimePoint now) {
 }
 
 void Engine::PlanRefreshRound() {
+  AssertIoThread();
   // A fixed list per round (RefreshRoundOrder): each node is asked once, and
   // the seeds are reached even while known nodes answer without a map.
   std::vector<int> healthy, seeds, failing;
@@ -27,6 +28,11 @@ void Engine::PlanRefreshRound() {
     (failed ? failing : healthy).push_back(n->id());
   }
   for (const Endpoint& seed : options_.seeds) seeds.push_back(EnsureNode(seed)->id());
+  round_seed_only_.clear();
+  for (int id : seeds) {
+    if (std::find(healthy.begin(), healthy.end(), id) == healthy.end()) round_seed_only_.push_back(id);
+  }
+  std::sort(round_seed_only_.begin(), round_seed_only_.end());
   refresh_.BeginRound(RefreshRoundOrder(std::move(healthy), seeds, failing, refresh_.NextRotation()));
 }
 
@@ -55,6 +61,11 @@ void Engine::OnRefreshReply(int node_id, Result<Reply> r) {
   if (r.ok()) {
     Result<std::vector<SlotRange>> ranges = ParseClusterSlots(*r, asked->endpoint().host);
     if (ranges.ok() && !ranges->empty()) {
+      if (have_topology_ && std::binary_search(round_seed_only_.begin(), round_seed_only_.end(), node_id)) {
+        counters_.seed_fallbacks.fetch_add(1, std::memory_order_relaxed);
+        Log(LogLevel::kWarning, "Redis cluster: no node of the slot map answered; map fetched from seed " +
+                                    asked->name() + " (last error: " + refresh_.last_error() + ")");
+      }
       refresh_.Succeeded(now);
       ApplyTopology(*ranges);
       if (topology_waiter_ != nullptr) {

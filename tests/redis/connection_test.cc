@@ -80,6 +80,7 @@ TEST(HoldForRepliesTest, SendsOnceEnoughIsWaiting) {
 class FakeObserver final : public ConnectionObserver {
  public:
   int epoll_fd() const override { return -1; }  // epoll_ctl on it fails harmlessly
+  bool OnIoThread() const override { return true; }
   bool coalesce_writes() const override { return true; }
   bool TryOwn(Connection*) override { return true; }
   void OnConnectionReady(Connection*) override { ++ready; }

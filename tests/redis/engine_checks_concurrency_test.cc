@@ -29,8 +29,7 @@ TEST(EngineChecksDeathTest, AnIoThreadOnlyCallFromAnotherThreadAborts) {
       {
         Engine engine(Standalone());
         if (!engine.Start().ok()) std::abort();
-        // The I/O thread records itself first thing; give it the time.
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        // At once: Start() records the I/O thread before it returns.
         engine.SetTopology({Endpoint{"127.0.0.1", 2}});  // this thread is not the I/O thread
       },
       "internal check failed at .*engine.cc.*AssertIoThread|internal check failed at .*engine.h");
@@ -42,6 +41,20 @@ TEST(EngineChecksDeathTest, TheSameCallOnTheIoThreadPasses) {
   EXPECT_TRUE(engine.RunOnIoThread([&] { engine.SetTopology({Endpoint{"127.0.0.1", 2}}); },
                                    std::chrono::milliseconds(5000))
                   .ok());
+}
+
+// A sync call from the I/O thread (say, inside an async callback) would wait
+// for itself until its deadline: it aborts where the checks are on.
+TEST(EngineChecksDeathTest, ASyncCallOnTheIoThreadAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Engine engine(Standalone());
+        if (!engine.Start().ok()) std::abort();
+        (void)engine.RunOnIoThread([&] { (void)engine.Call(SyncRequest(new Request)); },
+                                   std::chrono::milliseconds(5000));
+      },
+      "internal check failed.*OnIoThread");
 }
 
 TEST(EngineChecksDeathTest, BrokenRequiresAbort) {

@@ -86,5 +86,47 @@ TEST(StandaloneTest, OnlyIdempotentCommandsAreResentAfterTheConnectionBreaks) {
   EXPECT_TRUE(get_result->IsNil());  // the new server is empty
 }
 
+// A lone sync caller borrows the idle connection (direct I/O) and gives up
+// on a reply the server still owes (BLPOP). Handing the connection back to
+// the I/O thread is the engine's own work: it must not be refused because
+// callers' requests fill max_outstanding_requests, or the connection stays
+// unusable for good and every later call fails with RESOURCE_EXHAUSTED.
+TEST(StandaloneTest, AConnectionHandedBackUnderAFullRequestLimitServesAgain) {
+  ServerProcess server(testing::FreePort(), {});
+  ASSERT_TRUE(server.ok());
+  RedisClientOptions o = Standalone(server.port());
+  o.max_outstanding_requests = 1;
+  auto client = RedisClient::Create(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto& c = **client;
+  ASSERT_TRUE(c.Set("give-back", "v").ok());  // connected and idle: lendable
+
+  // The borrower: BLPOP holds the reply for 500 ms, the call gives up at 300.
+  auto blocked = std::async(std::launch::async, [&] {
+    CommandOptions call;
+    call.call.timeout = 300ms;
+    return c.Command({"BLPOP", "give-back:list", "0.5"}, call);
+  });
+  // Meanwhile an async request takes the only slot of the limit; it waits
+  // for the borrowed connection.
+  std::this_thread::sleep_for(100ms);
+  std::promise<Result<Reply>> queued;
+  CommandOptions get;
+  get.call.timeout = 2s;
+  c.CommandAsync({"GET", "give-back"}, get, [&](Result<Reply> r) { queued.set_value(std::move(r)); });
+
+  Result<Reply> b = blocked.get();
+  EXPECT_EQ(b.status().code(), StatusCode::kDeadlineExceeded) << b.status().ToString();
+  Result<Reply> q = queued.get_future().get();
+  ASSERT_TRUE(q.ok()) << "the request queued behind the borrower: " << q.status().ToString();
+  EXPECT_EQ(q->str, "v");
+  // And the client serves as before.
+  for (int i = 0; i < 5; ++i) {
+    auto got = c.Get("give-back");
+    ASSERT_TRUE(got.ok()) << "call " << i << ": " << got.status().ToString();
+    EXPECT_EQ(got->value_or("<nil>"), "v");
+  }
+}
+
 }  // namespace
 }  // namespace tiercache::redis

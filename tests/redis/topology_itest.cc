@@ -153,6 +153,9 @@ TEST(TopologyTest, SeedsBringTheClusterBackWhenEveryKnownNodeIsGone) {
   EXPECT_GE(after.topology_refreshes, before.topology_refreshes + 2) << "known nodes first, then the seed";
   EXPECT_GE(after.topology_changes, before.topology_changes + 1);
   EXPECT_GE(log.Count("INFO Redis cluster topology changed: masters now 127.0.0.1:"), 1) << log.All();
+  EXPECT_EQ(after.seed_fallbacks, before.seed_fallbacks + 1);
+  EXPECT_EQ(log.Count("WARNING Redis cluster: no node of the slot map answered; map fetched from seed 127.0.0.1:"), 1)
+      << log.All();
 
   // The map is the cluster's again: every slot sampled is served by a real master.
   std::set<int> owners;

@@ -82,6 +82,10 @@ struct ClientStats {
   uint64_t connection_failures = 0;  // connects failed or connections lost
   uint64_t topology_refreshes = 0;   // CLUSTER SLOTS requests sent
   uint64_t topology_changes = 0;     // refreshes that changed the slot map
+  // Slot maps fetched from a seed because no node of the client's map
+  // answered (every one failing, or answering without a map): the way back
+  // after a full outage, or when the cluster moved to other addresses.
+  uint64_t seed_fallbacks = 0;
   uint64_t writes = 0;               // buffer flushes to the sockets (pipelined: fewer than commands)
 };
 
