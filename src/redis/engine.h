@@ -28,7 +28,10 @@
 // (connection.h: its socket, reader, output and in-flight queue private),
 // which reports to the engine through ConnectionObserver and never sees the
 // Engine. Methods for the I/O thread only check it (AssertIoThread:
-// a DCHECK, on in Debug and the sanitizer builds).
+// a DCHECK, on in Debug and the sanitizer builds), and so do Connection's
+// (through ConnectionObserver::OnIoThread). SlotMap, RetryQueue and
+// RefreshSchedule are members used only by such methods, so they are
+// checked where they are called, not in themselves.
 #ifndef TIERCACHE_SRC_REDIS_ENGINE_H_
 #define TIERCACHE_SRC_REDIS_ENGINE_H_
 
