@@ -15,7 +15,9 @@
 // 100 keys in one slot (get_many_100_vs_l2_hit), with the floor that ratio
 // stands on: the client's own MGET of those 100 keys against its own GET
 // (client_mget_100_vs_get: what Redis and the protocol alone cost for 100
-// values against one).
+// values against one). Those four single-caller latencies are measured
+// interleaved (8 rounds of 250 ms each), so that the machine's load changing
+// during the run does not tilt their ratios.
 // Ends with RESULT lines. Reads TIERCACHE_REDIS_PORT_BASE (default 7000).
 #include <benchmark/benchmark.h>
 
@@ -24,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -224,6 +227,37 @@ Latency Measure(int callers, std::chrono::milliseconds duration, Op op) {
   return l;
 }
 
+// Runs each of `ops` (one caller, this thread) for `slice` in turn,
+// `rounds` times; one Latency per op over all its rounds.
+std::vector<Latency> MeasureInterleaved(const std::vector<std::function<void(uint64_t)>>& ops, int rounds,
+                                        std::chrono::milliseconds slice) {
+  std::vector<std::vector<double>> per(ops.size());
+  std::vector<double> busy_s(ops.size(), 0);
+  std::vector<uint64_t> next(ops.size(), 0);
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t o = 0; o < ops.size(); ++o) {
+      const auto t0 = SteadyClock::now();
+      for (auto now = t0; now - t0 < slice;) {
+        const auto a = SteadyClock::now();
+        ops[o](next[o]++);
+        now = SteadyClock::now();
+        per[o].push_back(std::chrono::duration<double, std::micro>(now - a).count());
+      }
+      busy_s[o] += std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    }
+  }
+  std::vector<Latency> out(ops.size());
+  for (size_t o = 0; o < ops.size(); ++o) {
+    std::vector<double>& all = per[o];
+    if (all.empty()) continue;
+    std::sort(all.begin(), all.end());
+    out[o].ops_per_s = static_cast<double>(all.size()) / busy_s[o];
+    out[o].p50_us = all[all.size() / 2];
+    out[o].p99_us = all[all.size() * 99 / 100];
+  }
+  return out;
+}
+
 // ---- 2. cold stampede -------------------------------------------------------------
 
 int ColdStampedeMaxLoads(int repetitions) {
@@ -338,19 +372,25 @@ int main(int argc, char** argv) {
   auto l1_1 = Measure(1, 2s, [&](int t, uint64_t i) {
     (void)fixture.with_l1->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
-  auto l2_1 = Measure(1, 2s, [&](int t, uint64_t i) {
-    (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
-  });
-  // Baselines of the same run: the client's own GET of the same keys, and
-  // one GetMany of kBatchKeys keys in one slot (L1 off: all from L2).
-  auto client_1 = Measure(1, 2s, [&](int t, uint64_t i) {
-    (void)fixture.client->Get(fixture.keys[(t * 7919 + i) % kHotKeys]);
-  });
+  // The four single-caller latencies the ratios compare (an L2 hit, the
+  // client's own GET of the same keys, one GetMany of kBatchKeys keys in one
+  // slot with L1 off, the client's own MGET of those keys) are measured
+  // interleaved, 8 rounds of 250 ms each (2 s each in all): a change in the
+  // shared machine's load during the run weighs on all four alike.
   const tiercache::BatchLoader batch_loader = [](const std::vector<std::string>& ks) {
     return Result<std::vector<LoadResult>>(std::vector<LoadResult>(ks.size(), LoadResult{std::string(200, 'v'), 1}));
   };
-  auto many_1 = Measure(1, 2s, [&](int, uint64_t) { (void)fixture.l2_only->GetMany(fixture.batch_keys, batch_loader); });
-  auto client_mget = Measure(1, 2s, [&](int, uint64_t) { (void)fixture.client->MGet(fixture.batch_keys); });
+  std::vector<std::function<void(uint64_t)>> single = {
+      [&](uint64_t i) { (void)fixture.l2_only->Get(fixture.keys[i % kHotKeys], kValueLoader); },
+      [&](uint64_t i) { (void)fixture.client->Get(fixture.keys[i % kHotKeys]); },
+      [&](uint64_t) { (void)fixture.l2_only->GetMany(fixture.batch_keys, batch_loader); },
+      [&](uint64_t) { (void)fixture.client->MGet(fixture.batch_keys); },
+  };
+  const std::vector<Latency> one_caller = MeasureInterleaved(single, 8, 250ms);
+  const Latency& l2_1 = one_caller[0];
+  const Latency& client_1 = one_caller[1];
+  const Latency& many_1 = one_caller[2];
+  const Latency& client_mget = one_caller[3];
   auto l2_64 = Measure(64, 2s, [&](int t, uint64_t i) {
     (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
