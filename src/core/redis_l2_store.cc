@@ -68,30 +68,9 @@ std::optional<uint64_t> Generation(const redis::Reply& r) {
   return Generation(std::string_view(r.str));
 }
 
-// redis::KeySlot for runs of keys that share a hash tag (the members of a
-// group, a batch of one entity's keys): the CRC16 is computed once per run.
-// A key's slot is a function of its hash tag's bytes alone (slot.h), so a
-// remembered slot is exact; an untagged key is its own tag.
-class SlotMemo {
- public:
-  uint16_t operator()(std::string_view key) {
-    const std::string_view tag = redis::HashTagOf(key);
-    if (valid_ && tag == tag_) return slot_;
-    slot_ = redis::KeySlot(key);
-    tag_.assign(tag);
-    valid_ = true;
-    return slot_;
-  }
-
- private:
-  std::string tag_;
-  uint16_t slot_ = 0;
-  bool valid_ = false;
-};
-
 Status CheckSameSlot(const std::vector<std::string>& keys, std::string_view group) {
   const uint16_t slot = redis::KeySlot(group);
-  SlotMemo slot_of;
+  redis::KeySlotMemo slot_of;
   for (const std::string& k : keys) {
     if (slot_of(k) != slot) {
       return Status::InvalidArgument("key '" + k + "' is not in the hash slot of its group '" + std::string(group) + "'");
@@ -104,7 +83,7 @@ Status CheckSameSlot(const std::vector<std::string>& keys, std::string_view grou
 std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
   std::map<uint16_t, size_t> group_of;
   std::vector<std::vector<size_t>> groups;
-  SlotMemo slot_of;
+  redis::KeySlotMemo slot_of;
   for (size_t i = 0; i < keys.size(); ++i) {
     auto [it, added] = group_of.emplace(slot_of(keys[i]), groups.size());
     if (added) groups.emplace_back();
@@ -115,7 +94,7 @@ std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
 
 // True when every key of `keys` (not empty) is in one hash slot.
 bool InOneSlot(const std::vector<std::string>& keys) {
-  SlotMemo slot_of;
+  redis::KeySlotMemo slot_of;
   const uint16_t slot = slot_of(keys[0]);
   for (size_t i = 1; i < keys.size(); ++i) {
     if (slot_of(keys[i]) != slot) return false;
@@ -383,7 +362,7 @@ class RedisL2Store final : public L2Store {
 
   int ShardOf(std::string_view key) const override {
     // Asked once per key of a GetMany, whose keys usually share a tag.
-    thread_local SlotMemo slot_of;
+    thread_local redis::KeySlotMemo slot_of;
     const int node = client_->NodeOfSlot(slot_of(key));
     return node < 0 ? 0 : node % 4096;
   }

@@ -95,27 +95,49 @@ Result<Reply> AwaitPart(internal::Engine& engine, SlotPart& p) {
   return p.req.submitted() ? engine.Await(std::move(p.req)) : engine.Call(std::move(p.req));
 }
 
+// One request for `keys` (all in `slot`), given as indexes into them.
+SlotPart PartFor(std::string_view name, const std::vector<std::string>& keys, std::vector<size_t> idx,
+                 uint16_t slot, bool idempotent, internal::TimePoint deadline) {
+  std::vector<std::string_view> args;
+  args.reserve(idx.size() + 1);
+  args.push_back(name);
+  for (size_t i : idx) args.push_back(keys[i]);
+  SyncRequest req(NewRequest(args, -1, idempotent, deadline));
+  req->slot = slot;
+  req->read_only = name == "MGET";
+  return SlotPart{std::move(idx), std::move(req)};
+}
+
 std::vector<SlotPart> SplitBySlot(internal::Engine& engine, std::string_view name,
                                   const std::vector<std::string>& keys, bool idempotent,
                                   internal::TimePoint deadline) {
-  std::map<uint16_t, std::vector<size_t>> by_slot;
-  for (size_t i = 0; i < keys.size(); ++i) by_slot[KeySlot(keys[i])].push_back(i);
   std::vector<SlotPart> parts;
+  if (keys.empty()) return parts;
+  // The usual batch is one hash tag's keys: one slot, one part, no map.
+  KeySlotMemo slot_of;
+  std::vector<uint16_t> slots(keys.size());
+  bool one_slot = true;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    slots[i] = slot_of(keys[i]);
+    one_slot = one_slot && slots[i] == slots[0];
+  }
+  if (one_slot) {
+    std::vector<size_t> all(keys.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    parts.push_back(PartFor(name, keys, std::move(all), slots[0], idempotent, deadline));
+    return parts;
+  }
+  std::map<uint16_t, std::vector<size_t>> by_slot;
+  for (size_t i = 0; i < keys.size(); ++i) by_slot[slots[i]].push_back(i);
   parts.reserve(by_slot.size());
   std::vector<Request*> reqs;
   reqs.reserve(by_slot.size());
   for (auto& [slot, idx] : by_slot) {
-    std::vector<std::string_view> args{name};
-    for (size_t i : idx) args.push_back(keys[i]);
-    SyncRequest req(NewRequest(args, 1, idempotent, deadline));
-    req->read_only = name == "MGET";
-    if (by_slot.size() > 1) reqs.push_back(req.ForEngine());
-    parts.push_back(SlotPart{std::move(idx), std::move(req)});
+    parts.push_back(PartFor(name, keys, std::move(idx), slot, idempotent, deadline));
+    reqs.push_back(parts.back().req.ForEngine());
   }
-  if (parts.size() > 1) {
-    engine.SubmitBatch(reqs.data(), reqs.size());
-    for (SlotPart& p : parts) p.req.MarkSubmitted();
-  }
+  engine.SubmitBatch(reqs.data(), reqs.size());
+  for (SlotPart& p : parts) p.req.MarkSubmitted();
   return parts;
 }
 

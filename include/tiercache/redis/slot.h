@@ -5,7 +5,8 @@
 // after it, provided they are not empty. Keys sharing a tag share a slot, so
 // multi-key commands and Lua scripts over them run on one node.
 //
-// Thread-safety: pure functions, callable from any thread.
+// Thread-safety: the functions are pure, callable from any thread;
+// KeySlotMemo is not thread-safe (one per thread or per call).
 #ifndef TIERCACHE_REDIS_SLOT_H_
 #define TIERCACHE_REDIS_SLOT_H_
 
@@ -25,6 +26,28 @@ std::string_view HashTagOf(std::string_view key) noexcept;
 
 // The cluster slot of `key`, in [0, 16383].
 uint16_t KeySlot(std::string_view key) noexcept;
+
+// KeySlot for a sequence of keys that often share a hash tag (a group's
+// keys, one entity's batch): the CRC16 is computed once per run of keys with
+// equal tags. Exact, since a slot depends on the tag's bytes alone; an
+// untagged key is its own tag.
+class KeySlotMemo {
+ public:
+  uint16_t operator()(std::string_view key) {
+    const std::string_view tag = HashTagOf(key);
+    if (!valid_ || tag != tag_) {
+      slot_ = static_cast<uint16_t>(Crc16(tag) & (kSlotCount - 1));
+      tag_.assign(tag);
+      valid_ = true;
+    }
+    return slot_;
+  }
+
+ private:
+  std::string tag_;
+  uint16_t slot_ = 0;
+  bool valid_ = false;
+};
 
 // Builds "<prefix>:{<tag>}:<suffix>", e.g. TaggedKey("posts", "community:42", "7")
 // == "posts:{community:42}:7". An empty suffix gives "<prefix>:{<tag>}".
