@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace tiercache::redis {
 namespace {
 
@@ -41,6 +44,22 @@ TEST(SlotTest, BinaryKeysAreHashedByteForByte) {
   std::string key("a\0b", 3);
   EXPECT_LT(KeySlot(key), kSlotCount);
   EXPECT_NE(KeySlot(key), KeySlot("a"));
+}
+
+// The memo answers exactly what KeySlot answers, whatever the order: runs of
+// one tag, tags that differ only in bytes (same length), untagged keys, an
+// empty "{}" (not a tag) and an unclosed '{'.
+TEST(SlotTest, KeySlotMemoAgreesWithKeySlotOnEveryKey) {
+  const std::vector<std::string> keys = {
+      "a:{user:1}:x", "b:{user:1}:y", "{user:2}",   "c:{user:1}:z", "{user:3}:q", "{user:3}:r",
+      "untagged:1",   "untagged:1",   "untagged:2", "x{}y",         "x{}z",       "open{tag",
+      "open{tag",     "{user:1}",     "",           "{",            "}{",         std::string("b\0{t}", 5)};
+  KeySlotMemo memo;
+  for (int round = 0; round < 2; ++round) {
+    for (const std::string& k : keys) EXPECT_EQ(memo(k), KeySlot(k)) << "key '" << k << "'";
+  }
+  KeySlotMemo fresh;
+  for (auto it = keys.rbegin(); it != keys.rend(); ++it) EXPECT_EQ(fresh(*it), KeySlot(*it)) << "key '" << *it << "'";
 }
 
 }  // namespace
