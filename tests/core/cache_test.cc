@@ -1,6 +1,7 @@
 // The tiered cache's logic over the in-memory L2 store (same fencing rules as
 // the Redis scripts). The same behaviours run against the real Redis Cluster
 // in cache_itest.cc.
+#include "common/forwarding_l2_store.h"
 #include "core/cache_test_util.h"
 #include "core/local_fence.h"
 #include "tiercache/cache.h"
@@ -550,47 +551,16 @@ TEST(CacheTest, GetManyChecksEveryValueFromL2AndAnswersRepeatsAlike) {
 // An L2Store whose GetMany answers one value short: a broken store must not
 // make GetMany read past its answer. Every key is then treated as an L2
 // failure (loaded, and not cached in L2).
-class ShortGetManyL2 final : public L2Store {
+class ShortGetManyL2 final : public ::tiercache::testing::ForwardingL2Store {
  public:
-  explicit ShortGetManyL2(std::shared_ptr<L2Store> inner) : inner_(std::move(inner)) {}
+  using ForwardingL2Store::ForwardingL2Store;
   std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
                                                           milliseconds timeout) override {
-    auto out = inner_->GetMany(keys, timeout);
+    auto out = ForwardingL2Store::GetMany(keys, timeout);
     out.pop_back();
     out.shrink_to_fit();
     return out;
   }
-  Result<std::optional<std::string>> Get(std::string_view key, milliseconds t) override { return inner_->Get(key, t); }
-  std::vector<Result<FenceSnapshot>> Snapshot(const std::vector<std::string>& keys, milliseconds t) override {
-    return inner_->Snapshot(keys, t);
-  }
-  std::vector<Result<FenceOutcome>> Fill(const std::vector<FillRequest>& fills, milliseconds max_age,
-                                         milliseconds fence_ttl, milliseconds t) override {
-    return inner_->Fill(fills, max_age, fence_ttl, t);
-  }
-  Status Put(std::string_view key, std::string_view envelope, milliseconds ttl, milliseconds t) override {
-    return inner_->Put(key, envelope, ttl, t);
-  }
-  Result<FenceOutcome> Invalidate(const InvalidateRequest& r, milliseconds fence_ttl, milliseconds t) override {
-    return inner_->Invalidate(r, fence_ttl, t);
-  }
-  Result<bool> RemoveCorrupt(std::string_view key, std::string_view bytes, milliseconds t) override {
-    return inner_->RemoveCorrupt(key, bytes, t);
-  }
-  Result<LeaseOutcome> AcquireLease(std::string_view key, std::string_view token, milliseconds ttl,
-                                    milliseconds t) override {
-    return inner_->AcquireLease(key, token, ttl, t);
-  }
-  Result<bool> ExtendLease(std::string_view key, std::string_view token, milliseconds ttl, milliseconds t) override {
-    return inner_->ExtendLease(key, token, ttl, t);
-  }
-  Result<bool> ReleaseLease(std::string_view key, std::string_view token, milliseconds t) override {
-    return inner_->ReleaseLease(key, token, t);
-  }
-  int ShardOf(std::string_view key) const override { return inner_->ShardOf(key); }
-
- private:
-  std::shared_ptr<L2Store> inner_;
 };
 
 TEST(CacheTest, GetManyOverAnL2AnsweringTooFewValuesLoadsEveryKey) {
