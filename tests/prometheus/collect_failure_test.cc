@@ -18,6 +18,10 @@ namespace {
 thread_local bool t_fail_allocations = false;
 }  // namespace
 
+// GCC sees the free() below inlined into a delete-expression whose memory came
+// from this replaced operator new (malloc), and warns -Wmismatched-new-delete
+// at -O1: a false positive for a replaced global operator new.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t n) {
   if (t_fail_allocations) throw std::bad_alloc();
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
