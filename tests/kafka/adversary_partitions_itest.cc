@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/kafka_test_util.h"
+#include "common/test_env.h"
 #include "kafka/kafka_event_test_util.h"
 #include "tiercache/events.h"
 #include "tiercache/kafka/l1_follower.h"
@@ -25,11 +26,10 @@ using testing_events::Version;
 
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
-constexpr const char* kBroker = "127.0.0.1:9092";
 
 std::string AddPartitions(const std::string& topic, int total) {
   std::string err;
-  auto admin = testing::MakeKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", kBroker}}, &err);
+  auto admin = testing::MakeKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", testing::KafkaBootstrap()}}, &err);
   if (!admin) return err;
   char errstr[512];
   rd_kafka_NewPartitions_t* np = rd_kafka_NewPartitions_new(topic.c_str(), total, errstr, sizeof(errstr));
@@ -54,7 +54,7 @@ std::string AddPartitions(const std::string& topic, int total) {
 
 TEST(AdversaryPartitionsITest, EventsOnAPartitionAddedAfterStartAreFollowed) {
   const std::string topic = testing::UniqueKafkaName("adv.posts");
-  ASSERT_EQ(testing::CreateTopic(topic, 1, {}, kBroker), "");
+  ASSERT_EQ(testing::CreateTopic(topic, 1, {}, testing::KafkaBootstrap()), "");
   CacheOptions co;
   co.l2 = MakeInMemoryL2Store();
   co.ttl_jitter = 0;
@@ -64,7 +64,7 @@ TEST(AdversaryPartitionsITest, EventsOnAPartitionAddedAfterStartAreFollowed) {
   ASSERT_TRUE(cache.ok());
 
   L1FollowerOptions o;
-  o.brokers = kBroker;
+  o.brokers = testing::KafkaBootstrap();
   o.topics = {topic};
   o.max_lag = 300ms;
   o.check_interval = 50ms;
@@ -84,7 +84,7 @@ TEST(AdversaryPartitionsITest, EventsOnAPartitionAddedAfterStartAreFollowed) {
   std::this_thread::sleep_for(2s);
   // The relay publishes the invalidation of "k" to the new partition.
   std::string err;
-  auto producer = testing::MakeKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", kBroker}}, &err);
+  auto producer = testing::MakeKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", testing::KafkaBootstrap()}}, &err);
   ASSERT_TRUE(producer) << err;
   const std::string payload = EventFor("k", 2);
   ASSERT_EQ(rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(1),
