@@ -190,7 +190,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   node->load_duration = fill.load_duration;
   node->set_tag(fill.tag);
   node->set_user_data(fill.user_data);
-  node->charge = *charge;
+  node->set_charge(*charge);
   Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
   if (kind != L1EntryKind::kTombstone && o.ttl_jitter > 0) {
     ttl = l1::Jitter(ttl, o.ttl_jitter, UnitRandom());

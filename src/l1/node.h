@@ -1,8 +1,10 @@
-// Node and NodeList: the intrusive building blocks of an L1 shard.
+// Node, PolicyTable and NodeList: the building blocks of an L1 shard.
 //
-// A Node is one entry; the shard's NodeTable points at it, and it sits in
-// one policy list (NodeList), so a hit touches no allocation. Not thread-safe:
-// every Node and list belongs to one shard and is guarded by its mutex.
+// A Node is one entry; the shard's NodeTable points at it, and its policy
+// record in the shard's PolicyTable puts it in one policy list (NodeList),
+// so a hit touches no allocation. Not thread-safe: every Node, record and
+// list belongs to one shard and is guarded by its mutex (readers read the
+// nodes' lookup lines only, see shard.h).
 #ifndef TIERCACHE_L1_NODE_H_
 #define TIERCACHE_L1_NODE_H_
 
@@ -12,6 +14,7 @@
 #include <memory>
 #include <new>
 #include <string_view>
+#include <vector>
 
 #include "tiercache/clock.h"
 #include "tiercache/l1_cache.h"
@@ -21,35 +24,32 @@ namespace tiercache::l1 {
 // Which policy list a node is in.
 enum class Segment : std::uint8_t { kLru, kWindow, kProbation, kProtected };
 
-struct ListLinks {
-  ListLinks* prev = nullptr;
-  ListLinks* next = nullptr;
+struct Node;
+
+// What a node keeps after its key, read and written only inside the shard's
+// exclusive sections (fills, invalidations, evictions).
+struct NodeTail {
+  Node* chain = nullptr;  // next node on the shard's retired list
+  std::size_t charge = 0;
 };
 
-// A trailer follows the Node in the same allocation (see NewNode): the
-// fill's tag and user data (L1Fill::tag and ::user_data, 8 bytes each),
-// stripe_count - 1 stripe references (16 bytes each), then the key bytes. So
-// a lookup reads one allocation, not a node plus a separately allocated key
-// or stripe array, and what it reads besides line 1 shares the key's line,
-// which lookups read anyway and only fills write.
-// Layout by who writes what: line 0 is rewritten by the policy on every
-// drained hit (links, segment); line 1 holds what a lookup reads and only
-// fills write; the trailer follows from line 2 on. So one thread's recency
-// updates do not evict the lines another thread's lookups read.
-struct alignas(64) Node : ListLinks {
-  // Line 0: policy state.
-  Segment segment = Segment::kLru;
-  std::size_t charge = 0;
-  // FrequencySketch::halvings() when the sketch last said this key's estimate
-  // is saturated, so it stays so until the next halving and a hit need not
-  // read the sketch (see Shard::CountInSketch); 0: not known to be saturated.
-  std::uint64_t saturated_at = 0;
-
-  // Line 1: read by lookups. Dead from expiry (tombstone) or expiry +
-  // max_stale (others) on: see Shard::DeadAt.
-  alignas(64) Node* chain = nullptr;  // next node on the shard's retired list
+// One entry: a single cache line of what a lookup reads, then, in the same
+// allocation (see NewNode), the fill's tag and user data (L1Fill::tag and
+// ::user_data, 8 bytes each), stripe_count - 1 stripe references (16 bytes
+// each), the key bytes and, 8-aligned after them, the NodeTail. So a hit
+// reads one allocation: two lines when the key fits in the second line's
+// room after the tag, user data and stripes (32 bytes with two stripes), as
+// the key comparison reads the key anyway. No line of it is written by a hit
+// or a drain: the node's recency and frequency state is a PolicyRecord in
+// its shard's PolicyTable (a dense array), so the list moves of a drain touch
+// 16-byte records that stay in cache instead of three nodes' lines.
+// Dead from expiry (tombstone) or expiry + max_stale (others) on: see
+// Shard::DeadAt.
+struct alignas(64) Node {
   std::uint64_t hash = 0;
   std::uint32_t key_size = 0;
+  // Its record in the shard's PolicyTable; 0 (a list head's) until placed.
+  std::uint32_t policy_index = 0;
   L1EntryKind kind = L1EntryKind::kValue;
   // A power of two, fixed at NewNode: 1 + the stripe references in the
   // trailer. Every node of one cache has the same count.
@@ -64,10 +64,16 @@ struct alignas(64) Node : ListLinks {
   Node& operator=(const Node&) = delete;
   ~Node() {
     for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).~L1Value();
+    tail().~NodeTail();
   }
 
   static constexpr std::size_t kTagBytes = 2 * sizeof(std::uint64_t);  // tag, user_data
+  // Tag, user data and stripe references: what lies between the node and its key.
   static std::size_t TrailerBytes(std::size_t stripes) { return kTagBytes + (stripes - 1) * sizeof(L1Value); }
+  // The NodeTail's offset from the end of the node.
+  static std::size_t TailOffset(std::size_t stripes, std::size_t key_size) {
+    return (TrailerBytes(stripes) + key_size + alignof(NodeTail) - 1) & ~(alignof(NodeTail) - 1);
+  }
   std::string_view key() const { return {trailer() + TrailerBytes(stripe_count), key_size}; }
   std::uint64_t tag() const {
     std::uint64_t t;
@@ -81,6 +87,11 @@ struct alignas(64) Node : ListLinks {
     return u;
   }
   void set_user_data(std::uint64_t u) { std::memcpy(trailer() + sizeof u, &u, sizeof u); }
+  NodeTail& tail() const {
+    return *std::launder(reinterpret_cast<NodeTail*>(trailer() + TailOffset(stripe_count, key_size)));
+  }
+  std::size_t charge() const { return tail().charge; }
+  void set_charge(std::size_t c) { tail().charge = c; }
   // Extra references to `value` (i < stripe_count - 1), each with its own
   // control block, so that readers on different CPUs bump different
   // reference counts (see L1Options::value_stripes). Null unless the node
@@ -107,7 +118,7 @@ struct alignas(64) Node : ListLinks {
   friend std::unique_ptr<Node, struct NodeDeleter> NewNode(std::string_view key, std::size_t stripes);
   char* trailer() const { return const_cast<char*>(reinterpret_cast<const char*>(this)) + sizeof(Node); }
 };
-static_assert(sizeof(Node) == 128, "Node is two cache lines: policy, lookup");
+static_assert(sizeof(Node) == 64, "a node's lookup fields are one cache line");
 static_assert(sizeof(L1Value) % alignof(L1Value) == 0 && Node::kTagBytes % alignof(L1Value) == 0);
 
 struct NodeDeleter {
@@ -119,13 +130,14 @@ struct NodeDeleter {
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
 // A default-initialised Node with room for `stripes` (a power of two, at
-// most kMaxValueStripes) value references, followed by a zero tag, null stripe
-// references and a copy of `key`.
+// most kMaxValueStripes) value references, followed by a zero tag and user
+// data, null stripe references, a copy of `key` and a zero NodeTail.
 inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
-  const std::size_t bytes = (sizeof(Node) + Node::TrailerBytes(stripes) + key.size() + alignof(Node) - 1) &
-                            ~(alignof(Node) - 1);
+  const std::size_t bytes =
+      (sizeof(Node) + Node::TailOffset(stripes, key.size()) + sizeof(NodeTail) + alignof(Node) - 1) &
+      ~(alignof(Node) - 1);
   void* memory = ::operator new(bytes, std::align_val_t{alignof(Node)});
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
@@ -135,47 +147,126 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   for (std::size_t i = 0; i + 1 < stripes; ++i) {
     new (n->trailer() + Node::kTagBytes + i * sizeof(L1Value)) L1Value();
   }
+  new (n->trailer() + Node::TailOffset(stripes, key.size())) NodeTail();
   if (!key.empty()) std::memcpy(n->trailer() + Node::TrailerBytes(stripes), key.data(), key.size());
   return NodePtr(n);
 }
 
-// A circular doubly linked list of nodes; front = most recently used.
+// A node's policy state: its place in one list and its TinyLFU mark.
+struct PolicyRecord {
+  std::uint32_t prev = 0;
+  std::uint32_t next = 0;
+  // The low 32 bits of FrequencySketch::halvings() when the sketch last said
+  // this key's estimate is saturated, so it stays so until the next halving
+  // and a hit need not read the sketch (see Shard::CountInSketch); 0: not
+  // known to be saturated.
+  std::uint32_t saturated_at = 0;
+  Segment segment = Segment::kLru;
+};
+static_assert(sizeof(PolicyRecord) == 16);
+
+// The policy records of one shard's nodes, in one dense array: records 0 to
+// kLists - 1 are the heads of the circular lists (one per Segment), the others
+// belong to nodes (Node::policy_index) or are free (chained through `next`).
+// Not thread-safe: guarded by the shard's mutex; readers never touch it.
+class PolicyTable {
+ public:
+  static constexpr std::uint32_t kLists = 4;
+
+  PolicyTable() { Reset(); }
+  PolicyTable(const PolicyTable&) = delete;
+  PolicyTable& operator=(const PolicyTable&) = delete;
+
+  // Makes sure the next Attach needs no allocation (this may throw
+  // std::bad_alloc; Attach does not).
+  void Reserve() {
+    if (free_ != 0) return;
+    records_.emplace_back();
+    nodes_.push_back(nullptr);
+    free_ = static_cast<std::uint32_t>(records_.size() - 1);
+    records_[free_].next = 0;
+  }
+  // Gives `n` a free record (REQUIRES: Reserve() since the last Attach).
+  void Attach(Node* n) {
+    const std::uint32_t i = free_;
+    free_ = records_[i].next;
+    records_[i] = PolicyRecord{};
+    nodes_[i] = n;
+    n->policy_index = i;
+  }
+  // Frees `n`'s record. REQUIRES: `n` is in no list.
+  void Detach(Node* n) {
+    const std::uint32_t i = n->policy_index;
+    nodes_[i] = nullptr;
+    records_[i].next = free_;
+    free_ = i;
+    n->policy_index = 0;
+  }
+  // Forgets every node and releases the memory beyond the heads.
+  void Reset() {
+    records_.assign(kLists, PolicyRecord{});
+    nodes_.assign(kLists, nullptr);
+    for (std::uint32_t h = 0; h < kLists; ++h) records_[h].prev = records_[h].next = h;
+    free_ = 0;
+  }
+
+  PolicyRecord& operator[](std::uint32_t i) { return records_[i]; }
+  PolicyRecord& of(const Node* n) { return records_[n->policy_index]; }
+  Node* node(std::uint32_t i) const { return nodes_[i]; }
+  std::size_t capacity() const { return records_.size(); }
+
+ private:
+  std::vector<PolicyRecord> records_;
+  std::vector<Node*> nodes_;  // nodes_[i]: the node of records_[i], if any
+  std::uint32_t free_ = 0;    // first free record; 0: none (0 is a head)
+};
+
+// A circular doubly linked list of nodes through their PolicyRecords; front
+// = most recently used. The list's head is record `head` of `table`.
 class NodeList {
  public:
-  NodeList() { head_.prev = head_.next = &head_; }
+  NodeList(PolicyTable* table, std::uint32_t head) : table_(table), head_(head) {}
   NodeList(const NodeList&) = delete;
   NodeList& operator=(const NodeList&) = delete;
 
-  bool empty() const { return head_.next == &head_; }
+  bool empty() const { return (*table_)[head_].next == head_; }
   std::size_t size() const { return size_; }
-  Node* front() const { return empty() ? nullptr : static_cast<Node*>(head_.next); }
-  Node* back() const { return empty() ? nullptr : static_cast<Node*>(head_.prev); }
+  Node* front() const { return table_->node((*table_)[head_].next); }  // null when empty
+  Node* back() const { return table_->node((*table_)[head_].prev); }
   // The node after `n` towards the back, or null at the end.
-  Node* next(const Node* n) const {
-    return n->next == &head_ ? nullptr : static_cast<Node*>(n->next);
-  }
+  Node* next(const Node* n) const { return table_->node(table_->of(n).next); }
 
-  void push_front(Node* n) {
-    n->prev = &head_;
-    n->next = head_.next;
-    head_.next->prev = n;
-    head_.next = n;
+  void push_front(Node* n) { push_front(n->policy_index); }
+  void remove(Node* n) { remove(n->policy_index); }
+  void move_to_front(Node* n) { move_to_front(n->policy_index); }
+  // The same by record index (Node::policy_index), without reading the node.
+  void push_front(std::uint32_t i) {
+    PolicyTable& t = *table_;
+    const std::uint32_t first = t[head_].next;
+    t[i].prev = head_;
+    t[i].next = first;
+    t[first].prev = i;
+    t[head_].next = i;
     ++size_;
   }
-  void remove(Node* n) {
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = nullptr;
+  void remove(std::uint32_t i) {
+    PolicyTable& t = *table_;
+    PolicyRecord& r = t[i];
+    t[r.prev].next = r.next;
+    t[r.next].prev = r.prev;
+    r.prev = r.next = 0;
     --size_;
   }
-  void move_to_front(Node* n) {
-    if (head_.next == n) return;
-    remove(n);
-    push_front(n);
+  void move_to_front(std::uint32_t i) {
+    if ((*table_)[head_].next == i) return;
+    remove(i);
+    push_front(i);
   }
+  void clear() { size_ = 0; }  // with PolicyTable::Reset()
 
  private:
-  ListLinks head_;
+  PolicyTable* table_;
+  std::uint32_t head_;
   std::size_t size_ = 0;
 };
 

@@ -63,12 +63,13 @@ void Shard::DrainReadBuffers() {
 
 // Folds the slot's hits and applies its recorded reads. Needs only mu_: the
 // policy lists and the sketch it writes are not read by readers. Every
-// recorded pointer is live: it was recorded (in a read section, from the
-// table) after the last exclusive section drained this buffer, and nodes
-// leave the table only in exclusive sections, after their drain, while mu_
-// excludes a new one. Readers may be inside meanwhile, even on this slot (a
-// thread sharing the CPU's slot): the hits are folded with an exact RMW, and
-// a record racing with the reset is at worst applied twice or lost.
+// recorded index names a live node's record: it was recorded (in a read
+// section, from a node in the table) after the last exclusive section drained
+// this buffer, and nodes leave the table and free their records only in
+// exclusive sections, after their drain, while mu_ excludes a new one.
+// Readers may be inside meanwhile, even on this slot (a thread sharing the
+// CPU's slot): the hits are folded with an exact RMW, and a record racing
+// with the reset is at worst applied twice or lost.
 void Shard::DrainSlot(ReaderSlot& slot) {
   const std::uint64_t hits = slot.state.load(std::memory_order_relaxed) >> 32;
   if (hits != 0) {
@@ -76,20 +77,20 @@ void Shard::DrainSlot(ReaderSlot& slot) {
     counters_.hits += hits;
   }
   const std::uint32_t n = std::min(slot.recorded.load(std::memory_order_acquire), kReadBuffer);
-  Node* nodes[kReadBuffer];
-  // Start every node's load, then the sketch blocks that will be read, then
-  // update, so the cache misses of a whole buffer overlap instead of
-  // queueing.
-  for (std::uint32_t i = 0; i < n; ++i) {
-    nodes[i] = slot.buffer[i].load(std::memory_order_relaxed);
-    __builtin_prefetch(nodes[i], 1);
-  }
+  std::uint32_t records[kReadBuffer];
+  for (std::uint32_t i = 0; i < n; ++i) records[i] = slot.buffer[i].load(std::memory_order_relaxed);
+  // Start loading the sketch blocks that will be read (keys not known to be
+  // saturated), then update, so their cache misses overlap instead of
+  // queueing. Saturated keys' nodes are not read at all.
   if (policy_ == L1Policy::kTinyLfu) {
+    const std::uint32_t mark = SaturationMark();
     for (std::uint32_t i = 0; i < n; ++i) {
-      if (nodes[i]->saturated_at != sketch_.halvings()) sketch_.Prefetch(nodes[i]->hash);
+      if (mark == 0 || records_[records[i]].saturated_at != mark) {
+        sketch_.Prefetch(records_.node(records[i])->hash);
+      }
     }
   }
-  for (std::uint32_t i = 0; i < n; ++i) Touch(nodes[i]);
+  for (std::uint32_t i = 0; i < n; ++i) Touch(records[i]);
   slot.recorded.store(0, std::memory_order_relaxed);
 }
 
@@ -210,7 +211,7 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
       } else {
         CountRead(slots_[ThreadSlot()], outcome);
       }
-      if (outcome != LookupOutcome::kMiss) Touch(n);
+      if (outcome != LookupOutcome::kMiss) Touch(n->policy_index);
     }
     retired = TakeRetired();
   }
@@ -226,12 +227,12 @@ void Shard::CountRead(ReaderSlot& slot, LookupOutcome outcome) {
   }
 }
 
-bool Shard::Record(ReaderSlot& slot, Node* n) {
+bool Shard::Record(ReaderSlot& slot, const Node* n) {
   // Acquire: what earlier recorders (threads sharing the slot) published
   // stays visible to the drain that syncs with this record's release.
   const std::uint32_t i = slot.recorded.load(std::memory_order_acquire);
   if (i >= kReadBuffer) return true;  // full: this record is dropped
-  slot.buffer[i].store(n, std::memory_order_relaxed);
+  slot.buffer[i].store(n->policy_index, std::memory_order_relaxed);
   slot.recorded.store(i + 1, std::memory_order_release);  // publishes buffer[i] to a drain
   return i + 1 == kReadBuffer;
 }
@@ -260,12 +261,13 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     return false;
   }
   if (old == nullptr) {
-    table_.Insert(node.get());  // may grow the table (and throw) while `node` still owns it
+    records_.Reserve();         // may allocate (and throw) while `node` still owns it
+    table_.Insert(node.get());  // likewise
     Node* n = node.release();
-    bytes_ += n->charge;
+    bytes_ += n->charge();
     Place(n);
   } else {
-    bytes_ = bytes_ - old->charge + node->charge;
+    bytes_ = bytes_ - old->charge() + node->charge();
     old->value.swap(node->value);
     // Same stripe_count: one per cache. `node` keeps the replaced ones.
     for (std::size_t i = 0; i + 1 < old->stripe_count; ++i) old->stripe(i).swap(node->stripe(i));
@@ -275,8 +277,8 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     old->load_duration = node->load_duration;
     old->set_tag(node->tag());
     old->set_user_data(node->user_data());
-    old->charge = node->charge;
-    Touch(old);
+    old->set_charge(node->charge());
+    Touch(old->policy_index);
   }
   EnforceBounds();
   return true;
@@ -303,10 +305,11 @@ void Shard::Clear() {
     for (NodeList& l : lists_) {
       while (Node* n = l.back()) {
         l.remove(n);
-        n->chain = retired_;
+        n->tail().chain = retired_;
         retired_ = n;
       }
     }
+    records_.Reset();
     table_.Reset();
     bytes_ = 0;
     retired = TakeRetired();
@@ -351,29 +354,30 @@ void Shard::AddStats(L1Stats* stats) const {
   stats->bytes += bytes_;
 }
 
-void Shard::Touch(Node* n) {
+void Shard::Touch(std::uint32_t i) {
   if (policy_ == L1Policy::kLru) {
-    list(Segment::kLru).move_to_front(n);
+    list(Segment::kLru).move_to_front(i);
     return;
   }
-  CountInSketch(n);
+  CountInSketch(i);
   sketch_.RecordRequest(/*hit=*/true);
-  switch (n->segment) {
+  PolicyRecord& record = records_[i];
+  switch (record.segment) {
     case Segment::kWindow:
     case Segment::kProtected:
     case Segment::kLru:
-      list(n->segment).move_to_front(n);
+      list(record.segment).move_to_front(i);
       break;
     case Segment::kProbation: {
       // A second use in the main space: promote; the protected overflow goes
       // back to probation, where it competes for admission again.
-      list(Segment::kProbation).remove(n);
-      n->segment = Segment::kProtected;
-      list(Segment::kProtected).push_front(n);
+      list(Segment::kProbation).remove(i);
+      record.segment = Segment::kProtected;
+      list(Segment::kProtected).push_front(i);
       if (list(Segment::kProtected).size() > protected_cap_) {
         Node* demoted = list(Segment::kProtected).back();
         list(Segment::kProtected).remove(demoted);
-        demoted->segment = Segment::kProbation;
+        records_.of(demoted).segment = Segment::kProbation;
         list(Segment::kProbation).push_front(demoted);
       }
       break;
@@ -385,23 +389,27 @@ void Shard::Touch(Node* n) {
 // saturated estimate changes no counter: skip reading the sketch's block (a
 // cache miss per drained hit on a large key set) while the node's mark says
 // it is saturated, which holds until the next halving.
-void Shard::CountInSketch(Node* n) {
-  if (n->saturated_at == sketch_.halvings()) {
+void Shard::CountInSketch(std::uint32_t i) {
+  PolicyRecord& record = records_[i];
+  const std::uint32_t mark = SaturationMark();
+  if (mark != 0 && record.saturated_at == mark) {
     sketch_.IncrementSaturated();
     return;
   }
-  n->saturated_at = sketch_.Increment(n->hash) ? sketch_.halvings() : 0;
+  record.saturated_at = sketch_.Increment(records_.node(i)->hash) ? mark : 0;
 }
 
 void Shard::Place(Node* n) {
+  records_.Attach(n);
+  PolicyRecord& record = records_.of(n);
   if (policy_ == L1Policy::kLru) {
-    n->segment = Segment::kLru;
+    record.segment = Segment::kLru;
   } else {
-    CountInSketch(n);
+    CountInSketch(n->policy_index);
     sketch_.RecordRequest(/*hit=*/false);
-    n->segment = Segment::kWindow;
+    record.segment = Segment::kWindow;
   }
-  list(n->segment).push_front(n);
+  list(record.segment).push_front(n);
 }
 
 void Shard::EnforceBounds() {
@@ -421,7 +429,7 @@ void Shard::EnforceTinyLfu() {
   while (window.size() > window_cap_) {
     Node* candidate = window.back();
     window.remove(candidate);
-    candidate->segment = Segment::kProbation;
+    records_.of(candidate).segment = Segment::kProbation;
     list(Segment::kProbation).push_front(candidate);
     if (OverBounds()) AdmitOrReject(candidate);
   }
@@ -456,7 +464,7 @@ void Shard::AdmitOrReject(Node* candidate) {
     return;
   }
   Evict(candidate);
-  if (victim->segment == Segment::kProbation) list(Segment::kProbation).move_to_front(victim);
+  if (records_.of(victim).segment == Segment::kProbation) list(Segment::kProbation).move_to_front(victim);
 }
 
 void Shard::Evict(Node* n) {
@@ -465,10 +473,11 @@ void Shard::Evict(Node* n) {
 }
 
 void Shard::Drop(Node* n) {
-  list(n->segment).remove(n);
+  list(records_.of(n).segment).remove(n);
+  records_.Detach(n);
   table_.Remove(n);
-  bytes_ -= n->charge;
-  n->chain = retired_;
+  bytes_ -= n->charge();
+  n->tail().chain = retired_;
   retired_ = n;
 }
 
@@ -478,7 +487,7 @@ Node* Shard::TakeRetired() {
 
 void Shard::FreeChain(Node* n) {
   while (n != nullptr) {
-    Node* next = n->chain;
+    Node* next = n->tail().chain;
     NodeDeleter()(n);
     n = next;
   }

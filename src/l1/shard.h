@@ -15,10 +15,11 @@
 // writer_active_ and wait for the announced readers to leave: an "exclusive
 // section". A reader that finds a writer active falls back to the mutex. The
 // reader's announce-then-check and the writer's raise-then-scan are seq_cst,
-// so at least one of them sees the other (Dekker). Read buffers hold Node
-// pointers; every exclusive section drains them before touching the table, so
-// no buffered pointer outlives its node. Buffers are lossy by design: a
-// dropped record only makes the policy slightly less exact.
+// so at least one of them sees the other (Dekker). Read buffers hold the hit
+// nodes' policy record indices; every exclusive section drains them before
+// touching the table, so no buffered index outlives its node's record.
+// Buffers are lossy by design: a dropped record only makes the policy
+// slightly less exact.
 //
 // The cache picks the shard from the key's hash, computes `now` and builds
 // new nodes (key copy, weigher) before calling in, so exclusive sections
@@ -115,7 +116,9 @@ class alignas(64) Shard {
     std::atomic<std::uint32_t> recorded{0};  // filled prefix of `buffer`
     std::atomic<std::uint64_t> misses{0};
     std::atomic<std::uint64_t> stale_hits{0};
-    std::atomic<Node*> buffer[kReadBuffer] = {};
+    // The hit nodes' policy records (Node::policy_index): a drain then
+    // reads the dense records, not the nodes.
+    std::atomic<std::uint32_t> buffer[kReadBuffer] = {};
   };
 
   // mu_ held, no reader inside, read buffers drained, for its lifetime.
@@ -162,16 +165,19 @@ class alignas(64) Shard {
   void DropIfDead(std::uint64_t hash, std::string_view key, Clock::TimePoint now);
   void CountRead(ReaderSlot& slot, LookupOutcome outcome);
   // Records a hit on `n` for the next drain; true when the buffer is full.
-  static bool Record(ReaderSlot& slot, Node* n);
+  static bool Record(ReaderSlot& slot, const Node* n);
   void TryDrain(ReaderSlot& slot);
   void WaitForReaders();
   void DrainReadBuffers();  // every slot; REQUIRES: inside an ExclusiveSection
   void DrainSlot(ReaderSlot& slot);  // REQUIRES: mu_ held
 
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
-  void Touch(Node* n);           // a read or an overwrite: recency and frequency
+  void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
   void Place(Node* n);           // a new node enters the policy
-  void CountInSketch(Node* n);   // TinyLFU: one occurrence of n's key
+  void CountInSketch(std::uint32_t record);  // TinyLFU: one occurrence of its node's key
+  // The low 32 bits of the sketch's halvings(), what a PolicyRecord keeps
+  // (0 once every 2^32 halvings: then no key is taken as saturated).
+  std::uint32_t SaturationMark() const { return static_cast<std::uint32_t>(sketch_.halvings()); }
   void EnforceBounds();
   void EnforceTinyLfu();
   void AdmitOrReject(Node* candidate);
@@ -189,7 +195,9 @@ class alignas(64) Shard {
   alignas(64) NodeTable table_;
   // Below: written by drains too, so on other lines than table_, which
   // every reader reads.
-  alignas(64) NodeList lists_[4];            // GUARDED_BY(mu_), indexed by Segment
+  alignas(64) PolicyTable records_;          // GUARDED_BY(mu_): the nodes' policy records
+  NodeList lists_[PolicyTable::kLists] = {   // GUARDED_BY(mu_), indexed by Segment
+      {&records_, 0}, {&records_, 1}, {&records_, 2}, {&records_, 3}};
   FrequencySketch sketch_;                   // GUARDED_BY(mu_), TinyLFU only
   std::size_t bytes_ = 0;                    // GUARDED_BY(mu_)
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts

@@ -1,0 +1,119 @@
+// PolicyTable and NodeList: the policy lists of a shard, linked through
+// 32-bit indices into one dense array of records. Random list operations on
+// four lists at once, records freed and reused, checked against std::list
+// models after every step.
+#include "l1/node.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <list>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace tiercache::l1 {
+namespace {
+
+struct Lists {
+  PolicyTable table;
+  NodeList lists[PolicyTable::kLists] = {{&table, 0}, {&table, 1}, {&table, 2}, {&table, 3}};
+};
+
+// Every list, walked front to back through the records, equals its model, and
+// the records of nodes in no list are not reachable.
+void ExpectSame(const Lists& l, const std::vector<std::list<Node*>>& model) {
+  for (std::uint32_t h = 0; h < PolicyTable::kLists; ++h) {
+    std::vector<Node*> walked;
+    for (Node* n = l.lists[h].front(); n != nullptr; n = l.lists[h].next(n)) {
+      walked.push_back(n);
+      ASSERT_LE(walked.size(), model[h].size()) << "list " << h << " is longer than its model";
+    }
+    EXPECT_EQ(walked, std::vector<Node*>(model[h].begin(), model[h].end())) << "list " << h;
+    EXPECT_EQ(l.lists[h].size(), model[h].size());
+    EXPECT_EQ(l.lists[h].empty(), model[h].empty());
+    EXPECT_EQ(l.lists[h].back(), model[h].empty() ? nullptr : model[h].back());
+  }
+}
+
+TEST(PolicyTableTest, RandomListOperationsMatchModelsAndRecordsAreReused) {
+  Lists l;
+  std::vector<std::list<Node*>> model(PolicyTable::kLists);
+  std::vector<NodePtr> owned;
+  std::vector<int> where;  // list of owned[i], -1: none (detached)
+  std::mt19937 rng(7);
+  std::size_t max_live = 0, live = 0;
+  for (int step = 0; step < 20000; ++step) {
+    const int op = static_cast<int>(rng() % 4);
+    const int target = static_cast<int>(rng() % PolicyTable::kLists);
+    if (op == 0 || live == 0) {  // a new node enters a list
+      owned.push_back(NewNode("k" + std::to_string(step)));
+      where.push_back(target);
+      Node* n = owned.back().get();
+      l.table.Reserve();
+      l.table.Attach(n);
+      ASSERT_GE(n->policy_index, PolicyTable::kLists);
+      l.lists[target].push_front(n);
+      model[target].push_front(n);
+      max_live = std::max(max_live, ++live);
+    } else {
+      std::size_t i = rng() % owned.size();
+      while (where[i] < 0) i = (i + 1) % owned.size();
+      Node* n = owned[i].get();
+      const int from = where[i];
+      if (op == 1) {  // a hit
+        l.lists[from].move_to_front(n);
+        model[from].remove(n);
+        model[from].push_front(n);
+      } else if (op == 2) {  // to another list (promotion, demotion)
+        l.lists[from].remove(n);
+        model[from].remove(n);
+        l.lists[target].push_front(n);
+        model[target].push_front(n);
+        where[i] = target;
+      } else {  // leaves: its record is freed for the next node
+        l.lists[from].remove(n);
+        model[from].remove(n);
+        l.table.Detach(n);
+        EXPECT_EQ(n->policy_index, 0u);
+        where[i] = -1;
+        --live;
+      }
+    }
+    ExpectSame(l, model);
+    if (HasFailure()) return;
+  }
+  // Freed records were reused: the array never held more than the most nodes
+  // live at once (plus the heads).
+  EXPECT_EQ(l.table.capacity(), PolicyTable::kLists + max_live);
+  // Every live node owns a distinct record, and the record names it.
+  std::set<std::uint32_t> indices;
+  for (std::size_t i = 0; i < owned.size(); ++i) {
+    if (where[i] < 0) continue;
+    EXPECT_TRUE(indices.insert(owned[i]->policy_index).second);
+    EXPECT_EQ(l.table.node(owned[i]->policy_index), owned[i].get());
+  }
+  l.table.Reset();
+  for (NodeList& list : l.lists) list.clear();
+  EXPECT_EQ(l.table.capacity(), PolicyTable::kLists);
+  for (NodeList& list : l.lists) EXPECT_TRUE(list.empty());
+}
+
+TEST(PolicyTableTest, ReserveAllocatesOnlyWhenNoRecordIsFree) {
+  PolicyTable t;
+  NodePtr a = NewNode("a"), b = NewNode("b");
+  t.Reserve();
+  t.Attach(a.get());
+  const std::size_t capacity = t.capacity();
+  t.Detach(a.get());
+  t.Reserve();  // the freed record is there: no growth
+  EXPECT_EQ(t.capacity(), capacity);
+  t.Attach(b.get());
+  EXPECT_EQ(b->policy_index, capacity - 1);
+  EXPECT_EQ(t.node(b->policy_index), b.get());
+}
+
+}  // namespace
+}  // namespace tiercache::l1
