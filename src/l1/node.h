@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/dcheck.h"
 #include "tiercache/clock.h"
 #include "tiercache/l1_cache.h"
 
@@ -177,10 +178,17 @@ class PolicyTable {
   PolicyTable(const PolicyTable&) = delete;
   PolicyTable& operator=(const PolicyTable&) = delete;
 
-  // Makes sure the next Attach needs no allocation (this may throw
-  // std::bad_alloc; Attach does not).
+  // Makes sure the next Attach needs no allocation. May throw
+  // std::bad_alloc, and then leaves the table as it was (both arrays grow
+  // their capacity first; the appends that follow cannot reallocate); Attach
+  // does not throw.
   void Reserve() {
     if (free_ != 0) return;
+    if (records_.size() == records_.capacity() || nodes_.size() == nodes_.capacity()) {
+      const std::size_t want = 2 * records_.size();
+      records_.reserve(want);
+      nodes_.reserve(want);
+    }
     records_.emplace_back();
     nodes_.push_back(nullptr);
     free_ = static_cast<std::uint32_t>(records_.size() - 1);
@@ -204,8 +212,8 @@ class PolicyTable {
   }
   // Forgets every node and releases the memory beyond the heads.
   void Reset() {
-    records_.assign(kLists, PolicyRecord{});
-    nodes_.assign(kLists, nullptr);
+    std::vector<PolicyRecord>(kLists).swap(records_);
+    std::vector<Node*>(kLists, nullptr).swap(nodes_);
     for (std::uint32_t h = 0; h < kLists; ++h) records_[h].prev = records_[h].next = h;
     free_ = 0;
   }
@@ -213,7 +221,11 @@ class PolicyTable {
   PolicyRecord& operator[](std::uint32_t i) { return records_[i]; }
   PolicyRecord& of(const Node* n) { return records_[n->policy_index]; }
   Node* node(std::uint32_t i) const { return nodes_[i]; }
-  std::size_t capacity() const { return records_.size(); }
+  // Records, the heads included.
+  std::size_t size() const { return records_.size(); }
+  // True when both arrays have one entry per record.
+  bool ConsistentForTesting() const { return records_.size() == nodes_.size(); }
+  std::size_t allocated_for_testing() const { return records_.capacity(); }
 
  private:
   std::vector<PolicyRecord> records_;
@@ -241,6 +253,7 @@ class NodeList {
   void move_to_front(Node* n) { move_to_front(n->policy_index); }
   // The same by record index (Node::policy_index), without reading the node.
   void push_front(std::uint32_t i) {
+    TIERCACHE_DCHECK(i >= PolicyTable::kLists);
     PolicyTable& t = *table_;
     const std::uint32_t first = t[head_].next;
     t[i].prev = head_;
@@ -250,6 +263,7 @@ class NodeList {
     ++size_;
   }
   void remove(std::uint32_t i) {
+    TIERCACHE_DCHECK(i >= PolicyTable::kLists);  // a node's record, not a head (a detached node's 0)
     PolicyTable& t = *table_;
     PolicyRecord& r = t[i];
     t[r.prev].next = r.next;

@@ -7,12 +7,31 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <cstdint>
 #include <list>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
+
+// Allocation failure on demand: the n-th allocation from now on this thread
+// throws std::bad_alloc (0: none fails).
+namespace {
+thread_local int t_fail_in = 0;
+}  // namespace
+// GCC sees the free() below inlined into a delete-expression whose memory came
+// from this replaced operator new (malloc), and warns -Wmismatched-new-delete:
+// a false positive for a replaced global operator new.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void* operator new(std::size_t n) {
+  if (t_fail_in > 0 && --t_fail_in == 0) throw std::bad_alloc();
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace tiercache::l1 {
 namespace {
@@ -87,7 +106,7 @@ TEST(PolicyTableTest, RandomListOperationsMatchModelsAndRecordsAreReused) {
   }
   // Freed records were reused: the array never held more than the most nodes
   // live at once (plus the heads).
-  EXPECT_EQ(l.table.capacity(), PolicyTable::kLists + max_live);
+  EXPECT_EQ(l.table.size(), PolicyTable::kLists + max_live);
   // Every live node owns a distinct record, and the record names it.
   std::set<std::uint32_t> indices;
   for (std::size_t i = 0; i < owned.size(); ++i) {
@@ -97,7 +116,8 @@ TEST(PolicyTableTest, RandomListOperationsMatchModelsAndRecordsAreReused) {
   }
   l.table.Reset();
   for (NodeList& list : l.lists) list.clear();
-  EXPECT_EQ(l.table.capacity(), PolicyTable::kLists);
+  EXPECT_EQ(l.table.size(), PolicyTable::kLists);
+  EXPECT_LT(l.table.allocated_for_testing(), PolicyTable::kLists + max_live) << "Reset keeps the memory";
   for (NodeList& list : l.lists) EXPECT_TRUE(list.empty());
 }
 
@@ -106,13 +126,46 @@ TEST(PolicyTableTest, ReserveAllocatesOnlyWhenNoRecordIsFree) {
   NodePtr a = NewNode("a"), b = NewNode("b");
   t.Reserve();
   t.Attach(a.get());
-  const std::size_t capacity = t.capacity();
+  const std::size_t size = t.size();
   t.Detach(a.get());
   t.Reserve();  // the freed record is there: no growth
-  EXPECT_EQ(t.capacity(), capacity);
+  EXPECT_EQ(t.size(), size);
   t.Attach(b.get());
-  EXPECT_EQ(b->policy_index, capacity - 1);
+  EXPECT_EQ(b->policy_index, size - 1);
   EXPECT_EQ(t.node(b->policy_index), b.get());
+}
+
+// A Reserve that grows the arrays and runs out of memory on the first or the
+// second of its allocations leaves the table as it was: the two arrays keep
+// one entry per record, and the next Reserve and Attach work.
+TEST(PolicyTableTest, AReserveThatRunsOutOfMemoryChangesNothing) {
+  for (int failing = 1; failing <= 2; ++failing) {
+    PolicyTable t;
+    std::vector<NodePtr> nodes;
+    // Fill up to the arrays' capacity, so the next Reserve has to grow them.
+    while (t.size() < t.allocated_for_testing() || nodes.size() < 4) {
+      nodes.push_back(NewNode("k" + std::to_string(nodes.size())));
+      t.Reserve();
+      t.Attach(nodes.back().get());
+    }
+    const std::size_t size = t.size();
+    NodePtr extra = NewNode("extra");
+    t_fail_in = failing;
+    bool threw = false;
+    try {
+      t.Reserve();
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+    t_fail_in = 0;
+    EXPECT_TRUE(threw) << "allocation " << failing << " of the growth did not fail";
+    EXPECT_TRUE(t.ConsistentForTesting()) << "allocation " << failing << " failed";
+    EXPECT_EQ(t.size(), size);
+    t.Reserve();
+    t.Attach(extra.get());
+    EXPECT_EQ(t.node(extra->policy_index), extra.get());
+    EXPECT_TRUE(t.ConsistentForTesting());
+  }
 }
 
 }  // namespace
