@@ -252,9 +252,13 @@ TEST(LogTest, EachReplacedSinkIsDestroyedBeforeItsReplacerReturns) {
     ~Canary() { destroyed->store(true); }
     std::atomic<bool>* destroyed;
   };
+  // The first call into the sink is held until `release`; later ones return
+  // at once (a call meant for the next sink that still found this one).
   struct Held {
     std::atomic<bool> inside{false}, release{false};
+    std::atomic<int> calls{0};
     void Wait() {
+      if (calls.fetch_add(1) != 0) return;
       inside = true;
       while (!release.load()) std::this_thread::yield();
     }
@@ -273,8 +277,12 @@ TEST(LogTest, EachReplacedSinkIsDestroyedBeforeItsReplacerReturns) {
       EXPECT_TRUE(s0_destroyed.load()) << "round " << round << ": S0 outlived the SetLogSink that replaced it";
       a_done = true;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // A has swapped and waits for S0's call
-    std::thread l1([] { Log(LogLevel::kInfo, "held in S1"); });
+    // Logs until a call lands in S1, i.e. once A has swapped (and waits for
+    // S0's call): calls that still find S0 return at once. A fixed sleep here
+    // hung the test under load, its one call held in S0 for good.
+    std::thread l1([&h1] {
+      while (!h1.inside.load()) Log(LogLevel::kInfo, "held in S1");
+    });
     while (!h1.inside.load()) std::this_thread::yield();
     std::thread b([&] {
       SetLogSink(nullptr);  // replaces S1
