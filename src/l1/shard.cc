@@ -83,9 +83,8 @@ void Shard::DrainSlot(ReaderSlot& slot) {
   // saturated), then update, so their cache misses overlap instead of
   // queueing. Saturated keys' nodes are not read at all.
   if (policy_ == L1Policy::kTinyLfu) {
-    const std::uint32_t mark = SaturationMark();
     for (std::uint32_t i = 0; i < n; ++i) {
-      if (mark == 0 || records_[records[i]].saturated_at != mark) {
+      if (!KnownSaturated(records_[records[i]])) {
         sketch_.Prefetch(records_.node(records[i])->hash);
       }
     }
@@ -391,12 +390,11 @@ void Shard::Touch(std::uint32_t i) {
 // it is saturated, which holds until the next halving.
 void Shard::CountInSketch(std::uint32_t i) {
   PolicyRecord& record = records_[i];
-  const std::uint32_t mark = SaturationMark();
-  if (mark != 0 && record.saturated_at == mark) {
+  if (KnownSaturated(record)) {
     sketch_.IncrementSaturated();
     return;
   }
-  record.saturated_at = sketch_.Increment(records_.node(i)->hash) ? mark : 0;
+  record.saturated_at = sketch_.Increment(records_.node(i)->hash) ? SaturationMark() : 0;
 }
 
 void Shard::Place(Node* n) {
