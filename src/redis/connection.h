@@ -198,7 +198,7 @@ class ConnectionObserver {
   virtual void OnConnectionFailed(Connection* c, const std::string& reason) = 0;
   // One reply, with the in-flight entry it answers. False when handling it
   // closed the connection (nothing more may be read from it).
-  virtual bool OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) = 0;
+  virtual bool OnReply(Connection* c, Connection::InFlight entry, Reply&& reply, TimePoint now) = 0;
   // Bytes are waiting to be sent: flush them at the end of the loop pass.
   virtual void MarkDirty(Connection* c) = 0;
   virtual void CountWrite() = 0;

@@ -92,6 +92,13 @@ void Engine::SubmitBatch(Request* const* reqs, size_t n) {
     return;
   }
   for (size_t i = 0; i < n; ++i) reqs[i]->counted = true;
+  if (OnIoThread() && !shutting_down_) {
+    // A callback submitting its next request: the I/O thread queues it for
+    // itself, with no lock and no wake-up. Run() takes it (DrainSubmissions)
+    // before it next waits for events.
+    own_submissions_.insert(own_submissions_.end(), reqs, reqs + n);
+    return;
+  }
   if (!queue_.Push(reqs, n)) {
     outstanding_.fetch_sub(n, std::memory_order_relaxed);
     for (size_t i = 0; i < n; ++i) FinishRequest(reqs[i], Status::Cancelled("the Redis client is shutting down"));
@@ -101,7 +108,7 @@ void Engine::SubmitBatch(Request* const* reqs, size_t n) {
 // Sync callers are woken after the whole batch of replies in hand is
 // processed (WakeCallers), not one by one: a woken caller often takes this
 // CPU at once, and would otherwise leave the remaining replies waiting.
-void Engine::Finish(Request* req, Result<Reply> r) {
+void Engine::Finish(Request* req, Result<Reply>&& r) {
   AssertIoThread();
   if (req->counted) outstanding_.fetch_sub(1, std::memory_order_relaxed);
   FinishRequest(req, std::move(r), &to_wake_);
@@ -128,7 +135,11 @@ void Engine::Run() {
       next_housekeeping_ = now + (busy ? milliseconds(2) : milliseconds(100));
     }
     int timeout_ms = 0;
-    if (now - last_activity_ >= options_.io_busy_poll) {
+    // A callback run since DrainSubmissions (by Housekeeping, FlushDirty or
+    // the events below) may have submitted: take it before waiting.
+    if (!own_submissions_.empty()) {
+      timeout_ms = 0;
+    } else if (now - last_activity_ >= options_.io_busy_poll) {
       if (!queue_.PrepareSleep()) continue;  // a submission came meanwhile
       auto wait = std::chrono::duration_cast<milliseconds>(next_housekeeping_ - now).count() + 1;
       timeout_ms = static_cast<int>(std::clamp<long long>(wait, 1, 100));
@@ -154,6 +165,9 @@ void Engine::Run() {
 void Engine::DrainSubmissions() {
   AssertIoThread();
   drained_.clear();
+  // The I/O thread's own submissions first: they were made before anything
+  // still in the queue was taken, which keeps its requests in their order.
+  drained_.swap(own_submissions_);
   queue_.TakeAll(&drained_);
   if (drained_.empty()) return;
   last_activity_ = SteadyClock::now();
@@ -352,6 +366,8 @@ void Engine::Shutdown() {
   AssertIoThread();
   shutting_down_ = true;
   std::vector<Request*> pending = queue_.Close();
+  pending.insert(pending.end(), own_submissions_.begin(), own_submissions_.end());
+  own_submissions_.clear();
   Status cancelled = Status::Cancelled("the Redis client is shutting down");
   for (Request* req : pending) {
     if (req->task) req->task = nullptr;

@@ -125,7 +125,7 @@ class Engine final : public ConnectionObserver {
   void OnConnectionFailed(Connection* c, const std::string& reason) override;
   // `now`: when the bytes holding the reply were read (one clock read per
   // recv, not per reply).
-  bool OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) override;
+  bool OnReply(Connection* c, Connection::InFlight entry, Reply&& reply, TimePoint now) override;
   void MarkDirty(Connection* c) override;
   void CountWrite() override { counters_.writes.fetch_add(1, std::memory_order_relaxed); }
   int epoll_fd() const override { return epoll_fd_; }
@@ -171,7 +171,7 @@ class Engine final : public ConnectionObserver {
   void OnConnectionReturned(Connection* c);
   // OnReply's cases: a handshake reply, or a request's.
   bool OnHandshakeReply(Connection* c, const Reply& reply);
-  void HandleReply(Connection* c, Request* req, Reply reply, TimePoint now);
+  void HandleReply(Connection* c, Request* req, Reply&& reply, TimePoint now);
   void OnRedirect(Connection* c, Request* req, const ErrorInfo& info, const std::string& error, TimePoint now);
   // NOSCRIPT: sends the script again with the command, once; false when it
   // was sent already (the error is the caller's).
@@ -181,7 +181,7 @@ class Engine final : public ConnectionObserver {
   // Writes the requests that waited for `c` to become ready; abandoned ones
   // finish as kCancelled.
   void WriteWaiting(Connection* c);
-  void Finish(Request* req, Result<Reply> r);
+  void Finish(Request* req, Result<Reply>&& r);
   void WakeCallers();
   Node* EnsureNode(const Endpoint& e);
   Node* RouteNode(const Request* req);
@@ -209,6 +209,9 @@ class Engine final : public ConnectionObserver {
 
   // ---- I/O thread only ----
   std::vector<Request*> drained_;
+  // Requests the I/O thread submitted itself (from a callback), not yet
+  // dispatched; unbounded only in the sense that outstanding_ bounds them.
+  std::vector<Request*> own_submissions_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::unordered_map<std::string, int> node_by_name_;
   SlotMap slots_;  // its PublishedMaster is read by caller threads (NodeOfSlot)

@@ -116,7 +116,7 @@ void Engine::DropConnection(Connection* c, const std::string& reason, bool want_
   }
 }
 
-bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, TimePoint now) {
+bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply&& reply, TimePoint now) {
   AssertIoThread();
   c->owner.last_read = now;
   if (entry.kind == Connection::InFlight::kDiscard) return true;
@@ -128,7 +128,7 @@ bool Engine::OnReply(Connection* c, Connection::InFlight entry, Reply reply, Tim
   return c->open();
 }
 
-void Engine::HandleReply(Connection* c, Request* req, Reply reply, TimePoint now) {
+void Engine::HandleReply(Connection* c, Request* req, Reply&& reply, TimePoint now) {
   AssertIoThread();
   if (!req->Live()) {
     Finish(req, Status::Cancelled("abandoned"));

@@ -3,33 +3,48 @@
 #include <algorithm>
 #include <charconv>
 #include <cstddef>
+#include <cstring>
 
 namespace tiercache::redis::internal {
 namespace {
 
-void AppendBulk(std::string& out, std::string_view s) {
-  char buf[24];
-  out.push_back('$');
-  auto r = std::to_chars(buf, buf + sizeof(buf), s.size());
-  out.append(buf, r.ptr);
-  out.append("\r\n");
-  out.append(s);
-  out.append("\r\n");
+size_t Digits(size_t n) {
+  size_t d = 1;
+  for (; n >= 10; n /= 10) ++d;
+  return d;
+}
+
+// Writes `n` in decimal (`digits` long, from Digits) at `p`; returns the end.
+char* PutDecimal(char* p, size_t n, size_t digits) {
+  char* end = p + digits;
+  for (char* q = end; q != p; n /= 10) *--q = static_cast<char>('0' + n % 10);
+  return end;
+}
+
+char* PutCrlf(char* p) {
+  p[0] = '\r';
+  p[1] = '\n';
+  return p + 2;
 }
 
 template <typename Args>
 void AppendAll(std::string& out, const Args& args) {
-  // One allocation for the whole command: "*N\r\n", then "$len\r\n" +
-  // bytes + "\r\n" per argument (20 bytes bound each decimal length).
-  size_t size = out.size() + 24;
-  for (const auto& a : args) size += a.size() + 24;
-  out.reserve(size);
-  char buf[24];
-  out.push_back('*');
-  auto r = std::to_chars(buf, buf + sizeof(buf), args.size());
-  out.append(buf, r.ptr);
-  out.append("\r\n");
-  for (const auto& a : args) AppendBulk(out, a);
+  // The exact size first: one allocation (at most), then the bytes written
+  // in place: "*N\r\n", then "$len\r\n" + bytes + "\r\n" per argument.
+  const size_t count_digits = Digits(args.size());
+  size_t add = 3 + count_digits;
+  for (const auto& a : args) add += 5 + Digits(a.size()) + a.size();
+  const size_t at = out.size();
+  out.resize(at + add);
+  char* p = out.data() + at;
+  *p++ = '*';
+  p = PutCrlf(PutDecimal(p, args.size(), count_digits));
+  for (const auto& a : args) {
+    *p++ = '$';
+    p = PutCrlf(PutDecimal(p, a.size(), Digits(a.size())));
+    if (!a.empty()) std::memcpy(p, a.data(), a.size());
+    p = PutCrlf(p + a.size());
+  }
 }
 
 bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }

@@ -27,25 +27,32 @@ inline void CpuRelax() {
 
 }  // namespace
 
-Result<std::optional<std::string>> ToOptionalString(Result<Reply> r) {
+Result<std::optional<std::string>> ToOptionalString(Result<Reply>&& r) {
   if (!r.ok()) return r.status();
   if (r->IsNil()) return std::optional<std::string>();
   if (r->IsString() || r->IsStatus()) return std::optional<std::string>(std::move(r->str));
   return Status::Internal("unexpected reply " + r->ToString());
 }
 
-void FinishRequest(Request* req, Result<Reply> r, std::vector<Request*>* wake_later) {
+void FinishRequest(Request* req, Result<Reply>&& r, std::vector<Request*>* wake_later) {
   if (req->Live()) {
-    req->result = std::move(r);
     int32_t expected = Request::kPending;
-    if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_seq_cst)) {
-      if (req->callback) {
-        ReplyCallback cb = std::move(req->callback);
-        cb(std::move(req->result));
-      } else if (req->string_callback) {
-        StringCallback cb = std::move(req->string_callback);
-        cb(ToOptionalString(std::move(req->result)));
-      } else if (req->caller_sleeping.load(std::memory_order_seq_cst) != 0) {
+    if (req->IsAsync()) {
+      // The callback takes the result straight from `r`: nothing waits on
+      // req->result. The engine holds the only reference, and it is dropped
+      // below, so the callback (and what it captured) is destroyed with the
+      // request, right after it ran.
+      if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_acq_rel)) {
+        if (req->string_callback) {
+          req->string_callback(ToOptionalString(std::move(r)));
+        } else {
+          req->callback(std::move(r));
+        }
+      }
+    } else {
+      req->result = std::move(r);
+      if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_seq_cst) &&
+          req->caller_sleeping.load(std::memory_order_seq_cst) != 0) {
         if (wake_later != nullptr) {
           req->Ref();  // the caller may see kDone and leave before the wake
           wake_later->push_back(req);

@@ -67,7 +67,10 @@ struct Request {
   std::atomic<int32_t> state{kPending};
   std::atomic<int32_t> caller_sleeping{0};
   std::atomic<int32_t> refs{1};
-  Result<Reply> result{Status::Internal("no result")};
+  // Set by FinishRequest before `state` becomes kDone, and read by a sync
+  // caller only after it sees kDone. Starts as nil, which costs no
+  // allocation (a Status would cost one per request).
+  Result<Reply> result{Reply{}};
   // Async requests have one of these, run once on the I/O thread. A GET's
   // caller gets its string directly (ToOptionalString), with no wrapper.
   ReplyCallback callback;
@@ -77,7 +80,9 @@ struct Request {
 
   void Ref() { refs.fetch_add(1, std::memory_order_relaxed); }
   void Unref() {
-    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    // A count of 1 is ours alone: nobody else can take a reference (that
+    // needs one), so the decrement needs no atomic read-modify-write.
+    if (refs.load(std::memory_order_acquire) == 1 || refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
   bool Live() const { return state.load(std::memory_order_acquire) == kPending; }
 };
@@ -148,7 +153,7 @@ class SyncRequest {
 };
 
 // A GET's reply as its value: nullopt for nil; kInternal for any other type.
-Result<std::optional<std::string>> ToOptionalString(Result<Reply> r);
+Result<std::optional<std::string>> ToOptionalString(Result<Reply>&& r);
 
 // Engine side: delivers `r` unless the request was abandoned, wakes a sleeping
 // caller or runs the callback, and drops the engine's reference.
@@ -156,7 +161,8 @@ Result<std::optional<std::string>> ToOptionalString(Result<Reply> r);
 // reference. An async request runs its callback here. A sync caller asleep
 // on it is woken at once, or, when `wake_later` is given, the request is
 // appended there with a reference held and WakeCaller() must follow.
-void FinishRequest(Request* req, Result<Reply> r, std::vector<Request*>* wake_later = nullptr);
+// `r` is moved from only when it is delivered.
+void FinishRequest(Request* req, Result<Reply>&& r, std::vector<Request*>* wake_later = nullptr);
 // Wakes the caller of a request deferred by FinishRequest and drops the
 // reference it held.
 void WakeCaller(Request* req);

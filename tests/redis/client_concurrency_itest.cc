@@ -74,6 +74,42 @@ TEST(ClientConcurrencyTest, DestroyWithRequestsInFlightRunsEveryCallbackOnce) {
   std::printf("%d of %d requests were cancelled by the destruction\n", cancelled.load(), kRequests);
 }
 
+// Callbacks that submit their next request (as a pipeline of async calls
+// does) run on the I/O thread, which queues those requests for itself: the
+// ones it still holds when the client is destroyed must be finished too
+// (kCancelled), each callback run once. The destruction lands at a random
+// point of the chains, so the rounds reach that window many times.
+TEST(ClientConcurrencyTest, DestroyWhileCallbacksResubmitRunsEveryCallbackOnce) {
+  REQUIRE_CLUSTER();
+  struct Chains {
+    RedisClient* client = nullptr;
+    std::atomic<int> submitted{0}, done{0}, errors{0};
+    void Issue(int i) {
+      submitted.fetch_add(1);
+      client->GetAsync("tc:conc:chain:" + std::to_string(i % 50), {}, [this, i](Result<std::optional<std::string>> r) {
+        done.fetch_add(1);
+        if (r.ok()) {
+          Issue(i + 1);  // on the I/O thread
+        } else if (!r.status().IsCancelled()) {
+          errors.fetch_add(1);
+        }
+      });
+    }
+  };
+  for (int round = 0; round < 30; ++round) {
+    Chains chains;
+    {
+      auto client = Connect();
+      ASSERT_TRUE(client);
+      chains.client = client.get();
+      for (int i = 0; i < 64; ++i) chains.Issue(i * 7);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2 + round % 7));
+    }  // destroyed while the chains run
+    ASSERT_EQ(chains.done.load(), chains.submitted.load()) << "round " << round;
+    EXPECT_EQ(chains.errors.load(), 0);
+  }
+}
+
 TEST(ClientConcurrencyTest, TinyDeadlinesRaceCompletionsSafely) {
   REQUIRE_CLUSTER();
   RedisClientOptions o = testing::ClusterOptions();

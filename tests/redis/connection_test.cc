@@ -88,7 +88,7 @@ class FakeObserver final : public ConnectionObserver {
     failures.push_back(reason);
     c->Close();
   }
-  bool OnReply(Connection* c, Connection::InFlight, Reply reply, TimePoint) override {
+  bool OnReply(Connection* c, Connection::InFlight, Reply&& reply, TimePoint) override {
     replies.push_back(reply.str);
     if (close_after_reply) {
       c->Close();
