@@ -45,13 +45,17 @@ FrequencySketch::FrequencySketch(std::size_t capacity) {
   sample_length_ = kBasePeriod * capacity;
 }
 
+// Both below are unrolled and branch-free over the rows: the counts of a
+// large key set are random, so a branch per row would be mispredicted often.
 bool FrequencySketch::Increment(std::uint64_t hash) {
   const std::uint64_t h = Mix(hash + kSeed);
-  Block& block = blocks_[BlockOf(h)];
-  int counts[kRows];
-  int smallest = kMaxCount;
+  std::uint64_t* const words = blocks_[BlockOf(h)].words;
+  const Cells cells = Locate(h);
+  unsigned counts[kRows];
+  unsigned smallest = kMaxCount;
+#pragma GCC unroll 4
   for (int row = 0; row < kRows; ++row) {
-    counts[row] = static_cast<int>((block.words[WordOf(h, row)] >> ShiftOf(h, row)) & 0xF);
+    counts[row] = static_cast<unsigned>(words[cells.word[row]] >> cells.shift[row]) & 0xF;
     smallest = std::min(smallest, counts[row]);
   }
   // Saturated keys do not advance aging, so a few very hot keys cannot make
@@ -63,8 +67,9 @@ bool FrequencySketch::Increment(std::uint64_t hash) {
     return halvings_ == before;
   }
   ++increments_;
+#pragma GCC unroll 4
   for (int row = 0; row < kRows; ++row) {
-    if (counts[row] == smallest) block.words[WordOf(h, row)] += std::uint64_t{1} << ShiftOf(h, row);
+    words[cells.word[row]] += static_cast<std::uint64_t>(counts[row] == smallest) << cells.shift[row];
   }
   if (++additions_ >= sample_size_) {
     AgeAndAdapt();
@@ -75,13 +80,14 @@ bool FrequencySketch::Increment(std::uint64_t hash) {
 
 int FrequencySketch::Frequency(std::uint64_t hash) const {
   const std::uint64_t h = Mix(hash + kSeed);
-  const Block& block = blocks_[BlockOf(h)];
-  int smallest = kMaxCount;
+  const std::uint64_t* const words = blocks_[BlockOf(h)].words;
+  const Cells cells = Locate(h);
+  unsigned smallest = kMaxCount;
+#pragma GCC unroll 4
   for (int row = 0; row < kRows; ++row) {
-    const int count = static_cast<int>((block.words[WordOf(h, row)] >> ShiftOf(h, row)) & 0xF);
-    smallest = std::min(smallest, count);
+    smallest = std::min(smallest, static_cast<unsigned>(words[cells.word[row]] >> cells.shift[row]) & 0xF);
   }
-  return smallest;
+  return static_cast<int>(smallest);
 }
 
 void FrequencySketch::RecordRequest(bool hit) {

@@ -100,8 +100,23 @@ class FrequencySketch {
   // the same hash.
   static constexpr std::uint64_t kSeed = 0xC2B2AE3D27D4EB4FULL;
 
-  static int WordOf(std::uint64_t h, int row) { return 2 * row + static_cast<int>((h >> (32 + row)) & 1); }
-  static int ShiftOf(std::uint64_t h, int row) { return static_cast<int>((h >> (40 + 4 * row)) & 15) * 4; }
+  // The counter of row `row` for the mixed hash `h`: word 2 * row + bit
+  // (32 + row) of `h` in the block, nibble number bits (40 + 4 * row) to
+  // (43 + 4 * row) of `h` in that word.
+  struct Cells {
+    unsigned word[kRows];
+    unsigned shift[kRows];
+  };
+  static Cells Locate(std::uint64_t h) {
+    const auto sel = static_cast<std::uint32_t>(h >> 32);
+    Cells c;
+#pragma GCC unroll 4
+    for (int row = 0; row < kRows; ++row) {
+      c.word[row] = 2 * row + ((sel >> row) & 1);
+      c.shift[row] = (sel >> (6 + 4 * row)) & 60;  // ((sel >> (8 + 4 row)) & 15) * 4
+    }
+    return c;
+  }
   void Halve();
   // The end of a period: halves, then adapts the period.
   void AgeAndAdapt();

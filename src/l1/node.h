@@ -153,15 +153,26 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   return NodePtr(n);
 }
 
-// A node's policy state: its place in one list and its TinyLFU mark.
+// The node's hash folded to the 32 bits the frequency sketch is keyed by, so
+// that policy upkeep (drains, admission contests) never reads the node.
+inline std::uint32_t SketchKeyOf(std::uint64_t hash) {
+  return static_cast<std::uint32_t>(hash ^ (hash >> 32));
+}
+
+// A node's policy state: its place in one list, its sketch key and its
+// TinyLFU mark.
 struct PolicyRecord {
   std::uint32_t prev = 0;
   std::uint32_t next = 0;
-  // The low 32 bits of FrequencySketch::halvings() when the sketch last said
+  std::uint32_t sketch_key = 0;  // SketchKeyOf(node's hash)
+  // The low 16 bits of FrequencySketch::halvings() when the sketch last said
   // this key's estimate is saturated, so it stays so until the next halving
   // and a hit need not read the sketch (see Shard::CountInSketch); 0: not
-  // known to be saturated.
-  std::uint32_t saturated_at = 0;
+  // known to be saturated. A mark left from 65,536 halvings earlier (at least
+  // 655,360 x capacity increments) reads as current: that key's increments
+  // are then counted as saturated ones until the next halving, which only
+  // lowers its estimate for that one period.
+  std::uint16_t saturated_at = 0;
   Segment segment = Segment::kLru;
 };
 static_assert(sizeof(PolicyRecord) == 16);
@@ -199,6 +210,7 @@ class PolicyTable {
     const std::uint32_t i = free_;
     free_ = records_[i].next;
     records_[i] = PolicyRecord{};
+    records_[i].sketch_key = SketchKeyOf(n->hash);
     nodes_[i] = n;
     n->policy_index = i;
   }

@@ -81,11 +81,12 @@ void Shard::DrainSlot(ReaderSlot& slot) {
   for (std::uint32_t i = 0; i < n; ++i) records[i] = slot.buffer[i].load(std::memory_order_relaxed);
   // Start loading the sketch blocks that will be read (keys not known to be
   // saturated), then update, so their cache misses overlap instead of
-  // queueing. Saturated keys' nodes are not read at all.
+  // queueing. A drain reads only the dense policy records (which hold the
+  // sketch keys), never a node.
   if (policy_ == L1Policy::kTinyLfu) {
     for (std::uint32_t i = 0; i < n; ++i) {
       if (!KnownSaturated(records_[records[i]])) {
-        sketch_.Prefetch(records_.node(records[i])->hash);
+        sketch_.Prefetch(records_[records[i]].sketch_key);
       }
     }
   }
@@ -394,7 +395,7 @@ void Shard::CountInSketch(std::uint32_t i) {
     sketch_.IncrementSaturated();
     return;
   }
-  record.saturated_at = sketch_.Increment(records_.node(i)->hash) ? SaturationMark() : 0;
+  record.saturated_at = sketch_.Increment(record.sketch_key) ? SaturationMark() : 0;
 }
 
 void Shard::Place(Node* n) {
@@ -455,9 +456,9 @@ void Shard::AdmitOrReject(Node* candidate) {
     Evict(candidate);
     return;
   }
-  const int victim_frequency = sketch_.Frequency(victim->hash);
+  const int victim_frequency = sketch_.Frequency(records_.of(victim).sketch_key);
   sketch_.RecordContest(victim_frequency);
-  if (sketch_.Frequency(candidate->hash) > victim_frequency) {
+  if (sketch_.Frequency(records_.of(candidate).sketch_key) > victim_frequency) {
     Evict(victim);
     return;
   }

@@ -177,10 +177,10 @@ class alignas(64) Shard {
   void CountInSketch(std::uint32_t record);  // TinyLFU: one occurrence of its node's key
   // The low 32 bits of the sketch's halvings(), what a PolicyRecord keeps
   // (0 once every 2^32 halvings: then no key is taken as saturated).
-  std::uint32_t SaturationMark() const { return static_cast<std::uint32_t>(sketch_.halvings()); }
+  std::uint16_t SaturationMark() const { return static_cast<std::uint16_t>(sketch_.halvings()); }
   // The record's key is saturated until the next halving (see CountInSketch).
   bool KnownSaturated(const PolicyRecord& r) const {
-    const std::uint32_t mark = SaturationMark();
+    const std::uint16_t mark = SaturationMark();
     return mark != 0 && r.saturated_at == mark;
   }
   void EnforceBounds();
