@@ -119,6 +119,9 @@ LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
 // (and not dead) whatever the precise time; only the others pay for Now().
 LookupOutcome Shard::Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
                             std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out) {
+  if (out->value == nullptr) {  // nothing to release (a fresh entry, as Get's)
+    return LookupInto(hash, key, clock, stale_bound, accounting, out);
+  }
   L1Value previous = std::move(out->value);  // dies after the read section, below
   const LookupOutcome outcome = LookupInto(hash, key, clock, stale_bound, accounting, out);
   if (outcome == LookupOutcome::kMiss) out->value = std::move(previous);  // untouched on a miss
