@@ -128,11 +128,14 @@ Result<std::optional<L1Entry>> L1Cache::GetStale(std::string_view key,
 
 Result<std::optional<L1Entry>> L1Cache::Lookup(std::string_view key,
                                                std::optional<Clock::Duration> stale_bound) {
+  // One named result on every path, so it is built in the caller's return
+  // slot (a second return expression would make it a local, then moved).
+  Result<std::optional<L1Entry>> result{std::optional<L1Entry>(std::in_place)};  // filled in place
   if (key.empty() || key.size() > impl_->options.max_key_bytes) {
-    return l1::KeyError(key, impl_->options.max_key_bytes);
+    result = l1::KeyError(key, impl_->options.max_key_bytes);
+    return result;
   }
   const std::uint64_t hash = HashKey(key);
-  Result<std::optional<L1Entry>> result{std::optional<L1Entry>(std::in_place)};  // filled in place
   if (impl_->ShardFor(hash).Lookup(hash, key, *impl_->clock, stale_bound, l1::Accounting::kCount,
                                    &**result) == l1::LookupOutcome::kMiss) {
     result->reset();
