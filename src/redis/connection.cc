@@ -1,10 +1,9 @@
 // Connection (connection.h): non-blocking connect, reading replies through
-// hiredis's redisReader, flushing the output buffer, and the direct exchange
+// a ReplyReader, flushing the output buffer, and the direct exchange
 // of a borrowed connection. I/O thread only, except Exchange.
 #include "redis/connection.h"
 
 #include <arpa/inet.h>
-#include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -97,7 +96,7 @@ bool Connection::Open(std::string* error) {
     return false;
   }
   fd_ = fd;
-  reader_ = NewReplyReader();
+  reader_ = ReplyReader();
   epoll_event ev{};
   // Edge-triggered: a connection lent to a caller (direct I/O) must not keep
   // waking the I/O thread while the caller reads its reply.
@@ -116,10 +115,7 @@ void Connection::Close() {
     ::close(fd_);
     fd_ = -1;
   }
-  if (reader_ != nullptr) {
-    redisReaderFree(reader_);
-    reader_ = nullptr;
-  }
+  reader_ = ReplyReader();
   out_.clear();
   out_base_ = 0;
   want_write_ = false;
@@ -231,7 +227,8 @@ bool Connection::ReadReplies() {
   for (;;) {
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
     if (n > 0) {
-      if (!FeedReplies(reader_, buf, static_cast<size_t>(n), &error) || !HandOutReplies(&error)) {
+      reader_.Feed(buf, static_cast<size_t>(n));
+      if (!HandOutReplies(&error)) {
         if (!error.empty()) observer_->OnConnectionFailed(this, error);
         return false;
       }
@@ -253,7 +250,7 @@ bool Connection::ReadReplies() {
 bool Connection::HandOutReplies(std::string* error) {
   const TimePoint now = SteadyClock::now();  // one clock read per recv, not per reply
   for (Reply reply;;) {
-    switch (NextReply(reader_, &reply, error)) {
+    switch (reader_.Next(&reply, error)) {
       case ReplyState::kNeedMore:
         return true;
       case ReplyState::kProtocolError:
@@ -294,7 +291,7 @@ DirectResult Connection::Exchange(const std::string& cmd, TimePoint deadline, Re
   }
   char buf[16 * 1024];
   for (;;) {
-    switch (NextReply(reader_, reply, error)) {
+    switch (reader_.Next(reply, error)) {
       case ReplyState::kReply:
         return DirectResult::kReply;
       case ReplyState::kProtocolError:
@@ -305,7 +302,7 @@ DirectResult Connection::Exchange(const std::string& cmd, TimePoint deadline, Re
     if (!PollUntil(fd_, POLLIN, deadline)) return DirectResult::kTimedOut;
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
     if (n > 0) {
-      if (!FeedReplies(reader_, buf, static_cast<size_t>(n), error)) return DirectResult::kBrokenAfterSend;
+      reader_.Feed(buf, static_cast<size_t>(n));
       continue;
     }
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;

@@ -1,7 +1,7 @@
 // Connection: one TCP connection to a Redis node, and Node: a node's address
 // and its connections. Internal to tiercache_redis.
 //
-// A Connection owns its socket, its hiredis reply reader, its output buffer
+// A Connection owns its socket, its reply reader, its output buffer
 // and the queue of commands written to it that await replies (in stream
 // order: replies are matched to them one by one). Those are private: only
 // its own methods change them, so the rules that tie them together (every
@@ -29,11 +29,10 @@
 #include <string_view>
 #include <vector>
 
+#include "redis/reply_reader.h"
 #include "redis/request.h"
 #include "tiercache/redis/options.h"
 #include "tiercache/redis/reply.h"
-
-struct redisReader;
 
 namespace tiercache::redis::internal {
 
@@ -172,7 +171,7 @@ class Connection {
   Node* const node_;
   int fd_ = -1;
   State state_ = State::kDisconnected;
-  redisReader* reader_ = nullptr;
+  ReplyReader reader_;
   std::string out_;          // bytes not yet sent
   uint64_t out_base_ = 0;    // stream offset of out_[0] (= bytes sent so far)
   bool want_write_ = false;  // EPOLLOUT armed

@@ -7,7 +7,7 @@
 // thread routes each request to a node connection, appends its RESP bytes to
 // the connection's output buffer (so all commands submitted together leave in
 // one send: automatic pipelining), and matches replies to requests in order,
-// parsing with hiredis's redisReader.
+// parsing with ReplyReader (reply_reader.h).
 //
 // A lone synchronous caller may instead borrow an idle connection and do its
 // own send/receive (direct.cc); the connection's `owner.lend` state says who may

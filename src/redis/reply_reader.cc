@@ -1,99 +1,150 @@
 #include "redis/reply_reader.h"
 
-#include <hiredis/hiredis.h>
-
-#include <memory>
-#include <new>
-#include <string>
+#include <algorithm>
+#include <charconv>
 
 namespace tiercache::redis::internal {
 namespace {
 
-// hiredis builds our Reply directly (no redisReply, no copy): the root is
-// heap-allocated and owned by whoever takes it from redisReaderGetReply;
-// children live inside their parent's `elements`. These are C callbacks: they
-// catch everything and report failure as nullptr.
-Reply* Place(const redisReadTask* task) {
-  if (task->parent == nullptr) return new (std::nothrow) Reply;
-  auto* parent = static_cast<Reply*>(task->parent->obj);
-  return &parent->elements[static_cast<size_t>(task->idx)];
+// Consumed bytes are dropped from the front of the buffer once they are at
+// least this many and at least half of it (each byte is moved at most once
+// on average); a buffer emptied while holding more than kKeepCapacity is
+// released, so one huge reply does not pin its memory to the connection.
+constexpr size_t kCompactAt = 4096;
+constexpr size_t kKeepCapacity = 1024 * 1024;
+
+bool ParseInt64(const char* p, const char* end, int64_t* out) {
+  if (p == end) return false;
+  auto r = std::from_chars(p, end, *out);
+  return r.ec == std::errc() && r.ptr == end;
 }
 
-void* CreateString(const redisReadTask* task, char* str, size_t len) noexcept {
-  try {
-    Reply* r = Place(task);
-    if (r == nullptr) return nullptr;
-    r->type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::kError
-              : task->type == REDIS_REPLY_STATUS ? Reply::Type::kStatus
-                                                 : Reply::Type::kString;
-    r->str.assign(str, len);
-    return r;
-  } catch (...) {
-    return nullptr;
-  }
+ReplyState Bad(std::string* error, const char* what) {
+  *error = std::string("protocol error: ") + what;
+  return ReplyState::kProtocolError;
 }
-
-void* CreateArray(const redisReadTask* task, int elements) noexcept {
-  try {
-    Reply* r = Place(task);
-    if (r == nullptr) return nullptr;
-    r->type = Reply::Type::kArray;
-    r->elements.resize(static_cast<size_t>(elements));
-    return r;
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-void* CreateInteger(const redisReadTask* task, long long value) noexcept {
-  Reply* r = Place(task);
-  if (r == nullptr) return nullptr;
-  r->type = Reply::Type::kInteger;
-  r->integer = value;
-  return r;
-}
-
-void* CreateNil(const redisReadTask* task) noexcept {
-  Reply* r = Place(task);
-  if (r != nullptr) r->type = Reply::Type::kNil;
-  return r;
-}
-
-void FreeReply(void* reply) noexcept { delete static_cast<Reply*>(reply); }
-
-redisReplyObjectFunctions kReplyFunctions = {CreateString, CreateArray, CreateInteger, CreateNil, FreeReply};
 
 }  // namespace
 
-redisReader* NewReplyReader() { return redisReaderCreateWithFunctions(&kReplyFunctions); }
-
-bool FeedReplies(redisReader* reader, const char* bytes, size_t n, std::string* error) {
-  if (redisReaderFeed(reader, bytes, n) == REDIS_OK) return true;
-  *error = "protocol error";
-  return false;
+void ReplyReader::Feed(const char* bytes, size_t n) {
+  if (pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  } else if (pos_ >= kCompactAt && pos_ * 2 >= buf_.size()) {
+    buf_.erase(0, pos_);
+    pos_ = 0;
+  }
+  buf_.append(bytes, n);
 }
 
-ReplyState NextReply(redisReader* reader, Reply* out, std::string* error) {
-  void* raw = nullptr;
-  if (redisReaderGetReply(reader, &raw) != REDIS_OK) {
-    *error = std::string("protocol error: ") + reader->errstr;
-    return ReplyState::kProtocolError;
+Reply* ReplyReader::NextTarget() {
+  if (frames_.empty()) return &root_;
+  const Frame& f = frames_.back();
+  std::vector<Reply>& elements = f.array->elements;
+  // The last element is still being parsed when more were started than
+  // completed; else the next one starts here.
+  const int64_t completed = f.announced - f.left;
+  if (static_cast<int64_t>(elements.size()) == completed) elements.emplace_back();
+  return &elements.back();
+}
+
+ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
+  const char* base = buf_.data();
+  const size_t size = buf_.size();
+  if (pos_ >= size) return ReplyState::kNeedMore;
+  const std::string_view rest(base + pos_, size - pos_);
+  const size_t crlf = rest.find("\r\n", 1);
+  if (crlf == std::string_view::npos) return ReplyState::kNeedMore;
+  const char* line = rest.data() + 1;
+  const char* line_end = rest.data() + crlf;
+  const size_t after = pos_ + crlf + 2;  // the first byte after the line
+  switch (rest[0]) {
+    case '+':
+    case '-':
+      target->type = rest[0] == '+' ? Reply::Type::kStatus : Reply::Type::kError;
+      target->str.assign(line, line_end);
+      pos_ = after;
+      return ReplyState::kReply;
+    case ':': {
+      int64_t v = 0;
+      if (!ParseInt64(line, line_end, &v)) return Bad(error, "bad integer");
+      target->type = Reply::Type::kInteger;
+      target->integer = v;
+      pos_ = after;
+      return ReplyState::kReply;
+    }
+    case '$': {
+      int64_t len = 0;
+      if (!ParseInt64(line, line_end, &len) || len < -1 || len > kMaxBulkBytes) return Bad(error, "bad bulk length");
+      if (len == -1) {
+        target->type = Reply::Type::kNil;
+        pos_ = after;
+        return ReplyState::kReply;
+      }
+      const auto n = static_cast<size_t>(len);
+      if (size - after < n + 2) return ReplyState::kNeedMore;
+      if (base[after + n] != '\r' || base[after + n + 1] != '\n') return Bad(error, "bulk string not terminated");
+      target->type = Reply::Type::kString;
+      target->str.assign(base + after, n);
+      pos_ = after + n + 2;
+      return ReplyState::kReply;
+    }
+    case '*': {
+      int64_t count = 0;
+      if (!ParseInt64(line, line_end, &count) || count < -1 || count > kMaxElements) {
+        return Bad(error, "bad array length");
+      }
+      if (count == -1) {
+        target->type = Reply::Type::kNil;
+        pos_ = after;
+        return ReplyState::kReply;
+      }
+      if (count > 0 && frames_.size() >= kMaxDepth) return Bad(error, "arrays nested too deep");
+      pos_ = after;
+      target->type = Reply::Type::kArray;
+      if (count == 0) return ReplyState::kReply;
+      // Elements are added as their bytes arrive (NextTarget), not as announced.
+      target->elements.reserve(static_cast<size_t>(std::min<int64_t>(count, 64)));
+      frames_.push_back({target, count, count});
+      return ReplyState::kReply;
+    }
+    default:
+      return Bad(error, "unknown reply type");
   }
-  if (raw == nullptr) return ReplyState::kNeedMore;
-  std::unique_ptr<Reply> root(static_cast<Reply*>(raw));
-  *out = std::move(*root);
-  return ReplyState::kReply;
+}
+
+ReplyState ReplyReader::Next(Reply* out, std::string* error) {
+  for (;;) {
+    const size_t depth = frames_.size();
+    const ReplyState state = ParseValue(NextTarget(), error);
+    if (state == ReplyState::kProtocolError) return state;
+    if (state == ReplyState::kNeedMore) {
+      if (pos_ == buf_.size() && buf_.capacity() > kKeepCapacity) {
+        std::string().swap(buf_);
+        pos_ = 0;
+      }
+      return state;
+    }
+    if (frames_.size() > depth) continue;  // an array opened: its elements follow
+    // A whole value: it completes an element of the array being filled,
+    // which may complete that array, and so on up.
+    while (!frames_.empty() && --frames_.back().left == 0) frames_.pop_back();
+    if (frames_.empty()) {
+      *out = std::move(root_);
+      root_ = Reply();
+      return ReplyState::kReply;
+    }
+  }
 }
 
 Result<std::vector<Reply>> ParseReplies(const std::vector<std::string_view>& chunks) {
-  std::unique_ptr<redisReader, void (*)(redisReader*)> reader(NewReplyReader(), redisReaderFree);
-  if (!reader) return Status::Internal("cannot create a reader");
+  ReplyReader reader;
   std::vector<Reply> out;
   std::string error;
   for (std::string_view chunk : chunks) {
-    if (!FeedReplies(reader.get(), chunk.data(), chunk.size(), &error)) return Status::Internal(error);
+    reader.Feed(chunk.data(), chunk.size());
     for (Reply reply;;) {
-      const ReplyState state = NextReply(reader.get(), &reply, &error);
+      const ReplyState state = reader.Next(&reply, &error);
       if (state == ReplyState::kProtocolError) return Status::Internal(error);
       if (state == ReplyState::kNeedMore) break;
       out.push_back(std::move(reply));
