@@ -19,7 +19,16 @@
 // interleaved (8 rounds of 250 ms each), so that the machine's load changing
 // during the run does not tilt their ratios.
 // Ends with RESULT lines. Reads TIERCACHE_REDIS_PORT_BASE (default 7000).
+//
+// For profiling, TIERCACHE_BENCH_GET_MANY_CALLS=N runs only N GetMany of the
+// 100 batch keys and N client MGETs of them (alternated, in blocks of 10),
+// each side in a function of its own (GetManyCalls, ClientMGetCalls), and
+// prints the thread CPU time per call of each. Instructions per call:
+// valgrind --tool=callgrind --collect-atstart=no, one --toggle-collect= per
+// side ('*GetManyCalls*', '*ClientMGetCalls*'), then callgrind_annotate
+// --inclusive=yes on its output.
 #include <benchmark/benchmark.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -359,12 +368,63 @@ EarlyRefresh SteadyLoad(std::chrono::seconds duration) {
   return out;
 }
 
+const tiercache::BatchLoader kBatchLoader = [](const std::vector<std::string>& ks) {
+  return Result<std::vector<LoadResult>>(std::vector<LoadResult>(ks.size(), LoadResult{std::string(200, 'v'), 1}));
+};
+
+double ThreadCpuUs() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_nsec) / 1e3;
+}
+
+// The two sides of TIERCACHE_BENCH_GET_MANY_CALLS, apart for a profiler.
+// Each returns how many of its calls failed.
+__attribute__((noinline)) int GetManyCalls(Fixture& f, int n) {
+  int failed = 0;
+  for (int i = 0; i < n; ++i) {
+    Result<std::vector<Result<CachedValue>>> r = f.l2_only->GetMany(f.batch_keys, kBatchLoader);
+    if (!r.ok() || r->size() != f.batch_keys.size() ||
+        !std::all_of(r->begin(), r->end(), [](const auto& v) { return v.ok() && v->source() == tiercache::ValueSource::kL2; })) {
+      ++failed;
+    }
+  }
+  return failed;
+}
+__attribute__((noinline)) int ClientMGetCalls(Fixture& f, int n) {
+  int failed = 0;
+  for (int i = 0; i < n; ++i) {
+    auto r = f.client->MGet(f.batch_keys);
+    if (!r.ok() || r->size() != f.batch_keys.size()) ++failed;
+  }
+  return failed;
+}
+
+int GetManyOnly(Fixture& f, int n) {
+  double get_many_us = 0, mget_us = 0;
+  int failed = 0;
+  for (int done = 0; done < n; done += 10) {
+    const int block = std::min(10, n - done);
+    double t0 = ThreadCpuUs();
+    failed += GetManyCalls(f, block);
+    double t1 = ThreadCpuUs();
+    failed += ClientMGetCalls(f, block);
+    double t2 = ThreadCpuUs();
+    get_many_us += t1 - t0;
+    mget_us += t2 - t1;
+  }
+  std::printf("%d calls each: GetMany %.1f us CPU per call, client MGET %.1f us (%.2f x); %d failed or not from L2\n",
+              n, get_many_us / n, mget_us / n, mget_us > 0 ? get_many_us / mget_us : 0.0, failed);
+  return failed == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   Fixture fixture;
   g_fixture = &fixture;
+  if (const char* n = std::getenv("TIERCACHE_BENCH_GET_MANY_CALLS")) return GetManyOnly(fixture, std::atoi(n));
   Collector collector;
   benchmark::RunSpecifiedBenchmarks(&collector);
 
@@ -377,13 +437,10 @@ int main(int argc, char** argv) {
   // slot with L1 off, the client's own MGET of those keys) are measured
   // interleaved, 8 rounds of 250 ms each (2 s each in all): a change in the
   // shared machine's load during the run weighs on all four alike.
-  const tiercache::BatchLoader batch_loader = [](const std::vector<std::string>& ks) {
-    return Result<std::vector<LoadResult>>(std::vector<LoadResult>(ks.size(), LoadResult{std::string(200, 'v'), 1}));
-  };
   std::vector<std::function<void(uint64_t)>> single = {
       [&](uint64_t i) { (void)fixture.l2_only->Get(fixture.keys[i % kHotKeys], kValueLoader); },
       [&](uint64_t i) { (void)fixture.client->Get(fixture.keys[i % kHotKeys]); },
-      [&](uint64_t) { (void)fixture.l2_only->GetMany(fixture.batch_keys, batch_loader); },
+      [&](uint64_t) { (void)fixture.l2_only->GetMany(fixture.batch_keys, kBatchLoader); },
       [&](uint64_t) { (void)fixture.client->MGet(fixture.batch_keys); },
   };
   const std::vector<Latency> one_caller = MeasureInterleaved(single, 8, 250ms);
