@@ -271,7 +271,7 @@ bool Connection::HandOutReplies(std::string* error) {
   }
 }
 
-DirectResult Connection::Exchange(const std::string& cmd, TimePoint deadline, Reply* reply, std::string* error) {
+DirectResult Connection::Exchange(std::string_view cmd, TimePoint deadline, Reply* reply, std::string* error) {
   TIERCACHE_DCHECK(!observer_->OnIoThread() && inflight_.empty() && out_.empty());
   size_t sent = 0;
   while (sent < cmd.size()) {

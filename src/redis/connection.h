@@ -150,7 +150,7 @@ class Connection {
 
   // Sends `cmd` and reads one reply, waiting at most until `deadline`. On
   // failure, *error says why. REQUIRES: nothing in flight or unsent (checked).
-  DirectResult Exchange(const std::string& cmd, TimePoint deadline, Reply* reply, std::string* error);
+  DirectResult Exchange(std::string_view cmd, TimePoint deadline, Reply* reply, std::string* error);
 
   Owner owner;
 

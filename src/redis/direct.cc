@@ -121,7 +121,7 @@ bool Engine::ExchangeDirect(Connection* c, Request* req, Result<Reply>* out) {
   TIERCACHE_DCHECK(c->owner.lend.load(std::memory_order_relaxed) == Owner::kBorrowed && !OnIoThread());
   Reply reply;
   std::string error;
-  const DirectResult result = c->Exchange(req->cmd, req->deadline, &reply, &error);
+  const DirectResult result = c->Exchange(req->cmd.view(), req->deadline, &reply, &error);
   switch (result) {
     case DirectResult::kReply:
       break;

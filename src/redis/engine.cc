@@ -259,7 +259,7 @@ void Engine::WriteRequest(Connection* c, Request* req) {
     c->Write(load, Connection::InFlight::kDiscard);
     req->load_script = false;
   }
-  c->Write(req->cmd, Connection::InFlight::kUser, req);
+  c->Write(req->cmd.view(), Connection::InFlight::kUser, req);
   MarkDirty(c);
 }
 

@@ -9,8 +9,10 @@ namespace tiercache::redis::internal {
 namespace {
 
 size_t Digits(size_t n) {
-  size_t d = 1;
-  for (; n >= 10; n /= 10) ++d;
+  if (n < 10) return 1;
+  if (n < 100) return 2;
+  size_t d = 3;
+  for (n /= 1000; n > 0; n /= 10) ++d;
   return d;
 }
 
@@ -27,24 +29,39 @@ char* PutCrlf(char* p) {
   return p + 2;
 }
 
+// The size of `args` as a RESP array of bulk strings: "*N\r\n", then
+// "$len\r\n" + bytes + "\r\n" per argument.
 template <typename Args>
-void AppendAll(std::string& out, const Args& args) {
-  // The exact size first: one allocation (at most), then the bytes written
-  // in place: "*N\r\n", then "$len\r\n" + bytes + "\r\n" per argument.
-  const size_t count_digits = Digits(args.size());
-  size_t add = 3 + count_digits;
-  for (const auto& a : args) add += 5 + Digits(a.size()) + a.size();
-  const size_t at = out.size();
-  out.resize(at + add);
-  char* p = out.data() + at;
+size_t EncodedSize(const Args& args) {
+  size_t size = 3 + Digits(args.size());
+  for (const auto& a : args) size += 5 + Digits(a.size()) + a.size();
+  return size;
+}
+
+// Writes exactly EncodedSize(args) bytes at `p`.
+template <typename Args>
+void Encode(const Args& args, char* p) {
   *p++ = '*';
-  p = PutCrlf(PutDecimal(p, args.size(), count_digits));
+  p = PutCrlf(PutDecimal(p, args.size(), Digits(args.size())));
   for (const auto& a : args) {
     *p++ = '$';
     p = PutCrlf(PutDecimal(p, a.size(), Digits(a.size())));
     if (!a.empty()) std::memcpy(p, a.data(), a.size());
     p = PutCrlf(p + a.size());
   }
+}
+
+// The exact size first: one allocation at most, then the bytes in place.
+template <typename Args>
+void AppendAll(std::string& out, const Args& args) {
+  const size_t at = out.size();
+  out.resize(at + EncodedSize(args));
+  Encode(args, out.data() + at);
+}
+
+template <typename Args>
+void AppendAll(CommandBytes& out, const Args& args) {
+  Encode(args, out.Extend(EncodedSize(args)));
 }
 
 bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
@@ -87,6 +104,24 @@ Result<Endpoint> NodeOf(const Reply& r, std::string_view asked_host) {
 
 void AppendCommand(std::string& out, const std::vector<std::string>& args) { AppendAll(out, args); }
 void AppendCommand(std::string& out, std::span<const std::string_view> args) { AppendAll(out, args); }
+void AppendCommand(CommandBytes& out, const std::vector<std::string>& args) { AppendAll(out, args); }
+void AppendCommand(CommandBytes& out, std::span<const std::string_view> args) { AppendAll(out, args); }
+
+char* CommandBytes::Extend(size_t n) {
+  if (!on_heap_) {
+    if (size_ + n <= kInline) {
+      char* p = inline_ + size_;
+      size_ += n;
+      return p;
+    }
+    heap_.reserve(size_ + n);
+    heap_.assign(inline_, size_);
+    on_heap_ = true;
+  }
+  const size_t at = heap_.size();
+  heap_.resize(at + n);
+  return heap_.data() + at;
+}
 
 bool ParseEndpoint(std::string_view text, Endpoint* out) {
   size_t colon = text.rfind(':');

@@ -18,9 +18,34 @@
 
 namespace tiercache::redis::internal {
 
+// The RESP bytes of one command, kept inline up to kInline bytes (a GET, a
+// DEL or a small SET of a short key: no allocation), on the heap beyond.
+class CommandBytes {
+ public:
+  static constexpr size_t kInline = 96;
+
+  CommandBytes() = default;
+  CommandBytes(const CommandBytes&) = delete;
+  CommandBytes& operator=(const CommandBytes&) = delete;
+
+  std::string_view view() const { return on_heap_ ? std::string_view(heap_) : std::string_view(inline_, size_); }
+  size_t size() const { return on_heap_ ? heap_.size() : size_; }
+  bool empty() const { return size() == 0; }
+  // Room for `n` more bytes at the end, to be written by the caller.
+  char* Extend(size_t n);
+
+ private:
+  char inline_[kInline];
+  size_t size_ = 0;  // bytes of inline_ in use (while !on_heap_)
+  bool on_heap_ = false;
+  std::string heap_;
+};
+
 // Appends the RESP array of bulk strings for `args` to `out`.
 void AppendCommand(std::string& out, const std::vector<std::string>& args);
 void AppendCommand(std::string& out, std::span<const std::string_view> args);
+void AppendCommand(CommandBytes& out, const std::vector<std::string>& args);
+void AppendCommand(CommandBytes& out, std::span<const std::string_view> args);
 
 enum class ErrorKind : uint8_t {
   kOther,        // a command error: returned to the caller

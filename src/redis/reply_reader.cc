@@ -24,6 +24,14 @@ ReplyState Bad(std::string* error, const char* what) {
   return ReplyState::kProtocolError;
 }
 
+// Makes `r` an empty value of `type` (it may hold an earlier reply).
+void Clear(Reply* r, Reply::Type type) {
+  r->type = type;
+  r->str.clear();
+  r->integer = 0;
+  if (!r->elements.empty()) r->elements.clear();
+}
+
 }  // namespace
 
 void ReplyReader::Feed(const char* bytes, size_t n) {
@@ -37,8 +45,8 @@ void ReplyReader::Feed(const char* bytes, size_t n) {
   buf_.append(bytes, n);
 }
 
-Reply* ReplyReader::NextTarget() {
-  if (frames_.empty()) return &root_;
+Reply* ReplyReader::NextTarget(Reply* out) {
+  if (frames_.empty()) return out;
   const Frame& f = frames_.back();
   std::vector<Reply>& elements = f.array->elements;
   // The last element is still being parsed when more were started than
@@ -61,14 +69,14 @@ ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
   switch (rest[0]) {
     case '+':
     case '-':
-      target->type = rest[0] == '+' ? Reply::Type::kStatus : Reply::Type::kError;
+      Clear(target, rest[0] == '+' ? Reply::Type::kStatus : Reply::Type::kError);
       target->str.assign(line, line_end);
       pos_ = after;
       return ReplyState::kReply;
     case ':': {
       int64_t v = 0;
       if (!ParseInt64(line, line_end, &v)) return Bad(error, "bad integer");
-      target->type = Reply::Type::kInteger;
+      Clear(target, Reply::Type::kInteger);
       target->integer = v;
       pos_ = after;
       return ReplyState::kReply;
@@ -77,14 +85,14 @@ ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
       int64_t len = 0;
       if (!ParseInt64(line, line_end, &len) || len < -1 || len > kMaxBulkBytes) return Bad(error, "bad bulk length");
       if (len == -1) {
-        target->type = Reply::Type::kNil;
+        Clear(target, Reply::Type::kNil);
         pos_ = after;
         return ReplyState::kReply;
       }
       const auto n = static_cast<size_t>(len);
       if (size - after < n + 2) return ReplyState::kNeedMore;
       if (base[after + n] != '\r' || base[after + n + 1] != '\n') return Bad(error, "bulk string not terminated");
-      target->type = Reply::Type::kString;
+      Clear(target, Reply::Type::kString);
       target->str.assign(base + after, n);
       pos_ = after + n + 2;
       return ReplyState::kReply;
@@ -95,13 +103,13 @@ ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
         return Bad(error, "bad array length");
       }
       if (count == -1) {
-        target->type = Reply::Type::kNil;
+        Clear(target, Reply::Type::kNil);
         pos_ = after;
         return ReplyState::kReply;
       }
       if (count > 0 && frames_.size() >= kMaxDepth) return Bad(error, "arrays nested too deep");
       pos_ = after;
-      target->type = Reply::Type::kArray;
+      Clear(target, Reply::Type::kArray);
       if (count == 0) return ReplyState::kReply;
       // Elements are added as their bytes arrive (NextTarget), not as announced.
       target->elements.reserve(static_cast<size_t>(std::min<int64_t>(count, 64)));
@@ -116,7 +124,7 @@ ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
 ReplyState ReplyReader::Next(Reply* out, std::string* error) {
   for (;;) {
     const size_t depth = frames_.size();
-    const ReplyState state = ParseValue(NextTarget(), error);
+    const ReplyState state = ParseValue(NextTarget(out), error);
     if (state == ReplyState::kProtocolError) return state;
     if (state == ReplyState::kNeedMore) {
       if (pos_ == buf_.size() && buf_.capacity() > kKeepCapacity) {
@@ -125,13 +133,21 @@ ReplyState ReplyReader::Next(Reply* out, std::string* error) {
       }
       return state;
     }
-    if (frames_.size() > depth) continue;  // an array opened: its elements follow
+    if (frames_.size() > depth) {  // an array opened: its elements follow
+      if (depth == 0) {
+        // A top-level array may take several calls to fill: it is built in
+        // root_, not in the caller's *out. (It has no elements yet.)
+        root_ = std::move(*out);
+        frames_[0].array = &root_;
+      }
+      continue;
+    }
     // A whole value: it completes an element of the array being filled,
     // which may complete that array, and so on up.
     while (!frames_.empty() && --frames_.back().left == 0) frames_.pop_back();
     if (frames_.empty()) {
-      *out = std::move(root_);
-      root_ = Reply();
+      // A scalar was parsed into *out already; an array is moved there.
+      if (depth > 0) *out = std::move(root_);
       return ReplyState::kReply;
     }
   }

@@ -66,12 +66,13 @@ class ReplyReader {
   // *target. kReply when the value is whole, or an array was opened (a new
   // frame); kNeedMore without consuming anything when bytes are missing.
   ReplyState ParseValue(Reply* target, std::string* error);
-  // The Reply the next value goes into.
-  Reply* NextTarget();
+  // The Reply the next value goes into: the next element of the array
+  // being filled, else `out` (a top-level value).
+  Reply* NextTarget(Reply* out);
 
   std::string buf_;
   size_t pos_ = 0;  // bytes of buf_ consumed
-  Reply root_;
+  Reply root_;  // a top-level array being filled
   std::vector<Frame> frames_;
 };
 

@@ -50,7 +50,7 @@ void FinishRequest(Request* req, Result<Reply>&& r, std::vector<Request*>* wake_
         }
       }
     } else {
-      req->result = std::move(r);
+      req->result.emplace(std::move(r));
       if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_seq_cst) &&
           req->caller_sleeping.load(std::memory_order_seq_cst) != 0) {
         if (wake_later != nullptr) {
@@ -118,7 +118,8 @@ Result<Reply> AwaitRequest(Request* req, std::chrono::microseconds spin, std::at
     FutexWait(&req->state, Request::kPending, left);
     s = req->state.load(std::memory_order_acquire);
   }
-  Result<Reply> out = std::move(req->result);
+  Result<Reply> out =
+      req->result ? std::move(*req->result) : Result<Reply>(Status::Internal("request finished without a result"));
   req->Unref();
   return out;
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/dcheck.h"
+#include "redis/protocol.h"
 #include "tiercache/redis/reply.h"
 #include "tiercache/status.h"
 
@@ -35,7 +36,7 @@ struct Request {
   enum State : int32_t { kPending = 0, kDone = 1, kAbandoned = 2 };
 
   // What to send: one RESP-encoded command.
-  std::string cmd;
+  CommandBytes cmd;
   // Routing: slot of the key, or -1 (keyless: any master).
   int slot = -1;
   bool idempotent = false;
@@ -67,10 +68,10 @@ struct Request {
   std::atomic<int32_t> state{kPending};
   std::atomic<int32_t> caller_sleeping{0};
   std::atomic<int32_t> refs{1};
-  // Set by FinishRequest before `state` becomes kDone, and read by a sync
-  // caller only after it sees kDone. Starts as nil, which costs no
-  // allocation (a Status would cost one per request).
-  Result<Reply> result{Reply{}};
+  // A sync request's result: set by FinishRequest before `state` becomes
+  // kDone, read by its caller only after it sees kDone. Empty until then
+  // (and for async requests, whose callbacks take their result directly).
+  std::optional<Result<Reply>> result;
   // Async requests have one of these, run once on the I/O thread. A GET's
   // caller gets its string directly (ToOptionalString), with no wrapper.
   ReplyCallback callback;

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "redis/reply_reader.h"
 #include "redis/sha1.h"
 #include "tiercache/redis/redis_client.h"
@@ -18,6 +20,23 @@ TEST(ProtocolTest, EncodesCommandsAsRespArraysOfBulkStrings) {
   out.clear();
   AppendCommand(out, std::vector<std::string_view>{"GET", ""});
   EXPECT_EQ(out, "*2\r\n$3\r\nGET\r\n$0\r\n\r\n");
+}
+
+TEST(ProtocolTest, CommandBytesHoldTheSameEncodingInlineAndOnTheHeap) {
+  for (size_t len : {size_t{0}, size_t{1}, size_t{9}, size_t{10}, size_t{70}, size_t{90}, size_t{200}, size_t{5000}}) {
+    const std::string value(len, 'v');
+    const std::array<std::string_view, 3> args{"SET", "k", value};
+    std::string expected;
+    AppendCommand(expected, args);
+    CommandBytes bytes;
+    AppendCommand(bytes, args);
+    EXPECT_EQ(bytes.view(), expected) << len;
+    // A second command appended moves inline bytes to the heap when needed.
+    AppendCommand(expected, args);
+    AppendCommand(bytes, args);
+    EXPECT_EQ(bytes.view(), expected) << len;
+    EXPECT_EQ(bytes.size(), expected.size());
+  }
 }
 
 TEST(ProtocolTest, ParsesMoved) {

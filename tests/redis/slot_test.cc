@@ -12,6 +12,26 @@ namespace {
 
 TEST(SlotTest, Crc16MatchesTheSpecVector) { EXPECT_EQ(Crc16("123456789"), 0x31C3); }
 
+// Crc16 takes two bytes per step; the bitwise definition, one bit at a time,
+// must agree for every length (odd ones end with a single byte).
+TEST(SlotTest, Crc16MatchesTheBitwiseDefinitionAtEveryLength) {
+  auto bitwise = [](std::string_view data) {
+    uint16_t crc = 0;
+    for (unsigned char c : data) {
+      crc = static_cast<uint16_t>(crc ^ (c << 8));
+      for (int bit = 0; bit < 8; ++bit) {
+        crc = (crc & 0x8000) ? static_cast<uint16_t>((crc << 1) ^ 0x1021) : static_cast<uint16_t>(crc << 1);
+      }
+    }
+    return crc;
+  };
+  std::string data;
+  for (int len = 0; len < 300; ++len) {
+    EXPECT_EQ(Crc16(data), bitwise(data)) << len;
+    data.push_back(static_cast<char>((len * 131 + 7) & 0xff));
+  }
+}
+
 TEST(SlotTest, KeySlotMatchesClusterKeyslot) {
   EXPECT_EQ(KeySlot("foo"), 12182);
   EXPECT_EQ(KeySlot("{user1000}.following"), 3443);
