@@ -14,6 +14,8 @@
 // Part 3: heap bytes per entry beyond key and value, 1 M entries of 16-byte
 // keys and 100-byte values (l1_bytes_per_entry_overhead).
 // The RESULT lines at the end are computed from this run's measurements.
+// Simulation mode (TIERCACHE_BENCH_SIM=<case>, run by `make bench-l1-sim`,
+// i.e. scripts/bench.sh under callgrind): see SimulatedReads below.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -393,6 +395,64 @@ Overhead MeasureOverhead() {
 
 }  // namespace
 
+// Simulation mode. Wall-clock rates on a shared machine swing with what the
+// neighbours do to the shared caches (the 10,000-key figure by 4 x between
+// runs minutes apart), so `make bench-l1-sim` also measures what a read costs
+// in instructions and cache misses, which do not depend on them: it runs this
+// program once per case under callgrind's cache simulation, collecting only
+// inside SimulatedReads (kSimReads reads, in the case's first shuffled order,
+// after one uncollected pass over the keys), and divides by kSimReads.
+constexpr std::size_t kSimReads = 200'000;
+
+template <typename ReadOne>
+std::size_t ReadInOrder(const std::vector<std::uint32_t>& order, std::size_t reads, ReadOne read_one) {
+  std::size_t misses = 0;
+  for (std::size_t r = 0, i = 0; r < reads; ++r) {
+    if (!read_one(g_fixture->keys[order[i]])) ++misses;
+    if (++i == order.size()) i = 0;
+  }
+  return misses;
+}
+
+std::size_t ReadWithL1(const std::vector<std::uint32_t>& order, std::size_t reads) {
+  return ReadInOrder(order, reads, [](const std::string& key) {
+    auto r = g_fixture->l1->Get(key);
+    benchmark::DoNotOptimize(r);
+    return r.ok() && r->has_value();
+  });
+}
+
+std::size_t ReadWithMutexLru(const std::vector<std::uint32_t>& order, std::size_t reads) {
+  return ReadInOrder(order, reads, [](const std::string& key) {
+    L1Value v = g_fixture->baseline->Get(key);
+    benchmark::DoNotOptimize(v);
+    return v != nullptr;
+  });
+}
+
+// The only code callgrind collects in (--toggle-collect='*SimulatedReads*').
+[[gnu::noinline]] std::size_t SimulatedReads(bool mutex_lru, const std::vector<std::uint32_t>& order) {
+  return mutex_lru ? ReadWithMutexLru(order, kSimReads) : ReadWithL1(order, kSimReads);
+}
+
+// Cases: l1_1k, l1_10k, mutex_1k, mutex_10k. Prints "SIM <case> <reads>
+// <misses>"; exits 2 on an unknown case, 1 if any read missed.
+int RunSimulation(const std::string& name) {
+  const bool mutex_lru = name.rfind("mutex_", 0) == 0;
+  const std::string size = name.substr(name.find('_') + 1);
+  if ((!mutex_lru && name.rfind("l1_", 0) != 0) || (size != "1k" && size != "10k")) {
+    std::fprintf(stderr, "TIERCACHE_BENCH_SIM: unknown case '%s' (l1_1k, l1_10k, mutex_1k, mutex_10k)\n",
+                 name.c_str());
+    return 2;
+  }
+  BuildThroughputFixture();
+  const auto& order = g_fixture->orders.at(size == "1k" ? kHotKeys : kWarmKeys)[0];
+  std::size_t misses = mutex_lru ? ReadWithMutexLru(order, order.size()) : ReadWithL1(order, order.size());
+  misses += SimulatedReads(mutex_lru, order);
+  std::printf("SIM %s %zu %zu\n", name.c_str(), kSimReads, misses);
+  return misses == 0 ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   // Until a process first creates a thread, glibc says it is single-threaded
   // (__libc_single_threaded) and libstdc++ then bumps shared_ptr reference
@@ -401,6 +461,7 @@ int main(int argc, char** argv) {
   // mode in the middle of this program (after the 1-thread L1 runs, before
   // the mutex LRU's), so every figure is measured in multi-threaded mode.
   std::thread([] {}).join();
+  if (const char* sim = std::getenv("TIERCACHE_BENCH_SIM"); sim != nullptr) return RunSimulation(sim);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   BuildThroughputFixture();

@@ -90,16 +90,6 @@ int FrequencySketch::Frequency(std::uint64_t hash) const {
   return static_cast<int>(smallest);
 }
 
-void FrequencySketch::RecordRequest(bool hit) {
-  ++period_requests_;
-  ++sample_requests_;
-  if (hit) {
-    ++period_hits_;
-    ++sample_hits_;
-  }
-  if (sample_requests_ >= sample_length_) EndSample();
-}
-
 // After a halving the period's count restarts at half the period; when the
 // period just got shorter, at half the new one. Without this the count left
 // from a longer period is already past the new end, and the next increments

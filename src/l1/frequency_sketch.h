@@ -79,7 +79,13 @@ class FrequencySketch {
 
   // Feedback for the aging period. A request the cache served from an entry
   // (hit) or had to fill (miss).
-  void RecordRequest(bool hit);
+  void RecordRequest(bool hit) {  // once per drained hit: inline
+    ++period_requests_;
+    ++sample_requests_;
+    period_hits_ += hit ? 1 : 0;
+    sample_hits_ += hit ? 1 : 0;
+    if (sample_requests_ >= sample_length_) EndSample();
+  }
   // The estimate of an admission contest's victim, as Frequency() gave it.
   void RecordContest(int victim_frequency) {
     ++contests_;

@@ -283,10 +283,21 @@ class NodeList {
     r.prev = r.next = 0;
     --size_;
   }
+  // remove(i) then push_front(i), without their writes that cancel out (the
+  // size, the removed record's links): once per drained hit.
   void move_to_front(std::uint32_t i) {
-    if ((*table_)[head_].next == i) return;
-    remove(i);
-    push_front(i);
+    TIERCACHE_DCHECK(i >= PolicyTable::kLists);
+    PolicyTable& t = *table_;
+    PolicyRecord& head = t[head_];
+    const std::uint32_t first = head.next;
+    if (first == i) return;
+    PolicyRecord& r = t[i];
+    t[r.prev].next = r.next;
+    t[r.next].prev = r.prev;
+    r.prev = head_;
+    r.next = first;
+    t[first].prev = i;
+    head.next = i;
   }
   void clear() { size_ = 0; }  // with PolicyTable::Reset()
 
