@@ -114,6 +114,12 @@ void Engine::Finish(Request* req, Result<Reply>&& r) {
   FinishRequest(req, std::move(r), &to_wake_);
 }
 
+void Engine::Finish(Request* req, Reply&& reply) {
+  AssertIoThread();
+  if (req->counted) outstanding_.fetch_sub(1, std::memory_order_relaxed);
+  FinishRequest(req, std::move(reply), &to_wake_);
+}
+
 void Engine::WakeCallers() {
   AssertIoThread();
   for (Request* req : to_wake_) WakeCaller(req);
@@ -273,14 +279,15 @@ void Engine::MarkDirty(Connection* c) {
 void Engine::FlushDirty() {
   AssertIoThread();
   while (!dirty_.empty()) {
-    std::vector<Connection*> batch;
-    batch.swap(dirty_);
-    for (Connection* c : batch) {
+    flushing_.clear();
+    flushing_.swap(dirty_);  // the two vectors trade buffers: no allocation per pass
+    for (Connection* c : flushing_) {
       c->owner.dirty = false;
       c->Flush();
       MaybeLend(c);
     }
   }
+  flushing_.clear();
 }
 
 void Engine::Park(Request* req, TimePoint now, const std::string& why) {

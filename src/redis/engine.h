@@ -182,6 +182,7 @@ class Engine final : public ConnectionObserver {
   // finish as kCancelled.
   void WriteWaiting(Connection* c);
   void Finish(Request* req, Result<Reply>&& r);
+  void Finish(Request* req, Reply&& reply);  // REQUIRES: !reply.IsError()
   void WakeCallers();
   Node* EnsureNode(const Endpoint& e);
   Node* RouteNode(const Request* req);
@@ -219,6 +220,7 @@ class Engine final : public ConnectionObserver {
   std::array<std::atomic<Connection*>, kSlotCount> direct_conn_{};
   RetryQueue retries_;
   std::vector<Connection*> dirty_;
+  std::vector<Connection*> flushing_;  // FlushDirty's batch
   std::vector<Request*> to_wake_;  // finished; their callers wake at the end of the loop pass
   bool have_topology_ = false;
   std::vector<std::string> logged_masters_;  // sorted: the masters the last topology line named

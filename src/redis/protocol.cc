@@ -38,14 +38,28 @@ size_t EncodedSize(const Args& args) {
   return size;
 }
 
+// `n` in decimal at `p`; returns the end. Most lengths have 1 or 2 digits.
+char* PutLength(char* p, size_t n) {
+  if (n < 10) {
+    *p = static_cast<char>('0' + n);
+    return p + 1;
+  }
+  if (n < 100) {
+    p[0] = static_cast<char>('0' + n / 10);
+    p[1] = static_cast<char>('0' + n % 10);
+    return p + 2;
+  }
+  return PutDecimal(p, n, Digits(n));
+}
+
 // Writes exactly EncodedSize(args) bytes at `p`.
 template <typename Args>
 void Encode(const Args& args, char* p) {
   *p++ = '*';
-  p = PutCrlf(PutDecimal(p, args.size(), Digits(args.size())));
+  p = PutCrlf(PutLength(p, args.size()));
   for (const auto& a : args) {
     *p++ = '$';
-    p = PutCrlf(PutDecimal(p, a.size(), Digits(a.size())));
+    p = PutCrlf(PutLength(p, a.size()));
     if (!a.empty()) std::memcpy(p, a.data(), a.size());
     p = PutCrlf(p + a.size());
   }

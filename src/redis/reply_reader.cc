@@ -13,10 +13,33 @@ namespace {
 constexpr size_t kCompactAt = 4096;
 constexpr size_t kKeepCapacity = 1024 * 1024;
 
+// A decimal integer, optionally negative, filling [p, end): false when
+// anything else is there or it does not fit.
 bool ParseInt64(const char* p, const char* end, int64_t* out) {
-  if (p == end) return false;
-  auto r = std::from_chars(p, end, *out);
-  return r.ec == std::errc() && r.ptr == end;
+  const bool negative = p != end && *p == '-';
+  if (negative) ++p;
+  if (p == end || end - p > 18) {  // 18 digits always fit; longer: the slow way
+    if (p == end) return false;
+    auto r = std::from_chars(negative ? p - 1 : p, end, *out);
+    return r.ec == std::errc() && r.ptr == end;
+  }
+  int64_t v = 0;
+  for (; p != end; ++p) {
+    const unsigned d = static_cast<unsigned char>(*p) - unsigned{'0'};
+    if (d > 9) return false;
+    v = v * 10 + d;
+  }
+  *out = negative ? -v : v;
+  return true;
+}
+
+// The offset in `s` of the first "\r\n" at or after `from`, or npos. Reply
+// headers are a few bytes long: a plain loop beats a call to memchr.
+size_t FindCrlf(std::string_view s, size_t from) {
+  for (size_t i = from; i + 1 < s.size(); ++i) {
+    if (s[i] == '\r' && s[i + 1] == '\n') return i;
+  }
+  return std::string_view::npos;
 }
 
 ReplyState Bad(std::string* error, const char* what) {
@@ -61,7 +84,7 @@ ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
   const size_t size = buf_.size();
   if (pos_ >= size) return ReplyState::kNeedMore;
   const std::string_view rest(base + pos_, size - pos_);
-  const size_t crlf = rest.find("\r\n", 1);
+  const size_t crlf = FindCrlf(rest, 1);
   if (crlf == std::string_view::npos) return ReplyState::kNeedMore;
   const char* line = rest.data() + 1;
   const char* line_end = rest.data() + crlf;

@@ -34,6 +34,20 @@ Result<std::optional<std::string>> ToOptionalString(Result<Reply>&& r) {
   return Status::Internal("unexpected reply " + r->ToString());
 }
 
+void FinishRequest(Request* req, Reply&& reply, std::vector<Request*>* wake_later) {
+  // A GET's callback gets its value moved out of the reply, with no
+  // Result<Reply> built around it first.
+  if (req->string_callback && (reply.IsString() || reply.IsStatus() || reply.IsNil()) && req->Live()) {
+    int32_t expected = Request::kPending;
+    if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_acq_rel)) {
+      req->string_callback(reply.IsNil() ? std::optional<std::string>() : std::optional<std::string>(std::move(reply.str)));
+    }
+    req->Unref();
+    return;
+  }
+  FinishRequest(req, Result<Reply>(std::move(reply)), wake_later);
+}
+
 void FinishRequest(Request* req, Result<Reply>&& r, std::vector<Request*>* wake_later) {
   if (req->Live()) {
     int32_t expected = Request::kPending;

@@ -164,6 +164,9 @@ Result<std::optional<std::string>> ToOptionalString(Result<Reply>&& r);
 // appended there with a reference held and WakeCaller() must follow.
 // `r` is moved from only when it is delivered.
 void FinishRequest(Request* req, Result<Reply>&& r, std::vector<Request*>* wake_later = nullptr);
+// The same for a reply (not an error reply: those are the engine's to turn
+// into a Status first).
+void FinishRequest(Request* req, Reply&& reply, std::vector<Request*>* wake_later = nullptr);
 // Wakes the caller of a request deferred by FinishRequest and drops the
 // reference it held.
 void WakeCaller(Request* req);

@@ -164,6 +164,21 @@ TEST(ReplyReaderTest, RefusesWhatRedisNeverSends) {
   EXPECT_TRUE(replies->empty());
 }
 
+TEST(ReplyReaderTest, IntegersAtTheEdgesOfTheRange) {
+  auto replies = ParseReplies({":0\r\n:-42\r\n:9223372036854775807\r\n:-9223372036854775808\r\n:007\r\n"});
+  ASSERT_TRUE(replies.ok()) << replies.status().ToString();
+  ASSERT_EQ(replies->size(), 5u);
+  EXPECT_EQ((*replies)[0].integer, 0);
+  EXPECT_EQ((*replies)[1].integer, -42);
+  EXPECT_EQ((*replies)[2].integer, INT64_MAX);
+  EXPECT_EQ((*replies)[3].integer, INT64_MIN);
+  EXPECT_EQ((*replies)[4].integer, 7);
+  for (const char* wire : {":9223372036854775808\r\n", ":-9223372036854775809\r\n", ":-\r\n", ":--1\r\n", ":+1\r\n",
+                           ":1 \r\n", "$+3\r\nabc\r\n"}) {
+    EXPECT_FALSE(ParseReplies({wire}).ok()) << wire;
+  }
+}
+
 TEST(ReplyReaderTest, EmptyAndNilAggregates) {
   auto replies = ParseReplies({"*0\r\n*-1\r\n$0\r\n\r\n*2\r\n*0\r\n$-1\r\n"});
   ASSERT_TRUE(replies.ok()) << replies.status().ToString();
