@@ -57,7 +57,20 @@ std::string_view HashTagOf(std::string_view key) noexcept {
 }
 
 uint16_t KeySlot(std::string_view key) noexcept {
-  return static_cast<uint16_t>(Crc16(HashTagOf(key)) & (kSlotCount - 1));
+  // One pass over the key: its CRC, unless a '{' shows up, in which case the
+  // hash-tag rule decides what is hashed.
+  uint16_t crc = 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(key.data());
+  const auto* end = p + key.size();
+  for (; end - p >= 2; p += 2) {
+    if (p[0] == '{' || p[1] == '{') return static_cast<uint16_t>(Crc16(HashTagOf(key)) & (kSlotCount - 1));
+    crc = static_cast<uint16_t>(kCrcTable2[(crc >> 8) ^ p[0]] ^ kCrcTable[(crc & 0xff) ^ p[1]]);
+  }
+  if (p != end) {
+    if (*p == '{') return static_cast<uint16_t>(Crc16(HashTagOf(key)) & (kSlotCount - 1));
+    crc = static_cast<uint16_t>((crc << 8) ^ kCrcTable[(crc >> 8) ^ *p]);
+  }
+  return static_cast<uint16_t>(crc & (kSlotCount - 1));
 }
 
 std::string TaggedKey(std::string_view prefix, std::string_view tag, std::string_view suffix) {

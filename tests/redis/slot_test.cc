@@ -14,6 +14,20 @@ TEST(SlotTest, Crc16MatchesTheSpecVector) { EXPECT_EQ(Crc16("123456789"), 0x31C3
 
 // Crc16 takes two bytes per step; the bitwise definition, one bit at a time,
 // must agree for every length (odd ones end with a single byte).
+// KeySlot hashes the whole key in one pass until it meets a '{': it must
+// answer what the rule (CRC of HashTagOf) answers wherever the brace falls.
+TEST(SlotTest, KeySlotFollowsTheHashTagRuleWhereverTheBraceIs) {
+  const std::string base = "abcdefghijklmnopq";
+  for (size_t at = 0; at <= base.size(); ++at) {
+    for (const char* insert : {"{", "{x}", "{}", "}{y}", "{{z}}"}) {
+      std::string key = base.substr(0, at) + insert + base.substr(at);
+      EXPECT_EQ(KeySlot(key), Crc16(HashTagOf(key)) & (kSlotCount - 1)) << key;
+    }
+    std::string plain = base.substr(0, at);
+    EXPECT_EQ(KeySlot(plain), Crc16(plain) & (kSlotCount - 1)) << plain;
+  }
+}
+
 TEST(SlotTest, Crc16MatchesTheBitwiseDefinitionAtEveryLength) {
   auto bitwise = [](std::string_view data) {
     uint16_t crc = 0;
