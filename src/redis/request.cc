@@ -25,7 +25,69 @@ inline void CpuRelax() {
 #endif
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr size_t kPoolBound = 0;
+#else
+constexpr size_t kPoolBound = Request::kPooledPerThread;
+#endif
+
+struct FreeBlock {
+  FreeBlock* next;
+};
+
+// Set when the thread's pool is destroyed (thread exit): a request freed
+// after that (by another thread_local's destructor) goes to the allocator.
+// Trivially destructible, so it may be read until the thread is gone.
+thread_local bool request_pool_gone = false;
+
+// The calling thread's free Request blocks.
+struct RequestPool {
+  FreeBlock* head = nullptr;
+  size_t count = 0;
+  ~RequestPool() {
+    request_pool_gone = true;
+    while (head != nullptr) {
+      FreeBlock* b = head;
+      head = b->next;
+      ::operator delete(b);
+    }
+    count = 0;
+  }
+};
+
+thread_local RequestPool request_pool;
+
 }  // namespace
+
+void* Request::operator new(size_t size) {
+  if (request_pool_gone) return ::operator new(size);
+  RequestPool& pool = request_pool;
+  if (pool.head != nullptr && size == sizeof(Request)) {
+    FreeBlock* b = pool.head;
+    pool.head = b->next;
+    --pool.count;
+    return b;
+  }
+  return ::operator new(size);
+}
+
+void Request::operator delete(void* block) noexcept {
+  if (request_pool_gone) {
+    ::operator delete(block);
+    return;
+  }
+  RequestPool& pool = request_pool;
+  if (pool.count < kPoolBound) {
+    auto* b = static_cast<FreeBlock*>(block);
+    b->next = pool.head;
+    pool.head = b;
+    ++pool.count;
+    return;
+  }
+  ::operator delete(block);
+}
+
+size_t Request::PooledBlocksForTesting() { return request_pool_gone ? 0 : request_pool.count; }
 
 Result<std::optional<std::string>> ToOptionalString(Result<Reply>&& r) {
   if (!r.ok()) return r.status();

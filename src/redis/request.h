@@ -32,8 +32,20 @@ using TimePoint = SteadyClock::time_point;
 using ReplyCallback = std::function<void(Result<Reply>)>;
 using StringCallback = std::function<void(Result<std::optional<std::string>>)>;
 
-struct Request {
+struct Request final {
   enum State : int32_t { kPending = 0, kDone = 1, kAbandoned = 2 };
+
+  // Every call allocates one request and frees it when it completes: the
+  // blocks are recycled through a small free list per thread (at most
+  // kPooledPerThread blocks; beyond, and for a thread's first requests, the
+  // global allocator). Only memory is pooled: a block is reused only after
+  // `delete`, i.e. after the last reference was dropped, as with malloc.
+  // The sanitizer builds pool nothing, so that they see every lifetime.
+  static constexpr size_t kPooledPerThread = 256;
+  static void* operator new(size_t size);
+  static void operator delete(void* block) noexcept;
+  // Blocks in the calling thread's free list (for tests).
+  static size_t PooledBlocksForTesting();
 
   // What to send: one RESP-encoded command.
   CommandBytes cmd;
