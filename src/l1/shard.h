@@ -77,7 +77,12 @@ class alignas(64) Shard {
   // the read section, never inside it (its deleter is the caller's code: it
   // may take time, or touch this shard, whose writers wait for the section).
   LookupOutcome Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
-                       std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out);
+                       std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out) {
+    if (out->value == nullptr) {  // nothing to release (a fresh entry, as Get's): inline
+      return LookupInto(hash, key, clock, stale_bound, accounting, out);
+    }
+    return LookupReleasing(hash, key, clock, stale_bound, accounting, out);
+  }
 
   // Stores `node` (REQUIRES: node->charge <= limits.max_bytes) unless a live
   // entry of a higher version is present. Returns false when refused; a
@@ -151,6 +156,10 @@ class alignas(64) Shard {
   Clock::TimePoint DeadAt(const Node* n) const {
     return n->kind == L1EntryKind::kTombstone ? n->expiry : n->expiry + max_stale_;
   }
+  // Lookup() when *out holds a value: takes it out, releases it after.
+  LookupOutcome LookupReleasing(std::uint64_t hash, std::string_view key, const Clock& clock,
+                                std::optional<Clock::Duration> stale_bound, Accounting accounting,
+                                L1Entry* out);
   // Lookup() with *out's value already taken out (null).
   LookupOutcome LookupInto(std::uint64_t hash, std::string_view key, const Clock& clock,
                            std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out);
