@@ -26,7 +26,10 @@
 //     sketch says it is used more often than the main space's victim), so a
 //     one-off scan does not flush the hot set. The sketch forgets old
 //     popularity over a period it adapts to the workload, and at once when
-//     the hit rate drops (src/l1/frequency_sketch.h).
+//     the hit rate drops (src/l1/frequency_sketch.h). A shard keeps its
+//     sketch (8 bytes per entry of max_entries) from the time it is first
+//     half full, by entries or bytes: admission contests only start when
+//     it is full, and until then hits pay no sketch update.
 //   * Single-flight: GetOrLoad() runs one loader per key at a time in this
 //     process; concurrent callers wait for its result (see single_flight.h).
 //

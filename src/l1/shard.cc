@@ -23,7 +23,8 @@ void Shard::Configure(const ShardLimits& limits) {
         std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
     window_cap_ = std::clamp<std::size_t>(window, 1, max_entries_);
     protected_cap_ = (max_entries_ - window_cap_) * 8 / 10;
-    sketch_ = FrequencySketch(max_entries_);
+    // sketch_ stays the default 64-byte one, unused, until the shard is
+    // half full (StartSketchIfDue).
   }
 }
 
@@ -94,7 +95,7 @@ void Shard::DrainSlot(ReaderSlot& slot) {
   // saturated), then update, so their cache misses overlap instead of
   // queueing. A drain reads only the dense policy records (which hold the
   // sketch keys), never a node.
-  if (policy_ == L1Policy::kTinyLfu) {
+  if (sketch_on_) {
     for (std::uint32_t i = 0; i < n; ++i) {
       if (!KnownSaturated(records_[records[i]])) {
         sketch_.Prefetch(records_[records[i]].sketch_key);
@@ -262,6 +263,9 @@ bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
 }
 
 bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal) {
+  // Before anything changes: it may throw. An overwrite can grow the bytes
+  // too, so before every store (a contest needs the sketch on).
+  StartSketchIfDue(node->charge());
   Node* old = table_.Find(node->hash, node->key());
   if (old != nullptr && now >= DeadAt(old)) {
     Drop(old);
@@ -366,13 +370,36 @@ void Shard::AddStats(L1Stats* stats) const {
   stats->bytes += bytes_;
 }
 
+// Admission contests start when the shard is full, and frequencies matter
+// only there: until the shard is half full (by entries or by bytes) no
+// sketch is kept, so a cache that never fills pays neither its memory (8
+// bytes per entry of max_entries) nor an update per hit, as in Caffeine.
+// Hits before the start are not counted; a hot set used only then is
+// still kept by the segments (it sits in the protected one, and contests
+// take their victims from probation), which L1TinyLfuTest.
+// HotSetUsedBeforeTheSketchStartedSurvivesAScan checks. Once started the
+// sketch stays (a Clear() keeps what it learnt, as before). Every contest
+// has it: UpsertLocked starts it before any store, and only stores contest.
+void Shard::StartSketchIfDue(std::size_t incoming_charge) {
+  if (policy_ != L1Policy::kTinyLfu || sketch_on_) return;
+  // Half of max, rounded up: max - max / 2 (no overflow at SIZE_MAX).
+  const bool entries_due = table_.size() + 1 >= max_entries_ - max_entries_ / 2;
+  const std::size_t half_bytes = max_bytes_ - max_bytes_ / 2;
+  const bool bytes_due = incoming_charge >= half_bytes || bytes_ >= half_bytes - incoming_charge;
+  if (!entries_due && !bytes_due) return;
+  sketch_ = FrequencySketch(max_entries_);  // on bad_alloc: unchanged, off
+  sketch_on_ = true;
+}
+
 void Shard::Touch(std::uint32_t i) {
   if (policy_ == L1Policy::kLru) {
     list(Segment::kLru).move_to_front(i);
     return;
   }
-  CountInSketch(i);
-  sketch_.RecordRequest(/*hit=*/true);
+  if (sketch_on_) {
+    CountInSketch(i);
+    sketch_.RecordRequest(/*hit=*/true);
+  }
   PolicyRecord& record = records_[i];
   switch (record.segment) {
     case Segment::kWindow:
@@ -416,8 +443,10 @@ void Shard::Place(Node* n) {
   if (policy_ == L1Policy::kLru) {
     record.segment = Segment::kLru;
   } else {
-    CountInSketch(n->policy_index);
-    sketch_.RecordRequest(/*hit=*/false);
+    if (sketch_on_) {
+      CountInSketch(n->policy_index);
+      sketch_.RecordRequest(/*hit=*/false);
+    }
     record.segment = Segment::kWindow;
   }
   list(record.segment).push_front(n);
@@ -462,6 +491,7 @@ void Shard::EnforceTinyLfu() {
 // popularity not yet aged, or hash collisions) and that is not used again
 // cannot turn every candidate away until the sketch ages.
 void Shard::AdmitOrReject(Node* candidate) {
+  TIERCACHE_DCHECK(sketch_on_);
   Node* victim = list(Segment::kProbation).back();
   if (victim == candidate) victim = list(Segment::kProtected).back();
   if (victim == nullptr) {

@@ -184,6 +184,9 @@ class alignas(64) Shard {
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
   void Place(Node* n);           // a new node enters the policy
   void CountInSketch(std::uint32_t record);  // TinyLFU: one occurrence of its node's key
+  // Starts the sketch when a new entry of `incoming_charge` makes the shard
+  // half full. May throw std::bad_alloc, and then changes nothing.
+  void StartSketchIfDue(std::size_t incoming_charge);
   // The low 32 bits of the sketch's halvings(), what a PolicyRecord keeps
   // (0 once every 2^32 halvings: then no key is taken as saturated).
   std::uint16_t SaturationMark() const { return static_cast<std::uint16_t>(sketch_.halvings()); }
@@ -213,6 +216,7 @@ class alignas(64) Shard {
   NodeList lists_[PolicyTable::kLists] = {   // GUARDED_BY(mu_), indexed by Segment
       {&records_, 0}, {&records_, 1}, {&records_, 2}, {&records_, 3}};
   FrequencySketch sketch_;                   // GUARDED_BY(mu_), TinyLFU only
+  bool sketch_on_ = false;                   // GUARDED_BY(mu_): see StartSketchIfDue
   std::size_t bytes_ = 0;                    // GUARDED_BY(mu_)
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it

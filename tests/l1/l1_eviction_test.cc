@@ -108,6 +108,27 @@ TEST(L1TinyLfuTest, OneOffScanDoesNotFlushHotSet) {
   EXPECT_LE(lfu->Stats().entries, 100u);
 }
 
+// The sketch starts only when the shard is half full (Shard::
+// StartSketchIfDue): hits before that are not counted. A hot set used only
+// then (40 keys of 100, ten rounds) still survives a scan that fills the
+// shard and goes on for ten times its size.
+TEST(L1TinyLfuTest, HotSetUsedBeforeTheSketchStartedSurvivesAScan) {
+  FakeClock clock;
+  constexpr int kHot = 40;
+  auto c = MakeCache(L1Policy::kTinyLfu, 100, &clock);
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < kHot; ++i) {
+      const std::string key = "hot" + std::to_string(i);
+      if (!Has(*c, key)) Put(*c, key);
+    }
+  }
+  for (int i = 0; i < 1000; ++i) Put(*c, "scan" + std::to_string(i));
+  int hot = 0;
+  for (int i = 0; i < kHot; ++i) hot += Has(*c, "hot" + std::to_string(i));
+  EXPECT_GE(hot, kHot * 9 / 10);
+  EXPECT_LE(c->Stats().entries, 100u);
+}
+
 TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmitted) {
   FakeClock clock;
   auto c = MakeCache(L1Policy::kTinyLfu, 100, &clock);
@@ -118,6 +139,32 @@ TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmitted) {
   }
   for (int i = 0; i < 200; ++i) Put(*c, "noise" + std::to_string(i));
   EXPECT_TRUE(Has(*c, "rising"));
+}
+
+// The same with the shard bounded by bytes long before its entry bound: the
+// sketch must start at half the bytes, or every contest would compare
+// estimates of an unused sketch (all 0: the incumbent always wins). The
+// entry bound is 10 x the entries that fit, so the window (1 % of it, 10
+// entries) is smaller than the shard.
+TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedUnderAByteBound) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kTinyLfu;
+  o.max_entries = 1'000;
+  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
+  o.num_shards = 1;
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = &clock;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  L1Cache& c = **created;
+  for (int i = 0; i < 200; ++i) Put(c, "old" + std::to_string(i));
+  for (int i = 0; i < 20; ++i) {
+    if (!Has(c, "rising")) Put(c, "rising");
+  }
+  for (int i = 0; i < 200; ++i) Put(c, "noise" + std::to_string(i));
+  EXPECT_TRUE(Has(c, "rising"));
+  EXPECT_LT(c.Stats().entries, 200u) << "the byte bound, not the entry bound, must be what holds";
 }
 
 TEST(L1TinyLfuTest, TinyCapacityStillBounded) {
