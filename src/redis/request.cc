@@ -99,9 +99,11 @@ Result<std::optional<std::string>> ToOptionalString(Result<Reply>&& r) {
 void FinishRequest(Request* req, Reply&& reply, std::vector<Request*>* wake_later) {
   // A GET's callback gets its value moved out of the reply, with no
   // Result<Reply> built around it first.
-  if (req->string_callback && (reply.IsString() || reply.IsStatus() || reply.IsNil()) && req->Live()) {
-    int32_t expected = Request::kPending;
-    if (req->state.compare_exchange_strong(expected, Request::kDone, std::memory_order_acq_rel)) {
+  if (req->string_callback && (reply.IsString() || reply.IsStatus() || reply.IsNil())) {
+    // An async request changes state on the I/O thread only (here, or
+    // abandoned by ExpireRequest), which runs this: no compare-and-swap.
+    if (req->state.load(std::memory_order_relaxed) == Request::kPending) {
+      req->state.store(Request::kDone, std::memory_order_relaxed);
       req->string_callback(reply.IsNil() ? std::optional<std::string>() : std::optional<std::string>(std::move(reply.str)));
     }
     req->Unref();

@@ -7,7 +7,8 @@
 // (Finish). Completion is decided by one compare-and-swap on `state`:
 // kPending -> kDone (the engine delivered a result) or kPending -> kAbandoned
 // (the caller gave up at its deadline, or the deadline sweep expired an async
-// request). Whoever loses the race does nothing more.
+// request). Whoever loses the race does nothing more. (An async request's
+// state is changed by the I/O thread alone, which may then skip the CAS.)
 #ifndef TIERCACHE_SRC_REDIS_REQUEST_H_
 #define TIERCACHE_SRC_REDIS_REQUEST_H_
 

@@ -42,6 +42,10 @@ void SubmissionQueue::Wake() {
 }
 
 void SubmissionQueue::TakeAll(std::vector<Request*>* out) {
+  // Nothing pushed since the last take: no lock. A push whose count is not
+  // visible yet is taken next time; if the I/O thread goes to sleep first,
+  // that push sees `sleeping_` and wakes it (PrepareSleep).
+  if (pushed_.load(std::memory_order_acquire) == taken_) return;
   const size_t before = out->size();
   {
     std::lock_guard<std::mutex> lock(mu_);
