@@ -30,13 +30,7 @@ class NodeTable {
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const Slot& s = slots_[i];
       if (s.node == nullptr) return nullptr;
-      if (s.hash == hash) {
-        // The key is on the node's second line, at an offset read from its
-        // first: start both loads now, so that the two misses overlap
-        // instead of queueing one behind the other.
-        __builtin_prefetch(reinterpret_cast<const char*>(s.node) + sizeof(Node));
-        if (SameKey(s.node->key(), key)) return s.node;
-      }
+      if (s.hash == hash && SameKey(s.node->key(), key)) return s.node;
     }
   }
   // a == b, inlined: keys are short, and a library memcmp call costs more
