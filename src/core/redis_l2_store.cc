@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/scripts.h"
+#include "core/slot_memo.h"
 #include "tiercache/l2_store.h"
 #include "tiercache/redis/redis_client.h"
 #include "tiercache/redis/slot.h"
@@ -70,7 +71,7 @@ std::optional<uint64_t> Generation(const redis::Reply& r) {
 
 Status CheckSameSlot(const std::vector<std::string>& keys, std::string_view group) {
   const uint16_t slot = redis::KeySlot(group);
-  redis::KeySlotMemo slot_of;
+  TagPrefixSlotMemo slot_of;
   for (const std::string& k : keys) {
     if (slot_of(k) != slot) {
       return Status::InvalidArgument("key '" + k + "' is not in the hash slot of its group '" + std::string(group) + "'");
@@ -83,7 +84,7 @@ Status CheckSameSlot(const std::vector<std::string>& keys, std::string_view grou
 std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
   std::map<uint16_t, size_t> group_of;
   std::vector<std::vector<size_t>> groups;
-  redis::KeySlotMemo slot_of;
+  TagPrefixSlotMemo slot_of;
   for (size_t i = 0; i < keys.size(); ++i) {
     auto [it, added] = group_of.emplace(slot_of(keys[i]), groups.size());
     if (added) groups.emplace_back();
@@ -94,7 +95,7 @@ std::vector<std::vector<size_t>> BySlot(const std::vector<std::string>& keys) {
 
 // True when every key of `keys` (not empty) is in one hash slot.
 bool InOneSlot(const std::vector<std::string>& keys) {
-  redis::KeySlotMemo slot_of;
+  TagPrefixSlotMemo slot_of;
   const uint16_t slot = slot_of(keys[0]);
   for (size_t i = 1; i < keys.size(); ++i) {
     if (slot_of(keys[i]) != slot) return false;
@@ -146,9 +147,8 @@ class RedisL2Store final : public L2Store {
 
   std::vector<Result<std::optional<std::string>>> GetMany(const std::vector<std::string>& keys,
                                                           milliseconds timeout) override {
-    std::vector<Result<std::optional<std::string>>> out(keys.size(), std::optional<std::string>());
     Result<redis::CallOptions> call = CallBy(timeout);
-    if (!call.ok()) return Fail(keys.size(), call.status(), out);
+    if (!call.ok()) return std::vector<Result<std::optional<std::string>>>(keys.size(), call.status());
     if (!keys.empty() && InOneSlot(keys)) {
       // The usual batch (keys of one hash tag): one MGET, which the client
       // sends from `keys` itself, without copying them into a command. Its
@@ -156,10 +156,15 @@ class RedisL2Store final : public L2Store {
       // reply fails every key.
       Result<std::vector<std::optional<std::string>>> r = client_->MGet(keys, *call);
       if (r.ok() && r->size() != keys.size()) r = Status::Internal("unexpected MGET reply size");
-      if (!r.ok()) return Fail(keys.size(), r.status(), out);
-      for (size_t i = 0; i < keys.size(); ++i) out[i] = std::move((*r)[i]);
+      if (!r.ok()) return std::vector<Result<std::optional<std::string>>>(keys.size(), r.status());
+      // Each value moved into a Result built in place (not a default one
+      // built first and then assigned).
+      std::vector<Result<std::optional<std::string>>> out;
+      out.reserve(keys.size());
+      for (std::optional<std::string>& v : *r) out.emplace_back(std::move(v));
       return out;
     }
+    std::vector<Result<std::optional<std::string>>> out(keys.size(), std::optional<std::string>());
     const std::vector<std::vector<size_t>> groups = BySlot(keys);
     std::vector<std::vector<std::string>> commands;
     for (const auto& g : groups) {
@@ -362,7 +367,7 @@ class RedisL2Store final : public L2Store {
 
   int ShardOf(std::string_view key) const override {
     // Asked once per key of a GetMany, whose keys usually share a tag.
-    thread_local redis::KeySlotMemo slot_of;
+    thread_local TagPrefixSlotMemo slot_of;
     const int node = client_->NodeOfSlot(slot_of(key));
     return node < 0 ? 0 : node % 4096;
   }
