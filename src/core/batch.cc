@@ -2,8 +2,6 @@
 // is missing and not already loading in this process.
 #include <algorithm>
 #include <bit>
-#include <functional>
-#include <map>
 
 #include "core/cache_impl.h"
 
@@ -22,15 +20,19 @@ namespace {
 class ShardOutcomes {
  public:
   void Add(int shard, const Status& s) {
-    auto [it, added] = worst_.emplace(shard, s);
-    if (!added && it->second.ok() && !s.ok()) it->second = s;
+    auto it = std::find_if(worst_.begin(), worst_.end(), [shard](const auto& w) { return w.first == shard; });
+    if (it == worst_.end()) {
+      worst_.emplace_back(shard, s);
+    } else if (it->second.ok() && !s.ok()) {
+      it->second = s;
+    }
   }
   void RecordTo(L2Guard& guard) const {
     for (const auto& [shard, s] : worst_) guard.Record(shard, s);
   }
 
  private:
-  std::map<int, Status> worst_;
+  std::vector<std::pair<int, Status>> worst_;  // a few shards (Redis masters) per call
 };
 
 }  // namespace
@@ -48,23 +50,23 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   // (one allocation, not one per key). A distinct key is named by the index
   // of its first occurrence in `keys`: no key is copied. Its hash also picks
   // its local fence stripe (LocalEpochHashed): each key is hashed once.
-  std::vector<uint32_t> first;  // distinct key j is keys[first[j]]
-  first.reserve(keys.size());
-  std::vector<size_t> hash_of;  // std::hash<std::string_view> of distinct key j
-  hash_of.reserve(keys.size());
+  // (Arrays sized once and written by index: no push_back per key.)
+  std::vector<uint32_t> first(keys.size());  // distinct key j is keys[first[j]], j < m
+  std::vector<uint64_t> hash_of(keys.size());  // LocalFence::Hash of distinct key j
   std::vector<uint32_t> index_of(keys.size());  // keys[i] is distinct key index_of[i]
+  size_t m = 0;  // distinct keys
   {
     const size_t slots = std::bit_ceil(2 * keys.size());
     std::vector<uint32_t> table(slots, 0);  // 0: empty, else 1 + index into `first`
-    const std::hash<std::string_view> hasher;
     for (size_t i = 0; i < keys.size(); ++i) {
-      const size_t h = hasher(keys[i]);
+      const uint64_t h = LocalFence::Hash(keys[i]);
       for (size_t at = h & (slots - 1);; at = (at + 1) & (slots - 1)) {
         if (table[at] == 0) {
-          table[at] = static_cast<uint32_t>(first.size() + 1);
-          index_of[i] = static_cast<uint32_t>(first.size());
-          first.push_back(static_cast<uint32_t>(i));
-          hash_of.push_back(h);
+          table[at] = static_cast<uint32_t>(m + 1);
+          index_of[i] = static_cast<uint32_t>(m);
+          first[m] = static_cast<uint32_t>(i);
+          hash_of[m] = h;
+          ++m;
           break;
         }
         if (hash_of[table[at] - 1] == h && keys[first[table[at] - 1]] == keys[i]) {
@@ -74,7 +76,6 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       }
     }
   }
-  const size_t m = first.size();
   const auto key = [&](size_t j) -> const std::string& { return keys[first[j]]; };
   // What is known of each distinct key (one allocation for all of them).
   struct KeyState {
@@ -90,19 +91,24 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   if (!o_.l2) {
     for (KeyState& k : st) k.l2_ok = true;
   }
-  std::vector<size_t> missing;
-  missing.reserve(m);
+  std::vector<size_t> missing(m);
+  size_t misses = 0;
   for (size_t j = 0; j < m; ++j) {
-    if (Status bad = CheckKey(key(j)); !bad.ok()) {
-      st[j].done = bad;
-    } else if (Status other = CheckMember(key(j), s); !other.ok()) {
-      st[j].done = other;
-    } else if (std::optional<CachedValue> hit = ReadL1(key(j), s, &st[j].stale)) {
+    if (!PassesChecksFast(key(j), s)) {  // else CheckKey and CheckMember surely pass
+      Status bad = CheckKey(key(j));
+      if (bad.ok()) bad = CheckMember(key(j), s);
+      if (!bad.ok()) {
+        st[j].done = std::move(bad);
+        continue;
+      }
+    }
+    if (std::optional<CachedValue> hit = ReadL1(key(j), s, &st[j].stale)) {
       st[j].done = std::move(*hit);
     } else {
-      missing.push_back(j);
+      missing[misses++] = j;
     }
   }
+  missing.resize(misses);
   // Each miss's local epoch, read before any source (after its L1 miss, as
   // Get does), in a loop of its own: the stripes' cache misses overlap.
   for (size_t j : missing) st[j].local = LocalEpochHashed(hash_of[j], s);
@@ -114,8 +120,8 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   };
   if (o_.l2 && !missing.empty()) {
     std::vector<std::pair<int, bool>> allowed;  // per shard met: its breaker's verdict (few shards)
-    std::vector<size_t> asked_idx;
-    asked_idx.reserve(missing.size());
+    std::vector<size_t> asked_idx(missing.size());
+    size_t asking = 0;
     for (size_t j : missing) {
       const int sh = shard(j);
       auto it = std::find_if(allowed.begin(), allowed.end(), [sh](const auto& a) { return a.first == sh; });
@@ -124,8 +130,9 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
         it = allowed.end() - 1;
       }
       if (!it->second) continue;
-      asked_idx.push_back(j);
+      asked_idx[asking++] = j;
     }
+    asked_idx.resize(asking);
     // Every key asked, none repeated (the usual case): `keys` itself, not a copy.
     std::vector<std::string> copies;
     const bool all_of_keys = asked_idx.size() == keys.size();

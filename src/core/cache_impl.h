@@ -161,14 +161,16 @@ class Cache::Impl {
   // `group_generation`: the group's generation read with `raw` (group
   // calls only). `now`: the wall time to judge expiry by (read once by a
   // caller interpreting a whole MGET reply); null reads the clock.
-  L2Read Interpret(std::string_view key, std::optional<std::string> raw, std::optional<uint64_t> group_generation,
+  L2Read Interpret(std::string_view key, std::optional<std::string>&& raw, std::optional<uint64_t> group_generation,
                    const CallSettings& s, uint64_t local_epoch, bool count_misses = true,
                    const WallTime* now = nullptr);
   // The stale copy that may still be served: not known to be superseded by
   // what L2 showed (a tombstone, or a newer version), the newest of the two.
   static std::optional<CachedValue> BestStale(std::optional<CachedValue> mine, L2Read& read);
   // Builds a CachedValue over envelope bytes; nullopt for a tombstone.
-  Result<std::optional<CachedValue>> FromEnvelope(std::shared_ptr<const std::string> bytes, ValueSource source,
+  // `bytes` is moved into the value returned, and left as it was otherwise
+  // (an error, a tombstone): no reference count is taken and dropped.
+  Result<std::optional<CachedValue>> FromEnvelope(std::shared_ptr<const std::string>&& bytes, ValueSource source,
                                                   bool verify) const;
   // Copies `v` into L1 (never past its L2 expiry) unless a local
   // invalidation of `key` (or of its group) came after `local_epoch`.
@@ -179,8 +181,8 @@ class Cache::Impl {
   uint64_t LocalEpoch(std::string_view key, const CallSettings& s) const {
     return local_fence_.Read(key) + (s.group.empty() ? 0 : local_fence_.Read(s.group));
   }
-  // LocalEpoch(key, s), given key_hash == std::hash<std::string_view>{}(key).
-  uint64_t LocalEpochHashed(size_t key_hash, const CallSettings& s) const {
+  // LocalEpoch(key, s), given key_hash == LocalFence::Hash(key).
+  uint64_t LocalEpochHashed(uint64_t key_hash, const CallSettings& s) const {
     return local_fence_.ReadHashed(key_hash) + (s.group.empty() ? 0 : local_fence_.Read(s.group));
   }
   Result<CachedValue> ServeStale(const CachedValue& v);

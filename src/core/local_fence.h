@@ -17,7 +17,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <functional>
+#include <cstring>
 #include <string_view>
 
 namespace tiercache {
@@ -26,10 +26,33 @@ class LocalFence {
  public:
   static constexpr size_t kStripes = 4096;
 
+  // The hash that picks a key's stripe: 8 bytes at a time (the last word
+  // of a key of 8 bytes or more read where it ends, overlapping the one
+  // before), then murmur3's 64-bit finalizer, so that every bit (the low
+  // ones pick the stripe, and the slot in GetMany's table of distinct keys,
+  // which uses this hash too) depends on every byte and on the length.
+  static uint64_t Hash(std::string_view key) noexcept {
+    const char* p = key.data();
+    size_t n = key.size();
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (; n > 8; p += 8, n -= 8) h = Mix(h, Load8(p));
+    if (key.size() >= 8) {
+      h = Mix(h, Load8(key.data() + key.size() - 8));
+    } else if (n > 0) {
+      uint64_t word = 0;
+      for (size_t i = 0; i < n; ++i) word |= uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+      h = Mix(h, word);
+    }
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+  }
+
   uint64_t Read(std::string_view key) const { return Stripe(key).load(std::memory_order_seq_cst); }
-  // Read(key) for a caller that already has std::hash<std::string_view>{}(key)
-  // (GetMany hashes each key once, to find the distinct ones).
-  uint64_t ReadHashed(size_t key_hash) const {
+  // Read(key) for a caller that already has Hash(key) (GetMany hashes each
+  // key once, to find the distinct ones).
+  uint64_t ReadHashed(uint64_t key_hash) const {
     return stripes_[key_hash % kStripes].load(std::memory_order_seq_cst);
   }
   // Returns the counter's value before the bump.
@@ -41,8 +64,17 @@ class LocalFence {
   }
 
  private:
+  static uint64_t Load8(const char* p) noexcept {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    return word;
+  }
+  static uint64_t Mix(uint64_t h, uint64_t word) noexcept {
+    h = (h ^ word) * 0xFF51AFD7ED558CCDull;
+    return h ^ (h >> 32);
+  }
   std::atomic<uint64_t>& Stripe(std::string_view key) const {
-    return stripes_[std::hash<std::string_view>{}(key) % kStripes];
+    return stripes_[Hash(key) % kStripes];
   }
   mutable std::array<std::atomic<uint64_t>, kStripes> stripes_{};
 };

@@ -64,7 +64,7 @@ Status Cache::Impl::CheckMember(std::string_view key, const CallSettings& s) con
                                  "': give it the group's hash tag");
 }
 
-Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<const std::string> bytes,
+Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<const std::string>&& bytes,
                                                              ValueSource source, bool verify) const {
   // Decoded into a local view and written field by field into the one
   // Result returned (no whole-struct copies of fields just written: they
@@ -94,6 +94,7 @@ Result<std::optional<CachedValue>> Cache::Impl::FromEnvelope(std::shared_ptr<con
 
 std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallSettings& s,
                                                std::optional<CachedValue>* stale) {
+  if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return std::nullopt;  // as ReadL1Into: a miss
   CachedValue v;
   switch (ReadL1Into(key, s, &v)) {
     case L1Read::kFresh: return v;
@@ -170,7 +171,7 @@ L2Read Cache::Impl::ReadL2(std::string_view key, const CallSettings& s, Clock::T
   return Interpret(key, std::move(*r), std::nullopt, s, local_epoch);
 }
 
-L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> raw,
+L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string>&& raw,
                               std::optional<uint64_t> group_generation, const CallSettings& s, uint64_t local_epoch,
                               bool count_misses, const WallTime* now_taken) {
   L2Read out;
@@ -182,17 +183,21 @@ L2Read Cache::Impl::Interpret(std::string_view key, std::optional<std::string> r
     return out;
   }
   auto bytes = std::make_shared<const std::string>(std::move(*raw));
-  Result<std::optional<CachedValue>> v = FromEnvelope(bytes, ValueSource::kL2, /*verify=*/true);
+  // The bytes live on in `bytes`, or in the value built over them (then
+  // only that value's path below follows): FromEnvelope moves `bytes` into
+  // a value it returns, and leaves it otherwise.
+  const std::string& held = *bytes;
+  Result<std::optional<CachedValue>> v = FromEnvelope(std::move(bytes), ValueSource::kL2, /*verify=*/true);
   if (!v.ok()) {
     metrics_->Add(Counter::kDecodeError, Tier::kL2, miss);  // a miss; the next fill overwrites it
-    if (!DecodeEnvelope(*bytes).ok() && DecodeEnvelope(*bytes, /*verify_checksum=*/false).ok()) {
-      out.corrupt = *bytes;  // well-formed but for its CRC: it would fence (l2_store.h)
+    if (!DecodeEnvelope(held).ok() && DecodeEnvelope(held, /*verify_checksum=*/false).ok()) {
+      out.corrupt = held;  // well-formed but for its CRC: it would fence (l2_store.h)
     }
     metrics_->Add(Counter::kMiss, Tier::kL2, miss);
     return out;
   }
   if (!v->has_value()) {  // a tombstone: this pod's L1 drops what it supersedes
-    Result<EnvelopeView> e = DecodeEnvelope(*bytes, /*verify_checksum=*/false);
+    Result<EnvelopeView> e = DecodeEnvelope(held, /*verify_checksum=*/false);
     out.tombstone = e.ok() ? e->version : 0;
     if (l1_) {
       if (*out.tombstone == 0) {
