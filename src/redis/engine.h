@@ -3,7 +3,9 @@
 // One I/O thread owns every socket, the slot map and all routing state, so
 // none of that needs a lock. Caller threads hand requests over through one
 // bounded submission queue (a mutex held only to push/swap a vector) and wake
-// the I/O thread through an eventfd when it sleeps in epoll_wait. The I/O
+// the I/O thread through an eventfd when it sleeps in epoll_wait; what the
+// I/O thread submits itself (an async callback's next request) skips both:
+// it is queued in own_submissions_ and taken before the thread waits. The I/O
 // thread routes each request to a node connection, appends its RESP bytes to
 // the connection's output buffer (so all commands submitted together leave in
 // one send: automatic pipelining), and matches replies to requests in order,

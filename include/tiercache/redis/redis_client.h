@@ -1,5 +1,5 @@
 // RedisClient: tiercache's client for Redis Cluster (and standalone Redis
-// through the same API), built on hiredis's protocol reader.
+// through the same API), with its own RESP encoder and reply parser.
 //
 // Why our own: Debian ships hiredis 0.14 and no C++ cluster client. This one
 // routes by hash slot, follows MOVED/ASK, refreshes its slot map (on MOVED, on
