@@ -42,7 +42,7 @@ struct Request final {
   // global allocator). Only memory is pooled: a block is reused only after
   // `delete`, i.e. after the last reference was dropped, as with malloc.
   // The sanitizer builds pool nothing, so that they see every lifetime.
-  static constexpr size_t kPooledPerThread = 256;
+  static constexpr size_t kPooledPerThread = 64;  // 28 KiB of 448-byte blocks
   static void* operator new(size_t size);
   static void operator delete(void* block) noexcept;
   // Blocks in the calling thread's free list (for tests).
