@@ -26,7 +26,9 @@
 // prints the thread CPU time per call of each. Instructions per call:
 // valgrind --tool=callgrind --collect-atstart=no, one --toggle-collect= per
 // side ('*GetManyCalls*', '*ClientMGetCalls*'), then callgrind_annotate
-// --inclusive=yes on its output.
+// --inclusive=yes on its output. TIERCACHE_BENCH_SINGLE_CALLER_ONLY=1 runs
+// only the four interleaved single-caller latencies and prints their RESULT
+// lines (about 10 s: for A/B runs alternating two builds).
 #include <benchmark/benchmark.h>
 #include <time.h>
 
@@ -425,11 +427,12 @@ int main(int argc, char** argv) {
   Fixture fixture;
   g_fixture = &fixture;
   if (const char* n = std::getenv("TIERCACHE_BENCH_GET_MANY_CALLS")) return GetManyOnly(fixture, std::atoi(n));
+  const bool single_caller_only = std::getenv("TIERCACHE_BENCH_SINGLE_CALLER_ONLY") != nullptr;
   Collector collector;
-  benchmark::RunSpecifiedBenchmarks(&collector);
+  if (!single_caller_only) benchmark::RunSpecifiedBenchmarks(&collector);
 
   std::printf("\n-- latency (2 s each)\n");
-  auto l1_1 = Measure(1, 2s, [&](int t, uint64_t i) {
+  auto l1_1 = Measure(1, single_caller_only ? 0s : 2s, [&](int t, uint64_t i) {
     (void)fixture.with_l1->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
   // The four single-caller latencies the ratios compare (an L2 hit, the
@@ -448,6 +451,18 @@ int main(int argc, char** argv) {
   const Latency& client_1 = one_caller[1];
   const Latency& many_1 = one_caller[2];
   const Latency& client_mget = one_caller[3];
+  if (single_caller_only) {
+    std::printf("RESULT cache_l2_hit_1c_p50 %.1f us\n", l2_1.p50_us);
+    std::printf("RESULT client_get_1c_p50 %.1f us\n", client_1.p50_us);
+    std::printf("RESULT get_many_100_1c_p50 %.1f us\n", many_1.p50_us);
+    std::printf("RESULT client_mget_100_1c_p50 %.1f us\n", client_mget.p50_us);
+    std::printf("RESULT get_many_100_vs_l2_hit %.2f x\n", l2_1.p50_us > 0 ? many_1.p50_us / l2_1.p50_us : 0.0);
+    std::printf("RESULT client_mget_100_vs_get %.2f x\n",
+                client_1.p50_us > 0 ? client_mget.p50_us / client_1.p50_us : 0.0);
+    std::printf("RESULT get_many_100_vs_client_mget %.2f x\n",
+                client_mget.p50_us > 0 ? many_1.p50_us / client_mget.p50_us : 0.0);
+    return 0;
+  }
   auto l2_64 = Measure(64, 2s, [&](int t, uint64_t i) {
     (void)fixture.l2_only->Get(fixture.keys[(t * 7919 + i) % kHotKeys], kValueLoader);
   });
