@@ -100,6 +100,10 @@ struct ThroughputFixture {
   std::unique_ptr<L1Cache> l1;          // default options
   std::unique_ptr<L1Cache> l1_unstriped;  // value_stripes = 1
   std::unique_ptr<L1Cache> l1_second;     // default options, values of its own
+  // bench-l1-sim only: the same keys in a cache two thirds full, so that its
+  // shards have started their frequency sketches (l1 above is a quarter
+  // full: its hits pay no sketch update).
+  std::unique_ptr<L1Cache> l1_sketching;
   std::unique_ptr<MutexLru> baseline;
 };
 
@@ -124,6 +128,9 @@ void BuildThroughputFixture() {
   options.value_stripes = 1;
   fixture.l1_unstriped = MustCreate(options);
   fixture.baseline = std::make_unique<MutexLru>(4 * kWarmKeys);
+  options.value_stripes = 0;
+  options.max_entries = kWarmKeys * 3 / 2;
+  fixture.l1_sketching = MustCreate(options);
   // Keys, then values, each allocated together: a value's reference count
   // (written on every hit) must not share a cache line with a key the
   // harness reads, or both caches would pay for the harness's false sharing.
@@ -141,6 +148,7 @@ void BuildThroughputFixture() {
     fixture.l1_unstriped->Set(fixture.keys[i], values[i], fill).IgnoreError();
     fixture.l1_second->Set(fixture.keys[i], std::make_shared<const std::string>(200, 'v'), fill).IgnoreError();
     fixture.baseline->Put(fixture.keys[i], values[i]);
+    fixture.l1_sketching->Set(fixture.keys[i], values[i], fill).IgnoreError();
   }
   std::mt19937_64 rng(kSeed);
   for (std::size_t n : {kHotKeys, kWarmKeys}) {
@@ -414,9 +422,9 @@ std::size_t ReadInOrder(const std::vector<std::uint32_t>& order, std::size_t rea
   return misses;
 }
 
-std::size_t ReadWithL1(const std::vector<std::uint32_t>& order, std::size_t reads) {
-  return ReadInOrder(order, reads, [](const std::string& key) {
-    auto r = g_fixture->l1->Get(key);
+std::size_t ReadWithL1(L1Cache& cache, const std::vector<std::uint32_t>& order, std::size_t reads) {
+  return ReadInOrder(order, reads, [&cache](const std::string& key) {
+    auto r = cache.Get(key);
     benchmark::DoNotOptimize(r);
     return r.ok() && r->has_value();
   });
@@ -431,24 +439,29 @@ std::size_t ReadWithMutexLru(const std::vector<std::uint32_t>& order, std::size_
 }
 
 // The only code callgrind collects in (--toggle-collect='*SimulatedReads*').
-[[gnu::noinline]] std::size_t SimulatedReads(bool mutex_lru, const std::vector<std::uint32_t>& order) {
-  return mutex_lru ? ReadWithMutexLru(order, kSimReads) : ReadWithL1(order, kSimReads);
+// `cache` null: the mutex LRU.
+[[gnu::noinline]] std::size_t SimulatedReads(L1Cache* cache, const std::vector<std::uint32_t>& order) {
+  return cache == nullptr ? ReadWithMutexLru(order, kSimReads) : ReadWithL1(*cache, order, kSimReads);
 }
 
-// Cases: l1_1k, l1_10k, mutex_1k, mutex_10k. Prints "SIM <case> <reads>
+// Cases: <cache>_<keys>, cache l1 (the benchmark's), l1sketching (the
+// two-thirds-full one) or mutex, keys 1k or 10k. Prints "SIM <case> <reads>
 // <misses>"; exits 2 on an unknown case, 1 if any read missed.
 int RunSimulation(const std::string& name) {
-  const bool mutex_lru = name.rfind("mutex_", 0) == 0;
-  const std::string size = name.substr(name.find('_') + 1);
-  if ((!mutex_lru && name.rfind("l1_", 0) != 0) || (size != "1k" && size != "10k")) {
-    std::fprintf(stderr, "TIERCACHE_BENCH_SIM: unknown case '%s' (l1_1k, l1_10k, mutex_1k, mutex_10k)\n",
-                 name.c_str());
+  const std::size_t cut = name.find('_');
+  const std::string which = name.substr(0, cut);
+  const std::string size = cut == std::string::npos ? "" : name.substr(cut + 1);
+  if ((which != "l1" && which != "l1sketching" && which != "mutex") || (size != "1k" && size != "10k")) {
+    std::fprintf(stderr, "TIERCACHE_BENCH_SIM: unknown case '%s' (l1_1k, l1_10k, l1sketching_1k, "
+                 "l1sketching_10k, mutex_1k, mutex_10k)\n", name.c_str());
     return 2;
   }
   BuildThroughputFixture();
+  L1Cache* cache = which == "mutex" ? nullptr : which == "l1" ? g_fixture->l1.get() : g_fixture->l1_sketching.get();
   const auto& order = g_fixture->orders.at(size == "1k" ? kHotKeys : kWarmKeys)[0];
-  std::size_t misses = mutex_lru ? ReadWithMutexLru(order, order.size()) : ReadWithL1(order, order.size());
-  misses += SimulatedReads(mutex_lru, order);
+  std::size_t misses = cache == nullptr ? ReadWithMutexLru(order, order.size())
+                                        : ReadWithL1(*cache, order, order.size());
+  misses += SimulatedReads(cache, order);
   std::printf("SIM %s %zu %zu\n", name.c_str(), kSimReads, misses);
   return misses == 0 ? 0 : 1;
 }

@@ -32,9 +32,9 @@
 //    for the next 16 halvings.
 // Saturated increments do not count towards a period, but a period ends after
 // 4 x sample_size() increments of any kind, so a saturated sketch still ages.
-// Memory: next_pow2(capacity) words, i.e. 8 bytes per cached entry (a
-// shard makes its sketch when it is first half full; Shard::
-// StartSketchIfDue), plus
+// Memory: next_pow2(capacity) words, i.e. 8 to 16 bytes per cached entry
+// (a shard makes its sketch when it is first half full; Shard::SketchDue),
+// plus
 // about 150 bytes of aging state. Every call is O(1); the checks run once per
 // sample and once per halving (a square root each).
 // Not thread-safe: one sketch per shard, guarded by the shard's mutex.

@@ -168,8 +168,10 @@ struct PolicyRecord {
   // The low 16 bits of FrequencySketch::halvings() when the sketch last said
   // this key's estimate is saturated, so it stays so until the next halving
   // and a hit need not read the sketch (see Shard::CountInSketch); 0: not
-  // known to be saturated. A mark left from 65,536 halvings earlier (at least
-  // 655,360 x capacity increments) reads as current: that key's increments
+  // known to be saturated. A mark left from 65,536 halvings earlier (a
+  // halving ends at most every 5 x capacity increments after the first, or
+  // at a drop of the hit rate, so after at least 65,536 x 5 x capacity
+  // hit-rate samples or increments) reads as current: that key's increments
   // are then counted as saturated ones until the next halving, which only
   // lowers its estimate for that one period.
   std::uint16_t saturated_at = 0;
@@ -231,6 +233,7 @@ class PolicyTable {
   }
 
   PolicyRecord& operator[](std::uint32_t i) { return records_[i]; }
+  const PolicyRecord& operator[](std::uint32_t i) const { return records_[i]; }
   PolicyRecord& of(const Node* n) { return records_[n->policy_index]; }
   Node* node(std::uint32_t i) const { return nodes_[i]; }
   // Records, the heads included.

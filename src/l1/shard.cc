@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <sched.h>
 
 #include <thread>
@@ -24,7 +25,7 @@ void Shard::Configure(const ShardLimits& limits) {
     window_cap_ = std::clamp<std::size_t>(window, 1, max_entries_);
     protected_cap_ = (max_entries_ - window_cap_) * 8 / 10;
     // sketch_ stays the default 64-byte one, unused, until the shard is
-    // half full (StartSketchIfDue).
+    // half full (SketchDue).
   }
 }
 
@@ -34,8 +35,9 @@ void Shard::Configure(const ShardLimits& limits) {
 // preempted one; the protocol only needs each read section to leave the slot
 // it entered. So the CPU is asked only every kSlotReuses calls of a thread
 // (sched_getcpu() took 3.4 ns a call here, a thread-local read well under
-// one); a thread that migrated shares its old CPU's slot for at most that
-// many lookups, which costs contention, never correctness.
+// one); a thread that migrated shares its old CPU's slot for its next
+// lookups, at most that many (however long they take), which costs
+// contention, never correctness.
 std::size_t Shard::ThreadSlot() {
   constexpr unsigned kSlotReuses = 64;
   thread_local unsigned slot = 0;
@@ -93,8 +95,9 @@ void Shard::DrainSlot(ReaderSlot& slot) {
   for (std::uint32_t i = 0; i < n; ++i) records[i] = slot.buffer[i].load(std::memory_order_relaxed);
   // Start loading the sketch blocks that will be read (keys not known to be
   // saturated), then update, so their cache misses overlap instead of
-  // queueing. A drain reads only the dense policy records (which hold the
-  // sketch keys), never a node.
+  // queueing. A drain reads the dense policy records (which hold the sketch
+  // keys), not the nodes; only a promotion that overflows the protected
+  // segment reads the demoted node (its record index).
   if (sketch_on_) {
     for (std::uint32_t i = 0; i < n; ++i) {
       if (!KnownSaturated(records_[records[i]])) {
@@ -126,9 +129,6 @@ LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
   return LookupOutcome::kMiss;
 }
 
-// The hit path: no mutex, writes only to this thread's slot. An entry that
-// expires more than Clock::kCoarseLag after the coarse reading is fresh
-// (and not dead) whatever the precise time; only the others pay for Now().
 LookupOutcome Shard::LookupReleasing(std::uint64_t hash, std::string_view key, const Clock& clock,
                                      std::optional<Clock::Duration> stale_bound, Accounting accounting,
                                      L1Entry* out) {
@@ -138,6 +138,9 @@ LookupOutcome Shard::LookupReleasing(std::uint64_t hash, std::string_view key, c
   return outcome;
 }
 
+// The hit path: no mutex, writes only to this thread's slot. An entry that
+// expires more than Clock::kCoarseLag after the coarse reading is fresh
+// (and not dead) whatever the precise time; only the others pay for Now().
 LookupOutcome Shard::LookupInto(std::uint64_t hash, std::string_view key, const Clock& clock,
                                 std::optional<Clock::Duration> stale_bound, Accounting accounting,
                                 L1Entry* out) {
@@ -251,10 +254,31 @@ bool Shard::Record(ReaderSlot& slot, const Node* n) {
 }
 
 bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
-  bool stored;
-  Node* retired;
+  bool stored = false;
+  Node* retired = nullptr;
+  bool start_sketch = false;
+  std::vector<std::uint32_t> seeds;
   {
     ExclusiveSection section(*this);
+    // Every store checks (an overwrite can grow the bytes too): only stores
+    // contest, so every contest finds the sketch started.
+    start_sketch = SketchDue(node->charge());
+    if (start_sketch) {
+      seeds = SketchKeysOfEntries();
+    } else {
+      stored = UpsertLocked(node, now, count_refusal);
+      retired = TakeRetired();
+    }
+  }
+  if (start_sketch) {
+    // Built and seeded with no lock held (it may be megabytes to zero), then
+    // swapped in. Dropped, after the section, if another store got there first.
+    FrequencySketch fresh = NewSketch(seeds);
+    ExclusiveSection section(*this);
+    if (!sketch_on_) {
+      std::swap(sketch_, fresh);
+      sketch_on_ = true;
+    }
     stored = UpsertLocked(node, now, count_refusal);
     retired = TakeRetired();
   }
@@ -263,9 +287,6 @@ bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
 }
 
 bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal) {
-  // Before anything changes: it may throw. An overwrite can grow the bytes
-  // too, so before every store (a contest needs the sketch on).
-  StartSketchIfDue(node->charge());
   Node* old = table_.Find(node->hash, node->key());
   if (old != nullptr && now >= DeadAt(old)) {
     Drop(old);
@@ -372,23 +393,45 @@ void Shard::AddStats(L1Stats* stats) const {
 
 // Admission contests start when the shard is full, and frequencies matter
 // only there: until the shard is half full (by entries or by bytes) no
-// sketch is kept, so a cache that never fills pays neither its memory (8
-// bytes per entry of max_entries) nor an update per hit, as in Caffeine.
-// Hits before the start are not counted; a hot set used only then is
-// still kept by the segments (it sits in the protected one, and contests
-// take their victims from probation), which L1TinyLfuTest.
-// HotSetUsedBeforeTheSketchStartedSurvivesAScan checks. Once started the
-// sketch stays (a Clear() keeps what it learnt, as before). Every contest
-// has it: UpsertLocked starts it before any store, and only stores contest.
-void Shard::StartSketchIfDue(std::size_t incoming_charge) {
-  if (policy_ != L1Policy::kTinyLfu || sketch_on_) return;
+// sketch is kept, so a cache that never fills pays neither its memory (8 to
+// 16 bytes per entry of max_entries) nor an update per hit, as in Caffeine.
+// Hits before the start are not counted, but each entry present then counts
+// once (its fill, as every later fill does), so at the start a newcomer
+// ties with an old entry and the incumbent keeps its place, as before the
+// sketch was lazy. Once started the sketch stays (a Clear() keeps what it
+// learnt).
+bool Shard::SketchDue(std::size_t incoming_charge) const {
+  if (policy_ != L1Policy::kTinyLfu || sketch_on_) return false;
   // Half of max, rounded up: max - max / 2 (no overflow at SIZE_MAX).
   const bool entries_due = table_.size() + 1 >= max_entries_ - max_entries_ / 2;
   const std::size_t half_bytes = max_bytes_ - max_bytes_ / 2;
-  const bool bytes_due = incoming_charge >= half_bytes || bytes_ >= half_bytes - incoming_charge;
-  if (!entries_due && !bytes_due) return;
-  sketch_ = FrequencySketch(max_entries_);  // on bad_alloc: unchanged, off
-  sketch_on_ = true;
+  return entries_due || incoming_charge >= half_bytes || bytes_ >= half_bytes - incoming_charge;
+}
+
+std::vector<std::uint32_t> Shard::SketchKeysOfEntries() const {
+  std::vector<std::uint32_t> keys;
+  keys.reserve(table_.size());
+  for (const Segment segment : {Segment::kWindow, Segment::kProbation, Segment::kProtected}) {
+    const auto head = static_cast<std::uint32_t>(segment);
+    for (std::uint32_t i = records_[head].next; i != head; i = records_[i].next) {
+      keys.push_back(records_[i].sketch_key);
+    }
+  }
+  return keys;
+}
+
+// Sized for max_entries, at most kMaxSketchEntries (beyond that, more
+// collisions instead of a sketch that cannot be allocated). If even that
+// cannot be allocated, a one-block sketch: admission still works, with
+// estimates blurred by collisions, and no store fails for it.
+FrequencySketch Shard::NewSketch(const std::vector<std::uint32_t>& seeds) const {
+  FrequencySketch sketch;
+  try {
+    sketch = FrequencySketch(std::min(max_entries_, kMaxSketchEntries));
+  } catch (const std::bad_alloc&) {
+  }
+  for (std::uint32_t key : seeds) sketch.Increment(key);
+  return sketch;
 }
 
 void Shard::Touch(std::uint32_t i) {

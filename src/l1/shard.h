@@ -2,10 +2,11 @@
 // the frequency sketch (TinyLFU) and counters.
 //
 // Read-mostly locking. Reads do not take the mutex: a reader announces
-// itself in its own cache line (a ReaderSlot, picked by the CPU it runs on),
-// checks that no writer is active, and then only reads the table and the
-// node. What a hit would change (recency, frequency) is recorded in the
-// slot's small read buffer and applied later under mu_, as Caffeine does:
+// itself in its own cache line (a ReaderSlot, picked by the CPU it ran on
+// at most 64 lookups ago), checks that no writer is active, and then only
+// reads the table and the node. What a hit would change (recency,
+// frequency) is recorded in the slot's small read buffer and applied later
+// under mu_, as Caffeine does:
 // when the buffer is full the reader drains it itself if the mutex is free.
 // A drain writes only the policy lists and the sketch, which readers never
 // read, so it holds mu_ alone and other readers go on. So a hit writes only
@@ -38,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "l1/frequency_sketch.h"
 #include "l1/node.h"
@@ -78,7 +80,9 @@ class alignas(64) Shard {
   // may take time, or touch this shard, whose writers wait for the section).
   LookupOutcome Lookup(std::uint64_t hash, std::string_view key, const Clock& clock,
                        std::optional<Clock::Duration> stale_bound, Accounting accounting, L1Entry* out) {
-    if (out->value == nullptr) {  // nothing to release (a fresh entry, as Get's): inline
+    // Nothing to release (no control block: a fresh entry, as Get's): inline.
+    // Not `value == nullptr`: an aliasing pointer to null may own a value.
+    if (out->value.use_count() == 0) {
       return LookupInto(hash, key, clock, stale_bound, accounting, out);
     }
     return LookupReleasing(hash, key, clock, stale_bound, accounting, out);
@@ -184,11 +188,18 @@ class alignas(64) Shard {
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
   void Place(Node* n);           // a new node enters the policy
   void CountInSketch(std::uint32_t record);  // TinyLFU: one occurrence of its node's key
-  // Starts the sketch when a new entry of `incoming_charge` makes the shard
-  // half full. May throw std::bad_alloc, and then changes nothing.
-  void StartSketchIfDue(std::size_t incoming_charge);
-  // The low 32 bits of the sketch's halvings(), what a PolicyRecord keeps
-  // (0 once every 2^32 halvings: then no key is taken as saturated).
+  // TinyLFU: the sketch is not started yet and a store of `incoming_charge`
+  // makes the shard half full (see shard.cc).
+  bool SketchDue(std::size_t incoming_charge) const;
+  // The sketch keys of every entry, to seed a new sketch with.
+  std::vector<std::uint32_t> SketchKeysOfEntries() const;
+  // A sketch for this shard, seeded with one increment per key. No lock
+  // needed (reads only settings fixed by Configure); does not throw on
+  // allocation failure (see shard.cc).
+  FrequencySketch NewSketch(const std::vector<std::uint32_t>& seeds) const;
+  static constexpr std::size_t kMaxSketchEntries = std::size_t{1} << 24;  // a 128 MiB sketch
+  // The low 16 bits of the sketch's halvings(), what a PolicyRecord keeps
+  // (0 once every 2^16 halvings: then no key is taken as saturated).
   std::uint16_t SaturationMark() const { return static_cast<std::uint16_t>(sketch_.halvings()); }
   // The record's key is saturated until the next halving (see CountInSketch).
   bool KnownSaturated(const PolicyRecord& r) const {
@@ -216,7 +227,7 @@ class alignas(64) Shard {
   NodeList lists_[PolicyTable::kLists] = {   // GUARDED_BY(mu_), indexed by Segment
       {&records_, 0}, {&records_, 1}, {&records_, 2}, {&records_, 3}};
   FrequencySketch sketch_;                   // GUARDED_BY(mu_), TinyLFU only
-  bool sketch_on_ = false;                   // GUARDED_BY(mu_): see StartSketchIfDue
+  bool sketch_on_ = false;                   // GUARDED_BY(mu_): see SketchDue
   std::size_t bytes_ = 0;                    // GUARDED_BY(mu_)
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it

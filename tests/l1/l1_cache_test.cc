@@ -573,5 +573,41 @@ TEST(L1CacheDeadlockTest, GetStaleIntoReleasesThePreviousValueOutsideTheReadSect
   t.join();
 }
 
+// The same when *out's value points to nothing but still owns the value
+// with the deleter (an aliasing shared_ptr to null): the fast path for an
+// empty entry must look at ownership, not at the pointer.
+TEST(L1CacheDeadlockTest, GetStaleIntoReleasesAnOwningNullValueOutsideTheReadSection) {
+  L1Options o;
+  o.max_entries = 100;
+  o.num_shards = 1;
+  o.value_stripes = 1;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok());
+  std::shared_ptr<L1Cache> c(std::move(*created));
+  std::atomic<bool> done{false};
+  std::thread t([c, &done] {
+    L1Fill f;
+    f.version = 1;
+    c->Set("k", std::make_shared<const std::string>("b"), f).IgnoreError();
+    L1Entry e;
+    {
+      L1Value owner(new std::string("a"), [c](const std::string* p) {
+        c->Erase("other").IgnoreError();  // e.g. an owner's cleanup touching the cache
+        delete p;
+      });
+      e.value = L1Value(owner, static_cast<const std::string*>(nullptr));  // null, owns "a"
+    }
+    c->GetStaleInto("k", std::chrono::seconds(0), &e);  // releases "a": after the read section
+    done = true;
+  });
+  for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!done) {
+    std::printf("L1CacheDeadlockTest: GetStaleInto did not return in 3 s (deadlock)\n");
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  t.join();
+}
+
 }  // namespace
 }  // namespace tiercache

@@ -108,8 +108,8 @@ TEST(L1TinyLfuTest, OneOffScanDoesNotFlushHotSet) {
   EXPECT_LE(lfu->Stats().entries, 100u);
 }
 
-// The sketch starts only when the shard is half full (Shard::
-// StartSketchIfDue): hits before that are not counted. A hot set used only
+// The sketch starts only when the shard is half full (Shard::SketchDue):
+// hits before that are not counted. A hot set used only
 // then (40 keys of 100, ten rounds) still survives a scan that fills the
 // shard and goes on for ten times its size.
 TEST(L1TinyLfuTest, HotSetUsedBeforeTheSketchStartedSurvivesAScan) {
@@ -165,6 +165,30 @@ TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedUnderAByteBound) {
   for (int i = 0; i < 200; ++i) Put(c, "noise" + std::to_string(i));
   EXPECT_TRUE(Has(c, "rising"));
   EXPECT_LT(c.Stats().entries, 200u) << "the byte bound, not the entry bound, must be what holds";
+}
+
+// Entries filled before the sketch started count once in it, as every later
+// fill does: a contest between one of them and a newcomer is a tie, and the
+// incumbent stays. (Unseeded, they would estimate 0 and every newcomer of a
+// scan would displace them.) Byte-bound as above, so the shard's victims
+// are those entries, filled once and never read, in probation.
+TEST(L1TinyLfuTest, EntriesFromBeforeTheSketchStartedKeepTheirPlaceOnTies) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kTinyLfu;
+  o.max_entries = 1'000;
+  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
+  o.num_shards = 1;
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = &clock;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  L1Cache& c = **created;
+  for (int i = 0; i < 45; ++i) Put(c, "early" + std::to_string(i));  // under half: no sketch yet
+  for (int i = 0; i < 300; ++i) Put(c, "scan" + std::to_string(i));
+  int early = 0;
+  for (int i = 0; i < 45; ++i) early += Has(c, "early" + std::to_string(i));
+  EXPECT_GE(early, 40);
 }
 
 TEST(L1TinyLfuTest, TinyCapacityStillBounded) {
