@@ -8,62 +8,8 @@
 namespace tiercache::redis::internal {
 namespace {
 
-size_t Digits(size_t n) {
-  if (n < 10) return 1;
-  if (n < 100) return 2;
-  size_t d = 3;
-  for (n /= 1000; n > 0; n /= 10) ++d;
-  return d;
-}
-
-// Writes `n` in decimal (`digits` long, from Digits) at `p`; returns the end.
-char* PutDecimal(char* p, size_t n, size_t digits) {
-  char* end = p + digits;
-  for (char* q = end; q != p; n /= 10) *--q = static_cast<char>('0' + n % 10);
-  return end;
-}
-
-char* PutCrlf(char* p) {
-  p[0] = '\r';
-  p[1] = '\n';
-  return p + 2;
-}
-
-// The size of `args` as a RESP array of bulk strings: "*N\r\n", then
-// "$len\r\n" + bytes + "\r\n" per argument.
-template <typename Args>
-size_t EncodedSize(const Args& args) {
-  size_t size = 3 + Digits(args.size());
-  for (const auto& a : args) size += 5 + Digits(a.size()) + a.size();
-  return size;
-}
-
-// `n` in decimal at `p`; returns the end. Most lengths have 1 or 2 digits.
-char* PutLength(char* p, size_t n) {
-  if (n < 10) {
-    *p = static_cast<char>('0' + n);
-    return p + 1;
-  }
-  if (n < 100) {
-    p[0] = static_cast<char>('0' + n / 10);
-    p[1] = static_cast<char>('0' + n % 10);
-    return p + 2;
-  }
-  return PutDecimal(p, n, Digits(n));
-}
-
-// Writes exactly EncodedSize(args) bytes at `p`.
-template <typename Args>
-void Encode(const Args& args, char* p) {
-  *p++ = '*';
-  p = PutCrlf(PutLength(p, args.size()));
-  for (const auto& a : args) {
-    *p++ = '$';
-    p = PutCrlf(PutLength(p, a.size()));
-    if (!a.empty()) std::memcpy(p, a.data(), a.size());
-    p = PutCrlf(p + a.size());
-  }
-}
+using resp::Encode;
+using resp::EncodedSize;
 
 // The exact size first: one allocation at most, then the bytes in place.
 template <typename Args>
@@ -121,13 +67,8 @@ void AppendCommand(std::string& out, std::span<const std::string_view> args) { A
 void AppendCommand(CommandBytes& out, const std::vector<std::string>& args) { AppendAll(out, args); }
 void AppendCommand(CommandBytes& out, std::span<const std::string_view> args) { AppendAll(out, args); }
 
-char* CommandBytes::Extend(size_t n) {
+char* CommandBytes::ExtendOnHeap(size_t n) {
   if (!on_heap_) {
-    if (size_ + n <= kInline) {
-      char* p = inline_ + size_;
-      size_ += n;
-      return p;
-    }
     heap_.reserve(size_ + n);
     heap_.assign(inline_, size_);
     on_heap_ = true;

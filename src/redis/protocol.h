@@ -5,8 +5,10 @@
 #ifndef TIERCACHE_SRC_REDIS_PROTOCOL_H_
 #define TIERCACHE_SRC_REDIS_PROTOCOL_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <span>
 #include <string_view>
@@ -32,20 +34,91 @@ class CommandBytes {
   size_t size() const { return on_heap_ ? heap_.size() : size_; }
   bool empty() const { return size() == 0; }
   // Room for `n` more bytes at the end, to be written by the caller.
-  char* Extend(size_t n);
+  char* Extend(size_t n) {
+    if (!on_heap_ && size_ + n <= kInline) {
+      char* p = inline_ + size_;
+      size_ += n;
+      return p;
+    }
+    return ExtendOnHeap(n);
+  }
 
  private:
+  char* ExtendOnHeap(size_t n);
+
   char inline_[kInline];
   size_t size_ = 0;  // bytes of inline_ in use (while !on_heap_)
   bool on_heap_ = false;
   std::string heap_;
 };
 
+// RESP encoding of a command: an array of bulk strings, "*N\r\n", then
+// "$len\r\n" + bytes + "\r\n" per argument. Inline, so that a command of
+// fixed shape (a GET: std::array{"GET", key}) is encoded with its constant
+// parts folded by the compiler.
+namespace resp {
+
+[[gnu::always_inline]] inline size_t Digits(size_t n) {
+  if (n < 10) return 1;
+  if (n < 100) return 2;
+  size_t d = 3;
+  for (n /= 1000; n > 0; n /= 10) ++d;
+  return d;
+}
+
+// `n` in decimal at `p`; returns the end. Most lengths have 1 or 2 digits.
+[[gnu::always_inline]] inline char* PutLength(char* p, size_t n) {
+  if (n < 10) {
+    *p = static_cast<char>('0' + n);
+    return p + 1;
+  }
+  if (n < 100) {
+    p[0] = static_cast<char>('0' + n / 10);
+    p[1] = static_cast<char>('0' + n % 10);
+    return p + 2;
+  }
+  char* end = p + Digits(n);
+  for (char* q = end; q != p; n /= 10) *--q = static_cast<char>('0' + n % 10);
+  return end;
+}
+
+inline char* PutCrlf(char* p) {
+  p[0] = '\r';
+  p[1] = '\n';
+  return p + 2;
+}
+
+template <typename Args>
+[[gnu::always_inline]] inline size_t EncodedSize(const Args& args) {
+  size_t size = 3 + Digits(args.size());
+  for (const auto& a : args) size += 5 + Digits(a.size()) + a.size();
+  return size;
+}
+
+// Writes exactly EncodedSize(args) bytes at `p`.
+template <typename Args>
+[[gnu::always_inline]] inline void Encode(const Args& args, char* p) {
+  *p++ = '*';
+  p = PutCrlf(PutLength(p, args.size()));
+  for (const auto& a : args) {
+    *p++ = '$';
+    p = PutCrlf(PutLength(p, a.size()));
+    if (!a.empty()) std::memcpy(p, a.data(), a.size());
+    p = PutCrlf(p + a.size());
+  }
+}
+
+}  // namespace resp
+
 // Appends the RESP array of bulk strings for `args` to `out`.
 void AppendCommand(std::string& out, const std::vector<std::string>& args);
 void AppendCommand(std::string& out, std::span<const std::string_view> args);
 void AppendCommand(CommandBytes& out, const std::vector<std::string>& args);
 void AppendCommand(CommandBytes& out, std::span<const std::string_view> args);
+template <size_t N>
+void AppendCommand(CommandBytes& out, const std::array<std::string_view, N>& args) {
+  resp::Encode(args, out.Extend(resp::EncodedSize(args)));
+}
 
 enum class ErrorKind : uint8_t {
   kOther,        // a command error: returned to the caller
