@@ -2,6 +2,7 @@
 // is missing and not already loading in this process.
 #include <algorithm>
 #include <bit>
+#include <cassert>
 
 #include "core/cache_impl.h"
 
@@ -77,13 +78,18 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     }
   }
   const auto key = [&](size_t j) -> const std::string& { return keys[first[j]]; };
-  // What is known of each distinct key (one allocation for all of them).
+  // The results, in order: distinct key j's at out[first[j]] (a repeated
+  // key's copied there at the end). Written once, in place: no per-key
+  // result held elsewhere and moved here.
+  std::vector<Result<CachedValue>> out;
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) out.emplace_back(CachedValue());  // not copies of one: no variant visit
+  // What else is known of each distinct key (one allocation for all of
+  // them, 32 bytes each: a small working set for a call of many keys).
   struct KeyState {
-    KeyState() {}  // user-provided: the vector does not zero 200 bytes per key first
-    std::optional<Result<CachedValue>> done;
-    std::optional<CachedValue> stale;
     uint64_t local = 0;  // LocalEpoch, read before any source
     int shard = -1;      // ShardOf (a CRC16 and a slot lookup), once per key
+    bool done = false;   // its result is in `out`
     bool l2_ok = false;  // L2 answered for it
     std::shared_ptr<LoadRegistry::Load> load;  // the load it joined or started
   };
@@ -91,6 +97,33 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   if (!o_.l2) {
     for (KeyState& k : st) k.l2_ok = true;
   }
+  const auto finish = [&](size_t j, Result<CachedValue> r) {
+    out[first[j]] = std::move(r);
+    st[j].done = true;
+  };
+  // The same for a value (the usual case): moved into the value already
+  // there, with no Result built and no switch of the variant's alternative.
+  const auto finish_value = [&](size_t j, CachedValue&& v) {
+    Result<CachedValue>& r = out[first[j]];
+    if (r.ok()) {
+      *r = std::move(v);
+    } else {
+      r = std::move(v);
+    }
+    st[j].done = true;
+  };
+  // The stale copy each key may still serve: few keys have one, so the
+  // array is allocated when the first appears.
+  std::vector<std::optional<CachedValue>> stale;
+  const std::optional<CachedValue> no_stale;
+  const auto stale_of = [&](size_t j) -> const std::optional<CachedValue>& {
+    return stale.empty() ? no_stale : stale[j];
+  };
+  const auto set_stale = [&](size_t j, std::optional<CachedValue> v) {
+    if (!v && stale.empty()) return;
+    if (stale.empty()) stale.resize(m);
+    stale[j] = std::move(v);
+  };
   std::vector<size_t> missing(m);
   size_t misses = 0;
   for (size_t j = 0; j < m; ++j) {
@@ -98,14 +131,16 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       Status bad = CheckKey(key(j));
       if (bad.ok()) bad = CheckMember(key(j), s);
       if (!bad.ok()) {
-        st[j].done = std::move(bad);
+        finish(j, std::move(bad));
         continue;
       }
     }
-    if (std::optional<CachedValue> hit = ReadL1(key(j), s, &st[j].stale)) {
-      st[j].done = std::move(*hit);
+    std::optional<CachedValue> l1_stale;
+    if (std::optional<CachedValue> hit = ReadL1(key(j), s, &l1_stale)) {
+      finish_value(j, std::move(*hit));
     } else {
       missing[misses++] = j;
+      set_stale(j, std::move(l1_stale));
     }
   }
   missing.resize(misses);
@@ -170,7 +205,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
         if (!got[a].ok()) continue;
         L2Read read = Interpret(key(j), std::move(*got[a]), generation, s, st[j].local, /*count_misses=*/true, &now);
         if (read.fresh) {
-          st[j].done = std::move(*read.fresh);
+          finish_value(j, std::move(*read.fresh));
           continue;
         }
         if (read.corrupt) {  // it would fence the fill: remove it (only if unchanged)
@@ -178,7 +213,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
             return o_.l2->RemoveCorrupt(key(j), *read.corrupt, dl);
           }).status().IgnoreError();
         }
-        st[j].stale = BestStale(std::move(st[j].stale), read);
+        set_stale(j, BestStale(stale.empty() ? std::nullopt : std::move(stale[j]), read));
         st[j].l2_ok = true;
       }
       outcomes.RecordTo(guard_);
@@ -202,8 +237,8 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     for (size_t w = 0; w < wanted.size(); ++w) {
       const size_t j = wanted[w];
       if (!joined[w].first) {  // too many loads of it running (LoadRegistry)
-        if (st[j].stale) {
-          st[j].done = ServeStale(*st[j].stale);
+        if (stale_of(j)) {
+          finish(j, ServeStale(*stale_of(j)));
         } else {
           blocked.push_back(j);  // loaded alone once one of them ends (below)
         }
@@ -295,7 +330,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
         } else if (at_cap) {
           still.push_back(j);  // another caller took the room first
         } else {
-          st[j].done = load.status();
+          finish(j, load.status());
         }
       }
       pending.swap(still);
@@ -303,8 +338,8 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
       const Clock::TimePoint now = clock_->Now();
       if (now >= deadline || running_.stopping()) {
         for (size_t j : pending) {
-          st[j].done = now >= deadline ? LoadRegistry::CapOutlastedDeadline(key(j))
-                                       : LoadRegistry::StoppedWhileWaiting(key(j));
+          finish(j, now >= deadline ? LoadRegistry::CapOutlastedDeadline(key(j))
+                                    : LoadRegistry::StoppedWhileWaiting(key(j)));
         }
         break;
       }
@@ -318,14 +353,14 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
   for (size_t j : missing) {
     if (st[j].done) continue;
     const Call call{key(j), Loader(), s, start, deadline};
-    st[j].done = WaitFor(call, *st[j].load, st[j].stale);
+    finish(j, WaitFor(call, *st[j].load, stale_of(j)));
   }
-  std::vector<Result<CachedValue>> out;
-  out.reserve(keys.size());
-  if (m == keys.size()) {  // no key repeated: each result moved, not copied
-    for (size_t i = 0; i < keys.size(); ++i) out.push_back(std::move(*st[i].done));
-  } else {
-    for (size_t i = 0; i < keys.size(); ++i) out.push_back(*st[index_of[i]].done);
+  for ([[maybe_unused]] const KeyState& k : st) assert(k.done);  // else its placeholder would be answered
+  // A repeated key gets a copy of its first occurrence's result.
+  if (m != keys.size()) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (first[index_of[i]] != i) out[i] = out[first[index_of[i]]];
+    }
   }
   return out;
 }

@@ -586,6 +586,45 @@ TEST(CacheLivenessConcurrencyTest, GetManyServesAStaleL2ValueAtTheSoftTimeout) {
   EXPECT_LT(took, 250ms) << "GetMany ignored the soft timeout";
 }
 
+// The stale copy may also be this pod's own L1 entry: with L2 unreachable
+// (nothing it shows supersedes the copy), it is served at the soft timeout.
+TEST(CacheLivenessConcurrencyTest, GetManyServesAStaleL1CopyAtTheSoftTimeoutWhenL2IsDown) {
+  Gate gate;
+  auto l2 = MakeInMemoryL2Store();
+  CacheOptions o = BaseOptions(l2);
+  o.use_l1 = true;
+  o.ttl = 50ms;
+  o.l1.default_ttl = 50ms;
+  o.max_stale = 10s;
+  o.soft_timeout = 50ms;
+  o.hard_timeout = 1s;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache);
+  OpenOnExit open([&] { gate.Open(); });
+  BatchLoader fast = [](const std::vector<std::string>& keys) -> Result<std::vector<LoadResult>> {
+    return std::vector<LoadResult>(keys.size(), LoadResult{std::string("old"), 1});
+  };
+  Result<std::vector<Result<CachedValue>>> first = cache->GetMany({"s1"}, fast);  // into L2 and L1
+  ASSERT_TRUE(first.ok() && (*first)[0].ok());
+  std::this_thread::sleep_for(100ms);  // expired, well within max_stale
+  InMemoryL2StoreSetShardDown(l2.get(), l2->ShardOf("s1"), true);
+
+  BatchLoader slow = [&](const std::vector<std::string>& keys) -> Result<std::vector<LoadResult>> {
+    gate.WaitFor(1s);
+    return std::vector<LoadResult>(keys.size(), LoadResult{std::string("new"), 2});
+  };
+  const Steady::time_point t0 = Steady::now();
+  Result<std::vector<Result<CachedValue>>> got = cache->GetMany({"s1"}, slow);
+  const auto took = Since(t0);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  ASSERT_TRUE((*got)[0].ok()) << (*got)[0].status().ToString();
+  EXPECT_TRUE((*got)[0]->stale());
+  EXPECT_EQ((*got)[0]->payload(), "old");
+  EXPECT_EQ((*got)[0]->source(), ValueSource::kL1);
+  EXPECT_LT(took, 250ms) << "GetMany ignored the soft timeout";
+}
+
 TEST(CacheLivenessConcurrencyTest, GetManyWithOneShardDownCachesOnlyTheLiveShardsKeys) {
   auto mem = MakeInMemoryL2Store();
   const int sick = mem->ShardOf("a");
