@@ -68,6 +68,7 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
           first[m] = static_cast<uint32_t>(i);
           hash_of[m] = h;
           ++m;
+          PrefetchLocalEpoch(h);  // read after the L1 lookups below
           break;
         }
         if (hash_of[table[at] - 1] == h && keys[first[table[at] - 1]] == keys[i]) {

@@ -181,6 +181,7 @@ class Cache::Impl {
   uint64_t LocalEpoch(std::string_view key, const CallSettings& s) const {
     return local_fence_.Read(key) + (s.group.empty() ? 0 : local_fence_.Read(s.group));
   }
+  void PrefetchLocalEpoch(uint64_t key_hash) const { local_fence_.PrefetchHashed(key_hash); }
   // LocalEpoch(key, s), given key_hash == LocalFence::Hash(key).
   uint64_t LocalEpochHashed(uint64_t key_hash, const CallSettings& s) const {
     return local_fence_.ReadHashed(key_hash) + (s.group.empty() ? 0 : local_fence_.Read(s.group));
