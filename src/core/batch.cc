@@ -2,8 +2,8 @@
 // is missing and not already loading in this process.
 #include <algorithm>
 #include <bit>
-#include <cassert>
 
+#include "common/dcheck.h"
 #include "core/cache_impl.h"
 
 namespace tiercache {
@@ -359,7 +359,9 @@ Result<std::vector<Result<CachedValue>>> Cache::Impl::GetMany(const std::vector<
     const Call call{key(j), Loader(), s, start, deadline};
     finish(j, WaitFor(call, *st[j].load, stale_of(j)));
   }
-  for ([[maybe_unused]] const KeyState& k : st) assert(k.done);  // else its placeholder would be answered
+#if TIERCACHE_DCHECK_IS_ON
+  for (const KeyState& k : st) TIERCACHE_DCHECK(k.done);  // else its placeholder would be answered
+#endif
   // A repeated key gets a copy of its first occurrence's result.
   if (m != keys.size()) {
     for (size_t i = 0; i < keys.size(); ++i) {
