@@ -96,7 +96,7 @@ bool Connection::Open(std::string* error) {
     return false;
   }
   fd_ = fd;
-  reader_ = ReplyReader();
+  reader_.Reset();
   epoll_event ev{};
   // Edge-triggered: a connection lent to a caller (direct I/O) must not keep
   // waking the I/O thread while the caller reads its reply.
@@ -115,7 +115,7 @@ void Connection::Close() {
     ::close(fd_);
     fd_ = -1;
   }
-  reader_ = ReplyReader();
+  reader_.Reset();
   out_.clear();
   out_base_ = 0;
   want_write_ = false;

@@ -116,6 +116,7 @@ void Engine::Finish(Request* req, Result<Reply>&& r) {
 
 void Engine::Finish(Request* req, Reply&& reply) {
   AssertIoThread();
+  TIERCACHE_DCHECK(!reply.IsError());  // errors go through Finish(req, Status)
   if (req->counted) outstanding_.fetch_sub(1, std::memory_order_relaxed);
   FinishRequest(req, std::move(reply), &to_wake_);
 }
@@ -306,10 +307,17 @@ void Engine::RetryParked(TimePoint now, bool all) {
 void Engine::SweepExpired(TimePoint now) {
   AssertIoThread();
   // Collect first: an expiry callback may dispatch (topology refresh) and so
-  // change the queues being walked.
-  std::vector<std::pair<Request*, const Node*>> expired;
+  // change the queues being walked. Each collected request is held by a
+  // reference of its own: an earlier callback may finish and free a later
+  // one (a dispatch whose connection fails at once finishes what waited on
+  // it), and its block may already serve another request. The node's name
+  // is copied for the same reason.
+  std::vector<std::pair<Request*, std::string>> expired;
   auto check = [&](Request* req, const Node* n) {
-    if (req->IsAsync() && now >= req->deadline && req->Live()) expired.emplace_back(req, n);
+    if (req->IsAsync() && now >= req->deadline && req->Live()) {
+      req->Ref();
+      expired.emplace_back(req, n->name());
+    }
   };
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const Node* node = nodes_[i].get();
@@ -320,8 +328,9 @@ void Engine::SweepExpired(TimePoint now) {
       for (Request* req : c->owner.waiting) check(req, node);
     }
   }
-  for (auto& [req, node] : expired) {
-    ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + node->name()));
+  for (auto& [req, name] : expired) {
+    ExpireRequest(req, Status::DeadlineExceeded("deadline exceeded waiting for " + name));  // no-op unless live
+    req->Unref();
   }
 }
 

@@ -84,8 +84,15 @@ ReplyState ReplyReader::ParseValue(Reply* target, std::string* error) {
   const size_t size = buf_.size();
   if (pos_ >= size) return ReplyState::kNeedMore;
   const std::string_view rest(base + pos_, size - pos_);
+  const char type = rest[0];
+  if (type != '+' && type != '-' && type != ':' && type != '$' && type != '*') {
+    return Bad(error, "unknown reply type");
+  }
   const size_t crlf = FindCrlf(rest, 1);
-  if (crlf == std::string_view::npos) return ReplyState::kNeedMore;
+  if (crlf == std::string_view::npos) {
+    const size_t limit = type == '+' || type == '-' ? kMaxLineBytes : kMaxNumberLine;
+    return rest.size() > limit ? Bad(error, "reply line too long") : ReplyState::kNeedMore;
+  }
   const char* line = rest.data() + 1;
   const char* line_end = rest.data() + crlf;
   const size_t after = pos_ + crlf + 2;  // the first byte after the line

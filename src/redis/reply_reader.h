@@ -15,8 +15,13 @@
 // Bounds: a bulk string or an array header must announce at most
 // kMaxBulkBytes / kMaxElements (Redis's own proto-max-bulk-len default and
 // hiredis's element limit); arrays may nest kMaxDepth deep; array elements
-// are allocated as their bytes arrive, not as announced. Anything else is a
-// protocol error (kProtocolError), after which the reader is unusable.
+// are allocated as their bytes arrive, not as announced; a number's line
+// ends within kMaxNumberLine bytes and a status or error line within
+// kMaxLineBytes (else a stream without CRLF would grow the buffer for ever,
+// rescanned at every read). Anything else is a protocol error
+// (kProtocolError), after which the reader is unusable. Not bounded: the
+// total size of one array reply (its elements' count and sizes are each
+// bounded, their product is not), as with hiredis.
 //
 // Thread-safety: none; one connection's thread at a time.
 #ifndef TIERCACHE_SRC_REDIS_REPLY_READER_H_
@@ -44,7 +49,21 @@ class ReplyReader {
   static constexpr int64_t kMaxBulkBytes = int64_t{512} * 1024 * 1024;
   static constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
   static constexpr size_t kMaxDepth = 64;
+  static constexpr size_t kMaxNumberLine = 24;  // type byte, "-9223372036854775808", CRLF
+  static constexpr size_t kMaxLineBytes = 1024 * 1024;
 
+  ReplyReader() = default;
+  // Not movable: frames_[0] may point at root_.
+  ReplyReader(const ReplyReader&) = delete;
+  ReplyReader& operator=(const ReplyReader&) = delete;
+
+  // Back to a fresh reader (a new connection), memory released.
+  void Reset() {
+    std::string().swap(buf_);
+    pos_ = 0;
+    root_ = Reply();
+    std::vector<Frame>().swap(frames_);
+  }
   // Appends `n` bytes read from the connection.
   void Feed(const char* bytes, size_t n);
   // The next whole reply, if one is complete.

@@ -21,8 +21,11 @@ bool SubmissionQueue::Push(Request* const* reqs, size_t n) {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return false;
     queued_.insert(queued_.end(), reqs, reqs + n);
+    // Counted under the lock, so pushed_ never falls behind taken_: a take
+    // that sees them equal has nothing queued (TakeAll's shortcut is exact),
+    // and PrepareSleep never sees them unequal with nothing to take.
+    pushed_.fetch_add(n, std::memory_order_seq_cst);
   }
-  pushed_.fetch_add(n, std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) Wake();
   return true;
 }
@@ -44,7 +47,8 @@ void SubmissionQueue::Wake() {
 void SubmissionQueue::TakeAll(std::vector<Request*>* out) {
   // Nothing pushed since the last take: no lock. A push whose count is not
   // visible yet is taken next time; if the I/O thread goes to sleep first,
-  // that push sees `sleeping_` and wakes it (PrepareSleep).
+  // that push sees `sleeping_` and wakes it (PrepareSleep: both sides are
+  // seq_cst, the push's count before its load of sleeping_).
   if (pushed_.load(std::memory_order_acquire) == taken_) return;
   const size_t before = out->size();
   {

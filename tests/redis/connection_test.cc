@@ -24,7 +24,7 @@ struct ConnectionTestAccess {
   // Makes `c` a ready connection on `fd`.
   static void Adopt(Connection& c, int fd) {
     c.fd_ = fd;
-    c.reader_ = ReplyReader();
+    c.reader_.Reset();
     c.state_ = Connection::State::kReady;
   }
   static void SetWantWrite(Connection& c, bool on) { c.want_write_ = on; }

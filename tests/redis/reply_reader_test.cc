@@ -193,5 +193,29 @@ TEST(ReplyReaderTest, EmptyAndNilAggregates) {
   EXPECT_TRUE((*replies)[3].elements[1].IsNil());
 }
 
+// A line that never ends must not grow the buffer for ever: a number's line
+// is refused past kMaxNumberLine bytes without CRLF, a status or error line
+// past kMaxLineBytes; an unknown type byte at once. Lines just within the
+// limits are waited for; a whole line of up to the limit parses.
+TEST(ReplyReaderTest, LinesWithoutAnEndAreRefusedPastTheirLimit) {
+  for (const std::string type : {":", "$", "*"}) {
+    std::string wire = type + std::string(ReplyReader::kMaxNumberLine - 1, '1');
+    auto waiting = ParseReplies({wire});
+    ASSERT_TRUE(waiting.ok()) << type << ": " << waiting.status().ToString();
+    EXPECT_TRUE(waiting->empty());
+    EXPECT_FALSE(ParseReplies({wire, "1"}).ok()) << type;
+  }
+  const std::string long_status(ReplyReader::kMaxLineBytes - 1, 'x');
+  auto waiting = ParseReplies({"+" + long_status});
+  ASSERT_TRUE(waiting.ok()) << waiting.status().ToString();
+  EXPECT_TRUE(waiting->empty());
+  auto whole = ParseReplies({"+" + long_status, "\r\n"});
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  ASSERT_EQ(whole->size(), 1u);
+  EXPECT_EQ((*whole)[0].str.size(), long_status.size());
+  EXPECT_FALSE(ParseReplies({"-" + long_status, "xx"}).ok());
+  EXPECT_FALSE(ParseReplies({"!"}).ok()) << "an unknown type byte is refused without waiting for its line";
+}
+
 }  // namespace
 }  // namespace tiercache::redis::internal
