@@ -24,6 +24,14 @@ void Shard::Configure(const ShardLimits& limits) {
         std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
     window_cap_ = std::clamp<std::size_t>(window, 1, max_entries_);
     protected_cap_ = (max_entries_ - window_cap_) * 8 / 10;
+    // The same shares of the byte bound: when it binds long before the
+    // entry bound (large values), segments sized in entries alone would let
+    // the window hold everything (no contest: LRU) and the protected
+    // segment never overflow, as Caffeine's weighted segments avoid.
+    const auto window_bytes = static_cast<std::size_t>(
+        std::llround(static_cast<double>(max_bytes_) * limits.window_fraction));
+    window_bytes_cap_ = std::clamp<std::size_t>(window_bytes, 1, max_bytes_);
+    protected_bytes_cap_ = (max_bytes_ - window_bytes_cap_) / 10 * 8;
     // sketch_ stays the default 64-byte one, unused, until the shard is
     // half full (SketchDue).
   }
@@ -305,6 +313,8 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     Place(n);
   } else {
     bytes_ = bytes_ - old->charge() + node->charge();
+    std::size_t& segment_bytes = segment_bytes_[static_cast<int>(records_.of(old).segment)];
+    segment_bytes = segment_bytes - old->charge() + node->charge();
     old->value.swap(node->value);
     // Same stripe_count: one per cache. `node` keeps the replaced ones.
     for (std::size_t i = 0; i + 1 < old->stripe_count; ++i) old->stripe(i).swap(node->stripe(i));
@@ -349,6 +359,7 @@ void Shard::Clear() {
     records_.Reset();
     table_.Reset();
     bytes_ = 0;
+    for (std::size_t& b : segment_bytes_) b = 0;
     retired = TakeRetired();
   }
   FreeChain(retired);
@@ -453,14 +464,10 @@ void Shard::Touch(std::uint32_t i) {
     case Segment::kProbation: {
       // A second use in the main space: promote; the protected overflow goes
       // back to probation, where it competes for admission again.
-      list(Segment::kProbation).remove(i);
-      record.segment = Segment::kProtected;
-      list(Segment::kProtected).push_front(i);
-      if (list(Segment::kProtected).size() > protected_cap_) {
-        Node* demoted = list(Segment::kProtected).back();
-        list(Segment::kProtected).remove(demoted);
-        records_.of(demoted).segment = Segment::kProbation;
-        list(Segment::kProbation).push_front(demoted);
+      MoveTo(records_.node(i), Segment::kProtected);
+      while (list(Segment::kProtected).size() > protected_cap_ ||
+             segment_bytes_[static_cast<int>(Segment::kProtected)] > protected_bytes_cap_) {
+        MoveTo(list(Segment::kProtected).back(), Segment::kProbation);
       }
       break;
     }
@@ -493,9 +500,20 @@ void Shard::Place(Node* n) {
     record.segment = Segment::kWindow;
   }
   list(record.segment).push_front(n);
+  segment_bytes_[static_cast<int>(record.segment)] += n->charge();
+}
+
+void Shard::MoveTo(Node* n, Segment to) {
+  PolicyRecord& record = records_.of(n);
+  list(record.segment).remove(n);
+  segment_bytes_[static_cast<int>(record.segment)] -= n->charge();
+  record.segment = to;
+  list(to).push_front(n);
+  segment_bytes_[static_cast<int>(to)] += n->charge();
 }
 
 void Shard::EnforceBounds() {
+  TIERCACHE_DCHECK(segment_bytes_[0] + segment_bytes_[1] + segment_bytes_[2] + segment_bytes_[3] == bytes_);
   if (policy_ == L1Policy::kTinyLfu) {
     EnforceTinyLfu();
     return;
@@ -509,11 +527,10 @@ void Shard::EnforceBounds() {
 
 void Shard::EnforceTinyLfu() {
   NodeList& window = list(Segment::kWindow);
-  while (window.size() > window_cap_) {
+  while (window.size() > window_cap_ ||
+         (!window.empty() && segment_bytes_[static_cast<int>(Segment::kWindow)] > window_bytes_cap_)) {
     Node* candidate = window.back();
-    window.remove(candidate);
-    records_.of(candidate).segment = Segment::kProbation;
-    list(Segment::kProbation).push_front(candidate);
+    MoveTo(candidate, Segment::kProbation);
     if (OverBounds()) AdmitOrReject(candidate);
   }
   // Still over (by bytes): evict from the cold end of the main space first.
@@ -557,7 +574,9 @@ void Shard::Evict(Node* n) {
 }
 
 void Shard::Drop(Node* n) {
-  list(records_.of(n).segment).remove(n);
+  const Segment segment = records_.of(n).segment;
+  list(segment).remove(n);
+  segment_bytes_[static_cast<int>(segment)] -= n->charge();
   records_.Detach(n);
   table_.Remove(n);
   bytes_ -= n->charge();

@@ -187,6 +187,7 @@ class alignas(64) Shard {
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
   void Place(Node* n);           // a new node enters the policy
+  void MoveTo(Node* n, Segment to);  // from its segment to the front of `to`, with its charge
   void CountInSketch(std::uint32_t record);  // TinyLFU: one occurrence of its node's key
   // TinyLFU: the sketch is not started yet and a store of `incoming_charge`
   // makes the shard half full (see shard.cc).
@@ -229,6 +230,7 @@ class alignas(64) Shard {
   FrequencySketch sketch_;                   // GUARDED_BY(mu_), TinyLFU only
   bool sketch_on_ = false;                   // GUARDED_BY(mu_): see SketchDue
   std::size_t bytes_ = 0;                    // GUARDED_BY(mu_)
+  std::size_t segment_bytes_[PolicyTable::kLists] = {};  // GUARDED_BY(mu_): charges per Segment
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it
   // Set by Configure(), then read-only.
@@ -236,6 +238,8 @@ class alignas(64) Shard {
   std::size_t max_bytes_ = 1;
   std::size_t window_cap_ = 1;
   std::size_t protected_cap_ = 0;
+  std::size_t window_bytes_cap_ = 1;
+  std::size_t protected_bytes_cap_ = 0;
   L1Policy policy_ = L1Policy::kLru;
   Clock::Duration max_stale_{0};
 };

@@ -167,6 +167,59 @@ TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedUnderAByteBound) {
   EXPECT_LT(c.Stats().entries, 200u) << "the byte bound, not the entry bound, must be what holds";
 }
 
+// The same with the entry bound 1,000 x what fits: the window and the
+// protected segment must be bounded by their shares of the bytes too, or the
+// window (1 % of 100,000 entries) holds the whole shard, no contest ever
+// runs, and the policy is LRU (this failed before the segments had byte
+// caps).
+TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedWhenTheByteBoundBindsFarBelowTheEntryBound) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kTinyLfu;
+  o.max_entries = 100'000;
+  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
+  o.num_shards = 1;
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = &clock;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  L1Cache& c = **created;
+  for (int i = 0; i < 200; ++i) Put(c, "old" + std::to_string(i));
+  for (int i = 0; i < 20; ++i) {
+    if (!Has(c, "rising")) Put(c, "rising");
+  }
+  for (int i = 0; i < 200; ++i) Put(c, "noise" + std::to_string(i));
+  EXPECT_TRUE(Has(c, "rising"));
+}
+
+// A hot set under a byte bound survives a scan (the protected segment is
+// bounded by bytes, so it overflows into probation instead of the scan's
+// entries being evicted in LRU order from everywhere).
+TEST(L1TinyLfuTest, HotSetSurvivesAScanUnderAByteBound) {
+  FakeClock clock;
+  L1Options o;
+  o.policy = L1Policy::kTinyLfu;
+  o.max_entries = 100'000;
+  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);
+  o.num_shards = 1;
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = &clock;
+  auto created = L1Cache::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  L1Cache& c = **created;
+  constexpr int kHot = 40;
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < kHot; ++i) {
+      const std::string key = "hot" + std::to_string(i);
+      if (!Has(c, key)) Put(c, key);
+    }
+  }
+  for (int i = 0; i < 1000; ++i) Put(c, "scan" + std::to_string(i));
+  int hot = 0;
+  for (int i = 0; i < kHot; ++i) hot += Has(c, "hot" + std::to_string(i));
+  EXPECT_GE(hot, kHot * 9 / 10);
+}
+
 // Entries filled before the sketch started count once in it, as every later
 // fill does: a contest between one of them and a newcomer is a tie, and the
 // incumbent stays. (Unseeded, they would estimate 0 and every newcomer of a
