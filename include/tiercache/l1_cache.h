@@ -86,6 +86,11 @@ struct L1Entry {
   // GetStale() only: true when the entry was past its expiry at the lookup
   // (then !FreshAt(now)); saves the caller a second reading of the clock.
   bool stale = false;
+  // The clock reading the lookup judged the entry by: Clock::CoarseNow() on
+  // the fast path (never ahead of Now(), behind it by at most
+  // Clock::kCoarseLag), else Now(). Lets a caller compare horizons of its
+  // own with `expiry` without reading the clock again.
+  Clock::TimePoint read_at{};
 
   bool negative() const noexcept { return kind == L1EntryKind::kNegative; }
   bool FreshAt(Clock::TimePoint now) const noexcept { return now < expiry; }

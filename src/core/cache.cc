@@ -140,9 +140,10 @@ Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader,
     TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
   }
   CachedValue v;
-  const L1Read read = ReadL1Into(key, s, &v);
+  L1Seen seen;
+  const L1Read read = ReadL1Into(key, s, &v, &seen);
   if (read == L1Read::kFresh) {
-    MaybeRefreshEarly(key, v, loader, s);
+    MaybeRefreshEarly(key, v, loader, s, &seen);
     return v;
   }
   std::optional<CachedValue> stale;

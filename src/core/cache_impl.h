@@ -149,7 +149,14 @@ class Cache::Impl {
   // The same into *out (kFresh, kStale), for the hot path: no optional to
   // build and clear on every hit.
   enum class L1Read { kMiss, kFresh, kStale };
-  L1Read ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out);
+  // What an L1 hit on one of FillL1's copies saw, for MaybeRefreshEarly: the
+  // copy's expiry (FillL1 caps it at the logical expiry, on the monotonic
+  // clock) and the lookup's clock reading. Zero read_at: not such a copy.
+  struct L1Seen {
+    Clock::TimePoint expiry{};
+    Clock::TimePoint read_at{};
+  };
+  L1Read ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out, L1Seen* seen = nullptr);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
   // True when `v`, read from L2, is older than what this pod has seen: below
   // the version of a local invalidation of `key` within tombstone_ttl
@@ -236,7 +243,8 @@ class Cache::Impl {
                                              const CallSettings& s, const std::vector<LoadTicket>& tickets);
 
   // ---- early_refresh.cc ----
-  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s);
+  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s,
+                         const L1Seen* seen = nullptr);
   // The settings of a call: the cache's defaults (not copied) when `g`
   // overrides nothing, else `g` applied into *storage.
   // Errors: kInvalidArgument / kFailedPrecondition as ResolveCallSettings.

@@ -104,7 +104,8 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
   return std::nullopt;
 }
 
-Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out) {
+Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out,
+                                             L1Seen* seen) {
   if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return L1Read::kMiss;
   L1Entry e;
   if (l1_->GetStaleInto(key, s.max_stale, &e) == L1Cache::Read::kMiss) {
@@ -133,6 +134,7 @@ Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSett
         metrics_->Add(Counter::kMiss, Tier::kL1);
         return L1Read::kMiss;
       }
+      if (seen != nullptr) *seen = L1Seen{e.expiry, e.read_at};  // described: one of FillL1's copies
     } else {
       DecodedEnvelopeFields f;
       if (!PeekDecodedEnvelope(*e.value, o_.codec_id, &f)) {

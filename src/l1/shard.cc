@@ -161,19 +161,26 @@ LookupOutcome Shard::LookupInto(std::uint64_t hash, std::string_view key, const 
   }
   Node* n = table_.Find(hash, key);
   Clock::TimePoint now{};
+  Clock::TimePoint read_at{};
   LookupOutcome outcome = LookupOutcome::kFresh;
   bool dead = false;
   // expiry <= coarse + lag, not expiry - coarse <= lag: an expiry capped far
   // in the past (not_after) would overflow the difference and wrap to "far".
-  if (n == nullptr || n->kind == L1EntryKind::kTombstone ||
-      n->expiry <= clock.CoarseNow() + Clock::kCoarseLag) {
+  bool precise = n == nullptr || n->kind == L1EntryKind::kTombstone;
+  if (!precise) {
+    read_at = clock.CoarseNow();
+    precise = n->expiry <= read_at + Clock::kCoarseLag;
+  }
+  if (precise) {
     now = clock.Now();
+    read_at = now;
     outcome = Classify(n, now, stale_bound);
     dead = n != nullptr && now >= DeadAt(n);
   }
   if (outcome != LookupOutcome::kMiss) {
     n->CopyTo(out, reader);
     out->stale = outcome == LookupOutcome::kStale;
+    out->read_at = read_at;
   }
   bool full = false;
   bool hit = false;
@@ -228,6 +235,7 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
     if (outcome != LookupOutcome::kMiss) {
       n->CopyTo(out);
       out->stale = outcome == LookupOutcome::kStale;
+      out->read_at = now;
     }
     if (accounting == Accounting::kCount) {
       if (outcome == LookupOutcome::kFresh) {
