@@ -532,6 +532,18 @@ TEST_F(L1CacheTest, ThrowingWeigherIsInternalAndStoresNothing) {
   EXPECT_EQ(c->Stats().entries, 0u);
 }
 
+// Joins `t` once it sets `done`; exits the test program after 3 s without
+// it (a deadlock cannot be failed otherwise).
+void JoinOrExitAfter3s(std::thread& t, const std::atomic<bool>& done) {
+  for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!done) {
+    std::printf("L1CacheDeadlockTest: GetStaleInto did not return in 3 s (deadlock)\n");
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  t.join();
+}
+
 // GetStaleInto assigns *out, whose previous value may hold the last
 // reference to a value with a user's deleter. Released inside the shard's
 // lock-free read section, a deleter that touches the same shard (Erase/Set:
@@ -564,13 +576,7 @@ TEST(L1CacheDeadlockTest, GetStaleIntoReleasesThePreviousValueOutsideTheReadSect
     c->GetStaleInto("k", std::chrono::seconds(0), &e);  // releases "a" (the fix: after the read section)
     done = true;
   });
-  for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  if (!done) {
-    std::printf("L1CacheDeadlockTest: GetStaleInto did not return in 3 s (deadlock)\n");
-    std::fflush(stdout);
-    std::_Exit(1);
-  }
-  t.join();
+  JoinOrExitAfter3s(t, done);
 }
 
 // The same when *out's value points to nothing but still owns the value
@@ -600,13 +606,7 @@ TEST(L1CacheDeadlockTest, GetStaleIntoReleasesAnOwningNullValueOutsideTheReadSec
     c->GetStaleInto("k", std::chrono::seconds(0), &e);  // releases "a": after the read section
     done = true;
   });
-  for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  if (!done) {
-    std::printf("L1CacheDeadlockTest: GetStaleInto did not return in 3 s (deadlock)\n");
-    std::fflush(stdout);
-    std::_Exit(1);
-  }
-  t.join();
+  JoinOrExitAfter3s(t, done);
 }
 
 }  // namespace

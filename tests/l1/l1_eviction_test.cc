@@ -35,6 +35,48 @@ void Put(L1Cache& c, const std::string& key) {
   ASSERT_TRUE(c.Set(key, V(key), L1Fill{}).ok()) << key;
 }
 
+// A one-shard TinyLFU cache with room for about 100 of the tests' entries by
+// bytes, whatever its entry bound.
+std::unique_ptr<L1Cache> MakeByteBoundCache(std::size_t max_entries, Clock* clock) {
+  L1Options o;
+  o.policy = L1Policy::kTinyLfu;
+  o.max_entries = max_entries;
+  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
+  o.num_shards = 1;
+  o.default_ttl = std::chrono::hours(1);
+  o.clock = clock;
+  auto r = L1Cache::Create(o);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return std::move(*r);
+}
+
+// 200 one-off keys, a key asked for 20 times, 200 more one-off keys: whether
+// the repeated key is in the cache at the end.
+bool RisingKeyStays(L1Cache& c) {
+  for (int i = 0; i < 200; ++i) Put(c, "old" + std::to_string(i));
+  for (int i = 0; i < 20; ++i) {
+    if (!Has(c, "rising")) Put(c, "rising");
+  }
+  for (int i = 0; i < 200; ++i) Put(c, "noise" + std::to_string(i));
+  return Has(c, "rising");
+}
+
+// kHotSet keys read ten rounds (filled on a miss), then a scan of 1,000
+// one-off keys: how many of the hot keys are still cached.
+constexpr int kHotSet = 40;
+int HotKeysLeftAfterAScan(L1Cache& c) {
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < kHotSet; ++i) {
+      const std::string key = "hot" + std::to_string(i);
+      if (!Has(c, key)) Put(c, key);
+    }
+  }
+  for (int i = 0; i < 1000; ++i) Put(c, "scan" + std::to_string(i));
+  int hot = 0;
+  for (int i = 0; i < kHotSet; ++i) hot += Has(c, "hot" + std::to_string(i));
+  return hot;
+}
+
 TEST(L1LruTest, EvictsLeastRecentlyUsedAtEntryBound) {
   FakeClock clock;
   auto c = MakeCache(L1Policy::kLru, 3, &clock);
@@ -114,31 +156,16 @@ TEST(L1TinyLfuTest, OneOffScanDoesNotFlushHotSet) {
 // shard and goes on for ten times its size.
 TEST(L1TinyLfuTest, HotSetUsedBeforeTheSketchStartedSurvivesAScan) {
   FakeClock clock;
-  constexpr int kHot = 40;
   auto c = MakeCache(L1Policy::kTinyLfu, 100, &clock);
-  for (int round = 0; round < 10; ++round) {
-    for (int i = 0; i < kHot; ++i) {
-      const std::string key = "hot" + std::to_string(i);
-      if (!Has(*c, key)) Put(*c, key);
-    }
-  }
-  for (int i = 0; i < 1000; ++i) Put(*c, "scan" + std::to_string(i));
-  int hot = 0;
-  for (int i = 0; i < kHot; ++i) hot += Has(*c, "hot" + std::to_string(i));
-  EXPECT_GE(hot, kHot * 9 / 10);
+  EXPECT_GE(HotKeysLeftAfterAScan(*c), kHotSet * 9 / 10);
   EXPECT_LE(c->Stats().entries, 100u);
 }
 
 TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmitted) {
   FakeClock clock;
   auto c = MakeCache(L1Policy::kTinyLfu, 100, &clock);
-  for (int i = 0; i < 200; ++i) Put(*c, "old" + std::to_string(i));
   // A key asked for again and again must eventually get in and stay.
-  for (int i = 0; i < 20; ++i) {
-    if (!Has(*c, "rising")) Put(*c, "rising");
-  }
-  for (int i = 0; i < 200; ++i) Put(*c, "noise" + std::to_string(i));
-  EXPECT_TRUE(Has(*c, "rising"));
+  EXPECT_TRUE(RisingKeyStays(*c));
 }
 
 // The same with the shard bounded by bytes long before its entry bound: the
@@ -148,23 +175,9 @@ TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmitted) {
 // entries) is smaller than the shard.
 TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedUnderAByteBound) {
   FakeClock clock;
-  L1Options o;
-  o.policy = L1Policy::kTinyLfu;
-  o.max_entries = 1'000;
-  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
-  o.num_shards = 1;
-  o.default_ttl = std::chrono::hours(1);
-  o.clock = &clock;
-  auto created = L1Cache::Create(o);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  L1Cache& c = **created;
-  for (int i = 0; i < 200; ++i) Put(c, "old" + std::to_string(i));
-  for (int i = 0; i < 20; ++i) {
-    if (!Has(c, "rising")) Put(c, "rising");
-  }
-  for (int i = 0; i < 200; ++i) Put(c, "noise" + std::to_string(i));
-  EXPECT_TRUE(Has(c, "rising"));
-  EXPECT_LT(c.Stats().entries, 200u) << "the byte bound, not the entry bound, must be what holds";
+  auto c = MakeByteBoundCache(1'000, &clock);
+  EXPECT_TRUE(RisingKeyStays(*c));
+  EXPECT_LT(c->Stats().entries, 200u) << "the byte bound, not the entry bound, must be what holds";
 }
 
 // The same with the entry bound 1,000 x what fits: the window and the
@@ -174,22 +187,8 @@ TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedUnderAByteBound) {
 // caps).
 TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedWhenTheByteBoundBindsFarBelowTheEntryBound) {
   FakeClock clock;
-  L1Options o;
-  o.policy = L1Policy::kTinyLfu;
-  o.max_entries = 100'000;
-  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
-  o.num_shards = 1;
-  o.default_ttl = std::chrono::hours(1);
-  o.clock = &clock;
-  auto created = L1Cache::Create(o);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  L1Cache& c = **created;
-  for (int i = 0; i < 200; ++i) Put(c, "old" + std::to_string(i));
-  for (int i = 0; i < 20; ++i) {
-    if (!Has(c, "rising")) Put(c, "rising");
-  }
-  for (int i = 0; i < 200; ++i) Put(c, "noise" + std::to_string(i));
-  EXPECT_TRUE(Has(c, "rising"));
+  auto c = MakeByteBoundCache(100'000, &clock);
+  EXPECT_TRUE(RisingKeyStays(*c));
 }
 
 // A hot set under a byte bound survives a scan (the protected segment is
@@ -197,27 +196,8 @@ TEST(L1TinyLfuTest, NewlyPopularKeyIsAdmittedWhenTheByteBoundBindsFarBelowTheEnt
 // entries being evicted in LRU order from everywhere).
 TEST(L1TinyLfuTest, HotSetSurvivesAScanUnderAByteBound) {
   FakeClock clock;
-  L1Options o;
-  o.policy = L1Policy::kTinyLfu;
-  o.max_entries = 100'000;
-  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);
-  o.num_shards = 1;
-  o.default_ttl = std::chrono::hours(1);
-  o.clock = &clock;
-  auto created = L1Cache::Create(o);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  L1Cache& c = **created;
-  constexpr int kHot = 40;
-  for (int round = 0; round < 10; ++round) {
-    for (int i = 0; i < kHot; ++i) {
-      const std::string key = "hot" + std::to_string(i);
-      if (!Has(c, key)) Put(c, key);
-    }
-  }
-  for (int i = 0; i < 1000; ++i) Put(c, "scan" + std::to_string(i));
-  int hot = 0;
-  for (int i = 0; i < kHot; ++i) hot += Has(c, "hot" + std::to_string(i));
-  EXPECT_GE(hot, kHot * 9 / 10);
+  auto c = MakeByteBoundCache(100'000, &clock);
+  EXPECT_GE(HotKeysLeftAfterAScan(*c), kHotSet * 9 / 10);
 }
 
 // Entries filled before the sketch started count once in it, as every later
@@ -227,20 +207,11 @@ TEST(L1TinyLfuTest, HotSetSurvivesAScanUnderAByteBound) {
 // are those entries, filled once and never read, in probation.
 TEST(L1TinyLfuTest, EntriesFromBeforeTheSketchStartedKeepTheirPlaceOnTies) {
   FakeClock clock;
-  L1Options o;
-  o.policy = L1Policy::kTinyLfu;
-  o.max_entries = 1'000;
-  o.max_bytes = 100 * (kL1EntryOverheadBytes + 16);  // about 100 of the entries below
-  o.num_shards = 1;
-  o.default_ttl = std::chrono::hours(1);
-  o.clock = &clock;
-  auto created = L1Cache::Create(o);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  L1Cache& c = **created;
-  for (int i = 0; i < 45; ++i) Put(c, "early" + std::to_string(i));  // under half: no sketch yet
-  for (int i = 0; i < 300; ++i) Put(c, "scan" + std::to_string(i));
+  auto c = MakeByteBoundCache(1'000, &clock);
+  for (int i = 0; i < 45; ++i) Put(*c, "early" + std::to_string(i));  // under half: no sketch yet
+  for (int i = 0; i < 300; ++i) Put(*c, "scan" + std::to_string(i));
   int early = 0;
-  for (int i = 0; i < 45; ++i) early += Has(c, "early" + std::to_string(i));
+  for (int i = 0; i < 45; ++i) early += Has(*c, "early" + std::to_string(i));
   EXPECT_GE(early, 40);
 }
 
