@@ -116,8 +116,8 @@ class Cache::Impl {
 
   // The entry points (cache.h).
   Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions& g);
-  // g null: the cache's defaults (no GetOptions built).
-  Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions* g);
+  // The cache's defaults (no GetOptions built, no settings resolved).
+  Result<CachedValue> Get(std::string_view key, const Loader& loader);
   std::future<Result<CachedValue>> GetAsync(std::string key, Loader loader, const GetOptions& g);
   Result<std::vector<Result<CachedValue>>> GetMany(const std::vector<std::string>& keys, const BatchLoader& loader,
                                                    const GetOptions& g);
@@ -242,7 +242,37 @@ class Cache::Impl {
   std::vector<Result<CachedValue>> LoadBatch(const std::vector<std::string>& keys, const BatchLoader& loader,
                                              const CallSettings& s, const std::vector<LoadTicket>& tickets);
 
+  // ---- cache.cc ----
+  // Get() once the key and `s` passed their checks: L1, then AfterL1Miss.
+  Result<CachedValue> GetWith(std::string_view key, const Loader& loader, const CallSettings& s);
+  // Get() past an L1 miss (l1_stale null) or an L1 stale hit (*l1_stale,
+  // moved from).
+  Result<CachedValue> GetAfterL1(std::string_view key, const Loader& loader, const CallSettings& s,
+                                 CachedValue* l1_stale);
+
   // ---- early_refresh.cc ----
+  // True when no XFetch draw could refresh `v`, an L1 hit on one of
+  // FillL1's copies that saw `seen` (see L1Seen), so that MaybeRefreshEarly
+  // would return without a clock read: the copy expires no later than the
+  // logical expiry (FillL1 caps it there, on the monotonic clock; kFillSlack
+  // covers the microseconds between its two clock readings) and the lookup's
+  // reading is behind the real time by at most kCoarseLag, so while the
+  // copy's expiry is further than the reach (δ β (-ln u) for the largest
+  // -ln u a draw can give, kMaxMinusLnU) beyond that reading and the lag, no
+  // draw can refresh. A wall clock stepped or slewed since the fill shifts
+  // this by as much, delaying draws at most until the copy expires; it never
+  // serves a copy longer. False (ask MaybeRefreshEarly) when `seen` is not
+  // such a hit's, and for a huge or NaN reach. Inline: decided on every hit.
+  static constexpr double kMaxMinusLnU = 36.75;  // -ln(u) for the smallest u drawn, 2^-53: 36.74
+  static constexpr std::chrono::nanoseconds kFillSlack = std::chrono::milliseconds(1);
+  static bool FarFromEarlyRefresh(const L1Seen& seen, const CachedValue& v, const CallSettings& s) {
+    if (seen.read_at == Clock::TimePoint{}) return false;
+    const Clock::Duration margin = seen.expiry - seen.read_at - Clock::kCoarseLag - kFillSlack;
+    if (margin <= Clock::Duration::zero()) return false;
+    const double reach_ns =
+        static_cast<double>(std::chrono::nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
+    return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(margin).count()) > reach_ns;
+  }
   void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s,
                          const L1Seen* seen = nullptr);
   // The settings of a call: the cache's defaults (not copied) when `g`

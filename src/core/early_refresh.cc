@@ -21,34 +21,18 @@ double UniformOpenZero() {
 
 }  // namespace
 
-// -ln(u) for every u UniformOpenZero can return: its smallest is 2^-53
-// (1 minus the largest double below 1), and 53 ln 2 = 36.74.
-constexpr double kMaxMinusLnU = 36.75;
-
 void Cache::Impl::MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader,
                                     const CallSettings& s, const L1Seen* seen) {
   if (!loader || !v.envelope_ || s.beta <= 0) return;
   // Far from its logical expiry no draw can refresh (now - δβ ln u < expiry
-  // for every u): decided on the coarse wall clock (never ahead of the wall
-  // clock, behind it by at most kCoarseLag), without the precise reading
-  // and the draw. A huge or NaN reach fails the test and draws as before.
+  // for every u; -ln u <= kMaxMinusLnU for every u UniformOpenZero returns).
+  // An L1 hit on one of FillL1's copies decides it with no clock read at all
+  // (FarFromEarlyRefresh; Get() asks before calling); others on the coarse
+  // wall clock (never ahead of the wall clock, behind it by at most
+  // kCoarseLag), without the precise reading and the draw. A huge or NaN
+  // reach fails the tests and draws as before.
+  if (seen != nullptr && FarFromEarlyRefresh(*seen, v, s)) return;
   const double reach_ns = static_cast<double>(nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
-  // An L1 hit on one of FillL1's copies: that copy expires no later than the
-  // logical expiry (FillL1 caps it there, converted to the monotonic clock;
-  // kFillSlack covers the microseconds between its two clock readings), and
-  // the lookup's reading is behind the real time by at most kCoarseLag. So
-  // while the copy's expiry is further than the reach beyond that reading
-  // and the lag, no draw can refresh: decided with no clock read at all (the
-  // wall one below costs as much as the whole L1 lookup's). A wall clock
-  // stepped or slewed since the fill shifts this by as much, delaying draws
-  // at most until the copy expires; it never serves a copy longer.
-  constexpr nanoseconds kFillSlack = std::chrono::milliseconds(1);
-  if (seen != nullptr && seen->read_at != Clock::TimePoint{} &&
-      seen->expiry - seen->read_at > Clock::kCoarseLag + kFillSlack &&
-      static_cast<double>(std::chrono::duration_cast<nanoseconds>(seen->expiry - seen->read_at - Clock::kCoarseLag -
-                                                     kFillSlack).count()) > reach_ns) {
-    return;
-  }
   const WallTime latest_now = clock_->CoarseWallNow() + std::chrono::duration_cast<WallTime::duration>(Clock::kCoarseLag);
   if (v.expires_at_ > latest_now &&
       static_cast<double>(std::chrono::duration_cast<nanoseconds>(v.expires_at_ - latest_now).count()) > reach_ns) {
