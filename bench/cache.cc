@@ -29,6 +29,10 @@
 // --inclusive=yes on its output. TIERCACHE_BENCH_SINGLE_CALLER_ONLY=1 runs
 // only the four interleaved single-caller latencies and prints their RESULT
 // lines (about 10 s: for A/B runs alternating two builds).
+// TIERCACHE_BENCH_SIM=cache|raw runs only 200,000 L1 hits through the cache
+// or from the L1Cache alone, in SimulatedHits(): instructions per hit, under
+// valgrind --tool=callgrind --toggle-collect='*SimulatedHits*' (divide its
+// total by the hits the SIM line prints).
 #include <benchmark/benchmark.h>
 #include <time.h>
 
@@ -420,6 +424,49 @@ int GetManyOnly(Fixture& f, int n) {
   return failed == 0 ? 0 : 1;
 }
 
+// Simulation mode (TIERCACHE_BENCH_SIM=cache|raw): kSimHits L1 hits in
+// BM_L1Hit's (cache) or BM_RawL1Hit's (raw) order, after one uncollected pass
+// over the keys, in one call of SimulatedHits, the only code callgrind
+// collects in (--toggle-collect='*SimulatedHits*'): instructions per hit
+// that the machine's other load does not move. Prints "SIM <case> <hits>
+// <not from L1>".
+constexpr size_t kSimHits = 200'000;
+
+[[gnu::noinline]] size_t SimulatedHits(bool raw, size_t hits) {
+  size_t not_l1 = 0;
+  for (size_t i = 0; i < hits; ++i) {
+    const std::string& key = g_fixture->keys[i % kHotKeys];
+    if (raw) {
+      auto v = g_fixture->raw_l1->Get(key);
+      benchmark::DoNotOptimize(v);
+      if (!v.ok() || !v->has_value()) ++not_l1;
+    } else {
+      Result<CachedValue> v = g_fixture->with_l1->Get(key, kValueLoader);
+      benchmark::DoNotOptimize(v);
+      if (!v.ok() || v->source() != tiercache::ValueSource::kL1) ++not_l1;
+    }
+  }
+  return not_l1;
+}
+
+int Simulate(const std::string& which) {
+  if (which != "cache" && which != "raw") {
+    std::fprintf(stderr, "TIERCACHE_BENCH_SIM: cache or raw, not '%s'\n", which.c_str());
+    return 2;
+  }
+  const bool raw = which == "raw";
+  for (size_t i = 0; i < kHotKeys; ++i) {  // uncollected: every key read once
+    if (raw) {
+      (void)g_fixture->raw_l1->Get(g_fixture->keys[i]);
+    } else {
+      (void)g_fixture->with_l1->Get(g_fixture->keys[i], kValueLoader);
+    }
+  }
+  const size_t not_l1 = SimulatedHits(raw, kSimHits);
+  std::printf("SIM %s %zu %zu\n", which.c_str(), kSimHits, not_l1);
+  return not_l1 == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -427,6 +474,7 @@ int main(int argc, char** argv) {
   Fixture fixture;
   g_fixture = &fixture;
   if (const char* n = std::getenv("TIERCACHE_BENCH_GET_MANY_CALLS")) return GetManyOnly(fixture, std::atoi(n));
+  if (const char* sim = std::getenv("TIERCACHE_BENCH_SIM")) return Simulate(sim);
   const bool single_caller_only = std::getenv("TIERCACHE_BENCH_SINGLE_CALLER_ONLY") != nullptr;
   Collector collector;
   if (!single_caller_only) benchmark::RunSpecifiedBenchmarks(&collector);

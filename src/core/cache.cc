@@ -28,13 +28,7 @@ Cache::~Cache() = default;
 
 L1Cache* Cache::l1() const { return impl_->l1(); }
 
-Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader, const GetOptions& options) {
-  return impl_->Get(key, loader, options);
-}
-
-Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader) {
-  return impl_->Get(key, loader);
-}
+// Cache::Get: read_path.cc.
 
 std::future<Result<CachedValue>> Cache::GetAsync(std::string key, Loader loader, GetOptions options) {
   return impl_->GetAsync(std::move(key), std::move(loader), options);
@@ -119,50 +113,6 @@ Result<const CallSettings*> Cache::Impl::Settings(const GetOptions& g, CallSetti
   if (!s.ok()) return s.status();
   *storage = std::move(*s);
   return storage;
-}
-
-Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions& g) {
-  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));  // before the options, as always
-  CallSettings storage;
-  Result<const CallSettings*> resolved = Settings(g, &storage);
-  if (!resolved.ok()) return resolved.status();
-  const CallSettings& s = **resolved;
-  if (!PassesChecksFast(key, s)) TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
-  return GetWith(key, loader, s);
-}
-
-Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader) {
-  const CallSettings& s = default_settings_;
-  if (!PassesChecksFast(key, s)) [[unlikely]] {
-    TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
-    TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
-  }
-  return GetWith(key, loader, s);
-}
-
-// Both Get()s, once the key and settings passed their checks. The hit path
-// builds the one Result returned in place (one return object: GCC then
-// constructs it in the caller's slot) and reads no clock beyond the L1
-// lookup's when the value is far from its early-refresh window.
-inline Result<CachedValue> Cache::Impl::GetWith(std::string_view key, const Loader& loader, const CallSettings& s) {
-  Result<CachedValue> out{CachedValue()};
-  CachedValue& v = *out;
-  L1Seen seen;
-  const L1Read read = ReadL1Into(key, s, &v, &seen);
-  if (read == L1Read::kFresh) [[likely]] {
-    if (!FarFromEarlyRefresh(seen, v, s)) MaybeRefreshEarly(key, v, loader, s, &seen);
-  } else {
-    out = GetAfterL1(key, loader, s, read == L1Read::kStale ? &v : nullptr);
-  }
-  return out;
-}
-
-Result<CachedValue> Cache::Impl::GetAfterL1(std::string_view key, const Loader& loader, const CallSettings& s,
-                                            CachedValue* l1_stale) {
-  std::optional<CachedValue> stale;
-  if (l1_stale != nullptr) stale = std::move(*l1_stale);
-  const Clock::TimePoint start = clock_->Now();
-  return AfterL1Miss(Call{std::string(key), loader, s, start, start + s.hard_timeout}, std::move(stale));
 }
 
 std::future<Result<CachedValue>> Cache::Impl::GetAsync(std::string key, Loader loader, const GetOptions& g) {

@@ -104,7 +104,8 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
   return std::nullopt;
 }
 
-Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out,
+// Inline (only this file calls it): the hit path's body.
+[[gnu::always_inline]] inline Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out,
                                              L1Seen* seen) {
   if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return L1Read::kMiss;
   L1Entry e;
@@ -156,6 +157,59 @@ Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSett
   metrics_->Add(v.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL1);
   return L1Read::kFresh;
 }
+
+// ---- the entry points: Get ----------------------------------------------------
+// Here, with ReadL1Into, so that the hit path compiles into one function.
+
+Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader, const GetOptions& g) {
+  TIERCACHE_RETURN_IF_ERROR(CheckKey(key));  // before the options, as always
+  CallSettings storage;
+  Result<const CallSettings*> resolved = Settings(g, &storage);
+  if (!resolved.ok()) return resolved.status();
+  const CallSettings& s = **resolved;
+  if (!PassesChecksFast(key, s)) TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
+  return GetWith(key, loader, s);
+}
+
+[[gnu::always_inline]] inline Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader) {
+  const CallSettings& s = default_settings_;
+  if (!PassesChecksFast(key, s)) [[unlikely]] {
+    TIERCACHE_RETURN_IF_ERROR(CheckKey(key));
+    TIERCACHE_RETURN_IF_ERROR(CheckMember(key, s));
+  }
+  return GetWith(key, loader, s);
+}
+
+// Both Get()s, once the key and settings passed their checks. The hit path
+// builds the one Result returned in place (one return object: GCC then
+// constructs it in the caller's slot) and reads no clock beyond the L1
+// lookup's when the value is far from its early-refresh window.
+[[gnu::always_inline]] inline Result<CachedValue> Cache::Impl::GetWith(std::string_view key, const Loader& loader, const CallSettings& s) {
+  Result<CachedValue> out{CachedValue()};
+  CachedValue& v = *out;
+  L1Seen seen;
+  const L1Read read = ReadL1Into(key, s, &v, &seen);
+  if (read == L1Read::kFresh) [[likely]] {
+    if (!FarFromEarlyRefresh(seen, v, s)) MaybeRefreshEarly(key, v, loader, s, &seen);
+  } else {
+    out = GetAfterL1(key, loader, s, read == L1Read::kStale ? &v : nullptr);
+  }
+  return out;
+}
+
+Result<CachedValue> Cache::Impl::GetAfterL1(std::string_view key, const Loader& loader, const CallSettings& s,
+                                            CachedValue* l1_stale) {
+  std::optional<CachedValue> stale;
+  if (l1_stale != nullptr) stale = std::move(*l1_stale);
+  const Clock::TimePoint start = clock_->Now();
+  return AfterL1Miss(Call{std::string(key), loader, s, start, start + s.hard_timeout}, std::move(stale));
+}
+
+Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader, const GetOptions& options) {
+  return impl_->Get(key, loader, options);
+}
+
+Result<CachedValue> Cache::Get(std::string_view key, const Loader& loader) { return impl_->Get(key, loader); }
 
 L2Read Cache::Impl::ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline,
                            uint64_t local_epoch) {
