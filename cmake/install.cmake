@@ -8,7 +8,7 @@
 #
 # Targets are exported in one file per part, so that a service which needs
 # only L1 + Redis loads (and links) neither librdkafka nor libpq:
-#   core        tiercache::common l1 redis core   (always; hiredis)
+#   core        tiercache::common l1 redis core   (always; no library beyond libstdc++)
 #   kafka       tiercache::events kafka           (librdkafka)
 #   outbox      tiercache::outbox                 (libpq; implies kafka)
 #   prometheus  tiercache::prometheus             (prometheus-cpp)
@@ -67,7 +67,7 @@ install(FILES
 # parts it builds on.
 set(pc_core_name "tiercache")
 set(pc_core_description "tiercache: L1 + Redis Cluster tiered cache")
-set(pc_core_requires "hiredis")
+set(pc_core_requires "")
 set(pc_core_libs "-ltiercache_core -ltiercache_redis -ltiercache_l1 -ltiercache_common -pthread")
 set(pc_kafka_name "tiercache-kafka")
 set(pc_kafka_description "tiercache: invalidation events on Kafka")
