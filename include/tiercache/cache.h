@@ -254,9 +254,7 @@ class CachedValue {
   bool stale() const noexcept { return stale_; }
   ValueSource source() const noexcept { return source_; }
   WallTime expires_at() const noexcept { return expires_at_; }
-  std::chrono::microseconds load_duration() const noexcept {
-    return std::chrono::duration_cast<std::chrono::microseconds>(load_duration_);
-  }
+  std::chrono::microseconds load_duration() const noexcept { return load_duration_; }
 
  private:
   friend class Cache;
@@ -267,9 +265,7 @@ class CachedValue {
   uint64_t version_ = 0;
   ValueSource source_ = ValueSource::kLoader;
   WallTime expires_at_{};
-  // Whole microseconds (the envelope's unit), kept in the L1's unit so that
-  // an L1 hit converts nothing.
-  std::chrono::nanoseconds load_duration_{0};
+  std::chrono::microseconds load_duration_{0};
   uint64_t group_generation_ = 0;  // a group member: the generation it was filled under; 0: none
 };
 

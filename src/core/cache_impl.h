@@ -270,7 +270,7 @@ class Cache::Impl {
     const Clock::Duration margin = seen.expiry - seen.read_at - Clock::kCoarseLag - kFillSlack;
     if (margin <= Clock::Duration::zero()) return false;
     const double reach_ns =
-        static_cast<double>(v.load_duration_.count()) * s.beta * kMaxMinusLnU;
+        static_cast<double>(std::chrono::nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
     return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(margin).count()) > reach_ns;
   }
   void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s,

@@ -146,7 +146,7 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
       v.expires_at_ = f.expires_at;
     }
     v.found_ = true;
-    v.load_duration_ = e.load_duration;
+    v.load_duration_ = duration_cast<std::chrono::microseconds>(e.load_duration);
     v.envelope_ = std::move(e.value);  // moved, not copied: one reference count less per hit
   }
   if (e.stale) {  // past its expiry at the lookup (GetStale)
