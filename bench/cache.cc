@@ -32,7 +32,8 @@
 // TIERCACHE_BENCH_SIM=cache|raw runs only 200,000 L1 hits through the cache
 // or from the L1Cache alone, in SimulatedHits(): instructions per hit, under
 // valgrind --tool=callgrind --toggle-collect='*SimulatedHits*' (divide its
-// total by the hits the SIM line prints).
+// total by the hits the SIM line prints). Like every mode it builds the
+// whole fixture first, so it needs the local Redis Cluster up.
 #include <benchmark/benchmark.h>
 #include <time.h>
 

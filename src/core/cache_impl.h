@@ -117,7 +117,9 @@ class Cache::Impl {
   // The entry points (cache.h).
   Result<CachedValue> Get(std::string_view key, const Loader& loader, const GetOptions& g);
   // The cache's defaults (no GetOptions built, no settings resolved).
-  Result<CachedValue> Get(std::string_view key, const Loader& loader);
+  // Inline, defined in read_path.cc with the hit path it belongs to: only
+  // that file may call it (as ReadL1Into and GetWith).
+  inline Result<CachedValue> Get(std::string_view key, const Loader& loader);
   std::future<Result<CachedValue>> GetAsync(std::string key, Loader loader, const GetOptions& g);
   Result<std::vector<Result<CachedValue>>> GetMany(const std::vector<std::string>& keys, const BatchLoader& loader,
                                                    const GetOptions& g);
@@ -156,7 +158,8 @@ class Cache::Impl {
     Clock::TimePoint expiry{};
     Clock::TimePoint read_at{};
   };
-  L1Read ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out, L1Seen* seen = nullptr);
+  // Inline, defined in read_path.cc: only that file may call it.
+  inline L1Read ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out, L1Seen* seen = nullptr);
   L2Read ReadL2(std::string_view key, const CallSettings& s, Clock::TimePoint deadline, uint64_t local_epoch);
   // True when `v`, read from L2, is older than what this pod has seen: below
   // the version of a local invalidation of `key` within tombstone_ttl
@@ -242,9 +245,10 @@ class Cache::Impl {
   std::vector<Result<CachedValue>> LoadBatch(const std::vector<std::string>& keys, const BatchLoader& loader,
                                              const CallSettings& s, const std::vector<LoadTicket>& tickets);
 
-  // ---- cache.cc ----
+  // ---- read_path.cc ----
   // Get() once the key and `s` passed their checks: L1, then AfterL1Miss.
-  Result<CachedValue> GetWith(std::string_view key, const Loader& loader, const CallSettings& s);
+  // Inline: only read_path.cc may call it.
+  inline Result<CachedValue> GetWith(std::string_view key, const Loader& loader, const CallSettings& s);
   // Get() past an L1 miss (l1_stale null) or an L1 stale hit (*l1_stale,
   // moved from).
   Result<CachedValue> GetAfterL1(std::string_view key, const Loader& loader, const CallSettings& s,
