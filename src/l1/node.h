@@ -36,11 +36,15 @@ struct NodeTail {
 
 // One entry: a single cache line of what a lookup reads, then, in the same
 // allocation (see NewNode), the fill's tag and user data (L1Fill::tag and
-// ::user_data, 8 bytes each), stripe_count - 1 stripe references (16 bytes
-// each), the key bytes and, 8-aligned after them, the NodeTail. So a hit
-// reads one allocation: two lines when the key fits in the second line's
-// room after the tag, user data and stripes (32 bytes with two stripes), as
-// the key comparison reads the key anyway. No line of it is written by a hit
+// ::user_data, 8 bytes each), the key bytes, 8-aligned after them
+// stripe_count - 1 stripe references (16 bytes each), and the NodeTail. So a
+// hit reads one allocation: two lines when the key and the stripes fit in
+// the second line's room after the tag and user data (48 bytes: a key of up
+// to 32 bytes with two stripes), as the key comparison reads the key anyway.
+// The key is at a fixed offset from the node (kKeyOffset), so a probe can
+// load it in parallel with the node's first line instead of after it (its
+// address depends on no field of that line): on a key set larger than the
+// CPU's caches both lines then miss at once, not one after the other. No line of it is written by a hit
 // or a drain: the node's recency and frequency state is a PolicyRecord in
 // its shard's PolicyTable (a dense array), so the list moves of a drain touch
 // 16-byte records that stay in cache instead of three nodes' lines.
@@ -69,13 +73,18 @@ struct alignas(64) Node {
   }
 
   static constexpr std::size_t kTagBytes = 2 * sizeof(std::uint64_t);  // tag, user_data
-  // Tag, user data and stripe references: what lies between the node and its key.
-  static std::size_t TrailerBytes(std::size_t stripes) { return kTagBytes + (stripes - 1) * sizeof(L1Value); }
+  // The key's offset from the end of the node: right after the tag and user data.
+  static constexpr std::size_t kKeyOffset = kTagBytes;
+  // The stripe references' offset from the end of the node: after the key, 8-aligned.
+  static std::size_t StripesOffset(std::size_t key_size) {
+    return (kKeyOffset + key_size + alignof(L1Value) - 1) & ~(alignof(L1Value) - 1);
+  }
   // The NodeTail's offset from the end of the node.
   static std::size_t TailOffset(std::size_t stripes, std::size_t key_size) {
-    return (TrailerBytes(stripes) + key_size + alignof(NodeTail) - 1) & ~(alignof(NodeTail) - 1);
+    return (StripesOffset(key_size) + (stripes - 1) * sizeof(L1Value) + alignof(NodeTail) - 1) &
+           ~(alignof(NodeTail) - 1);
   }
-  std::string_view key() const { return {trailer() + TrailerBytes(stripe_count), key_size}; }
+  std::string_view key() const { return {trailer() + kKeyOffset, key_size}; }
   std::uint64_t tag() const {
     std::uint64_t t;
     std::memcpy(&t, trailer(), sizeof t);
@@ -98,7 +107,7 @@ struct alignas(64) Node {
   // reference counts (see L1Options::value_stripes). Null unless the node
   // holds a value.
   L1Value& stripe(std::size_t i) const {
-    return *std::launder(reinterpret_cast<L1Value*>(trailer() + kTagBytes + i * sizeof(L1Value)));
+    return *std::launder(reinterpret_cast<L1Value*>(trailer() + StripesOffset(key_size) + i * sizeof(L1Value)));
   }
   const L1Value& ValueFor(std::size_t reader) const {
     const std::size_t i = reader & (stripe_count - 1u);
@@ -120,7 +129,7 @@ struct alignas(64) Node {
   char* trailer() const { return const_cast<char*>(reinterpret_cast<const char*>(this)) + sizeof(Node); }
 };
 static_assert(sizeof(Node) == 64, "a node's lookup fields are one cache line");
-static_assert(sizeof(L1Value) % alignof(L1Value) == 0 && Node::kTagBytes % alignof(L1Value) == 0);
+static_assert(sizeof(L1Value) % alignof(L1Value) == 0 && alignof(NodeTail) <= alignof(Node));
 
 struct NodeDeleter {
   void operator()(Node* n) const noexcept {
@@ -132,7 +141,7 @@ using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
 // A default-initialised Node with room for `stripes` (a power of two, at
 // most kMaxValueStripes) value references, followed by a zero tag and user
-// data, null stripe references, a copy of `key` and a zero NodeTail.
+// data, a copy of `key`, null stripe references and a zero NodeTail.
 inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
@@ -146,10 +155,10 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   n->set_tag(0);
   n->set_user_data(0);
   for (std::size_t i = 0; i + 1 < stripes; ++i) {
-    new (n->trailer() + Node::kTagBytes + i * sizeof(L1Value)) L1Value();
+    new (n->trailer() + Node::StripesOffset(key.size()) + i * sizeof(L1Value)) L1Value();
   }
   new (n->trailer() + Node::TailOffset(stripes, key.size())) NodeTail();
-  if (!key.empty()) std::memcpy(n->trailer() + Node::TrailerBytes(stripes), key.data(), key.size());
+  if (!key.empty()) std::memcpy(n->trailer() + Node::kKeyOffset, key.data(), key.size());
   return NodePtr(n);
 }
 

@@ -89,5 +89,40 @@ TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
   EXPECT_GE(table.capacity(), 2 * table.size());
 }
 
+// The node's layout, which the table's probe relies on: the key sits at the
+// same offset from every node whatever its stripe count and key size (so its
+// address depends on no field of the node's first line, and a probe loads
+// both lines at once), and the tag, user data, key, stripe references and
+// tail never overlap (under ASan, nothing lies outside the allocation).
+TEST(NodeLayoutTest, TheKeyIsAtAFixedOffsetAndNoPartOverlapsAnother) {
+  for (std::size_t stripes : {1, 2, 4, 8, 16}) {
+    for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
+      std::string key(size, '\0');
+      for (std::size_t i = 0; i < size; ++i) key[i] = static_cast<char>('a' + (i * 7 + stripes) % 26);
+      NodePtr n = NewNode(key, stripes);
+      const char* base = reinterpret_cast<const char*>(n.get());
+      ASSERT_EQ(n->key().data(), base + sizeof(Node) + Node::kKeyOffset) << stripes << " stripes, key of " << size;
+      EXPECT_EQ(n->tag(), 0u);
+      EXPECT_EQ(n->user_data(), 0u);
+      EXPECT_EQ(n->charge(), 0u);
+      n->set_tag(~std::uint64_t{0});
+      n->set_user_data(~std::uint64_t{0} - 1);
+      n->set_charge(~std::size_t{0});
+      auto value = std::make_shared<const std::string>("v");
+      for (std::size_t i = 0; i + 1 < stripes; ++i) {
+        EXPECT_EQ(n->stripe(i), nullptr);
+        n->stripe(i) = value;
+      }
+      EXPECT_EQ(n->key(), key) << stripes << " stripes, key of " << size;
+      EXPECT_EQ(n->tag(), ~std::uint64_t{0});
+      EXPECT_EQ(n->user_data(), ~std::uint64_t{0} - 1);
+      EXPECT_EQ(n->charge(), ~std::size_t{0});
+      EXPECT_EQ(value.use_count(), static_cast<long>(stripes));  // each stripe its own slot
+      n.reset();
+      EXPECT_EQ(value.use_count(), 1);  // the node released every stripe
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tiercache::l1
