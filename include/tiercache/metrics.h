@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -165,9 +166,8 @@ class CounterMetrics final : public Metrics {
     }
   };
 
-  void Add(Counter c, Tier tier, uint64_t n = 1) override {
-    counters_[static_cast<int>(c)][static_cast<int>(tier)].fetch_add(n, std::memory_order_relaxed);
-  }
+  // Adds to the stripe of the CPU the caller runs on (see kCounterStripes).
+  void Add(Counter c, Tier tier, uint64_t n = 1) override;
   void ObserveLoad(std::chrono::nanoseconds latency) override;
   void SetBreakerOpen(bool open) override { breaker_open_.store(open, std::memory_order_relaxed); }
   void AddEvents(EventOutcome outcome, uint64_t n = 1) override {
@@ -194,7 +194,17 @@ class CounterMetrics final : public Metrics {
   static int BucketOf(std::chrono::nanoseconds d);
 
  private:
-  std::array<std::array<std::atomic<uint64_t>, kTierCount>, kCounterCount> counters_{};
+  // The counters are striped by CPU: Add() bumps its CPU's copy, snapshot()
+  // sums them. A hit is counted on every call (an L1 hit included), so one
+  // shared copy would be a line every core's hits write, bouncing between
+  // them, where the L1 itself keeps its per-read writes per CPU. Exact all
+  // the same (each add is an atomic read-modify-write); 16 x 64-byte-aligned
+  // copies of kCounterCount x kTierCount counters, about 8 KiB.
+  static constexpr std::size_t kCounterStripes = 16;  // a power of two
+  struct alignas(64) CounterStripe {
+    std::array<std::array<std::atomic<uint64_t>, kTierCount>, kCounterCount> counters{};
+  };
+  std::array<CounterStripe, kCounterStripes> stripes_{};
   std::array<std::atomic<uint64_t>, kLatencyBuckets> buckets_{};
   std::atomic<uint64_t> sum_us_{0};
   std::atomic<bool> breaker_open_{false};

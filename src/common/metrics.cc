@@ -2,6 +2,8 @@
 
 #include <bit>
 
+#include "common/cpu_slot.h"
+
 namespace tiercache {
 namespace {
 
@@ -118,10 +120,17 @@ void CounterMetrics::ObserveOutboxPublishLag(std::chrono::nanoseconds lag) {
   publish_lag_sum_us_.fetch_add(Micros(lag), std::memory_order_relaxed);
 }
 
+void CounterMetrics::Add(Counter c, Tier tier, uint64_t n) {
+  stripes_[CpuSlot() & (kCounterStripes - 1)].counters[static_cast<int>(c)][static_cast<int>(tier)].fetch_add(
+      n, std::memory_order_relaxed);
+}
+
 CounterMetrics::Snapshot CounterMetrics::snapshot() const {
   Snapshot s;
-  for (int c = 0; c < kCounterCount; ++c) {
-    for (int t = 0; t < kTierCount; ++t) s.counters[c][t] = counters_[c][t].load(std::memory_order_relaxed);
+  for (const CounterStripe& stripe : stripes_) {
+    for (int c = 0; c < kCounterCount; ++c) {
+      for (int t = 0; t < kTierCount; ++t) s.counters[c][t] += stripe.counters[c][t].load(std::memory_order_relaxed);
+    }
   }
   for (int b = 0; b < kLatencyBuckets; ++b) s.load_latency_us_buckets[b] = buckets_[b].load(std::memory_order_relaxed);
   s.load_latency_sum_us = sum_us_.load(std::memory_order_relaxed);

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <new>
-#include <sched.h>
-
 #include <thread>
 #include <utility>
+
+#include "common/cpu_slot.h"
 
 namespace tiercache::l1 {
 
@@ -41,23 +41,12 @@ void Shard::Configure(const ShardLimits& limits) {
 // are on different CPUs, so they use different slots and stripes, however
 // many threads there are. A thread may migrate or share a slot with a
 // preempted one; the protocol only needs each read section to leave the slot
-// it entered. So the CPU is asked only every kSlotReuses calls of a thread
-// (sched_getcpu() took 3.4 ns a call here, a thread-local read well under
-// one); a thread that migrated shares its old CPU's slot for its next
-// lookups, at most that many (however long they take), which costs
-// contention, never correctness.
-std::size_t Shard::ThreadSlot() {
-  constexpr unsigned kSlotReuses = 64;
-  thread_local unsigned slot = 0;
-  thread_local unsigned reuses = 0;
-  if (reuses == 0) {
-    const int cpu = sched_getcpu();
-    slot = cpu < 0 ? 0 : static_cast<unsigned>(cpu) & (kReaderSlots - 1);
-    reuses = kSlotReuses;
-  }
-  --reuses;
-  return slot;
-}
+// it entered. So the CPU is asked only every kCpuSlotReuses calls of a
+// thread (sched_getcpu() took 3.4 ns a call here, a thread-local read well
+// under one; see common/cpu_slot.h); a thread that migrated shares its old
+// CPU's slot for its next lookups, at most that many (however long they
+// take), which costs contention, never correctness.
+std::size_t Shard::ThreadSlot() { return CpuSlot() & (kReaderSlots - 1); }
 
 Shard::ExclusiveSection::ExclusiveSection(Shard& shard) : shard_(shard), lock_(shard.mu_) {
   shard_.writer_active_.store(true, std::memory_order_seq_cst);

@@ -2,9 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <thread>
-#include <vector>
-
 namespace tiercache {
 namespace {
 
@@ -71,18 +68,6 @@ TEST(MetricsTest, InvalidationFiguresAreKeptPerOutcomeStageAndCause) {
   // The interface's defaults accept the calls and do nothing.
   Metrics::Noop()->AddEvents(EventOutcome::kApplied);
   Metrics::Noop()->SetConsumerLag("t", 0, 5);
-}
-
-TEST(MetricsConcurrencyTest, ConcurrentAddsAreAllCounted) {
-  CounterMetrics m;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      for (int i = 0; i < 10000; ++i) m.Add(Counter::kMiss, Tier::kL2);
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(m.snapshot().get(Counter::kMiss, Tier::kL2), 40000u);
 }
 
 }  // namespace
