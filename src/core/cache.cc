@@ -66,6 +66,7 @@ Cache::Impl::Impl(CacheOptions options, std::unique_ptr<L1Cache> l1)
     : o_(std::move(options)),
       clock_(o_.clock ? o_.clock : Clock::Real()),
       metrics_(o_.metrics ? o_.metrics : Metrics::Noop()),
+      metrics_on_(metrics_ != Metrics::Noop()),
       l1_(std::move(l1)),
       guard_({o_.breaker_failure_threshold, o_.breaker_open_duration}, o_.l2_timeout, clock_, metrics_),
       flights_(clock_) {

@@ -290,6 +290,8 @@ class Cache::Impl {
   const CacheOptions o_;
   Clock* const clock_;
   Metrics* const metrics_;
+  // False when metrics_ is the no-op one: the L1 hit then skips its call.
+  const bool metrics_on_;
   const std::unique_ptr<L1Cache> l1_;
   L2Guard guard_;
   LocalFence local_fence_;

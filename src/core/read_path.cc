@@ -154,7 +154,7 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
     v.stale_ = true;
     return L1Read::kStale;
   }
-  metrics_->Add(v.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL1);
+  if (metrics_on_) metrics_->Add(v.found_ ? Counter::kHit : Counter::kNegativeHit, Tier::kL1);
   return L1Read::kFresh;
 }
 

@@ -719,6 +719,34 @@ TEST(CacheTest, EarlyRefreshTwoDeltasBeforeExpiryIsNotSkipped) {
   EXPECT_EQ(loader.calls.load(), 2);
 }
 
+// Every read is counted at the tier that served it: the L1 hit too (its
+// call is skipped only for the no-op metrics), and a cached "not found" as a
+// negative hit, not a hit.
+TEST(CacheTest, MetricsCountEachReadAtTheTierThatServedIt) {
+  CountingLoader loader;
+  CounterMetrics metrics;
+  CacheOptions o = BaseOptions(MakeInMemoryL2Store());
+  o.metrics = &metrics;
+  auto cache = Make(o);
+  ASSERT_TRUE(cache->Get("k", loader.Get()).ok());  // L1 and L2 miss, loaded
+  for (int i = 0; i < 3; ++i) {
+    Result<CachedValue> v = cache->Get("k", loader.Get());
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->source(), ValueSource::kL1);
+  }
+  loader.missing = true;
+  ASSERT_TRUE(cache->Get("gone", loader.Get()).ok());  // loaded: does not exist
+  Result<CachedValue> gone = cache->Get("gone", loader.Get());
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->found());
+  EXPECT_EQ(gone->source(), ValueSource::kL1);
+  const CounterMetrics::Snapshot s = metrics.snapshot();
+  EXPECT_EQ(s.get(Counter::kHit, Tier::kL1), 3u);
+  EXPECT_EQ(s.get(Counter::kNegativeHit, Tier::kL1), 1u);
+  EXPECT_EQ(s.get(Counter::kMiss, Tier::kL1), 2u);
+  EXPECT_EQ(loader.calls.load(), 2);
+}
+
 // Bytes written into the cache's L1 through l1() that are not one of its
 // envelopes are a miss (the hit path peeks without parsing), never a crash.
 TEST(CacheTest, ForeignBytesInTheL1AreAMiss) {
