@@ -84,6 +84,11 @@ struct alignas(64) Node {
     return (StripesOffset(key_size) + (stripes - 1) * sizeof(L1Value) + alignof(NodeTail) - 1) &
            ~(alignof(NodeTail) - 1);
   }
+  // The bytes NewNode allocates for a node: whole cache lines.
+  static std::size_t AllocationBytes(std::size_t stripes, std::size_t key_size) {
+    return (sizeof(Node) + TailOffset(stripes, key_size) + sizeof(NodeTail) + alignof(Node) - 1) &
+           ~(alignof(Node) - 1);
+  }
   std::string_view key() const { return {trailer() + kKeyOffset, key_size}; }
   std::uint64_t tag() const {
     std::uint64_t t;
@@ -145,10 +150,7 @@ using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
-  const std::size_t bytes =
-      (sizeof(Node) + Node::TailOffset(stripes, key.size()) + sizeof(NodeTail) + alignof(Node) - 1) &
-      ~(alignof(Node) - 1);
-  void* memory = ::operator new(bytes, std::align_val_t{alignof(Node)});
+  void* memory = ::operator new(Node::AllocationBytes(stripes, key.size()), std::align_val_t{alignof(Node)});
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
   n->stripe_count = static_cast<std::uint8_t>(stripes);

@@ -92,8 +92,10 @@ TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
 // The node's layout, which the table's probe relies on: the key sits at the
 // same offset from every node whatever its stripe count and key size (so its
 // address depends on no field of the node's first line, and a probe loads
-// both lines at once), and the tag, user data, key, stripe references and
-// tail never overlap (under ASan, nothing lies outside the allocation).
+// both lines at once); the tag, user data, key, stripe references and tail
+// follow each other without overlap, and all of them lie inside the bytes
+// NewNode allocates (checked by the offsets, as this test is not built under
+// ASan).
 TEST(NodeLayoutTest, TheKeyIsAtAFixedOffsetAndNoPartOverlapsAnother) {
   for (std::size_t stripes : {1, 2, 4, 8, 16}) {
     for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
@@ -102,6 +104,14 @@ TEST(NodeLayoutTest, TheKeyIsAtAFixedOffsetAndNoPartOverlapsAnother) {
       NodePtr n = NewNode(key, stripes);
       const char* base = reinterpret_cast<const char*>(n.get());
       ASSERT_EQ(n->key().data(), base + sizeof(Node) + Node::kKeyOffset) << stripes << " stripes, key of " << size;
+      EXPECT_GE(Node::kKeyOffset, Node::kTagBytes);
+      EXPECT_GE(Node::StripesOffset(size), Node::kKeyOffset + size);
+      EXPECT_EQ(Node::StripesOffset(size) % alignof(L1Value), 0u);
+      EXPECT_GE(Node::TailOffset(stripes, size), Node::StripesOffset(size) + (stripes - 1) * sizeof(L1Value));
+      EXPECT_EQ(Node::TailOffset(stripes, size) % alignof(NodeTail), 0u);
+      EXPECT_LE(sizeof(Node) + Node::TailOffset(stripes, size) + sizeof(NodeTail),
+                Node::AllocationBytes(stripes, size));
+      EXPECT_EQ(reinterpret_cast<const char*>(&n->tail()), base + sizeof(Node) + Node::TailOffset(stripes, size));
       EXPECT_EQ(n->tag(), 0u);
       EXPECT_EQ(n->user_data(), 0u);
       EXPECT_EQ(n->charge(), 0u);
