@@ -193,14 +193,16 @@ class CounterMetrics final : public Metrics {
   // The bucket of the power-of-two microsecond histograms for `d`.
   static int BucketOf(std::chrono::nanoseconds d);
 
- private:
-  // The counters are striped by CPU: Add() bumps its CPU's copy, snapshot()
-  // sums them. A hit is counted on every call (an L1 hit included), so one
-  // shared copy would be a line every core's hits write, bouncing between
-  // them, where the L1 itself keeps its per-read writes per CPU. Exact all
-  // the same (each add is an atomic read-modify-write); 16 x 64-byte-aligned
-  // copies of kCounterCount x kTierCount counters, about 8 KiB.
+  // The counters are striped by CPU: Add() bumps the copy of the CPU it runs
+  // on (CPU number modulo kCounterStripes), snapshot() sums them. A hit is
+  // counted on every call (an L1 hit included), so one shared copy would be
+  // a line every core's hits write, bouncing between them, where the L1
+  // itself keeps its per-read writes per CPU. Exact all the same (each add
+  // is an atomic read-modify-write); 16 x 64-byte-aligned copies of
+  // kCounterCount x kTierCount counters, about 8 KiB.
   static constexpr std::size_t kCounterStripes = 16;  // a power of two
+
+ private:
   struct alignas(64) CounterStripe {
     std::array<std::array<std::atomic<uint64_t>, kTierCount>, kCounterCount> counters{};
   };
