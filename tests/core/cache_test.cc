@@ -719,10 +719,9 @@ TEST(CacheTest, EarlyRefreshTwoDeltasBeforeExpiryIsNotSkipped) {
   EXPECT_EQ(loader.calls.load(), 2);
 }
 
-// Every read is counted at the tier that served it: the L1 hit too (its
-// call is skipped only for the no-op metrics), and a cached "not found" as a
-// negative hit, not a hit.
-TEST(CacheTest, MetricsCountEachReadAtTheTierThatServedIt) {
+// An L1 hit is counted (its call is skipped only for the no-op metrics), and
+// an L1 hit on a cached "not found" as a negative hit, not a hit.
+TEST(CacheTest, MetricsCountL1HitsAndNegativeHits) {
   CountingLoader loader;
   CounterMetrics metrics;
   CacheOptions o = BaseOptions(MakeInMemoryL2Store());
