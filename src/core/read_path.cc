@@ -105,8 +105,9 @@ std::optional<CachedValue> Cache::Impl::ReadL1(std::string_view key, const CallS
 }
 
 // Inline (only this file calls it): the hit path's body.
-[[gnu::always_inline]] inline Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key, const CallSettings& s, CachedValue* out,
-                                             L1Seen* seen) {
+[[gnu::always_inline]] inline Cache::Impl::L1Read Cache::Impl::ReadL1Into(std::string_view key,
+                                                                         const CallSettings& s,
+                                                                         CachedValue* out, L1Seen* seen) {
   if (!l1_ || !l1_trusted_.load(std::memory_order_acquire)) return L1Read::kMiss;
   L1Entry e;
   if (l1_->GetStaleInto(key, s.max_stale, &e) == L1Cache::Read::kMiss) {
@@ -184,7 +185,8 @@ Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader,
 // builds the one Result returned in place (one return object: GCC then
 // constructs it in the caller's slot) and reads no clock beyond the L1
 // lookup's when the value is far from its early-refresh window.
-[[gnu::always_inline]] inline Result<CachedValue> Cache::Impl::GetWith(std::string_view key, const Loader& loader, const CallSettings& s) {
+[[gnu::always_inline]] inline Result<CachedValue> Cache::Impl::GetWith(std::string_view key, const Loader& loader,
+                                                                       const CallSettings& s) {
   Result<CachedValue> out{CachedValue()};
   CachedValue& v = *out;
   L1Seen seen;

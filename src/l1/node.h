@@ -44,10 +44,11 @@ struct NodeTail {
 // The key is at a fixed offset from the node (kKeyOffset), so a probe can
 // load it in parallel with the node's first line instead of after it (its
 // address depends on no field of that line): on a key set larger than the
-// CPU's caches both lines then miss at once, not one after the other. No line of it is written by a hit
-// or a drain: the node's recency and frequency state is a PolicyRecord in
-// its shard's PolicyTable (a dense array), so the list moves of a drain touch
-// 16-byte records that stay in cache instead of three nodes' lines.
+// CPU's caches both lines then miss at once, not one after the other. No
+// line of it is written by a hit or a drain: the node's recency and
+// frequency state is a PolicyRecord in its shard's PolicyTable (a dense
+// array), so the list moves of a drain touch 16-byte records that stay in
+// cache instead of three nodes' lines.
 // Dead from expiry (tombstone) or expiry + max_stale (others) on: see
 // Shard::DeadAt.
 struct alignas(64) Node {
