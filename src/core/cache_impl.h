@@ -151,7 +151,7 @@ class Cache::Impl {
   // The same into *out (kFresh, kStale), for the hot path: no optional to
   // build and clear on every hit.
   enum class L1Read { kMiss, kFresh, kStale };
-  // What an L1 hit on one of FillL1's copies saw, for MaybeRefreshEarly: the
+  // What an L1 hit on one of FillL1's copies saw, for FarFromEarlyRefresh: the
   // copy's expiry (FillL1 caps it at the logical expiry, on the monotonic
   // clock) and the lookup's clock reading. Zero read_at: not such a copy.
   struct L1Seen {
@@ -277,8 +277,7 @@ class Cache::Impl {
         static_cast<double>(std::chrono::nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
     return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(margin).count()) > reach_ns;
   }
-  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s,
-                         const L1Seen* seen = nullptr);
+  void MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader, const CallSettings& s);
   // The settings of a call: the cache's defaults (not copied) when `g`
   // overrides nothing, else `g` applied into *storage.
   // Errors: kInvalidArgument / kFailedPrecondition as ResolveCallSettings.

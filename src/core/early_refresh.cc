@@ -22,16 +22,15 @@ double UniformOpenZero() {
 }  // namespace
 
 void Cache::Impl::MaybeRefreshEarly(std::string_view key, const CachedValue& v, const Loader& loader,
-                                    const CallSettings& s, const L1Seen* seen) {
+                                    const CallSettings& s) {
   if (!loader || !v.envelope_ || s.beta <= 0) return;
   // Far from its logical expiry no draw can refresh (now - δβ ln u < expiry
   // for every u; -ln u <= kMaxMinusLnU for every u UniformOpenZero returns).
   // An L1 hit on one of FillL1's copies decides it with no clock read at all
-  // (FarFromEarlyRefresh; Get() asks before calling); others on the coarse
-  // wall clock (never ahead of the wall clock, behind it by at most
-  // kCoarseLag), without the precise reading and the draw. A huge or NaN
-  // reach fails the tests and draws as before.
-  if (seen != nullptr && FarFromEarlyRefresh(*seen, v, s)) return;
+  // (FarFromEarlyRefresh, which Get() asks before calling this); here, on
+  // the coarse wall clock (never ahead of the wall clock, behind it by at
+  // most kCoarseLag), without the precise reading and the draw. A huge or
+  // NaN reach fails the test and draws as before.
   const double reach_ns = static_cast<double>(nanoseconds(v.load_duration_).count()) * s.beta * kMaxMinusLnU;
   const WallTime latest_now = clock_->CoarseWallNow() + std::chrono::duration_cast<WallTime::duration>(Clock::kCoarseLag);
   if (v.expires_at_ > latest_now &&

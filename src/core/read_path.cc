@@ -192,7 +192,7 @@ Result<CachedValue> Cache::Impl::Get(std::string_view key, const Loader& loader,
   L1Seen seen;
   const L1Read read = ReadL1Into(key, s, &v, &seen);
   if (read == L1Read::kFresh) [[likely]] {
-    if (!FarFromEarlyRefresh(seen, v, s)) MaybeRefreshEarly(key, v, loader, s, &seen);
+    if (!FarFromEarlyRefresh(seen, v, s)) MaybeRefreshEarly(key, v, loader, s);
   } else {
     out = GetAfterL1(key, loader, s, read == L1Read::kStale ? &v : nullptr);
   }
