@@ -62,15 +62,6 @@ double UnitRandom() {
   return static_cast<double>(Mix(state) >> 11) * 0x1.0p-53;
 }
 
-// Fills `node`'s stripe references (room made by NewNode) with references
-// to `value`, each with its own control block whose deleter only drops a
-// reference to the original.
-void AddStripes(l1::Node& node, const L1Value& value) {
-  for (std::size_t i = 0; i + 1 < node.stripe_count; ++i) {
-    node.stripe(i) = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
-  }
-}
-
 }  // namespace
 
 struct L1Cache::Impl {
@@ -104,6 +95,7 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
     limits.policy = options.policy;
     limits.window_fraction = options.window_fraction;
     limits.max_stale = options.max_stale;
+    limits.value_stripes = l1::EffectiveValueStripes(options);
     impl->shards[i].Configure(limits);
   }
   impl->max_entry_charge = options.max_bytes / n;
@@ -200,7 +192,6 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   }
   node->expiry = now + ttl;
   if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
-  if (value != nullptr) AddStripes(*node, value);
   node->value = std::move(value);
   if (built != nullptr) node->CopyTo(built);
 

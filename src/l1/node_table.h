@@ -1,13 +1,15 @@
 // NodeTable: an open-addressed hash table of Nodes keyed by (hash, key).
 //
 // The 64-bit hash is computed once per call by the cache; the low bits pick
-// the home slot (the high bits pick the shard). Each slot holds the full hash
-// next to the node pointer, so a probe reads nodes only on a full-hash match:
-// a hit reads one node, where chains through the nodes read 1.5 of them on
-// average at load factor 1 (a cache miss each on a large key set). Linear
-// probing, load factor at most 1/2, deletion by backward shift (no
-// tombstones). Lookups take a string_view: no key copy on the hit path. Grows
-// by doubling; shrinks only on Reset(). Not thread-safe.
+// the home slot (bits 40 and up pick the shard). A slot is one word: the
+// node's address, whose low 6 bits are zero (nodes are 64-byte aligned),
+// with the hash's top 6 bits (a tag) in them. A probe reads a node only on a
+// tag match, so a mismatching slot costs no node read but 1 time in 64; a
+// match compares the node's full hash, then the key. Linear probing, load
+// factor at most 1/2, deletion by backward shift (no tombstones), so 16 to 32
+// bytes of table per entry (16-byte slots with the full hash took 32 to 64).
+// Lookups take a string_view: no key copy on the hit path. Grows by
+// doubling; shrinks only on Reset(). Not thread-safe.
 #ifndef TIERCACHE_L1_NODE_TABLE_H_
 #define TIERCACHE_L1_NODE_TABLE_H_
 
@@ -23,14 +25,17 @@ namespace tiercache::l1 {
 
 class NodeTable {
  public:
-  NodeTable() : slots_(kInitialSlots) {}
+  NodeTable() : slots_(kInitialSlots, 0) {}
 
   Node* Find(std::uint64_t hash, std::string_view key) const {
     const std::size_t mask = slots_.size() - 1;
+    const std::uintptr_t tag = TagOf(hash);
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-      const Slot& s = slots_[i];
-      if (s.node == nullptr) return nullptr;
-      if (s.hash == hash && SameKey(s.node->key(), key)) return s.node;
+      const std::uintptr_t s = slots_[i];
+      if (s == 0) return nullptr;
+      if ((s & kTagMask) != tag) continue;
+      Node* n = NodeOf(s);
+      if (n->hash == hash && SameKey(n->key(), key)) return n;
     }
   }
   // a == b, inlined: keys are short, and a library memcmp call costs more
@@ -46,7 +51,8 @@ class NodeTable {
     return Load64(a.data() + n - 8) == Load64(b.data() + n - 8);
   }
 
-  // REQUIRES: no node with the same key is present.
+  // REQUIRES: no node with the same key is present; `n` is 64-byte aligned
+  // (NewNode's nodes are).
   void Insert(Node* n);
   // REQUIRES: `n` is present.
   void Remove(Node* n);
@@ -54,22 +60,26 @@ class NodeTable {
   void Reset();
   std::size_t size() const { return size_; }
   std::size_t capacity() const { return slots_.size(); }
+  static constexpr std::size_t kSlotBytes = sizeof(std::uintptr_t);
 
  private:
-  struct Slot {
-    std::uint64_t hash = 0;
-    Node* node = nullptr;  // null: empty
-  };
+  // The tag's bits: those a 64-byte aligned address leaves zero.
+  static constexpr std::uintptr_t kTagMask = alignof(Node) - 1;
+  static_assert(alignof(Node) == 64, "the tag takes the six low bits of a node's address");
+  static std::uintptr_t TagOf(std::uint64_t hash) {
+    return static_cast<std::uintptr_t>(hash >> 58);  // neither the home's bits nor the shard's
+  }
+  static Node* NodeOf(std::uintptr_t slot) { return reinterpret_cast<Node*>(slot & ~kTagMask); }
   static std::uint64_t Load64(const char* p) {
     std::uint64_t w;
     std::memcpy(&w, p, 8);
     return w;
   }
   static constexpr std::size_t kInitialSlots = 16;
-  void Place(std::uint64_t hash, Node* n);  // REQUIRES: a free slot
+  void Place(Node* n);  // REQUIRES: a free slot
   void Grow();
 
-  std::vector<Slot> slots_;  // size is a power of two
+  std::vector<std::uintptr_t> slots_;  // size is a power of two; 0: empty
   std::size_t size_ = 0;
 };
 

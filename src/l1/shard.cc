@@ -19,6 +19,7 @@ void Shard::Configure(const ShardLimits& limits) {
   max_bytes_ = limits.max_bytes;
   policy_ = limits.policy;
   max_stale_ = limits.max_stale;
+  stripes_on_ = limits.value_stripes > 1;
   if (policy_ == L1Policy::kTinyLfu) {
     const auto window = static_cast<std::size_t>(
         std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
@@ -103,7 +104,43 @@ void Shard::DrainSlot(ReaderSlot& slot) {
     }
   }
   for (std::uint32_t i = 0; i < n; ++i) Touch(records[i]);
+  if (stripes_on_) {
+    const auto reader = static_cast<std::size_t>(&slot - slots_);
+    for (std::uint32_t i = 0; i < n; ++i) NoteReader(records[i], reader);
+  }
   slot.recorded.store(0, std::memory_order_relaxed);
+}
+
+// Value stripes cost an allocation per stripe (about 48 bytes) and only pay
+// off for an entry that threads on several CPUs read at the same time, so a
+// node gets them once drains have applied hits on it from two reader slots
+// (CPUs). An entry read from one CPU only (every entry of a cache that is
+// mostly cold, or that one thread reads) never has any. The node's line is
+// read only then; the test is on the record the drain just touched. Readers
+// may be inside: MakeStriped only reads the value (as they do) and
+// publishes the array with release.
+void Shard::NoteReader(std::uint32_t i, std::size_t reader) {
+  PolicyRecord& record = records_[i];
+  const auto from = static_cast<std::uint8_t>(reader + 1);
+  const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
+  if (last == from) return;
+  if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0) {
+    Node* n = records_.node(i);
+    if (n->kind == L1EntryKind::kValue && !n->striped()) {
+      try {
+        n->MakeStriped();
+      } catch (const std::bad_alloc&) {
+        // No stripes: the readers share the value's one count, as with
+        // value_stripes = 1; a later drained hit tries again.
+        record.seen = from;
+        return;
+      }
+    }
+    // Also for a negative entry (nothing to stripe): the flag spares the
+    // node's read until an overwrite clears it.
+    record.seen |= PolicyRecord::kStriped;
+  }
+  record.seen = static_cast<std::uint8_t>((record.seen & PolicyRecord::kStriped) | from);
 }
 
 // Called by a reader whose buffer filled up: drains that buffer unless the
@@ -313,8 +350,11 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     std::size_t& segment_bytes = segment_bytes_[static_cast<int>(records_.of(old).segment)];
     segment_bytes = segment_bytes - old->charge() + node->charge();
     old->value.swap(node->value);
-    // Same stripe_count: one per cache. `node` keeps the replaced ones.
-    for (std::size_t i = 0; i + 1 < old->stripe_count; ++i) old->stripe(i).swap(node->stripe(i));
+    // The stripes reference the replaced value: `node` takes them, to free
+    // after the section; drains make new ones if the entry is still read
+    // from several CPUs.
+    node->stripes().store(old->TakeStripes().release(), std::memory_order_relaxed);
+    records_.of(old).seen &= static_cast<std::uint8_t>(~PolicyRecord::kStriped);
     old->kind = node->kind;
     old->version = node->version;
     old->expiry = node->expiry;

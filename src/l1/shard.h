@@ -55,6 +55,9 @@ struct ShardLimits {
   L1Policy policy = L1Policy::kLru;
   double window_fraction = 0.01;
   Clock::Duration max_stale{0};  // retention of expired values / negatives
+  // The nodes' stripe_count (L1Options::value_stripes, resolved): above 1,
+  // drains make stripes for entries read from more than one CPU.
+  std::size_t value_stripes = 1;
 };
 
 enum class LookupOutcome { kFresh, kStale, kMiss };
@@ -183,6 +186,10 @@ class alignas(64) Shard {
   void WaitForReaders();
   void DrainReadBuffers();  // every slot; REQUIRES: inside an ExclusiveSection
   void DrainSlot(ReaderSlot& slot);  // REQUIRES: mu_ held
+  // A drained hit on record `i` from reader slot `reader`: makes its node's
+  // value stripes when an earlier drained hit came from another slot.
+  // REQUIRES: mu_ held.
+  void NoteReader(std::uint32_t i, std::size_t reader);
 
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
@@ -242,6 +249,7 @@ class alignas(64) Shard {
   std::size_t protected_bytes_cap_ = 0;
   L1Policy policy_ = L1Policy::kLru;
   Clock::Duration max_stale_{0};
+  bool stripes_on_ = false;  // value_stripes > 1
 };
 
 }  // namespace tiercache::l1

@@ -160,27 +160,6 @@ TEST_F(L1CacheTest, StripedValuesShareTheBytesAndOutliveTheCache) {
   }
 }
 
-// The stripes live in the node; an overwrite (in place, under the shard's
-// lock) must move every one of them to the new value, through a tombstone
-// (whose node has empty stripes) too, and free the old value's.
-TEST_F(L1CacheTest, OverwriteMovesEveryStripeToTheNewValue) {
-  L1Options o = Options();
-  o.value_stripes = 4;
-  auto c = Make(o);
-  L1Value a = V("a"), b = V("b"), d = V("d");
-  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
-  EXPECT_EQ(a.use_count(), 5) << "test, the node and the node's 3 stripes";
-  ASSERT_TRUE(c->Set("k", b, Version(2)).ok());
-  EXPECT_EQ(a.use_count(), 1) << "the overwrite kept a stripe of the old value";
-  EXPECT_EQ(b.use_count(), 5);
-  ASSERT_TRUE(c->Invalidate("k", 3, seconds(30)).ok());
-  EXPECT_EQ(b.use_count(), 1) << "the tombstone kept a stripe of the value";
-  EXPECT_EQ(Get(*c, "k"), "<miss>");
-  ASSERT_TRUE(c->Set("k", d, Version(3)).ok());
-  EXPECT_EQ(d.use_count(), 5);
-  EXPECT_EQ(Get(*c, "k"), "d");
-}
-
 // user_data, like tag, is the fill's: returned by every lookup, replaced by
 // an overwrite, 0 by default.
 TEST_F(L1CacheTest, UserDataAndTagAreTheFillsAndReplacedByAnOverwrite) {

@@ -89,45 +89,80 @@ TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
   EXPECT_GE(table.capacity(), 2 * table.size());
 }
 
+// Keys whose slots hold the same tag (the hash's top 6 bits) and the same
+// home, and keys whose tags differ but whose homes are equal: the tag only
+// spares node reads, a match still compares the full hash and the key.
+TEST(NodeTableTest, EqualTagsAndEqualHomesStillTellKeysApart) {
+  NodeTable table;
+  std::vector<NodePtr> nodes;
+  const std::uint64_t top = std::uint64_t{0x2A} << 58;
+  // Same home (5), same tag, hashes differing in the middle bits; then same
+  // home, other tags; then the same full hash for two keys.
+  const std::uint64_t hashes[] = {top | 5 | (1ULL << 20), top | 5 | (2ULL << 20), top | 5 | (3ULL << 20),
+                                  (1ULL << 58) | 5, (0x3FULL << 58) | 5, top | 5, top | 5};
+  for (std::size_t i = 0; i < std::size(hashes); ++i) {
+    nodes.push_back(MakeNode("key" + std::to_string(i), hashes[i]));
+    table.Insert(nodes.back().get());
+  }
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    EXPECT_EQ(table.Find(hashes[i], "key" + std::to_string(i)), nodes[i].get()) << i;
+    EXPECT_EQ(table.Find(hashes[i] ^ (1ULL << 30), "key" + std::to_string(i)), nullptr) << i;  // other hash
+    EXPECT_EQ(table.Find(hashes[i], "other"), nullptr) << i;
+  }
+  for (std::size_t victim : {0, 5, 3}) {
+    table.Remove(nodes[victim].get());
+    nodes[victim].reset();
+  }
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    EXPECT_EQ(table.Find(hashes[i], "key" + std::to_string(i)), nodes[i].get()) << i;
+  }
+  EXPECT_EQ(NodeTable::kSlotBytes, 8u);
+}
+
 // The node's layout, which the table's probe relies on: the key sits at the
-// same offset from every node whatever its stripe count and key size (so its
-// address depends on no field of the node's first line, and a probe loads
-// both lines at once); the tag, user data, key, stripe references and tail
-// follow each other without overlap, and all of them lie inside the bytes
-// NewNode allocates (checked by the offsets, as this test is not built under
-// ASan).
+// same offset from every node whatever its key size (so its address depends
+// on no field of the node's first line, and a probe loads both lines at
+// once); the tag, user data, stripes pointer, key and tail follow each other
+// without overlap, and all of them lie inside the bytes NewNode allocates
+// (checked by the offsets, as this test is not built under ASan).
 TEST(NodeLayoutTest, TheKeyIsAtAFixedOffsetAndNoPartOverlapsAnother) {
   for (std::size_t stripes : {1, 2, 4, 8, 16}) {
-    for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
+    for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
       std::string key(size, '\0');
       for (std::size_t i = 0; i < size; ++i) key[i] = static_cast<char>('a' + (i * 7 + stripes) % 26);
       NodePtr n = NewNode(key, stripes);
       const char* base = reinterpret_cast<const char*>(n.get());
       ASSERT_EQ(n->key().data(), base + sizeof(Node) + Node::kKeyOffset) << stripes << " stripes, key of " << size;
-      EXPECT_GE(Node::kKeyOffset, Node::kTagBytes);
-      EXPECT_GE(Node::StripesOffset(size), Node::kKeyOffset + size);
-      EXPECT_EQ(Node::StripesOffset(size) % alignof(L1Value), 0u);
-      EXPECT_GE(Node::TailOffset(stripes, size), Node::StripesOffset(size) + (stripes - 1) * sizeof(L1Value));
-      EXPECT_EQ(Node::TailOffset(stripes, size) % alignof(NodeTail), 0u);
-      EXPECT_LE(sizeof(Node) + Node::TailOffset(stripes, size) + sizeof(NodeTail),
-                Node::AllocationBytes(stripes, size));
-      EXPECT_EQ(reinterpret_cast<const char*>(&n->tail()), base + sizeof(Node) + Node::TailOffset(stripes, size));
+      EXPECT_EQ(reinterpret_cast<const char*>(&n->stripes()), base + sizeof(Node) + Node::kStripesOffset);
+      EXPECT_GE(Node::kStripesOffset, Node::kTagBytes);
+      EXPECT_GE(Node::kKeyOffset, Node::kStripesOffset + sizeof(Node::StripesPtr));
+      EXPECT_GE(Node::TailOffset(size), Node::kKeyOffset + size);
+      EXPECT_EQ(Node::TailOffset(size) % alignof(NodeTail), 0u);
+      EXPECT_LE(sizeof(Node) + Node::TailOffset(size) + sizeof(NodeTail), Node::AllocationBytes(size));
+      EXPECT_EQ(reinterpret_cast<const char*>(&n->tail()), base + sizeof(Node) + Node::TailOffset(size));
       EXPECT_EQ(n->tag(), 0u);
       EXPECT_EQ(n->user_data(), 0u);
       EXPECT_EQ(n->charge(), 0u);
+      EXPECT_FALSE(n->striped());
       n->set_tag(~std::uint64_t{0});
       n->set_user_data(~std::uint64_t{0} - 1);
       n->set_charge(~std::size_t{0});
       auto value = std::make_shared<const std::string>("v");
-      for (std::size_t i = 0; i + 1 < stripes; ++i) {
-        EXPECT_EQ(n->stripe(i), nullptr);
-        n->stripe(i) = value;
+      n->value = value;
+      if (stripes > 1) {
+        n->MakeStriped();
+        EXPECT_TRUE(n->striped());
+        for (std::size_t r = 0; r < 2 * stripes; ++r) {
+          const L1Value& v = n->ValueFor(r);
+          EXPECT_EQ(v.get(), value.get());
+          EXPECT_EQ(&v == &n->value, r % stripes == 0) << r;  // reader r's own reference
+        }
       }
       EXPECT_EQ(n->key(), key) << stripes << " stripes, key of " << size;
       EXPECT_EQ(n->tag(), ~std::uint64_t{0});
       EXPECT_EQ(n->user_data(), ~std::uint64_t{0} - 1);
       EXPECT_EQ(n->charge(), ~std::size_t{0});
-      EXPECT_EQ(value.use_count(), static_cast<long>(stripes));  // each stripe its own slot
+      EXPECT_EQ(value.use_count(), static_cast<long>(stripes) + 1);  // each stripe, the node, `value`
       n.reset();
       EXPECT_EQ(value.use_count(), 1);  // the node released every stripe
     }

@@ -1,0 +1,223 @@
+// Value stripes (L1Options::value_stripes) are made only for entries read
+// from more than one CPU, by the read buffers' drains, while readers may be
+// inside. Threads are pinned to two CPUs whose reader slots differ (and pick
+// different stripes), so the tests know which reference each read gets:
+// reads from one CPU make none; reads from two make them; an overwrite drops
+// them with the old value, so no reader is ever served the old value through
+// a stripe; and readers racing with drains that make stripes and writers
+// that take them away are always served what was stored (ASan / TSan too).
+// Needs two CPUs, as CI has.
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tiercache/l1_cache.h"
+
+namespace tiercache {
+namespace {
+
+constexpr std::size_t kStripes = 4;
+
+// Two CPUs this process may run on whose reader slots (CPU mod 16) differ
+// and whose stripes (slot mod kStripes) differ, the first one's being the
+// node's own reference (0); empty when there are none.
+std::vector<int> TwoCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return {};
+  int own = -1, other = -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &set)) continue;
+    if (own < 0 && c % 16 % kStripes == 0) own = c;
+    if (other < 0 && c % 16 % kStripes != 0) other = c;
+  }
+  if (own < 0 || other < 0) return {};
+  return {own, other};
+}
+
+// Runs `fn` on a thread pinned to `cpu`; false when the pin failed.
+bool OnCpu(int cpu, const std::function<void()>& fn) {
+  bool pinned = false;
+  std::thread t([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pinned = pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+    if (pinned) fn();
+  });
+  t.join();
+  return pinned;
+}
+
+L1Value V(const std::string& s) { return std::make_shared<const std::string>(s); }
+
+L1Fill Version(std::uint64_t v) {
+  L1Fill f;
+  f.version = v;
+  f.ttl = std::chrono::hours(1);
+  return f;
+}
+
+bool SameOwner(const L1Value& a, const L1Value& b) { return !a.owner_before(b) && !b.owner_before(a); }
+
+class ValueStripesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cpus_ = TwoCpus();
+    ASSERT_EQ(cpus_.size(), 2u) << "these tests pin threads to two CPUs; this process may use fewer";
+  }
+  std::unique_ptr<L1Cache> Make(std::size_t stripes) {
+    L1Options o;
+    o.num_shards = 1;  // so any write drains every reader slot of the key's shard
+    o.value_stripes = stripes;
+    auto r = L1Cache::Create(o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(*r) : nullptr;
+  }
+  // `key`'s value as read by a thread on CPU number `which` (0 or 1).
+  L1Value ReadOn(int which, L1Cache& c, const std::string& key, int times = 1) {
+    L1Value out;
+    EXPECT_TRUE(OnCpu(cpus_[which], [&] {
+      for (int i = 0; i < times; ++i) {
+        auto r = c.Get(key);
+        if (r.ok() && r->has_value()) out = (*r)->value;
+      }
+    }));
+    return out;
+  }
+  // An exclusive section in the shard: drains every reader slot.
+  static void Drain(L1Cache& c) { ASSERT_TRUE(c.Set("other", V("x"), Version(1)).ok()); }
+
+  std::vector<int> cpus_;
+};
+
+TEST_F(ValueStripesTest, ReadsFromOneCpuMakeNone) {
+  auto c = Make(kStripes);
+  L1Value a = V("a");
+  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
+  // Far more reads than a read buffer holds: its reader drains it many times.
+  EXPECT_EQ(*ReadOn(1, *c, "k", 1000), "a");
+  Drain(*c);
+  EXPECT_EQ(a.use_count(), 2) << "the test's and the node's references only";
+}
+
+TEST_F(ValueStripesTest, ReadsFromTwoCpusMakeThemAndEachCpuGetsItsOwnReference) {
+  auto c = Make(kStripes);
+  L1Value a = V("a");
+  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
+  EXPECT_EQ(*ReadOn(0, *c, "k"), "a");
+  EXPECT_EQ(*ReadOn(1, *c, "k"), "a");
+  Drain(*c);
+  EXPECT_EQ(a.use_count(), static_cast<long>(2 + kStripes - 1)) << "the test, the node and its stripes";
+  const L1Value on_own = ReadOn(0, *c, "k");
+  const L1Value on_other = ReadOn(1, *c, "k");
+  EXPECT_EQ(on_own.get(), a.get());
+  EXPECT_EQ(on_other.get(), a.get());
+  EXPECT_TRUE(SameOwner(on_own, a));
+  EXPECT_FALSE(SameOwner(on_other, a)) << "the second CPU bumps a stripe's count, not the value's";
+}
+
+// The stripes reference the value they were made for: an overwrite must take
+// them away with it, or the second CPU would go on reading the old value.
+TEST_F(ValueStripesTest, AnOverwriteDropsTheOldValuesStripesAndNoCpuReadsTheOldValue) {
+  auto c = Make(kStripes);
+  L1Value a = V("a"), b = V("b"), d = V("d");
+  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
+  ReadOn(0, *c, "k");
+  ReadOn(1, *c, "k");
+  Drain(*c);
+  ASSERT_EQ(a.use_count(), static_cast<long>(2 + kStripes - 1));
+
+  ASSERT_TRUE(c->Set("k", b, Version(2)).ok());
+  EXPECT_EQ(a.use_count(), 1) << "the overwrite kept a stripe of the old value";
+  EXPECT_EQ(b.use_count(), 2) << "no stripes until the new value is read from two CPUs";
+  EXPECT_EQ(*ReadOn(1, *c, "k"), "b");
+  EXPECT_EQ(*ReadOn(0, *c, "k"), "b");
+  Drain(*c);
+  EXPECT_EQ(b.use_count(), static_cast<long>(2 + kStripes - 1)) << "striped again";
+  EXPECT_EQ(*ReadOn(1, *c, "k"), "b");
+
+  ASSERT_TRUE(c->Invalidate("k", 3, std::chrono::seconds(30)).ok());
+  EXPECT_EQ(b.use_count(), 1) << "the tombstone kept a stripe of the value";
+  EXPECT_EQ(ReadOn(1, *c, "k"), nullptr);
+  ASSERT_TRUE(c->Set("k", d, Version(3)).ok());
+  EXPECT_EQ(*ReadOn(1, *c, "k"), "d");
+  EXPECT_EQ(*ReadOn(0, *c, "k"), "d");
+}
+
+TEST_F(ValueStripesTest, OneStripeMeansNone) {
+  auto c = Make(1);
+  L1Value a = V("a");
+  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
+  ReadOn(0, *c, "k");
+  ReadOn(1, *c, "k");
+  Drain(*c);
+  EXPECT_EQ(a.use_count(), 2);
+  EXPECT_TRUE(SameOwner(ReadOn(1, *c, "k"), a));
+}
+
+// Two readers pinned to the two CPUs read a few hot keys as fast as they
+// can (their buffers fill, their drains make stripes while the other reads)
+// while a writer overwrites the keys (taking the stripes away) and erases
+// them. Every value served must be the one stored for the version served.
+TEST_F(ValueStripesTest, ReadersRacingWithDrainsAndOverwritesAreServedWhatWasStored) {
+  auto c = Make(kStripes);
+  constexpr int kKeys = 4;
+  auto payload = [](int key, std::uint64_t version) {
+    return "k" + std::to_string(key) + "v" + std::to_string(version);
+  };
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> bad{0}, served{0};
+  std::vector<std::thread> readers;
+  std::atomic<int> pinned{0};
+  for (int which = 0; which < 2; ++which) {
+    readers.emplace_back([&, which] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpus_[which], &set);
+      if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0) pinned.fetch_add(1);
+      for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const int key = i % kKeys;
+        auto r = c->Get("hot:" + std::to_string(key));
+        if (!r.ok()) {
+          bad.fetch_add(1);
+        } else if (r->has_value()) {
+          served.fetch_add(1, std::memory_order_relaxed);
+          if ((*r)->value == nullptr || *(*r)->value != payload(key, (*r)->version)) bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  std::uint64_t version = 1;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+  while (std::chrono::steady_clock::now() < until) {
+    for (int key = 0; key < kKeys; ++key) {
+      ++version;
+      const std::string k = "hot:" + std::to_string(key);
+      if (version % 17 == 0) {
+        ASSERT_TRUE(c->Erase(k).ok());
+      } else {
+        ASSERT_TRUE(c->Set(k, V(payload(key, version)), Version(version)).ok());
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  stop.store(true);
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(pinned.load(), 2);
+  EXPECT_EQ(bad.load(), 0u);
+  EXPECT_GT(served.load(), 0u);
+}
+
+}  // namespace
+}  // namespace tiercache
