@@ -5,7 +5,7 @@
 // node's address, whose low 6 bits are zero (nodes are 64-byte aligned),
 // with the hash's top 6 bits (a tag) in them. A probe reads a node only on a
 // tag match, so a mismatching slot costs no node read but 1 time in 64; a
-// match compares the node's full hash, then the key. Linear probing, load
+// match compares the key. Linear probing, load
 // factor at most 1/2, deletion by backward shift (no tombstones), so 16 to 32
 // bytes of table per entry (16-byte slots with the full hash took 32 to 64).
 // Lookups take a string_view: no key copy on the hit path. Grows by
@@ -33,9 +33,11 @@ class NodeTable {
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const std::uintptr_t s = slots_[i];
       if (s == 0) return nullptr;
-      if ((s & kTagMask) != tag) continue;
-      Node* n = NodeOf(s);
-      if (n->hash == hash && SameKey(n->key(), key)) return n;
+      if (((s ^ tag) & kTagMask) != 0) continue;
+      // The tag matched: the slot less its tag is the node. Its key decides
+      // (a false match, 1 in 64, costs one key comparison).
+      Node* n = reinterpret_cast<Node*>(s ^ tag);
+      if (SameKey(n->key(), key)) return n;
     }
   }
   // a == b, inlined: keys are short, and a library memcmp call costs more

@@ -103,10 +103,12 @@ void Shard::DrainSlot(ReaderSlot& slot) {
       }
     }
   }
-  for (std::uint32_t i = 0; i < n; ++i) Touch(records[i]);
-  if (stripes_on_) {
-    const auto reader = static_cast<std::size_t>(&slot - slots_);
-    for (std::uint32_t i = 0; i < n; ++i) NoteReader(records[i], reader);
+  // Value stripes: mostly the same reader as last time, one test on the
+  // record just touched.
+  const std::uint8_t from = stripes_on_ ? static_cast<std::uint8_t>(&slot - slots_ + 1) : 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Touch(records[i]);
+    if (from != 0 && (records_[records[i]].seen & ~PolicyRecord::kStriped) != from) NoteReader(records[i], from);
   }
   slot.recorded.store(0, std::memory_order_relaxed);
 }
@@ -119,11 +121,9 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 // read only then; the test is on the record the drain just touched. Readers
 // may be inside: MakeStriped only reads the value (as they do) and
 // publishes the array with release.
-void Shard::NoteReader(std::uint32_t i, std::size_t reader) {
+void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
-  const auto from = static_cast<std::uint8_t>(reader + 1);
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
-  if (last == from) return;
   if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0) {
     Node* n = records_.node(i);
     if (n->kind == L1EntryKind::kValue && !n->striped()) {

@@ -106,6 +106,7 @@ class alignas(64) Shard {
 
  private:
   static constexpr std::size_t kReaderSlots = 16;  // power of two
+  static_assert(kReaderSlots < PolicyRecord::kStriped, "a record's `seen` holds 1 + a slot below its flag");
   // Records per slot before its reader drains it. Each drain costs the
   // shard's mutex (a line the other CPUs' drains also take) besides the
   // records' own upkeep: at 32, two threads reading the same keys lost 11 %
@@ -186,10 +187,10 @@ class alignas(64) Shard {
   void WaitForReaders();
   void DrainReadBuffers();  // every slot; REQUIRES: inside an ExclusiveSection
   void DrainSlot(ReaderSlot& slot);  // REQUIRES: mu_ held
-  // A drained hit on record `i` from reader slot `reader`: makes its node's
-  // value stripes when an earlier drained hit came from another slot.
-  // REQUIRES: mu_ held.
-  void NoteReader(std::uint32_t i, std::size_t reader);
+  // A drained hit on record `i` from reader slot `from` - 1, whose last one
+  // came from another slot (or none): makes its node's value stripes when
+  // there was one. REQUIRES: mu_ held.
+  void NoteReader(std::uint32_t i, std::uint8_t from);
 
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
