@@ -176,15 +176,16 @@ struct L1Options {
   // Reference-count stripes per value: 0 (automatic) or a power of two in
   // [1, 16]. A hit hands out a shared_ptr, i.e. bumps a reference count;
   // when threads on several cores read the same hot key, that count's cache
-  // line bounces between the cores on every hit. With N > 1, a value that
-  // hits from two different CPUs have reached (through the read buffers'
-  // drains, so after a few dozen hits) gets N - 1 extra control blocks (one
-  // allocation each, about 48 bytes), and threads on different CPUs bump
-  // different ones. Entries read from one CPU only get none, so a large,
-  // mostly cold cache pays nothing for them; an overwrite drops them until
-  // the new value is read from two CPUs again. The returned pointers point
-  // to the same bytes; only use_count() differs. Not counted by the default
-  // weigher. 0 picks the number of CPUs rounded up to a power of two, at
+  // line bounces between the cores on every hit. With N > 1, threads on
+  // different CPUs use different ones of N reference counts: the value's
+  // own, and N - 1 extra control blocks (one allocation each, about 48
+  // bytes, plus an array of N - 1 pointers of 16 bytes). An entry gets the
+  // extra ones only once hits on it from two CPUs that use different counts
+  // have been applied (by the read buffers' drains, so after some dozens of
+  // hits); entries read from one CPU only get none, so a large, mostly cold
+  // cache pays nothing for them. An overwrite drops them until the new value
+  // is read that way again. The returned pointers point to the same bytes;
+  // only use_count() differs. Not counted by the default weigher. 0 picks the number of CPUs rounded up to a power of two, at
   // most 4. bench_l1 reports both (l1_hit_2t, default; l1_hit_2t_unstriped):
   // on the 2-core development machine they are within run-to-run noise; the
   // contention stripes remove grows with the number of cores reading one

@@ -192,7 +192,8 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
 }
 
 // The node's hash folded to the 32 bits the frequency sketch is keyed by, so
-// that policy upkeep (drains, admission contests) never reads the node.
+// that policy upkeep (drains, admission contests) does not read the node
+// (a drain does once, to make its value stripes: Shard::NoteReader).
 inline std::uint32_t SketchKeyOf(std::uint64_t hash) {
   return static_cast<std::uint32_t>(hash ^ (hash >> 32));
 }
@@ -214,10 +215,11 @@ struct PolicyRecord {
   // lowers its estimate for that one period.
   std::uint16_t saturated_at = 0;
   Segment segment = Segment::kLru;
-  // Shard::DrainSlot's, for value stripes: the low 7 bits are 1 + the reader
-  // slot whose drain last applied a hit on this record (0: none yet); kStriped
-  // is set once the node has stripes, cleared when an exclusive section takes
-  // them away (an overwrite).
+  // Shard::DrainSlot's, for value stripes: the low 7 bits are 1 + the stripe
+  // (reader slot mod the stripe count) of the reader whose drained hit on
+  // this record came last (0: none yet); kStriped is set once the node has
+  // stripes, or for an entry that has no value to stripe (negative). An
+  // overwrite (which takes the stripes away) resets the whole byte.
   std::uint8_t seen = 0;
   static constexpr std::uint8_t kStriped = 0x80;
 };

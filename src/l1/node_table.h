@@ -8,6 +8,9 @@
 // match compares the key. Linear probing, load
 // factor at most 1/2, deletion by backward shift (no tombstones), so 16 to 32
 // bytes of table per entry (16-byte slots with the full hash took 32 to 64).
+// The price: Grow() and Remove() read the nodes' hashes to find their homes
+// (Grow every node once per doubling, inside a writer's exclusive section;
+// Remove the nodes of the short run after the hole).
 // Lookups take a string_view: no key copy on the hit path. Grows by
 // doubling; shrinks only on Reset(). Not thread-safe.
 #ifndef TIERCACHE_L1_NODE_TABLE_H_

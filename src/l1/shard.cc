@@ -19,7 +19,7 @@ void Shard::Configure(const ShardLimits& limits) {
   max_bytes_ = limits.max_bytes;
   policy_ = limits.policy;
   max_stale_ = limits.max_stale;
-  stripes_on_ = limits.value_stripes > 1;
+  stripe_mask_ = limits.value_stripes - 1;
   if (policy_ == L1Policy::kTinyLfu) {
     const auto window = static_cast<std::size_t>(
         std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
@@ -74,7 +74,8 @@ void Shard::DrainReadBuffers() {
 }
 
 // Folds the slot's hits and applies its recorded reads. Needs only mu_: the
-// policy lists and the sketch it writes are not read by readers. Every
+// policy lists and the sketch it writes are not read by readers, and the
+// stripes it may make are published with release (NoteReader). Every
 // recorded index names a live node's record: it was recorded (in a read
 // section, from a node in the table) after the last exclusive section drained
 // this buffer, and nodes leave the table and free their records only in
@@ -103,9 +104,11 @@ void Shard::DrainSlot(ReaderSlot& slot) {
       }
     }
   }
-  // Value stripes: mostly the same reader as last time, one test on the
-  // record just touched.
-  const std::uint8_t from = stripes_on_ ? static_cast<std::uint8_t>(&slot - slots_ + 1) : 0;
+  // Value stripes: mostly the same stripe as last time, one test on the
+  // record just touched. The slot's stripe is the one its readers use
+  // (Node::ValueFor(slot index)).
+  const std::uint8_t from =
+      stripe_mask_ != 0 ? static_cast<std::uint8_t>(((&slot - slots_) & stripe_mask_) + 1) : 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     Touch(records[i]);
     if (from != 0 && (records_[records[i]].seen & ~PolicyRecord::kStriped) != from) NoteReader(records[i], from);
@@ -115,12 +118,14 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 
 // Value stripes cost an allocation per stripe (about 48 bytes) and only pay
 // off for an entry that threads on several CPUs read at the same time, so a
-// node gets them once drains have applied hits on it from two reader slots
-// (CPUs). An entry read from one CPU only (every entry of a cache that is
-// mostly cold, or that one thread reads) never has any. The node's line is
-// read only then; the test is on the record the drain just touched. Readers
-// may be inside: MakeStriped only reads the value (as they do) and
-// publishes the array with release.
+// node gets them once drains have applied hits on it from readers on two
+// CPUs whose slots use different stripes (and for whom they make a
+// difference). An entry read from one CPU only (every entry of a cache that
+// is mostly cold, or that one thread reads) never has any. The node's line
+// is read only then; the test is on the record the drain just touched.
+// Readers may be inside: MakeStriped only reads the value (as they do) and
+// publishes the array with release. An exclusive section's drains may
+// stripe a node the section then drops: a wasted allocation, no harm.
 void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
@@ -354,7 +359,7 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     // after the section; drains make new ones if the entry is still read
     // from several CPUs.
     node->stripes().store(old->TakeStripes().release(), std::memory_order_relaxed);
-    records_.of(old).seen &= static_cast<std::uint8_t>(~PolicyRecord::kStriped);
+    records_.of(old).seen = 0;  // stripes again only once read with two stripes
     old->kind = node->kind;
     old->version = node->version;
     old->expiry = node->expiry;

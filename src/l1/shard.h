@@ -9,7 +9,9 @@
 // under mu_, as Caffeine does:
 // when the buffer is full the reader drains it itself if the mutex is free.
 // A drain writes only the policy lists and the sketch, which readers never
-// read, so it holds mu_ alone and other readers go on. So a hit writes only
+// read, and once per node at most its value stripes pointer, which it
+// publishes with release (see Node::stripes), so it holds mu_ alone and
+// other readers go on. So a hit writes only
 // its own slot's lines (and the value's reference count), and readers on
 // different CPUs do not bounce lines.
 // Writers (fills, invalidations, evictions) hold mu_, raise
@@ -56,7 +58,7 @@ struct ShardLimits {
   double window_fraction = 0.01;
   Clock::Duration max_stale{0};  // retention of expired values / negatives
   // The nodes' stripe_count (L1Options::value_stripes, resolved): above 1,
-  // drains make stripes for entries read from more than one CPU.
+  // drains make stripes for entries read with two different stripes.
   std::size_t value_stripes = 1;
 };
 
@@ -187,9 +189,9 @@ class alignas(64) Shard {
   void WaitForReaders();
   void DrainReadBuffers();  // every slot; REQUIRES: inside an ExclusiveSection
   void DrainSlot(ReaderSlot& slot);  // REQUIRES: mu_ held
-  // A drained hit on record `i` from reader slot `from` - 1, whose last one
-  // came from another slot (or none): makes its node's value stripes when
-  // there was one. REQUIRES: mu_ held.
+  // A drained hit on record `i` from a reader using stripe `from` - 1, whose
+  // last one came from a reader using another stripe (or none): makes its
+  // node's value stripes when there was one. REQUIRES: mu_ held.
   void NoteReader(std::uint32_t i, std::uint8_t from);
 
   bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
@@ -250,7 +252,7 @@ class alignas(64) Shard {
   std::size_t protected_bytes_cap_ = 0;
   L1Policy policy_ = L1Policy::kLru;
   Clock::Duration max_stale_{0};
-  bool stripes_on_ = false;  // value_stripes > 1
+  std::size_t stripe_mask_ = 0;  // value_stripes - 1: 0 means no stripes
 };
 
 }  // namespace tiercache::l1

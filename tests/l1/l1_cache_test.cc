@@ -136,30 +136,6 @@ TEST_F(L1CacheTest, SetThenGetReturnsSharedValueWithMetadata) {
   EXPECT_TRUE(e.FreshAt(clock_.Now()));
 }
 
-TEST_F(L1CacheTest, StripedValuesShareTheBytesAndOutliveTheCache) {
-  L1Options o = Options();
-  o.value_stripes = 4;
-  auto c = Make(o);
-  L1Value v = V("striped");
-  const std::string* bytes = v.get();
-  ASSERT_TRUE(c->Set("k", std::move(v), Version(1)).ok());
-  std::vector<L1Value> got(8);
-  std::vector<std::thread> threads;
-  for (std::size_t t = 0; t < got.size(); ++t) {
-    threads.emplace_back([&, t] {
-      auto r = c->Get("k");
-      if (r.ok() && r->has_value()) got[t] = (*r)->value;
-    });
-  }
-  for (auto& t : threads) t.join();
-  c.reset();  // the cache and its stripes' owner go away first
-  for (const L1Value& g : got) {
-    ASSERT_NE(g, nullptr);
-    EXPECT_EQ(g.get(), bytes);
-    EXPECT_EQ(*g, "striped");  // still alive (ASan checks)
-  }
-}
-
 // user_data, like tag, is the fill's: returned by every lookup, replaced by
 // an overwrite, 0 by default.
 TEST_F(L1CacheTest, UserDataAndTagAreTheFillsAndReplacedByAnOverwrite) {

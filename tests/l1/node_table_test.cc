@@ -91,7 +91,8 @@ TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
 
 // Keys whose slots hold the same tag (the hash's top 6 bits) and the same
 // home, and keys whose tags differ but whose homes are equal: the tag only
-// spares node reads, a match still compares the full hash and the key.
+// spares node reads, a match still compares the key. (A key has one hash,
+// the cache's HashKey; a probe with another tag finds nothing.)
 TEST(NodeTableTest, EqualTagsAndEqualHomesStillTellKeysApart) {
   NodeTable table;
   std::vector<NodePtr> nodes;
@@ -106,7 +107,7 @@ TEST(NodeTableTest, EqualTagsAndEqualHomesStillTellKeysApart) {
   }
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     EXPECT_EQ(table.Find(hashes[i], "key" + std::to_string(i)), nodes[i].get()) << i;
-    EXPECT_EQ(table.Find(hashes[i] ^ (1ULL << 30), "key" + std::to_string(i)), nullptr) << i;  // other hash
+    EXPECT_EQ(table.Find(hashes[i] ^ (1ULL << 60), "key" + std::to_string(i)), nullptr) << i;  // other tag
     EXPECT_EQ(table.Find(hashes[i], "other"), nullptr) << i;
   }
   for (std::size_t victim : {0, 5, 3}) {
