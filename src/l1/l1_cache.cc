@@ -178,8 +178,10 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   if (!charge.ok()) return charge.status();
 
   const Clock::TimePoint now = impl_->clock->Now();
-  l1::NodePtr node = l1::NewNode(key, impl_->value_stripes);
-  node->hash = HashKey(key);
+  const std::uint64_t hash = HashKey(key);
+  l1::Shard& shard = impl_->ShardFor(hash);
+  l1::NodePtr node = l1::NewNode(key, impl_->value_stripes, shard.arena());
+  node->hash = hash;
   node->kind = kind;
   node->version = fill.version;
   node->load_duration = fill.load_duration;
@@ -198,7 +200,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   TIERCACHE_RETURN_IF_ERROR(l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge));
   // A refused invalidation is a no-op, not a refused fill.
   const bool count_refusal = kind != L1EntryKind::kTombstone;
-  if (!impl_->ShardFor(node->hash).Upsert(std::move(node), now, count_refusal)) {
+  if (!shard.Upsert(std::move(node), now, count_refusal)) {
     return Status::Aborted("version " + std::to_string(fill.version) +
                            " refused: a higher version is cached for this key");
   }

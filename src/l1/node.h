@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/dcheck.h"
+#include "l1/node_arena.h"
 #include "tiercache/clock.h"
 #include "tiercache/l1_cache.h"
 
@@ -158,28 +159,41 @@ struct alignas(64) Node {
   }
 
  private:
-  friend std::unique_ptr<Node, struct NodeDeleter> NewNode(std::string_view key, std::size_t stripes);
+  friend std::unique_ptr<Node, struct NodeDeleter> NewNode(std::string_view key, std::size_t stripes,
+                                                           NodeArena* arena);
   char* trailer() const { return const_cast<char*>(reinterpret_cast<const char*>(this)) + sizeof(Node); }
 };
 static_assert(sizeof(Node) == 64, "a node's lookup fields are one cache line");
 static_assert(alignof(NodeTail) <= alignof(Node) && Node::kKeyOffset % alignof(Node::StripesPtr) == 0);
 static_assert(Node::StripesPtr::is_always_lock_free);
 
+// Destroys a node and gives its memory back to the arena it came from (null:
+// the general allocator).
 struct NodeDeleter {
+  NodeArena* arena = nullptr;
   void operator()(Node* n) const noexcept {
+    const std::size_t bytes = Node::AllocationBytes(n->key_size);
     n->~Node();
-    ::operator delete(n, std::align_val_t{alignof(Node)});
+    if (arena != nullptr) {
+      arena->Free(n, bytes);
+    } else {
+      ::operator delete(n, std::align_val_t{alignof(Node)});
+    }
   }
 };
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
 // A default-initialised Node whose stripe_count is `stripes` (a power of
 // two, at most kMaxValueStripes), followed by a zero tag and user data, a
-// null stripes pointer, a copy of `key` and a zero NodeTail.
-inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
+// null stripes pointer, a copy of `key` and a zero NodeTail; its memory from
+// `arena` (its shard's), or from the general allocator when null. Throws
+// std::bad_alloc.
+inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1, NodeArena* arena = nullptr) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
-  void* memory = ::operator new(Node::AllocationBytes(key.size()), std::align_val_t{alignof(Node)});
+  const std::size_t bytes = Node::AllocationBytes(key.size());
+  void* memory = arena != nullptr ? arena->Allocate(bytes) : ::operator new(bytes, std::align_val_t{alignof(Node)});
+  static_assert(alignof(Node) == NodeArena::kBlockAlign);
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
   n->stripe_count = static_cast<std::uint8_t>(stripes);
@@ -188,7 +202,7 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1) {
   new (n->trailer() + Node::kStripesOffset) Node::StripesPtr(nullptr);
   new (n->trailer() + Node::TailOffset(key.size())) NodeTail();
   if (!key.empty()) std::memcpy(n->trailer() + Node::kKeyOffset, key.data(), key.size());
-  return NodePtr(n);
+  return NodePtr(n, NodeDeleter{arena});
 }
 
 // The node's hash folded to the 32 bits the frequency sketch is keyed by, so

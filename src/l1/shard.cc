@@ -301,6 +301,7 @@ bool Shard::Record(ReaderSlot& slot, const Node* n) {
 }
 
 bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
+  TIERCACHE_DCHECK(node.get_deleter().arena == &arena_);  // FreeChain gives it back there
   bool stored = false;
   Node* retired = nullptr;
   bool start_sketch = false;
@@ -633,7 +634,7 @@ Node* Shard::TakeRetired() {
 void Shard::FreeChain(Node* n) {
   while (n != nullptr) {
     Node* next = n->tail().chain;
-    NodeDeleter()(n);
+    NodeDeleter{&arena_}(n);
     n = next;
   }
 }

@@ -45,6 +45,7 @@
 
 #include "l1/frequency_sketch.h"
 #include "l1/node.h"
+#include "l1/node_arena.h"
 #include "l1/node_table.h"
 #include "tiercache/clock.h"
 #include "tiercache/l1_cache.h"
@@ -105,6 +106,9 @@ class alignas(64) Shard {
   std::size_t PurgeDead(Clock::TimePoint now);
   // Adds this shard's counters to *stats.
   void AddStats(L1Stats* stats) const;
+  // Where this shard's nodes are allocated (NewNode's `arena`); lives as
+  // long as the shard. Every node Upsert() is given must come from it.
+  NodeArena* arena() { return &arena_; }
 
  private:
   static constexpr std::size_t kReaderSlots = 16;  // power of two
@@ -223,7 +227,7 @@ class alignas(64) Shard {
   void Evict(Node* n);           // for room: counted in evictions
   void Drop(Node* n);            // unlink and retire, no counter
   Node* TakeRetired();
-  static void FreeChain(Node* n);
+  void FreeChain(Node* n);  // no lock needed (the arena has its own)
 
   mutable std::mutex mu_;
   // Raised for the whole of every exclusive section; on its own line since
@@ -243,6 +247,7 @@ class alignas(64) Shard {
   std::size_t segment_bytes_[PolicyTable::kLists] = {};  // GUARDED_BY(mu_): charges per Segment
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it
+  NodeArena arena_;                          // thread-safe: the nodes' memory
   // Set by Configure(), then read-only.
   std::size_t max_entries_ = 1;
   std::size_t max_bytes_ = 1;

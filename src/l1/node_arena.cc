@@ -1,0 +1,84 @@
+#include "l1/node_arena.h"
+
+#include <algorithm>
+#include <new>
+#include <utility>
+
+#include "common/dcheck.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define TIERCACHE_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define TIERCACHE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define TIERCACHE_POISON(p, n) ((void)(p), (void)(n))
+#define TIERCACHE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+namespace tiercache::l1 {
+
+NodeArena::~NodeArena() {
+  for (const auto& [slab, bytes] : slabs_) {
+    TIERCACHE_UNPOISON(slab, bytes);
+    ::operator delete(slab, std::align_val_t{kBlockAlign});
+  }
+}
+
+void* NodeArena::Allocate(std::size_t bytes) {
+  TIERCACHE_DCHECK(bytes != 0 && bytes % kBlockAlign == 0);
+  if (bytes > kMaxPooledBytes) return ::operator new(bytes, std::align_val_t{kBlockAlign});
+  const std::size_t cls = bytes / kBlockAlign - 1;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (FreeBlock* b = free_[cls]; b != nullptr) {
+    free_[cls] = b->next;
+    TIERCACHE_UNPOISON(b, bytes);
+    return b;
+  }
+  if (static_cast<std::size_t>(carve_end_ - carve_) < bytes) {
+    // A new slab. The rest of the old one (less than a block of this size)
+    // goes to the free lists in blocks it still holds, largest first.
+    slabs_.reserve(slabs_.size() + 1);  // may throw: nothing changed yet
+    void* slab = ::operator new(next_slab_bytes_, std::align_val_t{kBlockAlign});
+    for (std::size_t c = kClasses; c-- > 0;) {
+      const std::size_t size = (c + 1) * kBlockAlign;
+      while (static_cast<std::size_t>(carve_end_ - carve_) >= size) {
+        auto* rest = reinterpret_cast<FreeBlock*>(carve_);
+        TIERCACHE_UNPOISON(rest, sizeof(FreeBlock));
+        rest->next = free_[c];
+        free_[c] = rest;
+        carve_ += size;
+      }
+    }
+    slabs_.emplace_back(slab, next_slab_bytes_);
+    slab_bytes_ += next_slab_bytes_;
+    carve_ = static_cast<char*>(slab);
+    carve_end_ = carve_ + next_slab_bytes_;
+    TIERCACHE_POISON(carve_, next_slab_bytes_);
+    next_slab_bytes_ = std::min(2 * next_slab_bytes_, kMaxSlabBytes);
+  }
+  void* block = carve_;
+  carve_ += bytes;
+  TIERCACHE_UNPOISON(block, bytes);
+  return block;
+}
+
+void NodeArena::Free(void* block, std::size_t bytes) noexcept {
+  TIERCACHE_DCHECK(bytes != 0 && bytes % kBlockAlign == 0);
+  if (bytes > kMaxPooledBytes) {
+    ::operator delete(block, std::align_val_t{kBlockAlign});
+    return;
+  }
+  const std::size_t cls = bytes / kBlockAlign - 1;
+  auto* b = static_cast<FreeBlock*>(block);
+  std::lock_guard<std::mutex> lock(mu_);
+  b->next = free_[cls];
+  free_[cls] = b;
+  TIERCACHE_POISON(reinterpret_cast<char*>(b) + sizeof(FreeBlock), bytes - sizeof(FreeBlock));
+}
+
+std::size_t NodeArena::slab_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return slab_bytes_;
+}
+
+}  // namespace tiercache::l1
