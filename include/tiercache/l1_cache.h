@@ -246,7 +246,9 @@ class L1Cache final {
   // Stores `value` under `key`. Evicts as needed to stay within the bounds.
   // Errors (the cache is unchanged):
   //   kInvalidArgument  bad key, null value, ttl < 0 or > kL1MaxTtl.
-  //   kResourceExhausted the entry's charge exceeds max_entry_charge().
+  //   kResourceExhausted the entry's charge exceeds max_entry_charge(), or
+  //                     no memory could be allocated for it (its node, or
+  //                     the shard's table or policy records growing).
   //   kAborted          version guard: a live entry of a higher version is
   //                     present (counted in refused_fills).
   //   kInternal         the weigher threw.

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 #include <utility>
 
@@ -178,9 +179,30 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   if (!charge.ok()) return charge.status();
 
   const Clock::TimePoint now = impl_->clock->Now();
+  Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
+  if (kind != L1EntryKind::kTombstone && o.ttl_jitter > 0) {
+    ttl = l1::Jitter(ttl, o.ttl_jitter, UnitRandom());
+  }
+  Clock::TimePoint expiry = now + ttl;
+  if (fill.not_after.has_value() && *fill.not_after < expiry) expiry = *fill.not_after;
   const std::uint64_t hash = HashKey(key);
   l1::Shard& shard = impl_->ShardFor(hash);
-  l1::NodePtr node = l1::NewNode(key, impl_->value_stripes, shard.arena());
+  l1::NodePtr node;
+  try {
+    node = l1::NewNode(key, impl_->value_stripes, shard.arena());
+  } catch (const std::bad_alloc&) {
+    if (built != nullptr) {  // the entry as it would have been stored
+      *built = L1Entry{};
+      built->kind = kind;
+      built->value = std::move(value);
+      built->version = fill.version;
+      built->expiry = expiry;
+      built->load_duration = fill.load_duration;
+      built->tag = fill.tag;
+      built->user_data = fill.user_data;
+    }
+    return Status::ResourceExhausted("no memory for the entry's node");
+  }
   node->hash = hash;
   node->kind = kind;
   node->version = fill.version;
@@ -188,19 +210,20 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   node->set_tag(fill.tag);
   node->set_user_data(fill.user_data);
   node->set_charge(*charge);
-  Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
-  if (kind != L1EntryKind::kTombstone && o.ttl_jitter > 0) {
-    ttl = l1::Jitter(ttl, o.ttl_jitter, UnitRandom());
-  }
-  node->expiry = now + ttl;
-  if (fill.not_after.has_value() && *fill.not_after < node->expiry) node->expiry = *fill.not_after;
+  node->expiry = expiry;
   node->value = std::move(value);
   if (built != nullptr) node->CopyTo(built);
 
   TIERCACHE_RETURN_IF_ERROR(l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge));
   // A refused invalidation is a no-op, not a refused fill.
   const bool count_refusal = kind != L1EntryKind::kTombstone;
-  if (!shard.Upsert(std::move(node), now, count_refusal)) {
+  bool stored;
+  try {
+    stored = shard.Upsert(std::move(node), now, count_refusal);
+  } catch (const std::bad_alloc&) {  // the table or the policy records could not grow: unchanged
+    return Status::ResourceExhausted("no memory to add an entry to the shard");
+  }
+  if (!stored) {
     return Status::Aborted("version " + std::to_string(fill.version) +
                            " refused: a higher version is cached for this key");
   }

@@ -1,6 +1,7 @@
 #include "l1/node_arena.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <new>
 #include <utility>
 
@@ -19,8 +20,8 @@ namespace tiercache::l1 {
 
 NodeArena::~NodeArena() {
   for (const auto& [slab, bytes] : slabs_) {
-    TIERCACHE_UNPOISON(slab, bytes);
-    ::operator delete(slab, std::align_val_t{kBlockAlign});
+    TIERCACHE_UNPOISON(slab, bytes + kBlockAlign - 1);
+    ::operator delete(slab);
   }
 }
 
@@ -38,7 +39,8 @@ void* NodeArena::Allocate(std::size_t bytes) {
     // A new slab. The rest of the old one (less than a block of this size)
     // goes to the free lists in blocks it still holds, largest first.
     slabs_.reserve(slabs_.size() + 1);  // may throw: nothing changed yet
-    void* slab = ::operator new(next_slab_bytes_, std::align_val_t{kBlockAlign});
+    // Aligned by hand: the general allocator's aligned path may pad more.
+    void* slab = ::operator new(next_slab_bytes_ + kBlockAlign - 1);
     for (std::size_t c = kClasses; c-- > 0;) {
       const std::size_t size = (c + 1) * kBlockAlign;
       while (static_cast<std::size_t>(carve_end_ - carve_) >= size) {
@@ -51,7 +53,8 @@ void* NodeArena::Allocate(std::size_t bytes) {
     }
     slabs_.emplace_back(slab, next_slab_bytes_);
     slab_bytes_ += next_slab_bytes_;
-    carve_ = static_cast<char*>(slab);
+    const auto address = reinterpret_cast<std::uintptr_t>(slab);
+    carve_ = static_cast<char*>(slab) + ((kBlockAlign - address % kBlockAlign) % kBlockAlign);
     carve_end_ = carve_ + next_slab_bytes_;
     TIERCACHE_POISON(carve_, next_slab_bytes_);
     next_slab_bytes_ = std::min(2 * next_slab_bytes_, kMaxSlabBytes);

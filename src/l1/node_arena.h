@@ -4,7 +4,7 @@
 // general allocator such a block costs its size plus a header and alignment
 // padding: a 128-byte node took 176 bytes of heap here (glibc), 48 more than
 // the node. The arena carves blocks of up to kMaxPooledBytes out of slabs of
-// its own (64-byte aligned, 4 KiB growing to 256 KiB), with no header, and
+// its own (4 KiB growing to 256 KiB, aligned by hand), with no header, and
 // keeps freed blocks on a free list per size for the next node of that size.
 // Larger blocks come from the general allocator. The slabs are kept until
 // the arena is destroyed (with its shard), so a cache's node memory is what
