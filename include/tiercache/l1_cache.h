@@ -179,7 +179,8 @@ struct L1Options {
   // line bounces between the cores on every hit. With N > 1, threads on
   // different CPUs use different ones of N reference counts: the value's
   // own, and N - 1 extra control blocks (one allocation each, about 48
-  // bytes, plus an array of N - 1 pointers of 16 bytes). An entry gets the
+  // bytes; each entry keeps room for their N - 1 references, 16 bytes each,
+  // made or not). An entry gets the
   // extra ones only once hits on it from two CPUs that use different counts
   // have been applied (by the read buffers' drains, so after some dozens of
   // hits); entries read from one CPU only get none, so a large, mostly cold

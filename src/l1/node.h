@@ -38,20 +38,20 @@ struct NodeTail {
 
 // One entry: a single cache line of what a lookup reads, then, in the same
 // allocation (see NewNode), the fill's tag and user data (L1Fill::tag and
-// ::user_data, 8 bytes each), the pointer to the node's value stripes (null
-// until made, see Stripes), the key bytes, and 8-aligned after them the
-// NodeTail. So a hit reads one allocation: two lines when the key fits in the
-// second line's room after the tag, user data and stripes pointer (a key of up
-// to 24 bytes with the tail in the same line; 40 bytes with the tail in a
-// third), as the key comparison reads the key anyway. The key is at a fixed
-// offset from the node (kKeyOffset), so a probe can load it in parallel with
-// the node's first line instead of after it (its address depends on no field
-// of that line): on a key set larger than the CPU's caches both lines then
-// miss at once, not one after the other. No line of it is written by a hit;
-// a drain writes the stripes pointer, once, when it makes stripes. The
-// node's recency and frequency state is a PolicyRecord in its shard's
-// PolicyTable (a dense array), so the list moves of a drain touch 16-byte
-// records that stay in cache instead of three nodes' lines.
+// ::user_data, 8 bytes each), the key bytes, 8-aligned after them
+// stripe_count - 1 value stripe references (16 bytes each, null until made,
+// see `striped`), and the NodeTail. So a hit reads one allocation: two lines
+// when the key and the stripes fit in the second line's room after the tag
+// and user data (48 bytes: a key of up to 32 bytes with two stripes), as the
+// key comparison reads the key anyway. The key is at a fixed offset from the
+// node (kKeyOffset), so a probe can load it in parallel with the node's first
+// line instead of after it (its address depends on no field of that line):
+// on a key set larger than the CPU's caches both lines then miss at once, not
+// one after the other. No line of it is written by a hit; a drain writes the
+// stripe references and `striped`, once, when it makes them. The node's
+// recency and frequency state is a PolicyRecord in its shard's PolicyTable (a
+// dense array), so the list moves of a drain touch 16-byte records that stay
+// in cache instead of three nodes' lines.
 // Dead from expiry (tombstone) or expiry + max_stale (others) on: see
 // Shard::DeadAt.
 struct alignas(64) Node {
@@ -60,10 +60,15 @@ struct alignas(64) Node {
   // Its record in the shard's PolicyTable; 0 (a list head's) until placed.
   std::uint32_t policy_index = 0;
   L1EntryKind kind = L1EntryKind::kValue;
-  // A power of two, fixed at NewNode: 1 + the stripe references the node
-  // gets if it is made striped (see Stripes). Every node of one cache has
-  // the same count.
+  // A power of two, fixed at NewNode: 1 + the stripe references in the
+  // trailer. Every node of one cache has the same count.
   std::uint8_t stripe_count = 1;
+  // The stripe references hold references to `value` (see MakeStriped).
+  // Set with release by MakeStriped, with mu_ held and readers possibly
+  // inside, after it wrote them; cleared, and the references taken away,
+  // only inside exclusive sections (TakeStripesInto). A reader that loads
+  // true (acquire) reads whole references that stay for its read section.
+  std::atomic<bool> striped{false};
   Clock::TimePoint expiry{};
   L1Value value;
   std::uint64_t version = 0;
@@ -73,24 +78,26 @@ struct alignas(64) Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
   ~Node() {
-    delete[] stripes().load(std::memory_order_relaxed);
-    stripes().~atomic();
+    for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).~L1Value();
     tail().~NodeTail();
   }
 
-  using StripesPtr = std::atomic<const L1Value*>;
   static constexpr std::size_t kTagBytes = 2 * sizeof(std::uint64_t);  // tag, user_data
-  // The stripes pointer's offset from the end of the node: after the tag and user data.
-  static constexpr std::size_t kStripesOffset = kTagBytes;
-  // The key's offset from the end of the node: right after the stripes pointer.
-  static constexpr std::size_t kKeyOffset = kStripesOffset + sizeof(StripesPtr);
-  // The NodeTail's offset from the end of the node: after the key, aligned.
-  static std::size_t TailOffset(std::size_t key_size) {
-    return (kKeyOffset + key_size + alignof(NodeTail) - 1) & ~(alignof(NodeTail) - 1);
+  // The key's offset from the end of the node: right after the tag and user data.
+  static constexpr std::size_t kKeyOffset = kTagBytes;
+  // The stripe references' offset from the end of the node: after the key, 8-aligned.
+  static std::size_t StripesOffset(std::size_t key_size) {
+    return (kKeyOffset + key_size + alignof(L1Value) - 1) & ~(alignof(L1Value) - 1);
+  }
+  // The NodeTail's offset from the end of the node.
+  static std::size_t TailOffset(std::size_t stripes, std::size_t key_size) {
+    return (StripesOffset(key_size) + (stripes - 1) * sizeof(L1Value) + alignof(NodeTail) - 1) &
+           ~(alignof(NodeTail) - 1);
   }
   // The bytes NewNode allocates for a node: whole cache lines.
-  static std::size_t AllocationBytes(std::size_t key_size) {
-    return (sizeof(Node) + TailOffset(key_size) + sizeof(NodeTail) + alignof(Node) - 1) & ~(alignof(Node) - 1);
+  static std::size_t AllocationBytes(std::size_t stripes, std::size_t key_size) {
+    return (sizeof(Node) + TailOffset(stripes, key_size) + sizeof(NodeTail) + alignof(Node) - 1) &
+           ~(alignof(Node) - 1);
   }
   std::string_view key() const { return {trailer() + kKeyOffset, key_size}; }
   std::uint64_t tag() const {
@@ -106,46 +113,45 @@ struct alignas(64) Node {
   }
   void set_user_data(std::uint64_t u) { std::memcpy(trailer() + sizeof u, &u, sizeof u); }
   NodeTail& tail() const {
-    return *std::launder(reinterpret_cast<NodeTail*>(trailer() + TailOffset(key_size)));
+    return *std::launder(reinterpret_cast<NodeTail*>(trailer() + TailOffset(stripe_count, key_size)));
   }
   std::size_t charge() const { return tail().charge; }
   void set_charge(std::size_t c) { tail().charge = c; }
-
-  // The node's value stripes: null, or an array of stripe_count - 1 extra
-  // references to `value`, each with its own control block, so that readers
-  // on different CPUs bump different reference counts (see
-  // L1Options::value_stripes). Made only for entries read from more than one
-  // CPU (Shard::DrainSlot), so most entries of a large cache have none.
-  // Published with release by MakeStriped, with mu_ held and readers
-  // possibly inside; replaced (TakeStripes) and freed only in exclusive
-  // sections and after them, so a reader's acquire load sees a whole array
-  // that outlives its read section.
-  StripesPtr& stripes() const {
-    return *std::launder(reinterpret_cast<StripesPtr*>(trailer() + kStripesOffset));
+  // Extra reference i (< stripe_count - 1) to `value`, each with its own
+  // control block, so that readers on different CPUs bump different
+  // reference counts (see L1Options::value_stripes). Null until MakeStriped;
+  // made only for entries read from more than one CPU (Shard::NoteReader),
+  // so most entries of a large cache have no control blocks for them.
+  L1Value& stripe(std::size_t i) const {
+    return *std::launder(reinterpret_cast<L1Value*>(trailer() + StripesOffset(key_size) + i * sizeof(L1Value)));
   }
-  bool striped() const { return stripes().load(std::memory_order_relaxed) != nullptr; }
-  // Makes the stripes of `value` (REQUIRES: kind is kValue, stripe_count > 1,
-  // none made yet, mu_ held). May throw std::bad_alloc, and then changes
-  // nothing.
+  // Makes the stripe references to `value` and publishes them (REQUIRES:
+  // kind is kValue, stripe_count > 1, not striped, mu_ held). May throw
+  // std::bad_alloc, and then changes nothing.
   void MakeStriped() {
     const std::size_t n = stripe_count - 1u;
-    std::unique_ptr<L1Value[]> refs(new L1Value[n]);
-    for (std::size_t i = 0; i < n; ++i) {
-      refs[i] = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
+    try {
+      for (std::size_t i = 0; i < n; ++i) {
+        stripe(i) = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
+      }
+    } catch (...) {
+      for (std::size_t i = 0; i < n; ++i) stripe(i).reset();  // never published: no reader saw them
+      throw;
     }
-    stripes().store(refs.release(), std::memory_order_release);
+    striped.store(true, std::memory_order_release);
   }
-  // Detaches the stripes (REQUIRES: inside an exclusive section), for the
-  // caller to free after it; null when there were none.
-  std::unique_ptr<const L1Value[]> TakeStripes() {
-    return std::unique_ptr<const L1Value[]>(stripes().exchange(nullptr, std::memory_order_relaxed));
+  // Moves the stripe references to `to` (a node of the same stripe count
+  // that has none), for the caller to free after the section, and clears
+  // `striped`. REQUIRES: inside an exclusive section.
+  void TakeStripesInto(Node& to) {
+    for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).swap(to.stripe(i));
+    striped.store(false, std::memory_order_relaxed);
   }
 
   const L1Value& ValueFor(std::size_t reader) const {
     const std::size_t i = reader & (stripe_count - 1u);
-    if (i == 0) return value;
-    const L1Value* refs = stripes().load(std::memory_order_acquire);
-    return refs == nullptr ? value : refs[i - 1];
+    if (i == 0 || !striped.load(std::memory_order_acquire)) return value;
+    return stripe(i - 1);
   }
   // Assigns every field of *out but `stale`.
   void CopyTo(L1Entry* out, std::size_t reader = 0) const {
@@ -164,15 +170,15 @@ struct alignas(64) Node {
   char* trailer() const { return const_cast<char*>(reinterpret_cast<const char*>(this)) + sizeof(Node); }
 };
 static_assert(sizeof(Node) == 64, "a node's lookup fields are one cache line");
-static_assert(alignof(NodeTail) <= alignof(Node) && Node::kKeyOffset % alignof(Node::StripesPtr) == 0);
-static_assert(Node::StripesPtr::is_always_lock_free);
+static_assert(sizeof(L1Value) % alignof(L1Value) == 0 && alignof(NodeTail) <= alignof(Node));
+static_assert(std::atomic<bool>::is_always_lock_free);
 
 // Destroys a node and gives its memory back to the arena it came from (null:
 // the general allocator).
 struct NodeDeleter {
   NodeArena* arena = nullptr;
   void operator()(Node* n) const noexcept {
-    const std::size_t bytes = Node::AllocationBytes(n->key_size);
+    const std::size_t bytes = Node::AllocationBytes(n->stripe_count, n->key_size);
     n->~Node();
     if (arena != nullptr) {
       arena->Free(n, bytes);
@@ -183,15 +189,15 @@ struct NodeDeleter {
 };
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
-// A default-initialised Node whose stripe_count is `stripes` (a power of
-// two, at most kMaxValueStripes), followed by a zero tag and user data, a
-// null stripes pointer, a copy of `key` and a zero NodeTail; its memory from
-// `arena` (its shard's), or from the general allocator when null. Throws
-// std::bad_alloc.
+// A default-initialised Node with room for `stripes` (a power of two, at
+// most kMaxValueStripes) value references, followed by a zero tag and user
+// data, a copy of `key`, null stripe references and a zero NodeTail; its
+// memory from `arena` (its shard's), or from the general allocator when
+// null. Throws std::bad_alloc.
 inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1, NodeArena* arena = nullptr) {
   // Whole cache lines: no other allocation (say, a value's reference count,
   // written on every hit) may share the line holding this node's key.
-  const std::size_t bytes = Node::AllocationBytes(key.size());
+  const std::size_t bytes = Node::AllocationBytes(stripes, key.size());
   void* memory = arena != nullptr ? arena->Allocate(bytes) : ::operator new(bytes, std::align_val_t{alignof(Node)});
   static_assert(alignof(Node) == NodeArena::kBlockAlign);
   Node* n = new (memory) Node();
@@ -199,8 +205,10 @@ inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1, NodeArena*
   n->stripe_count = static_cast<std::uint8_t>(stripes);
   n->set_tag(0);
   n->set_user_data(0);
-  new (n->trailer() + Node::kStripesOffset) Node::StripesPtr(nullptr);
-  new (n->trailer() + Node::TailOffset(key.size())) NodeTail();
+  for (std::size_t i = 0; i + 1 < stripes; ++i) {
+    new (n->trailer() + Node::StripesOffset(key.size()) + i * sizeof(L1Value)) L1Value();
+  }
+  new (n->trailer() + Node::TailOffset(stripes, key.size())) NodeTail();
   if (!key.empty()) std::memcpy(n->trailer() + Node::kKeyOffset, key.data(), key.size());
   return NodePtr(n, NodeDeleter{arena});
 }

@@ -131,7 +131,7 @@ void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
   if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0) {
     Node* n = records_.node(i);
-    if (n->kind == L1EntryKind::kValue && !n->striped()) {
+    if (n->kind == L1EntryKind::kValue && !n->striped.load(std::memory_order_relaxed)) {
       try {
         n->MakeStriped();
       } catch (const std::bad_alloc&) {
@@ -357,9 +357,9 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     segment_bytes = segment_bytes - old->charge() + node->charge();
     old->value.swap(node->value);
     // The stripes reference the replaced value: `node` takes them, to free
-    // after the section; drains make new ones if the entry is still read
-    // from several CPUs.
-    node->stripes().store(old->TakeStripes().release(), std::memory_order_relaxed);
+    // after the section (same stripe_count: one per cache); drains make new
+    // ones if the entry is still read from several CPUs.
+    old->TakeStripesInto(*node);
     records_.of(old).seen = 0;  // stripes again only once read with two stripes
     old->kind = node->kind;
     old->version = node->version;

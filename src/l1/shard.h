@@ -9,8 +9,8 @@
 // under mu_, as Caffeine does:
 // when the buffer is full the reader drains it itself if the mutex is free.
 // A drain writes only the policy lists and the sketch, which readers never
-// read, and once per node at most its value stripes pointer, which it
-// publishes with release (see Node::stripes), so it holds mu_ alone and
+// read, and once per node at most its value stripe references, which it
+// publishes with release (see Node::striped), so it holds mu_ alone and
 // other readers go on. So a hit writes only
 // its own slot's lines (and the value's reference count), and readers on
 // different CPUs do not bounce lines.

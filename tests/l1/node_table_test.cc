@@ -121,38 +121,43 @@ TEST(NodeTableTest, EqualTagsAndEqualHomesStillTellKeysApart) {
 }
 
 // The node's layout, which the table's probe relies on: the key sits at the
-// same offset from every node whatever its key size (so its address depends
-// on no field of the node's first line, and a probe loads both lines at
-// once); the tag, user data, stripes pointer, key and tail follow each other
-// without overlap, and all of them lie inside the bytes NewNode allocates
-// (checked by the offsets, as this test is not built under ASan).
+// same offset from every node whatever its stripe count and key size (so its
+// address depends on no field of the node's first line, and a probe loads
+// both lines at once); the tag, user data, key, stripe references and tail
+// follow each other without overlap, and all of them lie inside the bytes
+// NewNode allocates (checked by the offsets, as this test is not built under
+// ASan). Stripes are null until MakeStriped, and each reader index gets its
+// own reference once they are made.
 TEST(NodeLayoutTest, TheKeyIsAtAFixedOffsetAndNoPartOverlapsAnother) {
   for (std::size_t stripes : {1, 2, 4, 8, 16}) {
-    for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
+    for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
       std::string key(size, '\0');
       for (std::size_t i = 0; i < size; ++i) key[i] = static_cast<char>('a' + (i * 7 + stripes) % 26);
       NodePtr n = NewNode(key, stripes);
       const char* base = reinterpret_cast<const char*>(n.get());
       ASSERT_EQ(n->key().data(), base + sizeof(Node) + Node::kKeyOffset) << stripes << " stripes, key of " << size;
-      EXPECT_EQ(reinterpret_cast<const char*>(&n->stripes()), base + sizeof(Node) + Node::kStripesOffset);
-      EXPECT_GE(Node::kStripesOffset, Node::kTagBytes);
-      EXPECT_GE(Node::kKeyOffset, Node::kStripesOffset + sizeof(Node::StripesPtr));
-      EXPECT_GE(Node::TailOffset(size), Node::kKeyOffset + size);
-      EXPECT_EQ(Node::TailOffset(size) % alignof(NodeTail), 0u);
-      EXPECT_LE(sizeof(Node) + Node::TailOffset(size) + sizeof(NodeTail), Node::AllocationBytes(size));
-      EXPECT_EQ(reinterpret_cast<const char*>(&n->tail()), base + sizeof(Node) + Node::TailOffset(size));
+      EXPECT_GE(Node::kKeyOffset, Node::kTagBytes);
+      EXPECT_GE(Node::StripesOffset(size), Node::kKeyOffset + size);
+      EXPECT_EQ(Node::StripesOffset(size) % alignof(L1Value), 0u);
+      EXPECT_GE(Node::TailOffset(stripes, size), Node::StripesOffset(size) + (stripes - 1) * sizeof(L1Value));
+      EXPECT_EQ(Node::TailOffset(stripes, size) % alignof(NodeTail), 0u);
+      EXPECT_LE(sizeof(Node) + Node::TailOffset(stripes, size) + sizeof(NodeTail),
+                Node::AllocationBytes(stripes, size));
+      EXPECT_EQ(reinterpret_cast<const char*>(&n->tail()), base + sizeof(Node) + Node::TailOffset(stripes, size));
       EXPECT_EQ(n->tag(), 0u);
       EXPECT_EQ(n->user_data(), 0u);
       EXPECT_EQ(n->charge(), 0u);
-      EXPECT_FALSE(n->striped());
+      EXPECT_FALSE(n->striped.load());
       n->set_tag(~std::uint64_t{0});
       n->set_user_data(~std::uint64_t{0} - 1);
       n->set_charge(~std::size_t{0});
       auto value = std::make_shared<const std::string>("v");
       n->value = value;
+      for (std::size_t i = 0; i + 1 < stripes; ++i) EXPECT_EQ(n->stripe(i), nullptr);
+      for (std::size_t r = 0; r < 2 * stripes; ++r) EXPECT_EQ(&n->ValueFor(r), &n->value) << "not striped yet";
       if (stripes > 1) {
         n->MakeStriped();
-        EXPECT_TRUE(n->striped());
+        EXPECT_TRUE(n->striped.load());
         for (std::size_t r = 0; r < 2 * stripes; ++r) {
           const L1Value& v = n->ValueFor(r);
           EXPECT_EQ(v.get(), value.get());
