@@ -179,18 +179,18 @@ struct L1Options {
   // line bounces between the cores on every hit. With N > 1, threads on
   // different CPUs use different ones of N reference counts: the value's
   // own, and N - 1 extra control blocks (one allocation each, about 48
-  // bytes; each entry keeps room for their N - 1 references, 16 bytes each,
-  // made or not). An entry gets the
-  // extra ones only once hits on it from two CPUs that use different counts
-  // have been applied (by the read buffers' drains, so after some dozens of
-  // hits); entries read from one CPU only get none, so a large, mostly cold
-  // cache pays nothing for them. An overwrite drops them until the new value
-  // is read that way again. The returned pointers point to the same bytes;
-  // only use_count() differs. Not counted by the default weigher. 0 picks the number of CPUs rounded up to a power of two, at
-  // most 4. bench_l1 reports both (l1_hit_2t, default; l1_hit_2t_unstriped):
-  // on the 2-core development machine they are within run-to-run noise; the
-  // contention stripes remove grows with the number of cores reading one
-  // key. Set 1 for none at all.
+  // bytes). An entry gets the extra ones only once hits on it from two CPUs
+  // that use different counts have been applied (by the read buffers'
+  // drains, so after some dozens of hits); entries read from one CPU only
+  // get none. Every entry keeps room for the N - 1 references (16 bytes
+  // each, made or not), so a large, mostly cold cache pays that room only.
+  // An overwrite drops them until the new value is read that way again.
+  // The returned pointers point to the same bytes; only use_count()
+  // differs. Not counted by the default weigher. 0 picks the number of CPUs
+  // rounded up to a power of two, at most 4. bench_l1 reports both
+  // (l1_hit_2t, default; l1_hit_2t_unstriped): on the 2-core development
+  // machine they are within run-to-run noise; the contention stripes remove
+  // grows with the number of cores reading one key. Set 1 for none at all.
   std::size_t value_stripes = 0;
 
   // Keys must be 1..max_key_bytes bytes long. In [1, 1 MiB].
@@ -264,7 +264,9 @@ class L1Cache final {
   // lower version until it expires. A no-op (returning OK) when a live entry
   // of a higher version is present.
   // Errors: kInvalidArgument (bad key, ttl < 0 or > kL1MaxTtl), kInternal
-  // (the weigher threw).
+  // (the weigher threw), kResourceExhausted (no memory for the tombstone:
+  // the entry of `key` is then erased, whatever its version, so no
+  // invalidated value is served, but no tombstone refuses older fills).
   Status Invalidate(std::string_view key, std::uint64_t version,
                     Clock::Duration tombstone_ttl = Clock::Duration::zero());
 

@@ -201,6 +201,10 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
       built->tag = fill.tag;
       built->user_data = fill.user_data;
     }
+    // An invalidation must not leave the value it invalidates: with no room
+    // for the tombstone, the entry goes (which allocates nothing), and with
+    // it the version guard this tombstone would have been.
+    if (kind == L1EntryKind::kTombstone) shard.Erase(hash, key);
     return Status::ResourceExhausted("no memory for the entry's node");
   }
   node->hash = hash;

@@ -8,13 +8,14 @@
 #ifndef TIERCACHE_L1_NODE_H_
 #define TIERCACHE_L1_NODE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <atomic>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/dcheck.h"
@@ -291,6 +292,13 @@ class PolicyTable {
     records_[i].next = free_;
     free_ = i;
     n->policy_index = 0;
+  }
+  // Exchanges the contents of two tables (every node's record moves with
+  // it); does not allocate. The lists' sizes (NodeList) are the caller's.
+  void Swap(PolicyTable& other) noexcept {
+    records_.swap(other.records_);
+    nodes_.swap(other.nodes_);
+    std::swap(free_, other.free_);
   }
   // Forgets every node and releases the memory beyond the heads.
   void Reset() {

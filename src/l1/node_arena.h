@@ -7,16 +7,21 @@
 // its own (4 KiB growing to 256 KiB, aligned by hand), with no header, and
 // keeps freed blocks on a free list per size for the next node of that size.
 // Larger blocks come from the general allocator. The slabs are kept until
-// the arena is destroyed (with its shard), so a cache's node memory is what
-// its largest population needed; freed blocks are reused, not returned.
+// the arena is destroyed (with its shard), and free lists are per size
+// (never split or merged), so a cache's node memory is the sum of each
+// node size's peak population; freed blocks are reused, not returned.
 //
 // Under AddressSanitizer a free block is poisoned but for the word that
-// links it, and the unused part of a slab is poisoned until carved, so a use
-// after free of a node or an overflow out of one is still reported.
+// links it, and the uncarved part of a slab is poisoned until carved, so a
+// use of a freed node before its block is handed out again, or an overflow
+// into a free or uncarved block, is reported. Live blocks have no redzone
+// between them and freed ones are reused at once (last in, first out), so
+// ASan sees less here than with the general allocator.
 //
 // Thread-safety: Allocate and Free may be called concurrently (a mutex, held
-// for a few instructions; never across anything else). Nodes are allocated
-// by fills before they enter the shard, and freed after exclusive sections.
+// for the list and carve updates, and while a new slab is allocated).
+// Nodes are allocated by fills before they enter the shard, and freed after
+// exclusive sections.
 #ifndef TIERCACHE_L1_NODE_ARENA_H_
 #define TIERCACHE_L1_NODE_ARENA_H_
 

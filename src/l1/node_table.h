@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "l1/node.h"
@@ -63,6 +64,11 @@ class NodeTable {
   void Remove(Node* n);
   // Forgets every node (does not free them).
   void Reset();
+  // Exchanges the contents of two tables; does not allocate.
+  void Swap(NodeTable& other) noexcept {
+    slots_.swap(other.slots_);
+    std::swap(size_, other.size_);
+  }
   std::size_t size() const { return size_; }
   std::size_t capacity() const { return slots_.size(); }
   static constexpr std::size_t kSlotBytes = sizeof(std::uintptr_t);

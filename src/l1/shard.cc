@@ -10,8 +10,17 @@
 
 namespace tiercache::l1 {
 
+// No reader or writer is left: every node is freed; the table and records
+// go with the shard. Allocates nothing (Clear's empty tables might throw).
 Shard::~Shard() {
-  Clear();
+  for (NodeList& l : lists_) {
+    while (Node* n = l.back()) {
+      l.remove(n);
+      n->tail().chain = retired_;
+      retired_ = n;
+    }
+  }
+  FreeChain(TakeRetired());
 }
 
 void Shard::Configure(const ShardLimits& limits) {
@@ -123,8 +132,9 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 // difference). An entry read from one CPU only (every entry of a cache that
 // is mostly cold, or that one thread reads) never has any. The node's line
 // is read only then; the test is on the record the drain just touched.
-// Readers may be inside: MakeStriped only reads the value (as they do) and
-// publishes the array with release. An exclusive section's drains may
+// Readers may be inside: MakeStriped only reads the value (as they do),
+// writes the stripe references no reader reads before the flag, and
+// publishes them with release. An exclusive section's drains may
 // stripe a node the section then drops: a wasted allocation, no harm.
 void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
@@ -389,6 +399,11 @@ bool Shard::Erase(std::uint64_t hash, std::string_view key) {
 }
 
 void Shard::Clear() {
+  // The empty table and records are made first: making them may throw, and a
+  // throw inside the section, after the nodes were chained for freeing, would
+  // leave the table pointing at them.
+  NodeTable empty_table;
+  PolicyTable empty_records;
   Node* retired;
   {
     ExclusiveSection section(*this);
@@ -399,8 +414,8 @@ void Shard::Clear() {
         retired_ = n;
       }
     }
-    records_.Reset();
-    table_.Reset();
+    records_.Swap(empty_records);  // the old arrays are freed after the section
+    table_.Swap(empty_table);
     bytes_ = 0;
     for (std::size_t& b : segment_bytes_) b = 0;
     retired = TakeRetired();

@@ -37,50 +37,101 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 namespace tiercache {
 namespace {
 
-TEST(L1NodeAllocationTest, AFillWithoutMemoryIsResourceExhaustedAndLosesNothing) {
-  FakeClock clock;
+// Allocations of `from` bytes or more fail while it lives.
+class FailAllocations {
+ public:
+  explicit FailAllocations(std::size_t from) { g_fail_from = from; }
+  ~FailAllocations() { g_fail_from = 0; }
+  FailAllocations(const FailAllocations&) = delete;
+  FailAllocations& operator=(const FailAllocations&) = delete;
+};
+
+L1Value V(const std::string& s) { return std::make_shared<const std::string>(s); }
+
+std::unique_ptr<L1Cache> MakeCache(FakeClock* clock) {
   L1Options o;
   o.num_shards = 1;
   o.max_entries = 100'000;
   o.default_ttl = std::chrono::hours(1);
-  o.clock = &clock;
+  o.clock = clock;
   auto created = L1Cache::Create(o);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  L1Cache& c = **created;
-  L1Fill fill;
-  fill.version = 1;
-  ASSERT_TRUE(c.Set("first", std::make_shared<const std::string>("v"), fill).ok());
+  EXPECT_TRUE(created.ok()) << created.status().ToString();
+  return created.ok() ? std::move(*created) : nullptr;
+}
 
-  g_fail_from = 4096;
+L1Fill Fill(std::uint64_t version) {
+  L1Fill f;
+  f.version = version;
+  return f;
+}
+
+// The node's slab cannot be allocated.
+TEST(L1NodeAllocationTest, AFillWithoutMemoryIsResourceExhaustedAndLosesNothing) {
+  FakeClock clock;
+  auto c = MakeCache(&clock);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Set("first", V("v"), Fill(1)).ok());
   int stored = 1;
   Status failure = Status::Ok();
-  for (int i = 0; i < 1000 && failure.ok(); ++i) {
-    failure = c.Set("k" + std::to_string(i), std::make_shared<const std::string>("v"), fill);
-    if (failure.ok()) ++stored;
+  {
+    FailAllocations fail(4096);
+    for (int i = 0; i < 1000 && failure.ok(); ++i) {
+      failure = c->Set("k" + std::to_string(i), V("v"), Fill(1));
+      if (failure.ok()) ++stored;
+    }
+    EXPECT_TRUE(failure.IsResourceExhausted()) << failure.ToString();
+    EXPECT_GT(g_failed.load(), 0);
+    EXPECT_EQ(c->Stats().entries, static_cast<std::uint64_t>(stored));
+    auto first = c->Get("first");
+    ASSERT_TRUE(first.ok() && first->has_value());
+    EXPECT_EQ(*(*first)->value, "v");
+
+    // A load still reaches its callers, uncached.
+    auto loaded = c->GetOrLoad(
+        "loaded", [] { return Result<L1Loaded>(L1Loaded{V("fresh"), 3}); }, clock.Now() + std::chrono::seconds(1));
+    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    EXPECT_EQ(loaded->kind, L1EntryKind::kValue);
+    ASSERT_NE(loaded->value, nullptr);
+    EXPECT_EQ(*loaded->value, "fresh");
+    EXPECT_EQ(loaded->version, 3u);
+    auto cached = c->Get("loaded");
+    ASSERT_TRUE(cached.ok());
+    EXPECT_FALSE(cached->has_value());
+
+    // An invalidation with no room for its tombstone still takes the value away.
+    EXPECT_TRUE(c->Invalidate("first", 2).IsResourceExhausted());
+    auto gone = c->Get("first");
+    ASSERT_TRUE(gone.ok());
+    EXPECT_FALSE(gone->has_value()) << "the invalidated value is still served";
   }
-  EXPECT_TRUE(failure.IsResourceExhausted()) << failure.ToString();
-  EXPECT_GT(g_failed.load(), 0);
-  EXPECT_EQ(c.Stats().entries, static_cast<std::uint64_t>(stored));
-  auto first = c.Get("first");
-  ASSERT_TRUE(first.ok() && first->has_value());
-  EXPECT_EQ(*(*first)->value, "v");
+  EXPECT_TRUE(c->Set("after", V("v"), Fill(1)).ok());
+  EXPECT_EQ(c->Stats().entries, static_cast<std::uint64_t>(stored));  // "first" went, "after" came
+}
 
-  // A load still reaches its callers, uncached.
-  auto loaded = c.GetOrLoad(
-      "loaded", [] { return Result<L1Loaded>(L1Loaded{std::make_shared<const std::string>("fresh"), 3}); },
-      clock.Now() + std::chrono::seconds(1));
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
-  EXPECT_EQ(loaded->kind, L1EntryKind::kValue);
-  ASSERT_NE(loaded->value, nullptr);
-  EXPECT_EQ(*loaded->value, "fresh");
-  EXPECT_EQ(loaded->version, 3u);
-  auto cached = c.Get("loaded");
-  ASSERT_TRUE(cached.ok());
-  EXPECT_FALSE(cached->has_value());
-
-  g_fail_from = 0;
-  EXPECT_TRUE(c.Set("after", std::make_shared<const std::string>("v"), fill).ok());
-  EXPECT_EQ(c.Stats().entries, static_cast<std::uint64_t>(stored + 1));
+// The node's memory is there (the arena's current slab has room), but the
+// shard's table (or its policy records) cannot grow.
+TEST(L1NodeAllocationTest, AFillWhoseTableCannotGrowIsResourceExhaustedAndLosesNothing) {
+  FakeClock clock;
+  auto c = MakeCache(&clock);
+  ASSERT_NE(c, nullptr);
+  // 512 entries: the table has 1,024 slots and the next insertion doubles
+  // it (16 KiB). The arena's slabs hold 32 + 64 + 128 + 256 + 512 nodes of
+  // 128 bytes: the fifth has room to spare.
+  for (int i = 0; i < 512; ++i) ASSERT_TRUE(c->Set("k" + std::to_string(i), V("v"), Fill(1)).ok());
+  ASSERT_EQ(c->Stats().entries, 512u);
+  FailAllocations fail(4096);
+  const int failed_before = g_failed.load();
+  const Status s = c->Set("grow", V("v"), Fill(1));
+  EXPECT_TRUE(s.IsResourceExhausted()) << s.ToString();
+  EXPECT_GT(g_failed.load(), failed_before);
+  EXPECT_EQ(c->Stats().entries, 512u);
+  for (int i = 0; i < 512; i += 50) {
+    auto r = c->Get("k" + std::to_string(i));
+    ASSERT_TRUE(r.ok() && r->has_value()) << i;
+  }
+  auto grown = c->Get("grow");
+  ASSERT_TRUE(grown.ok());
+  EXPECT_FALSE(grown->has_value());
 }
 
 }  // namespace
