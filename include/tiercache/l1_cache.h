@@ -11,9 +11,10 @@
 //     charge at most max_entry_charge() == max_bytes / N.
 //   * Expiry: an entry is fresh while now < expiry. Get() never returns an
 //     expired entry. (A hit on an entry more than Clock::kCoarseLag from its
-//     expiry reads only the clock's cheap CoarseNow(); closer ones, Now().) A value or negative entry is kept for `max_stale` after its
-//     expiry so that GetStale() can serve it (fail-safe); after that it is dead
-//     and dropped. A tombstone is dead at its expiry.
+//     expiry reads only the clock's cheap CoarseNow(); closer ones, Now().)
+//     A value or negative entry is kept for `max_stale` after its expiry so
+//     that GetStale() can serve it (fail-safe); after that it is dead and
+//     dropped. A tombstone is dead at its expiry.
 //   * Version guard: a fill (Set / SetNegative) whose version is lower than the
 //     version of the live entry present (value, negative, stale or tombstone) is
 //     refused with kAborted and counted in refused_fills. An EQUAL version is
