@@ -88,6 +88,7 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
   impl->shard_count = n;
   impl->shard_mask = n - 1;
   impl->shards = std::make_unique<l1::Shard[]>(n);
+  impl->value_stripes = l1::EffectiveValueStripes(options);
   // Split both bounds exactly: the shards' sum is the configured bound.
   for (std::size_t i = 0; i < n; ++i) {
     l1::ShardLimits limits;
@@ -96,11 +97,10 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
     limits.policy = options.policy;
     limits.window_fraction = options.window_fraction;
     limits.max_stale = options.max_stale;
-    limits.value_stripes = l1::EffectiveValueStripes(options);
+    limits.value_stripes = impl->value_stripes;
     impl->shards[i].Configure(limits);
   }
   impl->max_entry_charge = options.max_bytes / n;
-  impl->value_stripes = l1::EffectiveValueStripes(options);
   return std::unique_ptr<L1Cache>(new L1Cache(std::move(impl)));
 }
 

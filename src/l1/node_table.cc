@@ -37,11 +37,6 @@ void NodeTable::Remove(Node* n) {
   --size_;
 }
 
-void NodeTable::Reset() {
-  std::vector<Slot>(kInitialSlots).swap(slots_);
-  size_ = 0;
-}
-
 void NodeTable::Grow() {
   std::vector<Slot> old(slots_.size() * 2);
   old.swap(slots_);

@@ -11,7 +11,7 @@
 // 64, but made a 1,000-key hit about 2 ns slower, 48-50 against 46.5-47 ns
 // in alternated runs: see docs/performance.md, seventh round.) Lookups take
 // a string_view: no key copy on the hit path. Grows by doubling; shrinks only
-// on Reset(). Not thread-safe.
+// when swapped for an empty one (Shard::Clear). Not thread-safe.
 #ifndef TIERCACHE_L1_NODE_TABLE_H_
 #define TIERCACHE_L1_NODE_TABLE_H_
 
@@ -55,8 +55,6 @@ class NodeTable {
   void Insert(Node* n);
   // REQUIRES: `n` is present.
   void Remove(Node* n);
-  // Forgets every node (does not free them).
-  void Reset();
   // Exchanges the contents of two tables; does not allocate.
   void Swap(NodeTable& other) noexcept {
     slots_.swap(other.slots_);
