@@ -8,7 +8,7 @@
 // Rules the cache enforces:
 //   * Bounds: at most `max_entries` entries and `max_bytes` of charge (from the
 //     weigher). Each of the N shards holds 1/N of both bounds, so one entry may
-//     charge at most max_entry_charge() == max_bytes / N.
+//     charge at most max_entry_charge() == min(max_bytes / N, 2^32 - 1).
 //   * Expiry: an entry is fresh while now < expiry. Get() never returns an
 //     expired entry. (A hit on an entry more than Clock::kCoarseLag from its
 //     expiry reads only the clock's cheap CoarseNow(); closer ones, Now().)
@@ -81,7 +81,9 @@ struct L1Entry {
   L1Value value;                              // non-null iff kind == kValue
   std::uint64_t version = 0;                  // the domain version
   Clock::TimePoint expiry{};                  // fresh while now < expiry
-  Clock::Duration load_duration{};            // δ: how long its load took
+  // δ: how long its load took. Kept to the nanosecond below 2^31 ns (about
+  // 2.1 s), to the microsecond above, at most 2^31 - 1 us (about 36 min).
+  Clock::Duration load_duration{};
   std::uint64_t tag = 0;                      // L1Fill::tag of the fill that stored it
   std::uint64_t user_data = 0;                // L1Fill::user_data of the fill that stored it
   // GetStale() only: true when the entry was past its expiry at the lookup
@@ -307,7 +309,8 @@ class L1Cache final {
 
   L1Stats Stats() const;
 
-  // Largest charge one entry may have: max_bytes / number of shards.
+  // Largest charge one entry may have: max_bytes / number of shards, at
+  // most 2^32 - 1 (an entry keeps its charge in 32 bits).
   std::size_t max_entry_charge() const noexcept;
   // The number of shards actually used (see L1Options::num_shards).
   std::size_t shard_count() const noexcept;

@@ -1,5 +1,6 @@
 #include "tiercache/l1_cache.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -7,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "l1/hash.h"
 #include "l1/l1_options.h"
 #include "l1/mix.h"
 #include "l1/shard.h"
@@ -15,44 +17,8 @@
 namespace tiercache {
 namespace {
 
+using l1::HashKey;
 using l1::Mix;
-
-std::uint64_t Load64(const char* p) {
-  std::uint64_t w;
-  std::memcpy(&w, p, 8);  // fixed size: one unaligned load
-  return w;
-}
-
-std::uint64_t Round(std::uint64_t h, std::uint64_t w) {
-  h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
-  return h ^ (h >> 29);
-}
-
-// A short-key hash: one multiply per 8 bytes (the last 8 bytes are read with
-// an overlapping load instead of a variable-length copy), then a light
-// finaliser. Keys are chosen by the application, so speed matters more here
-// than resistance to deliberately colliding keys.
-std::uint64_t HashKey(std::string_view key) {
-  const char* p = key.data();
-  const std::size_t n = key.size();
-  std::uint64_t h = n * 0xC2B2AE3D27D4EB4FULL;
-  if (n >= 8) {
-    const char* last = p + n - 8;
-    for (; p < last; p += 8) h = Round(h, Load64(p));
-    h = Round(h, Load64(last));
-  } else if (n >= 4) {
-    std::uint32_t a, b;
-    std::memcpy(&a, p, 4);
-    std::memcpy(&b, p + n - 4, 4);
-    h = Round(h, (std::uint64_t{a} << 32) | b);
-  } else if (n > 0) {
-    const auto byte = [p](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(p[i])}; };
-    h = Round(h, (byte(0) << 16) | (byte(n / 2) << 8) | byte(n - 1));
-  }
-  h ^= h >> 32;
-  h *= 0xD6E8FEB86659FD93ULL;
-  return h ^ (h >> 29);
-}
 
 // Uniform in [0, 1), per thread, for TTL jitter (no shared RNG state).
 double UnitRandom() {
@@ -100,7 +66,7 @@ Result<std::unique_ptr<L1Cache>> L1Cache::Create(const L1Options& options) {
     limits.value_stripes = impl->value_stripes;
     impl->shards[i].Configure(limits);
   }
-  impl->max_entry_charge = options.max_bytes / n;
+  impl->max_entry_charge = std::min(options.max_bytes / n, l1::kMaxEntryChargeLimit);
   return std::unique_ptr<L1Cache>(new L1Cache(std::move(impl)));
 }
 
@@ -187,43 +153,48 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   if (fill.not_after.has_value() && *fill.not_after < expiry) expiry = *fill.not_after;
   const std::uint64_t hash = HashKey(key);
   l1::Shard& shard = impl_->ShardFor(hash);
+  l1::NodeFields fields;
+  fields.kind = kind;
+  fields.version = fill.version;
+  fields.expiry = expiry;
+  fields.load_duration = fill.load_duration;
+  fields.tag = fill.tag;
+  fields.user_data = fill.user_data;
+  fields.charge = *charge;
+  // The entry as it would have been stored, for a store that cannot keep it.
+  const auto describe = [&] {
+    if (built == nullptr) return;
+    *built = L1Entry{};
+    built->kind = kind;
+    built->value = value;
+    built->version = fill.version;
+    built->expiry = expiry;
+    built->load_duration = fill.load_duration;
+    built->tag = fill.tag;
+    built->user_data = fill.user_data;
+  };
+  if (Status s = l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge); !s.ok()) {
+    describe();
+    return s;
+  }
   l1::NodePtr node;
   try {
-    node = l1::NewNode(key, impl_->value_stripes, shard.arena());
+    node = l1::NewFilledNode(key, std::move(value), fields, shard.arena());
   } catch (const std::bad_alloc&) {
-    if (built != nullptr) {  // the entry as it would have been stored
-      *built = L1Entry{};
-      built->kind = kind;
-      built->value = std::move(value);
-      built->version = fill.version;
-      built->expiry = expiry;
-      built->load_duration = fill.load_duration;
-      built->tag = fill.tag;
-      built->user_data = fill.user_data;
-    }
+    describe();  // `value` is still ours: NewFilledNode takes it only once the node exists
     // An invalidation must not leave the value it invalidates: with no room
     // for the tombstone, the entry goes (which allocates nothing), and with
     // it the version guard this tombstone would have been.
     if (kind == L1EntryKind::kTombstone) shard.Erase(hash, key);
     return Status::ResourceExhausted("no memory for the entry's node");
   }
-  node->hash = hash;
-  node->kind = kind;
-  node->version = fill.version;
-  node->load_duration = fill.load_duration;
-  node->set_tag(fill.tag);
-  node->set_user_data(fill.user_data);
-  node->set_charge(*charge);
-  node->expiry = expiry;
-  node->value = std::move(value);
   if (built != nullptr) node->CopyTo(built);
 
-  TIERCACHE_RETURN_IF_ERROR(l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge));
   // A refused invalidation is a no-op, not a refused fill.
   const bool count_refusal = kind != L1EntryKind::kTombstone;
   bool stored;
   try {
-    stored = shard.Upsert(std::move(node), now, count_refusal);
+    stored = shard.Upsert(hash, std::move(node), now, count_refusal);
   } catch (const std::bad_alloc&) {  // the table or the policy records could not grow: unchanged
     return Status::ResourceExhausted("no memory to add an entry to the shard");
   }

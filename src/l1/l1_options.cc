@@ -92,6 +92,11 @@ Status CheckCharge(std::size_t charge, std::size_t max_bytes, std::size_t max_en
                                      " exceeds the whole cache (max_bytes " +
                                      std::to_string(max_bytes) + ")");
   }
+  if (charge > kMaxEntryChargeLimit) {
+    return Status::ResourceExhausted("entry charge " + std::to_string(charge) +
+                                     " exceeds the largest one entry may have (" +
+                                     std::to_string(kMaxEntryChargeLimit) + ")");
+  }
   if (charge > max_entry_charge) {
     return Status::ResourceExhausted("entry charge " + std::to_string(charge) +
                                      " exceeds one shard's share of max_bytes (" +

@@ -16,6 +16,9 @@ inline constexpr std::size_t kMaxShards = 1024;
 inline constexpr std::size_t kMaxValueStripes = 16;
 inline constexpr std::size_t kAutoValueStripesMax = 4;
 inline constexpr std::size_t kMaxKeyBytesLimit = std::size_t{1} << 20;
+// The largest charge one entry may have, whatever max_bytes: a node keeps
+// its charge in 32 bits.
+inline constexpr std::size_t kMaxEntryChargeLimit = 0xFFFFFFFFu;
 
 // kInvalidArgument naming the first nonsensical option, else OK.
 Status ValidateOptions(const L1Options& options);
@@ -35,7 +38,8 @@ Status CheckTtl(Clock::Duration ttl, std::string_view what);
 // The entry's charge: the user's weigher (kInternal if it throws) or the default.
 Result<std::size_t> Weigh(const L1Weigher& weigher, std::string_view key, std::string_view value);
 
-// kResourceExhausted if `charge` cannot fit (whole cache, or one shard's share).
+// kResourceExhausted if `charge` cannot fit (whole cache, one shard's share,
+// or above kMaxEntryChargeLimit).
 Status CheckCharge(std::size_t charge, std::size_t max_bytes, std::size_t max_entry_charge);
 
 // `fill_ttl`, or the options' default for `kind` when it is zero.

@@ -8,7 +8,9 @@
 #ifndef TIERCACHE_L1_NODE_H_
 #define TIERCACHE_L1_NODE_H_
 
-#include <atomic>
+#include <algorithm>
+#include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "common/dcheck.h"
+#include "l1/l1_options.h"
 #include "l1/node_arena.h"
 #include "tiercache/clock.h"
 #include "tiercache/l1_cache.h"
@@ -30,188 +33,242 @@ enum class Segment : std::uint8_t { kLru, kWindow, kProbation, kProtected };
 
 struct Node;
 
-// What a node keeps after its key, read and written only inside the shard's
-// exclusive sections (fills, invalidations, evictions).
-struct NodeTail {
-  Node* chain = nullptr;  // next node on the shard's retired list
-  std::size_t charge = 0;
+// Node::load_duration's 32-bit form: nanoseconds below 2^31 ns (about 2.1 s),
+// else microseconds with the top bit set, at most 2^31 - 1 of them (about
+// 35.8 minutes; longer loads read as that). Negative durations read as 0.
+inline std::uint32_t EncodeLoadDuration(Clock::Duration d) {
+  const auto ns = d.count();
+  if (ns <= 0) return 0;
+  constexpr std::int64_t kTop = std::int64_t{1} << 31;
+  if (ns < kTop) return static_cast<std::uint32_t>(ns);
+  const std::int64_t us = std::min<std::int64_t>(ns / 1000, kTop - 1);
+  return static_cast<std::uint32_t>(kTop | us);
+}
+inline Clock::Duration DecodeLoadDuration(std::uint32_t code) {
+  if ((code >> 31) == 0) return Clock::Duration(code);
+  return std::chrono::microseconds(code & 0x7FFFFFFFu);
+}
+
+// What a node holds besides its key, fixed when it is made (NewNode): so
+// its size, and where each part of its trailer lies.
+struct NodeShape {
+  std::size_t key_size = 0;
+  bool has_tag = false;        // a nonzero L1Fill::tag
+  bool has_user_data = false;  // a nonzero L1Fill::user_data
+  // 1 + the value stripe references after the key: 1 for nodes as filled; a
+  // power of two up to kMaxValueStripes for the copies Shard::StripeNode
+  // makes of entries read from several CPUs.
+  std::size_t stripes = 1;
 };
 
-// One entry: a single cache line of what a lookup reads, then, in the same
-// allocation (see NewNode), the fill's tag and user data (L1Fill::tag and
-// ::user_data, 8 bytes each), the key bytes, 8-aligned after them
-// stripe_count - 1 value stripe references (16 bytes each, null until made,
-// see `striped`), and the NodeTail. So a hit reads one allocation: two lines
-// when the key and the stripes fit in the second line's room after the tag
-// and user data (48 bytes: a key of up to 32 bytes with two stripes), as the
-// key comparison reads the key anyway. The key is at a fixed offset from the
-// node (kKeyOffset), so a probe can load it in parallel with the node's first
-// line instead of after it (its address depends on no field of that line):
-// on a key set larger than the CPU's caches both lines then miss at once, not
-// one after the other. No line of it is written by a hit; a drain writes the
-// stripe references and `striped`, once, when it makes them. The node's
-// recency and frequency state is a PolicyRecord in its shard's PolicyTable (a
-// dense array), so the list moves of a drain touch 16-byte records that stay
-// in cache instead of three nodes' lines.
+// One entry, in one allocation: 48 bytes of fields, then the key bytes, then
+// (8-aligned) the tag and user data if nonzero, then the value stripe
+// references if any (16 bytes each). A 16-byte key makes a 64-byte node,
+// which the shard's arena places on one cache line (NodeArena aligns blocks
+// whose size is a multiple of 64 to 64). Nothing of it is written while
+// readers may be inside: every field is fixed when the node enters the
+// shard; an overwrite, and striping, replace the node (inside exclusive
+// sections) instead of changing it. The node's recency and frequency state
+// is a PolicyRecord in its shard's PolicyTable (a dense array), so the list
+// moves of a drain touch 16-byte records that stay in cache instead of three
+// nodes' lines. The node keeps no hash: the table's slot has it, and the
+// rare operations that start from a node (eviction, striping) hash its key.
 // Dead from expiry (tombstone) or expiry + max_stale (others) on: see
 // Shard::DeadAt.
-struct alignas(64) Node {
-  std::uint64_t hash = 0;
-  std::uint32_t key_size = 0;
-  // Its record in the shard's PolicyTable; 0 (a list head's) until placed.
-  std::uint32_t policy_index = 0;
-  L1EntryKind kind = L1EntryKind::kValue;
-  // A power of two, fixed at NewNode: 1 + the stripe references in the
-  // trailer. Every node of one cache has the same count.
-  std::uint8_t stripe_count = 1;
-  // The stripe references hold references to `value` (see MakeStriped).
-  // Set with release by MakeStriped, with mu_ held and readers possibly
-  // inside, after it wrote them; cleared, and the references taken away,
-  // only inside exclusive sections (TakeStripesInto). A reader that loads
-  // true (acquire) reads whole references that stay for its read section.
-  std::atomic<bool> striped{false};
-  Clock::TimePoint expiry{};
+struct Node {
   L1Value value;
+  Clock::TimePoint expiry{};
   std::uint64_t version = 0;
-  Clock::Duration load_duration{};
+  // Packed: a key's size is at most kMaxKeyBytesLimit (2^20).
+  std::uint32_t key_size : 21 = 0;
+  std::uint32_t stripe_shift : 3 = 0;  // log2 of NodeShape::stripes
+  std::uint32_t kind_bits : 2 = 0;     // an L1EntryKind
+  std::uint32_t has_tag : 1 = 0;
+  std::uint32_t has_user_data : 1 = 0;
+  std::uint32_t load_duration_code = 0;  // EncodeLoadDuration
+  // The shard's bookkeeping (written only inside exclusive sections): while
+  // the node is in the shard, its record in the PolicyTable (0, a list
+  // head's, until placed; readers read it to record a hit) and its charge
+  // (at most kMaxEntryCharge); once it has left, the next node on the
+  // shard's retired list.
+  union Bookkeeping {
+    struct {
+      std::uint32_t policy_index;
+      std::uint32_t charge;
+    } live;
+    Node* chain;
+  } book{.live = {0, 0}};
 
   Node() = default;
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
   ~Node() {
-    for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).~L1Value();
-    tail().~NodeTail();
+    for (std::size_t i = 0; i + 1 < stripes(); ++i) stripe(i).~L1Value();
   }
 
-  static constexpr std::size_t kTagBytes = 2 * sizeof(std::uint64_t);  // tag, user_data
-  // The key's offset from the end of the node: right after the tag and user data.
-  static constexpr std::size_t kKeyOffset = kTagBytes;
-  // The stripe references' offset from the end of the node: after the key, 8-aligned.
-  static std::size_t StripesOffset(std::size_t key_size) {
-    return (kKeyOffset + key_size + alignof(L1Value) - 1) & ~(alignof(L1Value) - 1);
+  static constexpr std::size_t kMaxEntryCharge = kMaxEntryChargeLimit;
+  static_assert(kMaxEntryCharge <= 0xFFFFFFFFu, "Bookkeeping::charge holds it");
+
+  // The trailer: the key at the node's end, then the optional parts.
+  static std::size_t ExtrasOffset(std::size_t key_size) {
+    return (sizeof(Node) + key_size + 7) & ~std::size_t{7};
   }
-  // The NodeTail's offset from the end of the node.
-  static std::size_t TailOffset(std::size_t stripes, std::size_t key_size) {
-    return (StripesOffset(key_size) + (stripes - 1) * sizeof(L1Value) + alignof(NodeTail) - 1) &
-           ~(alignof(NodeTail) - 1);
+  static std::size_t StripesOffset(const NodeShape& s) {
+    return ExtrasOffset(s.key_size) + 8 * (std::size_t{s.has_tag} + std::size_t{s.has_user_data});
   }
-  // The bytes NewNode allocates for a node: whole cache lines.
-  static std::size_t AllocationBytes(std::size_t stripes, std::size_t key_size) {
-    return (sizeof(Node) + TailOffset(stripes, key_size) + sizeof(NodeTail) + alignof(Node) - 1) &
-           ~(alignof(Node) - 1);
+  // The bytes NewNode allocates for a node: a multiple of 8.
+  static std::size_t AllocationBytes(const NodeShape& s) {
+    return StripesOffset(s) + (s.stripes - 1) * sizeof(L1Value);
   }
-  std::string_view key() const { return {trailer() + kKeyOffset, key_size}; }
-  std::uint64_t tag() const {
-    std::uint64_t t;
-    std::memcpy(&t, trailer(), sizeof t);
-    return t;
+  NodeShape shape() const {
+    return {key_size, has_tag != 0, has_user_data != 0, stripes()};
   }
-  void set_tag(std::uint64_t t) { std::memcpy(trailer(), &t, sizeof t); }
+  std::size_t stripes() const { return std::size_t{1} << stripe_shift; }
+  L1EntryKind kind() const { return static_cast<L1EntryKind>(kind_bits); }
+  std::string_view key() const { return {base() + sizeof(Node), key_size}; }
+  std::uint64_t tag() const { return has_tag ? Load(ExtrasOffset(key_size)) : 0; }
   std::uint64_t user_data() const {
-    std::uint64_t u;
-    std::memcpy(&u, trailer() + sizeof u, sizeof u);
-    return u;
+    return has_user_data ? Load(ExtrasOffset(key_size) + 8 * std::size_t{has_tag}) : 0;
   }
-  void set_user_data(std::uint64_t u) { std::memcpy(trailer() + sizeof u, &u, sizeof u); }
-  NodeTail& tail() const {
-    return *std::launder(reinterpret_cast<NodeTail*>(trailer() + TailOffset(stripe_count, key_size)));
-  }
-  std::size_t charge() const { return tail().charge; }
-  void set_charge(std::size_t c) { tail().charge = c; }
-  // Extra reference i (< stripe_count - 1) to `value`, each with its own
+  Clock::Duration load_duration() const { return DecodeLoadDuration(load_duration_code); }
+  std::uint32_t policy_index() const { return book.live.policy_index; }
+  void set_policy_index(std::uint32_t i) { book.live.policy_index = i; }
+  std::size_t charge() const { return book.live.charge; }
+  // Extra reference i (< stripes() - 1) to `value`, each with its own
   // control block, so that readers on different CPUs bump different
-  // reference counts (see L1Options::value_stripes). Null until MakeStriped;
-  // made only for entries read from more than one CPU (Shard::NoteReader),
-  // so most entries of a large cache have no control blocks for them.
+  // reference counts (see L1Options::value_stripes). Only the copies
+  // Shard::StripeNode makes have them.
   L1Value& stripe(std::size_t i) const {
-    return *std::launder(reinterpret_cast<L1Value*>(trailer() + StripesOffset(key_size) + i * sizeof(L1Value)));
-  }
-  // Makes the stripe references to `value` and publishes them (REQUIRES:
-  // kind is kValue, stripe_count > 1, not striped, mu_ held). May throw
-  // std::bad_alloc, and then changes nothing.
-  void MakeStriped() {
-    const std::size_t n = stripe_count - 1u;
-    try {
-      for (std::size_t i = 0; i < n; ++i) {
-        stripe(i) = L1Value(value.get(), [keep = value](const std::string*) noexcept {});
-      }
-    } catch (...) {
-      for (std::size_t i = 0; i < n; ++i) stripe(i).reset();  // never published: no reader saw them
-      throw;
-    }
-    striped.store(true, std::memory_order_release);
-  }
-  // Moves the stripe references to `to` (a node of the same stripe count
-  // that has none), for the caller to free after the section, and clears
-  // `striped`. REQUIRES: inside an exclusive section.
-  void TakeStripesInto(Node& to) {
-    for (std::size_t i = 0; i + 1 < stripe_count; ++i) stripe(i).swap(to.stripe(i));
-    striped.store(false, std::memory_order_relaxed);
+    return *std::launder(reinterpret_cast<L1Value*>(base() + StripesOffset(shape()) + i * sizeof(L1Value)));
   }
 
   const L1Value& ValueFor(std::size_t reader) const {
-    const std::size_t i = reader & (stripe_count - 1u);
-    if (i == 0 || !striped.load(std::memory_order_acquire)) return value;
-    return stripe(i - 1);
+    const std::size_t i = reader & (stripes() - 1);
+    return i == 0 ? value : stripe(i - 1);
   }
   // Assigns every field of *out but `stale`.
   void CopyTo(L1Entry* out, std::size_t reader = 0) const {
-    out->kind = kind;
+    out->kind = kind();
     out->value = ValueFor(reader);
     out->version = version;
     out->expiry = expiry;
-    out->load_duration = load_duration;
+    out->load_duration = load_duration();
     out->tag = tag();
     out->user_data = user_data();
   }
 
  private:
-  friend std::unique_ptr<Node, struct NodeDeleter> NewNode(std::string_view key, std::size_t stripes,
+  friend std::unique_ptr<Node, struct NodeDeleter> NewNode(std::string_view key, const NodeShape& shape,
                                                            NodeArena* arena);
-  char* trailer() const { return const_cast<char*>(reinterpret_cast<const char*>(this)) + sizeof(Node); }
+  friend std::unique_ptr<Node, struct NodeDeleter> NewFilledNode(std::string_view key, L1Value&& value,
+                                                                 const struct NodeFields& f, NodeArena* arena);
+  friend std::unique_ptr<Node, struct NodeDeleter> NewStripedCopy(const Node& from, std::size_t stripes,
+                                                                  NodeArena* arena);
+  char* base() const { return const_cast<char*>(reinterpret_cast<const char*>(this)); }
+  std::uint64_t Load(std::size_t offset) const {
+    std::uint64_t v;
+    std::memcpy(&v, base() + offset, sizeof v);
+    return v;
+  }
+  void Store(std::size_t offset, std::uint64_t v) { std::memcpy(base() + offset, &v, sizeof v); }
 };
-static_assert(sizeof(Node) == 64, "a node's lookup fields are one cache line");
-static_assert(sizeof(L1Value) % alignof(L1Value) == 0 && alignof(NodeTail) <= alignof(Node));
-static_assert(std::atomic<bool>::is_always_lock_free);
+static_assert(sizeof(Node) == 48, "a 16-byte key makes a 64-byte node");
+static_assert(alignof(Node) == 8 && sizeof(L1Value) % 8 == 0 && alignof(L1Value) <= 8);
+static_assert(kMaxKeyBytesLimit < (std::size_t{1} << 21), "Node::key_size holds every key size");
+static_assert(kMaxValueStripes <= (std::size_t{1} << 7), "Node::stripe_shift holds every stripe count");
 
 // Destroys a node and gives its memory back to the arena it came from (null:
 // the general allocator).
 struct NodeDeleter {
   NodeArena* arena = nullptr;
   void operator()(Node* n) const noexcept {
-    const std::size_t bytes = Node::AllocationBytes(n->stripe_count, n->key_size);
+    const std::size_t bytes = Node::AllocationBytes(n->shape());
     n->~Node();
     if (arena != nullptr) {
       arena->Free(n, bytes);
     } else {
-      ::operator delete(n, std::align_val_t{alignof(Node)});
+      ::operator delete(n);
     }
   }
 };
 using NodePtr = std::unique_ptr<Node, NodeDeleter>;
 
-// A default-initialised Node with room for `stripes` (a power of two, at
-// most kMaxValueStripes) value references, followed by a zero tag and user
-// data, a copy of `key`, null stripe references and a zero NodeTail; its
-// memory from `arena` (its shard's), or from the general allocator when
-// null. Throws std::bad_alloc.
-inline NodePtr NewNode(std::string_view key, std::size_t stripes = 1, NodeArena* arena = nullptr) {
-  // Whole cache lines: no other allocation (say, a value's reference count,
-  // written on every hit) may share the line holding this node's key.
-  const std::size_t bytes = Node::AllocationBytes(stripes, key.size());
-  void* memory = arena != nullptr ? arena->Allocate(bytes) : ::operator new(bytes, std::align_val_t{alignof(Node)});
-  static_assert(alignof(Node) == NodeArena::kBlockAlign);
+// What a fill gives a new node besides its key and value.
+struct NodeFields {
+  L1EntryKind kind = L1EntryKind::kValue;
+  std::uint64_t version = 0;
+  Clock::TimePoint expiry{};
+  Clock::Duration load_duration{};
+  std::uint64_t tag = 0;
+  std::uint64_t user_data = 0;
+  std::size_t charge = 0;  // at most Node::kMaxEntryCharge
+};
+
+// A node of `shape` (shape.key_size == key.size(); its has_tag and
+// has_user_data as it will be filled) holding a copy of `key`, zero fields
+// and null stripe references; its memory from `arena` (its shard's), or from
+// the general allocator when null. Throws std::bad_alloc.
+inline NodePtr NewNode(std::string_view key, const NodeShape& shape, NodeArena* arena = nullptr) {
+  TIERCACHE_DCHECK(shape.key_size == key.size() && std::has_single_bit(shape.stripes));
+  const std::size_t bytes = Node::AllocationBytes(shape);
+  void* memory = arena != nullptr ? arena->Allocate(bytes) : ::operator new(bytes);
   Node* n = new (memory) Node();
   n->key_size = static_cast<std::uint32_t>(key.size());
-  n->stripe_count = static_cast<std::uint8_t>(stripes);
-  n->set_tag(0);
-  n->set_user_data(0);
-  for (std::size_t i = 0; i + 1 < stripes; ++i) {
-    new (n->trailer() + Node::StripesOffset(key.size()) + i * sizeof(L1Value)) L1Value();
+  n->stripe_shift = static_cast<std::uint32_t>(std::countr_zero(shape.stripes));
+  n->has_tag = shape.has_tag;
+  n->has_user_data = shape.has_user_data;
+  if (!key.empty()) std::memcpy(n->base() + sizeof(Node), key.data(), key.size());
+  for (std::size_t i = 0; i + 1 < shape.stripes; ++i) {
+    new (n->base() + Node::StripesOffset(shape) + i * sizeof(L1Value)) L1Value();
   }
-  new (n->trailer() + Node::TailOffset(stripes, key.size())) NodeTail();
-  if (!key.empty()) std::memcpy(n->trailer() + Node::kKeyOffset, key.data(), key.size());
   return NodePtr(n, NodeDeleter{arena});
+}
+
+// A node of `key` with no tag, user data or stripes, its fields zero, from
+// the general allocator. Throws std::bad_alloc.
+inline NodePtr NewNode(std::string_view key) { return NewNode(key, NodeShape{key.size(), false, false, 1}); }
+
+// A node of `key` filled with `value` and `f` (tag and user data kept only
+// when nonzero). Throws std::bad_alloc, and then leaves `value` as it was.
+inline NodePtr NewFilledNode(std::string_view key, L1Value&& value, const NodeFields& f, NodeArena* arena) {
+  TIERCACHE_DCHECK(f.charge <= Node::kMaxEntryCharge);
+  NodeShape shape;
+  shape.key_size = key.size();
+  shape.has_tag = f.tag != 0;
+  shape.has_user_data = f.user_data != 0;
+  NodePtr n = NewNode(key, shape, arena);
+  n->value = std::move(value);
+  n->expiry = f.expiry;
+  n->version = f.version;
+  n->kind_bits = static_cast<std::uint32_t>(f.kind);
+  n->load_duration_code = EncodeLoadDuration(f.load_duration);
+  n->book.live.charge = static_cast<std::uint32_t>(f.charge);
+  if (shape.has_tag) n->Store(Node::ExtrasOffset(shape.key_size), f.tag);
+  if (shape.has_user_data) n->Store(Node::ExtrasOffset(shape.key_size) + 8 * std::size_t{shape.has_tag}, f.user_data);
+  return n;
+}
+
+// A copy of `from` (a value entry with no stripes) with `stripes` - 1 extra
+// references to its value, each with a control block of its own that keeps
+// the value alive, and the same policy record and charge. Throws
+// std::bad_alloc (then nothing is left allocated).
+inline NodePtr NewStripedCopy(const Node& from, std::size_t stripes, NodeArena* arena) {
+  TIERCACHE_DCHECK(from.kind() == L1EntryKind::kValue && from.stripes() == 1 && stripes > 1);
+  NodeShape shape = from.shape();
+  shape.stripes = stripes;
+  NodePtr n = NewNode(from.key(), shape, arena);
+  n->value = from.value;
+  n->expiry = from.expiry;
+  n->version = from.version;
+  n->kind_bits = from.kind_bits;
+  n->load_duration_code = from.load_duration_code;
+  n->book.live = from.book.live;
+  const std::size_t extras = Node::ExtrasOffset(shape.key_size);
+  std::memcpy(n->base() + extras, from.base() + extras, Node::StripesOffset(shape) - extras);
+  for (std::size_t i = 0; i + 1 < stripes; ++i) {
+    n->stripe(i) = L1Value(n->value.get(), [keep = n->value](const std::string*) noexcept {});
+  }
+  return n;
 }
 
 // The node's hash folded to the 32 bits the frequency sketch is keyed by, so
@@ -276,22 +333,30 @@ class PolicyTable {
     free_ = static_cast<std::uint32_t>(records_.size() - 1);
     records_[free_].next = 0;
   }
-  // Gives `n` a free record (REQUIRES: Reserve() since the last Attach).
-  void Attach(Node* n) {
+  // Gives `n`, whose key hashes to `hash`, a free record (REQUIRES:
+  // Reserve() since the last Attach).
+  void Attach(Node* n, std::uint64_t hash) {
     const std::uint32_t i = free_;
     free_ = records_[i].next;
     records_[i] = PolicyRecord{};
-    records_[i].sketch_key = SketchKeyOf(n->hash);
+    records_[i].sketch_key = SketchKeyOf(hash);
     nodes_[i] = n;
-    n->policy_index = i;
+    n->set_policy_index(i);
+  }
+  // Hands record `i`, with its place in its list, to `n` (replacing its
+  // node with a copy or a newer version: same key).
+  void Rebind(std::uint32_t i, Node* n) {
+    TIERCACHE_DCHECK(i >= kLists && nodes_[i] != nullptr);
+    nodes_[i] = n;
+    n->set_policy_index(i);
   }
   // Frees `n`'s record. REQUIRES: `n` is in no list.
   void Detach(Node* n) {
-    const std::uint32_t i = n->policy_index;
+    const std::uint32_t i = n->policy_index();
     nodes_[i] = nullptr;
     records_[i].next = free_;
     free_ = i;
-    n->policy_index = 0;
+    n->set_policy_index(0);
   }
   // Exchanges the contents of two tables (every node's record moves with
   // it); does not allocate. The lists' sizes (NodeList) are the caller's.
@@ -310,7 +375,7 @@ class PolicyTable {
 
   PolicyRecord& operator[](std::uint32_t i) { return records_[i]; }
   const PolicyRecord& operator[](std::uint32_t i) const { return records_[i]; }
-  PolicyRecord& of(const Node* n) { return records_[n->policy_index]; }
+  PolicyRecord& of(const Node* n) { return records_[n->policy_index()]; }
   Node* node(std::uint32_t i) const { return nodes_[i]; }
   // Records, the heads included.
   std::size_t size() const { return records_.size(); }
@@ -339,9 +404,9 @@ class NodeList {
   // The node after `n` towards the back, or null at the end.
   Node* next(const Node* n) const { return table_->node(table_->of(n).next); }
 
-  void push_front(Node* n) { push_front(n->policy_index); }
-  void remove(Node* n) { remove(n->policy_index); }
-  void move_to_front(Node* n) { move_to_front(n->policy_index); }
+  void push_front(Node* n) { push_front(n->policy_index()); }
+  void remove(Node* n) { remove(n->policy_index()); }
+  void move_to_front(Node* n) { move_to_front(n->policy_index()); }
   // The same by record index (Node::policy_index), without reading the node.
   void push_front(std::uint32_t i) {
     TIERCACHE_DCHECK(i >= PolicyTable::kLists);

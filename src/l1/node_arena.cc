@@ -20,45 +20,55 @@ namespace tiercache::l1 {
 
 NodeArena::~NodeArena() {
   for (const auto& [slab, bytes] : slabs_) {
-    TIERCACHE_UNPOISON(slab, bytes + kBlockAlign - 1);
+    TIERCACHE_UNPOISON(slab, bytes + kMaxAlign - 1);
     ::operator delete(slab);
   }
 }
 
+// In blocks as large as fit, each aligned as Allocate would align it, so
+// that a block of any size from a free list has its size's alignment.
+void NodeArena::FreeCarved(std::size_t bytes) {
+  while (bytes != 0) {
+    std::size_t size = std::min(bytes, kMaxPooledBytes);
+    while (reinterpret_cast<std::uintptr_t>(carve_) % Alignment(size) != 0) size -= kGrain;
+    auto* rest = reinterpret_cast<FreeBlock*>(carve_);
+    TIERCACHE_UNPOISON(rest, sizeof(FreeBlock));
+    rest->next = free_[size / kGrain - 1];
+    free_[size / kGrain - 1] = rest;
+    carve_ += size;
+    bytes -= size;
+  }
+}
+
 void* NodeArena::Allocate(std::size_t bytes) {
-  TIERCACHE_DCHECK(bytes != 0 && bytes % kBlockAlign == 0);
-  if (bytes > kMaxPooledBytes) return ::operator new(bytes, std::align_val_t{kBlockAlign});
-  const std::size_t cls = bytes / kBlockAlign - 1;
+  TIERCACHE_DCHECK(bytes != 0 && bytes % kGrain == 0);
+  if (bytes > kMaxPooledBytes) return ::operator new(bytes);
+  const std::size_t cls = bytes / kGrain - 1;
+  const std::size_t align = Alignment(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   if (FreeBlock* b = free_[cls]; b != nullptr) {
     free_[cls] = b->next;
     TIERCACHE_UNPOISON(b, bytes);
     return b;
   }
-  if (static_cast<std::size_t>(carve_end_ - carve_) < bytes) {
-    // A new slab. The rest of the old one (less than a block of this size)
-    // goes to the free lists in blocks it still holds, largest first.
+  const auto padding = [this, align] {
+    return (align - reinterpret_cast<std::uintptr_t>(carve_) % align) % align;
+  };
+  if (static_cast<std::size_t>(carve_end_ - carve_) < padding() + bytes) {
+    // A new slab. The rest of the old one goes to the free lists.
     slabs_.reserve(slabs_.size() + 1);  // may throw: nothing changed yet
     // Aligned by hand: the general allocator's aligned path may pad more.
-    void* slab = ::operator new(next_slab_bytes_ + kBlockAlign - 1);
-    for (std::size_t c = kClasses; c-- > 0;) {
-      const std::size_t size = (c + 1) * kBlockAlign;
-      while (static_cast<std::size_t>(carve_end_ - carve_) >= size) {
-        auto* rest = reinterpret_cast<FreeBlock*>(carve_);
-        TIERCACHE_UNPOISON(rest, sizeof(FreeBlock));
-        rest->next = free_[c];
-        free_[c] = rest;
-        carve_ += size;
-      }
-    }
+    void* slab = ::operator new(next_slab_bytes_ + kMaxAlign - 1);
+    FreeCarved(static_cast<std::size_t>(carve_end_ - carve_));
     slabs_.emplace_back(slab, next_slab_bytes_);
     slab_bytes_ += next_slab_bytes_;
     const auto address = reinterpret_cast<std::uintptr_t>(slab);
-    carve_ = static_cast<char*>(slab) + ((kBlockAlign - address % kBlockAlign) % kBlockAlign);
+    carve_ = static_cast<char*>(slab) + ((kMaxAlign - address % kMaxAlign) % kMaxAlign);
     carve_end_ = carve_ + next_slab_bytes_;
     TIERCACHE_POISON(carve_, next_slab_bytes_);
     next_slab_bytes_ = std::min(2 * next_slab_bytes_, kMaxSlabBytes);
   }
+  FreeCarved(padding());
   void* block = carve_;
   carve_ += bytes;
   TIERCACHE_UNPOISON(block, bytes);
@@ -66,12 +76,12 @@ void* NodeArena::Allocate(std::size_t bytes) {
 }
 
 void NodeArena::Free(void* block, std::size_t bytes) noexcept {
-  TIERCACHE_DCHECK(bytes != 0 && bytes % kBlockAlign == 0);
+  TIERCACHE_DCHECK(bytes != 0 && bytes % kGrain == 0);
   if (bytes > kMaxPooledBytes) {
-    ::operator delete(block, std::align_val_t{kBlockAlign});
+    ::operator delete(block);
     return;
   }
-  const std::size_t cls = bytes / kBlockAlign - 1;
+  const std::size_t cls = bytes / kGrain - 1;
   auto* b = static_cast<FreeBlock*>(block);
   std::lock_guard<std::mutex> lock(mu_);
   b->next = free_[cls];

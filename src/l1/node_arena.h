@@ -1,12 +1,14 @@
 // NodeArena: the memory of one shard's nodes.
 //
-// A node is whole 64-byte lines, 64-byte aligned (see node.h). From the
-// general allocator such a block costs its size plus a header and alignment
-// padding: a 128-byte node took 176 bytes of heap here (glibc), 48 more than
-// the node. The arena carves blocks of up to kMaxPooledBytes out of slabs of
-// its own (4 KiB growing to 256 KiB, aligned by hand), with no header, and
-// keeps freed blocks on a free list per size for the next node of that size.
-// Larger blocks come from the general allocator. The slabs are kept until
+// A node is a multiple of 8 bytes (see node.h). From the general allocator
+// a block costs its size plus a header (8 bytes with glibc, and rounding to
+// 16). The arena carves blocks of up to kMaxPooledBytes out of slabs of its
+// own (4 KiB growing to 256 KiB, aligned to 64 by hand), with no header,
+// aligned to the largest power of two up to 64 that divides their size: a
+// 64-byte node lies on one cache line, a 96-byte one never on three. The
+// padding that alignment skips goes to the free list of its size. Freed
+// blocks go on a free list per size for the next node of that size. Larger
+// blocks come from the general allocator. The slabs are kept until
 // the arena is destroyed (with its shard), and free lists are per size
 // (never split or merged), so a cache's node memory is the sum of each
 // node size's peak population; freed blocks are reused, not returned.
@@ -34,8 +36,9 @@ namespace tiercache::l1 {
 
 class NodeArena {
  public:
-  static constexpr std::size_t kBlockAlign = 64;
-  static constexpr std::size_t kMaxPooledBytes = 4 * kBlockAlign;
+  static constexpr std::size_t kGrain = 8;      // block sizes are multiples of it
+  static constexpr std::size_t kMaxAlign = 64;  // a cache line
+  static constexpr std::size_t kMaxPooledBytes = 256;
   static constexpr std::size_t kFirstSlabBytes = std::size_t{4} << 10;
   static constexpr std::size_t kMaxSlabBytes = std::size_t{256} << 10;
 
@@ -45,12 +48,18 @@ class NodeArena {
   // Frees the slabs. REQUIRES: no block is in use any more.
   ~NodeArena();
 
-  // A kBlockAlign-aligned block of `bytes` (a positive multiple of
-  // kBlockAlign). Throws std::bad_alloc when memory runs out; the arena is
-  // then unchanged.
+  // A block of `bytes` (a positive multiple of kGrain), aligned to
+  // Alignment(bytes). Throws std::bad_alloc when memory runs out; the arena
+  // is then unchanged.
   void* Allocate(std::size_t bytes);
   // Returns a block Allocate(bytes) gave, with the same `bytes`.
   void Free(void* block, std::size_t bytes) noexcept;
+
+  // The largest power of two up to kMaxAlign that divides `bytes`.
+  static constexpr std::size_t Alignment(std::size_t bytes) {
+    const std::size_t low = bytes & (~bytes + 1);
+    return low < kMaxAlign ? low : kMaxAlign;
+  }
 
   // Bytes held in slabs (used, free or not carved yet).
   std::size_t slab_bytes() const;
@@ -59,10 +68,13 @@ class NodeArena {
   struct FreeBlock {
     FreeBlock* next;
   };
-  static constexpr std::size_t kClasses = kMaxPooledBytes / kBlockAlign;
+  static constexpr std::size_t kClasses = kMaxPooledBytes / kGrain;
+  // Puts [carve_, carve_ + bytes) on the free lists (REQUIRES: mu_ held,
+  // bytes a multiple of kGrain, at most what is left of the slab).
+  void FreeCarved(std::size_t bytes);
 
   mutable std::mutex mu_;
-  FreeBlock* free_[kClasses] = {};  // GUARDED_BY(mu_): by size, kBlockAlign apart
+  FreeBlock* free_[kClasses] = {};  // GUARDED_BY(mu_): by size, kGrain apart
   char* carve_ = nullptr;           // GUARDED_BY(mu_): the current slab's uncarved part
   char* carve_end_ = nullptr;       // GUARDED_BY(mu_)
   std::size_t next_slab_bytes_ = kFirstSlabBytes;  // GUARDED_BY(mu_)

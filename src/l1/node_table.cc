@@ -11,9 +11,9 @@ void NodeTable::Place(std::uint64_t hash, Node* n) {
   slots_[i] = Slot{hash, n};
 }
 
-void NodeTable::Insert(Node* n) {
+void NodeTable::Insert(std::uint64_t hash, Node* n) {
   if (2 * (size_ + 1) > slots_.size()) Grow();
-  Place(n->hash, n);
+  Place(hash, n);
   ++size_;
 }
 
@@ -21,10 +21,9 @@ void NodeTable::Insert(Node* n) {
 // slot, moves into the hole if its home slot is not cyclically after the
 // hole (then the hole moves to where it was), so every probe sequence stays
 // unbroken without tombstones.
-void NodeTable::Remove(Node* n) {
+void NodeTable::Remove(std::uint64_t hash, Node* n) {
   const std::size_t mask = slots_.size() - 1;
-  std::size_t hole = n->hash & mask;
-  while (slots_[hole].node != n) hole = (hole + 1) & mask;
+  std::size_t hole = SlotOf(hash, n);
   for (std::size_t j = (hole + 1) & mask; slots_[j].node != nullptr; j = (j + 1) & mask) {
     const std::size_t home = slots_[j].hash & mask;
     // Its probe distance against the hole's distance back from j.

@@ -51,10 +51,15 @@ class NodeTable {
     return Load64(a.data() + n - 8) == Load64(b.data() + n - 8);
   }
 
-  // REQUIRES: no node with the same key is present.
-  void Insert(Node* n);
-  // REQUIRES: `n` is present.
-  void Remove(Node* n);
+  // Adds `n`, whose key hashes to `hash`. REQUIRES: no node with the same
+  // key is present. May throw std::bad_alloc (growing), and then changes
+  // nothing.
+  void Insert(std::uint64_t hash, Node* n);
+  // REQUIRES: `n`, whose key hashes to `hash`, is present.
+  void Remove(std::uint64_t hash, Node* n);
+  // Puts `to` (the same key) in the slot of `from`. REQUIRES: `from`, whose
+  // key hashes to `hash`, is present.
+  void Replace(std::uint64_t hash, Node* from, Node* to) { slots_[SlotOf(hash, from)].node = to; }
   // Exchanges the contents of two tables; does not allocate.
   void Swap(NodeTable& other) noexcept {
     slots_.swap(other.slots_);
@@ -75,6 +80,12 @@ class NodeTable {
   }
   static constexpr std::size_t kInitialSlots = 16;
   void Place(std::uint64_t hash, Node* n);  // REQUIRES: a free slot
+  std::size_t SlotOf(std::uint64_t hash, const Node* n) const {
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t i = hash & mask;
+    while (slots_[i].node != n) i = (i + 1) & mask;
+    return i;
+  }
   void Grow();
 
   std::vector<Slot> slots_;  // size is a power of two

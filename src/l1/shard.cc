@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/cpu_slot.h"
+#include "l1/hash.h"
 
 namespace tiercache::l1 {
 
@@ -16,8 +17,7 @@ Shard::~Shard() {
   for (NodeList& l : lists_) {
     while (Node* n = l.back()) {
       l.remove(n);
-      n->tail().chain = retired_;
-      retired_ = n;
+      Retire(n);
     }
   }
   FreeChain(TakeRetired());
@@ -59,13 +59,21 @@ void Shard::Configure(const ShardLimits& limits) {
 std::size_t Shard::ThreadSlot() { return CpuSlot() & (kReaderSlots - 1); }
 
 Shard::ExclusiveSection::ExclusiveSection(Shard& shard) : shard_(shard), lock_(shard.mu_) {
-  shard_.writer_active_.store(true, std::memory_order_seq_cst);
-  shard_.WaitForReaders();
-  shard_.DrainReadBuffers();
+  shard_.BeginExclusive();
 }
 
-Shard::ExclusiveSection::~ExclusiveSection() {
-  shard_.writer_active_.store(false, std::memory_order_release);
+Shard::ExclusiveSection::~ExclusiveSection() { shard_.EndExclusive(); }
+
+void Shard::BeginExclusive() {
+  writer_active_.store(true, std::memory_order_seq_cst);
+  WaitForReaders();
+  exclusive_ = true;  // the drains below stripe at once
+  DrainReadBuffers();
+}
+
+void Shard::EndExclusive() {
+  exclusive_ = false;
+  writer_active_.store(false, std::memory_order_release);
 }
 
 void Shard::WaitForReaders() {
@@ -83,8 +91,8 @@ void Shard::DrainReadBuffers() {
 }
 
 // Folds the slot's hits and applies its recorded reads. Needs only mu_: the
-// policy lists and the sketch it writes are not read by readers, and the
-// stripes it may make are published with release (NoteReader). Every
+// policy lists and the sketch it writes are not read by readers (striping,
+// which replaces nodes, waits for an exclusive section: NoteReader). Every
 // recorded index names a live node's record: it was recorded (in a read
 // section, from a node in the table) after the last exclusive section drained
 // this buffer, and nodes leave the table and free their records only in
@@ -125,52 +133,87 @@ void Shard::DrainSlot(ReaderSlot& slot) {
   slot.recorded.store(0, std::memory_order_relaxed);
 }
 
-// Value stripes cost an allocation per stripe (about 48 bytes) and only pay
-// off for an entry that threads on several CPUs read at the same time, so a
-// node gets them once drains have applied hits on it from readers on two
-// CPUs whose slots use different stripes (and for whom they make a
-// difference). An entry read from one CPU only (every entry of a cache that
-// is mostly cold, or that one thread reads) never has any. The node's line
-// is read only then; the test is on the record the drain just touched.
-// Readers may be inside: MakeStriped only reads the value (as they do),
-// writes the stripe references no reader reads before the flag, and
-// publishes them with release. An exclusive section's drains may
-// stripe a node the section then drops: a wasted allocation, no harm.
+// Value stripes cost a copy of the node and an allocation per stripe (about
+// 48 bytes), and only pay off for an entry that threads on several CPUs read
+// at the same time, so a node is striped once drains have applied hits on it
+// from readers on two CPUs whose slots use different stripes (and for whom
+// they make a difference). An entry read from one CPU only (every entry of
+// a cache that is mostly cold, or that one thread reads) never is, and its
+// node has no room for stripes. The node's line is read only then; the test
+// is on the record the drain just touched. Striping replaces the node, so
+// it waits for an exclusive section: a drain outside one leaves the record
+// in pending_stripes_ for its caller (DrainAndStripe). An exclusive
+// section's drains may stripe a node the section then drops: a wasted
+// allocation, no harm.
 void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
   if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0) {
-    Node* n = records_.node(i);
-    if (n->kind == L1EntryKind::kValue && !n->striped.load(std::memory_order_relaxed)) {
-      try {
-        n->MakeStriped();
-      } catch (const std::bad_alloc&) {
-        // No stripes: the readers share the value's one count, as with
-        // value_stripes = 1; a later drained hit tries again.
-        record.seen = from;
-        return;
-      }
-    }
-    // Also for a negative entry (nothing to stripe): the flag spares the
-    // node's read until an overwrite clears it.
+    // Once per record: the flag is set now, and cleared only if StripeNode
+    // finds no memory.
     record.seen |= PolicyRecord::kStriped;
+    if (exclusive_) {
+      StripeNode(i);
+    } else {
+      // One slot's drain notes at most kReadBuffer records, and its caller
+      // stripes them before it releases mu_ (DrainAndStripe).
+      TIERCACHE_DCHECK(pending_stripe_count_ < kReadBuffer);
+      if (pending_stripe_count_ < kReadBuffer) pending_stripes_[pending_stripe_count_++] = i;
+    }
   }
   record.seen = static_cast<std::uint8_t>((record.seen & PolicyRecord::kStriped) | from);
+}
+
+void Shard::StripeNode(std::uint32_t i) {
+  TIERCACHE_DCHECK(exclusive_);
+  Node* old = records_.node(i);
+  // Nothing to stripe in a negative entry or a tombstone; the record's flag
+  // spares the node's read until an overwrite clears it.
+  if (old == nullptr || old->kind() != L1EntryKind::kValue || old->stripes() != 1) return;
+  NodePtr copy;
+  try {
+    copy = NewStripedCopy(*old, stripe_mask_ + 1, &arena_);
+  } catch (const std::bad_alloc&) {
+    // No stripes: the readers share the value's one count, as with
+    // value_stripes = 1; a later drained hit tries again.
+    records_[i].seen &= static_cast<std::uint8_t>(~PolicyRecord::kStriped);
+    return;
+  }
+  table_.Replace(HashKey(old->key()), old, copy.get());
+  records_.Rebind(i, copy.release());
+  Retire(old);
+}
+
+Node* Shard::DrainAndStripe(ReaderSlot& slot) {
+  DrainSlot(slot);
+  if (pending_stripe_count_ == 0) return nullptr;
+  BeginExclusive();  // drains the other slots too: their stripes are made at once
+  // Each record still has the node the drain saw or a copy the section's own
+  // drains made (StripeNode then skips it): records are freed only by
+  // exclusive sections' bodies, and mu_ has been held since that drain.
+  for (std::uint32_t k = 0; k < pending_stripe_count_; ++k) StripeNode(pending_stripes_[k]);
+  pending_stripe_count_ = 0;
+  EndExclusive();
+  return TakeRetired();
 }
 
 // Called by a reader whose buffer filled up: drains that buffer unless the
 // mutex is busy (a later attempt or the next writer drains it instead). It
 // neither raises writer_active_ nor waits for readers, so the other CPUs'
-// readers go on without noticing.
+// readers go on without noticing, unless the drain found entries to stripe.
 void Shard::TryDrain(ReaderSlot& slot) {
   if (!mu_.try_lock()) return;
-  std::lock_guard<std::mutex> adopt(mu_, std::adopt_lock);
-  DrainSlot(slot);
+  Node* retired;
+  {
+    std::lock_guard<std::mutex> adopt(mu_, std::adopt_lock);
+    retired = DrainAndStripe(slot);
+  }
+  FreeChain(retired);
 }
 
 LookupOutcome Shard::Classify(const Node* n, Clock::TimePoint now,
                               std::optional<Clock::Duration> stale_bound) const {
-  if (n == nullptr || now >= DeadAt(n) || n->kind == L1EntryKind::kTombstone) {
+  if (n == nullptr || now >= DeadAt(n) || n->kind() == L1EntryKind::kTombstone) {
     return LookupOutcome::kMiss;
   }
   if (now < n->expiry) return LookupOutcome::kFresh;
@@ -207,7 +250,7 @@ LookupOutcome Shard::LookupInto(std::uint64_t hash, std::string_view key, const 
   bool dead = false;
   // expiry <= coarse + lag, not expiry - coarse <= lag: an expiry capped far
   // in the past (not_after) would overflow the difference and wrap to "far".
-  bool precise = n == nullptr || n->kind == L1EntryKind::kTombstone;
+  bool precise = n == nullptr || n->kind() == L1EntryKind::kTombstone;
   if (!precise) {
     read_at = clock.CoarseNow();
     precise = n->expiry <= read_at + Clock::kCoarseLag;
@@ -235,8 +278,12 @@ LookupOutcome Shard::LookupInto(std::uint64_t hash, std::string_view key, const 
   if (dead) {
     DropIfDead(hash, key, now);  // readers cannot unlink; once per dead entry
   } else if (full && (before >> 32) >= kForceFoldHits) {
-    std::lock_guard<std::mutex> lock(mu_);  // bound the unfolded hits: never overflow
-    DrainSlot(slot);
+    Node* retired;
+    {
+      std::lock_guard<std::mutex> lock(mu_);  // bound the unfolded hits: never overflow
+      retired = DrainAndStripe(slot);
+    }
+    FreeChain(retired);
   } else if (full) {
     TryDrain(slot);
   }
@@ -246,7 +293,7 @@ LookupOutcome Shard::LookupInto(std::uint64_t hash, std::string_view key, const 
 Node* Shard::FindLiveLocked(std::uint64_t hash, std::string_view key, Clock::TimePoint now) {
   Node* n = table_.Find(hash, key);
   if (n == nullptr || now < DeadAt(n)) return n;
-  Drop(n);
+  Drop(n, hash);
   ++counters_.expirations;
   return nullptr;
 }
@@ -284,7 +331,7 @@ LookupOutcome Shard::LookupExclusive(std::uint64_t hash, std::string_view key,
       } else {
         CountRead(slots_[ThreadSlot()], outcome);
       }
-      if (outcome != LookupOutcome::kMiss) Touch(n->policy_index);
+      if (outcome != LookupOutcome::kMiss) Touch(n->policy_index());
     }
     retired = TakeRetired();
   }
@@ -305,12 +352,12 @@ bool Shard::Record(ReaderSlot& slot, const Node* n) {
   // stays visible to the drain that syncs with this record's release.
   const std::uint32_t i = slot.recorded.load(std::memory_order_acquire);
   if (i >= kReadBuffer) return true;  // full: this record is dropped
-  slot.buffer[i].store(n->policy_index, std::memory_order_relaxed);
+  slot.buffer[i].store(n->policy_index(), std::memory_order_relaxed);
   slot.recorded.store(i + 1, std::memory_order_release);  // publishes buffer[i] to a drain
   return i + 1 == kReadBuffer;
 }
 
-bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
+bool Shard::Upsert(std::uint64_t hash, NodePtr node, Clock::TimePoint now, bool count_refusal) {
   TIERCACHE_DCHECK(node.get_deleter().arena == &arena_);  // FreeChain gives it back there
   bool stored = false;
   Node* retired = nullptr;
@@ -324,7 +371,7 @@ bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
     if (start_sketch) {
       seeds = SketchKeysOfEntries();
     } else {
-      stored = UpsertLocked(node, now, count_refusal);
+      stored = UpsertLocked(hash, node, now, count_refusal);
       retired = TakeRetired();
     }
   }
@@ -337,17 +384,17 @@ bool Shard::Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal) {
       std::swap(sketch_, fresh);
       sketch_on_ = true;
     }
-    stored = UpsertLocked(node, now, count_refusal);
+    stored = UpsertLocked(hash, node, now, count_refusal);
     retired = TakeRetired();
   }
-  FreeChain(retired);
-  return stored;  // `node` (now holding the replaced value, if any) dies unlocked
+  FreeChain(retired);  // with the replaced node, if any
+  return stored;       // `node`, if refused, dies unlocked
 }
 
-bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal) {
-  Node* old = table_.Find(node->hash, node->key());
+bool Shard::UpsertLocked(std::uint64_t hash, NodePtr& node, Clock::TimePoint now, bool count_refusal) {
+  Node* old = table_.Find(hash, node->key());
   if (old != nullptr && now >= DeadAt(old)) {
-    Drop(old);
+    Drop(old, hash);
     ++counters_.expirations;
     old = nullptr;
   }
@@ -356,29 +403,24 @@ bool Shard::UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal
     return false;
   }
   if (old == nullptr) {
-    records_.Reserve();         // may allocate (and throw) while `node` still owns it
-    table_.Insert(node.get());  // likewise
+    records_.Reserve();               // may allocate (and throw) while `node` still owns it
+    table_.Insert(hash, node.get());  // likewise
     Node* n = node.release();
     bytes_ += n->charge();
-    Place(n);
+    Place(n, hash);
   } else {
+    // The new node takes the old one's place in the table and its record
+    // (its place in the policy); the old one, with the value it holds and
+    // any stripes referencing that value, is freed after the section.
+    const std::uint32_t i = old->policy_index();
     bytes_ = bytes_ - old->charge() + node->charge();
-    std::size_t& segment_bytes = segment_bytes_[static_cast<int>(records_.of(old).segment)];
+    std::size_t& segment_bytes = segment_bytes_[static_cast<int>(records_[i].segment)];
     segment_bytes = segment_bytes - old->charge() + node->charge();
-    old->value.swap(node->value);
-    // The stripes reference the replaced value: `node` takes them, to free
-    // after the section (same stripe_count: one per cache); drains make new
-    // ones if the entry is still read from several CPUs.
-    old->TakeStripesInto(*node);
-    records_.of(old).seen = 0;  // stripes again only once read with two stripes
-    old->kind = node->kind;
-    old->version = node->version;
-    old->expiry = node->expiry;
-    old->load_duration = node->load_duration;
-    old->set_tag(node->tag());
-    old->set_user_data(node->user_data());
-    old->set_charge(node->charge());
-    Touch(old->policy_index);
+    table_.Replace(hash, old, node.get());
+    records_.Rebind(i, node.release());
+    records_[i].seen = 0;  // striped again only once read with two stripes
+    Retire(old);
+    Touch(i);
   }
   EnforceBounds();
   return true;
@@ -391,7 +433,7 @@ bool Shard::Erase(std::uint64_t hash, std::string_view key) {
     ExclusiveSection section(*this);
     Node* n = table_.Find(hash, key);
     found = n != nullptr;
-    if (found) Drop(n);
+    if (found) Drop(n, hash);
     retired = TakeRetired();
   }
   FreeChain(retired);
@@ -410,8 +452,7 @@ void Shard::Clear() {
     for (NodeList& l : lists_) {
       while (Node* n = l.back()) {
         l.remove(n);
-        n->tail().chain = retired_;
-        retired_ = n;
+        Retire(n);
       }
     }
     records_.Swap(empty_records);  // the old arrays are freed after the section
@@ -432,7 +473,7 @@ std::size_t Shard::PurgeDead(Clock::TimePoint now) {
       for (Node* n = l.front(); n != nullptr;) {
         Node* next = l.next(n);
         if (now >= DeadAt(n)) {
-          Drop(n);
+          Drop(n, HashKey(n->key()));
           ++purged;
         }
         n = next;
@@ -545,14 +586,14 @@ void Shard::CountInSketch(std::uint32_t i) {
   record.saturated_at = sketch_.Increment(record.sketch_key) ? SaturationMark() : 0;
 }
 
-void Shard::Place(Node* n) {
-  records_.Attach(n);
+void Shard::Place(Node* n, std::uint64_t hash) {
+  records_.Attach(n, hash);
   PolicyRecord& record = records_.of(n);
   if (policy_ == L1Policy::kLru) {
     record.segment = Segment::kLru;
   } else {
     if (sketch_on_) {
-      CountInSketch(n->policy_index);
+      CountInSketch(n->policy_index());
       sketch_.RecordRequest(/*hit=*/false);
     }
     record.segment = Segment::kWindow;
@@ -627,19 +668,18 @@ void Shard::AdmitOrReject(Node* candidate) {
 }
 
 void Shard::Evict(Node* n) {
-  Drop(n);
+  Drop(n, HashKey(n->key()));
   ++counters_.evictions;
 }
 
-void Shard::Drop(Node* n) {
+void Shard::Drop(Node* n, std::uint64_t hash) {
   const Segment segment = records_.of(n).segment;
   list(segment).remove(n);
   segment_bytes_[static_cast<int>(segment)] -= n->charge();
-  records_.Detach(n);
-  table_.Remove(n);
   bytes_ -= n->charge();
-  n->tail().chain = retired_;
-  retired_ = n;
+  records_.Detach(n);
+  table_.Remove(hash, n);
+  Retire(n);  // overwrites the policy index and the charge
 }
 
 Node* Shard::TakeRetired() {
@@ -648,7 +688,7 @@ Node* Shard::TakeRetired() {
 
 void Shard::FreeChain(Node* n) {
   while (n != nullptr) {
-    Node* next = n->tail().chain;
+    Node* next = n->book.chain;
     NodeDeleter{&arena_}(n);
     n = next;
   }

@@ -9,9 +9,9 @@
 // under mu_, as Caffeine does:
 // when the buffer is full the reader drains it itself if the mutex is free.
 // A drain writes only the policy lists and the sketch, which readers never
-// read, and once per node at most its value stripe references, which it
-// publishes with release (see Node::striped), so it holds mu_ alone and
-// other readers go on. So a hit writes only
+// read, so it holds mu_ alone and other readers go on. (When it finds
+// entries read from several CPUs it then replaces their nodes with striped
+// copies in an exclusive section: see StripeNode.) So a hit writes only
 // its own slot's lines (and the value's reference count), and readers on
 // different CPUs do not bounce lines.
 // Writers (fills, invalidations, evictions) hold mu_, raise
@@ -94,10 +94,13 @@ class alignas(64) Shard {
     return LookupReleasing(hash, key, clock, stale_bound, accounting, out);
   }
 
-  // Stores `node` (REQUIRES: node->charge <= limits.max_bytes) unless a live
-  // entry of a higher version is present. Returns false when refused; a
-  // refusal is counted in refused_fills when `count_refusal`.
-  bool Upsert(NodePtr node, Clock::TimePoint now, bool count_refusal);
+  // Stores `node`, whose key hashes to `hash` (REQUIRES: node->charge() <=
+  // limits.max_bytes), unless a live entry of a higher version is present;
+  // an overwrite replaces the entry's node. Returns false when refused; a
+  // refusal is counted in refused_fills when `count_refusal`. May throw
+  // std::bad_alloc (the table or records could not grow), and then changes
+  // nothing.
+  bool Upsert(std::uint64_t hash, NodePtr node, Clock::TimePoint now, bool count_refusal);
 
   // Drops the entry of `key` if any; true when one was present.
   bool Erase(std::uint64_t hash, std::string_view key);
@@ -153,6 +156,11 @@ class alignas(64) Shard {
     std::lock_guard<std::mutex> lock_;
   };
 
+  // With mu_ held: raise writer_active_, wait for the readers, drain every
+  // slot (the ExclusiveSection's constructor); and the reverse.
+  void BeginExclusive();
+  void EndExclusive();
+
   static constexpr std::uint64_t kReaderMask = 0xFFFFFFFFULL;
   static constexpr std::uint64_t kLeaveWithHit = (std::uint64_t{1} << 32) - 1;
   static constexpr std::uint64_t kLeave = ~std::uint64_t{0};  // i.e. minus one
@@ -168,7 +176,7 @@ class alignas(64) Shard {
 
   static std::size_t ThreadSlot();
   Clock::TimePoint DeadAt(const Node* n) const {
-    return n->kind == L1EntryKind::kTombstone ? n->expiry : n->expiry + max_stale_;
+    return n->kind() == L1EntryKind::kTombstone ? n->expiry : n->expiry + max_stale_;
   }
   // Lookup() when *out holds a value: takes it out, releases it after.
   LookupOutcome LookupReleasing(std::uint64_t hash, std::string_view key, const Clock& clock,
@@ -193,14 +201,23 @@ class alignas(64) Shard {
   void WaitForReaders();
   void DrainReadBuffers();  // every slot; REQUIRES: inside an ExclusiveSection
   void DrainSlot(ReaderSlot& slot);  // REQUIRES: mu_ held
+  // DrainSlot, then the striping it left pending, in an exclusive section
+  // of its own (REQUIRES: mu_ held, by the caller's lock, and the caller in
+  // no read section). Returns the nodes to free once mu_ is released.
+  [[nodiscard]] Node* DrainAndStripe(ReaderSlot& slot);
   // A drained hit on record `i` from a reader using stripe `from` - 1, whose
-  // last one came from a reader using another stripe (or none): makes its
-  // node's value stripes when there was one. REQUIRES: mu_ held.
+  // last one came from a reader using another stripe (or none): stripes its
+  // node when there was one (now inside an exclusive section, else left in
+  // pending_stripes_). REQUIRES: mu_ held.
   void NoteReader(std::uint32_t i, std::uint8_t from);
+  // Replaces record `i`'s node with a striped copy (NewStripedCopy), the old
+  // one retired. REQUIRES: inside an exclusive section. An allocation
+  // failure leaves the node as it is, for a later drain to try again.
+  void StripeNode(std::uint32_t i);
 
-  bool UpsertLocked(NodePtr& node, Clock::TimePoint now, bool count_refusal);
+  bool UpsertLocked(std::uint64_t hash, NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
-  void Place(Node* n);           // a new node enters the policy
+  void Place(Node* n, std::uint64_t hash);  // a new node enters the policy
   void MoveTo(Node* n, Segment to);  // from its segment to the front of `to`, with its charge
   void CountInSketch(std::uint32_t record);  // TinyLFU: one occurrence of its node's key
   // TinyLFU: the sketch is not started yet and a store of `incoming_charge`
@@ -225,7 +242,12 @@ class alignas(64) Shard {
   void EnforceTinyLfu();
   void AdmitOrReject(Node* candidate);
   void Evict(Node* n);           // for room: counted in evictions
-  void Drop(Node* n);            // unlink and retire, no counter
+  // Unlinks `n` (its key hashing to `hash`) and retires it, no counter.
+  void Drop(Node* n, std::uint64_t hash);
+  void Retire(Node* n) {  // REQUIRES: `n` left the table and the policy
+    n->book.chain = retired_;
+    retired_ = n;
+  }
   Node* TakeRetired();
   void FreeChain(Node* n);  // no lock needed (the arena has its own)
 
@@ -247,6 +269,10 @@ class alignas(64) Shard {
   std::size_t segment_bytes_[PolicyTable::kLists] = {};  // GUARDED_BY(mu_): charges per Segment
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it
+  bool exclusive_ = false;                   // GUARDED_BY(mu_): inside an ExclusiveSection
+  // Records a drain outside an exclusive section found to stripe (NoteReader).
+  std::uint32_t pending_stripes_[kReadBuffer] = {};  // GUARDED_BY(mu_)
+  std::uint32_t pending_stripe_count_ = 0;           // GUARDED_BY(mu_)
   NodeArena arena_;                          // thread-safe: the nodes' memory
   // Set by Configure(), then read-only.
   std::size_t max_entries_ = 1;

@@ -155,6 +155,49 @@ TEST_F(L1CacheTest, UserDataAndTagAreTheFillsAndReplacedByAnOverwrite) {
   EXPECT_EQ((*r)->user_data, 0u);
 }
 
+// A node keeps the tag and the user data only when they are nonzero, so an
+// overwrite may change what it holds: every combination, in turn, on one key
+// (each overwrite replaces the node), is read back as filled.
+TEST_F(L1CacheTest, TagAndUserDataSurviveEveryChangeOfWhichAreSet) {
+  auto c = Make(Options());
+  const std::uint64_t tags[] = {0, 7, 0, ~std::uint64_t{0}, 3, 0};
+  const std::uint64_t data[] = {0, 0, 9, ~std::uint64_t{0} - 1, 0, 5};
+  for (std::uint64_t i = 0; i < std::size(tags); ++i) {
+    L1Fill f = Version(i + 1);
+    f.tag = tags[i];
+    f.user_data = data[i];
+    f.load_duration = std::chrono::nanoseconds(1000 + i);
+    const std::string v = "v" + std::to_string(i);
+    ASSERT_TRUE(c->Set("k", V(v), f).ok());
+    auto r = c->Get("k");
+    ASSERT_TRUE(r.ok() && r->has_value()) << i;
+    EXPECT_EQ(*(*r)->value, v);
+    EXPECT_EQ((*r)->tag, tags[i]) << i;
+    EXPECT_EQ((*r)->user_data, data[i]) << i;
+    EXPECT_EQ((*r)->version, i + 1);
+    EXPECT_EQ((*r)->load_duration, std::chrono::nanoseconds(1000 + i));
+  }
+  EXPECT_EQ(c->Stats().entries, 1u);
+}
+
+// A node keeps its charge in 32 bits: a larger charge is refused with
+// kResourceExhausted, whatever max_bytes, and max_entry_charge() says so.
+TEST_F(L1CacheTest, AChargeAbove32BitsIsRefused) {
+  L1Options o = Options();
+  o.num_shards = 1;
+  o.max_bytes = std::size_t{1} << 40;
+  o.weigher = [](std::string_view, std::string_view value) -> std::size_t {
+    return value == "huge" ? (std::size_t{1} << 32) : (std::size_t{1} << 32) - 1;
+  };
+  auto c = Make(o);
+  EXPECT_EQ(c->max_entry_charge(), (std::size_t{1} << 32) - 1);
+  const Status s = c->Set("h", V("huge"), Version(1));
+  EXPECT_TRUE(s.IsResourceExhausted()) << s.ToString();
+  ASSERT_TRUE(c->Set("k", V("fits"), Version(1)).ok());
+  EXPECT_EQ(c->Stats().bytes, (std::size_t{1} << 32) - 1);
+  EXPECT_EQ(c->Stats().entries, 1u);
+}
+
 // GetStaleInto answers what GetStale answers, with the same counting, and
 // leaves *out alone on a miss.
 TEST_F(L1CacheTest, GetStaleIntoAnswersAsGetStale) {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -65,42 +66,54 @@ L1Fill Fill(std::uint64_t version) {
   return f;
 }
 
+// Keys of 44 bytes: 96-byte nodes, 42 to the arena's first slab (4 KiB),
+// whose rest (64 bytes) is too small for another; the table grows only at
+// the 64th entry. So the first fill past 42 entries needs a new slab.
+std::string Key(int i) {
+  char buf[45];
+  std::snprintf(buf, sizeof buf, "k%043d", i);
+  return buf;
+}
+
 // The node's slab cannot be allocated.
 TEST(L1NodeAllocationTest, AFillWithoutMemoryIsResourceExhaustedAndLosesNothing) {
   FakeClock clock;
   auto c = MakeCache(&clock);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->Set("first", V("v"), Fill(1)).ok());
+  const std::string first = std::string("first") + std::string(39, '-');
+  ASSERT_EQ(first.size(), Key(0).size());
+  ASSERT_TRUE(c->Set(first, V("v"), Fill(1)).ok());
   int stored = 1;
   Status failure = Status::Ok();
   {
     FailAllocations fail(4096);
     for (int i = 0; i < 1000 && failure.ok(); ++i) {
-      failure = c->Set("k" + std::to_string(i), V("v"), Fill(1));
+      failure = c->Set(Key(i), V("v"), Fill(1));
       if (failure.ok()) ++stored;
     }
     EXPECT_TRUE(failure.IsResourceExhausted()) << failure.ToString();
     EXPECT_GT(g_failed.load(), 0);
     EXPECT_EQ(c->Stats().entries, static_cast<std::uint64_t>(stored));
-    auto first = c->Get("first");
-    ASSERT_TRUE(first.ok() && first->has_value());
-    EXPECT_EQ(*(*first)->value, "v");
+    EXPECT_EQ(stored, 42);
+    auto kept = c->Get(first);
+    ASSERT_TRUE(kept.ok() && kept->has_value());
+    EXPECT_EQ(*(*kept)->value, "v");
 
     // A load still reaches its callers, uncached.
     auto loaded = c->GetOrLoad(
-        "loaded", [] { return Result<L1Loaded>(L1Loaded{V("fresh"), 3}); }, clock.Now() + std::chrono::seconds(1));
+        Key(-1), [] { return Result<L1Loaded>(L1Loaded{V("fresh"), 3}); }, clock.Now() + std::chrono::seconds(1));
     ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
     EXPECT_EQ(loaded->kind, L1EntryKind::kValue);
     ASSERT_NE(loaded->value, nullptr);
     EXPECT_EQ(*loaded->value, "fresh");
     EXPECT_EQ(loaded->version, 3u);
-    auto cached = c->Get("loaded");
+    auto cached = c->Get(Key(-1));
     ASSERT_TRUE(cached.ok());
     EXPECT_FALSE(cached->has_value());
 
     // An invalidation with no room for its tombstone still takes the value away.
-    EXPECT_TRUE(c->Invalidate("first", 2).IsResourceExhausted());
-    auto gone = c->Get("first");
+    EXPECT_TRUE(c->Invalidate(first, 2).IsResourceExhausted());
+    auto gone = c->Get(first);
     ASSERT_TRUE(gone.ok());
     EXPECT_FALSE(gone->has_value()) << "the invalidated value is still served";
   }
@@ -115,8 +128,8 @@ TEST(L1NodeAllocationTest, AFillWhoseTableCannotGrowIsResourceExhaustedAndLosesN
   auto c = MakeCache(&clock);
   ASSERT_NE(c, nullptr);
   // 512 entries: the table has 1,024 slots and the next insertion doubles
-  // it (16 KiB). The arena's slabs hold 32 + 64 + 128 + 256 + 512 nodes of
-  // 128 bytes: the fifth has room to spare.
+  // it (16 KiB). The arena's slabs hold 73 + 146 + 292 + 585 nodes of 56
+  // bytes: the fourth has room to spare.
   for (int i = 0; i < 512; ++i) ASSERT_TRUE(c->Set("k" + std::to_string(i), V("v"), Fill(1)).ok());
   ASSERT_EQ(c->Stats().entries, 512u);
   FailAllocations fail(4096);

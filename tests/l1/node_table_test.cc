@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <map>
 #include <random>
 #include <string>
@@ -14,10 +16,10 @@
 namespace tiercache::l1 {
 namespace {
 
-NodePtr MakeNode(const std::string& key, std::uint64_t hash) {
-  NodePtr n = NewNode(key);
-  n->hash = hash;
-  return n;
+NodePtr MakeNode(const std::string& key) {
+  NodeShape shape;
+  shape.key_size = key.size();
+  return NewNode(key, shape);
 }
 
 TEST(NodeTableTest, CollidingAndWrappingRunsSurviveRemovalsInTheMiddle) {
@@ -26,13 +28,13 @@ TEST(NodeTableTest, CollidingAndWrappingRunsSurviveRemovalsInTheMiddle) {
   // 8 entries in 16 slots: homes 14, 14, 15, 15, 0 wrap around; 3, 3, 4.
   const std::uint64_t homes[] = {14, 14, 15, 15, 0, 3, 3, 4};
   for (std::size_t i = 0; i < std::size(homes); ++i) {
-    nodes.push_back(MakeNode("k" + std::to_string(i), homes[i] + (i << 32)));  // distinct full hashes
-    table.Insert(nodes.back().get());
+    nodes.push_back(MakeNode("k" + std::to_string(i)));
+    table.Insert(homes[i] + (i << 32), nodes.back().get());  // distinct full hashes
   }
   ASSERT_EQ(table.capacity(), 16u);
   // Remove from the middle of each run, then check every remaining entry.
   for (std::size_t victim : {1, 5, 2, 0}) {
-    table.Remove(nodes[victim].get());
+    table.Remove(homes[victim] + (victim << 32), nodes[victim].get());
     nodes[victim].reset();
     for (std::size_t i = 0; i < nodes.size(); ++i) {
       const std::string key = "k" + std::to_string(i);
@@ -69,11 +71,11 @@ TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
     const std::uint64_t h = HashOf(key);
     auto it = model.find(key);
     if (it == model.end()) {
-      NodePtr n = MakeNode(key, h);
-      table.Insert(n.get());
+      NodePtr n = MakeNode(key);
+      table.Insert(h, n.get());
       model.emplace(key, std::move(n));
     } else if (rng() % 2 == 0) {
-      table.Remove(it->second.get());
+      table.Remove(h, it->second.get());
       model.erase(it);
     }
     if (step % 97 == 0) {
@@ -101,8 +103,8 @@ TEST(NodeTableTest, EqualHomesAndEqualHashesStillTellKeysApart) {
   const std::uint64_t hashes[] = {top | 5 | (1ULL << 20), top | 5 | (2ULL << 20), top | 5 | (3ULL << 20),
                                   (1ULL << 58) | 5, (0x3FULL << 58) | 5, top | 5, top | 5};
   for (std::size_t i = 0; i < std::size(hashes); ++i) {
-    nodes.push_back(MakeNode("key" + std::to_string(i), hashes[i]));
-    table.Insert(nodes.back().get());
+    nodes.push_back(MakeNode("key" + std::to_string(i)));
+    table.Insert(hashes[i], nodes.back().get());
   }
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     EXPECT_EQ(table.Find(hashes[i], "key" + std::to_string(i)), nodes[i].get()) << i;
@@ -110,7 +112,7 @@ TEST(NodeTableTest, EqualHomesAndEqualHashesStillTellKeysApart) {
     EXPECT_EQ(table.Find(hashes[i], "other"), nullptr) << i;
   }
   for (std::size_t victim : {0, 5, 3}) {
-    table.Remove(nodes[victim].get());
+    table.Remove(hashes[victim], nodes[victim].get());
     nodes[victim].reset();
   }
   for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -118,59 +120,116 @@ TEST(NodeTableTest, EqualHomesAndEqualHashesStillTellKeysApart) {
   }
 }
 
-// The node's layout, which the table's probe relies on: the key sits at the
-// same offset from every node whatever its stripe count and key size (so its
-// address depends on no field of the node's first line, and a probe loads
-// both lines at once); the tag, user data, key, stripe references and tail
-// follow each other without overlap, and all of them lie inside the bytes
-// NewNode allocates (checked by the offsets, as this test is not built under
-// ASan). Stripes are null until MakeStriped, and each reader index gets its
-// own reference once they are made.
-TEST(NodeLayoutTest, TheKeyIsAtAFixedOffsetAndNoPartOverlapsAnother) {
+// Replace puts a node in another's slot: the same key is then found there,
+// and removing it leaves every other key findable.
+TEST(NodeTableTest, ReplaceKeepsTheSlotAndTheRun) {
+  NodeTable table;
+  std::vector<NodePtr> nodes;
+  const std::uint64_t homes[] = {3, 3, 3, 4};  // one run: slots 3, 4, 5, 6
+  for (std::size_t i = 0; i < std::size(homes); ++i) {
+    nodes.push_back(MakeNode("k" + std::to_string(i)));
+    table.Insert(homes[i] + (i << 32), nodes.back().get());
+  }
+  NodePtr copy = MakeNode("k1");
+  table.Replace(homes[1] + (1ULL << 32), nodes[1].get(), copy.get());
+  EXPECT_EQ(table.Find(homes[1] + (1ULL << 32), "k1"), copy.get());
+  EXPECT_EQ(table.size(), 4u);
+  table.Remove(homes[1] + (1ULL << 32), copy.get());
+  for (std::size_t i : {0, 2, 3}) {
+    EXPECT_EQ(table.Find(homes[i] + (i << 32), "k" + std::to_string(i)), nodes[i].get()) << i;
+  }
+  EXPECT_EQ(table.Find(homes[1] + (1ULL << 32), "k1"), nullptr);
+}
+
+// The node's layout: 48 bytes of fields, the key right after them, then the
+// tag and user data only when the fill had them, then the stripe
+// references; no part overlaps another and all lie inside the bytes NewNode
+// allocates (checked by the offsets, as this test is not built under ASan).
+// A 16-byte key makes a 64-byte node. Each reader index of a striped copy
+// gets its own reference; the copy keeps every field of the original.
+TEST(NodeLayoutTest, PartsFollowEachOtherWithoutOverlapAndOnlyWhenPresent) {
+  EXPECT_EQ(Node::AllocationBytes(NodeShape{16, false, false, 1}), 64u);
   for (std::size_t stripes : {1, 2, 4, 8, 16}) {
     for (std::size_t size : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 1000}) {
-      std::string key(size, '\0');
-      for (std::size_t i = 0; i < size; ++i) key[i] = static_cast<char>('a' + (i * 7 + stripes) % 26);
-      NodePtr n = NewNode(key, stripes);
-      const char* base = reinterpret_cast<const char*>(n.get());
-      ASSERT_EQ(n->key().data(), base + sizeof(Node) + Node::kKeyOffset) << stripes << " stripes, key of " << size;
-      EXPECT_GE(Node::kKeyOffset, Node::kTagBytes);
-      EXPECT_GE(Node::StripesOffset(size), Node::kKeyOffset + size);
-      EXPECT_EQ(Node::StripesOffset(size) % alignof(L1Value), 0u);
-      EXPECT_GE(Node::TailOffset(stripes, size), Node::StripesOffset(size) + (stripes - 1) * sizeof(L1Value));
-      EXPECT_EQ(Node::TailOffset(stripes, size) % alignof(NodeTail), 0u);
-      EXPECT_LE(sizeof(Node) + Node::TailOffset(stripes, size) + sizeof(NodeTail),
-                Node::AllocationBytes(stripes, size));
-      EXPECT_EQ(reinterpret_cast<const char*>(&n->tail()), base + sizeof(Node) + Node::TailOffset(stripes, size));
-      EXPECT_EQ(n->tag(), 0u);
-      EXPECT_EQ(n->user_data(), 0u);
-      EXPECT_EQ(n->charge(), 0u);
-      EXPECT_FALSE(n->striped.load());
-      n->set_tag(~std::uint64_t{0});
-      n->set_user_data(~std::uint64_t{0} - 1);
-      n->set_charge(~std::size_t{0});
-      auto value = std::make_shared<const std::string>("v");
-      n->value = value;
-      for (std::size_t i = 0; i + 1 < stripes; ++i) EXPECT_EQ(n->stripe(i), nullptr);
-      for (std::size_t r = 0; r < 2 * stripes; ++r) EXPECT_EQ(&n->ValueFor(r), &n->value) << "not striped yet";
-      if (stripes > 1) {
-        n->MakeStriped();
-        EXPECT_TRUE(n->striped.load());
-        for (std::size_t r = 0; r < 2 * stripes; ++r) {
-          const L1Value& v = n->ValueFor(r);
-          EXPECT_EQ(v.get(), value.get());
-          EXPECT_EQ(&v == &n->value, r % stripes == 0) << r;  // reader r's own reference
+      for (int extras = 0; extras < 4; ++extras) {
+        const bool has_tag = (extras & 1) != 0, has_user_data = (extras & 2) != 0;
+        SCOPED_TRACE(testing::Message() << stripes << " stripes, key of " << size << ", tag " << has_tag
+                                        << ", user data " << has_user_data);
+        std::string key(size, '\0');
+        for (std::size_t i = 0; i < size; ++i) key[i] = static_cast<char>('a' + (i * 7 + stripes) % 26);
+        NodeFields f;
+        f.version = 7;
+        f.expiry = Clock::TimePoint(std::chrono::seconds(5));
+        f.load_duration = std::chrono::milliseconds(3);
+        f.tag = has_tag ? ~std::uint64_t{0} : 0;
+        f.user_data = has_user_data ? ~std::uint64_t{0} - 1 : 0;
+        f.charge = Node::kMaxEntryCharge;
+        auto value = std::make_shared<const std::string>("v");
+        L1Value moved = value;
+        NodePtr n = NewFilledNode(key, std::move(moved), f, nullptr);
+        const char* base = reinterpret_cast<const char*>(n.get());
+        const NodeShape shape = n->shape();
+        EXPECT_EQ(shape.key_size, size);
+        EXPECT_EQ(shape.has_tag, has_tag);
+        EXPECT_EQ(shape.has_user_data, has_user_data);
+        EXPECT_EQ(shape.stripes, 1u);
+        ASSERT_EQ(n->key().data(), base + sizeof(Node));
+        EXPECT_EQ(Node::ExtrasOffset(size) % 8, 0u);
+        EXPECT_GE(Node::ExtrasOffset(size), sizeof(Node) + size);
+        EXPECT_EQ(Node::StripesOffset(shape), Node::ExtrasOffset(size) + 8 * (has_tag + has_user_data));
+        EXPECT_EQ(Node::AllocationBytes(shape), Node::StripesOffset(shape));
+        EXPECT_EQ(Node::AllocationBytes(shape) % NodeArena::kGrain, 0u);
+        EXPECT_EQ(n->tag(), f.tag);
+        EXPECT_EQ(n->user_data(), f.user_data);
+        EXPECT_EQ(n->charge(), Node::kMaxEntryCharge);
+        EXPECT_EQ(n->policy_index(), 0u);
+        for (std::size_t r = 0; r < 2 * stripes; ++r) EXPECT_EQ(&n->ValueFor(r), &n->value) << "not striped";
+        if (stripes > 1) {
+          n->set_policy_index(9);
+          NodePtr copy = NewStripedCopy(*n, stripes, nullptr);
+          const NodeShape striped = copy->shape();
+          EXPECT_EQ(striped.stripes, stripes);
+          EXPECT_EQ(Node::AllocationBytes(striped), Node::StripesOffset(striped) + (stripes - 1) * sizeof(L1Value));
+          EXPECT_EQ(reinterpret_cast<const char*>(&copy->stripe(0)), reinterpret_cast<const char*>(copy.get()) +
+                                                                         Node::StripesOffset(striped));
+          EXPECT_EQ(copy->key(), key);
+          EXPECT_EQ(copy->tag(), f.tag);
+          EXPECT_EQ(copy->user_data(), f.user_data);
+          EXPECT_EQ(copy->version, 7u);
+          EXPECT_EQ(copy->expiry, f.expiry);
+          EXPECT_EQ(copy->load_duration(), f.load_duration);
+          EXPECT_EQ(copy->charge(), Node::kMaxEntryCharge);
+          EXPECT_EQ(copy->policy_index(), 9u);
+          for (std::size_t r = 0; r < 2 * stripes; ++r) {
+            const L1Value& v = copy->ValueFor(r);
+            EXPECT_EQ(v.get(), value.get());
+            EXPECT_EQ(&v == &copy->value, r % stripes == 0) << r;  // reader r's own reference
+          }
+          // Each stripe, both nodes' values, `value`.
+          EXPECT_EQ(value.use_count(), static_cast<long>(stripes) + 2);
+          copy.reset();
         }
+        EXPECT_EQ(n->key(), key);
+        EXPECT_EQ(value.use_count(), 2);
+        n.reset();
+        EXPECT_EQ(value.use_count(), 1);  // the copy released every stripe
       }
-      EXPECT_EQ(n->key(), key) << stripes << " stripes, key of " << size;
-      EXPECT_EQ(n->tag(), ~std::uint64_t{0});
-      EXPECT_EQ(n->user_data(), ~std::uint64_t{0} - 1);
-      EXPECT_EQ(n->charge(), ~std::size_t{0});
-      EXPECT_EQ(value.use_count(), static_cast<long>(stripes) + 1);  // each stripe, the node, `value`
-      n.reset();
-      EXPECT_EQ(value.use_count(), 1);  // the node released every stripe
     }
   }
+}
+
+// Loads up to 2^31 - 1 ns keep the nanosecond; longer ones the microsecond,
+// up to 2^31 - 1 us; negative ones read as zero.
+TEST(NodeLayoutTest, LoadDurationsRoundTrip) {
+  using std::chrono::microseconds;
+  using std::chrono::nanoseconds;
+  for (const auto d : {nanoseconds(0), nanoseconds(1), nanoseconds(123'456'789), nanoseconds((1LL << 31) - 1)}) {
+    EXPECT_EQ(DecodeLoadDuration(EncodeLoadDuration(d)), d) << d.count();
+  }
+  EXPECT_EQ(DecodeLoadDuration(EncodeLoadDuration(nanoseconds(1LL << 31))), microseconds((1LL << 31) / 1000));
+  EXPECT_EQ(DecodeLoadDuration(EncodeLoadDuration(std::chrono::seconds(90))), std::chrono::seconds(90));
+  EXPECT_EQ(DecodeLoadDuration(EncodeLoadDuration(std::chrono::hours(10))), microseconds((1LL << 31) - 1));
+  EXPECT_EQ(DecodeLoadDuration(EncodeLoadDuration(nanoseconds(-5))), nanoseconds(0));
 }
 
 }  // namespace

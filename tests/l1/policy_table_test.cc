@@ -72,8 +72,8 @@ TEST(PolicyTableTest, RandomListOperationsMatchModelsAndRecordsAreReused) {
       where.push_back(target);
       Node* n = owned.back().get();
       l.table.Reserve();
-      l.table.Attach(n);
-      ASSERT_GE(n->policy_index, PolicyTable::kLists);
+      l.table.Attach(n, step);
+      ASSERT_GE(n->policy_index(), PolicyTable::kLists);
       l.lists[target].push_front(n);
       model[target].push_front(n);
       max_live = std::max(max_live, ++live);
@@ -96,7 +96,7 @@ TEST(PolicyTableTest, RandomListOperationsMatchModelsAndRecordsAreReused) {
         l.lists[from].remove(n);
         model[from].remove(n);
         l.table.Detach(n);
-        EXPECT_EQ(n->policy_index, 0u);
+        EXPECT_EQ(n->policy_index(), 0u);
         where[i] = -1;
         --live;
       }
@@ -111,8 +111,8 @@ TEST(PolicyTableTest, RandomListOperationsMatchModelsAndRecordsAreReused) {
   std::set<std::uint32_t> indices;
   for (std::size_t i = 0; i < owned.size(); ++i) {
     if (where[i] < 0) continue;
-    EXPECT_TRUE(indices.insert(owned[i]->policy_index).second);
-    EXPECT_EQ(l.table.node(owned[i]->policy_index), owned[i].get());
+    EXPECT_TRUE(indices.insert(owned[i]->policy_index()).second);
+    EXPECT_EQ(l.table.node(owned[i]->policy_index()), owned[i].get());
   }
   l.table.Reset();
   for (NodeList& list : l.lists) list.clear();
@@ -125,14 +125,14 @@ TEST(PolicyTableTest, ReserveAllocatesOnlyWhenNoRecordIsFree) {
   PolicyTable t;
   NodePtr a = NewNode("a"), b = NewNode("b");
   t.Reserve();
-  t.Attach(a.get());
+  t.Attach(a.get(), 1);
   const std::size_t size = t.size();
   t.Detach(a.get());
   t.Reserve();  // the freed record is there: no growth
   EXPECT_EQ(t.size(), size);
-  t.Attach(b.get());
-  EXPECT_EQ(b->policy_index, size - 1);
-  EXPECT_EQ(t.node(b->policy_index), b.get());
+  t.Attach(b.get(), 2);
+  EXPECT_EQ(b->policy_index(), size - 1);
+  EXPECT_EQ(t.node(b->policy_index()), b.get());
 }
 
 // A Reserve that grows the arrays and runs out of memory on the first or the
@@ -146,7 +146,7 @@ TEST(PolicyTableTest, AReserveThatRunsOutOfMemoryChangesNothing) {
     while (t.size() < t.allocated_for_testing() || nodes.size() < 4) {
       nodes.push_back(NewNode("k" + std::to_string(nodes.size())));
       t.Reserve();
-      t.Attach(nodes.back().get());
+      t.Attach(nodes.back().get(), nodes.size());
     }
     const std::size_t size = t.size();
     NodePtr extra = NewNode("extra");
@@ -162,8 +162,8 @@ TEST(PolicyTableTest, AReserveThatRunsOutOfMemoryChangesNothing) {
     EXPECT_TRUE(t.ConsistentForTesting()) << "allocation " << failing << " failed";
     EXPECT_EQ(t.size(), size);
     t.Reserve();
-    t.Attach(extra.get());
-    EXPECT_EQ(t.node(extra->policy_index), extra.get());
+    t.Attach(extra.get(), 3);
+    EXPECT_EQ(t.node(extra->policy_index()), extra.get());
     EXPECT_TRUE(t.ConsistentForTesting());
   }
 }
