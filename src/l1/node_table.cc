@@ -5,14 +5,16 @@
 namespace tiercache::l1 {
 
 void NodeTable::Place(std::uint64_t hash, Node* n) {
-  const std::size_t mask = slots_.size() - 1;
-  std::size_t i = hash & mask;
-  while (slots_[i].node != nullptr) i = (i + 1) & mask;
+  std::size_t i = Home(hash, slots_.size());
+  while (slots_[i].node != nullptr) i = Next(i);
   slots_[i] = Slot{hash, n};
 }
 
 void NodeTable::Insert(std::uint64_t hash, Node* n) {
-  if (2 * (size_ + 1) > slots_.size()) Grow();
+  const std::size_t slots = slots_.size();
+  // Load at most 1/2 below the final size, 3/4 at (or past) it.
+  const bool full = slots >= final_slots_ ? 4 * (size_ + 1) > 3 * slots : 2 * (size_ + 1) > slots;
+  if (full) Grow();
   Place(hash, n);
   ++size_;
 }
@@ -22,12 +24,11 @@ void NodeTable::Insert(std::uint64_t hash, Node* n) {
 // hole (then the hole moves to where it was), so every probe sequence stays
 // unbroken without tombstones.
 void NodeTable::Remove(std::uint64_t hash, Node* n) {
-  const std::size_t mask = slots_.size() - 1;
   std::size_t hole = SlotOf(hash, n);
-  for (std::size_t j = (hole + 1) & mask; slots_[j].node != nullptr; j = (j + 1) & mask) {
-    const std::size_t home = slots_[j].hash & mask;
+  for (std::size_t j = Next(hole); slots_[j].node != nullptr; j = Next(j)) {
+    const std::size_t home = Home(slots_[j].hash, slots_.size());
     // Its probe distance against the hole's distance back from j.
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
+    if (Distance(home, j) >= Distance(hole, j)) {
       slots_[hole] = slots_[j];
       hole = j;
     }
@@ -36,8 +37,12 @@ void NodeTable::Remove(std::uint64_t hash, Node* n) {
   --size_;
 }
 
+// Doubles, but stops at the final size (past it, doubles again: only if
+// the shard's bound was exceeded, which it never is by more than one).
 void NodeTable::Grow() {
-  std::vector<Slot> old(slots_.size() * 2);
+  const std::size_t slots = slots_.size();
+  const std::size_t want = slots < final_slots_ ? std::min(2 * slots, final_slots_) : 2 * slots;
+  std::vector<Slot> old(want);
   old.swap(slots_);
   for (const Slot& s : old) {
     if (s.node != nullptr) Place(s.hash, s.node);

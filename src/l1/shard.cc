@@ -25,6 +25,7 @@ Shard::~Shard() {
 
 void Shard::Configure(const ShardLimits& limits) {
   max_entries_ = limits.max_entries;
+  NodeTable(max_entries_).Swap(table_);
   max_bytes_ = limits.max_bytes;
   policy_ = limits.policy;
   max_stale_ = limits.max_stale;
@@ -444,7 +445,7 @@ void Shard::Clear() {
   // The empty table and records are made first: making them may throw, and a
   // throw inside the section, after the nodes were chained for freeing, would
   // leave the table pointing at them.
-  NodeTable empty_table;
+  NodeTable empty_table(max_entries_);
   PolicyTable empty_records;
   Node* retired;
   {

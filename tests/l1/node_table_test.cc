@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <algorithm>
 #include <map>
 #include <random>
 #include <string>
@@ -15,6 +16,12 @@
 
 namespace tiercache::l1 {
 namespace {
+
+// A hash whose home is `home` in a table of `slots` slots (the low 32 bits
+// scaled to the slots), with `high` in its high 32 bits.
+std::uint64_t AtHome(std::uint64_t home, std::uint64_t slots, std::uint64_t high) {
+  return (high << 32) | (((home << 32) + slots - 1) / slots);
+}
 
 NodePtr MakeNode(const std::string& key) {
   NodeShape shape;
@@ -29,16 +36,16 @@ TEST(NodeTableTest, CollidingAndWrappingRunsSurviveRemovalsInTheMiddle) {
   const std::uint64_t homes[] = {14, 14, 15, 15, 0, 3, 3, 4};
   for (std::size_t i = 0; i < std::size(homes); ++i) {
     nodes.push_back(MakeNode("k" + std::to_string(i)));
-    table.Insert(homes[i] + (i << 32), nodes.back().get());  // distinct full hashes
+    table.Insert(AtHome(homes[i], 16, i), nodes.back().get());  // distinct full hashes
   }
   ASSERT_EQ(table.capacity(), 16u);
   // Remove from the middle of each run, then check every remaining entry.
   for (std::size_t victim : {1, 5, 2, 0}) {
-    table.Remove(homes[victim] + (victim << 32), nodes[victim].get());
+    table.Remove(AtHome(homes[victim], 16, victim), nodes[victim].get());
     nodes[victim].reset();
     for (std::size_t i = 0; i < nodes.size(); ++i) {
       const std::string key = "k" + std::to_string(i);
-      const std::uint64_t hash = homes[i] + (i << 32);
+      const std::uint64_t hash = AtHome(homes[i], 16, i);
       if (nodes[i] == nullptr) {
         EXPECT_EQ(table.Find(hash, key), nullptr) << key << " after removing k" << victim;
       } else {
@@ -49,19 +56,18 @@ TEST(NodeTableTest, CollidingAndWrappingRunsSurviveRemovalsInTheMiddle) {
   EXPECT_EQ(table.size(), 4u);
 }
 
-// Seven homes, the last three slots of the array and the first four
-// whatever its size (low bits 2^48 - 3 ... 3), so runs wrap around its end,
-// also while it grows.
+// Seven values of the low 32 bits (2^32 - 3 ... 3): homes in the last slot
+// and the first whatever the table's size, so runs wrap around its end, also
+// while it grows.
 std::uint64_t HashOf(const std::string& key) {
   const std::uint64_t h = std::hash<std::string>{}(key);
-  constexpr std::uint64_t kLow = (std::uint64_t{1} << 48) - 1;
+  constexpr std::uint64_t kLow = 0xFFFFFFFFULL;
   return (h & ~kLow) | ((h % 7 + kLow - 2) & kLow);
 }
 
 // The same property at random against a std::map, across growth, with few
 // distinct homes so that runs are long.
-TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
-  NodeTable table;
+void RandomInsertsAndRemovesMatchAMap(NodeTable& table) {
   std::map<std::string, NodePtr> model;
   std::mt19937_64 rng(11);
   for (int step = 0; step < 20'000; ++step) {
@@ -88,7 +94,42 @@ TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
       }
     }
   }
+}
+
+TEST(NodeTableTest, RandomInsertsAndRemovesMatchAMap) {
+  NodeTable table;
+  RandomInsertsAndRemovesMatchAMap(table);
   EXPECT_GE(table.capacity(), 2 * table.size());
+}
+
+// The same in a table bounded at 600 entries (the keys are 600): it stops
+// growing at 802 slots (601 at load 3/4), not a power of two; runs wrap
+// around its end at loads up to 3/4.
+TEST(NodeTableTest, ABoundedTableStopsAtItsFinalSizeAndKeepsEveryKey) {
+  NodeTable table(600);
+  RandomInsertsAndRemovesMatchAMap(table);
+  EXPECT_EQ(table.capacity(), 802u);
+}
+
+// A bounded table full to its bound (plus the one an insertion may add
+// before its eviction) holds it at load 3/4 at most, in the final size.
+TEST(NodeTableTest, AFullBoundedTableHoldsItsBoundAtLoadThreeQuarters) {
+  for (std::size_t bound : {1, 11, 12, 100, 1000, 62'500}) {
+    NodeTable table(bound);
+    std::vector<NodePtr> nodes;
+    std::mt19937_64 rng(bound);
+    std::vector<std::uint64_t> hashes;
+    for (std::size_t i = 0; i <= bound; ++i) {
+      nodes.push_back(MakeNode("k" + std::to_string(i)));
+      hashes.push_back(rng());
+      table.Insert(hashes.back(), nodes.back().get());
+    }
+    EXPECT_LE(4 * table.size(), 3 * table.capacity()) << bound;
+    EXPECT_LE(table.capacity(), std::max<std::size_t>(16, (bound + 1) * 4 / 3 + 1)) << bound;
+    for (std::size_t i = 0; i <= bound; ++i) {
+      ASSERT_EQ(table.Find(hashes[i], "k" + std::to_string(i)), nodes[i].get()) << bound << " " << i;
+    }
+  }
 }
 
 // Keys whose hashes share the home and the top bits, keys whose hashes
@@ -98,8 +139,8 @@ TEST(NodeTableTest, EqualHomesAndEqualHashesStillTellKeysApart) {
   NodeTable table;
   std::vector<NodePtr> nodes;
   const std::uint64_t top = std::uint64_t{0x2A} << 58;
-  // Same home (5), same tag, hashes differing in the middle bits; then same
-  // home, other tags; then the same full hash for two keys.
+  // Same home, same top bits, hashes differing in the middle bits; then the
+  // same home, other top bits; then the same full hash for two keys.
   const std::uint64_t hashes[] = {top | 5 | (1ULL << 20), top | 5 | (2ULL << 20), top | 5 | (3ULL << 20),
                                   (1ULL << 58) | 5, (0x3FULL << 58) | 5, top | 5, top | 5};
   for (std::size_t i = 0; i < std::size(hashes); ++i) {
@@ -128,17 +169,17 @@ TEST(NodeTableTest, ReplaceKeepsTheSlotAndTheRun) {
   const std::uint64_t homes[] = {3, 3, 3, 4};  // one run: slots 3, 4, 5, 6
   for (std::size_t i = 0; i < std::size(homes); ++i) {
     nodes.push_back(MakeNode("k" + std::to_string(i)));
-    table.Insert(homes[i] + (i << 32), nodes.back().get());
+    table.Insert(AtHome(homes[i], 16, i), nodes.back().get());
   }
   NodePtr copy = MakeNode("k1");
-  table.Replace(homes[1] + (1ULL << 32), nodes[1].get(), copy.get());
-  EXPECT_EQ(table.Find(homes[1] + (1ULL << 32), "k1"), copy.get());
+  table.Replace(AtHome(homes[1], 16, 1), nodes[1].get(), copy.get());
+  EXPECT_EQ(table.Find(AtHome(homes[1], 16, 1), "k1"), copy.get());
   EXPECT_EQ(table.size(), 4u);
-  table.Remove(homes[1] + (1ULL << 32), copy.get());
+  table.Remove(AtHome(homes[1], 16, 1), copy.get());
   for (std::size_t i : {0, 2, 3}) {
-    EXPECT_EQ(table.Find(homes[i] + (i << 32), "k" + std::to_string(i)), nodes[i].get()) << i;
+    EXPECT_EQ(table.Find(AtHome(homes[i], 16, i), "k" + std::to_string(i)), nodes[i].get()) << i;
   }
-  EXPECT_EQ(table.Find(homes[1] + (1ULL << 32), "k1"), nullptr);
+  EXPECT_EQ(table.Find(AtHome(homes[1], 16, 1), "k1"), nullptr);
 }
 
 // The node's layout: 48 bytes of fields, the key right after them, then the
