@@ -313,7 +313,13 @@ class PolicyTable {
  public:
   static constexpr std::uint32_t kLists = 4;
 
-  PolicyTable() { Reset(); }
+  // A table for at most `max_nodes` nodes at once (its shard's max_entries
+  // + 1: an insertion may precede its eviction), whose arrays never grow
+  // beyond what that takes.
+  explicit PolicyTable(std::size_t max_nodes = ~std::size_t{0} - kLists)
+      : max_records_(max_nodes + kLists) {
+    Reset();
+  }
   PolicyTable(const PolicyTable&) = delete;
   PolicyTable& operator=(const PolicyTable&) = delete;
 
@@ -324,7 +330,8 @@ class PolicyTable {
   void Reserve() {
     if (free_ != 0) return;
     if (records_.size() == records_.capacity() || nodes_.size() == nodes_.capacity()) {
-      const std::size_t want = 2 * records_.size();
+      // Doubling, but not past the bound (nor short of one more record).
+      const std::size_t want = std::max(std::min(2 * records_.size(), max_records_), records_.size() + 1);
       records_.reserve(want);
       nodes_.reserve(want);
     }
@@ -364,6 +371,7 @@ class PolicyTable {
     records_.swap(other.records_);
     nodes_.swap(other.nodes_);
     std::swap(free_, other.free_);
+    std::swap(max_records_, other.max_records_);
   }
   // Forgets every node and releases the memory beyond the heads.
   void Reset() {
@@ -387,6 +395,7 @@ class PolicyTable {
   std::vector<PolicyRecord> records_;
   std::vector<Node*> nodes_;  // nodes_[i]: the node of records_[i], if any
   std::uint32_t free_ = 0;    // first free record; 0: none (0 is a head)
+  std::size_t max_records_;   // the heads and at most max_nodes records
 };
 
 // A circular doubly linked list of nodes through their PolicyRecords; front

@@ -26,6 +26,7 @@ Shard::~Shard() {
 void Shard::Configure(const ShardLimits& limits) {
   max_entries_ = limits.max_entries;
   NodeTable(max_entries_).Swap(table_);
+  PolicyTable(max_entries_ + 1).Swap(records_);
   max_bytes_ = limits.max_bytes;
   policy_ = limits.policy;
   max_stale_ = limits.max_stale;
@@ -446,7 +447,7 @@ void Shard::Clear() {
   // throw inside the section, after the nodes were chained for freeing, would
   // leave the table pointing at them.
   NodeTable empty_table(max_entries_);
-  PolicyTable empty_records;
+  PolicyTable empty_records(max_entries_ + 1);
   Node* retired;
   {
     ExclusiveSection section(*this);

@@ -135,6 +135,29 @@ TEST(PolicyTableTest, ReserveAllocatesOnlyWhenNoRecordIsFree) {
   EXPECT_EQ(t.node(b->policy_index()), b.get());
 }
 
+// A table bounded at `n` nodes grows its arrays by doubling but never past
+// the heads and n records, so a full shard's records take no slack; a
+// record freed at the bound is reused.
+TEST(PolicyTableTest, ABoundedTableNeverAllocatesPastItsBound) {
+  for (std::size_t bound : {1, 5, 12, 13, 100, 1000}) {
+    PolicyTable t(bound);
+    std::vector<NodePtr> nodes;
+    for (std::size_t i = 0; i < bound; ++i) {
+      nodes.push_back(NewNode("k" + std::to_string(i)));
+      t.Reserve();
+      t.Attach(nodes.back().get(), i);
+      ASSERT_LE(t.allocated_for_testing(), PolicyTable::kLists + bound) << bound << " " << i;
+    }
+    EXPECT_EQ(t.allocated_for_testing(), PolicyTable::kLists + bound) << bound;
+    t.Detach(nodes.front().get());
+    NodePtr again = NewNode("again");
+    t.Reserve();
+    t.Attach(again.get(), 0);
+    EXPECT_EQ(t.allocated_for_testing(), PolicyTable::kLists + bound) << bound;
+    EXPECT_TRUE(t.ConsistentForTesting());
+  }
+}
+
 // A Reserve that grows the arrays and runs out of memory on the first or the
 // second of its allocations leaves the table as it was: the two arrays keep
 // one entry per record, and the next Reserve and Attach work.
