@@ -82,7 +82,8 @@ struct L1Entry {
   std::uint64_t version = 0;                  // the domain version
   Clock::TimePoint expiry{};                  // fresh while now < expiry
   // δ: how long its load took. Kept to the nanosecond below 2^31 ns (about
-  // 2.1 s), to the microsecond above, at most 2^31 - 1 us (about 36 min).
+  // 2.1 s), to the microsecond above, at most 2^31 - 1 us (about 36 min); a
+  // negative one reads as 0.
   Clock::Duration load_duration{};
   std::uint64_t tag = 0;                      // L1Fill::tag of the fill that stored it
   std::uint64_t user_data = 0;                // L1Fill::user_data of the fill that stored it
@@ -184,10 +185,11 @@ struct L1Options {
   // own, and N - 1 extra control blocks (one allocation each, about 48
   // bytes). An entry gets the extra ones only once hits on it from two CPUs
   // that use different counts have been applied (by the read buffers'
-  // drains, so after some dozens of hits); entries read from one CPU only
-  // get none. Every entry keeps room for the N - 1 references (16 bytes
-  // each, made or not), so a large, mostly cold cache pays that room only.
-  // An overwrite drops them until the new value is read that way again.
+  // drains, so after some dozens of hits): the entry's node is then
+  // replaced by a copy with room for them (16 bytes each), while the
+  // shard's readers wait (once per entry, like a fill). Entries read from
+  // one CPU only get none and have no room for them. An overwrite drops
+  // them until the new value is read that way again.
   // The returned pointers point to the same bytes; only use_count()
   // differs. Not counted by the default weigher. 0 picks the number of CPUs
   // rounded up to a power of two, at most 4. bench_l1 reports both
@@ -267,9 +269,10 @@ class L1Cache final {
   // lower version until it expires. A no-op (returning OK) when a live entry
   // of a higher version is present.
   // Errors: kInvalidArgument (bad key, ttl < 0 or > kL1MaxTtl), kInternal
-  // (the weigher threw), kResourceExhausted (no memory for the tombstone:
-  // the entry of `key` is then erased, whatever its version, so no
-  // invalidated value is served, but no tombstone refuses older fills).
+  // (the weigher threw), kResourceExhausted (the tombstone's charge exceeds
+  // max_entry_charge(), or no memory for it). On each of them but a bad key
+  // the entry of `key` is erased, whatever its version, so no invalidated
+  // value is served, but no tombstone refuses older fills.
   Status Invalidate(std::string_view key, std::uint64_t version,
                     Clock::Duration tombstone_ttl = Clock::Duration::zero());
 

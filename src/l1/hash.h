@@ -1,7 +1,8 @@
 // HashKey: the L1's hash of a key. The cache computes it once per call; its
 // high bits pick the shard, its low bits the table slot, and a fold of it is
 // the key's frequency sketch key. A shard hashes a node's key again only
-// where it starts from the node (eviction, striping): nodes keep no hash.
+// where it starts from the node (eviction, purging, striping): nodes keep no
+// hash.
 #ifndef TIERCACHE_L1_HASH_H_
 #define TIERCACHE_L1_HASH_H_
 

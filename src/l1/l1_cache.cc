@@ -132,6 +132,14 @@ Status L1Cache::Invalidate(std::string_view key, std::uint64_t version,
   fill.ttl = tombstone_ttl;
   Status s = Store(key, nullptr, L1EntryKind::kTombstone, fill, nullptr);
   if (s.IsAborted()) return Status::Ok();  // a newer version is present: no-op
+  // An invalidation must not leave the value it invalidates: with no
+  // tombstone stored (the weigher threw, its charge is too large, no memory,
+  // a bad ttl), the entry goes (which needs no memory), and with it the
+  // version guard the tombstone would have been.
+  if (!s.ok() && !key.empty() && key.size() <= impl_->options.max_key_bytes) {
+    const std::uint64_t hash = HashKey(key);
+    impl_->ShardFor(hash).Erase(hash, key);
+  }
   return s;
 }
 
@@ -169,7 +177,7 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
     built->value = value;
     built->version = fill.version;
     built->expiry = expiry;
-    built->load_duration = fill.load_duration;
+    built->load_duration = l1::DecodeLoadDuration(l1::EncodeLoadDuration(fill.load_duration));  // as stored
     built->tag = fill.tag;
     built->user_data = fill.user_data;
   };
@@ -182,10 +190,6 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
     node = l1::NewFilledNode(key, std::move(value), fields, shard.arena());
   } catch (const std::bad_alloc&) {
     describe();  // `value` is still ours: NewFilledNode takes it only once the node exists
-    // An invalidation must not leave the value it invalidates: with no room
-    // for the tombstone, the entry goes (which allocates nothing), and with
-    // it the version guard this tombstone would have been.
-    if (kind == L1EntryKind::kTombstone) shard.Erase(hash, key);
     return Status::ResourceExhausted("no memory for the entry's node");
   }
   if (built != nullptr) node->CopyTo(built);

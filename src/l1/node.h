@@ -3,8 +3,9 @@
 // A Node is one entry; the shard's NodeTable points at it, and its policy
 // record in the shard's PolicyTable puts it in one policy list (NodeList),
 // so a hit touches no allocation. Not thread-safe: every Node, record and
-// list belongs to one shard and is guarded by its mutex (readers read the
-// nodes' lookup lines only, see shard.h).
+// list belongs to one shard and is guarded by its mutex (readers read nodes
+// without it, and nothing of a node changes while they may be inside, see
+// shard.h).
 #ifndef TIERCACHE_L1_NODE_H_
 #define TIERCACHE_L1_NODE_H_
 
@@ -56,23 +57,24 @@ struct NodeShape {
   bool has_tag = false;        // a nonzero L1Fill::tag
   bool has_user_data = false;  // a nonzero L1Fill::user_data
   // 1 + the value stripe references after the key: 1 for nodes as filled; a
-  // power of two up to kMaxValueStripes for the copies Shard::StripeNode
-  // makes of entries read from several CPUs.
+  // power of two up to kMaxValueStripes for the copies
+  // Shard::MakeStripedCopy makes of entries read from several CPUs.
   std::size_t stripes = 1;
 };
 
 // One entry, in one allocation: 48 bytes of fields, then the key bytes, then
 // (8-aligned) the tag and user data if nonzero, then the value stripe
-// references if any (16 bytes each). A 16-byte key makes a 64-byte node,
-// which the shard's arena places on one cache line (NodeArena aligns blocks
-// whose size is a multiple of 64 to 64). Nothing of it is written while
+// references if any (16 bytes each); at least 64 bytes. A key of up to 16
+// bytes makes a 64-byte node, which the shard's arena places on one cache
+// line (it places no block across more lines than its size needs). Nothing of it is written while
 // readers may be inside: every field is fixed when the node enters the
 // shard; an overwrite, and striping, replace the node (inside exclusive
 // sections) instead of changing it. The node's recency and frequency state
 // is a PolicyRecord in its shard's PolicyTable (a dense array), so the list
 // moves of a drain touch 16-byte records that stay in cache instead of three
 // nodes' lines. The node keeps no hash: the table's slot has it, and the
-// rare operations that start from a node (eviction, striping) hash its key.
+// rare operations that start from a node (eviction, purging, striping) hash
+// its key.
 // Dead from expiry (tombstone) or expiry + max_stale (others) on: see
 // Shard::DeadAt.
 struct Node {
@@ -116,9 +118,12 @@ struct Node {
   static std::size_t StripesOffset(const NodeShape& s) {
     return ExtrasOffset(s.key_size) + 8 * (std::size_t{s.has_tag} + std::size_t{s.has_user_data});
   }
-  // The bytes NewNode allocates for a node: a multiple of 8.
+  // The bytes NewNode allocates for a node: a multiple of 8, at least a
+  // cache line (a smaller block would share its line with a neighbour's
+  // start or end, and the arena places no block of a line or less across
+  // two lines).
   static std::size_t AllocationBytes(const NodeShape& s) {
-    return StripesOffset(s) + (s.stripes - 1) * sizeof(L1Value);
+    return std::max<std::size_t>(64, StripesOffset(s) + (s.stripes - 1) * sizeof(L1Value));
   }
   NodeShape shape() const {
     return {key_size, has_tag != 0, has_user_data != 0, stripes()};
@@ -137,7 +142,7 @@ struct Node {
   // Extra reference i (< stripes() - 1) to `value`, each with its own
   // control block, so that readers on different CPUs bump different
   // reference counts (see L1Options::value_stripes). Only the copies
-  // Shard::StripeNode makes have them.
+  // Shard::MakeStripedCopy makes have them.
   L1Value& stripe(std::size_t i) const {
     return *std::launder(reinterpret_cast<L1Value*>(base() + StripesOffset(shape()) + i * sizeof(L1Value)));
   }
@@ -297,9 +302,11 @@ struct PolicyRecord {
   Segment segment = Segment::kLru;
   // Shard::DrainSlot's, for value stripes: the low 7 bits are 1 + the stripe
   // (reader slot mod the stripe count) of the reader whose drained hit on
-  // this record came last (0: none yet); kStriped is set once the node has
-  // stripes, or for an entry that has no value to stripe (negative). An
-  // overwrite (which takes the stripes away) resets the whole byte.
+  // this record came last (0: none yet); kStriped is set once striping is
+  // decided (the copy may still be pending, see Shard::NoteReader), also for
+  // an entry that has no value to stripe (negative, tombstone), and cleared
+  // again if the copy could not be made. An overwrite (whose new node has
+  // no stripes) resets the whole byte.
   std::uint8_t seen = 0;
   static constexpr std::uint8_t kStriped = 0x80;
 };

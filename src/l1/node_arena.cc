@@ -25,12 +25,12 @@ NodeArena::~NodeArena() {
   }
 }
 
-// In blocks as large as fit, each aligned as Allocate would align it, so
-// that a block of any size from a free list has its size's alignment.
+// In blocks as large as fit, each placed as Allocate would place it
+// (Fits), so that a block of any size from a free list Fits too.
 void NodeArena::FreeCarved(std::size_t bytes) {
   while (bytes != 0) {
     std::size_t size = std::min(bytes, kMaxPooledBytes);
-    while (reinterpret_cast<std::uintptr_t>(carve_) % Alignment(size) != 0) size -= kGrain;
+    while (!Fits(reinterpret_cast<std::uintptr_t>(carve_), size)) size -= kGrain;  // 8 always fits
     auto* rest = reinterpret_cast<FreeBlock*>(carve_);
     TIERCACHE_UNPOISON(rest, sizeof(FreeBlock));
     rest->next = free_[size / kGrain - 1];
@@ -44,15 +44,17 @@ void* NodeArena::Allocate(std::size_t bytes) {
   TIERCACHE_DCHECK(bytes != 0 && bytes % kGrain == 0);
   if (bytes > kMaxPooledBytes) return ::operator new(bytes);
   const std::size_t cls = bytes / kGrain - 1;
-  const std::size_t align = Alignment(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   if (FreeBlock* b = free_[cls]; b != nullptr) {
     free_[cls] = b->next;
     TIERCACHE_UNPOISON(b, bytes);
     return b;
   }
-  const auto padding = [this, align] {
-    return (align - reinterpret_cast<std::uintptr_t>(carve_) % align) % align;
+  // To the next line when the block would not fit where the carve is (at
+  // a line's start it does).
+  const auto padding = [this, bytes] {
+    const auto at = reinterpret_cast<std::uintptr_t>(carve_);
+    return Fits(at, bytes) ? 0 : kMaxAlign - at % kMaxAlign;
   };
   if (static_cast<std::size_t>(carve_end_ - carve_) < padding() + bytes) {
     // A new slab. The rest of the old one goes to the free lists.

@@ -4,11 +4,13 @@
 // a block costs its size plus a header (8 bytes with glibc, and rounding to
 // 16). The arena carves blocks of up to kMaxPooledBytes out of slabs of its
 // own (4 KiB growing to 256 KiB, aligned to 64 by hand), with no header,
-// aligned to the largest power of two up to 64 that divides their size: a
-// 64-byte node lies on one cache line, a 96-byte one never on three. The
-// padding that alignment skips goes to the free list of its size. Freed
-// blocks go on a free list per size for the next node of that size. Larger
-// blocks come from the general allocator. The slabs are kept until
+// each across no more cache lines than its size needs (Fits): a 64-byte
+// node lies on one line, an 80-byte one on two, never three. The padding
+// this skips goes to the free lists. Freed blocks go on a free list per size
+// for the next node of that size; blocks of one size are never split or
+// merged for another, so memory freed by nodes of one size (say, entries
+// replaced by their striped copies, or keys whose length changed) waits
+// for nodes of that size. Larger blocks come from the general allocator. The slabs are kept until
 // the arena is destroyed (with its shard), and free lists are per size
 // (never split or merged), so a cache's node memory is the sum of each
 // node size's peak population; freed blocks are reused, not returned.
@@ -28,6 +30,7 @@
 #define TIERCACHE_L1_NODE_ARENA_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -48,17 +51,17 @@ class NodeArena {
   // Frees the slabs. REQUIRES: no block is in use any more.
   ~NodeArena();
 
-  // A block of `bytes` (a positive multiple of kGrain), aligned to
-  // Alignment(bytes). Throws std::bad_alloc when memory runs out; the arena
-  // is then unchanged.
+  // A block of `bytes` (a positive multiple of kGrain), 8-aligned; a pooled
+  // one (up to kMaxPooledBytes) also Fits. Throws std::bad_alloc when memory
+  // runs out; the arena is then unchanged.
   void* Allocate(std::size_t bytes);
   // Returns a block Allocate(bytes) gave, with the same `bytes`.
   void Free(void* block, std::size_t bytes) noexcept;
 
-  // The largest power of two up to kMaxAlign that divides `bytes`.
-  static constexpr std::size_t Alignment(std::size_t bytes) {
-    const std::size_t low = bytes & (~bytes + 1);
-    return low < kMaxAlign ? low : kMaxAlign;
+  // A block of `bytes` at `address` spans no more cache lines than its size
+  // needs: it starts early enough in its first line.
+  static constexpr bool Fits(std::uintptr_t address, std::size_t bytes) {
+    return address % kMaxAlign + bytes <= (bytes + kMaxAlign - 1) / kMaxAlign * kMaxAlign;
   }
 
   // Bytes held in slabs (used, free or not carved yet).

@@ -69,7 +69,8 @@ Shard::ExclusiveSection::~ExclusiveSection() { shard_.EndExclusive(); }
 void Shard::BeginExclusive() {
   writer_active_.store(true, std::memory_order_seq_cst);
   WaitForReaders();
-  exclusive_ = true;  // the drains below stripe at once
+  exclusive_ = true;  // the drains below stripe at once, within the budget
+  stripes_in_section_ = 0;
   DrainReadBuffers();
 }
 
@@ -143,44 +144,53 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 // a cache that is mostly cold, or that one thread reads) never is, and its
 // node has no room for stripes. The node's line is read only then; the test
 // is on the record the drain just touched. Striping replaces the node, so
-// it waits for an exclusive section: a drain outside one leaves the record
-// in pending_stripes_ for its caller (DrainAndStripe). An exclusive
-// section's drains may stripe a node the section then drops: a wasted
-// allocation, no harm.
+// the replacement waits for an exclusive section: a drain outside one
+// leaves the record in pending_stripes_ for its caller (DrainAndStripe),
+// which makes the copies before its section. A section's own drains
+// stripe at most kMaxStripesPerSection nodes (the others are noted again by
+// later drains), allocating inside it; they may stripe a node the section
+// then drops: a wasted allocation, no harm.
 void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
   if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0) {
-    // Once per record: the flag is set now, and cleared only if StripeNode
-    // finds no memory.
+    // Once per record: the flag is set now, and cleared only if the stripes
+    // cannot be made now (no memory, or the section's budget spent).
     record.seen |= PolicyRecord::kStriped;
-    if (exclusive_) {
-      StripeNode(i);
-    } else {
+    if (!exclusive_) {
       // One slot's drain notes at most kReadBuffer records, and its caller
       // stripes them before it releases mu_ (DrainAndStripe).
       TIERCACHE_DCHECK(pending_stripe_count_ < kReadBuffer);
       if (pending_stripe_count_ < kReadBuffer) pending_stripes_[pending_stripe_count_++] = i;
+    } else if (stripes_in_section_ < kMaxStripesPerSection) {
+      ++stripes_in_section_;
+      InstallStriped(i, MakeStripedCopy(i));
+    } else {
+      record.seen &= static_cast<std::uint8_t>(~PolicyRecord::kStriped);
     }
   }
   record.seen = static_cast<std::uint8_t>((record.seen & PolicyRecord::kStriped) | from);
 }
 
-void Shard::StripeNode(std::uint32_t i) {
-  TIERCACHE_DCHECK(exclusive_);
-  Node* old = records_.node(i);
+NodePtr Shard::MakeStripedCopy(std::uint32_t i) {
+  const Node* n = records_.node(i);
   // Nothing to stripe in a negative entry or a tombstone; the record's flag
   // spares the node's read until an overwrite clears it.
-  if (old == nullptr || old->kind() != L1EntryKind::kValue || old->stripes() != 1) return;
-  NodePtr copy;
+  if (n == nullptr || n->kind() != L1EntryKind::kValue || n->stripes() != 1) return nullptr;
   try {
-    copy = NewStripedCopy(*old, stripe_mask_ + 1, &arena_);
+    return NewStripedCopy(*n, stripe_mask_ + 1, &arena_);
   } catch (const std::bad_alloc&) {
     // No stripes: the readers share the value's one count, as with
     // value_stripes = 1; a later drained hit tries again.
     records_[i].seen &= static_cast<std::uint8_t>(~PolicyRecord::kStriped);
-    return;
+    return nullptr;
   }
+}
+
+void Shard::InstallStriped(std::uint32_t i, NodePtr copy) {
+  TIERCACHE_DCHECK(exclusive_);
+  if (copy == nullptr) return;
+  Node* old = records_.node(i);
   table_.Replace(HashKey(old->key()), old, copy.get());
   records_.Rebind(i, copy.release());
   Retire(old);
@@ -188,13 +198,29 @@ void Shard::StripeNode(std::uint32_t i) {
 
 Node* Shard::DrainAndStripe(ReaderSlot& slot) {
   DrainSlot(slot);
-  if (pending_stripe_count_ == 0) return nullptr;
-  BeginExclusive();  // drains the other slots too: their stripes are made at once
-  // Each record still has the node the drain saw or a copy the section's own
-  // drains made (StripeNode then skips it): records are freed only by
-  // exclusive sections' bodies, and mu_ has been held since that drain.
-  for (std::uint32_t k = 0; k < pending_stripe_count_; ++k) StripeNode(pending_stripes_[k]);
-  pending_stripe_count_ = 0;
+  const std::uint32_t count = std::exchange(pending_stripe_count_, 0);
+  if (count == 0) return nullptr;
+  // The copies are made before the section, while readers go on: a copy
+  // only reads its node, as they do, and no node changes while mu_ is held
+  // outside a section.
+  NodePtr copies[kReadBuffer];
+  const Node* originals[kReadBuffer];
+  for (std::uint32_t k = 0; k < count; ++k) {
+    originals[k] = records_.node(pending_stripes_[k]);
+    copies[k] = MakeStripedCopy(pending_stripes_[k]);
+  }
+  BeginExclusive();  // its drains may stripe more (within their budget)
+  for (std::uint32_t k = 0; k < count; ++k) {
+    if (copies[k] == nullptr) continue;
+    // Each record still has its node, or a striped copy the section's own
+    // drains made (then this copy is not needed): records and nodes change
+    // only in exclusive sections, and mu_ has been held since the drain.
+    if (records_.node(pending_stripes_[k]) == originals[k]) {
+      InstallStriped(pending_stripes_[k], std::move(copies[k]));
+    } else {
+      Retire(copies[k].release());  // freed with the others, after mu_
+    }
+  }
   EndExclusive();
   return TakeRetired();
 }

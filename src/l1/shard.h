@@ -11,7 +11,7 @@
 // A drain writes only the policy lists and the sketch, which readers never
 // read, so it holds mu_ alone and other readers go on. (When it finds
 // entries read from several CPUs it then replaces their nodes with striped
-// copies in an exclusive section: see StripeNode.) So a hit writes only
+// copies in an exclusive section: see NoteReader.) So a hit writes only
 // its own slot's lines (and the value's reference count), and readers on
 // different CPUs do not bounce lines.
 // Writers (fills, invalidations, evictions) hold mu_, raise
@@ -58,7 +58,7 @@ struct ShardLimits {
   L1Policy policy = L1Policy::kLru;
   double window_fraction = 0.01;
   Clock::Duration max_stale{0};  // retention of expired values / negatives
-  // The nodes' stripe_count (L1Options::value_stripes, resolved): above 1,
+  // The striped copies' stripe count (L1Options::value_stripes, resolved): above 1,
   // drains make stripes for entries read with two different stripes.
   std::size_t value_stripes = 1;
 };
@@ -98,8 +98,9 @@ class alignas(64) Shard {
   // limits.max_bytes), unless a live entry of a higher version is present;
   // an overwrite replaces the entry's node. Returns false when refused; a
   // refusal is counted in refused_fills when `count_refusal`. May throw
-  // std::bad_alloc (the table or records could not grow), and then changes
-  // nothing.
+  // std::bad_alloc (the table or records could not grow): `node` is then
+  // not stored, but a dead entry of its key may have been dropped (and
+  // counted as expired), and the sketch started.
   bool Upsert(std::uint64_t hash, NodePtr node, Clock::TimePoint now, bool count_refusal);
 
   // Drops the entry of `key` if any; true when one was present.
@@ -123,6 +124,8 @@ class alignas(64) Shard {
   // better. An exclusive section drains every slot: at most
   // kReaderSlots x kReadBuffer records, about 1,000 policy updates.
   static constexpr std::uint32_t kReadBuffer = 64;
+  // Stripings one exclusive section's drains may do (allocating inside it).
+  static constexpr std::uint32_t kMaxStripesPerSection = 16;
 
   // One per CPU (modulo kReaderSlots): written by the readers running there,
   // read by writers. Threads sharing a slot (a preempted reader, more CPUs
@@ -207,13 +210,17 @@ class alignas(64) Shard {
   [[nodiscard]] Node* DrainAndStripe(ReaderSlot& slot);
   // A drained hit on record `i` from a reader using stripe `from` - 1, whose
   // last one came from a reader using another stripe (or none): stripes its
-  // node when there was one (now inside an exclusive section, else left in
-  // pending_stripes_). REQUIRES: mu_ held.
+  // node when there was one (now inside an exclusive section, within its
+  // budget; else left in pending_stripes_). REQUIRES: mu_ held.
   void NoteReader(std::uint32_t i, std::uint8_t from);
-  // Replaces record `i`'s node with a striped copy (NewStripedCopy), the old
-  // one retired. REQUIRES: inside an exclusive section. An allocation
-  // failure leaves the node as it is, for a later drain to try again.
-  void StripeNode(std::uint32_t i);
+  // A striped copy of record `i`'s node (NewStripedCopy), or null when it
+  // has nothing to stripe or no memory (then the record may be noted
+  // again). REQUIRES: mu_ held; readers may be inside.
+  NodePtr MakeStripedCopy(std::uint32_t i);
+  // Puts `copy` (of record i's node, or null: nothing) in its node's place
+  // in the table and the record; the old node is retired. REQUIRES: inside
+  // an exclusive section.
+  void InstallStriped(std::uint32_t i, NodePtr copy);
 
   bool UpsertLocked(std::uint64_t hash, NodePtr& node, Clock::TimePoint now, bool count_refusal);
   void Touch(std::uint32_t record);  // a read or an overwrite of its node: recency and frequency
@@ -270,6 +277,7 @@ class alignas(64) Shard {
   Counters counters_;                        // GUARDED_BY(mu_): writers' counts
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it
   bool exclusive_ = false;                   // GUARDED_BY(mu_): inside an ExclusiveSection
+  std::uint32_t stripes_in_section_ = 0;     // GUARDED_BY(mu_): NoteReader's budget
   // Records a drain outside an exclusive section found to stripe (NoteReader).
   std::uint32_t pending_stripes_[kReadBuffer] = {};  // GUARDED_BY(mu_)
   std::uint32_t pending_stripe_count_ = 0;           // GUARDED_BY(mu_)

@@ -198,6 +198,32 @@ TEST_F(L1CacheTest, AChargeAbove32BitsIsRefused) {
   EXPECT_EQ(c->Stats().entries, 1u);
 }
 
+// An invalidation whose tombstone cannot be stored (the weigher throws on
+// it, or charges it more than one entry may have) fails, but never leaves
+// the invalidated value served: the entry goes.
+TEST_F(L1CacheTest, AnInvalidationWhoseTombstoneCannotBeStoredStillRemovesTheValue) {
+  for (const bool throws : {true, false}) {
+    L1Options o = Options();
+    o.num_shards = 1;
+    o.max_bytes = 1000;
+    o.weigher = [throws](std::string_view, std::string_view value) -> std::size_t {
+      if (!value.empty()) return 10;
+      if (throws) throw std::runtime_error("no tombstones");
+      return 5000;  // more than max_entry_charge()
+    };
+    auto c = Make(o);
+    ASSERT_TRUE(c->Set("k", V("v1"), Version(1)).ok());
+    ASSERT_TRUE(c->Set("other", V("o"), Version(1)).ok());
+    const Status s = c->Invalidate("k", 2);
+    EXPECT_TRUE(throws ? s.IsInternal() : s.IsResourceExhausted()) << s.ToString();
+    auto r = c->Get("k");
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->has_value()) << "the invalidated value is still served (weigher throws: " << throws << ")";
+    auto other = c->Get("other");
+    ASSERT_TRUE(other.ok() && other->has_value());
+  }
+}
+
 // GetStaleInto answers what GetStale answers, with the same counting, and
 // leaves *out alone on a miss.
 TEST_F(L1CacheTest, GetStaleIntoAnswersAsGetStale) {

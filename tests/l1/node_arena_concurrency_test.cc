@@ -1,4 +1,4 @@
-// NodeArena: blocks are aligned, never overlap, are reused by size, and the
+// NodeArena: blocks are placed across as few lines as they can, never overlap, are reused by size, and the
 // slabs grow and are kept; threads allocating and freeing at once never get
 // overlapping blocks (each fills its block with its own pattern and checks
 // it before freeing). Runs under ASan and TSan too; under ASan a read of a
@@ -23,19 +23,28 @@ namespace {
 
 constexpr std::size_t kLine = NodeArena::kMaxAlign;
 
-TEST(NodeArenaTest, AlignmentIsTheLargestPowerOfTwoUpToALineDividingTheSize) {
-  EXPECT_EQ(NodeArena::Alignment(8), 8u);
-  EXPECT_EQ(NodeArena::Alignment(56), 8u);
-  EXPECT_EQ(NodeArena::Alignment(64), 64u);
-  EXPECT_EQ(NodeArena::Alignment(72), 8u);
-  EXPECT_EQ(NodeArena::Alignment(80), 16u);
-  EXPECT_EQ(NodeArena::Alignment(96), 32u);
-  EXPECT_EQ(NodeArena::Alignment(192), 64u);
+// A block fits where it spans no more lines than its size needs.
+TEST(NodeArenaTest, ABlockFitsWhereItSpansNoMoreLinesThanItsSizeNeeds) {
+  EXPECT_TRUE(NodeArena::Fits(0, 64));
+  EXPECT_FALSE(NodeArena::Fits(8, 64));
+  EXPECT_TRUE(NodeArena::Fits(8, 56));
+  EXPECT_FALSE(NodeArena::Fits(16, 56));
+  EXPECT_TRUE(NodeArena::Fits(64 + 48, 80));
+  EXPECT_FALSE(NodeArena::Fits(56, 80));
+  EXPECT_TRUE(NodeArena::Fits(56, 8));
+  EXPECT_TRUE(NodeArena::Fits(128, 256));
+  EXPECT_FALSE(NodeArena::Fits(136, 256));
+  for (std::uintptr_t at = 0; at < 256; at += 8) {
+    for (std::size_t bytes = 8; bytes <= 256; bytes += 8) {
+      const std::size_t lines = (at % 64 + bytes + 63) / 64;
+      EXPECT_EQ(NodeArena::Fits(at, bytes), lines == (bytes + 63) / 64) << at << " " << bytes;
+    }
+  }
 }
 
 // Sizes of every class (8 to 256 bytes) and one above, mixed, so that carving
 // skips padding and the slabs' rests go to the free lists: each block has
-// its size's alignment (also those handed out again from the free lists),
+// its size's placement (Fits; also those handed out again from the free lists),
 // none overlaps another, and freed ones are reused.
 TEST(NodeArenaTest, BlocksAreAlignedDisjointAndReusedBySize) {
   NodeArena arena;
@@ -44,7 +53,10 @@ TEST(NodeArenaTest, BlocksAreAlignedDisjointAndReusedBySize) {
   for (int i = 0; i < 2000; ++i) {
     const std::size_t bytes = NodeArena::kGrain * (1 + (i * 7) % 33);  // 8..264: the last one is not pooled
     auto* p = static_cast<char*>(arena.Allocate(bytes));
-    ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % NodeArena::Alignment(bytes), 0u) << bytes;
+    ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % NodeArena::kGrain, 0u) << bytes;
+    if (bytes <= NodeArena::kMaxPooledBytes) {
+      ASSERT_TRUE(NodeArena::Fits(reinterpret_cast<std::uintptr_t>(p), bytes)) << bytes;
+    }
     std::memset(p, i & 0xFF, bytes);
     blocks.emplace_back(p, bytes);
     if (bytes <= NodeArena::kMaxPooledBytes) pooled += bytes;
@@ -73,7 +85,9 @@ TEST(NodeArenaTest, BlocksAreAlignedDisjointAndReusedBySize) {
   arena.Free(freed, freed_bytes);
   for (const auto& [p, bytes] : blocks) {
     auto* again = static_cast<char*>(arena.Allocate(bytes));
-    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(again) % NodeArena::Alignment(bytes), 0u) << bytes;
+    if (bytes <= NodeArena::kMaxPooledBytes) {
+      EXPECT_TRUE(NodeArena::Fits(reinterpret_cast<std::uintptr_t>(again), bytes)) << bytes;
+    }
     arena.Free(again, bytes);
   }
   EXPECT_EQ(arena.slab_bytes(), slabs) << "freed blocks were not reused";

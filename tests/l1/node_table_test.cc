@@ -185,8 +185,8 @@ TEST(NodeTableTest, ReplaceKeepsTheSlotAndTheRun) {
 // The node's layout: 48 bytes of fields, the key right after them, then the
 // tag and user data only when the fill had them, then the stripe
 // references; no part overlaps another and all lie inside the bytes NewNode
-// allocates (checked by the offsets, as this test is not built under ASan).
-// A 16-byte key makes a 64-byte node. Each reader index of a striped copy
+// allocates (checked by the offsets, as this test is not built under ASan),
+// at least 64. A key of up to 16 bytes makes a 64-byte node. Each reader index of a striped copy
 // gets its own reference; the copy keeps every field of the original.
 TEST(NodeLayoutTest, PartsFollowEachOtherWithoutOverlapAndOnlyWhenPresent) {
   EXPECT_EQ(Node::AllocationBytes(NodeShape{16, false, false, 1}), 64u);
@@ -218,7 +218,7 @@ TEST(NodeLayoutTest, PartsFollowEachOtherWithoutOverlapAndOnlyWhenPresent) {
         EXPECT_EQ(Node::ExtrasOffset(size) % 8, 0u);
         EXPECT_GE(Node::ExtrasOffset(size), sizeof(Node) + size);
         EXPECT_EQ(Node::StripesOffset(shape), Node::ExtrasOffset(size) + 8 * (has_tag + has_user_data));
-        EXPECT_EQ(Node::AllocationBytes(shape), Node::StripesOffset(shape));
+        EXPECT_EQ(Node::AllocationBytes(shape), std::max<std::size_t>(64, Node::StripesOffset(shape)));
         EXPECT_EQ(Node::AllocationBytes(shape) % NodeArena::kGrain, 0u);
         EXPECT_EQ(n->tag(), f.tag);
         EXPECT_EQ(n->user_data(), f.user_data);
@@ -230,7 +230,8 @@ TEST(NodeLayoutTest, PartsFollowEachOtherWithoutOverlapAndOnlyWhenPresent) {
           NodePtr copy = NewStripedCopy(*n, stripes, nullptr);
           const NodeShape striped = copy->shape();
           EXPECT_EQ(striped.stripes, stripes);
-          EXPECT_EQ(Node::AllocationBytes(striped), Node::StripesOffset(striped) + (stripes - 1) * sizeof(L1Value));
+          EXPECT_EQ(Node::AllocationBytes(striped),
+                    std::max<std::size_t>(64, Node::StripesOffset(striped) + (stripes - 1) * sizeof(L1Value)));
           EXPECT_EQ(reinterpret_cast<const char*>(&copy->stripe(0)), reinterpret_cast<const char*>(copy.get()) +
                                                                          Node::StripesOffset(striped));
           EXPECT_EQ(copy->key(), key);

@@ -1,6 +1,7 @@
 // Value stripes (L1Options::value_stripes) are made only for entries read
-// from more than one CPU, by the read buffers' drains, while readers may be
-// inside. Threads are pinned to two CPUs whose reader slots differ (and pick
+// from more than one CPU: the read buffers' drains (readers may be inside)
+// decide, and the node is replaced by a striped copy in an exclusive
+// section. Threads are pinned to two CPUs whose reader slots differ (and pick
 // different stripes), so the tests know which reference each read gets:
 // reads from one CPU make none; reads from two make them; an overwrite drops
 // them with the old value, so no reader is ever served the old value through
@@ -131,6 +132,22 @@ TEST_F(ValueStripesTest, ReadsFromTwoCpusMakeThemAndEachCpuGetsItsOwnReference) 
   EXPECT_FALSE(SameOwner(on_other, a)) << "the second CPU bumps a stripe's count, not the value's";
 }
 
+// With no writer at all, the readers' own drains stripe the entry: the
+// drain that notices the second CPU leaves it pending, and its caller runs
+// the exclusive section that replaces the node. Many more reads than a read
+// buffer holds, so that each CPU's reader drains its buffer itself.
+TEST_F(ValueStripesTest, ReadersAloneStripeAnEntryWithoutAnyWriter) {
+  auto c = Make(kStripes);
+  L1Value a = V("a");
+  ASSERT_TRUE(c->Set("k", a, Version(1)).ok());
+  EXPECT_EQ(*ReadOn(0, *c, "k", 500), "a");
+  EXPECT_EQ(a.use_count(), 2) << "one CPU so far";
+  EXPECT_EQ(*ReadOn(1, *c, "k", 500), "a");
+  EXPECT_EQ(a.use_count(), static_cast<long>(2 + kStripes - 1)) << "not striped by the readers' drains";
+  EXPECT_FALSE(SameOwner(ReadOn(1, *c, "k"), a));
+  EXPECT_TRUE(SameOwner(ReadOn(0, *c, "k"), a));
+}
+
 // The stripes reference the value they were made for: an overwrite must take
 // them away with it, or the second CPU would go on reading the old value.
 TEST_F(ValueStripesTest, AnOverwriteDropsTheOldValuesStripesAndNoCpuReadsTheOldValue) {
@@ -200,7 +217,7 @@ TEST_F(ValueStripesTest, OneStripeMeansNone) {
 // while a writer overwrites the keys but the first (taking the stripes away)
 // and erases them. Every value served must be the one stored for the
 // version served; the first key, never written again, must have been
-// striped meanwhile, by a drain with the other CPU's reader inside.
+// striped meanwhile (decided by a drain with the other CPU's reader inside).
 TEST_F(ValueStripesTest, ReadersRacingWithDrainsAndOverwritesAreServedWhatWasStored) {
   auto c = Make(kStripes);
   constexpr int kKeys = 4;
