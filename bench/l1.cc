@@ -23,8 +23,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <list>
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -363,7 +366,27 @@ constexpr std::size_t kMemoryValueBytes = 100;
 struct Overhead {
   double cache_per_entry = 0;       // beyond key + value
   double value_object_per_entry = 0;  // make_shared<const std::string>(100) beyond the 100 bytes
+  // The same cache after two threads on two CPUs (whose reader slots use
+  // different stripes) read every entry twice: each entry read from two
+  // CPUs is striped (a copy of its node with room for the stripes, and a
+  // control block per extra stripe). Negative when the threads could not
+  // be pinned.
+  double cache_per_entry_read_by_2_cpus = -1;
 };
+
+// Runs `fn` on a thread pinned to `cpu`; false when the pin failed.
+bool RunPinned(int cpu, const std::function<void()>& fn) {
+  bool pinned = false;
+  std::thread t([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pinned = pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+    if (pinned) fn();
+  });
+  t.join();
+  return pinned;
+}
 
 Overhead MeasureOverhead() {
   std::vector<std::string> keys;
@@ -397,6 +420,24 @@ Overhead MeasureOverhead() {
     if (stats.entries != kMemoryEntries) std::printf("memory: only %llu entries stored\n",
                                                       static_cast<unsigned long long>(stats.entries));
     o.cache_per_entry = static_cast<double>(after - before) / static_cast<double>(stats.entries) - kMemoryKeyBytes;
+    if (options.value_stripes == 0 && std::thread::hardware_concurrency() >= 2) {
+      // CPUs 0 and 1 use reader slots 0 and 1, so stripes 0 and 1 (the
+      // default stripe count is at least 2 with two CPUs).
+      bool pinned = true;
+      for (int pass = 0; pass < 2 && pinned; ++pass) {
+        for (int cpu = 0; cpu < 2 && pinned; ++cpu) {
+          pinned = RunPinned(cpu, [&] {
+            for (std::size_t i = 0; i < kMemoryEntries; ++i) benchmark::DoNotOptimize(cache->Get(keys[i]));
+          });
+        }
+      }
+      cache->Erase(keys[0]).IgnoreError();  // an exclusive section: drains what the readers left
+      if (pinned) {
+        const std::size_t read = mallinfo2().uordblks;
+        o.cache_per_entry_read_by_2_cpus =
+            static_cast<double>(read - before) / static_cast<double>(kMemoryEntries - 1) - kMemoryKeyBytes;
+      }
+    }
   }
   return o;
 }
@@ -562,5 +603,8 @@ int main(int argc, char** argv) {
   std::printf("RESULT hit_ratio_scan_tinylfu %.2f %%\n", h.scan_tinylfu);
   std::printf("RESULT l1_bytes_per_entry_overhead %.0f bytes\n", mem.cache_per_entry);
   std::printf("RESULT l1_value_object_overhead %.0f bytes\n", mem.value_object_per_entry);
+  if (mem.cache_per_entry_read_by_2_cpus >= 0) {
+    std::printf("RESULT l1_bytes_per_entry_overhead_read_by_2_cpus %.0f bytes\n", mem.cache_per_entry_read_by_2_cpus);
+  }
   return 0;
 }

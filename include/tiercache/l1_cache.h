@@ -188,8 +188,11 @@ struct L1Options {
   // drains, so after some dozens of hits): the entry's node is then
   // replaced by a copy with room for them (16 bytes each), while the
   // shard's readers wait (once per entry, like a fill). Entries read from
-  // one CPU only get none and have no room for them. An overwrite drops
-  // them until the new value is read that way again.
+  // one CPU only get none and have no room for them. A shard stripes at
+  // most max(128, its max_entries / 64) entries at once (the first read
+  // that way; an entry that leaves makes room), so reads from several CPUs
+  // cost a large cache about 2 bytes per entry. An overwrite drops them
+  // until the new value is read that way again.
   // The returned pointers point to the same bytes; only use_count()
   // differs. Not counted by the default weigher. 0 picks the number of CPUs
   // rounded up to a power of two, at most 4. bench_l1 reports both

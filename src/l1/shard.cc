@@ -31,6 +31,7 @@ void Shard::Configure(const ShardLimits& limits) {
   policy_ = limits.policy;
   max_stale_ = limits.max_stale;
   stripe_mask_ = limits.value_stripes - 1;
+  max_striped_ = std::max(kMinStripedEntries, max_entries_ / kEntriesPerStriped);
   if (policy_ == L1Policy::kTinyLfu) {
     const auto window = static_cast<std::size_t>(
         std::llround(static_cast<double>(max_entries_) * limits.window_fraction));
@@ -143,8 +144,13 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 // they make a difference). An entry read from one CPU only (every entry of
 // a cache that is mostly cold, or that one thread reads) never is, and its
 // node has no room for stripes. The node's line is read only then; the test
-// is on the record the drain just touched. Striping replaces the node, so
-// the replacement waits for an exclusive section: a drain outside one
+// is on the record the drain just touched. At most max_striped_ entries of
+// a shard are striped at once (the first to be read from two CPUs: in a
+// skewed workload, mostly the hottest), so however many entries several
+// CPUs read, striping costs a large shard about 2 bytes per entry (one in
+// 64 entries with its stripes, a larger copy of its node, and the smaller
+// one's block left in the arena). Striping replaces the node, so the
+// replacement waits for an exclusive section: a drain outside one
 // leaves the record in pending_stripes_ for its caller (DrainAndStripe),
 // which makes the copies before its section. A section's own drains
 // stripe at most kMaxStripesPerSection nodes (the others are noted again by
@@ -153,7 +159,8 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
-  if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0) {
+  if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0 &&
+      striped_ + pending_stripe_count_ < max_striped_) {
     // Once per record: the flag is set now, and cleared only if the stripes
     // cannot be made now (no memory, or the section's budget spent).
     record.seen |= PolicyRecord::kStriped;
@@ -194,6 +201,7 @@ void Shard::InstallStriped(std::uint32_t i, NodePtr copy) {
   table_.Replace(HashKey(old->key()), old, copy.get());
   records_.Rebind(i, copy.release());
   Retire(old);
+  ++striped_;
 }
 
 Node* Shard::DrainAndStripe(ReaderSlot& slot) {
@@ -447,6 +455,7 @@ bool Shard::UpsertLocked(std::uint64_t hash, NodePtr& node, Clock::TimePoint now
     table_.Replace(hash, old, node.get());
     records_.Rebind(i, node.release());
     records_[i].seen = 0;  // striped again only once read with two stripes
+    if (old->stripes() > 1) --striped_;
     Retire(old);
     Touch(i);
   }
@@ -486,6 +495,7 @@ void Shard::Clear() {
     records_.Swap(empty_records);  // the old arrays are freed after the section
     table_.Swap(empty_table);
     bytes_ = 0;
+    striped_ = 0;
     for (std::size_t& b : segment_bytes_) b = 0;
     retired = TakeRetired();
   }
@@ -707,6 +717,7 @@ void Shard::Drop(Node* n, std::uint64_t hash) {
   bytes_ -= n->charge();
   records_.Detach(n);
   table_.Remove(hash, n);
+  if (n->stripes() > 1) --striped_;
   Retire(n);  // overwrites the policy index and the charge
 }
 

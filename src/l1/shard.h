@@ -126,6 +126,10 @@ class alignas(64) Shard {
   static constexpr std::uint32_t kReadBuffer = 64;
   // Stripings one exclusive section's drains may do (allocating inside it).
   static constexpr std::uint32_t kMaxStripesPerSection = 16;
+  // Striped entries a shard may hold at once: max_entries / 64, at least
+  // 128 (see NoteReader).
+  static constexpr std::size_t kMinStripedEntries = 128;
+  static constexpr std::size_t kEntriesPerStriped = 64;
 
   // One per CPU (modulo kReaderSlots): written by the readers running there,
   // read by writers. Threads sharing a slot (a preempted reader, more CPUs
@@ -278,6 +282,7 @@ class alignas(64) Shard {
   Node* retired_ = nullptr;                  // GUARDED_BY(mu_), freed outside it
   bool exclusive_ = false;                   // GUARDED_BY(mu_): inside an ExclusiveSection
   std::uint32_t stripes_in_section_ = 0;     // GUARDED_BY(mu_): NoteReader's budget
+  std::size_t striped_ = 0;                  // GUARDED_BY(mu_): entries whose node is striped
   // Records a drain outside an exclusive section found to stripe (NoteReader).
   std::uint32_t pending_stripes_[kReadBuffer] = {};  // GUARDED_BY(mu_)
   std::uint32_t pending_stripe_count_ = 0;           // GUARDED_BY(mu_)
@@ -292,6 +297,7 @@ class alignas(64) Shard {
   L1Policy policy_ = L1Policy::kLru;
   Clock::Duration max_stale_{0};
   std::size_t stripe_mask_ = 0;  // value_stripes - 1: 0 means no stripes
+  std::size_t max_striped_ = 0;  // see kMinStripedEntries
 };
 
 }  // namespace tiercache::l1

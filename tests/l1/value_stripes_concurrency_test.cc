@@ -81,9 +81,10 @@ class ValueStripesTest : public ::testing::Test {
     if (std::getenv("CI") != nullptr) FAIL() << "no two CPUs to pin to (one with stripe 0, one without)";
     GTEST_SKIP() << "this process may not run on two CPUs whose reader slots use different stripes";
   }
-  std::unique_ptr<L1Cache> Make(std::size_t stripes) {
+  std::unique_ptr<L1Cache> Make(std::size_t stripes, std::size_t max_entries = L1Options{}.max_entries) {
     L1Options o;
     o.num_shards = 1;  // so any write drains every reader slot of the key's shard
+    o.max_entries = max_entries;
     o.value_stripes = stripes;
     auto r = L1Cache::Create(o);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -146,6 +147,48 @@ TEST_F(ValueStripesTest, ReadersAloneStripeAnEntryWithoutAnyWriter) {
   EXPECT_EQ(a.use_count(), static_cast<long>(2 + kStripes - 1)) << "not striped by the readers' drains";
   EXPECT_FALSE(SameOwner(ReadOn(1, *c, "k"), a));
   EXPECT_TRUE(SameOwner(ReadOn(0, *c, "k"), a));
+}
+
+// A shard stripes at most max(128, max_entries / 64) entries at once, so
+// reads from several CPUs cannot make every entry pay for stripes; an entry
+// that leaves makes room for another.
+TEST_F(ValueStripesTest, AShardStripesABoundedNumberOfEntries) {
+  constexpr int kKeys = 300;
+  auto c = Make(kStripes, 1000);  // bound: 128
+  std::vector<L1Value> values;
+  for (int i = 0; i < kKeys; ++i) {
+    values.push_back(V("v" + std::to_string(i)));
+    ASSERT_TRUE(c->Set("k" + std::to_string(i), values.back(), Version(1)).ok());
+  }
+  const auto read_all = [&](int which) {
+    ASSERT_TRUE(OnCpu(cpus_[which], [&] {
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(c->Get("k" + std::to_string(i)).ok());
+      }
+    }));
+  };
+  const auto striped = [&] {
+    Drain(*c);
+    int n = 0;
+    for (const L1Value& v : values) n += v.use_count() > 2 ? 1 : 0;
+    return n;
+  };
+  read_all(0);
+  read_all(1);
+  read_all(0);
+  EXPECT_EQ(striped(), 128);
+  // Ten striped entries go: ten others may be striped in their place.
+  int erased = 0;
+  for (int i = 0; i < kKeys && erased < 10; ++i) {
+    if (values[i].use_count() > 2) {
+      ASSERT_TRUE(c->Erase("k" + std::to_string(i)).ok());
+      ++erased;
+    }
+  }
+  EXPECT_EQ(striped(), 118);
+  read_all(1);
+  read_all(0);
+  EXPECT_EQ(striped(), 128);
 }
 
 // The stripes reference the value they were made for: an overwrite must take
