@@ -354,7 +354,7 @@ HitRatios MeasureHitRatios() {
 
 // Heap bytes the cache adds per entry beyond the key and the value, for
 // kMemoryEntries entries of 16-byte keys and 100-byte values (glibc's
-// mallinfo2: bytes in use, allocator headers included). The values are made
+// mallinfo2: bytes in use, allocator headers included, mmapped chunks too). The values are made
 // before the measurement (they are the caller's, shared with the cache); the
 // second figure also counts a value's own representation beyond its 100
 // bytes (std::make_shared<const std::string>: control block, string object,
@@ -363,14 +363,22 @@ constexpr std::size_t kMemoryEntries = 1'000'000;
 constexpr std::size_t kMemoryKeyBytes = 16;
 constexpr std::size_t kMemoryValueBytes = 100;
 
+// Bytes in use on the heap: glibc's arena chunks in use and its mmapped
+// chunks (large blocks: slabs, tables, arrays above the mmap threshold).
+std::size_t HeapInUse() {
+  const struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
+
 struct Overhead {
   double cache_per_entry = 0;       // beyond key + value
   double value_object_per_entry = 0;  // make_shared<const std::string>(100) beyond the 100 bytes
   // The same cache after two threads on two CPUs (whose reader slots use
-  // different stripes) read every entry twice: each entry read from two
-  // CPUs is striped (a copy of its node with room for the stripes, and a
-  // control block per extra stripe). Negative when the threads could not
-  // be pinned.
+  // different stripes) read every entry twice: entries read from two CPUs
+  // are striped (a copy of the node with room for the stripes, and a
+  // control block per extra stripe: one on a 2-CPU machine, three with 4
+  // CPUs or more), up to each shard's bound (max(128, max_entries / 64)).
+  // Negative when the threads could not be pinned.
   double cache_per_entry_read_by_2_cpus = -1;
 };
 
@@ -398,25 +406,25 @@ Overhead MeasureOverhead() {
   }
   std::vector<L1Value> values;
   values.reserve(kMemoryEntries);
-  const std::size_t after_reserve = mallinfo2().uordblks;
+  const std::size_t after_reserve = HeapInUse();
   for (std::size_t i = 0; i < kMemoryEntries; ++i) {
     values.push_back(std::make_shared<const std::string>(kMemoryValueBytes, 'v'));
   }
-  const std::size_t after_values = mallinfo2().uordblks;
+  const std::size_t after_values = HeapInUse();
   Overhead o;
   o.value_object_per_entry = static_cast<double>(after_values - after_reserve) / kMemoryEntries - kMemoryValueBytes;
   L1Options options;
   options.max_entries = kMemoryEntries;
   options.max_bytes = std::size_t{1} << 40;
   options.default_ttl = std::chrono::hours(1);
-  const std::size_t before = mallinfo2().uordblks;
+  const std::size_t before = HeapInUse();
   {
     std::unique_ptr<L1Cache> cache = MustCreate(options);
     L1Fill fill;
     fill.version = 1;
     for (std::size_t i = 0; i < kMemoryEntries; ++i) cache->Set(keys[i], values[i], fill).IgnoreError();
     const tiercache::L1Stats stats = cache->Stats();
-    const std::size_t after = mallinfo2().uordblks;
+    const std::size_t after = HeapInUse();
     if (stats.entries != kMemoryEntries) std::printf("memory: only %llu entries stored\n",
                                                       static_cast<unsigned long long>(stats.entries));
     o.cache_per_entry = static_cast<double>(after - before) / static_cast<double>(stats.entries) - kMemoryKeyBytes;
@@ -433,7 +441,7 @@ Overhead MeasureOverhead() {
       }
       cache->Erase(keys[0]).IgnoreError();  // an exclusive section: drains what the readers left
       if (pinned) {
-        const std::size_t read = mallinfo2().uordblks;
+        const std::size_t read = HeapInUse();
         o.cache_per_entry_read_by_2_cpus =
             static_cast<double>(read - before) / static_cast<double>(kMemoryEntries - 1) - kMemoryKeyBytes;
       }

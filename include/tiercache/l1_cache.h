@@ -190,9 +190,11 @@ struct L1Options {
   // shard's readers wait (once per entry, like a fill). Entries read from
   // one CPU only get none and have no room for them. A shard stripes at
   // most max(128, its max_entries / 64) entries at once (the first read
-  // that way; an entry that leaves makes room), so reads from several CPUs
-  // cost a large cache about 2 bytes per entry. An overwrite drops them
-  // until the new value is read that way again.
+  // that way; an entry that leaves makes room, none is unstriped while it
+  // stays, so a hot set that moves gets stripes as the old one is evicted
+  // or overwritten), so reads from several CPUs cost a large cache about 2
+  // bytes per entry. An overwrite drops them until the new value is read
+  // that way again.
   // The returned pointers point to the same bytes; only use_count()
   // differs. Not counted by the default weigher. 0 picks the number of CPUs
   // rounded up to a power of two, at most 4. bench_l1 reports both

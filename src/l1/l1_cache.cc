@@ -133,10 +133,11 @@ Status L1Cache::Invalidate(std::string_view key, std::uint64_t version,
   Status s = Store(key, nullptr, L1EntryKind::kTombstone, fill, nullptr);
   if (s.IsAborted()) return Status::Ok();  // a newer version is present: no-op
   // An invalidation must not leave the value it invalidates: with no
-  // tombstone stored (the weigher threw, its charge is too large, no memory,
-  // a bad ttl), the entry goes (which needs no memory), and with it the
-  // version guard the tombstone would have been.
-  if (!s.ok() && !key.empty() && key.size() <= impl_->options.max_key_bytes) {
+  // tombstone stored (the weigher threw, a bad ttl; Store itself erased the
+  // entry when the tombstone's charge was too large or had no memory), the
+  // entry goes (which needs no memory), and with it the version guard the
+  // tombstone would have been.
+  if (!s.ok() && !s.IsResourceExhausted() && !key.empty() && key.size() <= impl_->options.max_key_bytes) {
     const std::uint64_t hash = HashKey(key);
     impl_->ShardFor(hash).Erase(hash, key);
   }
@@ -181,15 +182,22 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
     built->tag = fill.tag;
     built->user_data = fill.user_data;
   };
-  if (Status s = l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge); !s.ok()) {
+  // A tombstone that cannot be stored erases the entry first, before the
+  // error (whose message allocates) is made: see Invalidate.
+  const auto erase_if_invalidation = [&] {
+    if (kind == L1EntryKind::kTombstone) shard.Erase(hash, key);
+  };
+  if (*charge > o.max_bytes || *charge > impl_->max_entry_charge) {
     describe();
-    return s;
+    erase_if_invalidation();
+    return l1::CheckCharge(*charge, o.max_bytes, impl_->max_entry_charge);
   }
   l1::NodePtr node;
   try {
     node = l1::NewFilledNode(key, std::move(value), fields, shard.arena());
   } catch (const std::bad_alloc&) {
     describe();  // `value` is still ours: NewFilledNode takes it only once the node exists
+    erase_if_invalidation();
     return Status::ResourceExhausted("no memory for the entry's node");
   }
   if (built != nullptr) node->CopyTo(built);

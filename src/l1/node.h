@@ -323,8 +323,8 @@ class PolicyTable {
   // A table for at most `max_nodes` nodes at once (its shard's max_entries
   // + 1: an insertion may precede its eviction), whose arrays never grow
   // beyond what that takes.
-  explicit PolicyTable(std::size_t max_nodes = ~std::size_t{0} - kLists)
-      : max_records_(max_nodes + kLists) {
+  explicit PolicyTable(std::size_t max_nodes = ~std::size_t{0})
+      : max_records_(max_nodes <= ~std::size_t{0} - kLists ? max_nodes + kLists : ~std::size_t{0}) {
     Reset();
   }
   PolicyTable(const PolicyTable&) = delete;
@@ -337,8 +337,10 @@ class PolicyTable {
   void Reserve() {
     if (free_ != 0) return;
     if (records_.size() == records_.capacity() || nodes_.size() == nodes_.capacity()) {
-      // Doubling, but not past the bound (nor short of one more record).
-      const std::size_t want = std::max(std::min(2 * records_.size(), max_records_), records_.size() + 1);
+      // Doubling, but not past the bound; doubling again past it (only if
+      // the shard ever held more nodes than it said).
+      const std::size_t size = records_.size();
+      const std::size_t want = size < max_records_ ? std::min(2 * size, max_records_) : 2 * size;
       records_.reserve(want);
       nodes_.reserve(want);
     }

@@ -93,9 +93,10 @@ class NodeTable {
   }
   static constexpr std::size_t kInitialSlots = 16;
   static constexpr std::size_t kUnbounded = ~std::size_t{0};
-  // The slots that hold max_entries + 1 at load 3/4.
+  // The slots that hold max_entries + 1 at load 3/4 (none past 2^32: Home
+  // scales 32 bits; a shard of over 3 x 2^30 entries keeps doubling).
   static std::size_t FinalSlots(std::size_t max_entries) {
-    if (max_entries >= kUnbounded / 8) return kUnbounded;
+    if (max_entries >= (std::size_t{3} << 30)) return kUnbounded;
     return std::max(kInitialSlots, ((max_entries + 1) * 4 + 2) / 3);
   }
   // The low 32 bits of the hash scaled to [0, slots).
@@ -115,7 +116,7 @@ class NodeTable {
   }
   void Grow();
 
-  std::vector<Slot> slots_;  // at most 2^32 (Home scales 32 bits)
+  std::vector<Slot> slots_;  // past 2^32 slots, only 2^32 of them are homes (still correct)
   std::size_t size_ = 0;
   std::size_t final_slots_;  // where doubling stops and the load may reach 3/4
 };

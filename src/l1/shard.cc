@@ -26,7 +26,7 @@ Shard::~Shard() {
 void Shard::Configure(const ShardLimits& limits) {
   max_entries_ = limits.max_entries;
   NodeTable(max_entries_).Swap(table_);
-  PolicyTable(max_entries_ + 1).Swap(records_);
+  PolicyTable(MaxNodes()).Swap(records_);
   max_bytes_ = limits.max_bytes;
   policy_ = limits.policy;
   max_stale_ = limits.max_stale;
@@ -206,18 +206,26 @@ void Shard::InstallStriped(std::uint32_t i, NodePtr copy) {
 
 Node* Shard::DrainAndStripe(ReaderSlot& slot) {
   DrainSlot(slot);
-  const std::uint32_t count = std::exchange(pending_stripe_count_, 0);
+  // The pending records stay counted (against max_striped_) until they are
+  // installed: the section's own drains below must not stripe past the bound.
+  const std::uint32_t count = pending_stripe_count_;
   if (count == 0) return nullptr;
   // The copies are made before the section, while readers go on: a copy
   // only reads its node, as they do, and no node changes while mu_ is held
   // outside a section.
   NodePtr copies[kReadBuffer];
   const Node* originals[kReadBuffer];
+  bool any = false;
   for (std::uint32_t k = 0; k < count; ++k) {
     originals[k] = records_.node(pending_stripes_[k]);
     copies[k] = MakeStripedCopy(pending_stripes_[k]);
+    any = any || copies[k] != nullptr;
   }
-  BeginExclusive();  // its drains may stripe more (within their budget)
+  if (!any) {  // nothing to install (no memory, or nothing to stripe): no section
+    pending_stripe_count_ = 0;
+    return nullptr;
+  }
+  BeginExclusive();  // its drains may stripe more (within their budget and the bound)
   for (std::uint32_t k = 0; k < count; ++k) {
     if (copies[k] == nullptr) continue;
     // Each record still has its node, or a striped copy the section's own
@@ -229,6 +237,7 @@ Node* Shard::DrainAndStripe(ReaderSlot& slot) {
       Retire(copies[k].release());  // freed with the others, after mu_
     }
   }
+  pending_stripe_count_ = 0;
   EndExclusive();
   return TakeRetired();
 }
@@ -482,7 +491,7 @@ void Shard::Clear() {
   // throw inside the section, after the nodes were chained for freeing, would
   // leave the table pointing at them.
   NodeTable empty_table(max_entries_);
-  PolicyTable empty_records(max_entries_ + 1);
+  PolicyTable empty_records(MaxNodes());
   Node* retired;
   {
     ExclusiveSection section(*this);

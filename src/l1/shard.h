@@ -179,6 +179,9 @@ class alignas(64) Shard {
   };
 
   NodeList& list(Segment s) { return lists_[static_cast<int>(s)]; }
+  // The most nodes the shard holds at once: max_entries_ + 1 (an insertion
+  // precedes its eviction), saturating.
+  std::size_t MaxNodes() const { return max_entries_ + (max_entries_ < ~std::size_t{0} ? 1 : 0); }
   bool OverBounds() const { return table_.size() > max_entries_ || bytes_ > max_bytes_; }
 
   static std::size_t ThreadSlot();

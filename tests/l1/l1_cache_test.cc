@@ -222,6 +222,13 @@ TEST_F(L1CacheTest, AnInvalidationWhoseTombstoneCannotBeStoredStillRemovesTheVal
     auto other = c->Get("other");
     ASSERT_TRUE(other.ok() && other->has_value());
   }
+  // A bad ttl stores no tombstone either.
+  auto c = Make(Options());
+  ASSERT_TRUE(c->Set("k", V("v1"), Version(1)).ok());
+  EXPECT_TRUE(c->Invalidate("k", 2, std::chrono::seconds(-1)).IsInvalidArgument());
+  auto r = c->Get("k");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value()) << "the invalidated value is still served (bad ttl)";
 }
 
 // GetStaleInto answers what GetStale answers, with the same counting, and

@@ -133,7 +133,7 @@ TEST(L1NodeAllocationTest, AFillWhoseTableCannotGrowIsResourceExhaustedAndLosesN
   auto c = MakeCache(&clock);
   ASSERT_NE(c, nullptr);
   // 512 entries: the table has 1,024 slots and the next insertion doubles
-  // it (16 KiB). The arena's slabs hold 73 + 146 + 292 + 585 nodes of 56
+  // it (16 KiB). The arena's slabs hold 64 + 128 + 256 + 512 nodes of 64
   // bytes: the fourth has room to spare.
   for (int i = 0; i < 512; ++i) ASSERT_TRUE(c->Set("k" + std::to_string(i), V("v"), Fill(1)).ok());
   ASSERT_EQ(c->Stats().entries, 512u);

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -188,6 +189,39 @@ TEST_F(ValueStripesTest, AShardStripesABoundedNumberOfEntries) {
   EXPECT_EQ(striped(), 118);
   read_all(1);
   read_all(0);
+  EXPECT_EQ(striped(), 128);
+}
+
+// The bound holds when a drain that leaves entries to stripe runs its
+// section and the section's own drains (of the other CPU's slot, holding
+// hits not yet applied) would stripe more: those count the pending ones.
+// A and B are the two CPUs; a read buffer holds 64 hits.
+TEST_F(ValueStripesTest, TheBoundHoldsWhenASectionsOwnDrainsStripeToo) {
+  constexpr int kKeys = 320;
+  auto c = Make(kStripes, 1000);  // bound: 128
+  std::vector<L1Value> values;
+  for (int i = 0; i < kKeys; ++i) {
+    values.push_back(V("v" + std::to_string(i)));
+    ASSERT_TRUE(c->Set("k" + std::to_string(i), values.back(), Version(1)).ok());
+  }
+  const auto read = [&](int which, int from, int to) {
+    ASSERT_TRUE(OnCpu(cpus_[which], [&] {
+      for (int i = from; i < to; ++i) ASSERT_TRUE(c->Get("k" + std::to_string(i)).ok());
+    }));
+  };
+  const auto striped = [&] {
+    int n = 0;
+    for (const L1Value& v : values) n += v.use_count() > 2 ? 1 : 0;
+    return n;
+  };
+  read(0, 0, 128);    // A: keys 0-127 last read by A (two drains)
+  read(1, 128, 320);  // B: keys 128-319 last read by B (three drains)
+  read(0, 128, 192);  // A: one drain, 64 entries read by both: striped
+  ASSERT_EQ(striped(), 64);
+  read(1, 0, 40);     // B: 40 hits on A's keys, left in B's buffer
+  // A: 64 more entries to stripe, up to the bound; the section's drain of
+  // B's buffer finds 40 more read by both, and must stripe none of them.
+  read(0, 192, 256);
   EXPECT_EQ(striped(), 128);
 }
 
