@@ -66,10 +66,10 @@ struct NodeShape {
 // (8-aligned) the tag and user data if nonzero, then the value stripe
 // references if any (16 bytes each); at least 64 bytes. A key of up to 16
 // bytes makes a 64-byte node, which the shard's arena places on one cache
-// line (it places no block across more lines than its size needs). Nothing of it is written while
-// readers may be inside: every field is fixed when the node enters the
-// shard; an overwrite, and striping, replace the node (inside exclusive
-// sections) instead of changing it. The node's recency and frequency state
+// line (it places no block across more lines than its size needs). Nothing
+// of it is written while readers may be inside: every field is fixed when
+// the node enters the shard; an overwrite, and striping, replace the node
+// (inside exclusive sections) instead of changing it. The node's recency and frequency state
 // is a PolicyRecord in its shard's PolicyTable (a dense array), so the list
 // moves of a drain touch 16-byte records that stay in cache instead of three
 // nodes' lines. The node keeps no hash: the table's slot has it, and the

@@ -10,10 +10,10 @@
 // for the next node of that size; blocks of one size are never split or
 // merged for another, so memory freed by nodes of one size (say, entries
 // replaced by their striped copies, or keys whose length changed) waits
-// for nodes of that size. Larger blocks come from the general allocator. The slabs are kept until
-// the arena is destroyed (with its shard), and free lists are per size
-// (never split or merged), so a cache's node memory is the sum of each
-// node size's peak population; freed blocks are reused, not returned.
+// for nodes of that size: a cache's node memory is the sum of each node
+// size's peak population. Larger blocks come from the general allocator.
+// The slabs are kept until the arena is destroyed (with its shard): freed
+// blocks are reused, not returned.
 //
 // Under AddressSanitizer a free block is poisoned but for the word that
 // links it, and the uncarved part of a slab is poisoned until carved, so a

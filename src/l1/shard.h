@@ -26,7 +26,9 @@
 //
 // The cache picks the shard from the key's hash, computes `now` and builds
 // new nodes (key copy, weigher) before calling in, so exclusive sections
-// hold only table and list updates. Nodes that leave the shard are chained on
+// hold only table and list updates (and, in a writer's section, the striped
+// copies of at most kMaxStripesPerSection entries its drains find read from
+// several CPUs). Nodes that leave the shard are chained on
 // retired_ and freed after the section ends, so no value destructor
 // (possibly the last owner of a large string) runs inside it.
 //
