@@ -188,9 +188,11 @@ struct L1Options {
   // drains, so after some dozens of hits): the entry's node is then
   // replaced by a copy with room for them (16 bytes each), while the
   // shard's readers wait (once per entry, like a fill). Entries read from
-  // one CPU only get none and have no room for them. A shard stripes at
-  // most max(128, its max_entries / 64) entries at once (the first read
-  // that way; an entry that leaves makes room, none is unstriped while it
+  // one CPU only get none and have no room for them. Once a TinyLFU shard's
+  // frequency sketch runs (from half full on), only entries it estimates at
+  // its maximum (hot ones) are striped. A shard stripes at most max(128,
+  // its max_entries / 64) entries at once (the first read that way among
+  // those; an entry that leaves makes room, none is unstriped while it
   // stays, so a hot set that moves gets stripes as the old one is evicted
   // or overwritten), so reads from several CPUs cost a large cache about 2
   // bytes per entry. An overwrite drops them until the new value is read

@@ -145,8 +145,9 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 // a cache that is mostly cold, or that one thread reads) never is, and its
 // node has no room for stripes. The node's line is read only then; the test
 // is on the record the drain just touched. At most max_striped_ entries of
-// a shard are striped at once (the first to be read from two CPUs: in a
-// skewed workload, mostly the hottest), so however many entries several
+// a shard are striped at once (the first to be read from two CPUs; once
+// the TinyLFU sketch runs, only among those it estimates saturated, the
+// hottest), so however many entries several
 // CPUs read, striping costs a large shard about 2 bytes per entry (one in
 // 64 entries with its stripes, a larger copy of its node, and the smaller
 // one's block left in the arena). Striping replaces the node, so the
@@ -159,7 +160,11 @@ void Shard::DrainSlot(ReaderSlot& slot) {
 void Shard::NoteReader(std::uint32_t i, std::uint8_t from) {
   PolicyRecord& record = records_[i];
   const std::uint8_t last = record.seen & ~PolicyRecord::kStriped;
-  if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0 &&
+  // Once the TinyLFU sketch runs, only entries it knows to be hot (their
+  // estimate saturated, see CountInSketch, which the drain just ran) are
+  // striped: the bound then goes to the hottest entries, not the first.
+  const bool hot_enough = !sketch_on_ || KnownSaturated(record);
+  if (last != 0 && (record.seen & PolicyRecord::kStriped) == 0 && hot_enough &&
       striped_ + pending_stripe_count_ < max_striped_) {
     // Once per record: the flag is set now, and cleared only if the stripes
     // cannot be made now (no memory, or the section's budget spent).

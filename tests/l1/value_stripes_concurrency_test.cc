@@ -225,6 +225,26 @@ TEST_F(ValueStripesTest, TheBoundHoldsWhenASectionsOwnDrainsStripeToo) {
   EXPECT_EQ(striped(), 128);
 }
 
+// Once a TinyLFU shard's sketch runs (it is half full), only entries the
+// sketch knows to be hot are striped: one read from each CPU is not enough,
+// dozens are.
+TEST_F(ValueStripesTest, WithTheSketchRunningOnlyHotEntriesAreStriped) {
+  auto c = Make(kStripes, 1000);
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(c->Set("fill" + std::to_string(i), V("f"), Version(1)).ok());
+  L1Value cold = V("cold"), hot = V("hot");
+  ASSERT_TRUE(c->Set("cold", cold, Version(1)).ok());
+  ASSERT_TRUE(c->Set("hot", hot, Version(1)).ok());
+  for (int round = 0; round < 4; ++round) {
+    for (int which = 0; which < 2; ++which) {
+      if (round == 0) ReadOn(which, *c, "cold");
+      ReadOn(which, *c, "hot", 20);
+      Drain(*c);
+    }
+  }
+  EXPECT_EQ(cold.use_count(), 2) << "an entry read once from each CPU was striped";
+  EXPECT_EQ(hot.use_count(), static_cast<long>(2 + kStripes - 1)) << "the hot entry was not striped";
+}
+
 // The stripes reference the value they were made for: an overwrite must take
 // them away with it, or the second CPU would go on reading the old value.
 TEST_F(ValueStripesTest, AnOverwriteDropsTheOldValuesStripesAndNoCpuReadsTheOldValue) {
