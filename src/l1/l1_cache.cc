@@ -130,17 +130,9 @@ Status L1Cache::Invalidate(std::string_view key, std::uint64_t version,
   L1Fill fill;
   fill.version = version;
   fill.ttl = tombstone_ttl;
+  // A tombstone Store cannot keep erases the entry (see Store).
   Status s = Store(key, nullptr, L1EntryKind::kTombstone, fill, nullptr);
   if (s.IsAborted()) return Status::Ok();  // a newer version is present: no-op
-  // An invalidation must not leave the value it invalidates: with no
-  // tombstone stored (the weigher threw, a bad ttl; Store itself erased the
-  // entry when the tombstone's charge was too large or had no memory), the
-  // entry goes (which needs no memory), and with it the version guard the
-  // tombstone would have been.
-  if (!s.ok() && !s.IsResourceExhausted() && !key.empty() && key.size() <= impl_->options.max_key_bytes) {
-    const std::uint64_t hash = HashKey(key);
-    impl_->ShardFor(hash).Erase(hash, key);
-  }
   return s;
 }
 
@@ -148,10 +140,26 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
                       L1Entry* built) {
   const L1Options& o = impl_->options;
   if (key.empty() || key.size() > o.max_key_bytes) return l1::KeyError(key, o.max_key_bytes);
-  TIERCACHE_RETURN_IF_ERROR(l1::CheckTtl(fill.ttl, "ttl"));
+  const std::uint64_t hash = HashKey(key);
+  l1::Shard& shard = impl_->ShardFor(hash);
+  // An invalidation must not leave the value it invalidates: a tombstone
+  // that cannot be stored (a bad ttl, the weigher threw, its charge is too
+  // large, no memory) erases the entry (which needs no memory), and with it
+  // the version guard the tombstone would have been. Where the error is
+  // made after the check (its message allocates), the entry goes first.
+  const auto erase_if_invalidation = [&] {
+    if (kind == L1EntryKind::kTombstone) shard.Erase(hash, key);
+  };
+  if (Status s = l1::CheckTtl(fill.ttl, "ttl"); !s.ok()) {
+    erase_if_invalidation();
+    return s;
+  }
   const std::string_view bytes = value ? std::string_view(*value) : std::string_view();
   Result<std::size_t> charge = l1::Weigh(o.weigher, key, bytes);
-  if (!charge.ok()) return charge.status();
+  if (!charge.ok()) {
+    erase_if_invalidation();
+    return charge.status();
+  }
 
   const Clock::TimePoint now = impl_->clock->Now();
   Clock::Duration ttl = l1::BaseTtl(o, kind, fill.ttl);
@@ -160,8 +168,6 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
   }
   Clock::TimePoint expiry = now + ttl;
   if (fill.not_after.has_value() && *fill.not_after < expiry) expiry = *fill.not_after;
-  const std::uint64_t hash = HashKey(key);
-  l1::Shard& shard = impl_->ShardFor(hash);
   l1::NodeFields fields;
   fields.kind = kind;
   fields.version = fill.version;
@@ -181,11 +187,6 @@ Status L1Cache::Store(std::string_view key, L1Value value, L1EntryKind kind, con
     built->load_duration = l1::DecodeLoadDuration(l1::EncodeLoadDuration(fill.load_duration));  // as stored
     built->tag = fill.tag;
     built->user_data = fill.user_data;
-  };
-  // A tombstone that cannot be stored erases the entry first, before the
-  // error (whose message allocates) is made: see Invalidate.
-  const auto erase_if_invalidation = [&] {
-    if (kind == L1EntryKind::kTombstone) shard.Erase(hash, key);
   };
   if (*charge > o.max_bytes || *charge > impl_->max_entry_charge) {
     describe();

@@ -225,6 +225,35 @@ TEST_F(ValueStripesTest, TheBoundHoldsWhenASectionsOwnDrainsStripeToo) {
   EXPECT_EQ(striped(), 128);
 }
 
+// A writer's exclusive section drains every buffer; the stripings those
+// drains find are made inside the section, at most 16 of them (the rest are
+// noted again by later drains, which stripe them outside it).
+TEST_F(ValueStripesTest, AWritersSectionStripesAtMostSixteen) {
+  constexpr int kKeys = 64;
+  auto c = Make(kStripes);
+  std::vector<L1Value> values;
+  for (int i = 0; i < kKeys; ++i) {
+    values.push_back(V("v" + std::to_string(i)));
+    ASSERT_TRUE(c->Set("k" + std::to_string(i), values.back(), Version(1)).ok());
+  }
+  const auto read = [&](int which, int to) {
+    ASSERT_TRUE(OnCpu(cpus_[which], [&] {
+      for (int i = 0; i < to; ++i) ASSERT_TRUE(c->Get("k" + std::to_string(i)).ok());
+    }));
+  };
+  const auto striped = [&] {
+    int n = 0;
+    for (const L1Value& v : values) n += v.use_count() > 2 ? 1 : 0;
+    return n;
+  };
+  read(0, 64);  // A: one full buffer, drained: every key last read by A
+  read(1, 60);  // B: 60 hits left in B's buffer
+  Drain(*c);    // a writer's section drains them: 60 keys read by both
+  EXPECT_EQ(striped(), 16);
+  read(0, 64);  // A's drain notes the other 44 again and stripes them
+  EXPECT_EQ(striped(), 60);
+}
+
 // Once a TinyLFU shard's sketch runs (it is half full), only entries the
 // sketch knows to be hot are striped: one read from each CPU is not enough,
 // dozens are.
